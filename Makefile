@@ -1,0 +1,130 @@
+# ds4 build.
+#
+# Sources are found by directory, so adding a module means adding a file:
+#   src/<layer>/*.c      -> build/libds4.a        (files named *_avx2.c get -mavx2 -mfma -mf16c)
+#   tools/<name>.c       -> ./<name>              (one program per file, linked with libds4)
+#   tests/test_*.c       -> build/ds4-tests       (one Criterion runner for every unit test)
+#   tests/fuzz/fuzz_*.c  -> build/fuzz/fuzz_*     (libFuzzer targets; `make fuzz`)
+#   src/cuda/*.cu        -> `make cuda`           (nvcc; needs no GPU to build)
+#
+# Targets: all (default), test, asan, fuzz, fuzz-run, cuda, bench, clean.
+
+CC        ?= cc
+OPT       ?= -O2
+CFLAGS    ?= $(OPT) -g
+WARN      := -Wall -Wextra -Wno-missing-field-initializers
+# IEEE f32 without contraction: the known-answer tests compare bit patterns (quants README §7).
+BASEFLAGS := -std=c11 -D_GNU_SOURCE -pthread -ffp-contract=off -fno-fast-math $(WARN)
+CPPFLAGS  += -Iinclude -Isrc
+LDLIBS    := -lpcre2-8 -ljansson -lmicrohttpd -lcrypto -ledit -lm -lpthread
+SANFLAGS  :=
+ifneq ($(WERROR),)
+BASEFLAGS += -Werror
+endif
+
+BUILD     ?= build
+BINDIR    ?= .
+SHARED    ?= ../shared
+
+LIB_DIRS  := src/core src/format src/model src/cpu src/text src/serve
+LIB_SRC   := $(sort $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
+LIB_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC))
+LIB       := $(BUILD)/libds4.a
+
+TOOL_SRC  := $(sort $(wildcard tools/*.c))
+TOOLS     := $(patsubst tools/%.c,$(BINDIR)/%,$(TOOL_SRC))
+
+TEST_SRC  := $(sort $(wildcard tests/test_*.c) tests/testutil.c)
+TEST_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC))
+TEST_BIN  := $(BUILD)/ds4-tests
+
+FUZZ_SRC  := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BIN  := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
+FUZZ_REPLAY := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz-replay/%,$(FUZZ_SRC))
+
+ALL_CFLAGS = $(BASEFLAGS) $(CFLAGS) $(SANFLAGS)
+
+.PHONY: all test test-unit test-e2e asan fuzz fuzz-run fuzz-replay cuda test-cuda bench clean
+.SECONDARY:
+
+all: $(TOOLS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/%_avx2.o: %_avx2.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -mavx2 -mfma -mf16c -MMD -MP -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@
+	ar rcs $@ $^
+
+$(BINDIR)/%: $(BUILD)/tools/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+
+$(TEST_BIN): $(TEST_OBJ) $(LIB)
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(TEST_OBJ) $(LIB) -lcriterion $(LDLIBS)
+
+# Unit tests read ../shared in place and may run the tools; they find both through the environment.
+test-unit: $(TEST_BIN) $(TOOLS)
+	DS4_SHARED=$(SHARED) DS4_BIN_DIR=$(BINDIR) DS4_TMP=$(BUILD)/tmp $(TEST_BIN) --jobs=$${DS4_TEST_JOBS:-2} $(TEST_ARGS)
+
+# End-to-end tests (node's test runner against the real tools) live in tests/e2e when present.
+test-e2e: $(TOOLS)
+	@if [ -f tests/e2e/run.sh ]; then DS4_SHARED=$(SHARED) DS4_BIN_DIR=$(BINDIR) bash tests/e2e/run.sh; fi
+
+test: test-unit test-e2e
+
+# ASan + UBSan: the unit tests and a replay of every fuzz corpus, in a separate build tree.
+asan:
+	$(MAKE) BUILD=build/asan BINDIR=build/asan/bin OPT=-O1 \
+	  SANFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
+	  test-unit fuzz-replay
+
+# Replay driver: each fuzz target linked with a plain main() that feeds it the corpus files.
+$(BUILD)/fuzz-replay/%: tests/fuzz/%.c tests/fuzz/replay_main.c $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -o $@ $< tests/fuzz/replay_main.c $(LIB) $(LDLIBS)
+
+fuzz-replay: $(FUZZ_REPLAY)
+	@for f in $(FUZZ_REPLAY); do n=$$(basename $$f); \
+	  echo "replay $$n"; $$f tests/fuzz/corpus/$$n || exit 1; done
+
+# libFuzzer builds (clang). `make fuzz-run FUZZ_SECONDS=600` runs each target that long.
+FUZZ_CC     ?= clang
+FUZZ_FLAGS  := -O1 -g -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer
+FUZZ_SECONDS ?= 60
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(CPPFLAGS) $(BASEFLAGS) $(FUZZ_FLAGS) -o $@ $< \
+	  $(filter-out %_avx2.c,$(LIB_SRC)) $(if $(filter %_avx2.c,$(LIB_SRC)),-mavx2 -mfma -mf16c $(filter %_avx2.c,$(LIB_SRC))) $(LDLIBS)
+
+fuzz: $(FUZZ_BIN)
+
+fuzz-run: $(FUZZ_BIN)
+	@for f in $(FUZZ_BIN); do n=$$(basename $$f); mkdir -p build/fuzz/corpus-$$n; \
+	  echo "fuzz $$n for $(FUZZ_SECONDS)s"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus-$$n tests/fuzz/corpus/$$n || exit 1; done
+
+# CUDA: compile check with nvcc (no GPU needed); the GPU tests skip cleanly without one.
+NVCC      ?= $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvcc)
+CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80
+CUDA_SRC  := $(sort $(wildcard src/cuda/*.cu))
+CUDA_OBJ  := $(patsubst %.cu,$(BUILD)/%.o,$(CUDA_SRC))
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) -O3 -std=c++17 $(CUDA_ARCH) $(CPPFLAGS) -Xcompiler -Wall,-Wextra -c $< -o $@
+
+cuda: $(CUDA_OBJ)
+
+bench: all
+	@if [ -x scripts/bench.sh ]; then ./scripts/bench.sh; else echo "bench: no benchmark script yet"; fi
+
+clean:
+	rm -rf build $(patsubst tools/%.c,./%,$(TOOL_SRC))
+
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/tools/*.d

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that ds4's build and tests need. Run as root (or with sudo).
+# Safe to re-run: apt-get skips what is already installed.
+set -euo pipefail
+pkgs=(build-essential pkg-config clang libclang-rt-14-dev
+      libpcre2-dev libjansson-dev libmicrohttpd-dev libssl-dev libedit-dev libcriterion-dev
+      python3)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+echo "install-deps: all build and test packages present"
