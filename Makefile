@@ -2,7 +2,7 @@
 #
 # Sources are found by directory, so adding a module means adding a file:
 #   src/<layer>/*.c      -> build/libds4.a        (files named *_avx2.c get -mavx2 -mfma -mf16c)
-#   tools/<name>.c       -> ./<name>              (one program per file, linked with libds4)
+#   tools/<name>/*.c     -> ./<name>              (one program per folder, linked with libds4)
 #   tests/test_*.c       -> build/ds4-tests       (one Criterion runner for every unit test)
 #   tests/fuzz/fuzz_*.c  -> build/fuzz/fuzz_*     (libFuzzer targets; `make fuzz`)
 #   src/cuda/*.cu        -> `make cuda`           (nvcc; needs no GPU to build)
@@ -31,8 +31,9 @@ LIB_SRC   := $(sort $(foreach d,$(LIB_DIRS),$(wildcard $(d)/*.c)))
 LIB_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(LIB_SRC))
 LIB       := $(BUILD)/libds4.a
 
-TOOL_SRC  := $(sort $(wildcard tools/*.c))
-TOOLS     := $(patsubst tools/%.c,$(BINDIR)/%,$(TOOL_SRC))
+TOOL_NAMES := $(sort $(notdir $(patsubst %/,%,$(dir $(wildcard tools/*/*.c)))))
+TOOLS     := $(addprefix $(BINDIR)/,$(TOOL_NAMES))
+TOOL_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(wildcard tools/*/*.c))
 
 TEST_SRC  := $(sort $(wildcard tests/test_*.c) tests/testutil.c)
 TEST_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(TEST_SRC))
@@ -62,9 +63,12 @@ $(LIB): $(LIB_OBJ)
 	rm -f $@
 	ar rcs $@ $^
 
-$(BINDIR)/%: $(BUILD)/tools/%.o $(LIB)
-	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+define TOOL_RULE
+$(BINDIR)/$(1): $$(patsubst %.c,$$(BUILD)/%.o,$$(wildcard tools/$(1)/*.c)) $$(LIB)
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(ALL_CFLAGS) $$(LDFLAGS) -o $$@ $$(filter %.o,$$^) $$(LIB) $$(LDLIBS)
+endef
+$(foreach t,$(TOOL_NAMES),$(eval $(call TOOL_RULE,$(t))))
 
 $(TEST_BIN): $(TEST_OBJ) $(LIB)
 	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -o $@ $(TEST_OBJ) $(LIB) -lcriterion $(LDLIBS)
@@ -125,6 +129,6 @@ bench: all
 	@if [ -x scripts/bench.sh ]; then ./scripts/bench.sh; else echo "bench: no benchmark script yet"; fi
 
 clean:
-	rm -rf build $(patsubst tools/%.c,./%,$(TOOL_SRC))
+	rm -rf build $(addprefix ./,$(TOOL_NAMES))
 
--include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(BUILD)/tools/*.d
+-include $(LIB_OBJ:.o=.d) $(TEST_OBJ:.o=.d) $(TOOL_OBJ:.o=.d)

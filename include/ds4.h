@@ -51,6 +51,14 @@ const char *ds4_status_str(ds4_status st);
 /* Version string of the library; static. */
 const char *ds4_version(void);
 
+/* ---- Tokenizer (src/text/tokenizer.c) ---------------------------------------------------- */
+
+/* ---- Chat encoding and DSML (src/text/chat.c, src/text/dsml.c) --------------------------- */
+
+/* ---- Engine and sessions (src/model/) ------------------------------------------------------ */
+
+/* ---- Sampling (src/model/sampling.c) ------------------------------------------------------- */
+
 #ifdef __cplusplus
 }
 #endif

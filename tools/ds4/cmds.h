@@ -1,0 +1,18 @@
+/*
+ * tools/ds4/cmds.h — the modes of the `ds4` program. main.c picks a mode from the flags and
+ * hands it the whole argv; each mode parses its own flags and returns the exit status
+ * (0 ok, 1 runtime failure, 2 usage error). Modes live in their own files.
+ */
+#ifndef DS4_TOOL_CMDS_H
+#define DS4_TOOL_CMDS_H
+
+/* --tokenize / --tokenize-file / --detokenize (cmd_text.c) */
+int ds4_cmd_text(int argc, char **argv);
+/* --render-chat (cmd_render.c) */
+int ds4_cmd_render(int argc, char **argv);
+/* --prompt-tokens / --dump-logits (cmd_logits.c) */
+int ds4_cmd_logits(int argc, char **argv);
+/* chat: one-shot (-p) and interactive (cmd_chat.c) */
+int ds4_cmd_chat(int argc, char **argv);
+
+#endif
