@@ -57,7 +57,199 @@ const char *ds4_version(void);
 
 /* ---- Engine and sessions (src/model/) ------------------------------------------------------ */
 
+/*
+ * An engine is one loaded model (weights mapped read-only, shared by every session; thread-safe
+ * for concurrent session use only through distinct sessions that are each driven by one thread at
+ * a time). A session is one token stream with its KV / compressor state (MODEL_MATH §13).
+ *
+ * Session state machine:
+ *
+ *     create ──► EMPTY (pos 0, no logits) ──eval/sync──► LIVE (pos n, logits of token n-1)
+ *                   ▲                                      │  ▲
+ *                   └─────────── reset / rewind(0) ────────┘  └─ eval / sync / rewind(p>0) /
+ *                                                                restore
+ * Any failed eval leaves the session EMPTY (its state would be half-written); the error says so.
+ */
+
+typedef struct ds4_engine ds4_engine;
+typedef struct ds4_session ds4_session;
+
+typedef struct ds4_engine_options {
+    int n_threads;           /* worker threads; <= 0 = one per online core */
+    const char *backend;     /* "cpu" (default when NULL) */
+    const char *mtp_path;    /* optional companion MTP GGUF (GGUF_LAYOUT §3.8); NULL = none */
+    bool prefault;           /* true: read every weight page at open; false: lazy mmap page-in */
+} ds4_engine_options;
+
+/* Fills defaults: all cores, "cpu", no MTP, lazy page-in. */
+void ds4_engine_options_init(ds4_engine_options *opt);
+
+/* Opens a V4 GGUF. opt may be NULL (defaults). *out is owned by the caller until
+ * ds4_engine_close, which must come after every session of it is freed. */
+ds4_status ds4_engine_open(ds4_engine **out, const char *gguf_path, const ds4_engine_options *opt,
+                           ds4_error *err);
+void ds4_engine_close(ds4_engine *engine);
+
+typedef struct ds4_model_info {
+    uint32_t n_vocab;
+    uint32_t n_ctx_max;      /* longest context the model supports (metadata) */
+    uint32_t n_layer;
+    uint32_t n_embd;
+    uint32_t n_head;
+    uint32_t n_expert;
+    uint32_t n_expert_used;
+    bool has_mtp;
+    uint64_t weight_bytes;   /* tensor data bytes of the main model */
+    uint8_t model_id[32];    /* identity hash carried by snapshots (see ds4_engine_open docs in
+                                src/model/engine.c: metadata + tensor table + weight samples) */
+} ds4_model_info;
+
+ds4_status ds4_engine_info(const ds4_engine *engine, ds4_model_info *out, ds4_error *err);
+
+/* Host memory a session of n_ctx tokens needs: total = fixed_bytes + n_ctx * kv_bytes_per_token
+ * (MODEL_MATH §13 table), not counting the weights. */
+typedef struct ds4_memory_estimate {
+    uint64_t fixed_bytes;
+    uint64_t kv_bytes_per_token;
+    uint64_t total_bytes;
+} ds4_memory_estimate;
+
+ds4_status ds4_engine_memory_estimate(const ds4_engine *engine, uint32_t n_ctx,
+                                      ds4_memory_estimate *out, ds4_error *err);
+
+/* Creates an empty session holding up to n_ctx tokens (1 <= n_ctx <= n_ctx_max). */
+ds4_status ds4_session_create(ds4_session **out, ds4_engine *engine, uint32_t n_ctx,
+                              ds4_error *err);
+void ds4_session_free(ds4_session *s);
+
+/* Tokens per forward-pass call during sync / eval_tokens (default 256). Results do not depend on
+ * it (MODEL_MATH §7.4); it trades memory for speed. */
+ds4_status ds4_session_set_prefill_chunk(ds4_session *s, uint32_t n_tokens, ds4_error *err);
+
+/* What a sync / rewind did. */
+typedef struct ds4_sync_stats {
+    uint32_t n_reused;       /* tokens of the old state kept */
+    uint32_t n_evaluated;    /* tokens run through the model by this call */
+    bool rebuilt;            /* the state was discarded (or a checkpoint restored) first */
+} ds4_sync_stats;
+
+/* Brings the session to exactly tokens[0..n_tokens): keeps the longest common prefix when the
+ * live tokens are a prefix of the target, otherwise rebuilds (from the rewind checkpoint when it
+ * is a prefix of the target, else from token 0) and evaluates the rest. n_tokens must be >= 1 and
+ * < n_ctx. stats may be NULL. */
+ds4_status ds4_session_sync(ds4_session *s, const int32_t *tokens, uint32_t n_tokens,
+                            ds4_sync_stats *stats, ds4_error *err);
+
+/* Appends one token at the current position. DS4_ERR_RANGE when pos + 1 would reach n_ctx. */
+ds4_status ds4_session_eval(ds4_session *s, int32_t token, ds4_error *err);
+
+/* Appends n_tokens tokens; when logits_out is non-NULL it receives the logits after every one of
+ * them, row-major [n_tokens, n_vocab] (used by --dump-logits). */
+ds4_status ds4_session_eval_tokens(ds4_session *s, const int32_t *tokens, uint32_t n_tokens,
+                                   float *logits_out, ds4_error *err);
+
+/* Remembers the current state as the rewind checkpoint (one per session; replaces the previous
+ * one; costs one state copy: ds4_session_snapshot_bytes). */
+ds4_status ds4_session_checkpoint(ds4_session *s, ds4_error *err);
+
+/* Shortens the stream to its first pos tokens. The compressed state cannot be truncated in place
+ * (MODEL_MATH §6.4: pooled windows and the sliding ring forget), so this restores the checkpoint
+ * when it lies at or before pos, else resets, then re-evaluates up to pos: cost = pos - max(0,
+ * checkpoint) evaluated tokens. rewind(0) empties the session. stats may be NULL. */
+ds4_status ds4_session_rewind(ds4_session *s, uint32_t pos, ds4_sync_stats *stats, ds4_error *err);
+
+/* Empties the session (keeps its memory and checkpoint). */
+void ds4_session_reset(ds4_session *s);
+
+/* Logits after the last evaluated token: *out points at n_vocab floats owned by the session,
+ * valid until the next eval/sync/rewind/restore/reset/free. DS4_ERR_STATE when empty. */
+ds4_status ds4_session_logits(const ds4_session *s, const float **out, ds4_error *err);
+
+/* Number of tokens in the stream (= position of the next token). */
+uint32_t ds4_session_pos(const ds4_session *s);
+uint32_t ds4_session_ctx(const ds4_session *s);
+
+/* The live tokens, owned by the session, valid like ds4_session_logits; *n_tokens = pos. */
+const int32_t *ds4_session_tokens(const ds4_session *s, uint32_t *n_tokens);
+
+typedef struct ds4_token_logprob {
+    int32_t token;
+    float logprob;           /* natural log of softmax probability (temperature 1) */
+} ds4_token_logprob;
+
+/* The k most likely next tokens, most likely first (ties: lower id first); *n_out = min(k, vocab). */
+ds4_status ds4_session_top_logprobs(const ds4_session *s, uint32_t k, ds4_token_logprob *out,
+                                    uint32_t *n_out, ds4_error *err);
+
+/*
+ * Snapshots: the whole session (tokens, logits, every KV/compressor row) as one versioned,
+ * SHA-256-checksummed blob carrying the model identity (format: src/model/snapshot.h). Restoring
+ * one and continuing gives the same logits as never having stopped. A snapshot from another model,
+ * for a larger context than the session's, from a future version, truncated or corrupt is refused
+ * and leaves the session unchanged.
+ */
+ds4_status ds4_session_snapshot_bytes(const ds4_session *s, uint64_t *out_bytes, ds4_error *err);
+/* *out is malloc'd (caller frees with free()). */
+ds4_status ds4_session_snapshot(const ds4_session *s, uint8_t **out, uint64_t *out_bytes,
+                                ds4_error *err);
+ds4_status ds4_session_restore(ds4_session *s, const uint8_t *buf, uint64_t n_bytes,
+                               ds4_error *err);
+/* File variants: the save goes through PATH.tmp + fsync + rename, so PATH is never half written. */
+ds4_status ds4_session_save_file(const ds4_session *s, const char *path, ds4_error *err);
+ds4_status ds4_session_load_file(ds4_session *s, const char *path, ds4_error *err);
+
 /* ---- Sampling (src/model/sampling.c) ------------------------------------------------------- */
+
+/*
+ * Order (SERVER_CLI §3.2.3, made explicit): penalties → greedy shortcut (temperature <= 0 or
+ * top_k == 1) → top-k by logit → softmax at temperature → min-p (keep p >= min_p · p_max) →
+ * top-p (smallest most-likely-first set whose mass reaches top_p; the best token always stays)
+ * → draw. Ties in logits order by lower token id, so results do not depend on sort stability.
+ * The PRNG is xoshiro256** seeded through splitmix64: the same seed, logits and call sequence
+ * give the same tokens on every platform.
+ */
+typedef struct ds4_sampling_params {
+    float temperature;         /* <= 0: greedy (argmax) */
+    int32_t top_k;             /* <= 0: whole vocabulary */
+    float top_p;               /* >= 1: off */
+    float min_p;               /* <= 0: off */
+    uint64_t seed;
+    float repeat_penalty;      /* 1: off; > 1 divides positive / multiplies negative logits of
+                                  tokens among the last repeat_last_n accepted ones */
+    uint32_t repeat_last_n;
+    float presence_penalty;    /* subtracted once from a seen token's logit */
+    float frequency_penalty;   /* subtracted per occurrence */
+} ds4_sampling_params;
+
+typedef struct ds4_sampler ds4_sampler;
+
+/* Defaults of the reference server: temperature 1, top_k 0, top_p 1, min_p 0.05, seed 0,
+ * no penalties. */
+void ds4_sampling_params_init(ds4_sampling_params *p);
+
+/* Validates p (finite, non-negative, top_p in (0,1], min_p in [0,1]) and creates a sampler
+ * for a vocabulary of n_vocab tokens. Free with ds4_sampler_free. */
+ds4_status ds4_sampler_create(ds4_sampler **out, const ds4_sampling_params *p, uint32_t n_vocab,
+                              ds4_error *err);
+void ds4_sampler_free(ds4_sampler *smp);
+
+/* Draws the next token from logits[n_vocab] (not modified). */
+ds4_status ds4_sampler_sample(ds4_sampler *smp, const float *logits, int32_t *out_token,
+                              ds4_error *err);
+
+/* Records a token that entered the stream (prompt or generated) for the penalties. */
+void ds4_sampler_accept(ds4_sampler *smp, int32_t token);
+
+/* Forgets the penalty history and reseeds the PRNG with seed. */
+void ds4_sampler_reset(ds4_sampler *smp, uint64_t seed);
+
+/* Index of the largest finite logit (lowest index on ties); -1 if none is finite. */
+int32_t ds4_argmax(const float *logits, uint32_t n_vocab);
+
+/* The k largest log-softmax values of logits[n_vocab], best first (ties: lower id first);
+ * *n_out = min(k, n_vocab). */
+ds4_status ds4_logits_top_logprobs(const float *logits, uint32_t n_vocab, uint32_t k,
+                                   ds4_token_logprob *out, uint32_t *n_out, ds4_error *err);
 
 #ifdef __cplusplus
 }
