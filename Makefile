@@ -45,7 +45,7 @@ FUZZ_REPLAY := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz-replay/%,$(FUZZ_SRC))
 
 ALL_CFLAGS = $(BASEFLAGS) $(CFLAGS) $(SANFLAGS)
 
-.PHONY: all test test-unit test-e2e asan fuzz fuzz-run fuzz-replay cuda test-cuda bench clean
+.PHONY: all test test-unit test-e2e asan fuzz fuzz-run fuzz-replay cuda test-cuda bench-cuda bench clean
 .SECONDARY:
 
 all: $(TOOLS)
@@ -123,7 +123,24 @@ $(BUILD)/%.o: %.cu
 	@mkdir -p $(dir $@)
 	$(NVCC) -O3 -std=c++17 $(CUDA_ARCH) $(CPPFLAGS) -Xcompiler -Wall,-Wextra -c $< -o $@
 
-cuda: $(CUDA_OBJ)
+CUDA_TEST := $(BUILD)/cuda/ds4-cuda-tests
+$(BUILD)/tests/cuda/%.o: tests/cuda/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+# The CUDA test program links cudart statically so it runs on a GPU box without our -dev packages.
+$(CUDA_TEST): $(BUILD)/tests/cuda/test_cuda_ops.o $(CUDA_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(CUDA_ARCH) -o $@ $(BUILD)/tests/cuda/test_cuda_ops.o $(CUDA_OBJ) $(LIB) -Xlinker --as-needed $(LDLIBS)
+
+cuda: $(CUDA_OBJ) $(CUDA_TEST)
+
+# On a GPU machine: every CUDA op against the CPU reference (skips, saying so, without a GPU).
+test-cuda: $(CUDA_TEST)
+	$(CUDA_TEST)
+
+bench-cuda: $(CUDA_TEST)
+	$(CUDA_TEST) --bench
 
 bench: all
 	@if [ -x scripts/bench.sh ]; then ./scripts/bench.sh; else echo "bench: no benchmark script yet"; fi

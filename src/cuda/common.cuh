@@ -1,0 +1,64 @@
+/*
+ * cuda/common.cuh — what every CUDA kernel file shares: error plumbing, GGUF block layouts
+ * (GGUF_LAYOUT §4) read from unaligned device memory, f16 decode, warp reductions.
+ * Knows nothing about the model.
+ */
+#ifndef DS4_CUDA_COMMON_CUH
+#define DS4_CUDA_COMMON_CUH
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+extern "C" {
+#include "core/error.h"
+}
+
+/* ggml type ids (GGUF_LAYOUT §1.5) */
+enum {
+    CU_T_F32 = 0, CU_T_F16 = 1, CU_T_Q8_0 = 8, CU_T_Q2_K = 10, CU_T_Q4_K = 12,
+    CU_T_Q8_K = 15, CU_T_IQ2_XXS = 16, CU_T_BF16 = 30
+};
+
+/* Block sizes in bytes (GGUF_LAYOUT §4.2-§4.6, quants README §1). */
+#define CU_Q8_0_BYTES 34
+#define CU_Q8_0ACT_BYTES 36
+#define CU_Q2_K_BYTES 84
+#define CU_Q4_K_BYTES 144
+#define CU_IQ2_XXS_BYTES 66
+#define CU_Q8_K_BYTES 292
+
+#define CU_CHECK(call, err, what)                                                              \
+    do {                                                                                       \
+        cudaError_t e_ = (call);                                                               \
+        if (e_ != cudaSuccess)                                                                 \
+            return ds4_seterr((err), DS4_ERR_INTERNAL, "cuda: %s: %s", (what),                 \
+                              cudaGetErrorString(e_));                                         \
+    } while (0)
+
+/* GGUF blocks are only 2-byte aligned (34-, 66-, 84-byte records): read through u16. */
+__device__ __forceinline__ uint32_t cu_ld_u32_a2(const uint8_t *p) {
+    const uint16_t *h = (const uint16_t *)p;
+    return (uint32_t)h[0] | ((uint32_t)h[1] << 16);
+}
+
+__device__ __forceinline__ float cu_f16(const uint8_t *p) {
+    return __half2float(__ushort_as_half(*(const uint16_t *)p));
+}
+
+__device__ __forceinline__ float cu_f32_at(const uint8_t *p) { return *(const float *)p; }
+
+__device__ __forceinline__ float cu_warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* Sum of v over the aligned group of 8 lanes holding this lane (exact for integers). */
+__device__ __forceinline__ int cu_sum8_i(int v) {
+    v += __shfl_xor_sync(0xffffffffu, v, 4);
+    v += __shfl_xor_sync(0xffffffffu, v, 2);
+    v += __shfl_xor_sync(0xffffffffu, v, 1);
+    return v;
+}
+
+#endif
