@@ -15,10 +15,12 @@
  *     of the block size; byte size overflow-checked; [abs_offset, abs_offset + n_bytes) inside
  *     the file and not overlapping any other tensor's range. Offsets need not be aligned (ds4
  *     does not check it either, GGUF_LAYOUT §1.4).
- *  5. Alignment is general.alignment when stored as UINT32, non-zero and a power of two; when the
- *     key is absent or stored with another type it is 32 (as ds4 does, §1.4). A UINT32 value of 0
- *     or a non-power-of-two is DS4_ERR_FORMAT: ds4 would silently use 32 for 0 and a layout
- *     built on 3 cannot have been written by any GGUF writer, so guessing would misplace data.
+ *  5. Alignment is 32 when general.alignment is absent, else its value, which must be stored as
+ *     UINT32, non-zero and a power of two. Anything else (0, 3, an INT32 or UINT64 record) is
+ *     DS4_ERR_FORMAT naming the key: ds4 silently falls back to 32 (§1.4), but the writer meant
+ *     some other alignment, so every tensor offset would be misread; llama.cpp refuses such
+ *     files as well, and the published files store a UINT32 32.
+ *  6. When there is at least one tensor, the padded data region start lies inside the file.
  *
  * Lifetimes: every pointer returned (names, gguf_str views, gguf_value, gguf_tensor, data) lives
  * until gguf_close. Views point into the mapped file / caller buffer and are NOT NUL-terminated;
@@ -63,6 +65,14 @@ const char *gguf_vtype_name(uint32_t vtype);
 
 /* Encoded size of one scalar of a fixed-size type (1, 2, 4 or 8); 0 for STRING, ARRAY, unknown. */
 uint32_t gguf_vtype_size(uint32_t vtype);
+
+/* True when s[0..len) is valid UTF-8 (no overlongs, surrogates or code points > U+10FFFF). */
+bool gguf_utf8_valid(const char *s, uint64_t len);
+
+/* Checks that `encoded` holds exactly one well-formed value of `type` in n_bytes (the encoding
+ * that follows the type id in a record; GGUF_LAYOUT §1.2), with the reader's limits. The writer
+ * uses it for raw values. DS4_ERR_FORMAT with a message naming the problem. */
+ds4_status gguf_value_check(uint32_t type, const void *encoded, uint64_t n_bytes, ds4_error *err);
 
 /* A string view into the file: `len` bytes at `ptr`, not NUL-terminated. */
 typedef struct gguf_str {
