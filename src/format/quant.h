@@ -8,8 +8,7 @@
  * runtime and bit-equal to the scalar one). Must not: know tensor names, shapes, files or
  * threads; allocate per call on the hot path (dots and activation quantizers never allocate).
  *
- * Type ids are the ggml ids of format/types.h (F32=0, F16=1, Q8_0=8, Q2_K=10, Q4_K=12,
- * Q8_K=15, IQ2_XXS=16, BF16=30), passed as int.
+ * Type ids are the ggml ids of format/types.h (ds4_type), passed as int.
  *
  * Rows: `n` is always a count of elements along the row; it must be a multiple of the
  * type's block size (checked by every function that returns a status). A row of type T
@@ -23,11 +22,13 @@
 #include <stdint.h>
 
 #include "ds4.h"
+#include "format/types.h"
 
-/* ggml ids used here; the authoritative enum is format/types.h. */
+/* Short aliases of the format/types.h ids this module handles (not a separate enum). */
 enum {
-    Q_TYPE_F32 = 0, Q_TYPE_F16 = 1, Q_TYPE_Q8_0 = 8, Q_TYPE_Q2_K = 10, Q_TYPE_Q4_K = 12,
-    Q_TYPE_Q8_K = 15, Q_TYPE_IQ2_XXS = 16, Q_TYPE_BF16 = 30
+    Q_TYPE_F32 = DS4_TYPE_F32, Q_TYPE_F16 = DS4_TYPE_F16, Q_TYPE_Q8_0 = DS4_TYPE_Q8_0,
+    Q_TYPE_Q2_K = DS4_TYPE_Q2_K, Q_TYPE_Q4_K = DS4_TYPE_Q4_K, Q_TYPE_Q8_K = DS4_TYPE_Q8_K,
+    Q_TYPE_IQ2_XXS = DS4_TYPE_IQ2_XXS, Q_TYPE_BF16 = DS4_TYPE_BF16
 };
 
 #define Q_QK8_0 32   /* elements per Q8_0 block and per Q8_0 activation record */
