@@ -1,0 +1,32 @@
+/*
+ * model/engine.h — what session.c and the tools need from an open engine beyond the public
+ * API: the GGUF context, the model and its identity. Internal; the public face is the "Engine
+ * and sessions" section of include/ds4.h.
+ */
+#ifndef DS4_MODEL_ENGINE_H
+#define DS4_MODEL_ENGINE_H
+
+#include <stdint.h>
+
+#include "ds4.h"
+#include "format/gguf.h"
+#include "model/model.h"
+
+struct ds4_engine {
+    gguf_ctx *gguf;          /* owns the mapping the model points into */
+    model *model;
+    ds4_model_info info;
+};
+
+/* The model behind an engine (for tools that need capture hooks, e.g. --dump-layers). */
+static inline model *ds4_engine_model(ds4_engine *e) { return e->model; }
+
+/* Opens with an explicit indexer top-k override (> 0), for golden comparisons run with a
+ * different index_topk than the file's (tiny-v4 golden_topk512). */
+ds4_status ds4_engine_open_ex(ds4_engine **out, const char *gguf_path, const ds4_engine_options *opt,
+                              int64_t idx_topk_override, ds4_error *err);
+
+/* Identity hash of an open GGUF (see engine.c for what it covers). */
+void engine_model_id(const gguf_ctx *g, uint8_t out[32]);
+
+#endif
