@@ -135,12 +135,13 @@ typedef struct ds4_sync_stats {
 
 /* Brings the session to exactly tokens[0..n_tokens): keeps the longest common prefix when the
  * live tokens are a prefix of the target, otherwise rebuilds (from the rewind checkpoint when it
- * is a prefix of the target, else from token 0) and evaluates the rest. n_tokens must be >= 1 and
- * < n_ctx. stats may be NULL. */
+ * is a prefix of the target, else from token 0) and evaluates the rest. 1 <= n_tokens <= n_ctx
+ * (DS4_ERR_RANGE beyond). stats may be NULL. */
 ds4_status ds4_session_sync(ds4_session *s, const int32_t *tokens, uint32_t n_tokens,
                             ds4_sync_stats *stats, ds4_error *err);
 
-/* Appends one token at the current position. DS4_ERR_RANGE when pos + 1 would reach n_ctx. */
+/* Appends one token at the current position. DS4_ERR_RANGE when the session already holds n_ctx
+ * tokens (nothing changes). */
 ds4_status ds4_session_eval(ds4_session *s, int32_t token, ds4_error *err);
 
 /* Appends n_tokens tokens; when logits_out is non-NULL it receives the logits after every one of
@@ -185,8 +186,9 @@ ds4_status ds4_session_top_logprobs(const ds4_session *s, uint32_t k, ds4_token_
  * Snapshots: the whole session (tokens, logits, every KV/compressor row) as one versioned,
  * SHA-256-checksummed blob carrying the model identity (format: src/model/snapshot.h). Restoring
  * one and continuing gives the same logits as never having stopped. A snapshot from another model,
- * for a larger context than the session's, from a future version, truncated or corrupt is refused
- * and leaves the session unchanged.
+ * for more tokens than the session's context, from a future version, truncated or corrupt is
+ * refused and leaves the session unchanged (only a payload that passes the checksum and every
+ * container check but fails the model's own checks empties the session; the error says so).
  */
 ds4_status ds4_session_snapshot_bytes(const ds4_session *s, uint64_t *out_bytes, ds4_error *err);
 /* *out is malloc'd (caller frees with free()). */
