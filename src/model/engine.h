@@ -26,6 +26,10 @@ static inline model *ds4_engine_model(ds4_engine *e) { return e->model; }
 ds4_status ds4_engine_open_ex(ds4_engine **out, const char *gguf_path, const ds4_engine_options *opt,
                               int64_t idx_topk_override, ds4_error *err);
 
+/* Routes the model's capture hooks (model_capture, model.h) for every later eval of s; NULL
+ * turns them off. cap must outlive its use. For --dump-layers and golden tests. */
+void ds4_session_set_capture(ds4_session *s, const model_capture *cap);
+
 /* Identity hash of an open GGUF (see engine.c for what it covers). */
 void engine_model_id(const gguf_ctx *g, uint8_t out[32]);
 

@@ -46,6 +46,7 @@ struct ds4_session {
     float *logits;           /* n_vocab */
     bool has_logits;
     checkpoint ck;
+    const model_capture *capture;
 };
 
 /* ---- Lifetime ---------------------------------------------------------------------------- */
@@ -109,6 +110,10 @@ ds4_status ds4_session_set_prefill_chunk(ds4_session *s, uint32_t n_tokens, ds4_
     return DS4_OK;
 }
 
+void ds4_session_set_capture(ds4_session *s, const model_capture *cap) {
+    if (s) s->capture = cap;
+}
+
 uint32_t ds4_session_pos(const ds4_session *s) { return s ? s->n_tokens : 0; }
 uint32_t ds4_session_ctx(const ds4_session *s) { return s ? s->n_ctx : 0; }
 
@@ -136,6 +141,7 @@ static ds4_status append(ds4_session *s, const int32_t *tokens, uint32_t n, floa
         uint32_t c = n - done < s->chunk ? n - done : s->chunk;
         bool last = done + c == n;
         model_eval_opts o = {0};
+        o.capture = s->capture;
         if (all_logits) {
             o.logits_mode = MODEL_LOGITS_ALL;
             o.logits = all_logits + (size_t)done * s->n_vocab;
