@@ -90,3 +90,186 @@ Test(quant_encode, iq2_xxs_reproduces_published_blocks) {
     const imp_kind r[4] = {IMP_FALLBACK_PAIR, IMP_FALLBACK_PAIR, IMP_ONES, IMP_ONES};
     cr_assert_eq(count_exact(Q_TYPE_IQ2_XXS, "IQ2_XXS", 4, r), 64);
 }
+
+/* ---- Encode -> decode error on Gaussian rows ---- */
+
+/* Deterministic N(0,1) source (PCG-style LCG + Box-Muller) so the bounds are reproducible. */
+typedef struct { uint64_t s; } rng;
+static double rng_u01(rng *r) {
+    r->s = r->s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return ((double)(r->s >> 11) + 0.5) / 9007199254740992.0;
+}
+static float rng_gauss(rng *r) {
+    double u = rng_u01(r), v = rng_u01(r);
+    return (float)(sqrt(-2.0 * log(u)) * cos(6.283185307179586 * v));
+}
+
+enum { ERR_COLS = 4096, ERR_ROWS = 8 };
+
+/* Relative RMSE sqrt(Σ(x-y)²/Σx²) and importance-weighted squared error Σ imp·(x-y)². */
+static void measure(int type, const float *x, const float *enc_imp, const float *score_imp,
+                    double *rel_rmse, double *weighted) {
+    uint64_t rb;
+    cr_assert_eq(q_row_bytes(type, ERR_COLS, &rb, NULL), DS4_OK);
+    uint8_t *buf = malloc(rb);
+    float *y = malloc(ERR_COLS * sizeof(float));
+    double e = 0, xx = 0, we = 0;
+    for (int r = 0; r < ERR_ROWS; r++) {
+        const float *xr = x + (size_t)r * ERR_COLS;
+        ds4_error err = {0};
+        cr_assert_eq(q_encode_row(type, xr, buf, ERR_COLS, enc_imp, &err), DS4_OK, "%s", err.msg);
+        cr_assert_eq(q_decode_row(type, buf, y, ERR_COLS, &err), DS4_OK, "%s", err.msg);
+        for (int i = 0; i < ERR_COLS; i++) {
+            double d = (double)xr[i] - y[i];
+            e += d * d;
+            xx += (double)xr[i] * xr[i];
+            we += (score_imp ? score_imp[i] : 1.0) * d * d;
+        }
+    }
+    *rel_rmse = sqrt(e / xx);
+    *weighted = we;
+    free(y);
+    free(buf);
+}
+
+static float *gaussian_rows(uint64_t seed, float sigma) {
+    rng r = {seed};
+    float *x = malloc((size_t)ERR_ROWS * ERR_COLS * sizeof(float));
+    for (size_t i = 0; i < (size_t)ERR_ROWS * ERR_COLS; i++) x[i] = sigma * rng_gauss(&r);
+    return x;
+}
+
+/* Bounds: measured on this data (Q8_0 0.0054, Q4_K 0.071, Q2_K 0.297, IQ2_XXS 0.342, F16
+ * 0.00021, BF16 0.0017 — the same algorithms as ds4's converter, GGUF_LAYOUT §4.8 quotes
+ * 0.55 % and 7.6 %) plus ~20 % margin. */
+Test(quant_encode, gaussian_error_within_bounds) {
+    static const struct { int type; double bound; } cases[] = {
+        {Q_TYPE_Q8_0, 0.0065}, {Q_TYPE_Q4_K, 0.085}, {Q_TYPE_Q2_K, 0.35},
+        {Q_TYPE_IQ2_XXS, 0.41}, {Q_TYPE_F16, 0.00026}, {Q_TYPE_BF16, 0.0021},
+    };
+    float *x = gaussian_rows(12345, 0.02f);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        double rel, we;
+        measure(cases[c].type, x, NULL, NULL, &rel, &we);
+        fprintf(stderr, "%s: relative RMSE %.5f (bound %.5f)\n", q_type_name(cases[c].type), rel,
+                cases[c].bound);
+        cr_assert(rel < cases[c].bound, "%s: relative RMSE %.5f exceeds bound %.5f",
+                  q_type_name(cases[c].type), rel, cases[c].bound);
+        cr_assert(rel > cases[c].bound / 10, "%s: relative RMSE %.5g is implausibly small",
+                  q_type_name(cases[c].type), rel);
+    }
+    free(x);
+}
+
+/* Weighted encoders spend precision where the importance is high (GGUF_LAYOUT §5.6): the
+ * imp-weighted error must drop clearly versus encoding without importance (IQ2_XXS: versus
+ * unit weights). Measured ratios: Q4_K 0.46, Q2_K 0.30, IQ2_XXS 0.58; Q8_0 ignores it (1.0). */
+Test(quant_encode, importance_reduces_weighted_error) {
+    static const struct { int type; double max_ratio; } cases[] = {
+        {Q_TYPE_Q4_K, 0.7}, {Q_TYPE_Q2_K, 0.6}, {Q_TYPE_IQ2_XXS, 0.8},
+    };
+    float *x = gaussian_rows(777, 0.02f);
+    rng r = {99};
+    float *imp = malloc(ERR_COLS * sizeof(float));
+    for (int i = 0; i < ERR_COLS; i++) imp[i] = expf(2.0f * rng_gauss(&r));
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        double rel0, we0, rel1, we1;
+        measure(cases[c].type, x, NULL, imp, &rel0, &we0);
+        measure(cases[c].type, x, imp, imp, &rel1, &we1);
+        fprintf(stderr, "%s: weighted error with/without importance = %.3f\n",
+                q_type_name(cases[c].type), we1 / we0);
+        cr_assert(we1 < cases[c].max_ratio * we0,
+                  "%s: importance did not reduce weighted error enough: %.4g vs %.4g (ratio %.3f > %.2f)",
+                  q_type_name(cases[c].type), we1, we0, we1 / we0, cases[c].max_ratio);
+    }
+    double rel0, we0, rel1, we1;
+    measure(Q_TYPE_Q8_0, x, NULL, imp, &rel0, &we0);
+    measure(Q_TYPE_Q8_0, x, imp, imp, &rel1, &we1);
+    cr_assert_eq(we0, we1, "Q8_0 must ignore importance");
+    free(imp);
+    free(x);
+}
+
+Test(quant_encode, zero_and_constant_rows_decode_exactly) {
+    static const int types[] = {Q_TYPE_Q8_0, Q_TYPE_Q2_K, Q_TYPE_Q4_K, Q_TYPE_IQ2_XXS};
+    float x[512], y[512];
+    uint8_t buf[512 * 2];
+    for (size_t t = 0; t < 4; t++) {
+        memset(x, 0, sizeof x);
+        cr_assert_eq(q_encode_row(types[t], x, buf, 512, NULL, NULL), DS4_OK);
+        cr_assert_eq(q_decode_row(types[t], buf, y, 512, NULL), DS4_OK);
+        for (int i = 0; i < 512; i++)
+            cr_assert_eq(y[i], 0.0f, "%s: zero row decodes to %g at %d", q_type_name(types[t]), y[i], i);
+    }
+    /* A constant positive row is representable by Q8_0 / Q2_K / Q4_K up to f16 rounding of d. */
+    for (size_t t = 0; t < 3; t++) {
+        for (int i = 0; i < 512; i++) x[i] = 0.75f;
+        cr_assert_eq(q_encode_row(types[t], x, buf, 512, NULL, NULL), DS4_OK);
+        cr_assert_eq(q_decode_row(types[t], buf, y, 512, NULL), DS4_OK);
+        for (int i = 0; i < 512; i++)
+            cr_assert(fabsf(y[i] - 0.75f) < 2e-3f, "%s: constant 0.75 decodes to %g at %d",
+                      q_type_name(types[t]), y[i], i);
+    }
+}
+
+/* ---- dot == decode-then-dot (README §7.2: |Δ| <= 1e-6·M) ---- */
+
+static double act_value(int kind, const void *act, size_t i) {
+    if (kind == Q_ACT_Q8_0) {
+        const q8act_block *a = act;
+        return (double)a[i / 32].d * a[i / 32].q[i % 32];
+    }
+    const q8k_block *a = act;
+    return (double)a[i / 256].d * a[i / 256].q[i % 256];
+}
+
+Test(quant_dot, equals_decode_then_dot) {
+    static const int types[] = {Q_TYPE_Q8_0, Q_TYPE_Q2_K, Q_TYPE_Q4_K, Q_TYPE_IQ2_XXS};
+    enum { N = 4096 };
+    float *w = gaussian_rows(31, 0.05f), *a = gaussian_rows(32, 1.0f);
+    float *dec = malloc(N * sizeof(float)), *lo = malloc(N * sizeof(float));
+    uint8_t *buf = malloc(N * 2), *buf0 = malloc(N * 2);
+    q8k_block *ak = malloc(N / 256 * sizeof *ak);
+    q8act_block *a8 = malloc(N / 32 * sizeof *a8);
+    for (int simd = 0; simd <= 1; simd++) {
+        if (simd && !q_cpu_has_avx2()) break;
+        q_set_simd(simd);
+        for (size_t t = 0; t < 4; t++) {
+            int type = types[t];
+            int kind = q_act_kind_for(type);
+            for (int r = 0; r < ERR_ROWS; r++) {
+                const float *wr = w + (size_t)r * N, *ar = a + (size_t)r * N;
+                const void *act = kind == Q_ACT_Q8_0 ? (const void *)a8 : (const void *)ak;
+                if (kind == Q_ACT_Q8_0) cr_assert_eq(q_quantize_q8act(ar, a8, N, NULL), DS4_OK);
+                else cr_assert_eq(q_quantize_q8k(ar, ak, N, NULL), DS4_OK);
+                cr_assert_eq(q_encode_row(type, wr, buf, N, NULL, NULL), DS4_OK);
+                cr_assert_eq(q_decode_row(type, buf, dec, N, NULL), DS4_OK);
+                /* The min term of Q2_K/Q4_K: decode with all codes zeroed gives -dmin·m. */
+                uint64_t rb;
+                q_row_bytes(type, N, &rb, NULL);
+                memcpy(buf0, buf, rb);
+                size_t bb = q_block_bytes(type);
+                for (size_t b = 0; b < rb / bb; b++) {
+                    if (type == Q_TYPE_Q2_K) memset(buf0 + b * bb + 16, 0, 64);
+                    if (type == Q_TYPE_Q4_K) memset(buf0 + b * bb + 16, 0, 128);
+                }
+                bool has_min = type == Q_TYPE_Q2_K || type == Q_TYPE_Q4_K;
+                if (has_min) q_decode_row(type, buf0, lo, N, NULL);
+                double ref = 0, M = 0;
+                for (size_t i = 0; i < N; i++) {
+                    double av = act_value(kind, act, i);
+                    ref += (double)dec[i] * av;
+                    if (has_min) M += (fabs((double)dec[i] - lo[i]) + fabs((double)lo[i])) * fabs(av);
+                    else M += fabs((double)dec[i] * av);
+                }
+                float got;
+                cr_assert_eq(q_dot_row(type, buf, act, N, &got, NULL), DS4_OK);
+                cr_assert(fabs(got - ref) <= 1e-6 * M,
+                          "%s (%s) row %d: dot %.9g, decode-then-dot %.9g, |diff| %.3g > 1e-6·M = %.3g",
+                          q_type_name(type), simd ? "avx2" : "scalar", r, got, ref,
+                          fabs(got - ref), 1e-6 * M);
+            }
+        }
+    }
+    free(a8); free(ak); free(buf0); free(buf); free(lo); free(dec); free(a); free(w);
+}
