@@ -51,7 +51,80 @@ const char *ds4_status_str(ds4_status st);
 /* Version string of the library; static. */
 const char *ds4_version(void);
 
-/* ---- Tokenizer (src/text/tokenizer.c) ---------------------------------------------------- */
+/* ---- Tokenizer (src/text/tokenizer*.c) --------------------------------------------------- */
+/* Byte-level BPE exact to the Hugging Face DeepSeek V4 tokenizer (TOKENIZER.md). A tokenizer
+ * is immutable once opened and safe to share between threads (its word cache locks itself).
+ * Token ids are int32; text is UTF-8 with an explicit byte length (NUL bytes are text). */
+typedef struct ds4_tokenizer ds4_tokenizer;
+
+/* Opens a tokenizer from a GGUF model file (tokenizer.ggml.* metadata) or a Hugging Face
+ * tokenizer.json; which one is decided by the file's content (GGUF magic), not its name.
+ * *out is freed with ds4_tokenizer_free. */
+ds4_status ds4_tokenizer_open(ds4_tokenizer **out, const char *path, ds4_error *err);
+void ds4_tokenizer_free(ds4_tokenizer *tok);
+
+/* Number of ids (GGUF tokens array length; 129280 for V4). Valid ids are 0 .. n-1. */
+uint32_t ds4_tokenizer_n_vocab(const ds4_tokenizer *tok);
+
+/* Encode flags. By default every added token (all 1283 in V4, special or not) is recognised
+ * anywhere in the text, as Hugging Face does; no BOS/EOS is added (TOKENIZER.md §3.1).
+ * SPECIAL_AS_TEXT: recognise none, so user content such as "<｜User｜>" is plain BPE text and
+ * can never become a control token. (Stricter than HF's split_special_tokens, which still
+ * recognises non-special added tokens such as <｜User｜>.) */
+#define DS4_TOKENIZE_SPECIAL_AS_TEXT 0x1u
+
+/* Tokenizes text_bytes bytes of text. *out_ids is malloc'd (caller frees with free(); NULL
+ * when *out_n_tokens is 0). Invalid UTF-8 is accepted: each invalid byte matches no
+ * pre-tokenizer class, so it lands in a gap piece and is encoded by its byte symbol; decoding
+ * with DS4_DETOKENIZE_RAW_BYTES returns the input bytes exactly. */
+ds4_status ds4_tokenize(const ds4_tokenizer *tok, const char *text, size_t text_bytes,
+                        uint32_t flags, int32_t **out_ids, size_t *out_n_tokens, ds4_error *err);
+/* Number of tokens ds4_tokenize would return, without keeping the ids. */
+ds4_status ds4_tokenize_count(const ds4_tokenizer *tok, const char *text, size_t text_bytes,
+                              uint32_t flags, size_t *out_n_tokens, ds4_error *err);
+
+/* Decode flags. SKIP_SPECIAL drops ids whose added token is `special` (BOS, EOS, pad,
+ * placeholders; not chat markers such as <｜User｜> or <think>, TOKENIZER.md §3.6).
+ * RAW_BYTES returns the bytes as they are; by default invalid UTF-8 sequences are replaced
+ * by U+FFFD exactly as Hugging Face's lossy conversion does. */
+#define DS4_DETOKENIZE_SKIP_SPECIAL 0x1u
+#define DS4_DETOKENIZE_RAW_BYTES    0x2u
+
+/* Decodes n_tokens ids to text. *out_text is malloc'd and NUL-terminated (caller frees;
+ * *out_bytes excludes the NUL). An id outside 0 .. n_vocab-1 is DS4_ERR_RANGE naming it. */
+ds4_status ds4_detokenize(const ds4_tokenizer *tok, const int32_t *ids, size_t n_tokens,
+                          uint32_t flags, char **out_text, size_t *out_bytes, ds4_error *err);
+
+/* Id of the added token whose content is exactly `text` (e.g. "<｜User｜>" -> 128803), or
+ * DS4_ERR_NOT_FOUND. Only added tokens are searched, not the BPE vocabulary. */
+ds4_status ds4_tokenizer_special_id(const ds4_tokenizer *tok, const char *text, int32_t *out_id,
+                                    ds4_error *err);
+/* True when id is an added token (special or not) / an added token flagged `special`. */
+bool ds4_tokenizer_is_added(const ds4_tokenizer *tok, int32_t id);
+bool ds4_tokenizer_is_special(const ds4_tokenizer *tok, int32_t id);
+/* The bytes one token decodes to (not UTF-8-checked). *out points into the tokenizer and lives
+ * as long as it. DS4_ERR_RANGE for a bad id. */
+ds4_status ds4_tokenizer_token_bytes(const ds4_tokenizer *tok, int32_t id, const char **out,
+                                     size_t *out_bytes, ds4_error *err);
+
+/* Streaming decoder: feed ids one at a time, get the text that is complete. Never emits a
+ * broken UTF-8 sequence: bytes of an incomplete character are held back until it completes,
+ * an invalid sequence becomes U+FFFD as in ds4_detokenize, and ds4_detok_stream_flush emits
+ * what is held (one U+FFFD for a truncated character). The concatenation of everything emitted
+ * equals ds4_detokenize of the same ids with the same flags (RAW_BYTES is not accepted here).
+ * The stream keeps a pointer to tok, which must outlive it. */
+typedef struct ds4_detok_stream ds4_detok_stream;
+ds4_status ds4_detok_stream_create(ds4_detok_stream **out, const ds4_tokenizer *tok,
+                                   uint32_t flags, ds4_error *err);
+/* Feeds one id. *out_text / *out_bytes: text now complete (may be 0 bytes); the pointer is
+ * owned by the stream and valid until the next call on it. */
+ds4_status ds4_detok_stream_push(ds4_detok_stream *s, int32_t id, const char **out_text,
+                                 size_t *out_bytes, ds4_error *err);
+/* Emits the held bytes (as U+FFFD when they are an incomplete character) and resets the
+ * stream for reuse. Same output contract as push. */
+ds4_status ds4_detok_stream_flush(ds4_detok_stream *s, const char **out_text, size_t *out_bytes,
+                                  ds4_error *err);
+void ds4_detok_stream_free(ds4_detok_stream *s);
 
 /* ---- Chat encoding and DSML (src/text/chat.c, src/text/dsml.c) --------------------------- */
 
