@@ -127,6 +127,172 @@ ds4_status ds4_detok_stream_flush(ds4_detok_stream *s, const char **out_text, si
 void ds4_detok_stream_free(ds4_detok_stream *s);
 
 /* ---- Chat encoding and DSML (src/text/chat.c, src/text/dsml.c) --------------------------- */
+/*
+ * Renders conversations exactly like DeepSeek's official V4 encoder (CHAT_ENCODING.md §3-§7)
+ * and parses generated text back into reasoning, content and DSML tool calls (§6, §8).
+ * All strings are UTF-8 and NUL-terminated; every input string is copied.
+ */
+
+/* Thinking mode (CHAT_ENCODING §4). HIGH and MAX both render thinking mode; MAX adds the
+ * reasoning-effort prefix after BOS (§2.2, §4.4). */
+typedef enum ds4_thinking {
+    DS4_THINKING_NONE = 0, /* chat mode: each assistant turn opens with </think> */
+    DS4_THINKING_HIGH,
+    DS4_THINKING_MAX
+} ds4_thinking;
+
+typedef enum ds4_chat_role {
+    DS4_ROLE_SYSTEM = 0,
+    DS4_ROLE_USER,
+    DS4_ROLE_ASSISTANT,
+    DS4_ROLE_TOOL,
+    DS4_ROLE_DEVELOPER,       /* user-like turn of the official search-agent pipeline */
+    DS4_ROLE_LATEST_REMINDER  /* rendered as <｜latest_reminder｜> + content */
+} ds4_chat_role;
+
+/* One tool call of an assistant message (history) — borrowed strings, copied by the callee. */
+typedef struct ds4_tool_call {
+    const char *id;        /* nullable; used to order tool results (§3.1) */
+    const char *name;
+    const char *arguments; /* JSON text; anything but an object renders as one "arguments"
+                              string parameter holding the raw text (§6.1) */
+} ds4_tool_call;
+
+/* One message. NULL strings mean "absent". */
+typedef struct ds4_chat_msg {
+    ds4_chat_role role;
+    const char *content;
+    const char *reasoning;            /* assistant reasoning_content */
+    const ds4_tool_call *tool_calls;  /* assistant */
+    size_t n_tool_calls;
+    const char *tool_call_id;         /* tool */
+    const char *task;                 /* NULL or action/query/authority/domain/title/read_url (§7) */
+    bool wo_eos;                      /* assistant: leave the EOS off (prefill) */
+    const char *tools_json;           /* system/developer: JSON array of OpenAI
+                                         {type,function:{...}} or Anthropic {name,description,
+                                         input_schema} tools (§5) */
+    const char *response_format_json; /* system/developer: JSON value (§5.2) */
+} ds4_chat_msg;
+
+typedef struct ds4_chat ds4_chat;
+
+/* New empty conversation. Free with ds4_chat_free. */
+ds4_status ds4_chat_create(ds4_chat **out, ds4_thinking thinking, ds4_error *err);
+void ds4_chat_free(ds4_chat *chat);
+void ds4_chat_set_thinking(ds4_chat *chat, ds4_thinking thinking);
+ds4_thinking ds4_chat_get_thinking(const ds4_chat *chat);
+size_t ds4_chat_n_msgs(const ds4_chat *chat);
+
+/* Appends a copy of msg; validates the JSON fields and the role/field combination. */
+ds4_status ds4_chat_add(ds4_chat *chat, const ds4_chat_msg *msg, ds4_error *err);
+
+/* Request-level tools (JSON array, OpenAI or Anthropic shape): attached to the first message
+ * if it is system/developer, else to a new empty system message put first — what the official
+ * test harness does with test_input_1.json's top-level "tools". Replaces earlier ones. */
+ds4_status ds4_chat_set_tools(ds4_chat *chat, const char *tools_json, ds4_error *err);
+
+/* Conversation in the official test-input shape: either an array of messages or an object
+ * {"messages": [...], "tools"?: [...], "thinking_mode"?: "thinking"|"chat",
+ *  "reasoning_effort"?: "max"|"high"|null, "thinking"?: "none"|"high"|"max"}.
+ * Messages use OpenAI fields (role, content, reasoning_content, tool_calls, tool_call_id,
+ * task, wo_eos, tools, response_format; "mask" is ignored). Default thinking: HIGH.
+ * Errors name the JSON path; jansson parse errors give line and column. */
+ds4_status ds4_chat_from_json(ds4_chat **out, const char *json, size_t json_bytes,
+                              ds4_error *err);
+
+/* Renders the prompt (BOS first). *out is malloc'd, NUL-terminated, caller frees with free();
+ * *out_bytes (nullable) gets its length. */
+ds4_status ds4_chat_render(const ds4_chat *chat, char **out, size_t *out_bytes, ds4_error *err);
+
+/* The official tools block (§5.1) for a JSON array of tools, without the leading "\n\n".
+ * *out malloc'd, caller frees. */
+ds4_status ds4_chat_render_tools(const char *tools_json, char **out, size_t *out_bytes,
+                                 ds4_error *err);
+
+/* Canonical DSML for tool calls, as rendered in history (§6.1): "\n\n<｜DSML｜tool_calls>…
+ * </｜DSML｜tool_calls>" ("" for n_calls == 0). *out malloc'd, caller frees. */
+ds4_status ds4_dsml_render_calls(const ds4_tool_call *calls, size_t n_calls, char **out,
+                                 size_t *out_bytes, ds4_error *err);
+
+/* ---- Parsing a completion (src/text/dsml.c, src/text/dsml_stream.c) ---- */
+
+#define DS4_TOOL_ID_MAX 64 /* bytes of a tool-call id, NUL included */
+
+/* One parsed call; strings owned by the ds4_parsed that holds it. */
+typedef struct ds4_parsed_call {
+    char *id;        /* from ds4_dsml_opts.make_id, or NULL */
+    char *name;
+    char *arguments; /* JSON object text, official layout: {"k": "v", "n": 1} (§8.4) */
+} ds4_parsed_call;
+
+/* Result of parsing one assistant turn. Free the members with ds4_parsed_clear. */
+typedef struct ds4_parsed {
+    char *reasoning;          /* "" when none */
+    size_t reasoning_bytes;
+    char *content;
+    size_t content_bytes;
+    ds4_parsed_call *calls;
+    size_t n_calls;
+    char *dsml;               /* the tool block exactly as generated, with the whitespace that
+                                 preceded it (for exact replay); "" when no valid block */
+    size_t dsml_bytes;
+    bool malformed_dsml;      /* a block started but was invalid; its text went to content */
+} ds4_parsed;
+
+void ds4_parsed_clear(ds4_parsed *p);
+
+typedef enum ds4_dsml_event_kind {
+    DS4_DSML_REASONING = 0, /* text: reasoning bytes */
+    DS4_DSML_CONTENT,       /* text: content bytes */
+    DS4_DSML_CALL_START,    /* call_index, id, name: a complete <invoke name="..."> was seen */
+    DS4_DSML_CALL_ARGS,     /* call_index, text: next bytes of the arguments JSON */
+    DS4_DSML_CALL_END,      /* call_index: arguments JSON complete */
+    DS4_DSML_CALLS_ABORT    /* the tool block turned out malformed: forget every call reported
+                               so far; the block's text follows as CONTENT events */
+} ds4_dsml_event_kind;
+
+typedef struct ds4_dsml_event {
+    ds4_dsml_event_kind kind;
+    size_t call_index;
+    const char *id;   /* CALL_START: may be NULL */
+    const char *name; /* CALL_START */
+    const char *text; /* REASONING/CONTENT/CALL_ARGS; not NUL-terminated; valid during the call */
+    size_t text_bytes;
+} ds4_dsml_event;
+
+/* Return nonzero to stop: the feed/finish call then returns DS4_ERR_CANCELLED. */
+typedef int (*ds4_dsml_event_fn)(void *user, const ds4_dsml_event *ev);
+/* Writes a NUL-terminated id (< DS4_TOOL_ID_MAX bytes) for call `call_index` into id;
+ * returns 0 on success. */
+typedef int (*ds4_dsml_id_fn)(void *user, size_t call_index, char *id);
+
+typedef struct ds4_dsml_opts {
+    bool thinking;  /* the prompt ended with <think>: text starts as reasoning until </think> */
+    bool tools;     /* look for a DSML tool block in the content */
+    ds4_dsml_event_fn on_event; /* nullable */
+    void *event_user;
+    ds4_dsml_id_fn make_id;     /* nullable: calls get NULL ids */
+    void *id_user;
+} ds4_dsml_opts;
+
+typedef struct ds4_dsml_parser ds4_dsml_parser;
+
+/* Streaming parser: feed pieces of generated text in order (any split, even inside a UTF-8
+ * character or a tag), then finish. Events come as early as the text allows; deltas never end
+ * inside a UTF-8 character except at finish. The result of finish is identical for every way of
+ * splitting the same text, and equals the concatenation of the events. */
+ds4_status ds4_dsml_parser_create(ds4_dsml_parser **out, const ds4_dsml_opts *opts,
+                                  ds4_error *err);
+void ds4_dsml_parser_free(ds4_dsml_parser *p);
+ds4_status ds4_dsml_feed(ds4_dsml_parser *p, const char *text, size_t text_bytes,
+                         ds4_error *err);
+/* Flushes what was held back and fills *out (caller clears it with ds4_parsed_clear). Feeding
+ * after finish is DS4_ERR_STATE. */
+ds4_status ds4_dsml_finish(ds4_dsml_parser *p, ds4_parsed *out, ds4_error *err);
+
+/* At once: same result as create + feed(all) + finish. */
+ds4_status ds4_dsml_parse(const char *text, size_t text_bytes, const ds4_dsml_opts *opts,
+                          ds4_parsed *out, ds4_error *err);
 
 /* ---- Engine and sessions (src/model/) ------------------------------------------------------ */
 
