@@ -66,10 +66,16 @@ float q_dot_q2_k_ref(const void *w, const void *act, uint64_t n) {
         const uint8_t *sc = b, *qs = b + 16;
         int32_t summs = 0, isum = 0;
         for (int j = 0; j < 16; j++) summs += y[i].bsums[j] * (sc[j] >> 4);
-        for (int e = 0; e < Q_QK_K; e++) {
-            int q = (qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
-            isum += (sc[e / 16] & 15) * q * y[i].q[e];
-        }
+        /* Element e = 128h + 32s + l takes bits 2s of qs[32h + l]; sub-block e/16. */
+        for (int h = 0; h < 2; h++)
+            for (int sh = 0; sh < 4; sh++)
+                for (int half = 0; half < 2; half++) {
+                    const uint8_t *q = qs + 32 * h + 16 * half;
+                    const int8_t *yq = y[i].q + 128 * h + 32 * sh + 16 * half;
+                    int32_t s = 0;
+                    for (int l = 0; l < 16; l++) s += ((q[l] >> (2 * sh)) & 3) * yq[l];
+                    isum += (sc[8 * h + 2 * sh + half] & 15) * s;
+                }
         float dall = y[i].d * fp_f16_to_f32(q_load_u16(b + 80));
         float dmin = y[i].d * fp_f16_to_f32(q_load_u16(b + 82));
         acc += dall * (float)isum - dmin * (float)summs;
@@ -116,10 +122,8 @@ float q_dot_iq2_xxs_ref(const void *w, const void *act, uint64_t n) {
                 uint64_t grid = q_iq2xxs_grid[(A >> (8 * k)) & 255u];
                 uint8_t signs = q_iq2xxs_signs[(B >> (7 * k)) & 127u];
                 const int8_t *yq = y[i].q + 32 * g + 8 * k;
-                for (int l = 0; l < 8; l++) {
-                    int v = (int)((grid >> (8 * l)) & 255u) * yq[l];
-                    s += (signs >> l) & 1 ? -v : v;
-                }
+                for (int l = 0; l < 8; l++)
+                    s += (int)((grid >> (8 * l)) & 255u) * yq[l] * (1 - 2 * ((signs >> l) & 1));
             }
             bsum += (int32_t)(2 * (B >> 28) + 1) * s;
         }

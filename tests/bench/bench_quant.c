@@ -1,0 +1,78 @@
+/*
+ * tests/bench/bench_quant.c — throughput of the quant dot kernels (GB/s of weight bytes
+ * streamed), scalar versus AVX2, one thread. A benchmark, not a test: nothing is asserted;
+ * numbers go to docs/BENCHMARKS.md ("Quant dot kernels").
+ *
+ * Build and run (after `make`):
+ *   cc -O2 -std=c11 -D_GNU_SOURCE -ffp-contract=off -Iinclude -Isrc tests/bench/bench_quant.c \
+ *      build/libds4.a -lm -lpthread -o build/bench_quant && build/bench_quant [MiB]
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "format/quant.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int main(int argc, char **argv) {
+    double mib = argc > 1 ? atof(argv[1]) : 64.0;
+    enum { N = 4096 };   /* row width: the Flash hidden size */
+    static const int types[] = {Q_TYPE_F32, Q_TYPE_F16, Q_TYPE_BF16, Q_TYPE_Q8_0,
+                                Q_TYPE_Q4_K, Q_TYPE_Q2_K, Q_TYPE_IQ2_XXS};
+    float *x = malloc(N * sizeof(float));
+    uint64_t seed = 1;
+    for (int i = 0; i < N; i++) {
+        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        x[i] = (float)((int)(seed >> 40) % 2001 - 1000) * 1e-3f;
+    }
+    q8k_block ak[N / 256];
+    q8act_block a8[N / 32];
+    q_quantize_q8k(x, ak, N, NULL);
+    q_quantize_q8act(x, a8, N, NULL);
+    printf("%-8s %10s %10s %10s\n", "type", "scalar", "avx2", "speedup");
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        int type = types[t];
+        uint64_t rb;
+        q_row_bytes(type, N, &rb, NULL);
+        size_t rows = (size_t)(mib * 1048576.0 / (double)rb);
+        uint8_t *w = malloc(rows * rb);
+        /* Real encoded rows (a few distinct ones, repeated), so the data is representative. */
+        for (size_t r = 0; r < rows; r++) {
+            if (r < 8) {
+                for (int i = 0; i < N; i++) x[i] = x[(i * 7 + (int)r) % N] * 0.05f;
+                q_encode_row(type, x, w + r * rb, N, NULL, NULL);
+            } else {
+                memcpy(w + r * rb, w + (r % 8) * rb, rb);
+            }
+        }
+        const void *act = q_act_kind_for(type) == Q_ACT_F32 ? (const void *)x
+                        : q_act_kind_for(type) == Q_ACT_Q8_0 ? (const void *)a8 : (const void *)ak;
+        double gbs[2] = {0, 0};
+        volatile float sink = 0;
+        for (int simd = 0; simd <= 1; simd++) {
+            q_set_simd(simd);
+            if (simd && !q_simd_enabled()) break;
+            q_dot_fn f = q_dot_kernel(type);
+            double best = 1e30;
+            for (int rep = 0; rep < 3; rep++) {
+                double t0 = now_s();
+                for (size_t r = 0; r < rows; r++) sink += f(w + r * rb, act, N);
+                double dt = now_s() - t0;
+                if (dt < best) best = dt;
+            }
+            gbs[simd] = (double)(rows * rb) / best / 1e9;
+        }
+        printf("%-8s %10.2f %10.2f %9.1fx\n", q_type_name(type), gbs[0], gbs[1],
+               gbs[0] > 0 ? gbs[1] / gbs[0] : 0.0);
+        (void)sink;
+        free(w);
+    }
+    free(x);
+    return 0;
+}
