@@ -13,5 +13,4 @@ static int not_built(const char *what) {
 }
 
 int ds4_cmd_text(int argc, char **argv) { (void)argc; (void)argv; return not_built("tokenization"); }
-int ds4_cmd_logits(int argc, char **argv) { (void)argc; (void)argv; return not_built("--dump-logits"); }
 int ds4_cmd_chat(int argc, char **argv) { (void)argc; (void)argv; return not_built("chat"); }
