@@ -61,6 +61,13 @@ def main():
     for i in range(0, 128, 16):
         out.append("    " + " ".join("%3d," % s for s in signs[i:i + 16]))
     out.append("};")
+    out.append("")
+    out.append("/* The sign table expanded for SIMD: byte i = 0xFF when bit i of KSIGNS[s] is set. */")
+    out.append("const uint64_t q_iq2xxs_sign_mask[128] = {")
+    masks = [sum(0xFF << (8 * i) for i in range(8) if (signs[s] >> i) & 1) for s in range(128)]
+    for i in range(0, 128, 4):
+        out.append("    " + " ".join("0x%016xULL," % m for m in masks[i:i + 4]))
+    out.append("};")
     sys.stdout.write("\n".join(out) + "\n")
 
 

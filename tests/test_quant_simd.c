@@ -205,9 +205,13 @@ Test(quant_tables, iq2xxs_tables_match_shared_files) {
         cr_assert_eq(q_iq2xxs_grid[n], want, "grid entry %d: expected 0x%016llx got 0x%016llx", n,
                      (unsigned long long)want, (unsigned long long)q_iq2xxs_grid[n]);
     }
-    for (int s = 0; s < 128; s++)
+    for (int s = 0; s < 128; s++) {
         cr_assert_eq(q_iq2xxs_signs[s], signs[s], "sign entry %d: expected %u got %u", s, signs[s],
                      q_iq2xxs_signs[s]);
+        for (int i = 0; i < 8; i++)
+            cr_assert_eq((q_iq2xxs_sign_mask[s] >> (8 * i)) & 255u, (signs[s] >> i) & 1 ? 255u : 0u,
+                         "sign mask %d byte %d disagrees with sign bit", s, i);
+    }
     free(signs);
     free(grid);
 }

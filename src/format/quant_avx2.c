@@ -161,35 +161,36 @@ float q_dot_q4_k_avx2(const void *w, const void *act, uint64_t n) {
     return acc;
 }
 
+/* One 32-value group: Σ_i grid·sign·y as 8 int32 partial sums scaled by ls = 2s+1. */
+static inline __m256i iq2_group(const uint8_t *g8, const int8_t *yq) {
+    uint32_t A = q_load_u32(g8), B = q_load_u32(g8 + 4);
+    __m256i grid = _mm256_setr_epi64x((long long)q_iq2xxs_grid[A & 255u],
+                                      (long long)q_iq2xxs_grid[(A >> 8) & 255u],
+                                      (long long)q_iq2xxs_grid[(A >> 16) & 255u],
+                                      (long long)q_iq2xxs_grid[A >> 24]);
+    __m256i neg = _mm256_setr_epi64x((long long)q_iq2xxs_sign_mask[B & 127u],
+                                     (long long)q_iq2xxs_sign_mask[(B >> 7) & 127u],
+                                     (long long)q_iq2xxs_sign_mask[(B >> 14) & 127u],
+                                     (long long)q_iq2xxs_sign_mask[(B >> 21) & 127u]);
+    __m256i y = _mm256_loadu_si256((const __m256i *)yq);
+    /* grid <= 43 is unsigned: positive part minus negative part, each |.| <= 43·128·2. */
+    __m256i pos = _mm256_maddubs_epi16(_mm256_andnot_si256(neg, grid), y);
+    __m256i ngv = _mm256_maddubs_epi16(_mm256_and_si256(neg, grid), y);
+    return _mm256_madd_epi16(_mm256_sub_epi16(pos, ngv),
+                             _mm256_set1_epi16((short)(2 * (B >> 28) + 1)));
+}
+
 float q_dot_iq2_xxs_avx2(const void *w, const void *act, uint64_t n) {
     const uint8_t *b = w;
     const q8k_block *y = act;
-    const __m256i bits = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
     float acc = 0.0f;
     for (uint64_t i = 0; i < n / Q_QK_K; i++, b += Q_IQ2_XXS_BYTES) {
-        __m256i bsum = _mm256_setzero_si256();
-        for (int g = 0; g < 8; g++) {
-            uint32_t A = q_load_u32(b + 2 + 8 * g), B = q_load_u32(b + 6 + 8 * g);
-            __m256i grid = _mm256_setr_epi64x((long long)q_iq2xxs_grid[A & 255u],
-                                              (long long)q_iq2xxs_grid[(A >> 8) & 255u],
-                                              (long long)q_iq2xxs_grid[(A >> 16) & 255u],
-                                              (long long)q_iq2xxs_grid[A >> 24]);
-            /* Byte i of each 8-group: 0xFF when bit i of its KSIGNS byte is set. */
-            __m256i sb = _mm256_setr_epi64x(
-                (long long)(q_iq2xxs_signs[B & 127u] * 0x0101010101010101ULL),
-                (long long)(q_iq2xxs_signs[(B >> 7) & 127u] * 0x0101010101010101ULL),
-                (long long)(q_iq2xxs_signs[(B >> 14) & 127u] * 0x0101010101010101ULL),
-                (long long)(q_iq2xxs_signs[(B >> 21) & 127u] * 0x0101010101010101ULL));
-            __m256i neg = _mm256_cmpeq_epi8(_mm256_and_si256(sb, bits), bits);
-            __m256i yq = _mm256_loadu_si256((const __m256i *)(y[i].q + 32 * g));
-            /* grid ≤ 43 is unsigned: positive part minus negative part, each |.| ≤ 43·128·2. */
-            __m256i pos = _mm256_maddubs_epi16(_mm256_andnot_si256(neg, grid), yq);
-            __m256i ngv = _mm256_maddubs_epi16(_mm256_and_si256(neg, grid), yq);
-            __m256i d16 = _mm256_sub_epi16(pos, ngv);
-            bsum = _mm256_add_epi32(bsum, _mm256_madd_epi16(d16,
-                                    _mm256_set1_epi16((short)(2 * (B >> 28) + 1))));
+        __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+        for (int g = 0; g < 8; g += 2) {
+            s0 = _mm256_add_epi32(s0, iq2_group(b + 2 + 8 * g, y[i].q + 32 * g));
+            s1 = _mm256_add_epi32(s1, iq2_group(b + 10 + 8 * g, y[i].q + 32 * g + 32));
         }
-        acc += (fp_f16_to_f32(q_load_u16(b)) * y[i].d) * (float)hsum_i32(bsum);
+        acc += (fp_f16_to_f32(q_load_u16(b)) * y[i].d) * (float)hsum_i32(_mm256_add_epi32(s0, s1));
     }
     return 0.125f * acc;
 }

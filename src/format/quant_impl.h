@@ -23,6 +23,7 @@
 /* iq2xxs_tables.c (generated). */
 extern const uint64_t q_iq2xxs_grid[256];
 extern const uint8_t q_iq2xxs_signs[128];
+extern const uint64_t q_iq2xxs_sign_mask[128];   /* byte i = 0xFF if bit i of signs[s] */
 
 /* Little-endian field loads (blocks are byte arrays with no alignment guarantee). */
 static inline uint16_t q_load_u16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
