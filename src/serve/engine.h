@@ -1,0 +1,62 @@
+/*
+ * serve/engine.h — the narrow interface the server drives the model through. The scheduler
+ * only sees this table, so it can be tested with a scripted engine and is wired to libds4
+ * (tokenizer, chat encoder, engine/session API of include/ds4.h) by engine_ds4.c. Owns no
+ * implementation; must not grow server policy.
+ *
+ * Threading: render/tokenize/token_bytes may be called from connection threads concurrently;
+ * session_* calls come only from the scheduler's worker thread.
+ */
+#ifndef DS4_SERVE_ENGINE_H
+#define DS4_SERVE_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ds4.h"
+#include "serve/buf.h"
+#include "serve/request.h"
+
+typedef struct srv_engine {
+    void *ctx;
+    int n_ctx;              /* tokens per session */
+    uint32_t n_vocab;
+    int32_t eos;            /* end-of-sentence token id */
+    char model_id[80];      /* identity written into disk-cache files */
+
+    /* Renders the chat prompt for req (CHAT_ENCODING §3-§6; completions: §3.4 wrapper). */
+    ds4_status (*render)(void *ctx, const srv_request *req, srv_buf *text, ds4_error *err);
+    /* Tokenizes rendered text with special-token recognition; *toks malloc'd (caller frees). */
+    ds4_status (*tokenize)(void *ctx, const char *text, size_t len, int32_t **toks, size_t *n, ds4_error *err);
+    /* Bytes of one token (points into the engine; lives as long as it). */
+    ds4_status (*token_bytes)(void *ctx, int32_t tok, const char **p, size_t *n, ds4_error *err);
+    /* Completion parse (reasoning / content / tool calls) of a whole generated text. */
+    ds4_status (*parse)(void *ctx, const char *text, size_t len, bool thinking, bool tools, ds4_parsed *out,
+                        ds4_error *err);
+
+    ds4_status (*session_create)(void *ctx, void **sess, ds4_error *err);
+    void (*session_free)(void *sess);
+    /* Makes the session hold exactly toks[0..n) (keeping the common prefix it has). */
+    ds4_status (*session_sync)(void *sess, const int32_t *toks, size_t n, ds4_error *err);
+    const int32_t *(*session_tokens)(void *sess, size_t *n);
+    ds4_status (*session_eval)(void *sess, int32_t tok, ds4_error *err);
+    ds4_status (*session_logits)(void *sess, const float **logits, ds4_error *err);
+    void (*session_reset)(void *sess);
+    /* Whole-state snapshot (malloc'd, caller frees) and restore. */
+    ds4_status (*session_snapshot)(void *sess, uint8_t **out, uint64_t *n, ds4_error *err);
+    ds4_status (*session_restore)(void *sess, const uint8_t *buf, uint64_t n, ds4_error *err);
+} srv_engine;
+
+/* libds4-backed engine (engine_ds4.c): opens the GGUF and its tokenizer. */
+typedef struct srv_ds4_opts {
+    const char *model_path;
+    int n_ctx;
+    int n_threads;
+} srv_ds4_opts;
+ds4_status srv_engine_ds4_open(srv_engine *out, const srv_ds4_opts *o, ds4_error *err);
+void srv_engine_ds4_close(srv_engine *e);
+/* Session memory estimate for n_ctx tokens (for the default --slots). */
+ds4_status srv_engine_ds4_session_bytes(const srv_engine *e, int n_ctx, uint64_t *bytes, ds4_error *err);
+
+#endif

@@ -1,0 +1,397 @@
+/*
+ * serve/scheduler.c — slots, queue, worker thread and the generation loop (see scheduler.h).
+ *
+ * Per job the worker: picks the slot with the longest common token prefix (else the least
+ * recently used one, saving its conversation to disk first when it would be lost); restores a
+ * longer prefix from the disk cache when there is one; prefills the rest in chunks (checking
+ * cancel and timeout between chunks); saves the prompt state; samples token by token through
+ * the text stream and formatter; parses a held tool block at the end; saves the turn state.
+ */
+#include "serve/scheduler.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/error.h"
+
+typedef struct srv_slot {
+    void *sess;
+    int64_t last_used_ms;
+} srv_slot;
+
+struct srv_sched {
+    srv_engine eng;
+    srv_sched_opts o;
+    srv_slot *slots;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    srv_job **queue;
+    int q_head, q_len;
+    bool stopping, joined;
+    srv_job *running;
+    pthread_t worker;
+};
+
+int64_t srv_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+srv_job *srv_job_new(srv_request *req, int32_t *prompt, size_t n_prompt) {
+    srv_job *j = calloc(1, sizeof *j);
+    if (!j) { srv_request_free(req); free(prompt); return NULL; }
+    j->req = *req;
+    memset(req, 0, sizeof *req);
+    j->prompt = prompt;
+    j->n_prompt = n_prompt;
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cv, NULL);
+    atomic_init(&j->cancel, false);
+    atomic_init(&j->refs, 1);
+    return j;
+}
+
+void srv_job_unref(srv_job *j) {
+    if (!j || atomic_fetch_sub(&j->refs, 1) != 1) return;
+    srv_fmt_free(&j->fmt);
+    srv_request_free(&j->req);
+    free(j->prompt);
+    free(j->forced);
+    pthread_mutex_destroy(&j->mu);
+    pthread_cond_destroy(&j->cv);
+    free(j);
+}
+
+static size_t lcp(const int32_t *a, size_t na, const int32_t *b, size_t nb) {
+    size_t n = na < nb ? na : nb, i = 0;
+    while (i < n && a[i] == b[i]) i++;
+    return i;
+}
+
+static bool job_stopped(srv_job *j) {
+    return atomic_load(&j->cancel) || (j->deadline_ms && srv_now_ms() > j->deadline_ms);
+}
+
+/* Saves the slot's whole state under its token prefix (best effort: the cache is an optimisation). */
+static void save_slot(srv_sched *s, void *sess, const char *text, size_t text_len) {
+    if (!s->o.kv) return;
+    size_t n = 0;
+    const int32_t *toks = s->eng.session_tokens(sess, &n);
+    if (n < s->o.kv_min_tokens || n == 0) return;
+    uint8_t *snap = NULL;
+    uint64_t snap_bytes = 0;
+    ds4_error err;
+    if (s->eng.session_snapshot(sess, &snap, &snap_bytes, &err)) return;
+    int32_t *copy = malloc(n * sizeof *copy);
+    srv_buf trailer;
+    srv_buf_init(&trailer);
+    if (s->o.toolmem && text) srv_toolmem_export(s->o.toolmem, text, text_len, &trailer);
+    if (copy) {
+        memcpy(copy, toks, n * sizeof *copy);
+        srv_kv_save(s->o.kv, copy, n, snap, (size_t)snap_bytes, trailer.data, trailer.len, &err);
+    }
+    free(copy);
+    srv_buf_free(&trailer);
+    free(snap);
+}
+
+/* Chooses and prepares a slot for the job's prompt; returns the reused prefix length. */
+static srv_slot *pick_slot(srv_sched *s, srv_job *j, size_t *cached, ds4_error *err) {
+    srv_slot *best = NULL, *lru = NULL;
+    size_t best_common = 0;
+    for (int i = 0; i < s->o.n_slots; i++) {
+        srv_slot *sl = &s->slots[i];
+        if (!sl->sess) { if (!lru || lru->sess) lru = sl; continue; }
+        size_t n = 0;
+        const int32_t *t = s->eng.session_tokens(sl->sess, &n);
+        size_t c = lcp(t, n, j->prompt, j->n_prompt);
+        if (c > best_common) { best_common = c; best = sl; }
+        if (!lru || (lru->sess && sl->last_used_ms < lru->last_used_ms)) lru = sl;
+    }
+    srv_slot *sl = best ? best : lru;
+    if (!sl->sess && s->eng.session_create(s->eng.ctx, &sl->sess, err)) return NULL;
+    size_t n = 0;
+    const int32_t *t = s->eng.session_tokens(sl->sess, &n);
+    size_t common = lcp(t, n, j->prompt, j->n_prompt);
+    /* The conversation in this slot is about to be cut: keep it on disk (issue #6). */
+    if (common < n) save_slot(s, sl->sess, NULL, 0);
+    *cached = common;
+    if (s->o.kv) {
+        srv_kv_entry e;
+        size_t min = common + 1 > s->o.kv_min_tokens ? common + 1 : s->o.kv_min_tokens;
+        if (srv_kv_lookup(s->o.kv, j->prompt, j->n_prompt, min, &e)) {
+            ds4_error rerr;
+            if (s->eng.session_restore(sl->sess, e.payload, e.payload_bytes, &rerr) == DS4_OK) {
+                size_t m = 0;
+                s->eng.session_tokens(sl->sess, &m);
+                if (m == e.n_tokens) *cached = m;
+                else s->eng.session_reset(sl->sess);
+                if (s->o.toolmem && e.trailer_bytes) srv_toolmem_import(s->o.toolmem, e.trailer, e.trailer_bytes);
+            }
+            srv_kv_entry_free(&e);
+        }
+    }
+    sl->last_used_ms = srv_now_ms();
+    return sl;
+}
+
+static void job_fail(srv_job *j, int status, const char *msg) {
+    pthread_mutex_lock(&j->mu);
+    if (!j->fmt.began || !j->req.stream) {
+        j->error_before_output = true;
+        srv_reqerr_set(&j->err, status, NULL, "%s", msg);
+    } else {
+        srv_fmt_error(&j->fmt, msg);
+    }
+    j->finish = SRV_FINISH_ERROR;
+    j->done = true;
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+}
+
+/* Tool block held back by the text stream: parse it and report calls (or the text). */
+static srv_finish emit_tools(srv_sched *s, srv_job *j, srv_textstream *ts, srv_finish fin) {
+    ds4_parsed p;
+    memset(&p, 0, sizeof p);
+    ds4_error err;
+    bool thinking = j->req.think != SRV_THINK_NONE;
+    if (s->eng.parse(s->eng.ctx, ts->raw.data, ts->raw.len, thinking, true, &p, &err) != DS4_OK || p.n_calls == 0) {
+        /* Malformed tool output comes back as text, never a 500 (issue #6). */
+        srv_fmt_content(&j->fmt, ts->raw.data + ts->tool_start, ts->raw.len - ts->tool_start);
+        ds4_parsed_clear(&p);
+        return fin;
+    }
+    const char *prefix = j->req.api == SRV_API_ANTHROPIC ? "toolu_" : "call_";
+    for (size_t i = 0; i < p.n_calls; i++) {
+        char id[48];
+        if (!srv_random_id(id, sizeof id, prefix)) { ds4_parsed_clear(&p); return SRV_FINISH_ERROR; }
+        srv_fmt_tool_begin(&j->fmt, id, p.calls[i].name ? p.calls[i].name : "");
+        /* Compact JSON on the wire (§3.3); unparsable arguments degrade to {}. */
+        json_t *a = p.calls[i].arguments ? json_loads(p.calls[i].arguments, 0, NULL) : NULL;
+        char *txt = a && json_is_object(a) ? json_dumps(a, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+        srv_fmt_tool_args(&j->fmt, txt ? txt : "{}", strlen(txt ? txt : "{}"));
+        free(txt);
+        json_decref(a);
+        srv_fmt_tool_end(&j->fmt);
+        if (s->o.toolmem && p.dsml_bytes) srv_toolmem_put(s->o.toolmem, id, p.dsml, p.dsml_bytes);
+    }
+    ds4_parsed_clear(&p);
+    return fin == SRV_FINISH_ERROR ? fin : SRV_FINISH_TOOL_CALLS;
+}
+
+static void run_job(srv_sched *s, srv_job *j) {
+    ds4_error err;
+    srv_request *rq = &j->req;
+    pthread_mutex_lock(&j->mu);
+    srv_usage u = {(int)j->n_prompt, 0, 0, 0};
+    if (rq->stream) srv_fmt_begin(&j->fmt, &u); /* early headers + keep-alives during prefill */
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+
+    size_t cached = 0;
+    srv_slot *sl = pick_slot(s, j, &cached, &err);
+    if (!sl) { job_fail(j, 500, err.msg); return; }
+    u.cached_tokens = (int)cached;
+    int64_t t0 = srv_now_ms();
+    size_t chunk = s->o.prefill_chunk > 0 ? (size_t)s->o.prefill_chunk : 512;
+    for (size_t pos = cached; pos < j->n_prompt;) {
+        if (job_stopped(j)) {
+            if (s->o.metrics) atomic_fetch_add(&s->o.metrics->cancelled, 1);
+            job_fail(j, 503, "request cancelled");
+            return;
+        }
+        size_t next = j->n_prompt - pos > chunk ? pos + chunk : j->n_prompt;
+        if (s->eng.session_sync(sl->sess, j->prompt, next, &err)) { job_fail(j, 500, err.msg); return; }
+        pos = next;
+    }
+    if (j->n_prompt > 0 && cached == j->n_prompt) {
+        /* Whole prompt cached: still make sure the session holds exactly it (and its logits). */
+        if (s->eng.session_sync(sl->sess, j->prompt, j->n_prompt, &err)) { job_fail(j, 500, err.msg); return; }
+    }
+    int64_t t1 = srv_now_ms();
+    if (cached < j->n_prompt) save_slot(s, sl->sess, NULL, 0);
+
+    ds4_sampling_params sp;
+    ds4_sampling_params_init(&sp);
+    if (rq->think == SRV_THINK_NONE) {
+        /* Thinking modes use DeepSeek's fixed sampling (§3.2.3 rule 1); chat mode the client's. */
+        sp.temperature = (float)rq->temperature;
+        sp.top_p = rq->top_p > 0 ? (float)rq->top_p : 1.0f;
+        sp.top_k = rq->top_k;
+        sp.min_p = (float)rq->min_p;
+    }
+    if (rq->has_seed) sp.seed = rq->seed;
+    else if (!srv_random_u64(&sp.seed)) sp.seed = (uint64_t)srv_now_ms();
+    ds4_sampler *smp = NULL;
+    if (ds4_sampler_create(&smp, &sp, s->eng.n_vocab, &err)) { job_fail(j, 500, err.msg); return; }
+
+    int32_t *forced = NULL;
+    size_t n_forced = 0;
+    if (j->forced && s->eng.tokenize(s->eng.ctx, j->forced, strlen(j->forced), &forced, &n_forced, &err)) {
+        ds4_sampler_free(smp);
+        job_fail(j, 500, err.msg);
+        return;
+    }
+
+    srv_textstream ts;
+    srv_ts_init(&ts, &j->fmt, rq);
+    size_t room = (size_t)s->eng.n_ctx > j->n_prompt ? (size_t)s->eng.n_ctx - j->n_prompt : 0;
+    size_t limit = (size_t)rq->max_tokens < room ? (size_t)rq->max_tokens : room;
+    srv_finish fin = SRV_FINISH_LENGTH;
+    const char *fail = NULL;
+    for (size_t i = 0; i < limit; i++) {
+        if (job_stopped(j)) {
+            fin = SRV_FINISH_ERROR;
+            fail = atomic_load(&j->cancel) ? "request cancelled" : "request timed out";
+            if (s->o.metrics) atomic_fetch_add(&s->o.metrics->cancelled, 1);
+            break;
+        }
+        const float *logits;
+        int32_t tok;
+        if (s->eng.session_logits(sl->sess, &logits, &err)) { fin = SRV_FINISH_ERROR; fail = "decode failed"; break; }
+        if (forced) tok = i < n_forced ? forced[i] : s->eng.eos;
+        else if (ds4_sampler_sample(smp, logits, &tok, &err)) { fin = SRV_FINISH_ERROR; fail = "sampling failed"; break; }
+        if (tok == s->eng.eos) { fin = SRV_FINISH_STOP; break; }
+        if (s->eng.session_eval(sl->sess, tok, &err)) { fin = SRV_FINISH_ERROR; fail = "decode failed"; break; }
+        ds4_sampler_accept(smp, tok);
+        u.completion_tokens++;
+        if (ts.in_reasoning) u.reasoning_tokens++;
+        const char *bytes;
+        size_t nb = 0;
+        if (s->eng.token_bytes(s->eng.ctx, tok, &bytes, &nb, &err)) { fin = SRV_FINISH_ERROR; fail = "detokenize failed"; break; }
+        pthread_mutex_lock(&j->mu);
+        bool more = srv_ts_push(&ts, bytes, nb);
+        pthread_cond_broadcast(&j->cv);
+        pthread_mutex_unlock(&j->mu);
+        if (!more) { fin = SRV_FINISH_STOP; break; }
+    }
+    int64_t t2 = srv_now_ms();
+    ds4_sampler_free(smp);
+    free(forced);
+
+    pthread_mutex_lock(&j->mu);
+    srv_ts_flush(&ts);
+    if (ts.in_tools) fin = emit_tools(s, j, &ts, fin);
+    j->usage = u;
+    j->finish = fin;
+    if (fail && rq->stream && fin == SRV_FINISH_ERROR) srv_fmt_error(&j->fmt, fail);
+    else srv_fmt_finish(&j->fmt, fin, &u, ts.stopped ? ts.matched_stop : NULL);
+    j->done = true;
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+
+    if (s->o.metrics) {
+        atomic_fetch_add(&s->o.metrics->prompt_tokens, (uint64_t)u.prompt_tokens);
+        atomic_fetch_add(&s->o.metrics->cached_tokens, (uint64_t)u.cached_tokens);
+        atomic_fetch_add(&s->o.metrics->generated_tokens, (uint64_t)u.completion_tokens);
+        atomic_fetch_add(&s->o.metrics->prefill_us, (uint64_t)(t1 - t0) * 1000);
+        atomic_fetch_add(&s->o.metrics->decode_us, (uint64_t)(t2 - t1) * 1000);
+    }
+    /* Turn boundary: keep prompt + answer so the next turn (tool results appended) resumes. */
+    if (fin != SRV_FINISH_ERROR) save_slot(s, sl->sess, ts.raw.data, ts.raw.len);
+    srv_ts_free(&ts);
+    sl->last_used_ms = srv_now_ms();
+}
+
+static void *worker_main(void *arg) {
+    srv_sched *s = arg;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (!s->stopping && s->q_len == 0) pthread_cond_wait(&s->cv, &s->mu);
+        if (s->q_len == 0) { pthread_mutex_unlock(&s->mu); break; }
+        srv_job *j = s->queue[s->q_head];
+        s->q_head = (s->q_head + 1) % s->o.queue_max;
+        s->q_len--;
+        s->running = j;
+        bool stopping = s->stopping;
+        if (s->o.metrics) { atomic_fetch_sub(&s->o.metrics->queue_length, 1); atomic_fetch_add(&s->o.metrics->busy, 1); }
+        pthread_mutex_unlock(&s->mu);
+        if (stopping) job_fail(j, 503, "server shutting down");
+        else if (atomic_load(&j->cancel)) job_fail(j, 503, "request cancelled");
+        else run_job(s, j);
+        pthread_mutex_lock(&s->mu);
+        s->running = NULL;
+        if (s->o.metrics) atomic_fetch_sub(&s->o.metrics->busy, 1);
+        pthread_mutex_unlock(&s->mu);
+        srv_job_unref(j);
+    }
+    return NULL;
+}
+
+ds4_status srv_sched_create(srv_sched **out, const srv_engine *eng, const srv_sched_opts *o, ds4_error *err) {
+    *out = NULL;
+    if (o->n_slots < 1 || o->queue_max < 1)
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG, "scheduler: slots (%d) and queue (%d) must be >= 1", o->n_slots, o->queue_max);
+    srv_sched *s = calloc(1, sizeof *s);
+    if (!s) return ds4_seterr(err, DS4_ERR_NOMEM, "scheduler: out of memory");
+    s->eng = *eng;
+    s->o = *o;
+    s->slots = calloc((size_t)o->n_slots, sizeof *s->slots);
+    s->queue = calloc((size_t)o->queue_max, sizeof *s->queue);
+    if (!s->slots || !s->queue) {
+        free(s->slots); free(s->queue); free(s);
+        return ds4_seterr(err, DS4_ERR_NOMEM, "scheduler: out of memory");
+    }
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cv, NULL);
+    if (pthread_create(&s->worker, NULL, worker_main, s) != 0) {
+        free(s->slots); free(s->queue); free(s);
+        return ds4_seterr(err, DS4_ERR_INTERNAL, "scheduler: cannot start the worker thread");
+    }
+    *out = s;
+    return DS4_OK;
+}
+
+int srv_sched_submit(srv_sched *s, srv_job *j) {
+    pthread_mutex_lock(&s->mu);
+    if (s->stopping || s->q_len >= s->o.queue_max) {
+        pthread_mutex_unlock(&s->mu);
+        return 503;
+    }
+    if (s->o.timeout_s > 0) j->deadline_ms = srv_now_ms() + (int64_t)s->o.timeout_s * 1000;
+    atomic_fetch_add(&j->refs, 1);
+    s->queue[(s->q_head + s->q_len) % s->o.queue_max] = j;
+    s->q_len++;
+    if (s->o.metrics) atomic_fetch_add(&s->o.metrics->queue_length, 1);
+    pthread_cond_signal(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+int srv_sched_queue_length(srv_sched *s) {
+    pthread_mutex_lock(&s->mu);
+    int n = s->q_len;
+    pthread_mutex_unlock(&s->mu);
+    return n;
+}
+
+void srv_sched_stop(srv_sched *s) {
+    if (!s) return;
+    pthread_mutex_lock(&s->mu);
+    if (s->joined) { pthread_mutex_unlock(&s->mu); return; }
+    s->stopping = true;
+    if (s->running) atomic_store(&s->running->cancel, true);
+    for (int i = 0; i < s->q_len; i++) atomic_store(&s->queue[(s->q_head + i) % s->o.queue_max]->cancel, true);
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    pthread_join(s->worker, NULL);
+    s->joined = true;
+}
+
+void srv_sched_destroy(srv_sched *s) {
+    if (!s) return;
+    srv_sched_stop(s);
+    for (int i = 0; i < s->o.n_slots; i++) {
+        if (!s->slots[i].sess) continue;
+        save_slot(s, s->slots[i].sess, NULL, 0); /* shutdown checkpoint (§6.5) */
+        s->eng.session_free(s->slots[i].sess);
+    }
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+    free(s->slots);
+    free(s->queue);
+    free(s);
+}

@@ -1,0 +1,169 @@
+/*
+ * tools/ds4-server/main.c — the ds4-server program: flags, startup order (listen first so
+ * /health says 503 while the model loads), signal handling and clean shutdown (SERVER_CLI §9,
+ * §7.3). All serving logic lives in src/serve/.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ds4.h"
+#include "serve/engine.h"
+#include "serve/http.h"
+#include "serve/kvstore.h"
+#include "serve/metrics.h"
+#include "serve/scheduler.h"
+#include "serve/toolids.h"
+
+static void usage(FILE *f) {
+    fprintf(f,
+        "usage: ds4-server [options]\n"
+        "  -m, --model FILE            GGUF model (default ds4flash.gguf)\n"
+        "  -c, --ctx N                 context tokens per slot (default 32768)\n"
+        "  -n, --tokens N              default output limit when the client sets none (default 393216)\n"
+        "  -t, --threads N             CPU threads (default: all cores)\n"
+        "      --host ADDR             IPv4 address to bind (default 127.0.0.1; 0.0.0.0 exposes it)\n"
+        "      --port N                TCP port (default 8000)\n"
+        "      --api-key KEY           require 'Authorization: Bearer KEY' or 'x-api-key: KEY' (env DS4_API_KEY)\n"
+        "      --cors                  allow cross-origin browser requests (Access-Control-Allow-Origin: *)\n"
+        "      --slots N               live sessions (default: from the memory estimate, 1..8)\n"
+        "      --queue N               waiting requests before 503 (default 32)\n"
+        "      --timeout S             per-request time limit in seconds (default 0 = none)\n"
+        "      --max-body-mb N         request body limit (default 64)\n"
+        "      --kv-disk-dir DIR       disk KV cache directory (default: disabled)\n"
+        "      --kv-disk-space-mb N    disk KV cache budget (default 4096)\n"
+        "      --kv-cache-min-tokens N shortest prefix saved or loaded (default 512)\n"
+        "      --tool-memory-max-ids N exact-DSML tool memory size (default 100000)\n"
+        "      --enable-test-forced-completion\n"
+        "                              TEST ONLY: honour the request field ds4_test_forced_completion,\n"
+        "                              which replaces sampled tokens by the given text\n"
+        "  -h, --help\n");
+}
+
+static bool parse_int(const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+static bool is_flag(const char *a, const char *s1, const char *s2) {
+    return strcmp(a, s1) == 0 || (s2 && strcmp(a, s2) == 0);
+}
+
+int main(int argc, char **argv) {
+    const char *model = "ds4flash.gguf", *host = "127.0.0.1", *kv_dir = NULL;
+    const char *api_key = getenv("DS4_API_KEY");
+    long ctx = 32768, tokens = 393216, threads = 0, port = 8000, slots = 0, queue = 32, timeout = 0;
+    long body_mb = 64, kv_mb = 4096, kv_min = 512, tool_ids = 100000;
+    bool cors = false, test_forced = false;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define INTFLAG(s1, s2, var, lo, hi) \
+        if (is_flag(a, s1, s2)) { \
+            if (!v || !parse_int(v, lo, hi, &var)) { fprintf(stderr, "ds4-server: %s needs an integer in %ld..%ld\n", a, (long)(lo), (long)(hi)); usage(stderr); return 2; } \
+            i++; continue; }
+        INTFLAG("-c", "--ctx", ctx, 2, INT_MAX)
+        INTFLAG("-n", "--tokens", tokens, 1, INT_MAX)
+        INTFLAG("-t", "--threads", threads, 0, 1024)
+        INTFLAG("--port", NULL, port, 0, 65535)
+        INTFLAG("--slots", NULL, slots, 1, 256)
+        INTFLAG("--queue", NULL, queue, 1, 100000)
+        INTFLAG("--timeout", NULL, timeout, 0, 86400 * 7)
+        INTFLAG("--max-body-mb", NULL, body_mb, 1, 4096)
+        INTFLAG("--kv-disk-space-mb", NULL, kv_mb, 1, 1L << 30)
+        INTFLAG("--kv-cache-min-tokens", NULL, kv_min, 1, INT_MAX)
+        INTFLAG("--tool-memory-max-ids", NULL, tool_ids, 1, 100000000)
+#undef INTFLAG
+        if ((strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) && v) { model = v; i++; }
+        else if (strcmp(a, "--host") == 0 && v) { host = v; i++; }
+        else if (strcmp(a, "--api-key") == 0 && v) { api_key = v; i++; }
+        else if (strcmp(a, "--kv-disk-dir") == 0 && v) { kv_dir = v; i++; }
+        else if (strcmp(a, "--cors") == 0) cors = true;
+        else if (strcmp(a, "--enable-test-forced-completion") == 0) test_forced = true;
+        else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { usage(stdout); return 0; }
+        else { fprintf(stderr, "ds4-server: unknown or incomplete option '%s'\n", a); usage(stderr); return 2; }
+    }
+
+    /* Signals are taken by sigwait in this thread only: block them before any thread starts. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    srv_metrics metrics;
+    memset(&metrics, 0, sizeof metrics);
+    ds4_error err;
+    srv_http_opts ho = {.host = host, .port = (int)port, .api_key = api_key, .cors = cors,
+                        .max_body_bytes = (size_t)body_mb << 20, .allow_test_forced = test_forced};
+    srv_http *http = NULL;
+    if (srv_http_start(&http, &ho, &metrics, &err)) { fprintf(stderr, "ds4-server: %s\n", err.msg); return 1; }
+    fprintf(stderr, "ds4-server: listening on http://%s:%d (loading %s)\n", host, srv_http_port(http), model);
+    if (test_forced) fprintf(stderr, "ds4-server: WARNING: test-only forced completions are enabled\n");
+    if (api_key && !*api_key) api_key = NULL;
+    if (!api_key && strcmp(host, "127.0.0.1") != 0 && strcmp(host, "localhost") != 0)
+        fprintf(stderr, "ds4-server: WARNING: listening on %s without --api-key\n", host);
+
+    srv_engine eng;
+    srv_ds4_opts eo = {.model_path = model, .n_ctx = (int)ctx, .n_threads = (int)threads};
+    if (srv_engine_ds4_open(&eng, &eo, &err)) {
+        fprintf(stderr, "ds4-server: %s\n", err.msg);
+        srv_http_stop(http);
+        return 1;
+    }
+    if (slots == 0) {
+        /* Default: as many slots as half the free memory holds, 1..8 (issue #6). */
+        uint64_t per = 0;
+        long pages = sysconf(_SC_AVPHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+        slots = 1;
+        if (srv_engine_ds4_session_bytes(&eng, (int)ctx, &per, &err) == DS4_OK && per > 0 && pages > 0 && psz > 0) {
+            uint64_t avail = (uint64_t)pages * (uint64_t)psz / 2;
+            slots = (long)(avail / per);
+            if (slots < 1) slots = 1;
+            if (slots > 8) slots = 8;
+        }
+    }
+    int rc = 1;
+    srv_kvstore *kv = NULL;
+    srv_toolmem *tm = NULL;
+    srv_sched *sched = NULL;
+    if (kv_dir && srv_kv_open(&kv, kv_dir, (uint64_t)kv_mb << 20, eng.model_id, &metrics, &err)) {
+        fprintf(stderr, "ds4-server: disk KV cache disabled: %s\n", err.msg);
+        kv = NULL;
+    }
+    if (srv_toolmem_create(&tm, (size_t)tool_ids, (size_t)512 << 20, &err)) { fprintf(stderr, "ds4-server: %s\n", err.msg); goto out; }
+    srv_sched_opts so = {.n_slots = (int)slots, .queue_max = (int)queue, .timeout_s = (int)timeout, .kv = kv,
+                         .kv_min_tokens = (size_t)kv_min, .toolmem = tm, .metrics = &metrics, .prefill_chunk = 512};
+    if (srv_sched_create(&sched, &eng, &so, &err)) { fprintf(stderr, "ds4-server: %s\n", err.msg); goto out; }
+    srv_limits lim = {.max_depth = 64, .n_ctx = (int)ctx, .default_max_tokens = (int)tokens};
+    srv_http_set_ready(http, &eng, sched, &lim);
+    fprintf(stderr, "ds4-server: ready: ctx=%ld slots=%ld queue=%ld kv-cache=%s\n", ctx, slots, queue, kv ? kv_dir : "off");
+
+    int sig = 0;
+    sigwait(&sigs, &sig);
+    fprintf(stderr, "ds4-server: %s: shutting down (again to exit at once)\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
+    srv_http_quiesce(http);
+    srv_sched_stop(sched);
+    rc = 0;
+out:
+    srv_http_stop(http);
+    srv_sched_destroy(sched);
+    srv_toolmem_free(tm);
+    srv_kv_close(kv);
+    srv_engine_ds4_close(&eng);
+    return rc;
+}
