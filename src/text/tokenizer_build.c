@@ -7,6 +7,7 @@
 #include "text/tokenizer_impl.h"
 #include "core/error.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -323,7 +324,7 @@ ds4_status ds4_tokenizer_open(ds4_tokenizer **out, const char *path, ds4_error *
     if (!out || !path) return ds4_seterr(err, DS4_ERR_INVALID_ARG, "ds4_tokenizer_open: NULL argument");
     *out = NULL;
     FILE *f = fopen(path, "rb");
-    if (!f) return ds4_seterr(err, DS4_ERR_IO, "%s: cannot open", path);
+    if (!f) return ds4_seterr(err, DS4_ERR_IO, "%s: %s", path, strerror(errno));
     char magic[4] = {0};
     size_t got = fread(magic, 1, 4, f);
     fclose(f);

@@ -12,5 +12,4 @@ static int not_built(const char *what) {
     return 2;
 }
 
-int ds4_cmd_text(int argc, char **argv) { (void)argc; (void)argv; return not_built("tokenization"); }
 int ds4_cmd_chat(int argc, char **argv) { (void)argc; (void)argv; return not_built("chat"); }
