@@ -32,6 +32,7 @@ bool srv_fmt_init(srv_fmt *f, const srv_request *req, const char *id_hint, long 
     if (!f->model) return false;
     if (id_hint) {
         snprintf(f->id, sizeof f->id, "%s", id_hint);
+        f->fixed_ids = true;
     } else {
         static const char *prefixes[] = {"chatcmpl-", "cmpl-", "msg_", "resp_"};
         if (!srv_random_id(f->id, sizeof f->id, prefixes[req->api])) return false;

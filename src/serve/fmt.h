@@ -58,6 +58,8 @@ typedef struct srv_fmt {
     bool sent_text, sent_reasoning;
     json_t *items;          /* Responses: finished output items */
     char item_id[48];       /* Responses: id of the open item */
+    bool fixed_ids;         /* id_hint given: derive item ids (tests) */
+    int n_item_ids;
 } srv_fmt;
 
 /* id_hint: optional fixed id (tests); NULL draws a random one. created: Unix seconds. */

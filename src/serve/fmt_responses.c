@@ -15,6 +15,12 @@
 
 enum { ITEM_NONE = 0, ITEM_REASONING = 1, ITEM_MESSAGE = 2, ITEM_CALL = 3 };
 
+/* Item ids are random (§3.2.8); with a fixed response id (tests) they derive from it. */
+static void item_id(srv_fmt *f, char *out, size_t n, const char *prefix) {
+    if (f->fixed_ids) snprintf(out, n, "%s%d", prefix, f->n_item_ids++);
+    else srv_random_id(out, n, prefix);
+}
+
 /* Emits `event: name` with {"type":name,"sequence_number":n, ...fields} (fields stolen). */
 static void ev(srv_fmt *f, const char *name, json_t *fields) {
     json_t *o = json_pack("{s:s,s:i}", "type", name, "sequence_number", f->seq++);
@@ -108,7 +114,7 @@ static void r_reasoning(srv_fmt *f, const char *s, size_t n) {
     if (f->open_block != ITEM_REASONING) {
         close_item(f, "completed");
         f->open_block = ITEM_REASONING;
-        srv_random_id(f->item_id, sizeof f->item_id, "rs_");
+        item_id(f, f->item_id, sizeof f->item_id, "rs_");
         ev(f, "response.output_item.added",
            json_pack("{s:i,s:{s:s,s:s,s:s,s:[]}}", "output_index", f->block_index, "item", "id", f->item_id, "type",
                      "reasoning", "status", "in_progress", "summary"));
@@ -125,7 +131,7 @@ static void r_content(srv_fmt *f, const char *s, size_t n) {
     if (f->open_block != ITEM_MESSAGE) {
         close_item(f, "completed");
         f->open_block = ITEM_MESSAGE;
-        srv_random_id(f->item_id, sizeof f->item_id, "msg_");
+        item_id(f, f->item_id, sizeof f->item_id, "msg_");
         ev(f, "response.output_item.added",
            json_pack("{s:i,s:{s:s,s:s,s:s,s:s,s:[]}}", "output_index", f->block_index, "item", "id", f->item_id,
                      "type", "message", "status", "in_progress", "role", "assistant", "content"));
@@ -141,7 +147,7 @@ static void r_tool_begin(srv_fmt *f, srv_fmt_call *c) {
     if (!f->stream) return;
     close_item(f, "completed");
     f->open_block = ITEM_CALL;
-    srv_random_id(f->item_id, sizeof f->item_id, "fc_");
+    item_id(f, f->item_id, sizeof f->item_id, "fc_");
     ev(f, "response.output_item.added",
        json_pack("{s:i,s:{s:s,s:s,s:s,s:s,s:s,s:s}}", "output_index", f->block_index, "item", "id", f->item_id,
                  "type", "function_call", "status", "in_progress", "name", c->name, "call_id", c->id, "arguments", ""));
@@ -168,16 +174,16 @@ static void r_finish(srv_fmt *f, srv_finish fin, const srv_usage *u, const char 
     } else {
         /* Non-streaming: build the items in emission order. */
         if (f->reasoning_visible && f->reasoning.len) {
-            srv_random_id(f->item_id, sizeof f->item_id, "rs_");
+            item_id(f, f->item_id, sizeof f->item_id, "rs_");
             push_item(f, reasoning_item(f, item_status));
         }
         if (f->content.len || f->n_calls == 0) {
-            srv_random_id(f->item_id, sizeof f->item_id, "msg_");
+            item_id(f, f->item_id, sizeof f->item_id, "msg_");
             push_item(f, message_item(f, item_status));
         }
         for (size_t i = 0; i < f->n_calls; i++) {
             char fc[48];
-            srv_random_id(fc, sizeof fc, "fc_");
+            item_id(f, fc, sizeof fc, "fc_");
             push_item(f, call_item(&f->calls[i], fc, "completed"));
         }
     }
