@@ -515,7 +515,7 @@ static ds4_status parse(gguf_ctx *ctx, ds4_error *e) {
     kv_rec *kvs = ctx->kvs.p;
     for (size_t i = 0; i < ctx->kvs.n; i++) {
         kvs[i].v.key = names + kvs[i].key_off;
-        if (kvs[i].offs_start != SIZE_MAX)
+        if (kvs[i].offs_start != SIZE_MAX && kvs[i].v.n_elems > 0)
             kvs[i].v.elem_off = (const uint64_t *)ctx->elem_offs.p + kvs[i].offs_start;
     }
     gguf_tensor *ts = ctx->tensors.p;
