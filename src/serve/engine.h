@@ -37,8 +37,12 @@ typedef struct srv_engine {
 
     ds4_status (*session_create)(void *ctx, void **sess, ds4_error *err);
     void (*session_free)(void *sess);
-    /* Makes the session hold exactly toks[0..n) (keeping the common prefix it has). */
-    ds4_status (*session_sync)(void *sess, const int32_t *toks, size_t n, ds4_error *err);
+    /* Makes the session hold exactly toks[0..n): keeps the live state when it is a prefix of
+     * the target, else restores the checkpoint when that is, else starts over. *reused gets the
+     * number of tokens not recomputed. */
+    ds4_status (*session_sync)(void *sess, const int32_t *toks, size_t n, size_t *reused, ds4_error *err);
+    /* Remembers the current state as the one rewind point (replaces the previous one). */
+    ds4_status (*session_checkpoint)(void *sess, ds4_error *err);
     const int32_t *(*session_tokens)(void *sess, size_t *n);
     ds4_status (*session_eval)(void *sess, int32_t tok, ds4_error *err);
     ds4_status (*session_logits)(void *sess, const float **logits, ds4_error *err);

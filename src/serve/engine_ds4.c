@@ -111,9 +111,14 @@ static ds4_status e_session_create(void *vctx, void **sess, ds4_error *err) {
 
 static void e_session_free(void *s) { ds4_session_free(s); }
 
-static ds4_status e_sync(void *s, const int32_t *toks, size_t n, ds4_error *err) {
-    return ds4_session_sync(s, toks, (uint32_t)n, NULL, err);
+static ds4_status e_sync(void *s, const int32_t *toks, size_t n, size_t *reused, ds4_error *err) {
+    ds4_sync_stats st = {0};
+    ds4_status rc = ds4_session_sync(s, toks, (uint32_t)n, &st, err);
+    if (reused) *reused = st.n_reused;
+    return rc;
 }
+
+static ds4_status e_checkpoint(void *s, ds4_error *err) { return ds4_session_checkpoint(s, err); }
 
 static const int32_t *e_tokens(void *s, size_t *n) {
     uint32_t k = 0;
@@ -164,6 +169,7 @@ ds4_status srv_engine_ds4_open(srv_engine *out, const srv_ds4_opts *o, ds4_error
     out->session_create = e_session_create;
     out->session_free = e_session_free;
     out->session_sync = e_sync;
+    out->session_checkpoint = e_checkpoint;
     out->session_tokens = e_tokens;
     out->session_eval = e_eval;
     out->session_logits = e_logits;

@@ -19,6 +19,8 @@
 typedef struct srv_slot {
     void *sess;
     int64_t last_used_ms;
+    int32_t *ck;          /* tokens of the session's checkpoint (the last prompt end) */
+    size_t n_ck;
 } srv_slot;
 
 struct srv_sched {
@@ -98,39 +100,42 @@ static void save_slot(srv_sched *s, void *sess, const char *text, size_t text_le
     free(snap);
 }
 
-/* Chooses and prepares a slot for the job's prompt; returns the reused prefix length. */
-static srv_slot *pick_slot(srv_sched *s, srv_job *j, size_t *cached, ds4_error *err) {
+/* Prompt tokens a slot can serve without recomputation: its live tokens when they are a
+ * prefix of the prompt, else its checkpoint when that is (engine sync rule), else none. */
+static size_t usable_prefix(srv_sched *s, srv_slot *sl, const int32_t *p, size_t n, bool *live_ok) {
+    size_t nl = 0;
+    const int32_t *t = s->eng.session_tokens(sl->sess, &nl);
+    *live_ok = nl <= n && lcp(t, nl, p, n) == nl;
+    if (*live_ok) return nl;
+    if (sl->n_ck && sl->n_ck <= n && lcp(sl->ck, sl->n_ck, p, n) == sl->n_ck) return sl->n_ck;
+    return 0;
+}
+
+/* Chooses and prepares a slot for the job's prompt (issue #6: longest common prefix). */
+static srv_slot *pick_slot(srv_sched *s, srv_job *j, ds4_error *err) {
     srv_slot *best = NULL, *lru = NULL;
-    size_t best_common = 0;
+    size_t best_use = 0;
+    bool ok;
     for (int i = 0; i < s->o.n_slots; i++) {
         srv_slot *sl = &s->slots[i];
         if (!sl->sess) { if (!lru || lru->sess) lru = sl; continue; }
-        size_t n = 0;
-        const int32_t *t = s->eng.session_tokens(sl->sess, &n);
-        size_t c = lcp(t, n, j->prompt, j->n_prompt);
-        if (c > best_common) { best_common = c; best = sl; }
+        size_t u = usable_prefix(s, sl, j->prompt, j->n_prompt, &ok);
+        if (u > best_use) { best_use = u; best = sl; }
         if (!lru || (lru->sess && sl->last_used_ms < lru->last_used_ms)) lru = sl;
     }
     srv_slot *sl = best ? best : lru;
     if (!sl->sess && s->eng.session_create(s->eng.ctx, &sl->sess, err)) return NULL;
-    size_t n = 0;
-    const int32_t *t = s->eng.session_tokens(sl->sess, &n);
-    size_t common = lcp(t, n, j->prompt, j->n_prompt);
-    /* The conversation in this slot is about to be cut: keep it on disk (issue #6). */
-    if (common < n) save_slot(s, sl->sess, NULL, 0);
-    *cached = common;
+    size_t use = usable_prefix(s, sl, j->prompt, j->n_prompt, &ok);
+    /* The live conversation in this slot is about to be dropped: keep it on disk first. */
+    if (!ok) save_slot(s, sl->sess, NULL, 0);
     if (s->o.kv) {
         srv_kv_entry e;
-        size_t min = common + 1 > s->o.kv_min_tokens ? common + 1 : s->o.kv_min_tokens;
+        size_t min = use + 1 > s->o.kv_min_tokens ? use + 1 : s->o.kv_min_tokens;
         if (srv_kv_lookup(s->o.kv, j->prompt, j->n_prompt, min, &e)) {
             ds4_error rerr;
-            if (s->eng.session_restore(sl->sess, e.payload, e.payload_bytes, &rerr) == DS4_OK) {
-                size_t m = 0;
-                s->eng.session_tokens(sl->sess, &m);
-                if (m == e.n_tokens) *cached = m;
-                else s->eng.session_reset(sl->sess);
-                if (s->o.toolmem && e.trailer_bytes) srv_toolmem_import(s->o.toolmem, e.trailer, e.trailer_bytes);
-            }
+            if (s->eng.session_restore(sl->sess, e.payload, e.payload_bytes, &rerr) != DS4_OK)
+                s->eng.session_reset(sl->sess);
+            if (s->o.toolmem && e.trailer_bytes) srv_toolmem_import(s->o.toolmem, e.trailer, e.trailer_bytes);
             srv_kv_entry_free(&e);
         }
     }
@@ -191,27 +196,41 @@ static void run_job(srv_sched *s, srv_job *j) {
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
 
-    size_t cached = 0;
-    srv_slot *sl = pick_slot(s, j, &cached, &err);
+    srv_slot *sl = pick_slot(s, j, &err);
     if (!sl) { job_fail(j, 500, err.msg); return; }
-    u.cached_tokens = (int)cached;
     int64_t t0 = srv_now_ms();
     size_t chunk = s->o.prefill_chunk > 0 ? (size_t)s->o.prefill_chunk : 512;
-    for (size_t pos = cached; pos < j->n_prompt;) {
+    size_t cached = 0;
+    bool first = true;
+    for (size_t pos = 0; first || pos < j->n_prompt;) {
         if (job_stopped(j)) {
             if (s->o.metrics) atomic_fetch_add(&s->o.metrics->cancelled, 1);
             job_fail(j, 503, "request cancelled");
             return;
         }
-        size_t next = j->n_prompt - pos > chunk ? pos + chunk : j->n_prompt;
-        if (s->eng.session_sync(sl->sess, j->prompt, next, &err)) { job_fail(j, 500, err.msg); return; }
+        /* First step: the engine picks its reuse point (live state or checkpoint); then the
+         * prefill goes chunk by chunk so cancellation and timeouts act between chunks, and the
+         * work done so far stays in the slot. */
+        size_t reused = 0, from = pos;
+        if (first) {
+            bool ok;
+            from = usable_prefix(s, sl, j->prompt, j->n_prompt, &ok);
+        }
+        size_t next = j->n_prompt - from > chunk ? from + chunk : j->n_prompt;
+        if (s->eng.session_sync(sl->sess, j->prompt, next, &reused, &err)) { job_fail(j, 500, err.msg); return; }
+        if (first) cached = reused;
+        first = false;
         pos = next;
     }
-    if (j->n_prompt > 0 && cached == j->n_prompt) {
-        /* Whole prompt cached: still make sure the session holds exactly it (and its logits). */
-        if (s->eng.session_sync(sl->sess, j->prompt, j->n_prompt, &err)) { job_fail(j, 500, err.msg); return; }
-    }
+    u.cached_tokens = (int)cached;
     int64_t t1 = srv_now_ms();
+    if (s->eng.session_checkpoint(sl->sess, &err) == DS4_OK) {
+        int32_t *ck = realloc(sl->ck, (j->n_prompt ? j->n_prompt : 1) * sizeof *ck);
+        if (ck) { memcpy(ck, j->prompt, j->n_prompt * sizeof *ck); sl->ck = ck; sl->n_ck = j->n_prompt; }
+        else sl->n_ck = 0;
+    } else {
+        sl->n_ck = 0;
+    }
     if (cached < j->n_prompt) save_slot(s, sl->sess, NULL, 0);
 
     ds4_sampling_params sp;
@@ -388,6 +407,7 @@ void srv_sched_destroy(srv_sched *s) {
         if (!s->slots[i].sess) continue;
         save_slot(s, s->slots[i].sess, NULL, 0); /* shutdown checkpoint (§6.5) */
         s->eng.session_free(s->slots[i].sess);
+        free(s->slots[i].ck);
     }
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
