@@ -139,10 +139,10 @@ static ds4_status need(const cur *c, uint64_t n, const char *what, ds4_error *e)
 
 /* Reads a GGUF string header and checks its bytes are present; leaves c after the bytes. */
 static ds4_status walk_string(cur *c, const char *what, uint64_t *len_out, ds4_error *e) {
-    char w[64];
-    snprintf(w, sizeof w, "%s length", what);
-    ds4_status st = need(c, 8, w, e);
-    if (st) return st;
+    /* Hot path (129280 tokens): format the message only on failure. */
+    if (left(c) < 8)
+        return ds4_seterr(e, DS4_ERR_FORMAT, "%s length needs 8 bytes, only %llu left", what,
+                          (unsigned long long)left(c));
     uint64_t len = rd_le64(c->b + c->pos);
     c->pos += 8;
     if (len > left(c))
@@ -161,10 +161,9 @@ static ds4_status walk_value(cur *c, uint32_t type, uint32_t depth, vec *offs, d
         return ds4_seterr(e, DS4_ERR_FORMAT, "unknown value type %u", type);
     uint32_t size = vtype_sizes[type];
     if (size) {
-        char w[32];
-        snprintf(w, sizeof w, "%s value", vtype_names[type]);
-        ds4_status st = need(c, size, w, e);
-        if (st) return st;
+        if (left(c) < size)
+            return ds4_seterr(e, DS4_ERR_FORMAT, "%s value needs %u bytes, only %llu left",
+                              vtype_names[type], size, (unsigned long long)left(c));
         c->pos += size;
         return DS4_OK;
     }
