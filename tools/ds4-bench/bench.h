@@ -1,0 +1,47 @@
+/*
+ * tools/ds4-bench/bench.h — pieces of ds4-bench shared between its files: options, one result
+ * row, and the CSV / SVG writers (report.c). The measuring loop lives in main.c.
+ */
+#ifndef DS4_BENCH_H
+#define DS4_BENCH_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+typedef struct bench_opts {
+    const char *model_path;
+    const char *prompt_file;    /* raw text, tokenized with the model's tokenizer */
+    const char *prompt_tokens;  /* token ids file (whitespace / comma separated) */
+    const char *csv_path;       /* NULL = stdout */
+    const char *svg_path;       /* NULL = none */
+    const char *title;
+    uint32_t ctx_start, ctx_max, ctx_alloc, step_incr, gen_tokens, prefill_chunk;
+    double step_mul;
+    int n_threads;
+    uint64_t seed;              /* synthetic token sequence */
+} bench_opts;
+
+typedef struct bench_row {
+    uint32_t ctx_tokens, prefill_tokens, gen_tokens;
+    double prefill_tps, gen_tps;
+    uint64_t kvcache_bytes;
+} bench_row;
+
+/* Parses argv into o (defaults first). Returns 0, or prints the problem and returns 2
+ * (usage error); returns -1 after printing --help. */
+int bench_parse_args(bench_opts *o, int argc, char **argv);
+
+/* The frontiers ctx_start, next(...), ..., ending exactly at ctx_max (SERVER_CLI §11):
+ * linear step when step_mul == 1, else next = max(ceil(cur * step_mul), cur + 1).
+ * Returns the count; *out is malloc'd. */
+uint32_t bench_frontiers(const bench_opts *o, uint32_t **out);
+
+/* CSV: ds4's header and 2-decimal rates, one row per call, flushed. */
+void bench_csv_header(FILE *f);
+void bench_csv_row(FILE *f, const bench_row *r);
+
+/* Writes an SVG with two panels (prefill and generation tokens/s against context). 0 on
+ * success. */
+int bench_write_svg(const char *path, const char *title, const bench_row *rows, uint32_t n_rows);
+
+#endif
