@@ -14,7 +14,8 @@
  * Invariants:
  *  1. Decisions depend only on bytes already seen (prefix-closed), so any split of the input
  *     gives the same result. Bytes that may still turn into a marker are held: a marker prefix,
- *     the whitespace before a possible tool block (it is the separator, not content, §8 note),
+ *     the whitespace before a possible tool block (its final "\n\n" is the separator, not
+ *     content, §8 note),
  *     a complete EOS at the very end (dropped at finish; mid-text it is ordinary text).
  *  2. The result is the concatenation of the events (both are filled in deliver()).
  *  3. Nothing is lost: a block that turns out malformed (bad tag, bad attribute, duplicate
@@ -26,6 +27,7 @@
  *     inserted verbatim when it is valid JSON, else as a JSON string of its raw text.
  * Never renders prompts and never decodes entities (the official format has none).
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -76,7 +78,8 @@ struct ds4_dsml_parser {
     chat_buf keys;        /* NUL-terminated keys of the current invoke */
     char vtail[64];       /* possible closing-tag / EOS prefix inside the block */
     size_t n_vtail;
-    char t_start[40], t_end[40], t_inv[40], t_inv_end[40], t_par[40], t_par_end[40];
+    char t_starts[DSML_N_FAMILIES][40]; /* "<P tool_calls>" per family */
+    char t_end[40], t_inv[40], t_inv_end[40], t_par[40], t_par_end[40];
 };
 
 static void process_byte(ds4_dsml_parser *p, unsigned char c, bool fresh);
@@ -159,14 +162,10 @@ enum { MK_NONE = -2, MK_PREFIX = -1, MK_THINK_END = 0, MK_EOS = 1, MK_START = 2 
 static int match_markers(const ds4_dsml_parser *p) {
     const char *marks[2 + DSML_N_FAMILIES];
     int ids[2 + DSML_N_FAMILIES], n = 0;
-    char starts[DSML_N_FAMILIES][40];
     marks[n] = CHAT_EOS, ids[n++] = MK_EOS;
     if (p->mode == M_REASON) marks[n] = CHAT_THINK_END, ids[n++] = MK_THINK_END;
     if (p->mode == M_CONTENT && p->o.tools)
-        for (int f = 0; f < DSML_N_FAMILIES; f++) {
-            snprintf(starts[f], sizeof starts[f], "<%stool_calls>", dsml_family_prefix[f]);
-            marks[n] = starts[f], ids[n++] = MK_START + f;
-        }
+        for (int f = 0; f < DSML_N_FAMILIES; f++) marks[n] = p->t_starts[f], ids[n++] = MK_START + f;
     bool prefix = false;
     for (int i = 0; i < n; i++) {
         size_t len = strlen(marks[i]);
@@ -195,8 +194,16 @@ static void start_block(ds4_dsml_parser *p, int fam) {
     snprintf(p->t_inv_end, sizeof p->t_inv_end, "</%sinvoke>", P);
     snprintf(p->t_par, sizeof p->t_par, "<%sparameter", P);
     snprintf(p->t_par_end, sizeof p->t_par_end, "</%sparameter>", P);
+    /* The separator is the final "\n\n" before the block (§8: content stops at
+     * "\n\n<｜DSML｜tool_calls"), so content + dsml reproduce the sampled bytes; a whitespace
+     * run not ending in "\n\n" is all separator (lenient, SERVER_CLI §4.3). */
+    size_t sep = p->ws.len;
+    if (sep >= 2 && memcmp(p->ws.p + sep - 2, "\n\n", 2) == 0) {
+        emit(p, DS4_DSML_CONTENT, 0, p->ws.p, sep - 2);
+        sep = 2;
+    }
     chat_buf_clear(&p->raw);
-    chat_buf_add(&p->raw, p->ws.p, p->ws.len);
+    chat_buf_add(&p->raw, p->ws.p + p->ws.len - sep, sep);
     chat_buf_add(&p->raw, p->tail, p->n_tail);
     chat_buf_clear(&p->ws);
     p->n_tail = 0;
@@ -500,6 +507,8 @@ ds4_status ds4_dsml_parser_create(ds4_dsml_parser **out, const ds4_dsml_opts *op
     if (!p) return ds4_seterr(err, DS4_ERR_NOMEM, "dsml: out of memory");
     p->o = *opts;
     p->mode = opts->thinking ? M_THINK_OPEN : M_CONTENT;
+    for (int f = 0; f < DSML_N_FAMILIES; f++)
+        snprintf(p->t_starts[f], sizeof p->t_starts[f], "<%stool_calls>", dsml_family_prefix[f]);
     *out = p;
     return DS4_OK;
 }
@@ -549,6 +558,18 @@ ds4_status ds4_dsml_feed(ds4_dsml_parser *p, const char *text, size_t text_bytes
                       (p->mode == M_CONTENT && !p->o.tools)) &&
             !p->n_tail && !p->eos_held) {
             emit(p, text_kind(p), 0, text + i, j - i);
+            i = j;
+            continue;
+        }
+        if (j > i && p->mode == M_CONTENT && !p->n_tail && !p->eos_held) {
+            /* Content that may precede a tool block: trailing whitespace stays held. */
+            size_t k = j;
+            while (k > i && is_ws(u[k - 1])) k--;
+            if (k > i) {
+                release_ws(p);
+                emit(p, DS4_DSML_CONTENT, 0, text + i, k - i);
+            }
+            chat_buf_add(&p->ws, text + k, j - k);
             i = j;
             continue;
         }
