@@ -171,7 +171,12 @@ void q_encode_q8_0(const float *x, uint8_t *dst, uint64_t n) {
         float d = amax / 127.0f;
         float id = d != 0.0f ? 1.0f / d : 0.0f;
         store_f16(dst, fp_f32_to_f16(d));
-        for (int j = 0; j < Q_QK8_0; j++) dst[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
+        for (int j = 0; j < Q_QK8_0; j++) {
+            /* |x·id| <= 127 for finite rows; the guard only keeps inf/NaN input defined. */
+            float r = roundf(x[j] * id);
+            int8_t q = r >= -128.0f && r <= 127.0f ? (int8_t)r : (r > 0 ? 127 : r < 0 ? -128 : 0);
+            dst[2 + j] = (uint8_t)q;
+        }
     }
 }
 
@@ -217,7 +222,7 @@ static void q2k_block_ref(const float *x, uint8_t *blk) {
     }
     if (max_min > 0) {
         float iscale = 15.0f / max_min;
-        for (int j = 0; j < 16; j++) sc[j] |= (uint8_t)(q_nearest_int(iscale * mins[j]) << 4);
+        for (int j = 0; j < 16; j++) sc[j] |= (uint8_t)((unsigned)q_nearest_int(iscale * mins[j]) << 4);
         hmin = fp_f32_to_f16(max_min / 15.0f);
     }
     store_f16(blk + 80, hd);
