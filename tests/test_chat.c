@@ -172,12 +172,18 @@ Test(chat_api, tools_and_calls_through_c_match_official_vector_1) {
 Test(chat_tools, anthropic_shape_renders_like_openai_function) {
     const char *openai = "[{\"type\":\"function\",\"function\":{\"name\":\"t\",\"description\":"
                          "\"d é\",\"parameters\":{\"type\":\"object\",\"required\":[\"a\"]}}}]";
-    const char *anthropic = "[{\"name\":\"t\",\"description\":\"d é\",\"input_schema\":"
-                            "{\"type\":\"object\",\"required\":[\"a\"]}}]";
+    const char *anthropic = "[{\"name\":\"t\",\"input_schema\":{\"type\":\"object\","
+                            "\"required\":[\"a\"]},\"description\":\"d é\","
+                            "\"cache_control\":{\"type\":\"ephemeral\"}}]";
+    const char *bare = "[{\"name\":\"t\",\"description\":\"d é\",\"parameters\":"
+                       "{\"type\":\"object\",\"required\":[\"a\"]}}]";
     char *a, *b;
     ds4_error err = {0};
     cr_assert_eq(ds4_chat_render_tools(openai, &a, NULL, &err), DS4_OK, "%s", err.msg);
     cr_assert_eq(ds4_chat_render_tools(anthropic, &b, NULL, &err), DS4_OK, "%s", err.msg);
+    cr_assert_str_eq(a, b);
+    free(b);
+    cr_assert_eq(ds4_chat_render_tools(bare, &b, NULL, &err), DS4_OK, "%s", err.msg);
     cr_assert_str_eq(a, b);
     const char *line = "\n\n{\"name\": \"t\", \"description\": \"d é\", \"parameters\": "
                        "{\"type\": \"object\", \"required\": [\"a\"]}}\n\nYou MUST strictly";

@@ -2,7 +2,7 @@
  * text/chat_tools.c — tool schemas to the official tool-description text (CHAT_ENCODING §5):
  * OpenAI {type:"function", function:{...}} elements are unwrapped to their function object,
  * Anthropic {name, description, input_schema} elements become {name, description,
- * parameters}; each is json.dumps'ed (ensure_ascii=False) on its own line inside the §5.1
+ * parameters}, bare function objects stay as they are; each is json.dumps'ed (ensure_ascii=False) on its own line inside the §5.1
  * template. Does not decide where the block goes in the prompt (chat.c does).
  */
 #include <stdio.h>
@@ -61,7 +61,6 @@ static json_t *tool_function(const json_t *tool, const char *what, size_t i, ds4
         }
         return json_incref(fn);
     }
-    /* Anthropic shape (or a bare function object): rebuild in the official key order. */
     json_t *name = json_object_get(tool, "name");
     if (!json_is_string(name)) {
         ds4_seterr(err, DS4_ERR_FORMAT,
@@ -69,14 +68,16 @@ static json_t *tool_function(const json_t *tool, const char *what, size_t i, ds4
                    "(\"name\", \"input_schema\")", what, i);
         return NULL;
     }
-    json_t *desc = json_object_get(tool, "description");
     json_t *params = json_object_get(tool, "input_schema");
-    if (!params) params = json_object_get(tool, "parameters");
+    if (!params) return json_incref((json_t *)tool); /* already a bare function object */
+    /* Anthropic {name, description, input_schema, cache_control...}: the function object the
+     * official template expects, in its key order. */
+    json_t *desc = json_object_get(tool, "description");
     json_t *fn_obj = json_object();
     if (!fn_obj) { ds4_seterr(err, DS4_ERR_NOMEM, "%s: out of memory", what); return NULL; }
     json_object_set(fn_obj, "name", name);
     if (desc) json_object_set(fn_obj, "description", desc);
-    if (params) json_object_set(fn_obj, "parameters", params);
+    json_object_set(fn_obj, "parameters", params);
     return fn_obj;
 }
 
