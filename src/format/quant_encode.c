@@ -19,12 +19,6 @@
 
 #define GROUP_MAX_EPS 1e-15f
 
-int q_nearest_int(float x) {
-    /* ggml's nearest_int rounds half to even for |x| < 2^22; rintf does the same there. */
-    if (!(fabsf(x) <= 4194303.0f)) return x > 0 ? 4194303 : (x < 0 ? -4194303 : 0);
-    return (int)rintf(x);
-}
-
 static int imin(int a, int b) { return a < b ? a : b; }
 static int iclamp(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
 

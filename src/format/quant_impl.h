@@ -10,6 +10,7 @@
 #ifndef DS4_FORMAT_QUANT_IMPL_H
 #define DS4_FORMAT_QUANT_IMPL_H
 
+#include <math.h>
 #include <stdint.h>
 
 #include "format/quant.h"
@@ -74,9 +75,13 @@ void q_encode_q4_k(const float *x, uint8_t *dst, uint64_t n, const float *imp);
 ds4_status q_encode_iq2_xxs(const float *x, uint8_t *dst, uint64_t n, const float *imp,
                             ds4_error *err);
 
-/* Round to nearest, ties to even, as ggml's nearest_int (valid for |x| < 2^22; the searches
- * never go beyond). Shared by the encoders. */
-int q_nearest_int(float x);
+/* Round to nearest, ties to even, as ggml's nearest_int (exact for |x| < 2^22, where the
+ * searches stay for finite input); out-of-range and NaN map to ±4194303 / 0 so that later
+ * clamps stay defined. Shared by the encoders. */
+static inline int q_nearest_int(float x) {
+    if (!(fabsf(x) <= 4194303.0f)) return x > 0 ? 4194303 : (x < 0 ? -4194303 : 0);
+    return (int)rintf(x);
+}
 
 /* The qp search (GGUF_LAYOUT §5.6), shared by the K-quant and IQ2_XXS encoders. */
 float q_make_qp_quants(int n, int nmax, const float *x, uint8_t *L, const float *w);
