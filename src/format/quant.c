@@ -4,6 +4,9 @@
  * live in quant_dot.c / quant_avx2.c and the encoders in quant_encode.c / quant_iq2.c.
  * Must not know tensor names or files.
  */
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -199,9 +202,11 @@ void q_importance_fallback(const float *rows, uint64_t n_rows, uint64_t n_cols, 
 
 bool q_cpu_has_avx2(void) {
 #if defined(__x86_64__) || defined(__i386__)
+    /* clang 14 has no "f16c" for __builtin_cpu_supports: read CPUID leaf 1 ECX bit 29. */
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d) || !(c & (1u << 29))) return false;
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-           __builtin_cpu_supports("f16c");
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 #else
     return false;
 #endif
