@@ -226,3 +226,18 @@ Test(serve_fmt, error_bodies_per_api) {
     expect(o, "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"busy\"}}");
     free(o);
 }
+
+Test(serve_fmt, invalid_utf8_becomes_replacement_character) {
+    srv_request r;
+    memset(&r, 0, sizeof r);
+    r.api = SRV_API_CHAT;
+    r.model = "m";
+    srv_fmt f;
+    cr_assert(srv_fmt_init(&f, &r, "ID", 7));
+    srv_fmt_content(&f, "a\xff\xc3(\xed\xa0\x80z\xc3\xa9", 10);
+    srv_fmt_finish(&f, SRV_FINISH_STOP, NULL, NULL);
+    cr_assert(srv_buf_ok(&f.out), "the body was built");
+    /* 0xff, a lone lead byte, and an encoded surrogate (3 bytes) each give U+FFFD per byte. */
+    cr_assert(strstr(f.out.data, "\"content\":\"a\xef\xbf\xbd\xef\xbf\xbd(\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbdz\xc3\xa9\""), "%s", f.out.data);
+    srv_fmt_free(&f);
+}

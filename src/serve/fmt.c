@@ -60,16 +60,60 @@ void srv_fmt_begin(srv_fmt *f, const srv_usage *u) {
     ops_of(f->api)->begin(f, u);
 }
 
+/* Length of the valid UTF-8 sequence at s[0..n), 0 when invalid (RFC 3629: no overlongs,
+ * no surrogates, nothing above U+10FFFF). */
+static size_t utf8_seq(const unsigned char *s, size_t n) {
+    unsigned c = s[0];
+    if (c < 0x80) return 1;
+    size_t len = c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    if (!len || len > n) return 0;
+    for (size_t i = 1; i < len; i++) if ((s[i] & 0xC0) != 0x80) return 0;
+    if (c == 0xE0 && s[1] < 0xA0) return 0;
+    if (c == 0xED && s[1] > 0x9F) return 0;
+    if (c == 0xF0 && s[1] < 0x90) return 0;
+    if (c == 0xF4 && s[1] > 0x8F) return 0;
+    return len;
+}
+
+/* JSON strings must be UTF-8, but a random or confused model can sample byte tokens that are
+ * not: each invalid byte becomes U+FFFD (what clients would show anyway). Returns s itself
+ * when it is already valid. */
+static const char *utf8_clean(const char *s, size_t *n, srv_buf *tmp) {
+    size_t i = 0;
+    while (i < *n) {
+        size_t k = utf8_seq((const unsigned char *)s + i, *n - i);
+        if (!k) break;
+        i += k;
+    }
+    if (i == *n) return s;
+    srv_buf_append(tmp, s, i);
+    while (i < *n) {
+        size_t k = utf8_seq((const unsigned char *)s + i, *n - i);
+        if (k) { srv_buf_append(tmp, s + i, k); i += k; }
+        else { srv_buf_puts(tmp, "\xEF\xBF\xBD"); i++; }
+    }
+    *n = tmp->len;
+    return tmp->data ? tmp->data : "";
+}
+
 void srv_fmt_reasoning(srv_fmt *f, const char *s, size_t n) {
     if (!n || f->finished) return;
+    srv_buf tmp;
+    srv_buf_init(&tmp);
+    s = utf8_clean(s, &n, &tmp);
     srv_buf_append(&f->reasoning, s, n);
     ops_of(f->api)->reasoning(f, s, n);
+    srv_buf_free(&tmp);
 }
 
 void srv_fmt_content(srv_fmt *f, const char *s, size_t n) {
     if (!n || f->finished) return;
+    srv_buf tmp;
+    srv_buf_init(&tmp);
+    s = utf8_clean(s, &n, &tmp);
     srv_buf_append(&f->content, s, n);
     ops_of(f->api)->content(f, s, n);
+    srv_buf_free(&tmp);
 }
 
 void srv_fmt_tool_begin(srv_fmt *f, const char *id, const char *name) {
@@ -80,7 +124,12 @@ void srv_fmt_tool_begin(srv_fmt *f, const char *id, const char *name) {
     srv_fmt_call *c = &p[f->n_calls++];
     memset(c, 0, sizeof *c);
     snprintf(c->id, sizeof c->id, "%s", id);
-    c->name = strdup(name);
+    srv_buf tmp;
+    srv_buf_init(&tmp);
+    size_t nl = strlen(name);
+    const char *clean = utf8_clean(name, &nl, &tmp);
+    c->name = strndup(clean, nl);
+    srv_buf_free(&tmp);
     if (!c->name) { f->out.oom = true; f->n_calls--; return; }
     ops_of(f->api)->tool_begin(f, c);
 }
@@ -88,8 +137,12 @@ void srv_fmt_tool_begin(srv_fmt *f, const char *id, const char *name) {
 void srv_fmt_tool_args(srv_fmt *f, const char *frag, size_t n) {
     if (!f->n_calls || !n || f->finished) return;
     srv_fmt_call *c = &f->calls[f->n_calls - 1];
+    srv_buf tmp;
+    srv_buf_init(&tmp);
+    frag = utf8_clean(frag, &n, &tmp);
     srv_buf_append(&c->args, frag, n);
     ops_of(f->api)->tool_args(f, c, frag, n);
+    srv_buf_free(&tmp);
 }
 
 void srv_fmt_tool_end(srv_fmt *f) {

@@ -1,0 +1,292 @@
+// tests/e2e/server.test.mjs — ds4-server end to end with the official `openai` and
+// `@anthropic-ai/sdk` clients, against a random-weight model with the real tokenizer
+// (tests/e2e/run.sh builds it). Random weights never choose tool calls, so the tool tests use
+// the server's test-only forced completion (--enable-test-forced-completion): every forward
+// pass still runs, the sampled tokens are replaced by the given text's tokens.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import OpenAI from 'openai';
+import Anthropic from '@anthropic-ai/sdk';
+
+const BIN = process.env.DS4_SERVER_BIN;
+const MODEL = process.env.DS4_E2E_MODEL;
+const WORK = process.env.DS4_E2E_WORK;
+const KEY = 'e2e-secret-key';
+
+function startServer(extra = []) {
+  return new Promise((resolve, reject) => {
+    const args = ['-m', MODEL, '-c', '4096', '--port', '0', '-t', '1', '--api-key', KEY,
+                  '--enable-test-forced-completion', ...extra];
+    const p = spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let log = '';
+    let port = 0;
+    const timer = setTimeout(() => reject(new Error('server did not start:\n' + log)), 60000);
+    p.stderr.on('data', (d) => {
+      log += d.toString();
+      const m = log.match(/listening on http:\/\/127\.0\.0\.1:(\d+)/);
+      if (m) port = Number(m[1]);
+      if (port && log.includes('ready:')) { clearTimeout(timer); resolve({ proc: p, port, log: () => log }); }
+    });
+    p.on('exit', (code) => { clearTimeout(timer); if (!port) reject(new Error(`server exited ${code}:\n${log}`)); });
+  });
+}
+
+function stopServer(s) {
+  return new Promise((resolve) => {
+    if (s.proc.exitCode !== null) return resolve(s.proc.exitCode);
+    s.proc.on('exit', (code) => resolve(code));
+    s.proc.kill('SIGTERM');
+  });
+}
+
+const TOOL_DSML = (name, key, value) =>
+  `\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name="${name}">\n` +
+  `<｜DSML｜parameter name="${key}" string="true">${value}</｜DSML｜parameter>\n` +
+  `</｜DSML｜invoke>\n</｜DSML｜tool_calls>`;
+
+const LS_TOOL = { type: 'function', function: { name: 'ls', description: 'List a directory',
+  parameters: { type: 'object', properties: { path: { type: 'string' } }, required: ['path'] } } };
+
+let srv, openai, anthropic, base;
+before(async () => {
+  srv = await startServer(['--slots', '2']);
+  base = `http://127.0.0.1:${srv.port}`;
+  openai = new OpenAI({ apiKey: KEY, baseURL: `${base}/v1`, maxRetries: 0 });
+  anthropic = new Anthropic({ apiKey: KEY, baseURL: base, maxRetries: 0 });
+});
+after(async () => { if (srv) await stopServer(srv); });
+
+test('health is public, everything else needs the key', async () => {
+  assert.equal((await fetch(`${base}/health`)).status, 200);
+  const r = await fetch(`${base}/v1/models`);
+  assert.equal(r.status, 401);
+  const wrong = await fetch(`${base}/v1/models`, { headers: { Authorization: 'Bearer nope' } });
+  assert.equal(wrong.status, 401);
+  const ok = await fetch(`${base}/v1/models`, { headers: { 'x-api-key': KEY } });
+  assert.equal(ok.status, 200);
+});
+
+test('models list and retrieve', async () => {
+  const list = await openai.models.list();
+  assert.equal(list.data.length, 1);
+  assert.equal(list.data[0].id, 'deepseek-v4-flash');
+  const m = await openai.models.retrieve('deepseek-v4-flash');
+  assert.equal(m.context_length, 4096);
+  await assert.rejects(openai.models.retrieve('gpt-9'), (e) => e.status === 404);
+});
+
+test('chat non-streaming', async () => {
+  const r = await openai.chat.completions.create({ model: 'deepseek-v4-flash', max_tokens: 6,
+    messages: [{ role: 'user', content: 'Say hi' }], think: false });
+  assert.equal(r.object, 'chat.completion');
+  assert.equal(typeof r.choices[0].message.content, 'string');
+  assert.equal(r.choices[0].finish_reason, 'length');
+  assert.equal(r.usage.completion_tokens, 6);
+  assert.ok(r.usage.prompt_tokens > 3);
+});
+
+test('chat streaming with reasoning and usage', async () => {
+  const stream = await openai.chat.completions.create({ model: 'm', stream: true,
+    stream_options: { include_usage: true }, messages: [{ role: 'user', content: 'Think first' }],
+    ds4_test_forced_completion: 'a plan</think>The answer.' });
+  let reasoning = '', content = '', finish = null, usage = null;
+  for await (const c of stream) {
+    if (c.usage) usage = c.usage;
+    for (const ch of c.choices) {
+      reasoning += ch.delta.reasoning_content ?? '';
+      content += ch.delta.content ?? '';
+      finish = ch.finish_reason ?? finish;
+    }
+  }
+  assert.equal(reasoning, 'a plan');
+  assert.equal(content, 'The answer.');
+  assert.equal(finish, 'stop');
+  assert.ok(usage.completion_tokens > 2);
+  assert.ok(usage.completion_tokens_details.reasoning_tokens >= 1);
+});
+
+test('tool-call round trip reuses the KV prefix', async () => {
+  const messages = [{ role: 'user', content: 'What is in /tmp?' }];
+  const stream = await openai.chat.completions.create({ model: 'm', stream: true, think: false,
+    stream_options: { include_usage: true }, messages, tools: [LS_TOOL],
+    ds4_test_forced_completion: 'Let me look.' + TOOL_DSML('ls', 'path', '/tmp') });
+  const calls = [];
+  let content = '', finish = null, usage1 = null;
+  for await (const c of stream) {
+    if (c.usage) usage1 = c.usage;
+    for (const ch of c.choices) {
+      content += ch.delta.content ?? '';
+      finish = ch.finish_reason ?? finish;
+      for (const tc of ch.delta.tool_calls ?? []) {
+        if (tc.id) calls[tc.index] = { id: tc.id, name: tc.function.name, arguments: '' };
+        calls[tc.index].arguments += tc.function.arguments ?? '';
+      }
+    }
+  }
+  assert.equal(content, 'Let me look.', 'the DSML block and its separator are not content');
+  assert.equal(finish, 'tool_calls');
+  assert.equal(calls.length, 1);
+  assert.match(calls[0].id, /^call_[0-9a-f]{32}$/);
+  assert.equal(calls[0].name, 'ls');
+  assert.deepEqual(JSON.parse(calls[0].arguments), { path: '/tmp' });
+  messages.push({ role: 'assistant', content, tool_calls: calls.map((c) => ({ id: c.id, type: 'function',
+    function: { name: c.name, arguments: c.arguments } })) });
+  messages.push({ role: 'tool', tool_call_id: calls[0].id, content: 'a.txt\nb.txt' });
+  const r2 = await openai.chat.completions.create({ model: 'm', think: false, messages, tools: [LS_TOOL],
+    max_tokens: 4 });
+  const firstTurn = usage1.prompt_tokens + usage1.completion_tokens;
+  assert.ok(r2.usage.prompt_tokens_details.cached_tokens >= firstTurn,
+    `cached ${r2.usage.prompt_tokens_details.cached_tokens} should cover the first turn's ${firstTurn} tokens`);
+  assert.ok(r2.usage.prompt_tokens > firstTurn);
+});
+
+test('malformed tool output comes back as text', async () => {
+  const r = await openai.chat.completions.create({ model: 'm', think: false, tools: [LS_TOOL],
+    messages: [{ role: 'user', content: 'x' }],
+    ds4_test_forced_completion: 'ok\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke>broken</｜DSML｜tool_calls>' });
+  assert.equal(r.choices[0].finish_reason, 'stop');
+  assert.ok(!r.choices[0].message.tool_calls);
+  assert.match(r.choices[0].message.content, /broken/);
+});
+
+test('completions', async () => {
+  const r = await openai.completions.create({ model: 'm', prompt: 'Once upon a time', max_tokens: 5, think: false });
+  assert.equal(r.object, 'text_completion');
+  assert.equal(r.choices[0].finish_reason, 'length');
+  assert.equal(r.usage.completion_tokens, 5);
+  const s = await openai.completions.create({ model: 'm', prompt: 'Hi', max_tokens: 3, stream: true, think: false });
+  let n = 0;
+  for await (const c of s) n += c.choices.length;
+  assert.ok(n >= 2);
+});
+
+test('responses streaming lifecycle with a function call', async () => {
+  const stream = await openai.responses.create({ model: 'm', stream: true, input: 'List /tmp',
+    reasoning: { summary: 'auto' },
+    tools: [{ type: 'function', name: 'ls', parameters: LS_TOOL.function.parameters }],
+    ds4_test_forced_completion: 'need ls</think>' + TOOL_DSML('ls', 'path', '/tmp') });
+  const types = [];
+  let seq = -1, completed = null;
+  for await (const ev of stream) {
+    types.push(ev.type);
+    assert.equal(ev.sequence_number, seq + 1);
+    seq = ev.sequence_number;
+    if (ev.type === 'response.completed') completed = ev.response;
+  }
+  assert.equal(types[0], 'response.created');
+  assert.ok(types.includes('response.reasoning_summary_text.delta'));
+  assert.ok(types.includes('response.function_call_arguments.done'));
+  assert.equal(types.at(-1), 'response.completed');
+  const call = completed.output.find((o) => o.type === 'function_call');
+  assert.equal(call.name, 'ls');
+  assert.deepEqual(JSON.parse(call.arguments), { path: '/tmp' });
+  assert.match(call.call_id, /^call_[0-9a-f]{32}$/);
+  assert.ok(completed.usage.input_tokens > 0);
+});
+
+test('anthropic streaming with thinking and tool_use, then the tool result turn', async () => {
+  const tools = [{ name: 'ls', description: 'List', input_schema: LS_TOOL.function.parameters }];
+  const messages = [{ role: 'user', content: 'List /tmp please' }];
+  const stream = anthropic.messages.stream({ model: 'm', max_tokens: 200, messages, tools,
+    thinking: { type: 'enabled', budget_tokens: 100 },
+    ds4_test_forced_completion: 'I should call ls.</think>Checking.' + TOOL_DSML('ls', 'path', '/tmp') });
+  const kinds = [];
+  stream.on('streamEvent', (e) => { if (e.type === 'content_block_start') kinds.push(e.content_block.type); });
+  const msg = await stream.finalMessage();
+  assert.deepEqual(kinds, ['thinking', 'text', 'tool_use']);
+  assert.equal(msg.stop_reason, 'tool_use');
+  assert.equal(msg.content[0].thinking, 'I should call ls.');
+  assert.equal(msg.content[1].text, 'Checking.');
+  const tu = msg.content[2];
+  assert.match(tu.id, /^toolu_[0-9a-f]{32}$/);
+  assert.deepEqual(tu.input, { path: '/tmp' });
+  const first = msg.usage.input_tokens + msg.usage.cache_read_input_tokens + msg.usage.output_tokens;
+  messages.push({ role: 'assistant', content: msg.content });
+  messages.push({ role: 'user', content: [{ type: 'tool_result', tool_use_id: tu.id, content: 'a.txt' }] });
+  const r2 = await anthropic.messages.create({ model: 'm', max_tokens: 3, messages, tools,
+    thinking: { type: 'enabled', budget_tokens: 100 } });
+  assert.ok(r2.usage.cache_read_input_tokens >= first,
+    `cache_read ${r2.usage.cache_read_input_tokens} should cover the first turn's ${first} tokens`);
+});
+
+test('anthropic count_tokens', async () => {
+  const r = await anthropic.messages.countTokens({ model: 'm', messages: [{ role: 'user', content: 'Hello there' }] });
+  assert.ok(r.input_tokens > 3 && r.input_tokens < 50, `got ${r.input_tokens}`);
+});
+
+test('errors use each API shape', async () => {
+  await assert.rejects(openai.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: 'x' }], top_k: -1 }),
+    (e) => e.status === 400 && e.error.param === 'top_k');
+  await assert.rejects(anthropic.messages.create({ model: 'm', max_tokens: -2, messages: [{ role: 'user', content: 'x' }] }),
+    (e) => e.status === 400 && e.error.type === 'error' && e.error.error.type === 'invalid_request_error');
+  const long = 'word '.repeat(5000);
+  await assert.rejects(openai.chat.completions.create({ model: 'm', messages: [{ role: 'user', content: long }] }),
+    (e) => e.status === 400 && e.code === 'context_length_exceeded');
+});
+
+test('concurrent requests give the same answers as serial ones', async () => {
+  const prompts = ['alpha', 'bravo', 'charlie', 'delta'];
+  const ask = (p) => openai.chat.completions.create({ model: 'm', think: false, temperature: 0, max_tokens: 5,
+    messages: [{ role: 'user', content: p }] }).then((r) => r.choices[0].message.content);
+  const serial = [];
+  for (const p of prompts) serial.push(await ask(p));
+  const parallel = await Promise.all(prompts.map(ask));
+  assert.deepEqual(parallel, serial);
+});
+
+test('load: 200 requests from 16 clients with random disconnects', async () => {
+  let next = 0, ok = 0, refused = 0, aborted = 0;
+  const worker = async (w) => {
+    while (next < 200) {
+      const i = next++;
+      const ac = new AbortController();
+      const abort = i % 5 === 0;
+      if (abort) setTimeout(() => ac.abort(), 5 + (i % 7) * 3);
+      try {
+        const r = await fetch(`${base}/v1/chat/completions`, { method: 'POST', signal: ac.signal,
+          headers: { 'content-type': 'application/json', authorization: `Bearer ${KEY}` },
+          body: JSON.stringify({ messages: [{ role: 'user', content: `req ${i} from ${w}` }], max_tokens: 3,
+                                 think: false, stream: i % 2 === 0 }) });
+        const body = await r.text();
+        if (r.status === 200) { ok++; assert.ok(body.length > 0); }
+        else if (r.status === 503) refused++;
+        else assert.fail(`unexpected status ${r.status}: ${body}`);
+      } catch (e) {
+        if (e.name !== 'AbortError') throw e;
+        aborted++;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: 16 }, (_, w) => worker(w)));
+  assert.equal(ok + refused + aborted, 200);
+  assert.ok(ok > 100, `only ${ok} answered`);
+  assert.equal((await fetch(`${base}/health`)).status, 200);
+  const m = await (await fetch(`${base}/metrics`, { headers: { 'x-api-key': KEY } })).text();
+  assert.match(m, /ds4_requests_total \d+/);
+});
+
+test('disk KV cache: restart resumes the same conversation from disk', async () => {
+  const dir = fs.mkdtempSync(path.join(WORK, 'kv-'));
+  const args = ['--kv-disk-dir', dir, '--kv-cache-min-tokens', '8', '--kv-disk-space-mb', '64'];
+  const body = { model: 'm', think: false, max_tokens: 3, messages: [
+    { role: 'system', content: 'You are a careful assistant. '.repeat(20) }, { role: 'user', content: 'Hi' }] };
+  let s = await startServer(args);
+  let c = new OpenAI({ apiKey: KEY, baseURL: `http://127.0.0.1:${s.port}/v1`, maxRetries: 0 });
+  const r1 = await c.chat.completions.create(body);
+  assert.equal(r1.usage.prompt_tokens_details.cached_tokens, 0);
+  assert.equal(await stopServer(s), 0);
+  const files = fs.readdirSync(dir).filter((f) => f.endsWith('.kv'));
+  assert.ok(files.length >= 1, 'a checkpoint was written');
+  // A corrupted extra file is ignored and removed at startup.
+  fs.writeFileSync(path.join(dir, 'f'.repeat(64) + '.kv'), 'garbage');
+  s = await startServer(args);
+  c = new OpenAI({ apiKey: KEY, baseURL: `http://127.0.0.1:${s.port}/v1`, maxRetries: 0 });
+  const r2 = await c.chat.completions.create(body);
+  assert.equal(r2.usage.prompt_tokens_details.cached_tokens, r1.usage.prompt_tokens, 'whole prompt restored from disk');
+  assert.equal(r2.choices[0].message.content.length >= 0, true);
+  assert.ok(!fs.existsSync(path.join(dir, 'f'.repeat(64) + '.kv')), 'corrupt file removed');
+  assert.equal(await stopServer(s), 0);
+});
