@@ -188,7 +188,8 @@ ds4_status ds4_chat_add(ds4_chat *chat, const ds4_chat_msg *msg, ds4_error *err)
 
 /* Request-level tools (JSON array, OpenAI or Anthropic shape): attached to the first message
  * if it is system/developer, else to a new empty system message put first — what the official
- * test harness does with test_input_1.json's top-level "tools". Replaces earlier ones. */
+ * test harness does with test_input_1.json's top-level "tools". Replaces earlier ones. Call it
+ * after adding the messages (the first message decides where the tools go). */
 ds4_status ds4_chat_set_tools(ds4_chat *chat, const char *tools_json, ds4_error *err);
 
 /* Conversation in the official test-input shape: either an array of messages or an object
