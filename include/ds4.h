@@ -172,6 +172,11 @@ typedef struct ds4_chat_msg {
                                          {type,function:{...}} or Anthropic {name,description,
                                          input_schema} tools (§5) */
     const char *response_format_json; /* system/developer: JSON value (§5.2) */
+    const char *tool_calls_dsml;      /* assistant, nullable: the tool block exactly as sampled
+                                         (ds4_parsed.dsml, separator included), rendered instead
+                                         of re-rendering tool_calls, so history replays the
+                                         model's bytes (SERVER_CLI §5.3); tool_calls still give
+                                         the ids that order tool results */
 } ds4_chat_msg;
 
 typedef struct ds4_chat ds4_chat;

@@ -294,3 +294,32 @@ Test(chat_cli, render_chat_prints_exact_bytes) {
     free(dir);
     free(bin);
 }
+
+/* SERVER_CLI §5.3: a sampled block replays byte for byte; the canonical form is used without. */
+Test(chat_api, sampled_dsml_replays_exactly) {
+    const char *sampled = " <｜DSML｜tool_calls><｜DSML｜invoke name=\"f\">"
+                          "<｜DSML｜parameter name=\"n\" string=\"false\">[1,2]</｜DSML｜parameter>"
+                          "</｜DSML｜invoke></｜DSML｜tool_calls>";
+    ds4_tool_call call = {"c1", "f", "{\"n\":[1,2]}"};
+    ds4_chat *chat;
+    ds4_error err = {0};
+    cr_assert_eq(ds4_chat_create(&chat, DS4_THINKING_NONE, &err), DS4_OK);
+    ds4_chat_msg u = {.role = DS4_ROLE_USER, .content = "go"};
+    ds4_chat_msg a = {.role = DS4_ROLE_ASSISTANT, .content = "ok", .tool_calls = &call,
+                      .n_tool_calls = 1, .tool_calls_dsml = sampled};
+    ds4_chat_msg t = {.role = DS4_ROLE_TOOL, .content = "r", .tool_call_id = "c1"};
+    cr_assert_eq(ds4_chat_add(chat, &u, &err), DS4_OK);
+    cr_assert_eq(ds4_chat_add(chat, &a, &err), DS4_OK, "%s", err.msg);
+    cr_assert_eq(ds4_chat_add(chat, &t, &err), DS4_OK);
+    char *out;
+    cr_assert_eq(ds4_chat_render(chat, &out, NULL, &err), DS4_OK, "%s", err.msg);
+    char want[1024];
+    snprintf(want, sizeof want, "<｜begin▁of▁sentence｜><｜User｜>go<｜Assistant｜></think>ok%s"
+             "<｜end▁of▁sentence｜><｜User｜><tool_result>r</tool_result><｜Assistant｜></think>",
+             sampled);
+    cr_assert_str_eq(out, want);
+    free(out);
+    ds4_chat_msg bad = {.role = DS4_ROLE_USER, .content = "x", .tool_calls_dsml = sampled};
+    cr_assert_eq(ds4_chat_add(chat, &bad, &err), DS4_ERR_INVALID_ARG);
+    ds4_chat_free(chat);
+}

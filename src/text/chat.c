@@ -78,6 +78,7 @@ static void msg_free(chat_msg *m) {
     free(m->calls);
     free(m->tool_call_id);
     free(m->task);
+    free(m->dsml);
     json_decref(m->tools);
     json_decref(m->response_format);
     memset(m, 0, sizeof *m);
@@ -116,7 +117,8 @@ static ds4_status msg_copy(chat_msg *m, const ds4_chat_msg *msg, json_t *tools, 
     m->role = msg->role;
     m->wo_eos = msg->wo_eos;
     bool ok = dup_str(&m->content, msg->content) && dup_str(&m->reasoning, msg->reasoning) &&
-              dup_str(&m->tool_call_id, msg->tool_call_id) && dup_str(&m->task, msg->task);
+              dup_str(&m->tool_call_id, msg->tool_call_id) && dup_str(&m->task, msg->task) &&
+              dup_str(&m->dsml, msg->tool_calls_dsml);
     if (ok && msg->n_tool_calls) {
         m->calls = calloc(msg->n_tool_calls, sizeof *m->calls);
         ok = m->calls != NULL;
@@ -154,6 +156,9 @@ static ds4_status msg_check(const ds4_chat_msg *msg, ds4_error *err) {
     /* CHAT_ENCODING §3.2: a developer turn must have content. */
     if (msg->role == DS4_ROLE_DEVELOPER && (!msg->content || !msg->content[0]))
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "content: a developer message needs content");
+    if (msg->tool_calls_dsml && msg->role != DS4_ROLE_ASSISTANT)
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG, "tool_calls_dsml: only assistant messages "
+                          "carry tool calls (role is %s)", role_name(msg->role));
     if ((msg->tools_json || msg->response_format_json) && msg->role != DS4_ROLE_SYSTEM &&
         msg->role != DS4_ROLE_DEVELOPER)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "tools/response_format: only system and "
@@ -446,7 +451,8 @@ static ds4_status render_list(const ds4_chat *chat, const r_list *l, bool drop, 
                 chat_buf_adds(b, CHAT_THINK_END);
             }
             chat_buf_adds(b, s->content);
-            if (s->n_calls) st = dsml_render(b, s->calls, s->n_calls, err);
+            if (s->dsml) chat_buf_adds(b, s->dsml);
+            else if (s->n_calls) st = dsml_render(b, s->calls, s->n_calls, err);
             if (!m->wo_eos) chat_buf_adds(b, CHAT_EOS);
             break;
         }

@@ -40,6 +40,7 @@ typedef struct chat_msg {
     bool wo_eos;
     json_t *tools;           /* array, as given (OpenAI or Anthropic elements) */
     json_t *response_format;
+    char *dsml;              /* exact tool block to replay, or NULL */
 } chat_msg;
 
 struct ds4_chat {
