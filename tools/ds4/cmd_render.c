@@ -40,7 +40,10 @@ int ds4_cmd_render(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--render-chat") == 0 && i + 1 < argc) path = argv[++i];
         else if (strcmp(argv[i], "--thinking") == 0 && i + 1 < argc) thinking = argv[++i];
-        else {
+        else if (strcmp(argv[i], "--render-chat") == 0 || strcmp(argv[i], "--thinking") == 0) {
+            fprintf(stderr, "ds4: %s needs a value\n", argv[i]);
+            return usage();
+        } else {
             fprintf(stderr, "ds4: unexpected argument '%s'\n", argv[i]);
             return usage();
         }
