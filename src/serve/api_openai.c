@@ -121,7 +121,7 @@ ds4_status srv_parse_chat(json_t *root, srv_request *r, srv_think_ctl *t, srv_re
     json_array_foreach(msgs, i, m) {
         if (!json_is_object(m))
             return srv_reqerr_set(rerr, 400, "messages", "'messages[%zu]' must be an object", i);
-        srv_role role;
+        srv_role role = SRV_ROLE_USER;
         if ((st = parse_role(m, i, &role, rerr))) return st;
         srv_message *msg = srv_request_add_msg(r, role);
         if (!msg) return oom(rerr);

@@ -157,34 +157,54 @@ static void job_fail(srv_job *j, int status, const char *msg) {
     pthread_mutex_unlock(&j->mu);
 }
 
-/* Tool block held back by the text stream: parse it and report calls (or the text). */
-static srv_finish emit_tools(srv_sched *s, srv_job *j, srv_textstream *ts, srv_finish fin) {
+/* Generated text → DSML streaming parser → formatter events (SERVER_CLI §4.2-§4.4): reasoning,
+ * content and live tool-call headers / argument fragments. Runs under job->mu. */
+typedef struct gen_ctx {
+    srv_sched *s;
+    srv_job *j;
+    ds4_dsml_parser *dp;
+    bool visible;          /* content or a call was seen (reasoning-token accounting) */
+    bool failed;
+} gen_ctx;
+
+static int on_dsml_event(void *user, const ds4_dsml_event *ev) {
+    gen_ctx *g = user;
+    srv_fmt *f = &g->j->fmt;
+    switch (ev->kind) {
+    case DS4_DSML_REASONING: srv_fmt_reasoning(f, ev->text, ev->text_bytes); break;
+    case DS4_DSML_CONTENT: g->visible = true; srv_fmt_content(f, ev->text, ev->text_bytes); break;
+    case DS4_DSML_CALL_START: g->visible = true; srv_fmt_tool_begin(f, ev->id ? ev->id : "", ev->name ? ev->name : ""); break;
+    case DS4_DSML_CALL_ARGS: srv_fmt_tool_args(f, ev->text, ev->text_bytes); break;
+    case DS4_DSML_CALL_END: srv_fmt_tool_end(f); break;
+    case DS4_DSML_CALLS_ABORT: break; /* what was streamed stays; the block text follows as content */
+    }
+    return 0;
+}
+
+/* Unguessable ids: they index the exact-DSML replay memory (§3.2.8, §5.7). */
+static int make_call_id(void *user, size_t call_index, char *id) {
+    (void)call_index;
+    gen_ctx *g = user;
+    return srv_random_id(id, DS4_TOOL_ID_MAX, g->j->req.api == SRV_API_ANTHROPIC ? "toolu_" : "call_") ? 0 : 1;
+}
+
+static void feed_dsml(void *ud, const char *text, size_t n) {
+    gen_ctx *g = ud;
+    ds4_error err;
+    if (!g->failed && ds4_dsml_feed(g->dp, text, n, &err) != DS4_OK) g->failed = true;
+}
+
+/* Ends the parse; returns the finish reason adjusted for tool calls. */
+static srv_finish finish_dsml(gen_ctx *g, srv_finish fin) {
     ds4_parsed p;
     memset(&p, 0, sizeof p);
     ds4_error err;
-    bool thinking = j->req.think != SRV_THINK_NONE;
-    if (s->eng.parse(s->eng.ctx, ts->raw.data, ts->raw.len, thinking, true, &p, &err) != DS4_OK || p.n_calls == 0) {
-        /* Malformed tool output comes back as text, never a 500 (issue #6). */
-        srv_fmt_content(&j->fmt, ts->raw.data + ts->tool_start, ts->raw.len - ts->tool_start);
-        ds4_parsed_clear(&p);
-        return fin;
-    }
-    const char *prefix = j->req.api == SRV_API_ANTHROPIC ? "toolu_" : "call_";
-    for (size_t i = 0; i < p.n_calls; i++) {
-        char id[48];
-        if (!srv_random_id(id, sizeof id, prefix)) { ds4_parsed_clear(&p); return SRV_FINISH_ERROR; }
-        srv_fmt_tool_begin(&j->fmt, id, p.calls[i].name ? p.calls[i].name : "");
-        /* Compact JSON on the wire (§3.3); unparsable arguments degrade to {}. */
-        json_t *a = p.calls[i].arguments ? json_loads(p.calls[i].arguments, 0, NULL) : NULL;
-        char *txt = a && json_is_object(a) ? json_dumps(a, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-        srv_fmt_tool_args(&j->fmt, txt ? txt : "{}", strlen(txt ? txt : "{}"));
-        free(txt);
-        json_decref(a);
-        srv_fmt_tool_end(&j->fmt);
-        if (s->o.toolmem && p.dsml_bytes) srv_toolmem_put(s->o.toolmem, id, p.dsml, p.dsml_bytes);
-    }
+    if (ds4_dsml_finish(g->dp, &p, &err) != DS4_OK) return SRV_FINISH_ERROR;
+    if (p.n_calls && fin != SRV_FINISH_ERROR) fin = SRV_FINISH_TOOL_CALLS;
+    for (size_t i = 0; g->s->o.toolmem && i < p.n_calls; i++)
+        if (p.calls[i].id && p.dsml_bytes) srv_toolmem_put(g->s->o.toolmem, p.calls[i].id, p.dsml, p.dsml_bytes);
     ds4_parsed_clear(&p);
-    return fin == SRV_FINISH_ERROR ? fin : SRV_FINISH_TOOL_CALLS;
+    return fin;
 }
 
 static void run_job(srv_sched *s, srv_job *j) {
@@ -257,6 +277,19 @@ static void run_job(srv_sched *s, srv_job *j) {
 
     srv_textstream ts;
     srv_ts_init(&ts, &j->fmt, rq);
+    gen_ctx g = {s, j, NULL, false, false};
+    if (rq->api != SRV_API_COMPLETIONS) {
+        ds4_dsml_opts dopts = {.thinking = rq->think != SRV_THINK_NONE, .tools = rq->tools_active,
+                               .on_event = on_dsml_event, .event_user = &g, .make_id = make_call_id, .id_user = &g};
+        if (ds4_dsml_parser_create(&g.dp, &dopts, &err) != DS4_OK) {
+            ds4_sampler_free(smp);
+            free(forced);
+            srv_ts_free(&ts);
+            job_fail(j, 500, err.msg);
+            return;
+        }
+        srv_ts_set_sink(&ts, feed_dsml, &g);
+    }
     size_t room = (size_t)s->eng.n_ctx > j->n_prompt ? (size_t)s->eng.n_ctx - j->n_prompt : 0;
     size_t limit = (size_t)rq->max_tokens < room ? (size_t)rq->max_tokens : room;
     srv_finish fin = SRV_FINISH_LENGTH;
@@ -277,7 +310,7 @@ static void run_job(srv_sched *s, srv_job *j) {
         if (s->eng.session_eval(sl->sess, tok, &err)) { fin = SRV_FINISH_ERROR; fail = "decode failed"; break; }
         ds4_sampler_accept(smp, tok);
         u.completion_tokens++;
-        if (ts.in_reasoning) u.reasoning_tokens++;
+        if (g.dp ? rq->think != SRV_THINK_NONE && !g.visible : ts.in_reasoning) u.reasoning_tokens++;
         const char *bytes;
         size_t nb = 0;
         if (s->eng.token_bytes(s->eng.ctx, tok, &bytes, &nb, &err)) { fin = SRV_FINISH_ERROR; fail = "detokenize failed"; break; }
@@ -293,7 +326,11 @@ static void run_job(srv_sched *s, srv_job *j) {
 
     pthread_mutex_lock(&j->mu);
     srv_ts_flush(&ts);
-    if (ts.in_tools) fin = emit_tools(s, j, &ts, fin);
+    if (g.dp) {
+        fin = finish_dsml(&g, fin);
+        if (g.failed && fin != SRV_FINISH_ERROR) { fin = SRV_FINISH_ERROR; fail = "tool-call parser failed"; }
+        ds4_dsml_parser_free(g.dp);
+    }
     j->usage = u;
     j->finish = fin;
     if (fail && rq->stream && fin == SRV_FINISH_ERROR) srv_fmt_error(&j->fmt, fail);

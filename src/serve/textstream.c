@@ -34,11 +34,18 @@ void srv_ts_init(srv_textstream *ts, srv_fmt *fmt, const srv_request *req) {
 
 void srv_ts_free(srv_textstream *ts) { srv_buf_free(&ts->raw); }
 
+void srv_ts_set_sink(srv_textstream *ts, void (*sink)(void *ud, const char *s, size_t n), void *ud) {
+    ts->sink = sink;
+    ts->sink_ud = ud;
+    ts->split_think = ts->in_reasoning = ts->tools = false;
+}
+
 static void emit(srv_textstream *ts, size_t end, bool reasoning) {
     if (end <= ts->emitted) return;
     const char *p = ts->raw.data + ts->emitted;
     size_t n = end - ts->emitted;
-    if (reasoning) srv_fmt_reasoning(ts->fmt, p, n);
+    if (ts->sink) ts->sink(ts->sink_ud, p, n);
+    else if (reasoning) srv_fmt_reasoning(ts->fmt, p, n);
     else srv_fmt_content(ts->fmt, p, n);
     ts->emitted = end;
 }

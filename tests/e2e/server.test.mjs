@@ -114,7 +114,7 @@ test('tool-call round trip reuses the KV prefix', async () => {
     stream_options: { include_usage: true }, messages, tools: [LS_TOOL],
     ds4_test_forced_completion: 'Let me look.' + TOOL_DSML('ls', 'path', '/tmp') });
   const calls = [];
-  let content = '', finish = null, usage1 = null;
+  let content = '', finish = null, usage1 = null, fragments = 0;
   for await (const c of stream) {
     if (c.usage) usage1 = c.usage;
     for (const ch of c.choices) {
@@ -122,6 +122,7 @@ test('tool-call round trip reuses the KV prefix', async () => {
       finish = ch.finish_reason ?? finish;
       for (const tc of ch.delta.tool_calls ?? []) {
         if (tc.id) calls[tc.index] = { id: tc.id, name: tc.function.name, arguments: '' };
+        if (tc.function.arguments) fragments++;
         calls[tc.index].arguments += tc.function.arguments ?? '';
       }
     }
@@ -129,6 +130,7 @@ test('tool-call round trip reuses the KV prefix', async () => {
   assert.equal(content, 'Let me look.', 'the DSML block and its separator are not content');
   assert.equal(finish, 'tool_calls');
   assert.equal(calls.length, 1);
+  assert.ok(fragments > 1, `arguments stream live in pieces (got ${fragments})`);
   assert.match(calls[0].id, /^call_[0-9a-f]{32}$/);
   assert.equal(calls[0].name, 'ls');
   assert.deepEqual(JSON.parse(calls[0].arguments), { path: '/tmp' });
