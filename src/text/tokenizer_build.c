@@ -18,20 +18,20 @@ static bool byte_is_identity(unsigned b) {
     return (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE);
 }
 
+/* The 68 remapped bytes in increasing order are 0x00-0x20 (33), 0x7F-0xA0 (34) and 0xAD. */
 uint32_t tok_byte_to_cp(uint8_t b) {
     if (byte_is_identity(b)) return b;
-    uint32_t k = 0;
-    for (unsigned x = 0; x < b; x++) k += !byte_is_identity(x);
-    return 0x100 + k;
+    if (b <= 0x20) return 0x100 + b;
+    if (b <= 0xA0) return 0x100 + 33 + (b - 0x7Fu);
+    return 0x100 + 67;  /* 0xAD */
 }
 
 int tok_cp_to_byte(uint32_t cp) {
     if (cp < 0x100) return byte_is_identity(cp) ? (int)cp : -1;
-    if (cp >= 0x100 + 68) return -1;
     uint32_t k = cp - 0x100;
-    for (unsigned b = 0; b < 256; b++)
-        if (!byte_is_identity(b) && k-- == 0) return (int)b;
-    return -1;
+    if (k < 33) return (int)k;
+    if (k < 67) return (int)(0x7F + k - 33);
+    return k == 67 ? 0xAD : -1;
 }
 
 static size_t put_utf8(uint8_t *out, uint32_t cp) {
