@@ -46,6 +46,14 @@ size_t cuda_matvec_scratch_bytes(int type, int64_t cols);
 ds4_status cuda_matvec(int type, const void *d_w, int64_t rows, int64_t cols, const float *d_x,
                        void *d_act, float *d_y, ds4_error *err);
 
+/* The selected routed experts of a token in one launch (issue #7): W is a 3-D GGUF tensor
+ * [cols, rows, n_experts]; d_ids (device int32[n_sel]) picks the experts; y is [n_sel][rows].
+ * x is one shared input [cols] (gate/up) or, with per_expert_x, [n_sel][cols] (down).
+ * Scratch: n_sel · cuda_matvec_scratch_bytes(type, cols). */
+ds4_status cuda_matvec_experts(int type, const void *d_w, int64_t n_experts, int64_t rows,
+                               int64_t cols, const int32_t *d_ids, int n_sel, const float *d_x,
+                               int per_expert_x, void *d_act, float *d_y, ds4_error *err);
+
 /* Elapsed milliseconds of `iters` back-to-back cuda_matvec calls (CUDA events), for benchmarks. */
 ds4_status cuda_matvec_time(int type, const void *d_w, int64_t rows, int64_t cols,
                             const float *d_x, void *d_act, float *d_y, int iters, float *out_ms,

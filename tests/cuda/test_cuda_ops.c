@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cuda/cuda_api.h"
 #include "format/fp8.h"
@@ -156,6 +157,115 @@ static int test_matvec(const mv_case *c) {
     return 0;
 }
 
+/* Grouped experts: 6 of 8 experts (one repeated), shared input and per-expert inputs. */
+static int test_experts(int type, int64_t rows, int64_t cols, int per_expert_x) {
+    ds4_error err;
+    const int n_exp = 8, n_sel = 6;
+    const int32_t ids[6] = {5, 1, 7, 1, 0, 3};
+    uint64_t row_bytes;
+    q_row_bytes(type, (uint64_t)cols, &row_bytes, &err);
+    size_t wb = (size_t)row_bytes * rows * n_exp;
+    uint8_t *w = malloc(wb);
+    fill_blocks(type, w, wb);
+    int n_x = per_expert_x ? n_sel : 1;
+    float *x = malloc(sizeof(float) * cols * n_x), *got = malloc(sizeof(float) * rows * n_sel),
+          *row = malloc(sizeof(float) * cols);
+    for (int64_t i = 0; i < cols * n_x; i++) x[i] = rng_normal();
+    size_t sb = cuda_matvec_scratch_bytes(type, cols);
+    void *act = malloc(sb * n_x + 1);
+    void *dw, *dx, *dact, *dy, *dids;
+    if (cuda_malloc(&dw, wb, &err) || cuda_malloc(&dx, sizeof(float) * cols * n_x, &err) ||
+        cuda_malloc(&dact, sb * n_x + 1, &err) || cuda_malloc(&dy, sizeof(float) * rows * n_sel, &err) ||
+        cuda_malloc(&dids, sizeof ids, &err) || cuda_upload(dw, w, wb, &err) ||
+        cuda_upload(dx, x, sizeof(float) * cols * n_x, &err) || cuda_upload(dids, ids, sizeof ids, &err) ||
+        cuda_matvec_experts(type, dw, n_exp, rows, cols, dids, n_sel, dx, per_expert_x, dact, dy, &err) ||
+        cuda_download(got, dy, sizeof(float) * rows * n_sel, &err)) {
+        printf("cuda experts %s: %s\n", q_type_name(type), err.msg);
+        return 1;
+    }
+    double worst = 0;
+    int ok = 1;
+    for (int j = 0; j < n_sel; j++) {
+        const float *xj = x + (per_expert_x ? j * cols : 0);
+        q_act_kind kind = q_act_kind_for(type);
+        if (kind == Q_ACT_Q8_K) q_quantize_q8k(xj, act, cols, &err);
+        if (kind == Q_ACT_Q8_0) q_quantize_q8act(xj, act, cols, &err);
+        for (int64_t r = 0; r < rows; r++) {
+            const uint8_t *wr = w + ((size_t)ids[j] * rows + r) * row_bytes;
+            float ref;
+            q_dot_row(type, wr, kind == Q_ACT_F32 ? (const void *)xj : act, cols, &ref, &err);
+            q_decode_row(type, wr, row, cols, &err);
+            double m = 0;
+            for (int64_t i = 0; i < cols; i++) m += fabs((double)row[i] * xj[i]);
+            double d = fabs((double)got[j * rows + r] - ref), tol = 1e-5 * m + 1e-30;
+            if (!(d <= tol)) ok = 0;
+            if (d / tol > worst) worst = d / tol;
+        }
+    }
+    char name[96];
+    snprintf(name, sizeof name, "experts matvec %s %lldx%lld, 6 of 8, %s input", q_type_name(type),
+             (long long)rows, (long long)cols, per_expert_x ? "per-expert" : "shared");
+    check(ok, "worst |d|/tol = %g%g", name, worst, 0);
+    if (ok) printf("ok   %s: worst |d|/tol = %.3g\n", name, worst);
+    cuda_free(dw); cuda_free(dx); cuda_free(dact); cuda_free(dy); cuda_free(dids);
+    free(w); free(x); free(got); free(row); free(act);
+    return 0;
+}
+
+/* One token's routed experts at Flash shape: 6 gate + 6 up (IQ2_XXS 2048x4096, shared x) and
+ * 6 down (Q2_K 4096x2048, per-expert x), as grouped launches out of 256 experts. */
+static void bench_experts(void) {
+    ds4_error err;
+    const int n_exp = 256, n_sel = 6;
+    int32_t ids[6] = {3, 77, 140, 141, 200, 255};
+    uint64_t gb, db;
+    q_row_bytes(Q_TYPE_IQ2_XXS, 4096, &gb, &err);
+    q_row_bytes(Q_TYPE_Q2_K, 2048, &db, &err);
+    size_t gsz = (size_t)gb * 2048 * n_exp, dsz = (size_t)db * 4096 * n_exp;
+    uint8_t *h = malloc(gsz > dsz ? gsz : dsz);
+    void *dg, *du, *dd, *dx, *dh, *dact, *dy, *dids;
+    float *x = malloc(sizeof(float) * 6 * 4096);
+    for (int i = 0; i < 6 * 4096; i++) x[i] = rng_normal();
+    if (cuda_malloc(&dg, gsz, &err) || cuda_malloc(&du, gsz, &err) || cuda_malloc(&dd, dsz, &err) ||
+        cuda_malloc(&dx, 4 * 4096, &err) || cuda_malloc(&dh, 4 * 6 * 2048, &err) ||
+        cuda_malloc(&dact, 6 * 16 * 292, &err) || cuda_malloc(&dy, 4 * 6 * 4096, &err) ||
+        cuda_malloc(&dids, sizeof ids, &err)) {
+        printf("bench experts: %s\n", err.msg);
+        return;
+    }
+    fill_blocks(Q_TYPE_IQ2_XXS, h, gsz);
+    cuda_upload(dg, h, gsz, &err);
+    cuda_upload(du, h, gsz, &err);
+    fill_blocks(Q_TYPE_Q2_K, h, dsz);
+    cuda_upload(dd, h, dsz, &err);
+    cuda_upload(dx, x, 4 * 4096, &err);
+    cuda_upload(dh, x, 4 * 6 * 2048, &err);
+    cuda_upload(dids, ids, sizeof ids, &err);
+    for (int rep = 0; rep < 2; rep++) {
+        double t0 = 0;
+        struct timespec a, b;
+        int iters = rep ? 200 : 5;
+        cuda_sync(&err);
+        clock_gettime(CLOCK_MONOTONIC, &a);
+        for (int i = 0; i < iters; i++) {
+            cuda_matvec_experts(Q_TYPE_IQ2_XXS, dg, n_exp, 2048, 4096, dids, n_sel, dx, 0, dact, dy, &err);
+            cuda_matvec_experts(Q_TYPE_IQ2_XXS, du, n_exp, 2048, 4096, dids, n_sel, dx, 0, dact, dy, &err);
+            cuda_matvec_experts(Q_TYPE_Q2_K, dd, n_exp, 4096, 2048, dids, n_sel, dh, 1, dact, dy, &err);
+        }
+        cuda_sync(&err);
+        clock_gettime(CLOCK_MONOTONIC, &b);
+        t0 = (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) * 1e-9;
+        if (rep) {
+            double bytes = 6.0 * (2.0 * gb * 2048 + (double)db * 4096), s = t0 / iters;
+            printf("bench routed experts of one token (6 x gate+up IQ2_XXS, 6 x down Q2_K, 3 grouped launches): "
+                   "%.2f us, %.1f MiB, %.1f GB/s\n", s * 1e6, bytes / 1048576.0, bytes / s / 1e9);
+        }
+    }
+    cuda_free(dg); cuda_free(du); cuda_free(dd); cuda_free(dx); cuda_free(dh); cuda_free(dact);
+    cuda_free(dy); cuda_free(dids);
+    free(h); free(x);
+}
+
 /* Bandwidth of the decode matvec at a Flash-like size: the weight bytes read per call / time. */
 static void bench_matvec(int type, int64_t rows, int64_t cols) {
     ds4_error err;
@@ -188,7 +298,7 @@ int main(int argc, char **argv) {
     int n_dev = cuda_device_count();
     if (n_dev == 0) {
         printf("test-cuda: no CUDA device: all cuda cases skipped (not run)\n");
-        printf("0 passed, 0 failed, 12 skipped\n");
+        printf("0 passed, 0 failed, 23 skipped\n");
         return 0;
     }
     char desc[256];
@@ -209,7 +319,13 @@ int main(int argc, char **argv) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         if (test_matvec(&cases[i])) return 1;
+    static const int ex_types[] = {Q_TYPE_IQ2_XXS, Q_TYPE_Q2_K, Q_TYPE_Q4_K, Q_TYPE_Q8_0, Q_TYPE_F16};
+    for (size_t i = 0; i < sizeof ex_types / sizeof ex_types[0]; i++) {
+        if (test_experts(ex_types[i], 96, 512, 0)) return 1;
+        if (test_experts(ex_types[i], 64, 256, 1)) return 1;
+    }
     if (do_bench) {
+        bench_experts();
         /* Flash decode shapes (GGUF_LAYOUT §3.3): routed gate/up 2048x4096 IQ2_XXS, down
          * 4096x2048 Q2_K; big stand-ins for bandwidth (all 256 experts' gate of one layer). */
         bench_matvec(Q_TYPE_IQ2_XXS, 2048, 4096);
