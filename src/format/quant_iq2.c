@@ -6,9 +6,11 @@
  * from the decode grid (q_iq2xxs_grid, generated from the shared data), under pthread_once:
  *   - levels[256][8]: each grid entry as 2l+1;
  *   - map[u]: for a 16-bit code u of eight 2-bit levels (all l <= 2), the grid index when u is
- *     a grid code, else -(offset+1) into `neighbours`;
- *   - neighbours: per off-grid code, a count then the grid indices of its two nearest distance
- *     shells, sorted by (distance², index) — the order ties are broken in.
+ *     a grid code, else -(k+1) for the k-th off-grid code;
+ *   - per off-grid code k: the grid indices of its two nearest distance shells, sorted by
+ *     (distance², index) — the order ties are broken in — and their levels as floats stored
+ *     level-major ([i][j], j padded to 8) so the distance loop runs over 8 neighbours at once
+ *     (each lane still evaluates ds4's expression in ds4's order, so results are unchanged).
  * Like quant_encode.c, every f32 expression keeps ds4's operand order (byte compatibility).
  */
 #include <float.h>
@@ -24,10 +26,16 @@
 #define MAP_SIZE 43691   /* largest code with all levels <= 2 is 0xAAAA = 43690 */
 #define GROUP_MAX_EPS 1e-15f
 
+#define NB_CODES 6305      /* 3^8 level tuples minus the 256 grid codes */
+#define NB_MAX 256         /* bound on a padded neighbour list (largest is 150) */
+
 static struct {
     int8_t levels[256][8];
     int32_t map[MAP_SIZE];
-    uint16_t *neighbours;
+    uint32_t nb_off[NB_CODES];   /* start in nb_idx (and 8·start in nb_lev), a multiple of 8 */
+    uint16_t nb_count[NB_CODES];
+    uint16_t *nb_idx;            /* grid indices, per code padded to a multiple of 8 */
+    float *nb_lev;               /* per code: lev[i·npad + j] = level i of neighbour j */
     bool ok;
 } g_iq2;
 
@@ -67,8 +75,10 @@ static void iq2_init(void) {
     size_t total = 0;
     for (int pass = 0; pass < 2; pass++) {
         size_t at = 0;
+        int32_t k = 0;
         for (uint32_t u = 0; u < MAP_SIZE; u++) {
             if (!code_ok(u) || g_iq2.map[u] >= 0) continue;
+            if (k >= NB_CODES) return;
             int d[256], first = INT32_MAX, second = INT32_MAX;
             for (int n = 0; n < 256; n++) {
                 d[n] = dist2(g_iq2.levels[n], u);
@@ -81,45 +91,68 @@ static void iq2_init(void) {
             }
             size_t count = 0;
             for (int n = 0; n < 256; n++) count += d[n] == first || d[n] == second;
+            size_t npad = (count + 7) & ~(size_t)7;
             if (pass == 1) {
-                uint16_t *nb = g_iq2.neighbours + at;
-                g_iq2.map[u] = -(int32_t)(at + 1);
-                nb[0] = (uint16_t)count;
-                size_t k = 1;
-                for (int n = 0; n < 256; n++) if (d[n] == first) nb[k++] = (uint16_t)n;
-                for (int n = 0; n < 256; n++) if (d[n] == second) nb[k++] = (uint16_t)n;
+                g_iq2.map[u] = -(k + 1);
+                g_iq2.nb_off[k] = (uint32_t)at;
+                g_iq2.nb_count[k] = (uint16_t)count;
+                uint16_t *idx = g_iq2.nb_idx + at;
+                size_t j = 0;
+                for (int n = 0; n < 256; n++) if (d[n] == first) idx[j++] = (uint16_t)n;
+                for (int n = 0; n < 256; n++) if (d[n] == second) idx[j++] = (uint16_t)n;
+                for (; j < npad; j++) idx[j] = idx[0];   /* padding lanes are never chosen */
+                float *lev = g_iq2.nb_lev + 8 * at;
+                for (int i = 0; i < 8; i++)
+                    for (j = 0; j < npad; j++) lev[i * npad + j] = (float)g_iq2.levels[idx[j]][i];
             }
-            at += 1 + count;
+            at += npad;
+            k++;
+            if (count == 0 || npad > NB_MAX) return;
         }
         if (pass == 0) {
             total = at;
-            g_iq2.neighbours = malloc(total * sizeof *g_iq2.neighbours);
-            if (!g_iq2.neighbours) return;
+            g_iq2.nb_idx = malloc(total * sizeof *g_iq2.nb_idx);
+            g_iq2.nb_lev = malloc(8 * total * sizeof *g_iq2.nb_lev);
+            if (!g_iq2.nb_idx || !g_iq2.nb_lev) {
+                free(g_iq2.nb_idx);
+                free(g_iq2.nb_lev);
+                return;
+            }
         }
     }
     g_iq2.ok = true;
 }
 
-/* Best grid entry among the neighbours of an off-grid code, by sqrt(w)-weighted squared
- * error at `scale`; ties keep the first. Writes its levels to L, returns its index. */
-static int best_neighbour(const uint16_t *nb, const float *xval, const float *wsq, float scale,
+/* Best grid entry among the neighbours of off-grid code k, by sqrt(w)-weighted squared error
+ * at `scale` (ds4: d2 += w·diff·diff over i in order, from 0); ties keep the first. Writes its
+ * levels to L, returns its grid index. */
+static int best_neighbour(int32_t k, const float *xval, const float *wsq, float scale,
                           uint8_t *L) {
+    int count = g_iq2.nb_count[k];
+    int npad = (count + 7) & ~7;
+    const float *lev = g_iq2.nb_lev + 8 * (size_t)g_iq2.nb_off[k];
+    const uint16_t *idx = g_iq2.nb_idx + g_iq2.nb_off[k];
     float best = FLT_MAX;
-    int best_n = nb[1];
-    for (int j = 1; j <= nb[0]; j++) {
-        const int8_t *g = g_iq2.levels[nb[j]];
-        float d2 = 0;
+    int best_j = 0;
+    for (int jb = 0; jb < npad; jb += 8) {
+        float d2[8] = {0};
         for (int i = 0; i < 8; i++) {
-            float diff = scale * (float)g[i] - xval[i];
-            d2 += wsq[i] * diff * diff;
+            const float *li = lev + i * npad + jb;
+            for (int jj = 0; jj < 8; jj++) {
+                float diff = scale * li[jj] - xval[i];
+                d2[jj] += wsq[i] * diff * diff;
+            }
         }
-        if (d2 < best) {
-            best = d2;
-            best_n = nb[j];
-        }
+        int nj = count - jb < 8 ? count - jb : 8;
+        for (int jj = 0; jj < nj; jj++)
+            if (d2[jj] < best) {
+                best = d2[jj];
+                best_j = jb + jj;
+            }
     }
-    for (int i = 0; i < 8; i++) L[i] = (uint8_t)((g_iq2.levels[best_n][i] - 1) / 2);
-    return best_n;
+    int n = idx[best_j];
+    for (int i = 0; i < 8; i++) L[i] = (uint8_t)((g_iq2.levels[n][i] - 1) / 2);
+    return n;
 }
 
 /* Quantizes the four 8-groups of xval at inverse scale id into L (levels 0..2 on the grid);
@@ -136,8 +169,7 @@ static void group_codes(const float *xval, const float *wsq, float id, float nb_
         }
         int32_t m = g_iq2.map[u];
         if (m >= 0) idx[k] = m;
-        else idx[k] = best_neighbour(g_iq2.neighbours + (-m - 1), xval + 8 * k, wsq + 8 * k,
-                                     nb_scale, L + 8 * k);
+        else idx[k] = best_neighbour(-m - 1, xval + 8 * k, wsq + 8 * k, nb_scale, L + 8 * k);
     }
 }
 
