@@ -1,6 +1,7 @@
 /*
  * tests/bench/bench_quant.c — throughput of the quant dot kernels (GB/s of weight bytes
- * streamed), scalar versus AVX2, one thread. A benchmark, not a test: nothing is asserted;
+ * streamed), scalar versus AVX2, one thread; then of the encoders (MB/s of f32 input, the
+ * converter's cost). A benchmark, not a test: nothing is asserted;
  * numbers go to docs/BENCHMARKS.md ("Quant dot kernels").
  *
  * Build and run (after `make`):
@@ -73,6 +74,33 @@ int main(int argc, char **argv) {
         (void)sink;
         free(w);
     }
+
+    /* Encoders (the converter's cost): MB/s of f32 input, one thread, 4 MiB of rows. */
+    enum { ROWS = 256 };
+    float *src = malloc((size_t)ROWS * N * sizeof(float)), *imp = malloc(N * sizeof(float));
+    uint8_t *dst = malloc((size_t)N * 4);
+    for (size_t i = 0; i < (size_t)ROWS * N; i++) {
+        seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+        src[i] = (float)((int)(seed >> 40) % 2001 - 1000) * 2e-5f;
+    }
+    for (int i = 0; i < N; i++) imp[i] = 1.0f + (float)(i % 7);
+    q_encode_row(Q_TYPE_IQ2_XXS, src, dst, N, NULL, NULL);   /* builds the IQ2 tables */
+    printf("\n%-8s %14s %14s   (encode, MB/s of f32 input)\n", "type", "no importance", "importance");
+    static const int enc_types[] = {Q_TYPE_F16, Q_TYPE_BF16, Q_TYPE_Q8_0, Q_TYPE_Q4_K,
+                                    Q_TYPE_Q2_K, Q_TYPE_IQ2_XXS};
+    for (size_t t = 0; t < sizeof enc_types / sizeof enc_types[0]; t++) {
+        double mbs[2];
+        for (int wi = 0; wi < 2; wi++) {
+            double t0 = now_s();
+            for (int r = 0; r < ROWS; r++)
+                q_encode_row(enc_types[t], src + (size_t)r * N, dst, N, wi ? imp : NULL, NULL);
+            mbs[wi] = (double)ROWS * N * sizeof(float) / (now_s() - t0) / 1e6;
+        }
+        printf("%-8s %14.1f %14.1f\n", q_type_name(enc_types[t]), mbs[0], mbs[1]);
+    }
+    free(dst);
+    free(imp);
+    free(src);
     free(x);
     return 0;
 }
