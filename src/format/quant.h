@@ -80,8 +80,9 @@ ds4_status q_decode_row(int type, const void *src, float *dst, uint64_t n, ds4_e
  *  - IQ2_XXS: always weighted; NULL means all weights 1.0 (the converter itself passes the
  *    synthetic fallback of q_importance_fallback() when it has no imatrix, §5.5);
  *  - Q8_0, F16, BF16, F32: importance ignored.
- * The IQ2_XXS encoder builds its search tables on first use (thread-safe; may return
- * DS4_ERR_NOMEM the first time). Safe to call from several threads at once. */
+ * Rows should be finite (inf/NaN give in-range but meaningless codes). The IQ2_XXS encoder
+ * builds its search tables (~5 MB, ~0.1 s) once, on first use, thread-safely; if that fails
+ * every IQ2_XXS encode returns DS4_ERR_NOMEM. Safe to call from several threads at once. */
 ds4_status q_encode_row(int type, const float *src, void *dst, uint64_t n,
                         const float *importance, ds4_error *err);
 
