@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "core/error.h"
+#include "serve/replay.h"
 
 struct srv_http {
     srv_http_opts o;
@@ -32,6 +33,7 @@ struct srv_http {
     const srv_engine *eng;
     srv_sched *sched;
     srv_limits lim;
+    srv_toolmem *toolmem;
     int port;
 };
 
@@ -208,7 +210,9 @@ static enum MHD_Result handle_generate(srv_http *h, struct MHD_Connection *c, sr
     ds4_error err;
     int32_t *toks = NULL;
     size_t n = 0;
-    if (h->eng->render(h->eng->ctx, &req, &text, &err) != DS4_OK ||
+    bool rendered = h->eng->render(h->eng->ctx, &req, &text, &err) == DS4_OK;
+    if (rendered) srv_replay_dsml(&text, &req, h->toolmem);
+    if (!rendered ||
         h->eng->tokenize(h->eng->ctx, text.data ? text.data : "", text.len, &toks, &n, &err) != DS4_OK) {
         srv_buf_free(&text);
         srv_request_free(&req);
@@ -478,6 +482,8 @@ void srv_http_set_ready(srv_http *h, const srv_engine *eng, srv_sched *sched, co
     if (!h->lim.max_depth) h->lim.max_depth = h->o.max_json_depth;
     atomic_store(&h->ready, true);
 }
+
+void srv_http_set_toolmem(srv_http *h, srv_toolmem *tm) { h->toolmem = tm; }
 
 void srv_http_quiesce(srv_http *h) {
     if (h && h->d) MHD_quiesce_daemon(h->d);

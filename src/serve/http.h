@@ -15,6 +15,7 @@
 #include "serve/metrics.h"
 #include "serve/request.h"
 #include "serve/scheduler.h"
+#include "serve/toolids.h"
 
 typedef struct srv_http_opts {
     const char *host;         /* IPv4 literal or "localhost" (default 127.0.0.1) */
@@ -37,6 +38,8 @@ int srv_http_port(const srv_http *h);
 /* Attaches the engine text functions, the scheduler and the request limits (borrowed; they must
  * outlive srv_http_stop) and starts serving generation requests. */
 void srv_http_set_ready(srv_http *h, const srv_engine *eng, srv_sched *sched, const srv_limits *lim);
+/* Tool memory for exact-DSML replay when rendering history (borrowed; NULL = canonical only). */
+void srv_http_set_toolmem(srv_http *h, srv_toolmem *tm);
 /* Closes the listening socket; open connections go on. */
 void srv_http_quiesce(srv_http *h);
 /* Stops accepting connections and waits for the connection threads. */

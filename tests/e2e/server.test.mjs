@@ -145,6 +145,27 @@ test('tool-call round trip reuses the KV prefix', async () => {
   assert.ok(r2.usage.prompt_tokens > firstTurn);
 });
 
+test('exact DSML replay keeps the prefix when the client reorders arguments', async () => {
+  const messages = [{ role: 'user', content: 'Show /tmp two levels deep' }];
+  const dsml = '\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name="ls">\n' +
+    '<｜DSML｜parameter name="path" string="true">/tmp</｜DSML｜parameter>\n' +
+    '<｜DSML｜parameter name="depth" string="false">2</｜DSML｜parameter>\n' +
+    '</｜DSML｜invoke>\n</｜DSML｜tool_calls>';
+  const r1 = await openai.chat.completions.create({ model: 'm', think: false, messages, tools: [LS_TOOL],
+    ds4_test_forced_completion: 'Sure.' + dsml });
+  const call = r1.choices[0].message.tool_calls[0];
+  assert.deepEqual(JSON.parse(call.function.arguments), { path: '/tmp', depth: 2 });
+  // A client that re-serialises the arguments (other key order, spaces) would change the
+  // canonical rendering; the server replays the sampled block by id instead.
+  messages.push({ role: 'assistant', content: 'Sure.', tool_calls: [{ id: call.id, type: 'function',
+    function: { name: 'ls', arguments: '{ "depth": 2, "path": "/tmp" }' } }] });
+  messages.push({ role: 'tool', tool_call_id: call.id, content: 'x' });
+  const r2 = await openai.chat.completions.create({ model: 'm', think: false, messages, tools: [LS_TOOL], max_tokens: 2 });
+  const firstTurn = r1.usage.prompt_tokens + r1.usage.completion_tokens;
+  assert.ok(r2.usage.prompt_tokens_details.cached_tokens >= firstTurn,
+    `cached ${r2.usage.prompt_tokens_details.cached_tokens} should cover the first turn's ${firstTurn} tokens`);
+});
+
 test('malformed tool output comes back as text', async () => {
   const r = await openai.chat.completions.create({ model: 'm', think: false, tools: [LS_TOOL],
     messages: [{ role: 'user', content: 'x' }],

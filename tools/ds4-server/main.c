@@ -147,6 +147,7 @@ int main(int argc, char **argv) {
                          .kv_min_tokens = (size_t)kv_min, .toolmem = tm, .metrics = &metrics, .prefill_chunk = 512};
     if (srv_sched_create(&sched, &eng, &so, &err)) { fprintf(stderr, "ds4-server: %s\n", err.msg); goto out; }
     srv_limits lim = {.max_depth = 64, .n_ctx = (int)ctx, .default_max_tokens = (int)tokens};
+    srv_http_set_toolmem(http, tm);
     srv_http_set_ready(http, &eng, sched, &lim);
     fprintf(stderr, "ds4-server: ready: ctx=%ld slots=%ld queue=%ld kv-cache=%s\n", ctx, slots, queue, kv ? kv_dir : "off");
 
