@@ -32,6 +32,7 @@ struct srv_sched {
     srv_job **queue;
     int q_head, q_len;
     bool stopping, joined;
+    atomic_bool shutting_down;   /* readable without the lock, for messages */
     srv_job *running;
     pthread_t worker;
 };
@@ -297,7 +298,8 @@ static void run_job(srv_sched *s, srv_job *j) {
     for (size_t i = 0; i < limit; i++) {
         if (job_stopped(j)) {
             fin = SRV_FINISH_ERROR;
-            fail = atomic_load(&j->cancel) ? "request cancelled" : "request timed out";
+            fail = atomic_load(&s->shutting_down) ? "server shutting down"
+                 : atomic_load(&j->cancel) ? "request cancelled" : "request timed out";
             if (s->o.metrics) atomic_fetch_add(&s->o.metrics->cancelled, 1);
             break;
         }
@@ -429,6 +431,7 @@ void srv_sched_stop(srv_sched *s) {
     pthread_mutex_lock(&s->mu);
     if (s->joined) { pthread_mutex_unlock(&s->mu); return; }
     s->stopping = true;
+    atomic_store(&s->shutting_down, true);
     if (s->running) atomic_store(&s->running->cancel, true);
     for (int i = 0; i < s->q_len; i++) atomic_store(&s->queue[(s->q_head + i) % s->o.queue_max]->cancel, true);
     pthread_cond_broadcast(&s->cv);

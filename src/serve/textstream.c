@@ -51,8 +51,9 @@ static void emit(srv_textstream *ts, size_t end, bool reasoning) {
 }
 
 /* Tool-calls start markers, all spellings the model drifts into (SERVER_CLI §5.5). */
-static const char *const tool_markers[] = {"<\xef\xbd\x9c" "DSML\xef\xbd\x9c" "tool_calls>",
-                                           "<DSML\xef\xbd\x9c" "tool_calls>", "<tool_calls>"};
+#define FW_BAR "\xef\xbd\x9c" /* U+FF5C, CHAT_ENCODING §2.1 */
+static const char *const tool_markers[] = {("<" FW_BAR "DSML" FW_BAR "tool_calls>"),
+                                           ("<DSML" FW_BAR "tool_calls>"), "<tool_calls>"};
 
 static bool is_ws(char c) { return c == ' ' || c == '\n' || c == '\t' || c == '\r'; }
 
