@@ -147,7 +147,7 @@ Test(session_cli, bench_writes_csv_with_monotone_frontiers_and_svg) {
     char *csv = tu_join(dir, "b.csv"), *svg = tu_join(dir, "b.svg");
     char cmd[4096], *log = NULL;
     snprintf(cmd, sizeof cmd,
-             "%s --model %s --ctx-start 64 --ctx-max 300 --step-incr 64 --gen-tokens 4 --threads 1 "
+             "%s --model %s --ctx-start 64 --ctx-max 300 --step-incr 64 --gen-tokens 4 --threads 1 --no-membw "
              "--out %s --svg %s",
              bench, model, csv, svg);
     int rc = tu_run(cmd, &log);

@@ -8,6 +8,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "ds4.h"
+
 typedef struct bench_opts {
     const char *model_path;
     const char *prompt_file;    /* raw text, tokenized with the model's tokenizer */
@@ -19,6 +21,7 @@ typedef struct bench_opts {
     double step_mul;
     int n_threads;
     uint64_t seed;              /* synthetic token sequence */
+    int membw;                  /* measure read bandwidth for the decode bound (default on) */
 } bench_opts;
 
 typedef struct bench_row {
@@ -43,5 +46,12 @@ void bench_csv_row(FILE *f, const bench_row *r);
 /* Writes an SVG with two panels (prefill and generation tokens/s against context). 0 on
  * success. */
 int bench_write_svg(const char *path, const char *title, const bench_row *rows, uint32_t n_rows);
+
+/* Memory-bandwidth bound for decode (membw.c). */
+/* Weight bytes one decoded token reads: every tensor once, routed experts n_used / n_expert of
+ * their bytes, one embedding row; the MTP block excluded. */
+uint64_t bench_weight_bytes_per_token(const ds4_engine *e);
+/* Best of 5 streaming reads of an n_bytes buffer split over n_threads threads, bytes/s. */
+double bench_read_bandwidth(int n_threads, size_t n_bytes);
 
 #endif

@@ -9,9 +9,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bench.h"
 #include "ds4.h"
+
+/* One per online core, as the engine's default. */
+static int ds4_cpu_threads(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : (int)n;
+}
 
 static double now_s(void) {
     struct timespec ts;
@@ -123,6 +130,19 @@ int main(int argc, char **argv) {
     ds4_engine_info(eng, &info, NULL);
     fprintf(stderr, "ds4-bench: loaded %s in %.2f s (%u layers, vocab %u, %.2f GiB weights)\n", o.model_path,
             now_s() - t0, info.n_layer, info.n_vocab, (double)info.weight_bytes / (1u << 30));
+    uint64_t wpt = bench_weight_bytes_per_token(eng);
+    double bound = 0;
+    if (o.membw) {
+        int nt = o.n_threads > 0 ? o.n_threads : ds4_cpu_threads();
+        double bw = bench_read_bandwidth(nt, (size_t)512 << 20);
+        bound = bw > 0 ? bw / (double)wpt : 0;
+        fprintf(stderr,
+                "ds4-bench: weights read per decoded token %.2f MB; read bandwidth %.2f GB/s (%d threads, "
+                "512 MiB); decode bound %.2f tok/s\n",
+                (double)wpt / 1e6, bw / 1e9, nt, bound);
+    } else {
+        fprintf(stderr, "ds4-bench: weights read per decoded token %.2f MB\n", (double)wpt / 1e6);
+    }
     if (o.prompt_file) {
         if (tokenize_file(o.model_path, o.prompt_file, &tokens, &n_tokens, &eos)) goto out;
     } else if (o.prompt_tokens) {
@@ -202,9 +222,10 @@ int main(int argc, char **argv) {
         free(snap);
         if (st != DS4_OK) goto out_err;
         bench_csv_row(csv, r);
-        fprintf(stderr, "ds4-bench: ctx %6u  prefill %6u tok %9.2f tok/s  gen %4u tok %8.2f tok/s  kv %.1f MiB\n",
-                r->ctx_tokens, r->prefill_tokens, r->prefill_tps, r->gen_tokens, r->gen_tps,
-                (double)r->kvcache_bytes / (1 << 20));
+        fprintf(stderr, "ds4-bench: ctx %6u  prefill %6u tok %9.2f tok/s  gen %4u tok %8.2f tok/s",
+                r->ctx_tokens, r->prefill_tokens, r->prefill_tps, r->gen_tokens, r->gen_tps);
+        if (bound > 0) fprintf(stderr, " (%.0f%% of bound)", 100.0 * r->gen_tps / bound);
+        fprintf(stderr, "  kv %.1f MiB\n", (double)r->kvcache_bytes / (1 << 20));
         prev = front[fi];
     }
     if (o.svg_path && bench_write_svg(o.svg_path, o.title ? o.title : o.model_path, rows, n_front)) goto out;

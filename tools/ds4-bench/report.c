@@ -14,12 +14,13 @@ static void usage(FILE *f) {
             "usage: ds4-bench --model M.gguf [--prompt-file TEXT | --prompt-tokens IDS]\n"
             "                 [--ctx-start N] [--ctx-max N] [--ctx-alloc N] [--step-incr N]\n"
             "                 [--step-mul F] [--gen-tokens N] [--prefill-chunk N] [--threads N]\n"
-            "                 [--out CSV] [--svg FILE] [--title T] [--seed S]\n"
+            "                 [--out CSV] [--svg FILE] [--title T] [--seed S] [--no-membw]\n"
             "Walks one token sequence to each context frontier with incremental prefill and\n"
             "measures prefill tokens/s of each interval and greedy generation tokens/s at each\n"
             "frontier (state snapshotted before and restored after the probe). Without a prompt\n"
             "the sequence is pseudo-random token ids from --seed. CSV goes to stdout unless\n"
-            "--out is given; progress goes to stderr.\n");
+            "--out is given; progress goes to stderr, with the decode bound (weight bytes\n"
+            "read per token / measured read bandwidth) unless --no-membw.\n");
 }
 
 static int num_u32(const char *flag, const char *v, uint32_t lo, uint32_t *out) {
@@ -43,6 +44,7 @@ int bench_parse_args(bench_opts *o, int argc, char **argv) {
     o->gen_tokens = 128;
     o->prefill_chunk = 2048;
     o->seed = 1;
+    o->membw = 1;
     uint32_t threads = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -50,6 +52,10 @@ int bench_parse_args(bench_opts *o, int argc, char **argv) {
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return -1;
+        }
+        if (!strcmp(a, "--no-membw")) {
+            o->membw = 0;
+            continue;
         }
         if (!v) {
             fprintf(stderr, "ds4-bench: %s needs a value\n", a);
