@@ -241,3 +241,28 @@ Test(serve_fmt, invalid_utf8_becomes_replacement_character) {
     cr_assert(strstr(f.out.data, "\"content\":\"a\xef\xbf\xbd\xef\xbf\xbd(\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbdz\xc3\xa9\""), "%s", f.out.data);
     srv_fmt_free(&f);
 }
+
+Test(serve_fmt, logprobs_shapes) {
+    srv_request r;
+    memset(&r, 0, sizeof r);
+    r.api = SRV_API_CHAT;
+    r.model = "m";
+    r.logprobs = true;
+    srv_fmt f;
+    cr_assert(srv_fmt_init(&f, &r, "ID", 7));
+    srv_logprob_alt alts[2] = {{"A", 1, -0.5f}, {"\xe2\x82", 2, -1.0f}};
+    srv_fmt_logprob(&f, "A", 1, -0.5f, alts, 2);
+    srv_fmt_content(&f, "A", 1);
+    srv_fmt_finish(&f, SRV_FINISH_STOP, NULL, NULL);
+    cr_assert(strstr(f.out.data, "\"logprobs\":{\"content\":[{\"token\":\"A\",\"logprob\":-0.5,\"bytes\":[65],\"top_logprobs\":"
+                                 "[{\"token\":\"A\",\"logprob\":-0.5,\"bytes\":[65]},{\"token\":\"\xef\xbf\xbd\xef\xbf\xbd\",\"logprob\":-1.0,\"bytes\":[226,130]}]}]}"),
+              "%s", f.out.data);
+    srv_fmt_free(&f);
+    r.api = SRV_API_COMPLETIONS;
+    cr_assert(srv_fmt_init(&f, &r, "ID", 7));
+    srv_fmt_logprob(&f, "A", 1, -0.5f, alts, 1);
+    srv_fmt_content(&f, "A", 1);
+    srv_fmt_finish(&f, SRV_FINISH_STOP, NULL, NULL);
+    cr_assert(strstr(f.out.data, "\"logprobs\":{\"tokens\":[\"A\"],\"token_logprobs\":[-0.5],\"top_logprobs\":[{\"A\":-0.5}]}"), "%s", f.out.data);
+    srv_fmt_free(&f);
+}

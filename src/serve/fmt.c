@@ -27,6 +27,7 @@ bool srv_fmt_init(srv_fmt *f, const srv_request *req, const char *id_hint, long 
     f->stream = req->stream;
     f->include_usage = req->include_usage;
     f->reasoning_visible = req->api != SRV_API_RESPONSES || req->reasoning_visible;
+    f->want_logprobs = req->logprobs && (req->api == SRV_API_CHAT || req->api == SRV_API_COMPLETIONS);
     f->created = created;
     f->model = strdup(req->model ? req->model : "deepseek-v4-flash");
     if (!f->model) return false;
@@ -51,6 +52,8 @@ void srv_fmt_free(srv_fmt *f) {
     }
     free(f->calls);
     json_decref(f->items);
+    json_decref(f->lp_all);
+    json_decref(f->lp_pending);
     memset(f, 0, sizeof *f);
 }
 
@@ -114,6 +117,41 @@ void srv_fmt_content(srv_fmt *f, const char *s, size_t n) {
     srv_buf_append(&f->content, s, n);
     ops_of(f->api)->content(f, s, n);
     srv_buf_free(&tmp);
+}
+
+static json_t *lp_entry(const char *bytes, size_t n, float logprob) {
+    srv_buf tmp;
+    srv_buf_init(&tmp);
+    size_t cn = n;
+    const char *clean = utf8_clean(bytes, &cn, &tmp);
+    json_t *arr = json_array();
+    for (size_t i = 0; i < n; i++) json_array_append_new(arr, json_integer((unsigned char)bytes[i]));
+    json_t *o = json_pack("{s:s%,s:f,s:o}", "token", clean ? clean : "", cn, "logprob", (double)logprob, "bytes", arr);
+    srv_buf_free(&tmp);
+    return o;
+}
+
+void srv_fmt_logprob(srv_fmt *f, const char *bytes, size_t n, float logprob, const srv_logprob_alt *alts,
+                     size_t n_alts) {
+    if (!f->want_logprobs || f->finished) return;
+    json_t *e = lp_entry(bytes, n, logprob);
+    json_t *tops = json_array();
+    for (size_t i = 0; i < n_alts; i++) json_array_append_new(tops, lp_entry(alts[i].bytes, alts[i].n, alts[i].logprob));
+    if (!e || !tops) { json_decref(e); json_decref(tops); f->out.oom = true; return; }
+    json_object_set_new(e, "top_logprobs", tops);
+    if (!f->lp_all) f->lp_all = json_array();
+    json_array_append(f->lp_all, e);
+    if (f->stream) {
+        if (!f->lp_pending) f->lp_pending = json_array();
+        json_array_append(f->lp_pending, e);
+    }
+    json_decref(e);
+}
+
+json_t *srv_fmt_take_logprobs(srv_fmt *f) {
+    json_t *p = f->lp_pending;
+    f->lp_pending = NULL;
+    return p;
 }
 
 void srv_fmt_tool_begin(srv_fmt *f, const char *id, const char *name) {

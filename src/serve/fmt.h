@@ -43,6 +43,9 @@ typedef struct srv_fmt_call {
 typedef struct srv_fmt {
     srv_api api;
     bool stream, include_usage, reasoning_visible, count_only;
+    bool want_logprobs;     /* request asked for logprobs (OpenAI chat/completions) */
+    json_t *lp_all;         /* every token's entry (non-streaming body) */
+    json_t *lp_pending;     /* entries not yet attached to a streamed chunk */
     char *model;
     char id[48];            /* chatcmpl-/cmpl-/msg_/resp_ + random hex */
     long long created;
@@ -73,6 +76,18 @@ void srv_fmt_content(srv_fmt *f, const char *s, size_t n);
 void srv_fmt_tool_begin(srv_fmt *f, const char *id, const char *name);
 void srv_fmt_tool_args(srv_fmt *f, const char *frag, size_t n);
 void srv_fmt_tool_end(srv_fmt *f);
+/* One generated token's log-probability and its most likely alternatives (OpenAI logprobs;
+ * ignored unless the request asked for them). Bytes need not be UTF-8. */
+typedef struct srv_logprob_alt {
+    const char *bytes;
+    size_t n;
+    float logprob;
+} srv_logprob_alt;
+void srv_fmt_logprob(srv_fmt *f, const char *bytes, size_t n, float logprob, const srv_logprob_alt *alts,
+                     size_t n_alts);
+/* Takes the pending entries for a streamed chunk (NULL when none or not requested). */
+json_t *srv_fmt_take_logprobs(srv_fmt *f);
+
 /* matched_stop: the stop sequence that ended generation, or NULL. */
 void srv_fmt_finish(srv_fmt *f, srv_finish fin, const srv_usage *u, const char *matched_stop);
 /* Failure after begin: streams end with an error event; non-streaming callers send an HTTP

@@ -9,9 +9,36 @@
 
 /* ---- chat ---- */
 
+/* Chat shape {"content":[entries]} (or null) for a chunk or the body. */
+static json_t *chat_logprobs(json_t *entries) {
+    return entries ? json_pack("{s:o}", "content", entries) : json_null();
+}
+
+/* Completions shape: parallel arrays (legacy API). Borrows entries. */
+static json_t *cmpl_logprobs(json_t *entries) {
+    if (!entries) return json_null();
+    json_t *toks = json_array(), *lps = json_array(), *tops = json_array();
+    size_t i;
+    json_t *e;
+    json_array_foreach(entries, i, e) {
+        json_array_append(toks, json_object_get(e, "token"));
+        json_array_append(lps, json_object_get(e, "logprob"));
+        json_t *m = json_object();
+        size_t k;
+        json_t *a;
+        json_array_foreach(json_object_get(e, "top_logprobs"), k, a)
+            json_object_set(m, json_string_value(json_object_get(a, "token")), json_object_get(a, "logprob"));
+        json_array_append_new(tops, m);
+    }
+    return json_pack("{s:o,s:o,s:o}", "tokens", toks, "token_logprobs", lps, "top_logprobs", tops);
+}
+
 static json_t *chunk(srv_fmt *f, json_t *delta, const char *finish) {
     json_t *choice = json_pack("{s:i,s:o,s:o}", "index", 0, "delta", delta, "finish_reason",
                                finish ? json_string(finish) : json_null());
+    json_t *lp = srv_fmt_take_logprobs(f);
+    if (choice && lp) json_object_set_new(choice, "logprobs", chat_logprobs(lp));
+    else json_decref(lp);
     return json_pack("{s:s,s:s,s:I,s:s,s:[o]}", "id", f->id, "object", "chat.completion.chunk",
                      "created", (json_int_t)f->created, "model", f->model, "choices", choice);
 }
@@ -74,7 +101,8 @@ static void chat_finish(srv_fmt *f, srv_finish fin, const srv_usage *u, const ch
     }
     json_t *o = json_pack("{s:s,s:s,s:I,s:s,s:[{s:i,s:o,s:o,s:s}],s:o}", "id", f->id, "object",
                           "chat.completion", "created", (json_int_t)f->created, "model", f->model,
-                          "choices", "index", 0, "message", msg, "logprobs", json_null(),
+                          "choices", "index", 0, "message", msg, "logprobs",
+                          f->lp_all ? chat_logprobs(json_incref(f->lp_all)) : json_null(),
                           "finish_reason", fr, "usage", srv_usage_json(f->api, u));
     char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(o);
@@ -93,15 +121,17 @@ const srv_fmt_ops srv_fmt_chat_ops = {chat_begin, chat_reasoning, chat_content, 
 
 /* ---- completions: one text stream; reasoning is already inline in the raw text (§3.4) ---- */
 
-static json_t *text_chunk(srv_fmt *f, const char *s, size_t n, const char *finish) {
-    return json_pack("{s:s,s:s,s:I,s:s,s:[{s:s%,s:i,s:n,s:o}]}", "id", f->id, "object", "text_completion",
+static json_t *text_chunk(srv_fmt *f, const char *s, size_t n, const char *finish, json_t *entries) {
+    json_t *lp = cmpl_logprobs(entries);
+    json_decref(entries);
+    return json_pack("{s:s,s:s,s:I,s:s,s:[{s:s%,s:i,s:o,s:o}]}", "id", f->id, "object", "text_completion",
                      "created", (json_int_t)f->created, "model", f->model, "choices", "text", s, n,
-                     "index", 0, "logprobs", "finish_reason", finish ? json_string(finish) : json_null());
+                     "index", 0, "logprobs", lp, "finish_reason", finish ? json_string(finish) : json_null());
 }
 
 static void cmpl_begin(srv_fmt *f, const srv_usage *u) { (void)f; (void)u; }
 static void cmpl_text(srv_fmt *f, const char *s, size_t n) {
-    if (f->stream) srv_sse_data(&f->out, text_chunk(f, s, n, NULL));
+    if (f->stream) srv_sse_data(&f->out, text_chunk(f, s, n, NULL, srv_fmt_take_logprobs(f)));
 }
 static void cmpl_tool_begin(srv_fmt *f, srv_fmt_call *c) { (void)f; (void)c; }
 static void cmpl_tool_args(srv_fmt *f, srv_fmt_call *c, const char *s, size_t n) { (void)f; (void)c; (void)s; (void)n; }
@@ -110,7 +140,7 @@ static void cmpl_finish(srv_fmt *f, srv_finish fin, const srv_usage *u, const ch
     (void)stop;
     const char *fr = srv_finish_openai(fin == SRV_FINISH_TOOL_CALLS ? SRV_FINISH_STOP : fin);
     if (f->stream) {
-        srv_sse_data(&f->out, text_chunk(f, "", 0, fr));
+        srv_sse_data(&f->out, text_chunk(f, "", 0, fr, srv_fmt_take_logprobs(f)));
         if (f->include_usage)
             srv_sse_data(&f->out, json_pack("{s:s,s:s,s:I,s:s,s:[],s:o}", "id", f->id, "object",
                                             "text_completion", "created", (json_int_t)f->created,
@@ -118,7 +148,8 @@ static void cmpl_finish(srv_fmt *f, srv_finish fin, const srv_usage *u, const ch
         srv_buf_puts(&f->out, "data: [DONE]\n\n");
         return;
     }
-    json_t *o = text_chunk(f, f->content.data ? f->content.data : "", f->content.len, fr);
+    json_t *o = text_chunk(f, f->content.data ? f->content.data : "", f->content.len, fr,
+                           f->lp_all ? json_incref(f->lp_all) : NULL);
     if (o) json_object_set_new(o, "usage", srv_usage_json(f->api, u));
     char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
     json_decref(o);

@@ -9,6 +9,7 @@
  */
 #include "serve/scheduler.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,6 +209,32 @@ static srv_finish finish_dsml(gen_ctx *g, srv_finish fin) {
     return fin;
 }
 
+/* Log-probability of the chosen token under the model's distribution (temperature 1, as
+ * OpenAI reports) and the request's top alternatives. */
+static void record_logprobs(srv_sched *s, srv_job *j, const float *logits, int32_t tok) {
+    float mx = logits[0];
+    for (uint32_t i = 1; i < s->eng.n_vocab; i++) if (logits[i] > mx) mx = logits[i];
+    double sum = 0;
+    for (uint32_t i = 0; i < s->eng.n_vocab; i++) sum += exp((double)(logits[i] - mx));
+    float lp = (float)((double)(logits[tok] - mx) - log(sum));
+    ds4_token_logprob top[20];
+    srv_logprob_alt alts[20];
+    uint32_t n_top = 0;
+    uint32_t k = j->req.top_logprobs > 20 ? 20 : (uint32_t)j->req.top_logprobs;
+    if (k && ds4_logits_top_logprobs(logits, s->eng.n_vocab, k, top, &n_top, NULL) != DS4_OK) n_top = 0;
+    size_t n_alts = 0;
+    for (uint32_t i = 0; i < n_top; i++) {
+        if (s->eng.token_bytes(s->eng.ctx, top[i].token, &alts[n_alts].bytes, &alts[n_alts].n, NULL) != DS4_OK) continue;
+        alts[n_alts++].logprob = top[i].logprob;
+    }
+    const char *b;
+    size_t nb = 0;
+    if (s->eng.token_bytes(s->eng.ctx, tok, &b, &nb, NULL) != DS4_OK) return;
+    pthread_mutex_lock(&j->mu);
+    srv_fmt_logprob(&j->fmt, b, nb, lp, alts, n_alts);
+    pthread_mutex_unlock(&j->mu);
+}
+
 static void run_job(srv_sched *s, srv_job *j) {
     ds4_error err;
     srv_request *rq = &j->req;
@@ -309,6 +336,7 @@ static void run_job(srv_sched *s, srv_job *j) {
         if (forced) tok = i < n_forced ? forced[i] : s->eng.eos;
         else if (ds4_sampler_sample(smp, logits, &tok, &err)) { fin = SRV_FINISH_ERROR; fail = "sampling failed"; break; }
         if (tok == s->eng.eos) { fin = SRV_FINISH_STOP; break; }
+        if (j->fmt.want_logprobs) record_logprobs(s, j, logits, tok);
         if (s->eng.session_eval(sl->sess, tok, &err)) { fin = SRV_FINISH_ERROR; fail = "decode failed"; break; }
         ds4_sampler_accept(smp, tok);
         u.completion_tokens++;

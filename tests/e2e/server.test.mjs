@@ -175,6 +175,21 @@ test('malformed tool output comes back as text', async () => {
   assert.match(r.choices[0].message.content, /broken/);
 });
 
+test('logprobs of greedy tokens are the top alternatives', async () => {
+  const r = await openai.chat.completions.create({ model: 'm', think: false, temperature: 0, max_tokens: 4,
+    logprobs: true, top_logprobs: 3, messages: [{ role: 'user', content: 'Count: one two' }] });
+  const lp = r.choices[0].logprobs.content;
+  assert.equal(lp.length, 4);
+  for (const e of lp) {
+    assert.equal(e.top_logprobs.length, 3);
+    assert.equal(e.token, e.top_logprobs[0].token, 'greedy picks the most likely token');
+    assert.ok(Math.abs(e.logprob - e.top_logprobs[0].logprob) < 1e-6);
+    assert.ok(e.top_logprobs[0].logprob >= e.top_logprobs[1].logprob && e.top_logprobs[1].logprob >= e.top_logprobs[2].logprob);
+    assert.ok(e.top_logprobs.reduce((a, t) => a + Math.exp(t.logprob), 0) <= 1 + 1e-6);
+  }
+  assert.equal(Buffer.from(lp.flatMap((e) => e.bytes)).toString('utf8'), r.choices[0].message.content);
+});
+
 test('completions', async () => {
   const r = await openai.completions.create({ model: 'm', prompt: 'Once upon a time', max_tokens: 5, think: false });
   assert.equal(r.object, 'text_completion');
