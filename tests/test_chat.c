@@ -239,6 +239,9 @@ Test(chat_json, errors_name_the_place) {
         {"{\"messages\": 3}", "messages"},
         {"{\"messages\": [], \"thinking\": \"ultra\"}", "thinking"},
         {"[{\"role\": \"system\", \"content\": \"s\", \"tools\": {\"a\": 1}}]", "tools"},
+        {"[{\"role\": \"system\", \"content\": \"s\", \"tools\": [{\"type\": \"x\"}]}]",
+         "messages[0]: tools[0]: neither"},
+        {"{\"messages\": [], \"tools\": [{\"function\": 3}]}", "tools[0].function"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         ds4_chat *chat = (ds4_chat *)1;

@@ -170,8 +170,7 @@ static ds4_status chat_insert(ds4_chat *chat, size_t at, const ds4_chat_msg *msg
                               json_t *rf, ds4_error *err) {
     ds4_status st = msg_check(msg, err);
     if (st != DS4_OK) return st;
-    if (tools && !json_is_array(tools))
-        return ds4_seterr(err, DS4_ERR_FORMAT, "tools: expected an array");
+    if (tools && (st = chat_tools_check(tools, "tools", err)) != DS4_OK) return st;
     if (chat->n_msgs == chat->cap_msgs) {
         size_t cap = chat->cap_msgs ? chat->cap_msgs * 2 : 8;
         chat_msg *p = realloc(chat->msgs, cap * sizeof *p);
@@ -214,11 +213,12 @@ ds4_status ds4_chat_add(ds4_chat *chat, const ds4_chat_msg *msg, ds4_error *err)
 }
 
 static ds4_status attach_tools(ds4_chat *chat, json_t *tools, ds4_error *err) {
-    if (!json_is_array(tools)) return ds4_seterr(err, DS4_ERR_FORMAT, "tools: expected an array");
+    ds4_status st = chat_tools_check(tools, "tools", err);
+    if (st != DS4_OK) return st;
     if (chat->n_msgs == 0 || (chat->msgs[0].role != DS4_ROLE_SYSTEM &&
                               chat->msgs[0].role != DS4_ROLE_DEVELOPER)) {
         ds4_chat_msg sys = {.role = DS4_ROLE_SYSTEM, .content = ""};
-        ds4_status st = chat_insert(chat, 0, &sys, NULL, NULL, err);
+        st = chat_insert(chat, 0, &sys, NULL, NULL, err);
         if (st != DS4_OK) return st;
     }
     json_decref(chat->msgs[0].tools);

@@ -55,6 +55,10 @@ struct ds4_chat {
 ds4_status chat_tools_block(chat_buf *out, const json_t *tools, const char *what,
                             ds4_error *err);
 
+/* Checks that every element of a tools array can be described (done when tools are added, so
+ * a stored conversation always renders). */
+ds4_status chat_tools_check(const json_t *tools, const char *what, ds4_error *err);
+
 /* Appends the canonical DSML tool-calls part (§6.1), including the leading "\n\n". */
 ds4_status dsml_render(chat_buf *out, const chat_call *calls, size_t n_calls, ds4_error *err);
 

@@ -81,6 +81,17 @@ static json_t *tool_function(const json_t *tool, const char *what, size_t i, ds4
     return fn_obj;
 }
 
+ds4_status chat_tools_check(const json_t *tools, const char *what, ds4_error *err) {
+    if (!json_is_array(tools))
+        return ds4_seterr(err, DS4_ERR_FORMAT, "%s: expected an array of tools", what);
+    for (size_t i = 0; i < json_array_size(tools); i++) {
+        json_t *fn = tool_function(json_array_get(tools, i), what, i, err);
+        if (!fn) return err ? err->code : DS4_ERR_FORMAT;
+        json_decref(fn);
+    }
+    return DS4_OK;
+}
+
 ds4_status chat_tools_block(chat_buf *out, const json_t *tools, const char *what,
                             ds4_error *err) {
     if (!json_is_array(tools))

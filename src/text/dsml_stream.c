@@ -203,7 +203,7 @@ static void start_block(ds4_dsml_parser *p, int fam) {
         sep = 2;
     }
     chat_buf_clear(&p->raw);
-    chat_buf_add(&p->raw, p->ws.p + p->ws.len - sep, sep);
+    if (sep) chat_buf_add(&p->raw, p->ws.p + p->ws.len - sep, sep);
     chat_buf_add(&p->raw, p->tail, p->n_tail);
     chat_buf_clear(&p->ws);
     p->n_tail = 0;
