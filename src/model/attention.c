@@ -92,7 +92,6 @@ static void attn_items(void *ctx, int64_t begin, int64_t end, int thread_idx) {
 ds4_status attn_forward(model *m, const layer_weights *L, int64_t il, kv_layer *kvl,
                         int64_t pos0, int64_t n, fwd_ws *ws, const model_capture *cap,
                         ds4_error *err) {
-    (void)cap;
     const model_hparams *hp = &m->hp;
     int64_t D = hp->n_embd, H = hp->n_head, Dh = hp->head_dim, nr = hp->n_rope;
     int64_t W = hp->n_window;
@@ -151,6 +150,9 @@ ds4_status attn_forward(model *m, const layer_weights *L, int64_t il, kv_layer *
             }
         }
         indexer_select(m, L, &kvl->idx, pos0, n, ws);
+        if (cap && cap->indexer)
+            for (int64_t t = 0; t < n; t++)
+                cap->indexer(cap->user, il, pos0 + t, ws->isel + t * hp->idx_topk, ws->n_isel[t]);
     }
     /* §5.4-5.5: sparse attention with sinks, parallel over (token, head). */
     int64_t max_comp = 0;

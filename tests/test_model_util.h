@@ -1,0 +1,41 @@
+/*
+ * tests/test_model_util.h — helpers for the model tests: converting the tiny-v4 checkpoint
+ * (or a synthetic shape) with the converter library into a scratch GGUF, opening it as a
+ * model, reading golden tensors from ../shared/testdata/tiny-v4 in place, and comparing.
+ * Every failure fails the current test loudly.
+ */
+#ifndef DS4_TEST_MODEL_UTIL_H
+#define DS4_TEST_MODEL_UTIL_H
+
+#include <stdint.h>
+
+#include "format/gguf.h"
+#include "format/safetensors.h"
+#include "model/model.h"
+
+/* Converts ../shared/testdata/tiny-v4 with `preset` ("f32", "bf16", "q8_0", "q2", "q4") into
+ * a fresh scratch file; returns its path (caller frees). */
+char *tm_convert_tiny(const char *preset);
+
+typedef struct tm_model {
+    gguf_ctx *g;
+    model *m;
+} tm_model;
+
+/* Opens a GGUF as a model (topk_override > 0 replaces the indexer top-k). */
+void tm_open(tm_model *tm, const char *path, int64_t topk_override);
+void tm_close(tm_model *tm);
+
+/* A golden file (golden_topk16 / golden_topk512) and typed tensor access. */
+st_file *tm_golden(const char *file);
+const st_tensor *tm_tensor(st_file *f, const char *name, int dtype);
+const float *tm_f32(st_file *f, const char *name, uint64_t *n_elems);
+const int32_t *tm_i32(st_file *f, const char *name, uint64_t *n_elems);
+
+/* max |a - b| over n values; *at gets the index of the max. */
+double tm_max_abs(const float *a, const float *b, int64_t n, int64_t *at);
+
+/* Argmax of one row. */
+int32_t tm_argmax(const float *row, int64_t n);
+
+#endif
