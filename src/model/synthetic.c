@@ -7,6 +7,7 @@
 #include "core/error.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,14 +38,15 @@ static uint64_t row_state(const cv_synth *sy, const cv_tensor *t, uint32_t exper
     return x;
 }
 
-/* Uniform in (0, 1]. */
-static float uniform(uint64_t *st) {
-    return (float)((splitmix(st) >> 40) + 1) * (1.0f / 16777216.0f);
-}
-
+/* Approximately N(0, 1): Irwin-Hall sum of the four 16-bit quarters of one splitmix draw,
+ * centred and scaled to unit variance (tails end at ±3.46σ, harmless for weights). One 64-bit
+ * draw per value and no libm keeps a Flash-width layer (1 G values) at memory speed. */
 static float normal(uint64_t *st) {
-    float u1 = uniform(st), u2 = uniform(st);
-    return sqrtf(-2.0f * logf(u1)) * cosf(6.28318530718f * u2);
+    uint64_t z = splitmix(st);
+    uint32_t sum = (uint32_t)(z & 0xFFFF) + (uint32_t)((z >> 16) & 0xFFFF) +
+                   (uint32_t)((z >> 32) & 0xFFFF) + (uint32_t)(z >> 48);
+    /* mean 4 * 32767.5, variance 4 * (65536^2 - 1) / 12 */
+    return ((float)sum - 131070.0f) * (1.0f / 37837.23f);
 }
 
 static int ends_with(const char *s, const char *suf) {
