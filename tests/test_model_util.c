@@ -3,10 +3,14 @@
 
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "format/gguf_write.h"
+#include "format/quant.h"
 #include "model/convert.h"
+#include "model/synthetic.h"
 #include "testutil.h"
 
 char *tm_convert_tiny(const char *preset) {
@@ -98,4 +102,83 @@ int32_t tm_argmax(const float *row, int64_t n) {
     int32_t b = 0;
     for (int64_t i = 1; i < n; i++) if (row[i] > row[b]) b = (int32_t)i;
     return b;
+}
+
+void tm_rewrite_gguf(const char *src, const char *dst, bool to_f32, const char *skip,
+                     const char *u32_key, uint32_t u32_val) {
+    ds4_error err = {0};
+    gguf_ctx *g;
+    cr_assert_eq(gguf_open(&g, src, &err), DS4_OK, "%s", err.msg);
+    gguf_writer *w;
+    cr_assert_eq(gguf_writer_create(&w, dst, &err), DS4_OK, "%s", err.msg);
+    for (uint64_t i = 0; i < gguf_n_kv(g); i++) {
+        const char *k = gguf_kv_key(g, i);
+        if (u32_key && !strcmp(k, u32_key))
+            cr_assert_eq(gguf_writer_add_u32(w, k, u32_val, &err), DS4_OK, "%s", err.msg);
+        else
+            cr_assert_eq(gguf_writer_add_value(w, k, gguf_kv_value(g, i), &err), DS4_OK, "%s", err.msg);
+    }
+    for (uint64_t i = 0; i < gguf_n_tensors(g); i++) {
+        const gguf_tensor *t = gguf_tensor_at(g, i);
+        if (skip && !strcmp(t->name, skip)) continue;
+        uint32_t ty = to_f32 && q_type_is_weight((int)t->type) ? DS4_TYPE_F32 : t->type;
+        cr_assert_eq(gguf_writer_add_tensor(w, t->name, ty, t->n_dims, t->ne, &err), DS4_OK, "%s",
+                     err.msg);
+    }
+    cr_assert_eq(gguf_writer_write_header(w, &err), DS4_OK, "%s", err.msg);
+    for (uint64_t i = 0; i < gguf_n_tensors(g); i++) {
+        const gguf_tensor *t = gguf_tensor_at(g, i);
+        if (skip && !strcmp(t->name, skip)) continue;
+        if (to_f32 && q_type_is_weight((int)t->type)) {
+            /* Decode row by row (rows of ne0 values, GGUF_LAYOUT §1.3). */
+            uint64_t rows = t->n_elements / t->ne[0], rb = t->n_bytes / rows;
+            float *buf = malloc(t->ne[0] * sizeof(float));
+            for (uint64_t r = 0; r < rows; r++) {
+                cr_assert_eq(q_decode_row((int)t->type, (const uint8_t *)t->data + r * rb, buf,
+                                          t->ne[0], &err), DS4_OK, "%s", err.msg);
+                cr_assert_eq(gguf_writer_write(w, buf, t->ne[0] * sizeof(float), &err), DS4_OK,
+                             "%s", err.msg);
+            }
+            free(buf);
+        } else {
+            cr_assert_eq(gguf_writer_write(w, t->data, t->n_bytes, &err), DS4_OK, "%s", err.msg);
+        }
+    }
+    cr_assert_eq(gguf_writer_finish(w, &err), DS4_OK, "%s", err.msg);
+    gguf_writer_free(w);
+    gguf_close(g);
+}
+
+char *tm_convert_synthetic(const char *shape_name, const char *preset, uint32_t n_layers,
+                           uint32_t n_experts, uint64_t seed) {
+    ds4_error err = {0};
+    cv_shape s;
+    size_t n = strlen(shape_name);
+    if (n > 5 && !strcmp(shape_name + n - 5, ".json"))
+        cr_assert_eq(cv_shape_from_config(&s, shape_name, &err), DS4_OK, "%s", err.msg);
+    else
+        cr_assert_eq(cv_shape_preset(&s, shape_name, &err), DS4_OK, "%s", err.msg);
+    s.n_mtp = 0;
+    cr_assert_eq(cv_shape_shrink(&s, n_layers, n_experts, &err), DS4_OK, "%s", err.msg);
+    cv_preset pr;
+    cv_policy pol;
+    cv_plan plan;
+    cr_assert_eq(cv_preset_from_name(preset, &pr, &err), DS4_OK, "%s", err.msg);
+    cv_policy_init(&pol, pr);
+    cr_assert_eq(cv_plan_build(&plan, &s, &pol, false, &err), DS4_OK, "%s", err.msg);
+    cv_synth *sy;
+    cr_assert_eq(cv_synth_create(&sy, &plan, seed, &err), DS4_OK, "%s", err.msg);
+    cv_source src;
+    cv_synth_source(sy, &src);
+    cv_options o = {0};
+    o.n_threads = 2;
+    char *tmp = tu_tmpdir();
+    char name[64];
+    snprintf(name, sizeof name, "synth-%s.gguf", preset);
+    char *out = tu_join(tmp, name);
+    cr_assert_eq(cv_convert(out, &s, &plan, &pol, &src, &o, &err), DS4_OK, "convert: %s", err.msg);
+    cv_synth_free(sy);
+    cv_plan_free(&plan);
+    free(tmp);
+    return out;
 }

@@ -7,6 +7,7 @@
 #ifndef DS4_TEST_MODEL_UTIL_H
 #define DS4_TEST_MODEL_UTIL_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "format/gguf.h"
@@ -31,6 +32,17 @@ st_file *tm_golden(const char *file);
 const st_tensor *tm_tensor(st_file *f, const char *name, int dtype);
 const float *tm_f32(st_file *f, const char *name, uint64_t *n_elems);
 const int32_t *tm_i32(st_file *f, const char *name, uint64_t *n_elems);
+
+/* Rewrites GGUF `src` into `dst`: every weight tensor decoded to F32 when to_f32 (the
+ * "dequantized" twin of a quantized file), tensor `skip` (NULL: none) left out, and metadata
+ * key `u32_key` (NULL: none) set to u32_val. */
+void tm_rewrite_gguf(const char *src, const char *dst, bool to_f32, const char *skip,
+                     const char *u32_key, uint32_t u32_val);
+
+/* Converts a synthetic model (converter library, --synthetic): shape preset or config.json
+ * path, preset, seed, experts count (0 = keep). Returns the scratch path (caller frees). */
+char *tm_convert_synthetic(const char *shape, const char *preset, uint32_t n_layers,
+                           uint32_t n_experts, uint64_t seed);
 
 /* max |a - b| over n values; *at gets the index of the max. */
 double tm_max_abs(const float *a, const float *b, int64_t n, int64_t *at);
