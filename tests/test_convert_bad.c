@@ -18,6 +18,9 @@ typedef struct mutation {
     int drop;              /* leave it out */
     const char *dtype;     /* new dtype string (same byte size), or NULL */
     int64_t shape0;        /* new first dim (> 0) with the bytes cut to fit, or 0 */
+    int poke;              /* overwrite the I64 element poke_index with poke_value */
+    uint64_t poke_index;
+    int64_t poke_value;
 } mutation;
 
 /* Copies tiny-v4 (config + model.safetensors) into a fresh dir, applying `m`. */
@@ -46,6 +49,7 @@ static char *tiny_copy(const mutation *m) {
             json_array_append_new(shape, json_integer((json_int_t)v));
         }
         memcpy(data + off, t->data, bytes);
+        if (hit && m->poke) memcpy(data + off + 8 * m->poke_index, &m->poke_value, 8);
         json_object_set_new(hdr, t->name,
                             json_pack("{s:s, s:o, s:[I, I]}", "dtype",
                                       hit && m->dtype ? m->dtype : st_dtype_name(t->dtype), "shape",
@@ -142,6 +146,34 @@ Test(convert_bad, wrong_dtype_is_named) {
     dir = tiny_copy(&m3);
     expect_refused(dir, "I16");
     free(dir);
+}
+
+Test(convert_bad, tid2eid_entry_outside_the_experts_is_named) {
+    /* Expert ids index the layer's 16 experts (GGUF_LAYOUT §3.5); 16 must be refused when the
+     * table is converted, naming the tensor and the entry. */
+    mutation m = {.name = "layers.1.ffn.gate.tid2eid", .poke = 1, .poke_index = 100, .poke_value = 16};
+    char *dir = tiny_copy(&m);
+    cv_hf *hf;
+    cv_shape s;
+    ds4_error err;
+    cr_assert_eq(cv_hf_open(&hf, dir, &s, &err), DS4_OK, "%s", err.msg);
+    cv_policy pol;
+    cv_policy_init(&pol, CV_PRESET_F32);
+    cv_plan plan;
+    cr_assert_eq(cv_plan_build(&plan, &s, &pol, true, &err), DS4_OK);
+    cr_assert_eq(cv_hf_check_plan(hf, &plan, &err), DS4_OK, "%s", err.msg);
+    cv_source src;
+    cv_hf_source(hf, &src);
+    char *out = tu_join(dir, "x.gguf");
+    cv_options o = {.n_threads = 1};
+    cr_assert_neq(cv_convert(out, &s, &plan, &pol, &src, &o, &err), DS4_OK);
+    cr_assert(strstr(err.msg, "'layers.1.ffn.gate.tid2eid'") && strstr(err.msg, "entry 100"), "%s",
+              err.msg);
+    FILE *f = fopen(out, "rb");
+    cr_assert_null(f, "a failed conversion must not leave %s behind", out);
+    cv_plan_free(&plan);
+    cv_hf_close(hf);
+    free(out), free(dir);
 }
 
 Test(convert_bad, truncated_shard_names_the_cut_tensor) {

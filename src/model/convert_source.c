@@ -321,6 +321,11 @@ static ds4_status hf_read_table(void *ctx, const cv_tensor *t, int32_t *dst, ds4
     cv_hf *hf = ctx;
     const st_tensor *w = hf->bind[t - hf->plan->t].w[0];
     uint64_t n = t->ne[0] * t->ne[1];
+    /* Entries are expert ids of this layer (§3.5): the routed tensors' ne[2]. */
+    int64_t n_experts = INT32_MAX;
+    for (uint64_t i = 0; i < hf->plan->n; i++)
+        if (hf->plan->t[i].layer == t->layer && hf->plan->t[i].fam == CV_FAM_GATE)
+            n_experts = (int64_t)hf->plan->t[i].ne[2];
     for (uint64_t i = 0; i < n; i++) {
         int64_t v;
         if (w->dtype == ST_I64) {
@@ -330,11 +335,12 @@ static ds4_status hf_read_table(void *ctx, const cv_tensor *t, int32_t *dst, ds4
             memcpy(&v32, w->data + 4 * i, 4);
             v = v32;
         }
-        /* Expert ids (§3.5): stronger than "fits int32" (§3.6 rule 6). */
-        if (v < 0 || v > INT32_MAX)
+        /* Stronger than "fits int32" (§3.6 rule 6): a bad id would index past the experts. */
+        if (v < 0 || v >= n_experts)
             return ds4_seterr(err, DS4_ERR_FORMAT,
-                              "checkpoint: tensor '%s': entry %llu = %lld is not an expert id",
-                              w->name, (unsigned long long)i, (long long)v);
+                              "checkpoint: tensor '%s': entry %llu = %lld is not an expert id "
+                              "(0..%lld)",
+                              w->name, (unsigned long long)i, (long long)v, (long long)n_experts - 1);
         dst[i] = (int32_t)v;
     }
     __atomic_fetch_add(&hf->bytes_read, w->n_bytes, __ATOMIC_RELAXED);

@@ -214,6 +214,9 @@ static int run_convert(const args *a) {
     if (a->hf) {
         if (cv_hf_open(&hf, a->hf, &shape, &err)) goto out_fail;
         with_mtp = shape.n_mtp > 0 && cv_hf_has_mtp(hf);
+        if (shape.n_mtp > 0 && !with_mtp)
+            fprintf(stderr, "ds4-convert: note: config.json declares an MTP block but the checkpoint "
+                            "has no mtp.0 tensors; converting the main model only\n");
     } else {
         size_t n = strlen(a->synthetic);
         ds4_status st = n > 5 && !strcmp(a->synthetic + n - 5, ".json")
