@@ -4,6 +4,7 @@
  * (rank, position): O(n log n) per piece instead of rescanning all pairs per merge. Never
  * splits text; never sees added tokens.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,6 +94,9 @@ static void push_pair(const ds4_tokenizer *tok, tok_scratch *s, size_t *hn, int3
  * Leaves the resulting ids in s->sym[0 .. *n_out). */
 static ds4_status bpe_merge(const ds4_tokenizer *tok, tok_scratch *s, const uint8_t *b, size_t len, size_t *n_out,
                             ds4_error *err) {
+    /* Positions live in int32 links and the low half of the heap key. */
+    if (len > (size_t)INT32_MAX)
+        return ds4_seterr(err, DS4_ERR_RANGE, "tokenizer: a single %zu-byte piece exceeds 2 GiB", len);
     ds4_status st = scratch_reserve(s, len, err);
     if (st != DS4_OK) return st;
     for (size_t i = 0; i < len; i++) {

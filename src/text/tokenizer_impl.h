@@ -1,7 +1,7 @@
 /*
  * text/tokenizer_impl.h — the shape of struct ds4_tokenizer, shared only by the
- * src/text/tokenizer_*.c files (build, pre-tokenizer, BPE, encode, decode). Nothing outside
- * src/text/tokenizer_*.c may include it; other modules use tokenizer.h / ds4.h.
+ * src/text/tokenizer_*.c files (build, pre-tokenizer, BPE, encode, decode) and the tokenizer's
+ * own tests. Other modules use tokenizer.h / ds4.h.
  *
  * Invariants once tok_from_arrays returns:
  *  1. Every id < n_tokens has decode bytes (dec_off/dec_blob) and flags.
