@@ -67,22 +67,27 @@ static ds4_status bind_mat(binder *b, const char *suffix, int64_t n_in, int64_t 
     return DS4_OK;
 }
 
-/* Small parameter tensors are decoded once to owned f32 (any of F32, F16, BF16). */
+/* Small parameter tensors are decoded once to owned f32, row by row (any weight type: the
+ * converter may store e.g. the compressor ape as Q8_0 under a quantized preset). */
 static ds4_status bind_f32(binder *b, const char *suffix, int nd, const int64_t *dims,
                            float **out, ds4_error *err) {
     const gguf_tensor *t;
     ds4_status st = find_dims(b, suffix, nd, dims, &t, err);
     if (st) return st;
-    if (t->type != DS4_TYPE_F32 && t->type != DS4_TYPE_F16 && t->type != DS4_TYPE_BF16)
+    if (!q_type_is_weight((int)t->type))
         return ds4_seterr(err, DS4_ERR_UNSUPPORTED,
-                          "model: tensor '%s': expected F32, F16 or BF16, got %s", t->name,
+                          "model: tensor '%s': type %s is not a float or weight type", t->name,
                           ds4_type_name(t->type));
     float *v = malloc((size_t)t->n_elements * sizeof(float));
     if (!v) return ds4_seterr(err, DS4_ERR_NOMEM, "model: tensor '%s': out of memory", t->name);
-    st = q_decode_row((int)t->type, t->data, v, t->n_elements, err);
-    if (st) {
-        free(v);
-        return ds4_err_prefix(err, "model: tensor '%s'", t->name);
+    uint64_t rows = t->n_elements / t->ne[0], rb = t->n_bytes / rows;
+    for (uint64_t r = 0; r < rows; r++) {
+        st = q_decode_row((int)t->type, (const uint8_t *)t->data + r * rb, v + r * t->ne[0],
+                          t->ne[0], err);
+        if (st) {
+            free(v);
+            return ds4_err_prefix(err, "model: tensor '%s'", t->name);
+        }
     }
     *out = v;
     return DS4_OK;
