@@ -8,12 +8,14 @@
  */
 #include <errno.h>
 #include <histedit.h>
+#include <locale.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <wchar.h>
 
 #include "chat.h"
 
@@ -37,6 +39,27 @@ static void on_sigint(int sig) {
     chat_interrupted = 1;
 }
 
+/* libedit's own reader retries a read interrupted by a signal, so Ctrl+C at the prompt would
+ * do nothing: this one gives up when the SIGINT flag is set, which makes el_gets return NULL. */
+static int repl_getc(EditLine *el, wchar_t *wc) {
+    (void)el;
+    mbstate_t ps;
+    memset(&ps, 0, sizeof ps);
+    for (;;) {
+        char c;
+        ssize_t n = read(0, &c, 1);
+        if (n < 0 && errno == EINTR) {
+            if (chat_interrupted) return -1;
+            continue;
+        }
+        if (n <= 0) return n == 0 ? 0 : -1;
+        size_t r = mbrtowc(wc, &c, 1, &ps);
+        if (r == (size_t)-2) continue;                 /* inside a multi-byte character */
+        if (r == (size_t)-1) *wc = (unsigned char)c;   /* invalid: pass the byte on */
+        return 1;
+    }
+}
+
 /* $XDG_STATE_HOME/ds4/history, else ~/.ds4/history (directory created). NULL when neither. */
 static char *history_path(void) {
     const char *xdg = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
@@ -56,6 +79,7 @@ static void in_open(line_in *in) {
     memset(in, 0, sizeof *in);
     in->prompt = "ds4> ";
     if (!isatty(0)) return;
+    setlocale(LC_CTYPE, ""); /* libedit decodes typed UTF-8 by the locale */
     in->el = el_init("ds4", stdin, stdout, stderr);
     if (!in->el) return;
     HistEvent ev;
@@ -70,6 +94,7 @@ static void in_open(line_in *in) {
     el_set(in->el, EL_CLIENTDATA, in);
     el_set(in->el, EL_PROMPT, el_prompt);
     el_set(in->el, EL_EDITOR, "emacs");
+    el_set(in->el, EL_GETCFN, repl_getc);
     el_source(in->el, NULL); /* the user's ~/.editrc, if any */
 }
 

@@ -60,6 +60,8 @@ int ds4_cmd_chat(int argc, char **argv) {
         bool n_given = false;
         for (int i = 1; i < argc; i++) n_given |= !strcmp(argv[i], "-n") || !strcmp(argv[i], "--tokens");
         if (!n_given) o.n_predict = 48;
+        /* The demo exists to show the stream, so it shows the reasoning part even in a pipe. */
+        o.show_reasoning = true;
         fprintf(stderr,
                 "ds4: DEMO MODEL %s\n"
                 "ds4: random weights: the output is noise. It shows the install works end to end\n"

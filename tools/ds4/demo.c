@@ -7,7 +7,7 @@
  *
  * Shape: the "tiny" preset of the converter (5 layers, dim 256, 16 experts: every attention
  * kind, the compressors, the hash-routed layers) with the vocabulary widened to the tokenizer's,
- * Q8_0 matrices (about 100 MB, a few seconds to make).
+ * Q8_0 matrices, F16 dense ones (about 100 MB, a few seconds to make).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -83,7 +83,10 @@ static int make_demo(const char *path, const char *tok_path) {
     shape.n_mtp = 0;
     if (shape.n_ratios < shape.n_layers) shape.n_ratios = shape.n_layers;
     if (cv_shape_check(&shape, &err)) goto out_fail;
+    /* Q8_0 matrices; HC, compressor, indexer and router stay F16 as in the published files
+     * (the engine reads those as floats). */
     cv_policy_init(&pol, CV_PRESET_Q8_0);
+    if (cv_policy_override(&pol, "dense=f16", &err)) goto out_fail;
     if (cv_plan_build(&plan, &shape, &pol, false, &err)) goto out_fail;
     if (cv_synth_create(&sy, &plan, DEMO_SEED, &err)) goto out_fail;
     cv_synth_source(sy, &src);

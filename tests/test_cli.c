@@ -1,0 +1,504 @@
+/*
+ * tests/test_cli.c — the `ds4` chat CLI (issue #5) run as a program on the --demo model (random
+ * weights, real V4 tokenizer, made once per build tree), through a pseudo-terminal where the
+ * REPL needs one: one-shot output (checked against libds4 directly), a 3-turn session whose
+ * later turns prefill only their own tokens, Ctrl+C during generation and at the prompt,
+ * /save + /load reproducing the next answer token for token, argument and missing-model errors.
+ */
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include "cli_pty.h"
+#include "ds4.h"
+#include "testutil.h"
+
+/* ---- Fixture ------------------------------------------------------------------------------- */
+
+static char *abs_path(const char *p) {
+    char *r = realpath(p, NULL);
+    cr_assert_not_null(r, "realpath %s: %s", p, strerror(errno));
+    return r;
+}
+
+/* Directory of the demo model cache shared by these tests (XDG_CACHE_HOME of the children). */
+static char *cache_dir(void) {
+    const char *base = getenv("DS4_TMP");
+    if (!base || !*base) base = "/tmp";
+    mkdir(base, 0777);
+    char *d = tu_join(base, "cli-cache");
+    mkdir(d, 0777);
+    char *a = abs_path(d);
+    free(d);
+    return a;
+}
+
+/* Makes the demo model once (under a lock: test jobs run in parallel) and returns its path. */
+static char *demo_model(void) {
+    char *cache = cache_dir(), *lock = tu_join(cache, "lock");
+    char *bin = abs_path(tu_bin_path("ds4"));
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/ds4/demo-%s.gguf", cache, ds4_version());
+    int fd = open(lock, O_CREAT | O_RDWR, 0666);
+    cr_assert_geq(fd, 0);
+    flock(fd, LOCK_EX);
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        char cmd[PATH_MAX * 3], *out = NULL;
+        snprintf(cmd, sizeof cmd, "XDG_CACHE_HOME=%s %s --demo -n 2 --threads 1", cache, bin);
+        int rc = tu_run(cmd, &out);
+        cr_assert_eq(rc, 0, "%s failed: %s", cmd, out);
+        cr_assert(strstr(out, "random weights: the output is noise"), "demo label missing: %s", out);
+        free(out);
+    }
+    flock(fd, LOCK_UN);
+    close(fd);
+    cr_assert_eq(stat(path, &sb), 0, "no demo model at %s", path);
+    free(cache);
+    free(lock);
+    free(bin);
+    return strdup(path);
+}
+
+typedef struct cli_env {
+    char *home;
+    char *vars[4];
+} cli_env;
+
+static void env_init(cli_env *e) {
+    e->home = abs_path(tu_tmpdir());
+    char *cache = cache_dir();
+    size_t n = strlen(e->home) + 64;
+    e->vars[0] = malloc(n);
+    snprintf(e->vars[0], n, "HOME=%s", e->home);
+    e->vars[1] = malloc(n);
+    snprintf(e->vars[1], n, "XDG_STATE_HOME=%s/state", e->home);
+    e->vars[2] = malloc(strlen(cache) + 32);
+    snprintf(e->vars[2], strlen(cache) + 32, "XDG_CACHE_HOME=%s", cache);
+    e->vars[3] = NULL;
+    free(cache);
+}
+
+/* argv for ds4 + args (NULL-terminated list of up to 30). */
+typedef struct argv_t {
+    char *v[40];
+    int n;
+} argv_t;
+
+static void av_init(argv_t *a, const char *model) {
+    a->n = 0;
+    a->v[a->n++] = abs_path(tu_bin_path("ds4"));
+    if (model) {
+        a->v[a->n++] = strdup("-m");
+        a->v[a->n++] = strdup(model);
+    }
+    a->v[a->n++] = strdup("--threads");
+    a->v[a->n++] = strdup("1");
+    a->v[a->n] = NULL;
+}
+
+static void av_add(argv_t *a, const char *s) {
+    cr_assert_lt(a->n, 38);
+    a->v[a->n++] = strdup(s);
+    a->v[a->n] = NULL;
+}
+
+/* ---- Summary line ------------------------------------------------------------------------------ */
+
+typedef struct summary {
+    unsigned prompt, reused, prefilled, generated;
+    char stop[32];
+} summary;
+
+/* Waits for the next "ds4: prompt ..." line and parses it. */
+static summary next_summary(pty_run *p, double timeout_s) {
+    size_t at = pr_expect(p, "ds4: prompt ", timeout_s);
+    pr_expect(p, "\n", 10);
+    summary s = {0};
+    const char *l = p->buf + at;
+    cr_assert_eq(sscanf(l, "ds4: prompt %u tokens (reused %u", &s.prompt, &s.reused), 2, "bad summary: %.200s", l);
+    const char *q = strstr(l, "prefilled ");
+    cr_assert(q && sscanf(q, "prefilled %u", &s.prefilled) == 1, "bad summary: %.200s", l);
+    q = strstr(l, "generated ");
+    cr_assert(q && sscanf(q, "generated %u", &s.generated) == 1, "bad summary: %.200s", l);
+    q = strstr(l, "stop: ");
+    cr_assert(q && sscanf(q, "stop: %31s", s.stop) == 1, "bad summary: %.200s", l);
+    return s;
+}
+
+/* Tokens the CLI adds for one user turn: <｜User｜> text <｜Assistant｜> <think> (SERVER_CLI §10.4). */
+static unsigned turn_tokens(const ds4_tokenizer *tok, const char *text) {
+    size_t n = 0;
+    ds4_error err = {0};
+    cr_assert_eq(ds4_tokenize_count(tok, text, strlen(text), DS4_TOKENIZE_SPECIAL_AS_TEXT, &n, &err), DS4_OK, "%s",
+                 err.msg);
+    return (unsigned)n + 3;
+}
+
+static ds4_tokenizer *open_tok(const char *model) {
+    ds4_tokenizer *tok = NULL;
+    ds4_error err = {0};
+    cr_assert_eq(ds4_tokenizer_open(&tok, model, &err), DS4_OK, "%s", err.msg);
+    return tok;
+}
+
+/* Header: BOS + the default system text. */
+static unsigned header_tokens(const ds4_tokenizer *tok) {
+    size_t n = 0;
+    const char *sys = "You are a helpful assistant";
+    cr_assert_eq(ds4_tokenize_count(tok, sys, strlen(sys), DS4_TOKENIZE_SPECIAL_AS_TEXT, &n, NULL), DS4_OK);
+    return (unsigned)n + 1;
+}
+
+/* Prompt of turn k+1 after turn k (prompt p, generated g): every earlier token, the answer's
+ * closing EOS (unless the model sampled it) and the new turn. Of those, the live session holds
+ * all but the last sampled token (sampled, never evaluated) and that EOS. */
+static void check_next_turn(const summary *prev, const summary *cur, unsigned new_turn, const char *what) {
+    bool eos = !strcmp(prev->stop, "eos");
+    unsigned expect_prompt = prev->prompt + prev->generated + (eos ? 0 : 1) + new_turn;
+    unsigned expect_reused = prev->prompt + prev->generated - 1;
+    cr_assert_eq(cur->prompt, expect_prompt, "%s: prompt %u tokens, expected %u (previous %u + %u generated + turn %u)",
+                 what, cur->prompt, expect_prompt, prev->prompt, prev->generated, new_turn);
+    cr_assert_eq(cur->reused, expect_reused, "%s: reused %u, expected %u", what, cur->reused, expect_reused);
+    cr_assert_eq(cur->prefilled, cur->prompt - cur->reused, "%s: prefilled %u, expected only the new %u tokens", what,
+                 cur->prefilled, cur->prompt - cur->reused);
+}
+
+/* ---- One-shot -------------------------------------------------------------------------------- */
+
+Test(cli_oneshot, pty_streams_reasoning_styled_and_reports_counts, .timeout = 120) {
+    char *model = demo_model();
+    ds4_tokenizer *tok = open_tok(model);
+    cli_env e;
+    env_init(&e);
+    argv_t a;
+    av_init(&a, model);
+    const char *prompt = "Hello there, how are you?";
+    av_add(&a, "-p"), av_add(&a, prompt), av_add(&a, "-n"), av_add(&a, "12"), av_add(&a, "--seed"), av_add(&a, "5");
+    pty_run p;
+    pr_start(&p, a.v, e.vars);
+    summary s = next_summary(&p, 60);
+    int rc = pr_wait(&p, 30);
+    cr_assert_eq(rc, 0, "exit %d; output:\n%s", rc, p.buf);
+    unsigned expect = header_tokens(tok) + turn_tokens(tok, prompt);
+    cr_assert_eq(s.prompt, expect, "prompt tokens %u, expected %u", s.prompt, expect);
+    cr_assert_eq(s.reused, 0);
+    cr_assert_eq(s.prefilled, expect, "prefilled %u of %u", s.prefilled, expect);
+    cr_assert(s.generated == 12 || !strcmp(s.stop, "eos"), "generated %u, stop %s", s.generated, s.stop);
+    /* A terminal shows the reasoning dim italic (thinking is the default). */
+    cr_assert(strstr(p.buf, "\033[2;3m"), "no reasoning style in:\n%s", p.buf);
+    pr_free(&p);
+    ds4_tokenizer_free(tok);
+    free(model);
+}
+
+/* Greedy one-shot into a pipe: stdout is exactly the greedy continuation libds4 computes. */
+Test(cli_oneshot, pipe_output_equals_library_greedy_decode, .timeout = 120) {
+    char *model = demo_model();
+    ds4_tokenizer *tok = open_tok(model);
+    const char *prompt = "Name three colours.";
+    const unsigned n_gen = 10;
+    /* Expected: the same prompt tokens, argmax decoding, detokenized. */
+    ds4_error err = {0};
+    int32_t *ids = NULL;
+    size_t n_text = 0, n_sys = 0;
+    int32_t *sys = NULL;
+    const char *system = "You are a helpful assistant";
+    cr_assert_eq(ds4_tokenize(tok, system, strlen(system), DS4_TOKENIZE_SPECIAL_AS_TEXT, &sys, &n_sys, &err), DS4_OK);
+    cr_assert_eq(ds4_tokenize(tok, prompt, strlen(prompt), DS4_TOKENIZE_SPECIAL_AS_TEXT, &ids, &n_text, &err), DS4_OK);
+    int32_t bos, user, asst, nothink, eos;
+    cr_assert_eq(ds4_tokenizer_special_id(tok, "<｜begin▁of▁sentence｜>", &bos, &err), DS4_OK);
+    cr_assert_eq(ds4_tokenizer_special_id(tok, "<｜end▁of▁sentence｜>", &eos, &err), DS4_OK);
+    cr_assert_eq(ds4_tokenizer_special_id(tok, "<｜User｜>", &user, &err), DS4_OK);
+    cr_assert_eq(ds4_tokenizer_special_id(tok, "<｜Assistant｜>", &asst, &err), DS4_OK);
+    cr_assert_eq(ds4_tokenizer_special_id(tok, "</think>", &nothink, &err), DS4_OK);
+    int32_t toks[256];
+    uint32_t n = 0;
+    toks[n++] = bos;
+    for (size_t i = 0; i < n_sys; i++) toks[n++] = sys[i];
+    toks[n++] = user;
+    for (size_t i = 0; i < n_text; i++) toks[n++] = ids[i];
+    toks[n++] = asst;
+    toks[n++] = nothink;
+    ds4_engine *eng = NULL;
+    ds4_session *s = NULL;
+    ds4_engine_options o;
+    ds4_engine_options_init(&o);
+    o.n_threads = 1;
+    cr_assert_eq(ds4_engine_open(&eng, model, &o, &err), DS4_OK, "%s", err.msg);
+    cr_assert_eq(ds4_session_create(&s, eng, 512, &err), DS4_OK, "%s", err.msg);
+    cr_assert_eq(ds4_session_sync(s, toks, n, NULL, &err), DS4_OK, "%s", err.msg);
+    int32_t gen[16];
+    unsigned n_out = 0;
+    for (unsigned i = 0; i < n_gen; i++) {
+        const float *l;
+        ds4_session_logits(s, &l, NULL);
+        int32_t t = ds4_argmax(l, ds4_tokenizer_n_vocab(tok));
+        if (t == eos) break;
+        gen[n_out++] = t;
+        if (i + 1 < n_gen) cr_assert_eq(ds4_session_eval(s, t, &err), DS4_OK, "%s", err.msg);
+    }
+    cr_assert_gt(n_out, 0, "greedy decoding ended at once");
+    char *text = NULL;
+    size_t text_bytes = 0;
+    cr_assert_eq(ds4_detokenize(tok, gen, n_out, 0, &text, &text_bytes, &err), DS4_OK);
+    ds4_session_free(s);
+    ds4_engine_close(eng);
+
+    char *bin = abs_path(tu_bin_path("ds4")), cmd[8192], *out = NULL;
+    snprintf(cmd, sizeof cmd, "( %s -m %s --threads 1 --nothink --temp 0 -n %u -p '%s' 2>/dev/null )", bin, model,
+             n_gen, prompt);
+    int rc = tu_run(cmd, &out);
+    cr_assert_eq(rc, 0, "%s: exit %d: %s", cmd, rc, out);
+    size_t ol = strlen(out);
+    bool nl = text_bytes && text[text_bytes - 1] == '\n';
+    cr_assert_eq(ol, text_bytes + (nl ? 0 : 1), "stdout has %zu bytes, greedy text %zu:\n[%s]\n[%s]", ol, text_bytes,
+                 out, text);
+    cr_assert(memcmp(out, text, text_bytes) == 0, "stdout differs from the greedy decode:\n[%s]\n[%s]", out, text);
+    free(out);
+    free(text);
+    free(bin);
+    free(ids);
+    free(sys);
+    ds4_tokenizer_free(tok);
+    free(model);
+}
+
+/* ---- REPL ------------------------------------------------------------------------------------ */
+
+Test(cli_repl, three_turns_prefill_only_their_own_tokens, .timeout = 180) {
+    char *model = demo_model();
+    ds4_tokenizer *tok = open_tok(model);
+    cli_env e;
+    env_init(&e);
+    argv_t a;
+    av_init(&a, model);
+    av_add(&a, "-n"), av_add(&a, "6"), av_add(&a, "--seed"), av_add(&a, "3");
+    pty_run p;
+    pr_start(&p, a.v, e.vars);
+    const char *turns[3] = {"What is the capital of France?", "And of Italy?", "Thanks, bye"};
+    summary s[3];
+    for (int i = 0; i < 3; i++) {
+        pr_expect(&p, "ds4> ", 60);
+        char line[256];
+        snprintf(line, sizeof line, "%s\r", turns[i]);
+        pr_send(&p, line);
+        s[i] = next_summary(&p, 60);
+    }
+    unsigned first = header_tokens(tok) + turn_tokens(tok, turns[0]);
+    cr_assert_eq(s[0].prompt, first, "turn 1: prompt %u, expected %u", s[0].prompt, first);
+    cr_assert_eq(s[0].prefilled, first);
+    check_next_turn(&s[0], &s[1], turn_tokens(tok, turns[1]), "turn 2");
+    check_next_turn(&s[1], &s[2], turn_tokens(tok, turns[2]), "turn 3");
+    /* /stats reports the transcript length: all three turns, answers closed. */
+    pr_expect(&p, "ds4> ", 30);
+    pr_send(&p, "/stats\r");
+    pr_expect(&p, "tokens in the transcript", 30);
+    pr_expect(&p, "ds4> ", 30);
+    pr_send(&p, "/quit\r");
+    int rc = pr_wait(&p, 30);
+    cr_assert_eq(rc, 0, "exit %d:\n%s", rc, pr_tail(&p));
+    /* History file with the lines typed. */
+    char hist[PATH_MAX];
+    snprintf(hist, sizeof hist, "%s/state/ds4/history", e.home);
+    size_t hl = 0;
+    char *h = tu_read_file(hist, &hl);
+    /* libedit's history file escapes spaces (vis(3)): look for a word. */
+    cr_assert(strstr(h, "Italy?") && strstr(h, "France?"), "history %s lacks a typed line:\n%s", hist, h);
+    free(h);
+    pr_free(&p);
+    ds4_tokenizer_free(tok);
+    free(model);
+}
+
+/* Waits until the answer is streaming (the reasoning style was printed), then presses Ctrl+C. */
+static summary interrupt_turn(pty_run *p, const char *text) {
+    char line[256];
+    snprintf(line, sizeof line, "%s\r", text);
+    pr_send(p, line);
+    pr_expect(p, "\033[2;3m", 60);
+    double t = pr_now();
+    while (pr_now() - t < 0.5) pr_pump(p, 0.1);
+    pr_send(p, "\003");
+    pr_expect(p, "[interrupted]", 30);
+    return next_summary(p, 30);
+}
+
+Test(cli_repl, ctrl_c_stops_the_answer_and_keeps_the_conversation, .timeout = 180) {
+    char *model = demo_model();
+    ds4_tokenizer *tok = open_tok(model);
+    cli_env e;
+    env_init(&e);
+    argv_t a;
+    av_init(&a, model);
+    av_add(&a, "-n"), av_add(&a, "100000"), av_add(&a, "--seed"), av_add(&a, "9");
+    pty_run p;
+    pr_start(&p, a.v, e.vars);
+    pr_expect(&p, "ds4> ", 60);
+    /* Ctrl+C at the prompt: a fresh prompt, not an exit. */
+    pr_send(&p, "\003");
+    pr_expect(&p, "ds4> ", 30);
+    summary s1 = interrupt_turn(&p, "Tell me a very long story.");
+    cr_assert_str_eq(s1.stop, "interrupted");
+    cr_assert_gt(s1.generated, 0);
+    cr_assert_lt(s1.generated, 100000);
+    pr_expect(&p, "ds4> ", 30);
+    summary s2 = interrupt_turn(&p, "Another one, please.");
+    cr_assert_str_eq(s2.stop, "interrupted");
+    check_next_turn(&s1, &s2, turn_tokens(tok, "Another one, please."), "turn after Ctrl+C");
+    pr_expect(&p, "ds4> ", 30);
+    pr_send(&p, "\004"); /* Ctrl+D leaves */
+    int rc = pr_wait(&p, 30);
+    cr_assert_eq(rc, 0, "exit %d:\n%s", rc, pr_tail(&p));
+    pr_free(&p);
+    ds4_tokenizer_free(tok);
+    free(model);
+}
+
+static json_t *load_json(const char *path) {
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    cr_assert_not_null(j, "%s: %s", path, je.text);
+    return j;
+}
+
+/* Runs the REPL with --seed 11 at temperature 1 on `script` lines, waiting for each answer or
+ * command acknowledgement. Returns the summary of the last answer. */
+static summary run_script(const char *model, const cli_env *e, const char *const *lines, int n) {
+    argv_t a;
+    av_init(&a, model);
+    av_add(&a, "-n"), av_add(&a, "10"), av_add(&a, "--seed"), av_add(&a, "11"), av_add(&a, "--temp"), av_add(&a, "1");
+    pty_run p;
+    pr_start(&p, a.v, e->vars);
+    summary last = {0};
+    for (int i = 0; i < n; i++) {
+        pr_expect(&p, "ds4> ", 60);
+        char line[1024];
+        snprintf(line, sizeof line, "%s\r", lines[i]);
+        pr_send(&p, line);
+        if (!strncmp(lines[i], "/save", 5)) pr_expect(&p, "ds4: saved", 30);
+        else if (!strncmp(lines[i], "/load", 5)) pr_expect(&p, "ds4: loaded", 30);
+        else last = next_summary(&p, 60);
+    }
+    pr_expect(&p, "ds4> ", 30);
+    pr_send(&p, "/quit\r");
+    int rc = pr_wait(&p, 30);
+    cr_assert_eq(rc, 0, "exit %d:\n%s", rc, pr_tail(&p));
+    if (lines[0][0] == '/') cr_assert(strstr(p.buf, "restored without prefill"), "%s", pr_tail(&p));
+    pr_free(&p);
+    return last;
+}
+
+Test(cli_repl, save_then_load_reproduces_the_next_answer, .timeout = 240) {
+    char *model = demo_model();
+    cli_env e;
+    env_init(&e);
+    char a_json[PATH_MAX], g_json[PATH_MAX], h_json[PATH_MAX], cmd_a[PATH_MAX + 8], cmd_g[PATH_MAX + 8],
+        cmd_h[PATH_MAX + 8], cmd_l[PATH_MAX + 8];
+    snprintf(a_json, sizeof a_json, "%s/after-alpha.json", e.home);
+    snprintf(g_json, sizeof g_json, "%s/straight.json", e.home);
+    snprintf(h_json, sizeof h_json, "%s/reloaded.json", e.home);
+    snprintf(cmd_a, sizeof cmd_a, "/save %s", a_json);
+    snprintf(cmd_g, sizeof cmd_g, "/save %s", g_json);
+    snprintf(cmd_h, sizeof cmd_h, "/save %s", h_json);
+    snprintf(cmd_l, sizeof cmd_l, "/load %s", a_json);
+    const char *straight[] = {"alpha question", cmd_a, "beta question", cmd_g};
+    summary sa = run_script(model, &e, straight, 4);
+    const char *reloaded[] = {cmd_l, "beta question", cmd_h};
+    summary sb = run_script(model, &e, reloaded, 3);
+    /* The resumed process prefilled only the new turn: the snapshot carried the rest. */
+    cr_assert_eq(sb.prompt, sa.prompt, "prompt %u vs %u", sb.prompt, sa.prompt);
+    cr_assert_eq(sb.prefilled, sa.prefilled, "after /load prefilled %u tokens, straight run %u", sb.prefilled,
+                 sa.prefilled);
+    cr_assert_gt(sa.generated, 0);
+    json_t *g = load_json(g_json), *h = load_json(h_json);
+    json_t *gt = json_object_get(g, "body_tokens"), *ht = json_object_get(h, "body_tokens");
+    cr_assert(json_is_array(gt) && json_array_size(gt) > 0);
+    cr_assert(json_equal(gt, ht), "the answer after /load differs from the straight run:\n%s\nvs\n%s",
+              json_dumps(gt, JSON_COMPACT), json_dumps(ht, JSON_COMPACT));
+    cr_assert(json_equal(json_object_get(g, "messages"), json_object_get(h, "messages")), "messages differ");
+    cr_assert_eq(json_array_size(json_object_get(g, "messages")), 4, "2 user + 2 assistant messages expected");
+    /* The snapshot files exist beside the JSON. */
+    char kv[PATH_MAX + 4];
+    snprintf(kv, sizeof kv, "%s.kv", a_json);
+    struct stat sbf;
+    cr_assert_eq(stat(kv, &sbf), 0, "no snapshot %s", kv);
+    json_decref(g);
+    json_decref(h);
+    free(model);
+}
+
+/* ---- Errors ---------------------------------------------------------------------------------- */
+
+static int run_ds4(const char *args, char **out) {
+    char *bin = tu_bin_path("ds4"), cmd[8192];
+    snprintf(cmd, sizeof cmd, "%s %s", bin, args);
+    free(bin);
+    return tu_run(cmd, out);
+}
+
+Test(cli_args, bad_flags_are_usage_errors) {
+    static const struct {
+        const char *args, *msg;
+    } cases[] = {
+        {"--bogus", "unknown option '--bogus'"},
+        {"--temp abc -p hi", "--temp needs a number in [0, 100], got 'abc'"},
+        {"--top-p 1.5 -p hi", "--top-p needs a number in [0, 1], got '1.5'"},
+        {"-n 0 -p hi", "-n needs an integer in [1, "},
+        {"--seed 0 -p hi", "--seed needs an integer in [1, "},
+        {"--ctx", "--ctx needs a value"},
+        {"-p a --prompt-file b", "specify only one prompt source"},
+        {"--think --nothink -p a", "at most one of --think, --think-max, --nothink"},
+        {"--backend metal -p a", "--backend is cpu or cuda, got 'metal'"},
+        {"--server", "use ds4-server for the HTTP server"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *out = NULL;
+        int rc = run_ds4(cases[i].args, &out);
+        cr_assert_eq(rc, 2, "ds4 %s: exit %d, expected 2: %s", cases[i].args, rc, out);
+        cr_assert(strstr(out, cases[i].msg), "ds4 %s: expected \"%s\" in: %s", cases[i].args, cases[i].msg, out);
+        free(out);
+    }
+    char *out = NULL;
+    cr_assert_eq(run_ds4("--help", &out), 0);
+    cr_assert(strstr(out, "--kv-disk-dir") && strstr(out, "--think-max"), "help: %s", out);
+    free(out);
+}
+
+Test(cli_args, missing_model_says_how_to_get_one) {
+    char *dir = tu_tmpdir(), args[1024], *out = NULL;
+    snprintf(args, sizeof args, "-m %s/none.gguf -p hi", dir);
+    int rc = run_ds4(args, &out);
+    cr_assert_eq(rc, 1, "exit %d: %s", rc, out);
+    cr_assert(strstr(out, "not found") && strstr(out, "./download_model.sh q2") && strstr(out, "ds4-convert") &&
+                  strstr(out, "./ds4 --demo"),
+              "message: %s", out);
+    free(out);
+    /* The default path is ./ds4flash.gguf, relative to the working directory. */
+    char cmd[2048];
+    char *bin = abs_path(tu_bin_path("ds4"));
+    snprintf(cmd, sizeof cmd, "cd %s && %s -p hi", dir, bin);
+    rc = tu_run(cmd, &out);
+    cr_assert_eq(rc, 1, "exit %d: %s", rc, out);
+    cr_assert(strstr(out, "./ds4flash.gguf not found"), "message: %s", out);
+    free(out);
+    free(bin);
+    free(dir);
+}
+
+Test(cli_args, runtime_errors_exit_1, .timeout = 120) {
+    char *model = demo_model(), args[4096], *out = NULL;
+    snprintf(args, sizeof args, "-m %s --backend cuda -p hi", model);
+    int rc = run_ds4(args, &out);
+    cr_assert_eq(rc, 1, "exit %d: %s", rc, out);
+    cr_assert(strstr(out, "not built with CUDA"), "%s", out);
+    free(out);
+    snprintf(args, sizeof args, "-m %s --ctx 4000000000 -p hi", model);
+    rc = run_ds4(args, &out);
+    cr_assert_eq(rc, 1, "exit %d: %s", rc, out);
+    cr_assert(strstr(out, "exceeds the model's context"), "%s", out);
+    free(out);
+    free(model);
+}
