@@ -194,34 +194,31 @@ Test(cli_oneshot, pty_streams_reasoning_styled_and_reports_counts, .timeout = 12
     free(model);
 }
 
-/* Greedy one-shot into a pipe: stdout is exactly the greedy continuation libds4 computes. */
-Test(cli_oneshot, pipe_output_equals_library_greedy_decode, .timeout = 120) {
+/* Greedy one-shot into a pipe: stdout is exactly the greedy continuation libds4 computes for
+ * the officially rendered prompt (so the CLI's token-level prompt equals the V4 encoding). */
+Test(cli_oneshot, pipe_output_equals_official_prompt_greedy_decode, .timeout = 120) {
     char *model = demo_model();
     ds4_tokenizer *tok = open_tok(model);
     const char *prompt = "Name three colours.";
     const unsigned n_gen = 10;
-    /* Expected: the same prompt tokens, argmax decoding, detokenized. */
+    /* Expected: the prompt libds4's official V4 encoder renders for [system, user] in chat mode
+     * (CHAT_ENCODING §3-§4.1), tokenized with special tokens recognized; then argmax decoding. */
     ds4_error err = {0};
-    int32_t *ids = NULL;
-    size_t n_text = 0, n_sys = 0;
-    int32_t *sys = NULL;
-    const char *system = "You are a helpful assistant";
-    cr_assert_eq(ds4_tokenize(tok, system, strlen(system), DS4_TOKENIZE_SPECIAL_AS_TEXT, &sys, &n_sys, &err), DS4_OK);
-    cr_assert_eq(ds4_tokenize(tok, prompt, strlen(prompt), DS4_TOKENIZE_SPECIAL_AS_TEXT, &ids, &n_text, &err), DS4_OK);
-    int32_t bos, user, asst, nothink, eos;
-    cr_assert_eq(ds4_tokenizer_special_id(tok, "<｜begin▁of▁sentence｜>", &bos, &err), DS4_OK);
+    ds4_chat *chat = NULL;
+    cr_assert_eq(ds4_chat_create(&chat, DS4_THINKING_NONE, &err), DS4_OK);
+    ds4_chat_msg m_sys = {.role = DS4_ROLE_SYSTEM, .content = "You are a helpful assistant"};
+    ds4_chat_msg m_user = {.role = DS4_ROLE_USER, .content = prompt};
+    cr_assert_eq(ds4_chat_add(chat, &m_sys, &err), DS4_OK, "%s", err.msg);
+    cr_assert_eq(ds4_chat_add(chat, &m_user, &err), DS4_OK, "%s", err.msg);
+    char *rendered = NULL;
+    size_t rendered_bytes = 0;
+    cr_assert_eq(ds4_chat_render(chat, &rendered, &rendered_bytes, &err), DS4_OK, "%s", err.msg);
+    int32_t *toks = NULL;
+    size_t n_toks = 0;
+    cr_assert_eq(ds4_tokenize(tok, rendered, rendered_bytes, 0, &toks, &n_toks, &err), DS4_OK, "%s", err.msg);
+    uint32_t n = (uint32_t)n_toks;
+    int32_t eos;
     cr_assert_eq(ds4_tokenizer_special_id(tok, "<｜end▁of▁sentence｜>", &eos, &err), DS4_OK);
-    cr_assert_eq(ds4_tokenizer_special_id(tok, "<｜User｜>", &user, &err), DS4_OK);
-    cr_assert_eq(ds4_tokenizer_special_id(tok, "<｜Assistant｜>", &asst, &err), DS4_OK);
-    cr_assert_eq(ds4_tokenizer_special_id(tok, "</think>", &nothink, &err), DS4_OK);
-    int32_t toks[256];
-    uint32_t n = 0;
-    toks[n++] = bos;
-    for (size_t i = 0; i < n_sys; i++) toks[n++] = sys[i];
-    toks[n++] = user;
-    for (size_t i = 0; i < n_text; i++) toks[n++] = ids[i];
-    toks[n++] = asst;
-    toks[n++] = nothink;
     ds4_engine *eng = NULL;
     ds4_session *s = NULL;
     ds4_engine_options o;
@@ -260,8 +257,9 @@ Test(cli_oneshot, pipe_output_equals_library_greedy_decode, .timeout = 120) {
     free(out);
     free(text);
     free(bin);
-    free(ids);
-    free(sys);
+    free(toks);
+    free(rendered);
+    ds4_chat_free(chat);
     ds4_tokenizer_free(tok);
     free(model);
 }
