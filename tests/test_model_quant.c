@@ -87,3 +87,36 @@ static void quant_vs_dequant(const char *preset) {
 Test(model_quant, q8_0_equals_dequantized_f32, .timeout = 120) { quant_vs_dequant("q8_0"); }
 Test(model_quant, q2_equals_dequantized_f32, .timeout = 120) { quant_vs_dequant("q2"); }
 Test(model_quant, q4_equals_dequantized_f32, .timeout = 120) { quant_vs_dequant("q4"); }
+
+/* KL divergence and top-1 agreement of the quantized tiny-v4 conversions against the golden
+ * float logits (short + window prefill and decode). Reported; the bounds only catch a broken
+ * path (a wrong kernel gives KL ~1 and chance-level top-1). */
+static void quant_vs_golden(const char *preset, double max_kl, double min_top1) {
+    char *p = tm_convert_tiny(preset);
+    st_file *gf = tm_golden("golden_topk16.safetensors");
+    const char *cases[2] = {"short", "window"};
+    for (int c = 0; c < 2; c++) {
+        char nm[64];
+        uint64_t T;
+        snprintf(nm, sizeof nm, "%s.tokens", cases[c]);
+        const int32_t *toks = tm_i32(gf, nm, &T);
+        int64_t V;
+        float *lg = run_all(p, toks, (int64_t)T, &V);
+        snprintf(nm, sizeof nm, "%s.prefill_logits", cases[c]);
+        const float *g = tm_f32(gf, nm, NULL);
+        double kl, klmax, top1;
+        kl_top1(g, lg, (int64_t)T, V, &kl, &klmax, &top1);
+        printf("tiny-v4 %s vs golden float logits, %s prefill (%llu positions): KL mean %.4g "
+               "max %.4g, top-1 agreement %.1f%%\n", preset, cases[c], (unsigned long long)T, kl,
+               klmax, 100 * top1);
+        cr_assert(kl <= max_kl && top1 >= min_top1, "%s %s: KL %.3g (max %.3g), top-1 %.3f (min %.3f)",
+                  preset, cases[c], kl, max_kl, top1, min_top1);
+        free(lg);
+    }
+    st_close(gf);
+    free(p);
+}
+
+Test(model_quant, q8_0_kl_vs_golden, .timeout = 120) { quant_vs_golden("q8_0", 0.05, 0.8); }
+Test(model_quant, q4_kl_vs_golden, .timeout = 120) { quant_vs_golden("q4", 0.2, 0.5); }
+Test(model_quant, q2_kl_vs_golden, .timeout = 120) { quant_vs_golden("q2", 0.5, 0.3); }

@@ -13,7 +13,9 @@
 #include "model/synthetic.h"
 #include "testutil.h"
 
-char *tm_convert_tiny(const char *preset) {
+char *tm_convert_tiny(const char *preset) { return tm_convert_tiny_ex(preset, NULL); }
+
+char *tm_convert_tiny_ex(const char *preset, const char *override) {
     ds4_error err = {0};
     cv_shape s;
     cv_hf *hf;
@@ -24,6 +26,8 @@ char *tm_convert_tiny(const char *preset) {
     cr_assert_eq(cv_hf_open(&hf, dir, &s, &err), DS4_OK, "open tiny-v4: %s", err.msg);
     cr_assert_eq(cv_preset_from_name(preset, &pr, &err), DS4_OK, "%s", err.msg);
     cv_policy_init(&pol, pr);
+    if (override)
+        cr_assert_eq(cv_policy_override(&pol, override, &err), DS4_OK, "%s", err.msg);
     cr_assert_eq(cv_plan_build(&plan, &s, &pol, cv_hf_has_mtp(hf), &err), DS4_OK, "%s", err.msg);
     cr_assert_eq(cv_hf_check_plan(hf, &plan, &err), DS4_OK, "%s", err.msg);
     cv_source src;

@@ -17,6 +17,8 @@
 /* Converts ../shared/testdata/tiny-v4 with `preset` ("f32", "bf16", "q8_0", "q2", "q4") into
  * a fresh scratch file; returns its path (caller frees). */
 char *tm_convert_tiny(const char *preset);
+/* Same with one converter family override ("dense=f32"), NULL for none. */
+char *tm_convert_tiny_ex(const char *preset, const char *override);
 
 typedef struct tm_model {
     gguf_ctx *g;
