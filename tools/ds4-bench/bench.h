@@ -51,7 +51,9 @@ int bench_write_svg(const char *path, const char *title, const bench_row *rows, 
 /* Weight bytes one decoded token reads: every tensor once, routed experts n_used / n_expert of
  * their bytes, one embedding row; the MTP block excluded. */
 uint64_t bench_weight_bytes_per_token(const ds4_engine *e);
-/* Best of 5 streaming reads of an n_bytes buffer split over n_threads threads, bytes/s. */
-double bench_read_bandwidth(int n_threads, size_t n_bytes);
+/* Best of 5 streaming reads of an n_bytes buffer split over n_threads threads, bytes/s of wall
+ * time; *cpu_bw (nullable) gets the sum over threads of bytes per thread-CPU-second, what the
+ * threads would reach each on an idle core (the honest figure on a shared machine). */
+double bench_read_bandwidth(int n_threads, size_t n_bytes, double *cpu_bw);
 
 #endif

@@ -26,6 +26,14 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* CPU seconds of the whole process (all threads): on a shared machine tokens / CPU seconds
+ * shows what an unloaded single thread would do; printed beside the wall-clock rates. */
+static double cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 static int read_ids(const char *path, uint32_t n_vocab, int32_t **out, uint32_t *n_out) {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -134,12 +142,12 @@ int main(int argc, char **argv) {
     double bound = 0;
     if (o.membw) {
         int nt = o.n_threads > 0 ? o.n_threads : ds4_cpu_threads();
-        double bw = bench_read_bandwidth(nt, (size_t)512 << 20);
+        double cbw = 0, bw = bench_read_bandwidth(nt, (size_t)512 << 20, &cbw);
         bound = bw > 0 ? bw / (double)wpt : 0;
         fprintf(stderr,
-                "ds4-bench: weights read per decoded token %.2f MB; read bandwidth %.2f GB/s (%d threads, "
-                "512 MiB); decode bound %.2f tok/s\n",
-                (double)wpt / 1e6, bw / 1e9, nt, bound);
+                "ds4-bench: weights read per decoded token %.2f MB; read bandwidth %.2f GB/s wall, %.2f GB/s "
+                "per cpu-s (%d threads, 512 MiB); decode bound %.2f tok/s wall, %.2f per cpu-s\n",
+                (double)wpt / 1e6, bw / 1e9, cbw / 1e9, nt, bound, cbw / (double)wpt);
     } else {
         fprintf(stderr, "ds4-bench: weights read per decoded token %.2f MB\n", (double)wpt / 1e6);
     }
@@ -193,9 +201,9 @@ int main(int argc, char **argv) {
         r->ctx_tokens = front[fi];
         r->prefill_tokens = front[fi] - prev;
         ds4_sync_stats ss;
-        double a = now_s();
+        double a = now_s(), ca = cpu_s();
         if (ds4_session_sync(s, tokens, front[fi], &ss, &err) != DS4_OK) goto out_err;
-        double dt = now_s() - a;
+        double dt = now_s() - a, pcpu = cpu_s() - ca;
         if (ss.n_evaluated != r->prefill_tokens) {
             fprintf(stderr, "ds4-bench: sync evaluated %u tokens, expected %u (state not kept?)\n", ss.n_evaluated,
                     r->prefill_tokens);
@@ -208,6 +216,7 @@ int main(int argc, char **argv) {
         r->kvcache_bytes = snap_bytes;
         r->gen_tokens = o.gen_tokens;
         a = now_s();
+        ca = cpu_s();
         for (uint32_t g = 0; g < o.gen_tokens; g++) {
             const float *l;
             if (ds4_session_logits(s, &l, &err) != DS4_OK ||
@@ -217,6 +226,7 @@ int main(int argc, char **argv) {
             }
         }
         dt = now_s() - a;
+        double gcpu = cpu_s() - ca;
         r->gen_tps = dt > 0 && o.gen_tokens ? o.gen_tokens / dt : 0;
         ds4_status st = ds4_session_restore(s, snap, snap_bytes, &err);
         free(snap);
@@ -225,7 +235,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "ds4-bench: ctx %6u  prefill %6u tok %9.2f tok/s  gen %4u tok %8.2f tok/s",
                 r->ctx_tokens, r->prefill_tokens, r->prefill_tps, r->gen_tokens, r->gen_tps);
         if (bound > 0) fprintf(stderr, " (%.0f%% of bound)", 100.0 * r->gen_tps / bound);
-        fprintf(stderr, "  kv %.1f MiB\n", (double)r->kvcache_bytes / (1 << 20));
+        fprintf(stderr, "  kv %.1f MiB  [per cpu-s: prefill %.2f, gen %.2f]\n", (double)r->kvcache_bytes / (1 << 20),
+                pcpu > 0 ? r->prefill_tokens / pcpu : 0, gcpu > 0 && o.gen_tokens ? o.gen_tokens / gcpu : 0);
         prev = front[fi];
     }
     if (o.svg_path && bench_write_svg(o.svg_path, o.title ? o.title : o.model_path, rows, n_front)) goto out;
