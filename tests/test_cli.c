@@ -500,3 +500,33 @@ Test(cli_args, runtime_errors_exit_1, .timeout = 120) {
     free(out);
     free(model);
 }
+
+/* ---- --kv-disk-dir -------------------------------------------------------------------------- */
+
+/* A second one-shot with the same prompt resumes it from the disk KV cache (the server's store)
+ * instead of prefilling, and answers the same (greedy). */
+Test(cli_kvdisk, second_run_resumes_the_prompt_from_disk, .timeout = 120) {
+    char *model = demo_model(), *dir = tu_tmpdir(), args[4096], *out1 = NULL, *out2 = NULL, *err2 = NULL;
+    const char *common =
+        "--temp 0 -n 6 --threads 1 --show-reasoning --kv-cache-min-tokens 8 -p 'A prompt long enough to cache.'";
+    /* stdout only (tu_run appends 2>&1 outside the group). */
+    snprintf(args, sizeof args, "-m %s --kv-disk-dir %s/kv %s 2>/dev/null | cat", model, dir, common);
+    cr_assert_eq(run_ds4(args, &out1), 0, "%s", out1);
+    cr_assert_eq(run_ds4(args, &out2), 0, "%s", out2);
+    cr_assert(strlen(out1) > 1, "no answer: [%s]", out1);
+    cr_assert_str_eq(out1, out2, "the resumed run answered differently");
+    snprintf(args, sizeof args, "-m %s --kv-disk-dir %s/kv %s 2>&1 >/dev/null | cat", model, dir, common);
+    cr_assert_eq(run_ds4(args, &err2), 0, "%s", err2);
+    unsigned prompt = 0, reused = 0, disk = 0, prefilled = 99;
+    const char *l = strstr(err2, "ds4: prompt ");
+    cr_assert(l && sscanf(l, "ds4: prompt %u tokens (reused %u, %u from disk cache, prefilled %u", &prompt, &reused,
+                          &disk, &prefilled) == 4,
+              "no disk-cache summary in: %s", err2);
+    cr_assert_eq(disk, prompt, "restored %u of %u prompt tokens", disk, prompt);
+    cr_assert_eq(prefilled, 0);
+    free(out1);
+    free(out2);
+    free(err2);
+    free(dir);
+    free(model);
+}
