@@ -105,6 +105,7 @@ ds4_status ds4_engine_open_ex(ds4_engine **out, const char *gguf_path, const ds4
     in->has_mtp = model_has_mtp(e->model);
     in->weight_bytes = gguf_file_bytes(e->gguf) - gguf_data_offset(e->gguf);
     engine_model_id(e->gguf, in->model_id);
+    pthread_mutex_init(&e->eval_mu, NULL);
     *out = e;
     return DS4_OK;
 out_close_gguf:
@@ -121,6 +122,7 @@ ds4_status ds4_engine_open(ds4_engine **out, const char *gguf_path, const ds4_en
 
 void ds4_engine_close(ds4_engine *e) {
     if (!e) return;
+    pthread_mutex_destroy(&e->eval_mu);
     model_close(e->model);
     gguf_close(e->gguf);
     free(e);

@@ -6,6 +6,7 @@
 #ifndef DS4_MODEL_ENGINE_H
 #define DS4_MODEL_ENGINE_H
 
+#include <pthread.h>
 #include <stdint.h>
 
 #include "ds4.h"
@@ -16,6 +17,9 @@ struct ds4_engine {
     gguf_ctx *gguf;          /* owns the mapping the model points into */
     model *model;
     ds4_model_info info;
+    /* model_eval must not run concurrently on one model (model.h, "Threading"): sessions of
+     * one engine driven from different threads take turns through this lock. */
+    pthread_mutex_t eval_mu;
 };
 
 /* The model behind an engine (for tools that need capture hooks, e.g. --dump-layers). */

@@ -151,7 +151,9 @@ static ds4_status append(ds4_session *s, const int32_t *tokens, uint32_t n, floa
         } else {
             o.logits_mode = MODEL_LOGITS_NONE;
         }
+        pthread_mutex_lock(&s->eng->eval_mu);
         ds4_status st = model_eval(s->eng->model, s->st, tokens + done, c, &o, err);
+        pthread_mutex_unlock(&s->eng->eval_mu);
         if (st != DS4_OK) {
             uint32_t at = s->n_tokens;
             ds4_session_reset(s);
