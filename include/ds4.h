@@ -303,9 +303,10 @@ ds4_status ds4_dsml_parse(const char *text, size_t text_bytes, const ds4_dsml_op
 /* ---- Engine and sessions (src/model/) ------------------------------------------------------ */
 
 /*
- * An engine is one loaded model (weights mapped read-only, shared by every session; thread-safe
- * for concurrent session use only through distinct sessions that are each driven by one thread at
- * a time). A session is one token stream with its KV / compressor state (MODEL_MATH §13).
+ * An engine is one loaded model (weights mapped read-only, shared by every session). Distinct
+ * sessions may be driven from different threads (one thread per session at a time); their
+ * forward passes take turns on the engine's worker pool. A session is one token stream with its
+ * KV / compressor state (MODEL_MATH §13).
  *
  * Session state machine:
  *
