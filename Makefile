@@ -85,6 +85,8 @@ test: test-unit test-e2e
 
 # ASan + UBSan: the unit tests and a replay of every fuzz corpus, in a separate build tree.
 asan:
+	LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
+	UBSAN_OPTIONS=print_stacktrace=1 \
 	$(MAKE) BUILD=build/asan BINDIR=build/asan/bin OPT=-O1 \
 	  SANFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer" \
 	  test-unit fuzz-replay

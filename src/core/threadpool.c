@@ -90,14 +90,17 @@ ds4_status ds4_pool_create(ds4_pool **out, int n_threads, ds4_error *err) {
         }
         for (int i = 1; i < n_threads; i++) {
             worker_arg *wa = malloc(sizeof *wa);
+            if (wa) {
+                /* filled before the thread starts: the worker reads it at once */
+                wa->pool = p;
+                wa->idx = i;
+            }
             if (!wa || pthread_create(&p->threads[i - 1], NULL, worker_main, wa) != 0) {
                 free(wa);
                 p->n_threads = i; /* only threads 1..i-1 exist */
                 ds4_pool_free(p);
                 return ds4_seterr(err, DS4_ERR_NOMEM, "threads: could not start thread %d", i);
             }
-            wa->pool = p;
-            wa->idx = i;
         }
     }
     *out = p;
