@@ -417,7 +417,7 @@ Test(cli_repl, save_then_load_reproduces_the_next_answer, .timeout = 240) {
     cr_assert(json_equal(gt, ht), "the answer after /load differs from the straight run:\n%s\nvs\n%s",
               json_dumps(gt, JSON_COMPACT), json_dumps(ht, JSON_COMPACT));
     cr_assert(json_equal(json_object_get(g, "messages"), json_object_get(h, "messages")), "messages differ");
-    cr_assert_eq(json_array_size(json_object_get(g, "messages")), 4, "2 user + 2 assistant messages expected");
+    cr_assert_eq(json_array_size(json_object_get(g, "messages")), 5, "system + 2 user + 2 assistant messages expected");
     /* The snapshot files exist beside the JSON. */
     char kv[PATH_MAX + 4];
     snprintf(kv, sizeof kv, "%s.kv", a_json);

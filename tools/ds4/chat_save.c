@@ -6,7 +6,9 @@
  * snapshot bytes (libds4 validates them).
  *
  * JSON keys: format "ds4-chat", version 1, model_id, thinking ("none"|"high"|"max"), n_ctx,
- * n_turns, seed, system, messages [...], header_tokens [...], body_tokens [...], kv_file.
+ * n_turns, seed, system, messages [system?, user, assistant, ...], header_tokens [...],
+ * body_tokens [...], kv_file. The token arrays are authoritative; messages are for people and
+ * other tools.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -58,10 +60,16 @@ int chat_save(chat_state *st, const char *path) {
     if (!kv) return 1;
     snprintf(kv, n + 4, "%s.kv", path);
     const char *kv_base = strrchr(kv, '/') ? strrchr(kv, '/') + 1 : kv;
-    json_t *root = json_pack("{s:s, s:i, s:s, s:s, s:I, s:I, s:s, s:s, s:O, s:o, s:o, s:s}", "format", "ds4-chat",
+    /* messages = the system text as a system message (so --render-chat shows the conversation
+     * whole) + the turns. */
+    json_t *msgs = json_array();
+    if (msgs && st->system[0])
+        json_array_append_new(msgs, json_pack("{s:s, s:s}", "role", "system", "content", st->system));
+    if (msgs) json_array_extend(msgs, st->msgs);
+    json_t *root = json_pack("{s:s, s:i, s:s, s:s, s:I, s:I, s:s, s:s, s:o, s:o, s:o, s:s}", "format", "ds4-chat",
                              "version", 1, "model_id", st->model_id, "thinking", k_thinking[st->thinking],
                              "n_ctx", (json_int_t)st->n_ctx, "n_turns", (json_int_t)st->n_turns, "seed",
-                             "", "system", st->system, "messages", st->msgs, "header_tokens",
+                             "", "system", st->system, "messages", msgs, "header_tokens",
                              ids_json(st->header, st->n_header), "body_tokens", ids_json(st->body, st->n_body),
                              "kv_file", kv_base);
     int rc = 1;
@@ -150,6 +158,9 @@ int chat_load(chat_state *st, const char *path) {
         fprintf(stderr, "ds4: /load: note: %s was saved with another model; its snapshot will not load\n", path);
     char *sys = strdup(system);
     json_t *m = json_deep_copy(msgs);
+    /* The leading system message mirrors "system"; the turns follow it. */
+    const char *r0 = json_string_value(json_object_get(json_array_get(m, 0), "role"));
+    if (m && r0 && !strcmp(r0, "system")) json_array_remove(m, 0);
     if (!sys || !m) {
         free(sys);
         json_decref(m);
