@@ -341,3 +341,25 @@ Test(serve_replay, sampled_block_replaces_canonical_history) {
     srv_toolmem_free(tm);
     srv_request_free(&r);
 }
+
+static void collect_trailer(void *ud, const unsigned char *t, size_t n) { srv_buf_append(ud, t, n); }
+
+Test(serve_kvstore, trailers_are_listed_after_restart) {
+    fill_tokens();
+    char *dir = tu_tmpdir();
+    srv_kvstore *kv;
+    cr_assert_eq(srv_kv_open(&kv, dir, 1 << 20, "m", NULL, NULL), DS4_OK);
+    unsigned char payload[64] = {0};
+    cr_assert_eq(srv_kv_save(kv, toks, 40, payload, sizeof payload, "MAP1", 4, NULL), DS4_OK);
+    cr_assert_eq(srv_kv_save(kv, toks, 50, payload, sizeof payload, NULL, 0, NULL), DS4_OK);
+    srv_kv_close(kv);
+    cr_assert_eq(srv_kv_open(&kv, dir, 1 << 20, "m", NULL, NULL), DS4_OK);
+    srv_buf got;
+    srv_buf_init(&got);
+    cr_assert_eq(srv_kv_each_trailer(kv, collect_trailer, &got), 1, "only the file with a trailer");
+    cr_assert_eq(got.len, 4);
+    cr_assert_eq(memcmp(got.data, "MAP1", 4), 0);
+    srv_buf_free(&got);
+    srv_kv_close(kv);
+    free(dir);
+}

@@ -437,6 +437,31 @@ bool srv_kv_lookup(srv_kvstore *kv, const int32_t *tokens, size_t n, size_t min_
     return found;
 }
 
+size_t srv_kv_each_trailer(srv_kvstore *kv, void (*fn)(void *ud, const unsigned char *t, size_t n), void *ud) {
+    pthread_mutex_lock(&kv->mu);
+    size_t done = 0;
+    for (size_t i = 0; i < kv->n_files; i++) {
+        char *path = path_of(kv, kv->files[i].name);
+        int fd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+        free(path);
+        if (fd < 0) continue;
+        struct stat sb;
+        kv_file hdr = {0};
+        uint64_t p = 0, t = 0;
+        /* Trailers are capped like the tool memory itself (512 MiB); the checksum is checked
+         * when the file is used, here only the bounds matter. */
+        if (fstat(fd, &sb) == 0 && read_header(kv, fd, (uint64_t)sb.st_size, &hdr, &p, &t) && t > 0 && t <= (512u << 20)) {
+            unsigned char *buf = malloc(t);
+            uint64_t off = (uint64_t)sb.st_size - KV_SUM - t;
+            if (buf && read_exact(fd, buf, t, off)) { fn(ud, buf, t); done++; }
+            free(buf);
+        }
+        close(fd);
+    }
+    pthread_mutex_unlock(&kv->mu);
+    return done;
+}
+
 size_t srv_kv_count(srv_kvstore *kv) {
     pthread_mutex_lock(&kv->mu);
     size_t n = kv->n_files;

@@ -55,6 +55,10 @@ ds4_status srv_kv_save(srv_kvstore *kv, const int32_t *tokens, size_t n, const v
 bool srv_kv_lookup(srv_kvstore *kv, const int32_t *tokens, size_t n, size_t min_tokens, srv_kv_entry *out);
 void srv_kv_entry_free(srv_kv_entry *e);
 
+/* Calls fn with the trailer (tool-id map) of every indexed file that has one; used at startup
+ * so exact-DSML replay survives restarts. Returns the number of trailers passed. */
+size_t srv_kv_each_trailer(srv_kvstore *kv, void (*fn)(void *ud, const unsigned char *t, size_t n), void *ud);
+
 /* Number of indexed files and their total bytes. */
 size_t srv_kv_count(srv_kvstore *kv);
 uint64_t srv_kv_bytes(srv_kvstore *kv);

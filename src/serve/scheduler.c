@@ -22,6 +22,7 @@ typedef struct srv_slot {
     int64_t last_used_ms;
     int32_t *ck;          /* tokens of the session's checkpoint (the last prompt end) */
     size_t n_ck;
+    size_t saved_len;     /* tokens of this conversation's last disk save (0 = none yet) */
 } srv_slot;
 
 struct srv_sched {
@@ -79,8 +80,9 @@ static bool job_stopped(srv_job *j) {
     return atomic_load(&j->cancel) || (j->deadline_ms && srv_now_ms() > j->deadline_ms);
 }
 
-/* Saves the slot's whole state under its token prefix (best effort: the cache is an optimisation). */
-static void save_slot(srv_sched *s, void *sess, const char *text, size_t text_len) {
+/* Saves the slot's whole state under its token prefix, with the tool-id map of every DSML
+ * block its text contains (best effort: the cache is an optimisation). */
+static void save_slot(srv_sched *s, void *sess) {
     if (!s->o.kv) return;
     size_t n = 0;
     const int32_t *toks = s->eng.session_tokens(sess, &n);
@@ -89,15 +91,22 @@ static void save_slot(srv_sched *s, void *sess, const char *text, size_t text_le
     uint64_t snap_bytes = 0;
     ds4_error err;
     if (s->eng.session_snapshot(sess, &snap, &snap_bytes, &err)) return;
+    toks = s->eng.session_tokens(sess, &n);
     int32_t *copy = malloc(n * sizeof *copy);
-    srv_buf trailer;
+    srv_buf text, trailer;
+    srv_buf_init(&text);
     srv_buf_init(&trailer);
-    if (s->o.toolmem && text) srv_toolmem_export(s->o.toolmem, text, text_len, &trailer);
-    if (copy) {
-        memcpy(copy, toks, n * sizeof *copy);
-        srv_kv_save(s->o.kv, copy, n, snap, (size_t)snap_bytes, trailer.data, trailer.len, &err);
+    if (copy) memcpy(copy, toks, n * sizeof *copy);
+    for (size_t i = 0; copy && s->o.toolmem && i < n; i++) {
+        const char *p;
+        size_t nb;
+        if (s->eng.token_bytes(s->eng.ctx, copy[i], &p, &nb, &err) == DS4_OK) srv_buf_append(&text, p, nb);
     }
+    if (s->o.toolmem && text.len) srv_toolmem_export(s->o.toolmem, text.data, text.len, &trailer);
+    if (copy && srv_buf_ok(&trailer))
+        srv_kv_save(s->o.kv, copy, n, snap, (size_t)snap_bytes, trailer.data, trailer.len, &err);
     free(copy);
+    srv_buf_free(&text);
     srv_buf_free(&trailer);
     free(snap);
 }
@@ -129,7 +138,8 @@ static srv_slot *pick_slot(srv_sched *s, srv_job *j, ds4_error *err) {
     if (!sl->sess && s->eng.session_create(s->eng.ctx, &sl->sess, err)) return NULL;
     size_t use = usable_prefix(s, sl, j->prompt, j->n_prompt, &ok);
     /* The live conversation in this slot is about to be dropped: keep it on disk first. */
-    if (!ok) save_slot(s, sl->sess, NULL, 0);
+    if (!ok) save_slot(s, sl->sess);
+    if (use == 0) sl->saved_len = 0; /* another conversation starts here */
     if (s->o.kv) {
         srv_kv_entry e;
         size_t min = use + 1 > s->o.kv_min_tokens ? use + 1 : s->o.kv_min_tokens;
@@ -137,6 +147,8 @@ static srv_slot *pick_slot(srv_sched *s, srv_job *j, ds4_error *err) {
             ds4_error rerr;
             if (s->eng.session_restore(sl->sess, e.payload, e.payload_bytes, &rerr) != DS4_OK)
                 s->eng.session_reset(sl->sess);
+            else
+                sl->saved_len = e.n_tokens;
             if (s->o.toolmem && e.trailer_bytes) srv_toolmem_import(s->o.toolmem, e.trailer, e.trailer_bytes);
             srv_kv_entry_free(&e);
         }
@@ -279,7 +291,13 @@ static void run_job(srv_sched *s, srv_job *j) {
     } else {
         sl->n_ck = 0;
     }
-    if (cached < j->n_prompt) save_slot(s, sl->sess, NULL, 0);
+    /* Disk writes cost ~14 KB per token with the real model, so a conversation is saved when
+     * it first reaches the cache minimum and then every --kv-cache-interval tokens, plus on
+     * slot eviction and shutdown; not after every turn (ANCHORS §3.9: write volume). */
+    if (cached < j->n_prompt && (sl->saved_len == 0 || j->n_prompt >= sl->saved_len + s->o.kv_interval_tokens)) {
+        save_slot(s, sl->sess);
+        if (j->n_prompt >= s->o.kv_min_tokens) sl->saved_len = j->n_prompt;
+    }
 
     ds4_sampling_params sp;
     ds4_sampling_params_init(&sp);
@@ -376,8 +394,6 @@ static void run_job(srv_sched *s, srv_job *j) {
         atomic_fetch_add(&s->o.metrics->prefill_us, (uint64_t)(t1 - t0) * 1000);
         atomic_fetch_add(&s->o.metrics->decode_us, (uint64_t)(t2 - t1) * 1000);
     }
-    /* Turn boundary: keep prompt + answer so the next turn (tool results appended) resumes. */
-    if (fin != SRV_FINISH_ERROR) save_slot(s, sl->sess, ts.raw.data, ts.raw.len);
     srv_ts_free(&ts);
     sl->last_used_ms = srv_now_ms();
 }
@@ -473,7 +489,7 @@ void srv_sched_destroy(srv_sched *s) {
     srv_sched_stop(s);
     for (int i = 0; i < s->o.n_slots; i++) {
         if (!s->slots[i].sess) continue;
-        save_slot(s, s->slots[i].sess, NULL, 0); /* shutdown checkpoint (§6.5) */
+        save_slot(s, s->slots[i].sess); /* shutdown checkpoint (§6.5) */
         s->eng.session_free(s->slots[i].sess);
         free(s->slots[i].ck);
     }

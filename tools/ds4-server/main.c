@@ -39,6 +39,8 @@ static void usage(FILE *f) {
         "      --kv-disk-dir DIR       disk KV cache directory (default: disabled)\n"
         "      --kv-disk-space-mb N    disk KV cache budget (default 4096)\n"
         "      --kv-cache-min-tokens N shortest prefix saved or loaded (default 512)\n"
+        "      --kv-cache-interval-tokens N\n"
+        "                              new prompt tokens between two saves of a conversation (default 8192)\n"
         "      --tool-memory-max-ids N exact-DSML tool memory size (default 100000)\n"
         "      --enable-test-forced-completion\n"
         "                              TEST ONLY: honour the request field ds4_test_forced_completion,\n"
@@ -55,6 +57,8 @@ static bool parse_int(const char *s, long lo, long hi, long *out) {
     return true;
 }
 
+static void import_trailer(void *ud, const unsigned char *t, size_t n) { srv_toolmem_import(ud, t, n); }
+
 static bool is_flag(const char *a, const char *s1, const char *s2) {
     return strcmp(a, s1) == 0 || (s2 && strcmp(a, s2) == 0);
 }
@@ -63,7 +67,7 @@ int main(int argc, char **argv) {
     const char *model = "ds4flash.gguf", *host = "127.0.0.1", *kv_dir = NULL;
     const char *api_key = getenv("DS4_API_KEY");
     long ctx = 32768, tokens = 393216, threads = 0, port = 8000, slots = 0, queue = 32, timeout = 0;
-    long body_mb = 64, kv_mb = 4096, kv_min = 512, tool_ids = 100000;
+    long body_mb = 64, kv_mb = 4096, kv_min = 512, kv_interval = 8192, tool_ids = 100000;
     bool cors = false, test_forced = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -82,6 +86,7 @@ int main(int argc, char **argv) {
         INTFLAG("--max-body-mb", NULL, body_mb, 1, 4096)
         INTFLAG("--kv-disk-space-mb", NULL, kv_mb, 1, 1L << 30)
         INTFLAG("--kv-cache-min-tokens", NULL, kv_min, 1, INT_MAX)
+        INTFLAG("--kv-cache-interval-tokens", NULL, kv_interval, 1, INT_MAX)
         INTFLAG("--tool-memory-max-ids", NULL, tool_ids, 1, 100000000)
 #undef INTFLAG
         if ((strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) && v) { model = v; i++; }
@@ -143,8 +148,10 @@ int main(int argc, char **argv) {
         kv = NULL;
     }
     if (srv_toolmem_create(&tm, (size_t)tool_ids, (size_t)512 << 20, &err)) { fprintf(stderr, "ds4-server: %s\n", err.msg); goto out; }
+    if (kv) srv_kv_each_trailer(kv, import_trailer, tm); /* exact replay survives restarts */
     srv_sched_opts so = {.n_slots = (int)slots, .queue_max = (int)queue, .timeout_s = (int)timeout, .kv = kv,
-                         .kv_min_tokens = (size_t)kv_min, .toolmem = tm, .metrics = &metrics, .prefill_chunk = 512};
+                         .kv_min_tokens = (size_t)kv_min,
+                         .kv_interval_tokens = (size_t)kv_interval, .toolmem = tm, .metrics = &metrics, .prefill_chunk = 512};
     if (srv_sched_create(&sched, &eng, &so, &err)) { fprintf(stderr, "ds4-server: %s\n", err.msg); goto out; }
     srv_limits lim = {.max_depth = 64, .n_ctx = (int)ctx, .default_max_tokens = (int)tokens};
     srv_http_set_toolmem(http, tm);
