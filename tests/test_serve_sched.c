@@ -339,3 +339,53 @@ Test(serve_http, auth_limits_cors_and_shapes) {
     srv_http_stop(h);
     srv_sched_destroy(s);
 }
+
+Test(serve_sched, request_timeout_stops_generation) {
+    srv_engine e = fake_engine();
+    srv_sched_opts o = {.n_slots = 1, .queue_max = 2, .prefill_chunk = 8, .timeout_s = 1};
+    srv_sched *s;
+    cr_assert_eq(srv_sched_create(&s, &e, &o, NULL), DS4_OK);
+    atomic_store(&eval_delay_us, 5000);
+    int64_t t0 = srv_now_ms();
+    srv_job *j = run(s, "long", 2000);
+    int64_t ms = srv_now_ms() - t0;
+    atomic_store(&eval_delay_us, 0);
+    cr_assert_eq(j->finish, SRV_FINISH_ERROR);
+    cr_assert_lt(j->usage.completion_tokens, 2000);
+    cr_assert_lt(ms, 5000, "stopped near the 1 s limit, took %lld ms", (long long)ms);
+    srv_job_unref(j);
+    srv_sched_destroy(s);
+}
+
+Test(serve_http, keepalive_while_queued) {
+    srv_metrics m;
+    memset(&m, 0, sizeof m);
+    srv_http_opts ho = {.host = "127.0.0.1", .port = 0, .keepalive_s = 1};
+    srv_http *h;
+    cr_assert_eq(srv_http_start(&h, &ho, &m, NULL), DS4_OK);
+    srv_engine e = fake_engine();
+    srv_sched_opts so = {.n_slots = 1, .queue_max = 4, .prefill_chunk = 16};
+    srv_sched *s;
+    cr_assert_eq(srv_sched_create(&s, &e, &so, NULL), DS4_OK);
+    srv_limits lim = {.max_depth = 32, .n_ctx = FCTX, .default_max_tokens = 100};
+    srv_http_set_ready(h, &e, s, &lim);
+    atomic_store(&eval_delay_us, 3000);
+    int st;
+    srv_job *busy = submit(s, "busy", 600, &st); /* ~1.8 s of decoding ahead of the stream */
+    cr_assert_eq(st, 0);
+    static char resp[65536];
+    char *r = post("/v1/messages", "", "{\"max_tokens\":2,\"stream\":true,\"thinking\":{\"type\":\"disabled\"},\"messages\":[{\"role\":\"user\",\"content\":\"q\"}]}");
+    cr_assert_eq(http(srv_http_port(h), r, resp, sizeof resp), 200);
+    free(r);
+    atomic_store(&eval_delay_us, 0);
+    char *ka = strstr(resp, ": keep-alive\n\n");
+    char *start = strstr(resp, "event: message_start");
+    cr_assert(ka && start && ka < start, "a keep-alive comment came before message_start: %s", resp);
+    cr_assert(strstr(resp, "event: message_stop"), "%s", resp);
+    wait_done(busy);
+    srv_job_unref(busy);
+    srv_http_quiesce(h);
+    srv_sched_stop(s);
+    srv_http_stop(h);
+    srv_sched_destroy(s);
+}
