@@ -355,6 +355,55 @@ Test(cli_repl, ctrl_c_stops_the_answer_and_keeps_the_conversation, .timeout = 18
     free(model);
 }
 
+/* Ctrl+C during a long prefill (a /read attachment) drops that message; the next turn resumes
+ * from the state before it (the rewind checkpoint), not from token 0. */
+Test(cli_repl, ctrl_c_during_prefill_drops_the_message, .timeout = 180) {
+    char *model = demo_model();
+    ds4_tokenizer *tok = open_tok(model);
+    cli_env e;
+    env_init(&e);
+    char *file = tu_join(e.home, "long.txt");
+    static const char *const words[] = {"alpha ", "river ", "stone ", "light ", "seven "};
+    size_t cap = 4000 * 6 + 1, len = 0;
+    char *text = malloc(cap);
+    for (int i = 0; i < 4000; i++) len += (size_t)snprintf(text + len, cap - len, "%s", words[(i * 7 + i / 3) % 5]);
+    tu_write_file(file, text, len);
+    argv_t a;
+    av_init(&a, model);
+    av_add(&a, "-n"), av_add(&a, "4"), av_add(&a, "--seed"), av_add(&a, "2");
+    pty_run p;
+    pr_start(&p, a.v, e.vars);
+    pr_expect(&p, "ds4> ", 60);
+    pr_send(&p, "hello\r");
+    summary s1 = next_summary(&p, 60);
+    pr_expect(&p, "ds4> ", 30);
+    char line[PATH_MAX + 16];
+    snprintf(line, sizeof line, "/read %s\r", file);
+    pr_send(&p, line);
+    pr_expect(&p, "ds4: attached", 30);
+    pr_expect(&p, "ds4> ", 30);
+    pr_send(&p, "summarize this\r");
+    pr_expect(&p, "prefill [", 60);
+    pr_send(&p, "\003");
+    pr_expect(&p, "interrupted during prefill", 60);
+    summary s2 = next_summary(&p, 30);
+    cr_assert_str_eq(s2.stop, "interrupted");
+    cr_assert_lt(s2.reused + s2.prefilled, s2.prompt, "the prefill was not interrupted: %u + %u of %u", s2.reused,
+                 s2.prefilled, s2.prompt);
+    pr_expect(&p, "ds4> ", 30);
+    pr_send(&p, "next\r");
+    summary s3 = next_summary(&p, 60);
+    check_next_turn(&s1, &s3, turn_tokens(tok, "next"), "turn after an interrupted prefill");
+    pr_expect(&p, "ds4> ", 30);
+    pr_send(&p, "/quit\r");
+    cr_assert_eq(pr_wait(&p, 30), 0);
+    pr_free(&p);
+    free(text);
+    free(file);
+    ds4_tokenizer_free(tok);
+    free(model);
+}
+
 static json_t *load_json(const char *path) {
     json_error_t je;
     json_t *j = json_load_file(path, 0, &je);
