@@ -31,9 +31,6 @@ typedef struct srv_engine {
     ds4_status (*tokenize)(void *ctx, const char *text, size_t len, int32_t **toks, size_t *n, ds4_error *err);
     /* Bytes of one token (points into the engine; lives as long as it). */
     ds4_status (*token_bytes)(void *ctx, int32_t tok, const char **p, size_t *n, ds4_error *err);
-    /* Completion parse (reasoning / content / tool calls) of a whole generated text. */
-    ds4_status (*parse)(void *ctx, const char *text, size_t len, bool thinking, bool tools, ds4_parsed *out,
-                        ds4_error *err);
 
     ds4_status (*session_create)(void *ctx, void **sess, ds4_error *err);
     void (*session_free)(void *sess);

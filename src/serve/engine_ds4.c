@@ -97,13 +97,6 @@ static ds4_status e_token_bytes(void *vctx, int32_t tok, const char **p, size_t 
     return ds4_tokenizer_token_bytes(c->tok, tok, p, n, err);
 }
 
-static ds4_status e_parse(void *vctx, const char *text, size_t len, bool thinking, bool tools, ds4_parsed *out,
-                          ds4_error *err) {
-    (void)vctx;
-    ds4_dsml_opts o = {.thinking = thinking, .tools = tools};
-    return ds4_dsml_parse(text, len, &o, out, err);
-}
-
 static ds4_status e_session_create(void *vctx, void **sess, ds4_error *err) {
     ds4_srv_ctx *c = vctx;
     return ds4_session_create((ds4_session **)sess, c->engine, (uint32_t)c->n_ctx, err);
@@ -165,7 +158,6 @@ ds4_status srv_engine_ds4_open(srv_engine *out, const srv_ds4_opts *o, ds4_error
     out->render = e_render;
     out->tokenize = e_tokenize;
     out->token_bytes = e_token_bytes;
-    out->parse = e_parse;
     out->session_create = e_session_create;
     out->session_free = e_session_free;
     out->session_sync = e_sync;

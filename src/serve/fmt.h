@@ -42,7 +42,7 @@ typedef struct srv_fmt_call {
 
 typedef struct srv_fmt {
     srv_api api;
-    bool stream, include_usage, reasoning_visible, count_only;
+    bool stream, include_usage, reasoning_visible;
     bool want_logprobs;     /* request asked for logprobs (OpenAI chat/completions) */
     json_t *lp_all;         /* every token's entry (non-streaming body) */
     json_t *lp_pending;     /* entries not yet attached to a streamed chunk */

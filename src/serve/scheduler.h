@@ -2,7 +2,8 @@
  * serve/scheduler.h — jobs, live slots, the bounded queue and the one worker thread that
  * drives the engine (issue #6 "Concurrency"). Owns slot choice (longest common token prefix),
  * disk-cache use (restore the longest cached prefix; save a conversation's prompt when it first
- * reaches the minimum and every kv_interval_tokens after, on slot eviction and at shutdown), cancellation and timeouts, and the generation loop. Must not parse
+ * reaches the minimum and every kv_interval_tokens after, on slot eviction and at shutdown),
+ * cancellation and timeouts, and the generation loop. Must not parse
  * HTTP or JSON requests: connection threads hand it a parsed srv_request plus prompt tokens.
  *
  * Job lifetime: created by a connection thread (ref 1), the queue takes a second ref; the worker
@@ -57,7 +58,8 @@ typedef struct srv_sched_opts {
     int timeout_s;              /* per request, 0 = none */
     srv_kvstore *kv;            /* NULL = no disk cache */
     size_t kv_min_tokens;       /* shorter prefixes are never saved or loaded */
-    size_t kv_interval_tokens;  /* new prompt tokens between two saves of one conversation */
+    size_t kv_interval_tokens;  /* new prompt tokens between two saves of one conversation
+                                   (0: save every prompt that added tokens) */
     srv_toolmem *toolmem;
     srv_metrics *metrics;
     int prefill_chunk;          /* tokens per sync step (cancellation granularity) */
