@@ -1,6 +1,6 @@
 /*
  * tests/fuzz/fuzz_kvfile.c — libFuzzer target for disk KV cache files: the input becomes the
- * file <sha256 of tokens 1,2,3,4>.kv in a scratch directory, which is then indexed (header and
+ * file <sha256 of tokens 1,2,3,4>.kv in a fresh scratch directory (removed afterwards), which is then indexed (header and
  * size checks), looked up (checksum, token and payload checks) and its trailer listed, as a
  * restarted server would. Nothing may crash, overread or allocate beyond the file's size.
  */
@@ -13,15 +13,13 @@
 #include "serve/kvstore.h"
 #include "serve/toolids.h"
 
-static char dir[64];
 
 static void import(void *ud, const unsigned char *t, size_t n) { srv_toolmem_import(ud, t, n); }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    if (!dir[0]) {
-        snprintf(dir, sizeof dir, "/tmp/ds4-fuzz-kv-XXXXXX");
-        if (!mkdtemp(dir)) abort();
-    }
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/ds4-fuzz-kv-XXXXXX");
+    if (!mkdtemp(dir)) abort();
     static const int32_t toks[8] = {1, 2, 3, 4, 5, 6, 7, 8};
     char key[65], path[160];
     srv_kv_key(toks, 4, key);
@@ -42,5 +40,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         srv_kv_close(kv);
     }
     unlink(path);
+    rmdir(dir);
     return 0;
 }
