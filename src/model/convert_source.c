@@ -23,6 +23,7 @@ struct cv_hf {
     st_file *st;
     const cv_plan *plan;
     binding *bind;           /* per plan tensor */
+    uint64_t n_bind;         /* entries of bind (the plan may be freed before cv_hf_close) */
     uint8_t *used;           /* per checkpoint tensor */
     uint64_t bytes_read;     /* atomic */
 };
@@ -57,13 +58,14 @@ out_fail:
 }
 
 static void free_bindings(cv_hf *hf) {
-    if (hf->bind && hf->plan)
-        for (uint64_t i = 0; i < hf->plan->n; i++) {
+    if (hf->bind)
+        for (uint64_t i = 0; i < hf->n_bind; i++) {
             free(hf->bind[i].w);
             free(hf->bind[i].scale);
         }
     free(hf->bind);
     hf->bind = NULL;
+    hf->n_bind = 0;
 }
 
 void cv_hf_close(cv_hf *hf) {
@@ -220,6 +222,7 @@ ds4_status cv_hf_check_plan(cv_hf *hf, const cv_plan *plan, ds4_error *err) {
     hf->plan = plan;
     hf->bind = calloc(plan->n ? plan->n : 1, sizeof *hf->bind);
     if (!hf->bind) return ds4_seterr(err, DS4_ERR_NOMEM, "convert: out of memory");
+    hf->n_bind = plan->n;
     for (uint64_t i = 0; i < plan->n; i++) {
         const cv_tensor *pt = &plan->t[i];
         uint64_t n = pt->src == CV_SRC_EXPERTS ? pt->ne[2] : 1;

@@ -149,10 +149,12 @@ static void on_progress(void *ud, const cv_progress *p) {
     for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
     bar[30] = 0;
     double el = t - u->t0, eta = frac > 0.001 ? el / frac - el : 0;
-    fprintf(stderr, "\r\033[K[%s] %llu/%llu tensors  %.2f/%.2f GiB  ETA %dm%02ds", bar,
+    int gib = p->bytes_total >= (1ull << 30);
+    double unit = gib ? 1073741824.0 : 1048576.0;
+    fprintf(stderr, "\r\033[K[%s] %llu/%llu tensors  %.2f/%.2f %s  ETA %dh%02dm%02ds", bar,
             (unsigned long long)p->tensors_done, (unsigned long long)p->n_tensors,
-            p->bytes_written / 1073741824.0, p->bytes_total / 1073741824.0, (int)(eta / 60),
-            (int)eta % 60);
+            p->bytes_written / unit, p->bytes_total / unit, gib ? "GiB" : "MiB", (int)(eta / 3600),
+            (int)eta / 60 % 60, (int)eta % 60);
     if (p->tensors_done == p->n_tensors) fputc('\n', stderr);
 }
 
