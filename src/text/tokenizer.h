@@ -15,7 +15,8 @@
  *    "[PAD<id>]" and typed TOK_TYPE_UNUSED, as llama.cpp's converter does.
  *  - token_types[id]: TOK_TYPE_NORMAL for vocabulary tokens; for added tokens CONTROL when the
  *    HF `special` flag is set or the content looks like `<|…|>` / `<｜…｜>`, else USER_DEFINED
- *    (llama.cpp's convention, which the published ds4 GGUFs follow, TOKENIZER.md §6).
+ *    (llama.cpp's convention, which the published ds4 GGUFs presumably follow; TOKENIZER.md §6
+ *    says this is not verified against a V4 GGUF, so loading does not rely on it).
  *  - merges[rank]: "LEFT RIGHT" with exactly one ASCII space; rank = index.
  *  - special_ids: every added token whose HF `special` flag is true (decode-with-skip drops
  *    these, TOKENIZER.md §3.6). normalized_ids: added tokens whose HF `normalized` flag is
