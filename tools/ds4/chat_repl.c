@@ -118,8 +118,7 @@ static char *in_physical(line_in *in) {
         }
         return s;
     }
-    fputs(in->prompt, stdout);
-    fflush(stdout);
+    /* Piped input: no prompt, so the output holds only the answers. */
     char *s = NULL;
     size_t cap = 0;
     ssize_t n = getline(&s, &cap, stdin);
@@ -355,7 +354,7 @@ int chat_repl(chat_state *st) {
                 fputs("\n", stdout);
                 continue;
             }
-            fputs("\n", stdout);
+            if (in.el) fputs("\n", stdout); /* end the prompt line Ctrl+D left */
             break;
         }
         char *line = trim(raw);
