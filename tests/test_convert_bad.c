@@ -279,6 +279,21 @@ Test(convert_cli, dry_run_prints_flash_sizes) {
     free(out);
 }
 
+Test(convert_cli, synthetic_from_config_json_has_the_checkpoint_table) {
+    /* --synthetic CONFIG.json --mtp plans exactly the table of the real checkpoint it describes. */
+    char *hf = tu_shared_path("testdata/tiny-v4");
+    char *cfg = tu_shared_path("testdata/tiny-v4/config.json");
+    char args[2048], *a, *b;
+    snprintf(args, sizeof args, "--synthetic %s --mtp --preset q2 --dry-run", cfg);
+    cr_assert_eq(run(args, &a), 0, "%s", a);
+    snprintf(args, sizeof args, "--hf %s --preset q2 --dry-run", hf);
+    cr_assert_eq(run(args, &b), 0, "%s", b);
+    cr_assert(strstr(a, "tensors: 182"), "%s", a);
+    /* Same table lines (everything after the notes). */
+    cr_assert_str_eq(strstr(a, "tensor "), strstr(b, "tensor "));
+    free(a), free(b), free(hf), free(cfg);
+}
+
 Test(convert_cli, convert_with_tokenizer_then_info, .timeout = 120) {
     char *dir = tu_tmpdir();
     char *gg = tu_join(dir, "t.gguf");

@@ -477,3 +477,79 @@ Test(convert_imatrix, importance_changes_the_encoding, .timeout = 120) {
     cv_plan_free(&p1), cv_plan_free(&p2);
     free(plain), free(weighted), free(vg), free(vd), free(b.p);
 }
+
+/* ---- MTP block (GGUF_LAYOUT §3.8) ------------------------------------------------------------ */
+
+typedef struct mtp_row {
+    const char *name;
+    uint32_t n_dims;
+    uint64_t ne0, ne1, ne2;
+    int type; /* -1: "F16 or F32", -2: as the main layers (compared with blk.0) */
+} mtp_row;
+
+Test(convert_plan, flash_mtp_block_matches_gguf_layout) {
+    /* The §3.8 table, row by row (Flash widths). */
+    static const mtp_row rows[] = {
+        {"hc_head_base.weight", 1, 4, 1, 1, DS4_TYPE_F32},
+        {"hc_head_fn.weight", 2, 16384, 4, 1, -1},
+        {"hc_head_scale.weight", 1, 1, 1, 1, DS4_TYPE_F32},
+        {"e_proj.weight", 2, 4096, 4096, 1, DS4_TYPE_Q8_0},
+        {"h_proj.weight", 2, 4096, 4096, 1, DS4_TYPE_Q8_0},
+        {"enorm.weight", 1, 4096, 1, 1, DS4_TYPE_F32},
+        {"hnorm.weight", 1, 4096, 1, 1, DS4_TYPE_F32},
+        {"norm.weight", 1, 4096, 1, 1, DS4_TYPE_F32},
+        {"hc_attn_fn.weight", 2, 16384, 24, 1, -1},
+        {"hc_ffn_fn.weight", 2, 16384, 24, 1, -1},
+        {"hc_attn_scale.weight", 1, 3, 1, 1, DS4_TYPE_F32},
+        {"hc_attn_base.weight", 1, 24, 1, 1, DS4_TYPE_F32},
+        {"hc_ffn_scale.weight", 1, 3, 1, 1, DS4_TYPE_F32},
+        {"hc_ffn_base.weight", 1, 24, 1, 1, DS4_TYPE_F32},
+        {"attn_norm.weight", 0, 0, 0, 0, -2},     {"attn_q_a.weight", 0, 0, 0, 0, -2},
+        {"attn_q_a_norm.weight", 0, 0, 0, 0, -2}, {"attn_q_b.weight", 0, 0, 0, 0, -2},
+        {"attn_kv.weight", 0, 0, 0, 0, -2},       {"attn_kv_a_norm.weight", 0, 0, 0, 0, -2},
+        {"attn_sinks.weight", 0, 0, 0, 0, -2},    {"attn_output_a.weight", 0, 0, 0, 0, -2},
+        {"attn_output_b.weight", 0, 0, 0, 0, -2},
+        {"ffn_norm.weight", 1, 4096, 1, 1, DS4_TYPE_F32},
+        {"ffn_gate_inp.weight", 2, 4096, 256, 1, -1},
+        {"exp_probs_b.bias", 1, 256, 1, 1, DS4_TYPE_F32},
+        {"ffn_gate_exps.weight", 0, 0, 0, 0, -2}, {"ffn_up_exps.weight", 0, 0, 0, 0, -2},
+        {"ffn_down_exps.weight", 0, 0, 0, 0, -2},
+        {"ffn_gate_shexp.weight", 0, 0, 0, 0, -2}, {"ffn_up_shexp.weight", 0, 0, 0, 0, -2},
+        {"ffn_down_shexp.weight", 0, 0, 0, 0, -2},
+    };
+    cv_shape s;
+    ds4_error err;
+    cr_assert_eq(cv_shape_preset(&s, "flash", &err), DS4_OK);
+    cv_policy pol;
+    cv_policy_init(&pol, CV_PRESET_Q4);
+    cv_plan plan, main_only;
+    cr_assert_eq(cv_plan_build(&plan, &s, &pol, true, &err), DS4_OK, "%s", err.msg);
+    cr_assert_eq(cv_plan_build(&main_only, &s, &pol, false, &err), DS4_OK);
+    size_t n_rows = sizeof rows / sizeof rows[0];
+    cr_assert_eq(plan.n, main_only.n + n_rows, "the MTP block adds exactly the %zu §3.8 tensors", n_rows);
+    for (size_t i = 0; i < n_rows; i++) {
+        char name[128];
+        snprintf(name, sizeof name, "mtp.0.%s", rows[i].name);
+        const cv_tensor *t = cv_plan_find(&plan, name);
+        cr_assert(t, "plan lacks %s", name);
+        if (rows[i].type == -2) {
+            snprintf(name, sizeof name, "blk.3.%s", rows[i].name); /* a non-hash main layer */
+            const cv_tensor *m = cv_plan_find(&plan, name);
+            cr_assert(m, "%s", name);
+            cr_assert(t->n_dims == m->n_dims && !memcmp(t->ne, m->ne, sizeof t->ne) && t->type == m->type,
+                      "mtp.0.%s differs from %s", rows[i].name, name);
+            continue;
+        }
+        uint64_t ne[3] = {rows[i].ne0, rows[i].ne1, rows[i].ne2};
+        check_dims(t, ne, (int)rows[i].n_dims);
+        if (rows[i].type == -1)
+            cr_assert(t->type == DS4_TYPE_F16 || t->type == DS4_TYPE_F32, "%s: %s", t->name, ds4_type_name(t->type));
+        else
+            cr_assert_eq(t->type, (uint32_t)rows[i].type, "%s: %s", t->name, ds4_type_name(t->type));
+    }
+    cr_assert_eq(cv_plan_find(&plan, "mtp.0.ffn_gate_exps.weight")->type, DS4_TYPE_Q4_K);
+    cr_assert_null(cv_plan_find(&plan, "mtp.0.attn_compressor_kv.weight"));
+    cr_assert_null(cv_plan_find(&plan, "mtp.0.ffn_gate_tid2eid.weight"));
+    cv_plan_free(&plan);
+    cv_plan_free(&main_only);
+}
