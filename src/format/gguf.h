@@ -92,8 +92,8 @@ typedef struct gguf_value {
     uint32_t elem_type;      /* gguf_vtype of the elements */
     uint64_t n_elems;
     const uint8_t *elems;    /* first element (just after the u64 count) */
-    const uint64_t *elem_off;/* for top-level arrays of STRING/ARRAY: byte offset of element i
-                                from `elems`, so element access is O(1); NULL otherwise */
+    const uint64_t *elem_off;/* for non-empty top-level arrays of STRING/ARRAY: byte offset of
+                                element i from `elems`, so access is O(1); NULL otherwise */
 } gguf_value;
 
 /* One tensor-info record, validated (contract #4). */

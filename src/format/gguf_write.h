@@ -24,6 +24,10 @@
  * Validation mirrors the reader so a written file always reads back: keys and tensor names
  * non-empty valid UTF-8 without NUL, unique; tensor types known, n_dims 1..DS4_MAX_DIMS,
  * ne >= 1, ne0 a multiple of the block size. Errors name the path and the key or tensor.
+ * Codes: a caller mistake (bad or duplicate name, bad shape, bad alignment value) is
+ * DS4_ERR_INVALID_ARG, an unknown tensor type DS4_ERR_UNSUPPORTED, a malformed raw encoding
+ * DS4_ERR_FORMAT, a call out of sequence or an incomplete tensor at finish DS4_ERR_STATE, a
+ * chunk past the current tensor DS4_ERR_RANGE, a failed write/fsync/rename DS4_ERR_IO.
  */
 #ifndef DS4_FORMAT_GGUF_WRITE_H
 #define DS4_FORMAT_GGUF_WRITE_H
