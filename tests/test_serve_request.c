@@ -189,7 +189,24 @@ Test(serve_request, responses_items) {
     srv_request_free(&r);
     srv_reqerr e = parse_bad(SRV_API_RESPONSES, "{\"input\":\"x\",\"previous_response_id\":\"resp_1\"}");
     cr_assert_str_eq(e.param, "previous_response_id");
-    parse_bad(SRV_API_RESPONSES, "{\"input\":[{\"type\":\"image_generation_call\"}]}");
+    parse_bad(SRV_API_RESPONSES, "{\"input\":[{\"type\":\"mystery_item\"}]}");
     parse_bad(SRV_API_RESPONSES, "{\"input\":[{\"role\":\"user\",\"content\":\"x\",\"status\":\"in_progress\"}]}");
     parse_bad(SRV_API_RESPONSES, "{\"input\":\"x\",\"tool_choice\":{\"type\":\"function\",\"name\":\"f\"}}");
+}
+
+Test(serve_request, responses_hosted_tools_and_items) {
+    srv_request r = parse_ok(SRV_API_RESPONSES,
+        "{\"input\":[{\"role\":\"user\",\"content\":\"run ls\"},"
+        "{\"type\":\"local_shell_call\",\"call_id\":\"ls1\",\"action\":{\"command\":[\"ls\"]}},"
+        "{\"type\":\"local_shell_call_output\",\"call_id\":\"ls1\",\"output\":\"a.txt\"}],"
+        "\"tools\":[{\"type\":\"web_search\"},{\"type\":\"function\",\"name\":\"f\"}]}");
+    cr_assert_eq(r.n_tools, 1, "hosted web_search skipped, function kept");
+    cr_assert_eq(r.n_msgs, 3);
+    cr_assert_eq(r.msgs[1].n_calls, 1);
+    cr_assert_str_eq(r.msgs[1].calls[0].name, "local_shell");
+    cr_assert_str_eq(r.msgs[1].calls[0].arguments, "{\"command\":[\"ls\"]}");
+    cr_assert_eq(r.msgs[2].role, SRV_ROLE_TOOL);
+    cr_assert_str_eq(r.msgs[2].tool_call_id, "ls1");
+    cr_assert_str_eq(r.msgs[2].content, "a.txt");
+    srv_request_free(&r);
 }

@@ -9,6 +9,7 @@
 #include "serve/request.h"
 
 #include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -154,6 +155,49 @@ static ds4_status parse_item(rs_state *s, json_t *it, size_t i, srv_reqerr *rerr
         return (m->tool_call_id = strdup(json_string_value(id))) ? DS4_OK : oom(rerr);
     }
     if (!strcmp(type, "compaction") || !strcmp(type, "context_compaction")) return DS4_OK;
+    /* Hosted-tool history (§3.6): a call named after its type, then its output as a tool
+     * result, so the model sees what happened instead of a hole in the transcript. */
+    static const char *const hosted[] = {"local_shell_call", "web_search_call", "tool_search_call",
+                                         "image_generation_call"};
+    for (size_t k = 0; k < sizeof hosted / sizeof *hosted; k++) {
+        size_t hl = strlen(hosted[k]);
+        if (strncmp(type, hosted[k], hl) != 0) continue;
+        json_t *id = json_object_get(it, "call_id");
+        if (!id) id = json_object_get(it, "id");
+        if (id && !json_is_string(id)) return srv_reqerr_set(rerr, 400, "input", "'input[%zu].call_id' must be a string", i);
+        const char *ids = id ? json_string_value(id) : "";
+        if (type[hl] == '\0') {
+            json_t *a = json_object_get(it, "action");
+            if (!a) a = json_object_get(it, "arguments");
+            if (!a) a = json_object_get(it, "input");
+            char *args = !a ? strdup("{}") : json_is_string(a) ? strdup(json_string_value(a)) : srv_json_compact(a);
+            if (!args) return oom(rerr);
+            char name[32];
+            snprintf(name, sizeof name, "%.*s", (int)(hl - 5), hosted[k]); /* drop "_call" */
+            srv_message *m = last_assistant(r);
+            if (!m || s->pending_reasoning) {
+                if (!(m = srv_request_add_msg(r, SRV_ROLE_ASSISTANT))) { free(args); return oom(rerr); }
+                m->reasoning = s->pending_reasoning;
+                s->pending_reasoning = NULL;
+            }
+            bool ok = srv_message_add_call(m, ids, name, args);
+            free(args);
+            return ok ? DS4_OK : oom(rerr);
+        }
+        if (strcmp(type + hl, "_output") == 0) {
+            json_t *o = json_object_get(it, "output");
+            if (!o) o = json_object_get(it, "result");
+            if (!o) o = json_object_get(it, "tools");
+            char *text = !o || json_is_null(o) ? strdup("") : json_is_string(o) ? strdup(json_string_value(o)) : srv_json_compact(o);
+            if (!text) return oom(rerr);
+            if ((st = flush_reasoning(s, rerr))) { free(text); return st; }
+            srv_message *m = srv_request_add_msg(r, SRV_ROLE_TOOL);
+            if (!m) { free(text); return oom(rerr); }
+            free(m->content);
+            m->content = text;
+            return (m->tool_call_id = strdup(ids)) ? DS4_OK : oom(rerr);
+        }
+    }
     return srv_reqerr_set(rerr, 400, "input", "'input[%zu].type' '%.48s' is not supported", i, type);
 }
 
@@ -167,8 +211,9 @@ static ds4_status parse_tools(json_t *root, srv_request *r, srv_reqerr *rerr) {
             json_t *ty = json_is_object(t) ? json_object_get(t, "type") : NULL;
             const char *type = ty && json_is_string(ty) ? json_string_value(ty) : "function";
             json_t *name = json_is_object(t) ? json_object_get(t, "name") : NULL;
-            if (strcmp(type, "function") && strcmp(type, "custom"))
-                return srv_reqerr_set(rerr, 400, "tools", "'tools[%zu]' type '%.32s' is not supported", i, type);
+            /* Hosted tools (web_search, file_search, ...) run at OpenAI, not here: skip them
+             * rather than fail a client that always sends its whole tool list. */
+            if (strcmp(type, "function") && strcmp(type, "custom")) continue;
             if (!name || !json_is_string(name))
                 return srv_reqerr_set(rerr, 400, "tools", "'tools[%zu].name' must be a string", i);
             json_t *o = json_object();
