@@ -7,7 +7,7 @@
  *  1. Memory is bounded by slabs: a routed-expert tensor is converted one expert per slab
  *     (the importance fallback needs the whole expert matrix, §5.5); any other tensor in row
  *     slabs of about SLAB_ELEMS values. At most 2 x threads slabs are alive at once.
- *  2. Slabs of a batch are decoded and encoded in parallel (run_batch), then written
+ *  2. Slabs of a batch are decoded and encoded in parallel (core/threadpool.h), then written
  *     in order, so the output does not depend on the thread count.
  *  3. IQ2_XXS needs importance (§5.5): the imatrix entry when there is one, else the synthetic
  *     Σ_rows w² per matrix (per expert), summed in row order. Q2_K/Q4_K use the imatrix when
@@ -16,8 +16,6 @@
 #include "model/convert.h"
 #include "core/error.h"
 #include "core/threadpool.h"
-
-#include <pthread.h>
 #include "format/quant.h"
 #include "format/types.h"
 #include "model/convert_imatrix.h"
@@ -93,37 +91,10 @@ static void run_slab(job *j, slab *s) {
     s->st = encode_rows(j, s, imp);
 }
 
-/* Slabs of one batch on n_threads threads (thread k takes slabs k, k+n, ...). Plain pthreads
- * rather than core/threadpool.h: ds4_pool_create hands each worker its argument before filling
- * it in (a race that crashes under load; reported), so the pool is not used until fixed. */
-typedef struct worker {
-    job *j;
-    uint64_t first, step, n;
-} worker;
-
-static void *slab_worker(void *arg) {
-    worker *w = arg;
-    for (uint64_t i = w->first; i < w->n; i += w->step) run_slab(w->j, &w->j->slabs[i]);
-    return NULL;
-}
-
-static void run_batch(job *j, uint64_t n, int n_threads) {
-    enum { MAX_WORKERS = 256 };
-    pthread_t th[MAX_WORKERS];
-    worker ws[MAX_WORKERS];
-    uint64_t nt = (uint64_t)n_threads < n ? (uint64_t)n_threads : n;
-    if (nt > MAX_WORKERS) nt = MAX_WORKERS;
-    if (nt < 1) nt = 1;
-    uint64_t started = 0;
-    for (uint64_t k = 0; k < nt; k++) ws[k] = (worker){j, k, nt, n};
-    for (uint64_t k = 1; k < nt; k++, started++)
-        if (pthread_create(&th[k], NULL, slab_worker, &ws[k]) != 0) break;
-    if (started + 1 < nt) {
-        /* Could not start them all: the caller's thread takes the missing workers' slabs. */
-        for (uint64_t k = started + 1; k < nt; k++) slab_worker(&ws[k]);
-    }
-    slab_worker(&ws[0]);
-    for (uint64_t k = 1; k <= started; k++) pthread_join(th[k], NULL);
+static void slab_worker(void *ctx, int64_t begin, int64_t end, int thread_idx) {
+    (void)thread_idx;
+    job *j = ctx;
+    for (int64_t i = begin; i < end; i++) run_slab(j, &j->slabs[i]);
 }
 
 /* Importance shared by all rows of a non-expert quantized tensor (design note 3). */
@@ -172,6 +143,7 @@ static ds4_status tensor_importance(const cv_tensor *t, cv_source *src, const cv
 
 typedef struct run_state {
     gguf_writer *w;
+    ds4_pool *pool;
     int n_threads;
     const cv_options *opts;
     cv_progress prog;
@@ -241,7 +213,7 @@ static ds4_status write_tensor(run_state *rs, const cv_tensor *t, ds4_error *err
             s->n_rows = rows_per_unit - s->row0 < slab_rows ? rows_per_unit - s->row0 : slab_rows;
             s->st = DS4_OK;
         }
-        run_batch(&j, n, rs->n_threads);
+        ds4_pool_run(rs->pool, (int64_t)n, 1, slab_worker, &j);
         for (uint64_t i = 0; i < n && !st; i++) {
             slab *s = &j.slabs[i];
             if (s->st) {
@@ -329,8 +301,10 @@ ds4_status cv_convert(const char *out_path, const cv_shape *s, const cv_plan *pl
                     (unsigned long long)t->ne[0], ds4_type_name(t->wanted),
                     ds4_type_block_elems(t->wanted), ds4_type_name(t->type));
     }
-    ds4_status st = gguf_writer_create(&rs.w, out_path, err);
+    ds4_status st = ds4_pool_create(&rs.pool, rs.n_threads, err);
     if (st) return st;
+    st = gguf_writer_create(&rs.w, out_path, err);
+    if (st) goto out_pool;
     st = add_header(rs.w, s, plan, pol, opts, err);
     if (!st) st = gguf_writer_write_header(rs.w, err);
     rs.prog.n_tensors = plan->n;
@@ -342,5 +316,7 @@ ds4_status cv_convert(const char *out_path, const cv_shape *s, const cv_plan *pl
     }
     if (!st) st = gguf_writer_finish(rs.w, err);
     gguf_writer_free(rs.w);
+out_pool:
+    ds4_pool_free(rs.pool);
     return st;
 }
