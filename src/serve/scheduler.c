@@ -137,9 +137,13 @@ static srv_slot *pick_slot(srv_sched *s, srv_job *j, ds4_error *err) {
     srv_slot *sl = best ? best : lru;
     if (!sl->sess && s->eng.session_create(s->eng.ctx, &sl->sess, err)) return NULL;
     size_t use = usable_prefix(s, sl, j->prompt, j->n_prompt, &ok);
-    /* The live conversation in this slot is about to be dropped: keep it on disk first. */
-    if (!ok) save_slot(s, sl->sess);
-    if (use == 0) sl->saved_len = 0; /* another conversation starts here */
+    /* Another conversation takes the slot: keep the old one on disk first. (When only the
+     * checkpoint serves, it is the same conversation with a re-rendered tail, e.g. dropped
+     * reasoning; saving then would write a snapshot every turn.) */
+    if (!ok && use == 0) {
+        save_slot(s, sl->sess);
+        sl->saved_len = 0;
+    }
     if (s->o.kv) {
         srv_kv_entry e;
         size_t min = use + 1 > s->o.kv_min_tokens ? use + 1 : s->o.kv_min_tokens;
