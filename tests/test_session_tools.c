@@ -72,6 +72,14 @@ static void check_case(const char *cas, uint32_t n_decode, const char *extra, bo
     cr_assert_eq(dt->n_elements, gt->n_elements, "decode_tokens count %llu, golden %llu",
                  (unsigned long long)dt->n_elements, (unsigned long long)gt->n_elements);
     cr_assert_eq(memcmp(dt->data, gt->data, dt->n_bytes), 0, "%s: greedy continuation differs from golden", cas);
+    const st_tensor *mt = st_find(o, "mtp_logits");
+    if (strstr(extra, "--dump-mtp")) {
+        cr_assert_not_null(mt, "--dump-mtp wrote no mtp_logits");
+        snprintf(gname, sizeof gname, "%s.mtp_logits", cas);
+        size_t at = 0;
+        double m = max_diff(mt, sf_tensor(g, gname, ST_F32), &at);
+        cr_assert(m <= 1e-3, "%s mtp_logits: max |diff| %.3g > 1e-3 at element %zu", cas, m, at);
+    }
     if (layers) {
         int found = 0;
         for (size_t i = 0; i < st_count(o); i++) {
@@ -95,7 +103,9 @@ static void check_case(const char *cas, uint32_t n_decode, const char *extra, bo
     free(model);
 }
 
-Test(session_cli, dump_logits_short_matches_golden_with_layers) { check_case("short", 8, "--dump-layers", true); }
+Test(session_cli, dump_logits_short_matches_golden_with_layers_and_mtp) {
+    check_case("short", 8, "--dump-layers --dump-mtp", true);
+}
 
 Test(session_cli, dump_logits_window_in_chunks_matches_golden) { check_case("window", 16, "--prefill-chunk 37", false); }
 

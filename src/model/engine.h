@@ -34,6 +34,16 @@ ds4_status ds4_engine_open_ex(ds4_engine **out, const char *gguf_path, const ds4
  * turns them off. cap must outlive its use. For --dump-layers and golden tests. */
 void ds4_session_set_capture(ds4_session *s, const model_capture *cap);
 
+/* ds4_session_eval_tokens that also returns the final hyper-connection state of every token,
+ * hc_out [n_tokens][n_hc * n_embd] (the MTP block's input, MODEL_MATH §11). */
+ds4_status ds4_session_eval_tokens_hc(ds4_session *s, const int32_t *tokens, uint32_t n_tokens,
+                                      float *logits_out, float *hc_out, ds4_error *err);
+
+/* Runs the session's MTP block (model_eval_mtp) on n rows: hc_in[i] with tokens[i], at MTP
+ * positions continuing from the last call (0 after create/reset/restore). logits [n][vocab]. */
+ds4_status ds4_session_eval_mtp(ds4_session *s, const float *hc_in, const int32_t *tokens, uint32_t n,
+                                float *logits, ds4_error *err);
+
 /* Identity hash of an open GGUF (see engine.c for what it covers). */
 void engine_model_id(const gguf_ctx *g, uint8_t out[32]);
 

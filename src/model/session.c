@@ -136,12 +136,15 @@ static ds4_status check_tokens(const ds4_session *s, const int32_t *tokens, uint
 /* Appends tokens (already validated, room checked) in prefill chunks. Logits of every token go
  * to all_logits when non-NULL; the last token's always go to s->logits. Invariant 2 on failure. */
 static ds4_status append(ds4_session *s, const int32_t *tokens, uint32_t n, float *all_logits,
-                         ds4_error *err) {
+                         float *hc_out, ds4_error *err) {
+    const model_hparams *hp = model_get_hparams(s->eng->model);
+    size_t hc_row = (size_t)(hp->n_hc * hp->n_embd);
     for (uint32_t done = 0; done < n;) {
         uint32_t c = n - done < s->chunk ? n - done : s->chunk;
         bool last = done + c == n;
         model_eval_opts o = {0};
         o.capture = s->capture;
+        if (hc_out) o.hc_out = hc_out + (size_t)done * hc_row;
         if (all_logits) {
             o.logits_mode = MODEL_LOGITS_ALL;
             o.logits = all_logits + (size_t)done * s->n_vocab;
@@ -182,7 +185,7 @@ ds4_status ds4_session_eval(ds4_session *s, int32_t token, ds4_error *err) {
     if (!s) return ds4_seterr(err, DS4_ERR_INVALID_ARG, "session_eval: NULL session");
     ds4_status st = check_tokens(s, &token, 1, "session_eval", err);
     if (st == DS4_OK) st = room_for(s, 1, "session_eval", err);
-    return st != DS4_OK ? st : append(s, &token, 1, NULL, err);
+    return st != DS4_OK ? st : append(s, &token, 1, NULL, NULL, err);
 }
 
 ds4_status ds4_session_eval_tokens(ds4_session *s, const int32_t *tokens, uint32_t n_tokens,
@@ -191,7 +194,28 @@ ds4_status ds4_session_eval_tokens(ds4_session *s, const int32_t *tokens, uint32
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "session_eval_tokens: NULL argument");
     ds4_status st = check_tokens(s, tokens, n_tokens, "session_eval_tokens", err);
     if (st == DS4_OK) st = room_for(s, n_tokens, "session_eval_tokens", err);
-    return st != DS4_OK ? st : append(s, tokens, n_tokens, logits_out, err);
+    return st != DS4_OK ? st : append(s, tokens, n_tokens, logits_out, NULL, err);
+}
+
+ds4_status ds4_session_eval_tokens_hc(ds4_session *s, const int32_t *tokens, uint32_t n_tokens,
+                                      float *logits_out, float *hc_out, ds4_error *err) {
+    if (!s || (!tokens && n_tokens))
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG, "session_eval_tokens: NULL argument");
+    ds4_status st = check_tokens(s, tokens, n_tokens, "session_eval_tokens", err);
+    if (st == DS4_OK) st = room_for(s, n_tokens, "session_eval_tokens", err);
+    return st != DS4_OK ? st : append(s, tokens, n_tokens, logits_out, hc_out, err);
+}
+
+ds4_status ds4_session_eval_mtp(ds4_session *s, const float *hc_in, const int32_t *tokens, uint32_t n,
+                                float *logits, ds4_error *err) {
+    if (!s || !hc_in || !tokens || !logits)
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG, "session_eval_mtp: NULL argument");
+    ds4_status st = check_tokens(s, tokens, n, "session_eval_mtp", err);
+    if (st != DS4_OK) return st;
+    pthread_mutex_lock(&s->eng->eval_mu);
+    st = model_eval_mtp(s->eng->model, s->st, hc_in, tokens, n, logits, NULL, err);
+    pthread_mutex_unlock(&s->eng->eval_mu);
+    return st;
 }
 
 /* ---- Checkpoint, sync, rewind ------------------------------------------------------------ */
@@ -273,7 +297,7 @@ static ds4_status go_to(ds4_session *s, const int32_t *target, uint32_t n, ds4_s
         int32_t *suffix = malloc((size_t)(n - from) * sizeof *suffix);
         if (!suffix) return ds4_seterr(err, DS4_ERR_NOMEM, "sync: cannot allocate %u tokens", n - from);
         memcpy(suffix, target + from, (size_t)(n - from) * sizeof *suffix);
-        st = append(s, suffix, n - from, NULL, err);
+        st = append(s, suffix, n - from, NULL, NULL, err);
         free(suffix);
         if (st != DS4_OK) return st;
     }

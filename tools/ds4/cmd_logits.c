@@ -20,11 +20,12 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: ds4 --model M.gguf --prompt-tokens FILE --dump-logits OUT.safetensors\n"
             "           [--decode N] [--prefill-chunk N] [--threads N] [--ctx N]\n"
-            "           [--indexer-topk K] [--dump-layers]\n"
+            "           [--indexer-topk K] [--dump-layers] [--dump-mtp]\n"
             "  FILE holds token ids separated by whitespace or commas.\n"
             "  Writes prefill_logits [T, vocab], decode_tokens [N] (I32), decode_logits [N, vocab]\n"
             "  (greedy: token i is the argmax of the previous logits) and, with --dump-layers,\n"
-            "  layerL.{attn_out,h_attn,ffn_out,h_out} for the prompt positions.\n");
+            "  layerL.{attn_out,h_attn,ffn_out,h_out} for the prompt positions, and with --dump-mtp\n"
+            "  mtp_logits [T-1, vocab] (MTP block at p fed the final HC state at p and token p+1).\n");
 }
 
 /* ---- Token file ---------------------------------------------------------------------------- */
@@ -220,7 +221,7 @@ static int parse_uint(const char *flag, const char *v, uint32_t lo, uint32_t hi,
 int ds4_cmd_logits(int argc, char **argv) {
     const char *model_path = NULL, *tokens_path = NULL, *out_path = NULL;
     uint32_t n_decode = 0, chunk = 0, threads = 0, ctx = 0, topk = 0;
-    int dump_layers = 0;
+    int dump_layers = 0, dump_mtp = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
@@ -233,6 +234,7 @@ int ds4_cmd_logits(int argc, char **argv) {
         else if (!strcmp(a, "--ctx")) bad = parse_uint(a, v, 1, UINT32_MAX, &ctx), i++;
         else if (!strcmp(a, "--indexer-topk")) bad = parse_uint(a, v, 1, 1u << 20, &topk), i++;
         else if (!strcmp(a, "--dump-layers")) dump_layers = 1;
+        else if (!strcmp(a, "--dump-mtp")) dump_mtp = 1;
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
@@ -258,7 +260,7 @@ int ds4_cmd_logits(int argc, char **argv) {
     ds4_error err = {0};
     ds4_engine *eng = NULL;
     ds4_session *s = NULL;
-    float *prefill = NULL, *decode = NULL;
+    float *prefill = NULL, *decode = NULL, *hc = NULL, *mtp = NULL;
     int32_t *decode_tok = NULL;
     layer_dump dump = {0};
     model_capture cap = {0};
@@ -285,6 +287,20 @@ int ds4_cmd_logits(int argc, char **argv) {
         fprintf(stderr, "ds4: cannot allocate logits for %u tokens x %zu vocab\n", n_tokens + n_decode, V);
         goto out_free;
     }
+    if (dump_mtp) {
+        if (!info.has_mtp) {
+            fprintf(stderr, "ds4: --dump-mtp: %s has no MTP block (mtp.0.* tensors)\n", model_path);
+            goto out_free;
+        }
+        const model_hparams *hp = model_get_hparams(ds4_engine_model(eng));
+        size_t row = (size_t)(hp->n_hc * hp->n_embd);
+        hc = malloc((size_t)n_tokens * row * sizeof *hc);
+        mtp = malloc(((size_t)n_tokens + 1) * V * sizeof *mtp);
+        if (!hc || !mtp) {
+            fprintf(stderr, "ds4: cannot allocate the MTP inputs for %u tokens\n", n_tokens);
+            goto out_free;
+        }
+    }
     if (dump_layers) {
         dump.n_tokens = n_tokens;
         dump.n_layer = info.n_layer;
@@ -292,8 +308,11 @@ int ds4_cmd_logits(int argc, char **argv) {
         cap.layer = on_layer;
         ds4_session_set_capture(s, &cap);
     }
-    if (ds4_session_eval_tokens(s, tokens, n_tokens, prefill, &err) != DS4_OK) goto out_fail;
+    if (ds4_session_eval_tokens_hc(s, tokens, n_tokens, prefill, hc, &err) != DS4_OK) goto out_fail;
     ds4_session_set_capture(s, NULL);
+    /* MODEL_MATH §11: row p combines the main model's final HC state at p with token p+1. */
+    if (dump_mtp && n_tokens > 1 && ds4_session_eval_mtp(s, hc, tokens + 1, n_tokens - 1, mtp, &err) != DS4_OK)
+        goto out_fail;
     if (dump.failed) {
         fprintf(stderr, "ds4: --dump-layers: cannot hold the per-layer rows\n");
         goto out_free;
@@ -314,6 +333,7 @@ int ds4_cmd_logits(int argc, char **argv) {
     int bad = out_add(&out, "prefill_logits", "F32", prefill, 2, n_tokens, V, 0);
     bad |= out_add(&out, "decode_tokens", "I32", decode_tok, 1, n_decode, 0, 0);
     bad |= out_add(&out, "decode_logits", "F32", decode, 2, n_decode, V, 0);
+    if (dump_mtp) bad |= out_add(&out, "mtp_logits", "F32", mtp, 2, n_tokens - 1, V, 0);
     for (int64_t L = 0; dump_layers && L < dump.n_layer; L++) {
         for (int k = 0; k < 4; k++) {
             if (!dump.buf[k]) continue;
@@ -344,6 +364,8 @@ out_free:
     free(prefill);
     free(decode);
     free(decode_tok);
+    free(hc);
+    free(mtp);
     ds4_session_free(s);
     ds4_engine_close(eng);
     free(tokens);
