@@ -712,3 +712,25 @@ Test(gguf_open, missing_file_names_path) {
     cr_assert(strstr(e.msg, "/nonexistent/x.gguf"), "%s", e.msg);
     cr_assert_null(g);
 }
+
+/* 64-bit layout in the writer: a second tensor past 4 GiB (the reader side is in
+ * test_gguf_bad.c, gguf_tensor/offsets_past_4_gib). */
+Test(gguf_writer, offsets_past_4_gib) {
+    gguf_writer *w;
+    uint64_t big[2] = {1u << 20, 5 * 1024}, small[1] = {8};
+    OK(gguf_writer_create_mem(&w, err));
+    OK(gguf_writer_add_tensor(w, "big", DS4_TYPE_I8, 2, big, err));   /* 5 GiB */
+    OK(gguf_writer_add_tensor(w, "after", DS4_TYPE_F32, 1, small, err));
+    uint64_t n_bytes, offset, total;
+    OK(gguf_writer_tensor_layout(w, 0, &n_bytes, &offset, err));
+    cr_assert_eq(n_bytes, 5ull << 30);
+    OK(gguf_writer_tensor_layout(w, 1, &n_bytes, &offset, err));
+    cr_assert_eq(offset, 5ull << 30);
+    cr_assert_eq(n_bytes, 32);
+    OK(gguf_writer_total_bytes(w, &total, err));
+    /* header 24 + two infos (8+3+4+16+4+8 = 43, 8+5+4+8+4+8 = 37) = 104 -> 128, then data */
+    cr_assert_eq(total, 128 + (5ull << 30) + 32);
+    ds4_error e;
+    cr_assert_eq(gguf_writer_tensor_layout(w, 2, &n_bytes, &offset, &e), DS4_ERR_RANGE);
+    gguf_writer_free(w);
+}

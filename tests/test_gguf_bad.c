@@ -474,3 +474,35 @@ Test(gguf_bad, file_on_disk_error_names_path) {
     free(path);
     free(dir);
 }
+
+/* 64-bit offsets through gguf_open (mmap): a sparse file whose second tensor starts at 5 GiB. */
+Test(gguf_tensor, offsets_past_4_gib) {
+    uint64_t big[2] = {1u << 20, 5 * 1024}, small[1] = {8};
+    bld b = {0};
+    b_header(&b, 3, 2, 0);
+    b_tensor(&b, "big", 2, big, DS4_TYPE_I8, 0);
+    b_tensor(&b, "after", 1, small, DS4_TYPE_F32, 5ull << 30);
+    b_data(&b, 32, 0);
+    uint64_t data_start = b.n;
+    char *dir = tu_tmpdir();
+    char *path = tu_join(dir, "sparse.gguf");
+    tu_write_file(path, b.p, b.n);
+    cr_assert_eq(truncate(path, (off_t)(data_start + (5ull << 30) + 31)), 0);
+    gguf_ctx *g;
+    ds4_error e;
+    cr_assert_eq(gguf_open(&g, path, &e), DS4_ERR_FORMAT, "one byte short must fail");
+    cr_assert(strstr(e.msg, "tensor 'after'") && strstr(e.msg, "5368709120"), "%s", e.msg);
+    cr_assert_eq(truncate(path, (off_t)(data_start + (5ull << 30) + 32)), 0);
+    cr_assert_eq(gguf_open(&g, path, &e), DS4_OK, "%s", e.msg);
+    const gguf_tensor *t = gguf_find_tensor(g, "after");
+    cr_assert_eq(t->abs_offset, data_start + (5ull << 30));
+    cr_assert_eq(gguf_file_bytes(g), data_start + (5ull << 30) + 32);
+    cr_assert_eq(((const uint8_t *)t->data)[31], 0);   /* last byte is mapped */
+    cr_assert_eq(gguf_find_tensor(g, "big")->n_bytes, 5ull << 30);
+    gguf_close(g);
+    remove(path);
+    rmdir(dir);
+    free(b.p);
+    free(path);
+    free(dir);
+}
