@@ -210,3 +210,20 @@ Test(serve_request, responses_hosted_tools_and_items) {
     cr_assert_str_eq(r.msgs[2].content, "a.txt");
     srv_request_free(&r);
 }
+
+Test(serve_request, response_format_and_n) {
+    srv_request r = parse_ok(SRV_API_CHAT, "{\"messages\":[{\"content\":\"x\"}],\"n\":1,"
+                             "\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"a\",\"schema\":{\"type\":\"object\"}}}}");
+    cr_assert_str_eq(r.response_format, "{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"a\",\"schema\":{\"type\":\"object\"}}}");
+    srv_request_free(&r);
+    r = parse_ok(SRV_API_CHAT, "{\"messages\":[{\"content\":\"x\"}],\"response_format\":{\"type\":\"text\"}}");
+    cr_assert_null(r.response_format);
+    srv_request_free(&r);
+    r = parse_ok(SRV_API_RESPONSES, "{\"input\":\"x\",\"text\":{\"format\":{\"type\":\"json_object\"}}}");
+    cr_assert_str_eq(r.response_format, "{\"type\":\"json_object\"}");
+    srv_request_free(&r);
+    srv_reqerr e = parse_bad(SRV_API_CHAT, "{\"messages\":[{\"content\":\"x\"}],\"n\":3}");
+    cr_assert_str_eq(e.param, "n");
+    e = parse_bad(SRV_API_CHAT, "{\"messages\":[{\"content\":\"x\"}],\"response_format\":{\"type\":\"yaml\"}}");
+    cr_assert_str_eq(e.param, "response_format");
+}

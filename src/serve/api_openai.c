@@ -152,6 +152,11 @@ ds4_status srv_parse_chat(json_t *root, srv_request *r, srv_think_ctl *t, srv_re
     if ((st = srv_get_stop(json_object_get(root, "stop"), "stop", r, rerr))) return st;
     if ((st = srv_get_stream(root, r, rerr))) return st;
     if ((st = srv_get_bool(root, "logprobs", &r->logprobs, rerr))) return st;
+    if ((st = srv_get_response_format(json_object_get(root, "response_format"), "response_format", r, rerr))) return st;
+    long long nch = 1;
+    json_t *nv = json_object_get(root, "n");
+    if (nv && !json_is_null(nv) && (st = srv_get_int(root, "n", 1, 1, &nch, NULL, rerr)))
+        return srv_reqerr_set(rerr, 400, "n", "'n' must be 1: one completion per request is supported");
     long long tl = 0;
     json_t *tlv = json_object_get(root, "top_logprobs");
     if (tlv && !json_is_null(tlv)) {

@@ -292,6 +292,10 @@ ds4_status srv_parse_responses(json_t *root, srv_request *r, srv_think_ctl *t, s
         r->max_tokens = (int)n;
     }
     if ((st = srv_get_bool(root, "stream", &r->stream, rerr))) return st;
+    json_t *text = json_object_get(root, "text");
+    if (text && json_is_object(text) &&
+        (st = srv_get_response_format(json_object_get(text, "format"), "text.format", r, rerr)))
+        return st;
     r->include_usage = true; /* usage rides on the terminal event */
     json_t *rs = json_object_get(root, "reasoning");
     if (rs && !json_is_null(rs)) {

@@ -55,6 +55,12 @@ static ds4_status e_render(void *vctx, const srv_request *req, srv_buf *text, ds
         ds4_chat_msg m = {.role = DS4_ROLE_USER, .content = req->prompt ? req->prompt : ""};
         st = ds4_chat_add(chat, &m, err);
     }
+    /* Structured output rides on the first system message (CHAT_ENCODING §5.2). */
+    bool rf_first = req->response_format && req->n_msgs && req->msgs[0].role == SRV_ROLE_SYSTEM;
+    if (!st && req->response_format && !rf_first) {
+        ds4_chat_msg m = {.role = DS4_ROLE_SYSTEM, .content = "", .response_format_json = req->response_format};
+        st = ds4_chat_add(chat, &m, err);
+    }
     for (size_t i = 0; !st && i < req->n_msgs; i++) {
         const srv_message *sm = &req->msgs[i];
         ds4_tool_call *calls = NULL;
@@ -68,7 +74,8 @@ static ds4_status e_render(void *vctx, const srv_request *req, srv_buf *text, ds
             }
         }
         ds4_chat_msg m = {.role = map_role(sm->role), .content = sm->content, .reasoning = sm->reasoning,
-                          .tool_calls = calls, .n_tool_calls = sm->n_calls, .tool_call_id = sm->tool_call_id};
+                          .tool_calls = calls, .n_tool_calls = sm->n_calls, .tool_call_id = sm->tool_call_id,
+                          .response_format_json = i == 0 && rf_first ? req->response_format : NULL};
         st = ds4_chat_add(chat, &m, err);
         free(calls);
         if (st) ds4_err_prefix(err, "messages[%zu]", i);

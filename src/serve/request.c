@@ -62,6 +62,7 @@ void srv_request_free(srv_request *r) {
     }
     free(r->msgs);
     free(r->prompt);
+    free(r->response_format);
     for (size_t i = 0; i < r->n_tools; i++) free(r->tools[i]);
     free(r->tools);
     for (size_t i = 0; i < r->n_stop; i++) free(r->stop[i]);
@@ -276,6 +277,20 @@ ds4_status srv_get_stop(json_t *v, const char *field, srv_request *r, srv_reqerr
             return srv_reqerr_set(rerr, 500, NULL, "out of memory");
         r->n_stop++;
     }
+    return DS4_OK;
+}
+
+ds4_status srv_get_response_format(json_t *v, const char *field, srv_request *r, srv_reqerr *rerr) {
+    if (!v || json_is_null(v)) return DS4_OK;
+    json_t *ty = json_is_object(v) ? json_object_get(v, "type") : NULL;
+    if (!ty || !json_is_string(ty))
+        return srv_reqerr_set(rerr, 400, field, "'%s' must be an object with a string type", field);
+    const char *t = json_string_value(ty);
+    if (strcmp(t, "text") == 0) return DS4_OK;
+    if (strcmp(t, "json_object") && strcmp(t, "json_schema"))
+        return srv_reqerr_set(rerr, 400, field, "'%s.type' must be text, json_object or json_schema, got '%.32s'", field, t);
+    free(r->response_format);
+    if (!(r->response_format = srv_json_compact(v))) return srv_reqerr_set(rerr, 500, NULL, "out of memory");
     return DS4_OK;
 }
 

@@ -81,6 +81,7 @@ typedef struct srv_request {
     bool logprobs;
     int top_logprobs;
     bool reasoning_visible;   /* Responses: reasoning.summary opt-in (§3.6) */
+    char *response_format;    /* structured-output spec, compact JSON (CHAT_ENCODING §5.2), or NULL */
 } srv_request;
 
 typedef struct srv_reqerr {
@@ -131,6 +132,8 @@ ds4_status srv_get_stop(json_t *v, const char *field, srv_request *r, srv_reqerr
 ds4_status srv_get_stream(json_t *root, srv_request *r, srv_reqerr *rerr);
 /* Content as text: string | null | array of strings / {"text": ...} parts (images dropped). */
 char *srv_content_text(json_t *v, bool *bad);
+/* response_format {"type":"json_object"|"json_schema",...}; "text" or null = none. */
+ds4_status srv_get_response_format(json_t *v, const char *field, srv_request *r, srv_reqerr *rerr);
 /* Compact JSON text of a value (caller frees). */
 char *srv_json_compact(json_t *v);
 /* strdup that never returns NULL for NULL input ("" instead); NULL only on OOM. */
