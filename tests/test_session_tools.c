@@ -107,7 +107,7 @@ Test(session_cli, dump_logits_short_matches_golden_with_layers_and_mtp) {
     check_case("short", 8, "--dump-layers --dump-mtp", true);
 }
 
-Test(session_cli, dump_logits_window_in_chunks_matches_golden) { check_case("window", 16, "--prefill-chunk 37", false); }
+Test(session_cli, dump_logits_window_in_chunks_matches_golden) { check_case("window", 16, "--prefill-chunk 37 --threads 2", false); }
 
 Test(session_cli, dump_logits_errors_are_reported) {
     char *model = sf_tiny_gguf(), *dir = tu_tmpdir(), *ds4 = tu_bin_path("ds4");

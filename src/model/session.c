@@ -464,6 +464,21 @@ static ds4_status write_all(int fd, const uint8_t *p, uint64_t n, const char *pa
     return DS4_OK;
 }
 
+/* Makes the rename durable (SERVER_CLI Appendix B #6). Best effort: some filesystems refuse
+ * fsync on a directory, and the file itself is already complete and synced. */
+static void fsync_parent(const char *path) {
+    char *dir = strdup(path);
+    if (!dir) return;
+    char *slash = strrchr(dir, '/');
+    const char *d = slash ? (slash == dir ? "/" : (*slash = '\0', dir)) : ".";
+    int fd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+    free(dir);
+}
+
 ds4_status ds4_session_save_file(const ds4_session *s, const char *path, ds4_error *err) {
     if (!s || !path) return ds4_seterr(err, DS4_ERR_INVALID_ARG, "save_file: NULL argument");
     uint8_t *buf;
@@ -490,6 +505,7 @@ ds4_status ds4_session_save_file(const ds4_session *s, const char *path, ds4_err
     if (st == DS4_OK && rename(tmp, path) != 0)
         st = ds4_seterr(err, DS4_ERR_IO, "save_file: rename %s -> %s: %s", tmp, path, strerror(errno));
     if (st != DS4_OK) unlink(tmp);
+    else fsync_parent(path);
 out_free:
     free(tmp);
     free(buf);
