@@ -291,7 +291,12 @@ Test(convert_cli, synthetic_from_config_json_has_the_checkpoint_table) {
     cr_assert(strstr(a, "tensors: 182"), "%s", a);
     /* Same table lines (everything after the notes). */
     cr_assert_str_eq(strstr(a, "tensor "), strstr(b, "tensor "));
-    free(a), free(b), free(hf), free(cfg);
+    free(a), free(b);
+    /* Without the MTP block: the 32 mtp.0 tensors go, nothing else changes. */
+    snprintf(args, sizeof args, "--hf %s --preset q2 --dry-run --no-mtp", hf);
+    cr_assert_eq(run(args, &b), 0, "%s", b);
+    cr_assert(strstr(b, "tensors: 150") && !strstr(b, "\nmtp.0."), "%s", b);
+    free(b), free(hf), free(cfg);
 }
 
 Test(convert_cli, convert_with_tokenizer_then_info, .timeout = 120) {

@@ -27,14 +27,15 @@ typedef struct args {
     int threads;
     unsigned long layers, experts;
     unsigned long long seed;
-    int dry_run, mtp;
+    int dry_run, mtp, no_mtp;
 } args;
 
 static void usage(FILE *f) {
     fprintf(f,
             "usage:\n"
             "  ds4-convert --hf DIR --out FILE.gguf [--tokenizer tokenizer.json] [--preset P]\n"
-            "              [--type FAMILY=TYPE ...] [--imatrix FILE] [--threads N] [--dry-run]\n"
+            "              [--type FAMILY=TYPE ...] [--imatrix FILE] [--threads N] [--no-mtp]\n"
+            "              [--dry-run]\n"
             "  ds4-convert --synthetic tiny|flash|pro|CONFIG.json --out FILE.gguf [--layers N]\n"
             "              [--experts N] [--preset P] [--seed S] [--mtp] [--tokenizer tokenizer.json]\n"
             "              [--type FAMILY=TYPE ...] [--threads N] [--dry-run]\n"
@@ -43,7 +44,9 @@ static void usage(FILE *f) {
             "Converts the official DeepSeek V4 checkpoint (config.json + safetensors shards) to a\n"
             "GGUF with the tensor names, dims, types and deepseek4.* metadata of the published ds4\n"
             "files, or writes random weights of any V4 shape (--synthetic). --dry-run prints the\n"
-            "tensor plan and the file size without writing. P defaults to q2.\n"
+            "tensor plan and the file size without writing. P defaults to q2. The checkpoint's MTP\n"
+            "block is written as mtp.0.* tensors (GGUF_LAYOUT 3.8) unless --no-mtp (the published\n"
+            "main files have none); --synthetic adds one only with --mtp.\n"
             "\n%s",
             cv_policy_help());
 }
@@ -76,6 +79,7 @@ static int parse_args(int argc, char **argv, args *a) {
         }
         if (!strcmp(f, "--dry-run")) { a->dry_run = 1; continue; }
         if (!strcmp(f, "--mtp")) { a->mtp = 1; continue; }
+        if (!strcmp(f, "--no-mtp")) { a->no_mtp = 1; continue; }
         static const char *const with_value[] = {"--hf", "--out", "--tokenizer", "--preset",
                                                  "--type", "--imatrix", "--threads", "--info",
                                                  "--synthetic", "--layers", "--experts", "--seed",
@@ -115,6 +119,7 @@ static int parse_args(int argc, char **argv, args *a) {
     if (!a->info && !a->out && !a->dry_run) return bad_usage("--out FILE.gguf is required%s", "");
     if (a->hf && (a->layers || a->experts || a->mtp || a->seed))
         return bad_usage("--layers/--experts/--seed/--mtp apply to --synthetic only%s", "");
+    if (a->synthetic && a->no_mtp) return bad_usage("--no-mtp applies to --hf only%s", "");
     if (a->synthetic && a->imatrix) return bad_usage("--imatrix applies to --hf only%s", "");
     return 0;
 }
@@ -215,8 +220,8 @@ static int run_convert(const args *a) {
     bool with_mtp = false;
     if (a->hf) {
         if (cv_hf_open(&hf, a->hf, &shape, &err)) goto out_fail;
-        with_mtp = shape.n_mtp > 0 && cv_hf_has_mtp(hf);
-        if (shape.n_mtp > 0 && !with_mtp)
+        with_mtp = shape.n_mtp > 0 && cv_hf_has_mtp(hf) && !a->no_mtp;
+        if (shape.n_mtp > 0 && !cv_hf_has_mtp(hf))
             fprintf(stderr, "ds4-convert: note: config.json declares an MTP block but the checkpoint "
                             "has no mtp.0 tensors; converting the main model only\n");
     } else {
