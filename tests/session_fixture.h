@@ -17,12 +17,14 @@
 #include "format/safetensors.h"
 #include "testutil.h"
 
-/* Path of the tiny f32 GGUF (caller frees); converts it on first use. */
-static inline char *sf_tiny_gguf(void) {
+/* Path of tiny-v4 converted with `preset` (caller frees); converts it on first use. */
+static inline char *sf_tiny_gguf_preset(const char *preset) {
     const char *base = getenv("DS4_TMP");
     if (!base || !*base) base = "/tmp";
     mkdir(base, 0777);
-    char *path = tu_join(base, "session-tiny-v4-f32.gguf");
+    char name[64];
+    snprintf(name, sizeof name, "session-tiny-v4-%s.gguf", preset);
+    char *path = tu_join(base, name);
     char *conv = tu_bin_path("ds4-convert"), *hf = tu_shared_path("testdata/tiny-v4");
     struct stat sb, sc;
     /* Reuse the cached file unless the converter was rebuilt after it was written. */
@@ -32,8 +34,8 @@ static inline char *sf_tiny_gguf(void) {
         return path;
     }
     char cmd[4096], *out = NULL;
-    snprintf(cmd, sizeof cmd, "%s --hf %s --out %s.%ld.tmp --preset f32 && mv %s.%ld.tmp %s", conv, hf, path,
-             (long)getpid(), path, (long)getpid(), path);
+    snprintf(cmd, sizeof cmd, "%s --hf %s --out %s.%ld.tmp --preset %s && mv %s.%ld.tmp %s", conv, hf, path,
+             (long)getpid(), preset, path, (long)getpid(), path);
     int rc = tu_run(cmd, &out);
     cr_assert_eq(rc, 0, "converting tiny-v4 failed (%s): %s", cmd, out ? out : "");
     free(out);
@@ -41,6 +43,9 @@ static inline char *sf_tiny_gguf(void) {
     free(hf);
     return path;
 }
+
+/* The tiny f32 GGUF, the reference conversion (caller frees). */
+static inline char *sf_tiny_gguf(void) { return sf_tiny_gguf_preset("f32"); }
 
 static inline ds4_engine *sf_open_engine(void) {
     char *p = sf_tiny_gguf();

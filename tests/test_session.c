@@ -259,6 +259,21 @@ Test(session_snapshot, file_round_trip_and_refusals_leave_session_unchanged) {
         cr_assert_eq(ds4_session_pos(b), 30, "%s changed the session", cases[c].what);
         expect_logits(b, la, V, cases[c].what);
     }
+    /* A snapshot of the same architecture converted with another preset is another model. */
+    char *bf16 = sf_tiny_gguf_preset("bf16");
+    ds4_engine *other = NULL;
+    ds4_engine_options oo;
+    ds4_engine_options_init(&oo);
+    oo.n_threads = 1;
+    cr_assert_eq(ds4_engine_open(&other, bf16, &oo, &err), DS4_OK, "%s", err.msg);
+    ds4_session *os = mk(other, 64);
+    cr_assert_eq(ds4_session_restore(os, buf, n, &err), DS4_ERR_UNSUPPORTED, "f32 snapshot into bf16 model: %s",
+                 err.msg);
+    cr_assert(strstr(err.msg, "another model"), "%s", err.msg);
+    cr_assert_eq(ds4_session_pos(os), 0);
+    ds4_session_free(os);
+    ds4_engine_close(other);
+    free(bf16);
     /* More tokens than the session's context. */
     ds4_session *small = mk(e, 16);
     cr_assert_eq(ds4_session_restore(small, buf, n, &err), DS4_ERR_RANGE, "%s", err.msg);
