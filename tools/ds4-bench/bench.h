@@ -14,6 +14,8 @@ typedef struct bench_opts {
     const char *model_path;
     const char *prompt_file;    /* raw text, tokenized with the model's tokenizer */
     const char *prompt_tokens;  /* token ids file (whitespace / comma separated) */
+    const char *chat_prompt_file; /* text rendered as one non-thinking user chat turn */
+    const char *system;         /* system message for chat_prompt_file */
     const char *csv_path;       /* NULL = stdout */
     const char *svg_path;       /* NULL = none */
     const char *title;

@@ -69,8 +69,25 @@ static int read_ids(const char *path, uint32_t n_vocab, int32_t **out, uint32_t 
     return 0;
 }
 
-static int tokenize_file(const char *model_path, const char *path, int32_t **out, uint32_t *n_out,
-                         int32_t *eos) {
+/* SERVER_CLI §11: --chat-prompt-file is one non-thinking user turn after a system message,
+ * rendered by the chat encoder (BOS, system, <｜User｜>, text, <｜Assistant｜></think>). */
+static char *render_chat(const char *system, const char *text, size_t *n_out) {
+    ds4_error err = {0};
+    ds4_chat *chat = NULL;
+    char *out = NULL;
+    ds4_chat_msg sys = {.role = DS4_ROLE_SYSTEM, .content = system};
+    ds4_chat_msg user = {.role = DS4_ROLE_USER, .content = text};
+    if (ds4_chat_create(&chat, DS4_THINKING_NONE, &err) != DS4_OK || ds4_chat_add(chat, &sys, &err) != DS4_OK ||
+        ds4_chat_add(chat, &user, &err) != DS4_OK || ds4_chat_render(chat, &out, n_out, &err) != DS4_OK) {
+        fprintf(stderr, "ds4-bench: rendering the chat prompt: %s\n", err.msg);
+        out = NULL;
+    }
+    ds4_chat_free(chat);
+    return out;
+}
+
+static int tokenize_file(const char *model_path, const char *path, const char *chat_system, int32_t **out,
+                         uint32_t *n_out, int32_t *eos) {
     ds4_error err = {0};
     ds4_tokenizer *tok = NULL;
     char *text = NULL;
@@ -94,7 +111,18 @@ static int tokenize_file(const char *model_path, const char *path, int32_t **out
     }
     int32_t *ids = NULL;
     size_t n_ids = 0;
-    if (ds4_tokenize(tok, text, (size_t)n, DS4_TOKENIZE_SPECIAL_AS_TEXT, &ids, &n_ids, &err) != DS4_OK) {
+    uint32_t flags = DS4_TOKENIZE_SPECIAL_AS_TEXT; /* raw text: plain BPE, no control tokens */
+    if (chat_system) {
+        text[n] = '\0';
+        size_t nr = 0;
+        char *r = render_chat(chat_system, text, &nr);
+        if (!r) goto out;
+        free(text);
+        text = r;
+        n = (long)nr;
+        flags = 0; /* the rendered markers are control tokens */
+    }
+    if (ds4_tokenize(tok, text, (size_t)n, flags, &ids, &n_ids, &err) != DS4_OK) {
         fprintf(stderr, "ds4-bench: tokenizing %s: %s\n", path, err.msg);
         goto out;
     }
@@ -151,8 +179,10 @@ int main(int argc, char **argv) {
     } else {
         fprintf(stderr, "ds4-bench: weights read per decoded token %.2f MB\n", (double)wpt / 1e6);
     }
-    if (o.prompt_file) {
-        if (tokenize_file(o.model_path, o.prompt_file, &tokens, &n_tokens, &eos)) goto out;
+    if (o.prompt_file || o.chat_prompt_file) {
+        if (tokenize_file(o.model_path, o.prompt_file ? o.prompt_file : o.chat_prompt_file,
+                          o.chat_prompt_file ? o.system : NULL, &tokens, &n_tokens, &eos))
+            goto out;
     } else if (o.prompt_tokens) {
         if (read_ids(o.prompt_tokens, info.n_vocab, &tokens, &n_tokens)) goto out;
     } else {

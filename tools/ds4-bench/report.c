@@ -11,7 +11,8 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: ds4-bench --model M.gguf [--prompt-file TEXT | --prompt-tokens IDS]\n"
+            "usage: ds4-bench --model M.gguf [--prompt-file TEXT | --prompt-tokens IDS |\n"
+            "                 --chat-prompt-file TEXT [--system S]]\n"
             "                 [--ctx-start N] [--ctx-max N] [--ctx-alloc N] [--step-incr N]\n"
             "                 [--step-mul F] [--gen-tokens N] [--prefill-chunk N] [--threads N]\n"
             "                 [--out CSV] [--svg FILE] [--title T] [--seed S] [--no-membw]\n"
@@ -66,6 +67,8 @@ int bench_parse_args(bench_opts *o, int argc, char **argv) {
         if (!strcmp(a, "--model") || !strcmp(a, "-m")) o->model_path = v;
         else if (!strcmp(a, "--prompt-file")) o->prompt_file = v;
         else if (!strcmp(a, "--prompt-tokens")) o->prompt_tokens = v;
+        else if (!strcmp(a, "--chat-prompt-file")) o->chat_prompt_file = v;
+        else if (!strcmp(a, "--system") || !strcmp(a, "-sys")) o->system = v;
         else if (!strcmp(a, "--out") || !strcmp(a, "--csv")) o->csv_path = v;
         else if (!strcmp(a, "--svg")) o->svg_path = v;
         else if (!strcmp(a, "--title")) o->title = v;
@@ -106,10 +109,15 @@ int bench_parse_args(bench_opts *o, int argc, char **argv) {
         fprintf(stderr, "ds4-bench: --model is required\n");
         return 2;
     }
-    if (o->prompt_file && o->prompt_tokens) {
-        fprintf(stderr, "ds4-bench: give at most one of --prompt-file and --prompt-tokens\n");
+    if (!!o->prompt_file + !!o->prompt_tokens + !!o->chat_prompt_file > 1) {
+        fprintf(stderr, "ds4-bench: give at most one of --prompt-file, --prompt-tokens and --chat-prompt-file\n");
         return 2;
     }
+    if (o->system && !o->chat_prompt_file) {
+        fprintf(stderr, "ds4-bench: --system only applies to --chat-prompt-file\n");
+        return 2;
+    }
+    if (!o->system) o->system = "You are a helpful assistant.";
     if (o->ctx_start > o->ctx_max) {
         fprintf(stderr, "ds4-bench: --ctx-start %u is larger than --ctx-max %u\n", o->ctx_start, o->ctx_max);
         return 2;
