@@ -283,7 +283,8 @@ static ds4_status parse_shard(st_file *f, int shard, const uint8_t *img, uint64_
         }
     }
     /* Invariant 3: sort this shard's spans and check neighbours. Empty tensors own no bytes. */
-    qsort(f->tensors + first, f->n_tensors - first, sizeof *f->tensors, cmp_by_data);
+    if (f->n_tensors > first)
+        qsort(f->tensors + first, f->n_tensors - first, sizeof *f->tensors, cmp_by_data);
     const st_tensor *prev = NULL;
     for (size_t i = first; i < f->n_tensors; i++) {
         const st_tensor *t = &f->tensors[i];
