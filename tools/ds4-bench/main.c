@@ -56,7 +56,12 @@ static int read_ids(const char *path, uint32_t n_vocab, int32_t **out, uint32_t 
         }
         if (n == cap) {
             int32_t *p = realloc(ids, 2 * (size_t)cap * sizeof *ids);
-            if (!p) break;
+            if (!p) {
+                free(ids);
+                ids = NULL;
+                fprintf(stderr, "ds4-bench: out of memory reading %s\n", path);
+                break;
+            }
             ids = p;
             cap *= 2;
         }
