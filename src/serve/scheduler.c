@@ -212,6 +212,19 @@ static void feed_dsml(void *ud, const char *text, size_t n) {
     if (!g->failed && ds4_dsml_feed(g->dp, text, n, &err) != DS4_OK) g->failed = true;
 }
 
+/* True when the generated text ends with a tool-calls closing tag (any spelling, §5.5). */
+static bool tool_block_closed(const srv_textstream *ts) {
+    static const char *const ends[] = {("</\xef\xbd\x9c" "DSML\xef\xbd\x9c" "tool_calls>"),
+                                       ("</DSML\xef\xbd\x9c" "tool_calls>"), "</tool_calls>"};
+    size_t n = ts->raw.len;
+    while (n > 0 && (ts->raw.data[n - 1] == ' ' || ts->raw.data[n - 1] == '\n')) n--;
+    for (size_t i = 0; i < sizeof ends / sizeof *ends; i++) {
+        size_t l = strlen(ends[i]);
+        if (n >= l && memcmp(ts->raw.data + n - l, ends[i], l) == 0) return true;
+    }
+    return false;
+}
+
 /* Ends the parse; returns the finish reason adjusted for tool calls. */
 static srv_finish finish_dsml(gen_ctx *g, srv_finish fin) {
     ds4_parsed p;
@@ -371,6 +384,9 @@ static void run_job(srv_sched *s, srv_job *j) {
         pthread_cond_broadcast(&j->cv);
         pthread_mutex_unlock(&j->mu);
         if (!more) { fin = SRV_FINISH_STOP; break; }
+        /* A closed tool block ends the turn (SERVER_CLI §4.1 step 7): the model would emit EOS
+         * next, and a confused one must not ramble on after its call. */
+        if (g.dp && rq->tools_active && j->fmt.n_calls > 0 && tool_block_closed(&ts)) { fin = SRV_FINISH_STOP; break; }
     }
     int64_t t2 = srv_now_ms();
     ds4_sampler_free(smp);

@@ -169,6 +169,17 @@ test('exact DSML replay keeps the prefix when the client reorders arguments', as
     `cached ${r2.usage.prompt_tokens_details.cached_tokens} should cover the first turn's ${firstTurn} tokens`);
 });
 
+test('generation stops at the end of the tool block', async () => {
+  const r = await openai.chat.completions.create({ model: 'm', think: false, tools: [LS_TOOL],
+    messages: [{ role: 'user', content: 'ls' }],
+    ds4_test_forced_completion: TOOL_DSML('ls', 'path', '/') + ' and then a lot of rambling that must not be generated' });
+  assert.equal(r.choices[0].finish_reason, 'tool_calls');
+  assert.equal(r.choices[0].message.content, '');
+  const only = await openai.chat.completions.create({ model: 'm', think: false, tools: [LS_TOOL],
+    messages: [{ role: 'user', content: 'ls' }], ds4_test_forced_completion: TOOL_DSML('ls', 'path', '/') });
+  assert.equal(r.usage.completion_tokens, only.usage.completion_tokens, 'no tokens after the closing tag');
+});
+
 test('malformed tool output comes back as text', async () => {
   const r = await openai.chat.completions.create({ model: 'm', think: false, tools: [LS_TOOL],
     messages: [{ role: 'user', content: 'x' }],
