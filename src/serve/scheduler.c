@@ -407,6 +407,7 @@ static void run_job(srv_sched *s, srv_job *j) {
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
 
+    if (s->o.on_done) s->o.on_done(s->o.on_done_ud, j, t1 - t0, t2 - t1);
     if (s->o.metrics) {
         atomic_fetch_add(&s->o.metrics->prompt_tokens, (uint64_t)u.prompt_tokens);
         atomic_fetch_add(&s->o.metrics->cached_tokens, (uint64_t)u.cached_tokens);

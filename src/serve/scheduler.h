@@ -63,6 +63,9 @@ typedef struct srv_sched_opts {
     srv_toolmem *toolmem;
     srv_metrics *metrics;
     int prefill_chunk;          /* tokens per sync step (cancellation granularity) */
+    /* Called by the worker after each job (library code never prints: the program logs). */
+    void (*on_done)(void *ud, const srv_job *j, int64_t prefill_ms, int64_t decode_ms);
+    void *on_done_ud;
 } srv_sched_opts;
 
 typedef struct srv_sched srv_sched;

@@ -57,6 +57,17 @@ static bool parse_int(const char *s, long lo, long hi, long *out) {
     return true;
 }
 
+/* One line per finished request on stderr (SERVER_CLI §8.1 in spirit). */
+static void log_done(void *ud, const srv_job *j, int64_t prefill_ms, int64_t decode_ms) {
+    (void)ud;
+    static const char *apis[] = {"chat", "completions", "messages", "responses"};
+    static const char *fins[] = {"stop", "length", "tool_calls", "error"};
+    double tps = decode_ms > 0 ? j->usage.completion_tokens * 1000.0 / (double)decode_ms : 0.0;
+    fprintf(stderr, "ds4-server: %s%s prompt=%d cached=%d gen=%d finish=%s prefill=%lldms decode=%lldms (%.1f tok/s)\n",
+            apis[j->req.api], j->req.stream ? " stream" : "", j->usage.prompt_tokens, j->usage.cached_tokens,
+            j->usage.completion_tokens, fins[j->finish], (long long)prefill_ms, (long long)decode_ms, tps);
+}
+
 static void import_trailer(void *ud, const unsigned char *t, size_t n) { srv_toolmem_import(ud, t, n); }
 
 static bool is_flag(const char *a, const char *s1, const char *s2) {
@@ -151,7 +162,8 @@ int main(int argc, char **argv) {
     if (kv) srv_kv_each_trailer(kv, import_trailer, tm); /* exact replay survives restarts */
     srv_sched_opts so = {.n_slots = (int)slots, .queue_max = (int)queue, .timeout_s = (int)timeout, .kv = kv,
                          .kv_min_tokens = (size_t)kv_min,
-                         .kv_interval_tokens = (size_t)kv_interval, .toolmem = tm, .metrics = &metrics, .prefill_chunk = 512};
+                         .kv_interval_tokens = (size_t)kv_interval, .toolmem = tm, .metrics = &metrics, .prefill_chunk = 512,
+                         .on_done = log_done};
     if (srv_sched_create(&sched, &eng, &so, &err)) { fprintf(stderr, "ds4-server: %s\n", err.msg); goto out; }
     srv_limits lim = {.max_depth = 64, .n_ctx = (int)ctx, .default_max_tokens = (int)tokens};
     srv_http_set_toolmem(http, tm);
