@@ -331,8 +331,9 @@ ds4_status srv_request_parse(srv_api api, const char *body, size_t len, const sr
     out->top_k = 0;
     out->max_tokens = lim && lim->default_max_tokens > 0 ? lim->default_max_tokens : 393216;
     json_t *model = json_object_get(root, "model");
-    if (model && !json_is_null(model) && !json_is_string(model)) {
-        st = srv_reqerr_set(rerr, 400, "model", "'model' must be a string");
+    if (model && !json_is_null(model) && (!json_is_string(model) || json_string_length(model) > 256)) {
+        /* Echoed in every streamed chunk: keep it a short string. */
+        st = srv_reqerr_set(rerr, 400, "model", "'model' must be a string of at most 256 bytes");
         goto out_root;
     }
     out->model = srv_strdup0(model && json_is_string(model) ? json_string_value(model) : "deepseek-v4-flash");
