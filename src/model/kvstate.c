@@ -171,6 +171,7 @@ typedef struct walker {
 } walker;
 
 static void walk(walker *w, void *data, size_t n) {
+    if (n == 0) return; /* data may be NULL for an empty array; memcpy(NULL, .., 0) is UB */
     if (w->p && w->off + n <= w->cap) {
         if (w->dir == 0) memcpy(w->p + w->off, data, n);
         else memcpy(data, w->p + w->off, n);
