@@ -264,6 +264,20 @@ test('anthropic streaming with thinking and tool_use, then the tool result turn'
     `cache_read ${r2.usage.cache_read_input_tokens} should cover the first turn's ${first} tokens`);
 });
 
+test('tokenize and detokenize round trip with the real tokenizer', async () => {
+  const h = { 'content-type': 'application/json', 'x-api-key': KEY };
+  const text = 'Hello, wörld! <｜User｜> 🚀';
+  const t = await (await fetch(`${base}/tokenize`, { method: 'POST', headers: h, body: JSON.stringify({ content: text }) })).json();
+  assert.ok(t.tokens.length > 5 && t.tokens.every((x) => Number.isInteger(x) && x >= 0 && x < 129280));
+  const marker = await (await fetch(`${base}/tokenize`, { method: 'POST', headers: h, body: JSON.stringify({ content: '<｜User｜>' }) })).json();
+  assert.equal(marker.tokens.length, 1, 'a chat marker is one special token');
+  assert.ok(t.tokens.includes(marker.tokens[0]));
+  const d = await (await fetch(`${base}/detokenize`, { method: 'POST', headers: h, body: JSON.stringify({ tokens: t.tokens }) })).json();
+  assert.equal(d.content, text);
+  const bad = await fetch(`${base}/detokenize`, { method: 'POST', headers: h, body: JSON.stringify({ tokens: [999999] }) });
+  assert.equal(bad.status, 400);
+});
+
 test('anthropic count_tokens', async () => {
   const r = await anthropic.messages.countTokens({ model: 'm', messages: [{ role: 'user', content: 'Hello there' }] });
   assert.ok(r.input_tokens > 3 && r.input_tokens < 50, `got ${r.input_tokens}`);
