@@ -23,6 +23,13 @@ static char *abs_path(const char *p) {
     return r;
 }
 
+/* abs_path of a malloc'd path, which it frees. */
+static char *abs_take(char *p) {
+    char *r = abs_path(p);
+    free(p);
+    return r;
+}
+
 /* Directory of the demo model cache shared by these tests (XDG_CACHE_HOME of the children). */
 static char *cache_dir(void) {
     const char *base = getenv("DS4_TMP");
@@ -30,15 +37,13 @@ static char *cache_dir(void) {
     mkdir(base, 0777);
     char *d = tu_join(base, "cli-cache");
     mkdir(d, 0777);
-    char *a = abs_path(d);
-    free(d);
-    return a;
+    return abs_take(d);
 }
 
 /* Makes the demo model once (under a lock: test jobs run in parallel) and returns its path. */
 static char *demo_model(void) {
     char *cache = cache_dir(), *lock = tu_join(cache, "lock");
-    char *bin = abs_path(tu_bin_path("ds4"));
+    char *bin = abs_take(tu_bin_path("ds4"));
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/ds4/demo-%s.gguf", cache, ds4_version());
     int fd = open(lock, O_CREAT | O_RDWR, 0666);
@@ -68,7 +73,7 @@ typedef struct cli_env {
 } cli_env;
 
 static void env_init(cli_env *e) {
-    e->home = abs_path(tu_tmpdir());
+    e->home = abs_take(tu_tmpdir());
     char *cache = cache_dir();
     size_t n = strlen(e->home) + 64;
     e->vars[0] = malloc(n);
@@ -81,6 +86,11 @@ static void env_init(cli_env *e) {
     free(cache);
 }
 
+static void env_free(cli_env *e) {
+    for (int i = 0; e->vars[i]; i++) free(e->vars[i]);
+    free(e->home);
+}
+
 /* argv for ds4 + args (NULL-terminated list of up to 30). */
 typedef struct argv_t {
     char *v[40];
@@ -89,7 +99,7 @@ typedef struct argv_t {
 
 static void av_init(argv_t *a, const char *model) {
     a->n = 0;
-    a->v[a->n++] = abs_path(tu_bin_path("ds4"));
+    a->v[a->n++] = abs_take(tu_bin_path("ds4"));
     if (model) {
         a->v[a->n++] = strdup("-m");
         a->v[a->n++] = strdup(model);
@@ -103,6 +113,11 @@ static void av_add(argv_t *a, const char *s) {
     cr_assert_lt(a->n, 38);
     a->v[a->n++] = strdup(s);
     a->v[a->n] = NULL;
+}
+
+static void av_free(argv_t *a) {
+    for (int i = 0; i < a->n; i++) free(a->v[i]);
+    a->n = 0;
 }
 
 /* ---- Summary line ------------------------------------------------------------------------------ */
@@ -190,6 +205,8 @@ Test(cli_oneshot, pty_streams_reasoning_styled_and_reports_counts, .timeout = 12
     /* A terminal shows the reasoning dim italic (thinking is the default). */
     cr_assert(strstr(p.buf, "\033[2;3m"), "no reasoning style in:\n%s", p.buf);
     pr_free(&p);
+    av_free(&a);
+    env_free(&e);
     ds4_tokenizer_free(tok);
     free(model);
 }
@@ -244,7 +261,7 @@ Test(cli_oneshot, pipe_output_equals_official_prompt_greedy_decode, .timeout = 1
     ds4_session_free(s);
     ds4_engine_close(eng);
 
-    char *bin = abs_path(tu_bin_path("ds4")), cmd[8192], *out = NULL;
+    char *bin = abs_take(tu_bin_path("ds4")), cmd[8192], *out = NULL;
     snprintf(cmd, sizeof cmd, "( %s -m %s --threads 1 --nothink --temp 0 -n %u -p '%s' 2>/dev/null )", bin, model,
              n_gen, prompt);
     int rc = tu_run(cmd, &out);
@@ -307,6 +324,8 @@ Test(cli_repl, three_turns_prefill_only_their_own_tokens, .timeout = 180) {
     cr_assert(strstr(h, "Italy?") && strstr(h, "France?"), "history %s lacks a typed line:\n%s", hist, h);
     free(h);
     pr_free(&p);
+    av_free(&a);
+    env_free(&e);
     ds4_tokenizer_free(tok);
     free(model);
 }
@@ -351,6 +370,8 @@ Test(cli_repl, ctrl_c_stops_the_answer_and_keeps_the_conversation, .timeout = 18
     int rc = pr_wait(&p, 30);
     cr_assert_eq(rc, 0, "exit %d:\n%s", rc, pr_tail(&p));
     pr_free(&p);
+    av_free(&a);
+    env_free(&e);
     ds4_tokenizer_free(tok);
     free(model);
 }
@@ -398,6 +419,8 @@ Test(cli_repl, ctrl_c_during_prefill_drops_the_message, .timeout = 180) {
     pr_send(&p, "/quit\r");
     cr_assert_eq(pr_wait(&p, 30), 0);
     pr_free(&p);
+    av_free(&a);
+    env_free(&e);
     free(text);
     free(file);
     ds4_tokenizer_free(tok);
@@ -435,6 +458,7 @@ static summary run_script(const char *model, const cli_env *e, const char *const
     cr_assert_eq(rc, 0, "exit %d:\n%s", rc, pr_tail(&p));
     if (lines[0][0] == '/') cr_assert(strstr(p.buf, "restored without prefill"), "%s", pr_tail(&p));
     pr_free(&p);
+    av_free(&a);
     return last;
 }
 
@@ -474,6 +498,7 @@ Test(cli_repl, save_then_load_reproduces_the_next_answer, .timeout = 240) {
     cr_assert_eq(stat(kv, &sbf), 0, "no snapshot %s", kv);
     json_decref(g);
     json_decref(h);
+    env_free(&e);
     free(model);
 }
 
@@ -525,7 +550,7 @@ Test(cli_args, missing_model_says_how_to_get_one) {
     free(out);
     /* The default path is ./ds4flash.gguf, relative to the working directory. */
     char cmd[2048];
-    char *bin = abs_path(tu_bin_path("ds4"));
+    char *bin = abs_take(tu_bin_path("ds4"));
     snprintf(cmd, sizeof cmd, "cd %s && %s -p hi", dir, bin);
     rc = tu_run(cmd, &out);
     cr_assert_eq(rc, 1, "exit %d: %s", rc, out);

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <histedit.h>
 #include <locale.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,12 +41,18 @@ static void on_sigint(int sig) {
 }
 
 /* libedit's own reader retries a read interrupted by a signal, so Ctrl+C at the prompt would
- * do nothing: this one gives up when the SIGINT flag is set, which makes el_gets return NULL. */
+ * do nothing: this one gives up when the SIGINT flag is set, which makes el_gets return NULL.
+ * It waits with poll in short slices so a signal that lands just before the wait (not inside
+ * it) is still seen. */
 static int repl_getc(EditLine *el, wchar_t *wc) {
     (void)el;
     mbstate_t ps;
     memset(&ps, 0, sizeof ps);
     for (;;) {
+        if (chat_interrupted) return -1;
+        struct pollfd pf = {.fd = 0, .events = POLLIN};
+        int r = poll(&pf, 1, 100);
+        if (r == 0 || (r < 0 && errno == EINTR)) continue;
         char c;
         ssize_t n = read(0, &c, 1);
         if (n < 0 && errno == EINTR) {
@@ -53,9 +60,9 @@ static int repl_getc(EditLine *el, wchar_t *wc) {
             continue;
         }
         if (n <= 0) return n == 0 ? 0 : -1;
-        size_t r = mbrtowc(wc, &c, 1, &ps);
-        if (r == (size_t)-2) continue;                 /* inside a multi-byte character */
-        if (r == (size_t)-1) *wc = (unsigned char)c;   /* invalid: pass the byte on */
+        size_t m = mbrtowc(wc, &c, 1, &ps);
+        if (m == (size_t)-2) continue;                 /* inside a multi-byte character */
+        if (m == (size_t)-1) *wc = (unsigned char)c;   /* invalid: pass the byte on */
         return 1;
     }
 }

@@ -421,9 +421,10 @@ static uint64_t splitmix64(uint64_t x) {
 
 static int add_msgs(chat_state *st, const char *user, size_t user_bytes, const ds4_parsed *p) {
     json_t *u = json_pack("{s:s, s:s%}", "role", "user", "content", user, user_bytes);
-    json_t *a = json_pack("{s:s, s:s%}", "role", "assistant", "content", p->content, p->content_bytes);
+    json_t *a = json_pack("{s:s, s:s%}", "role", "assistant", "content", p->content ? p->content : "",
+                          p->content ? p->content_bytes : 0);
     if (!u || !a) goto fail;
-    if (p->reasoning_bytes && json_object_set_new(a, "reasoning_content", json_stringn(p->reasoning, p->reasoning_bytes)))
+    if (p->reasoning && p->reasoning_bytes && json_object_set_new(a, "reasoning_content", json_stringn(p->reasoning, p->reasoning_bytes)))
         goto fail;
     if (json_array_append_new(st->msgs, u)) { u = NULL; goto fail; }
     if (json_array_append_new(st->msgs, a)) { a = NULL; goto fail; }
