@@ -604,3 +604,24 @@ Test(cli_kvdisk, second_run_resumes_the_prompt_from_disk, .timeout = 120) {
     free(dir);
     free(model);
 }
+
+Test(cli_args, demo_without_a_tokenizer_says_where_it_looked) {
+    char *dir = tu_tmpdir(), *bin = abs_take(tu_bin_path("ds4")), cmd[8192], *out = NULL;
+    /* An empty cache and a tokenizer path that does not exist: nothing is made. */
+    snprintf(cmd, sizeof cmd, "cd %s && XDG_CACHE_HOME=%s/cache DS4_TOKENIZER=%s/none.json %s --demo", dir, dir, dir,
+             bin);
+    int rc = tu_run(cmd, &out);
+    cr_assert_eq(rc, 1, "exit %d: %s", rc, out);
+    cr_assert(strstr(out, "--demo needs the DeepSeek V4 tokenizer.json") && strstr(out, "DS4_TOKENIZER"), "%s", out);
+    free(out);
+    char path[8192];
+    snprintf(path, sizeof path, "%s/cache/ds4/demo-%s.gguf", dir, ds4_version());
+    cr_assert_neq(access(path, F_OK), 0, "%s was made without a tokenizer", path);
+    snprintf(cmd, sizeof cmd, "%s --demo -m x.gguf", bin);
+    rc = tu_run(cmd, &out);
+    cr_assert_eq(rc, 2, "exit %d: %s", rc, out);
+    cr_assert(strstr(out, "--demo makes its own model"), "%s", out);
+    free(out);
+    free(bin);
+    free(dir);
+}
