@@ -102,7 +102,7 @@ fuzz-replay: $(FUZZ_REPLAY)
 
 # libFuzzer builds (clang). `make fuzz-run FUZZ_SECONDS=600` runs each target that long.
 FUZZ_CC     ?= clang
-FUZZ_FLAGS  := -O1 -g -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer
+FUZZ_FLAGS  := -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_SECONDS ?= 60
 $(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
 	@mkdir -p $(dir $@)
@@ -121,7 +121,7 @@ NVCC      ?= $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvc
 CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80
 CUDA_SRC  := $(sort $(wildcard src/cuda/*.cu))
 CUDA_OBJ  := $(patsubst %.cu,$(BUILD)/%.o,$(CUDA_SRC))
-$(BUILD)/%.o: %.cu
+$(BUILD)/%.o: %.cu $(wildcard src/cuda/*.cuh) src/cuda/cuda_api.h
 	@mkdir -p $(dir $@)
 	$(NVCC) -O3 -std=c++17 $(CUDA_ARCH) $(CPPFLAGS) -Xcompiler -Wall,-Wextra -c $< -o $@
 
@@ -131,9 +131,10 @@ $(BUILD)/tests/cuda/%.o: tests/cuda/%.c
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
 # The CUDA test program links cudart statically so it runs on a GPU box without our -dev packages.
-$(CUDA_TEST): $(BUILD)/tests/cuda/test_cuda_ops.o $(CUDA_OBJ) $(LIB)
+CUDA_TEST_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(sort $(wildcard tests/cuda/*.c)))
+$(CUDA_TEST): $(CUDA_TEST_OBJ) $(CUDA_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
-	$(NVCC) $(CUDA_ARCH) -o $@ $(BUILD)/tests/cuda/test_cuda_ops.o $(CUDA_OBJ) $(LIB) -Xlinker --as-needed $(LDLIBS)
+	$(NVCC) $(CUDA_ARCH) -o $@ $(CUDA_TEST_OBJ) $(CUDA_OBJ) $(LIB) -Xlinker --as-needed $(LDLIBS)
 
 cuda: $(CUDA_OBJ) $(CUDA_TEST)
 
