@@ -59,6 +59,111 @@ ds4_status cuda_matvec_time(int type, const void *d_w, int64_t rows, int64_t col
                             const float *d_x, void *d_act, float *d_y, int iters, float *out_ms,
                             ds4_error *err);
 
+/* ---- Op table of the V4 forward pass (norm.cu, rope.cu, qat.cu, hc.cu, attention.cu,
+ * compressor.cu, indexer.cu, moe.cu, sample.cu). Every pointer is device memory; shapes are
+ * those of the CPU op (cpu/ops.h, model/) named in each comment. Rounding ops are
+ * bit-identical to the CPU; the others agree to about one f32 ULP (tests/cuda/test_cuda_layer.c
+ * states each tolerance). Calls are asynchronous on the default stream. ---- */
+
+/* cpu_rmsnorm on n_rows contiguous rows of n (w NULL: no weight, MODEL_MATH §3.2). Aliasing
+ * out == x is allowed. */
+ds4_status cuda_rmsnorm(float *d_out, const float *d_x, const float *d_w, int64_t n_rows,
+                        int64_t n, float eps, ds4_error *err);
+/* cpu_softmax on n_rows contiguous rows of n, in place. */
+ds4_status cuda_softmax(float *d_x, int64_t n_rows, int64_t n, ds4_error *err);
+/* x[i] *= s for i < n. */
+ds4_status cuda_scale(float *d_x, int64_t n, float s, ds4_error *err);
+
+/* cpu_rope_tail on n_rows rows: row r starts at d_x + r*row_stride, its n_rope rotated values at
+ * + tail_off; it uses position pos0 + r / rows_per_pos (rows_per_pos = n_head for a [tok][head]
+ * block of queries). d_freqs: the cpu_rope_freqs table (n_rope/2 values) uploaded once. */
+ds4_status cuda_rope_tail(float *d_x, int64_t n_rows, int64_t row_stride, int64_t tail_off,
+                          int64_t rows_per_pos, int n_rope, const float *d_freqs, int64_t pos0,
+                          int inverse, ds4_error *err);
+
+/* cpu_hadamard on the first n (power of two) values of n_rows rows of row_stride. */
+ds4_status cuda_hadamard(float *d_x, int64_t n_rows, int64_t row_stride, int n, ds4_error *err);
+/* cpu_fp8_roundtrip / cpu_fp4_roundtrip on the first n values of each of n_rows rows (the KV
+ * rows round only their non-RoPE dims, MODEL_MATH §12 #1). Bit-identical. */
+ds4_status cuda_fp8_roundtrip(float *d_x, int64_t n_rows, int64_t row_stride, int64_t n,
+                              int block, ds4_error *err);
+ds4_status cuda_fp4_roundtrip(float *d_x, int64_t n_rows, int64_t row_stride, int64_t n,
+                              int block, ds4_error *err);
+
+/* Hyper-connections (MODEL_MATH §4; model/forward.c fwd_hc_pre, fwd_hc_post, fwd_output).
+ * X [n_tok][hc][d]; mix = fn·X as computed by cuda_matvec ([n_tok][(2+hc)*hc] for pre,
+ * [n_tok][hc] for head); scale [3], base, norm [d] are the layer's f32 tensors on the device.
+ * hc_pre writes pre/post [n_tok][hc], comb [n_tok][hc][hc] and the normalised sub-layer input
+ * a [n_tok][d]; hc_post writes Xout (must not alias X); hc_head writes the normalised y. */
+ds4_status cuda_hc_pre(const float *d_X, const float *d_mix, const float *d_scale,
+                       const float *d_base, const float *d_norm, int64_t n_tok, int hc, int64_t d,
+                       int iters, float hc_eps, float norm_eps, float *d_pre, float *d_post,
+                       float *d_comb, float *d_a, ds4_error *err);
+ds4_status cuda_hc_post(const float *d_f, const float *d_X, const float *d_post,
+                        const float *d_comb, int64_t n_tok, int hc, int64_t d, float *d_Xout,
+                        ds4_error *err);
+ds4_status cuda_hc_head(const float *d_X, const float *d_mix, const float *d_scale,
+                        const float *d_base, const float *d_norm, int64_t n_tok, int hc,
+                        int64_t d, float hc_eps, float norm_eps, float *d_y, ds4_error *err);
+
+/* Sparse attention with sinks (MODEL_MATH §5.4-5.6; model/attention.c attn_items) for n_tok
+ * query tokens at positions pos0.. of one layer: q [n_tok][H][Dh] (normalised, rotated);
+ * window rows of this chunk come from kv_chunk [n_tok][Dh], earlier ones from the ring
+ * [W][Dh] (position s at slot s mod W, not yet overwritten by the chunk); compressed rows
+ * comp [..][Dh]: with d_isel ([n_tok][topk] ascending rows, counts d_n_isel [n_tok]) those
+ * rows, else with ratio > 0 every row complete by p ((p+1)/ratio), else none. sinks [H],
+ * freqs the layer's RoPE table. out [n_tok][H][Dh], value tails de-rotated. Fails
+ * (UNSUPPORTED) when W + compressed rows exceed the device's shared memory (~56k rows). */
+ds4_status cuda_attn(const float *d_q, const float *d_kv_chunk, const float *d_ring, int64_t W,
+                     const float *d_comp, int ratio, const int32_t *d_isel,
+                     const int32_t *d_n_isel, int64_t topk, const float *d_sinks, int64_t n_tok,
+                     int64_t pos0, int64_t H, int64_t Dh, int n_rope, const float *d_freqs,
+                     float *d_out, ds4_error *err);
+size_t cuda_attn_max_keys(int64_t W, int ratio, int64_t topk, int indexed, int64_t pos_end);
+
+/* A compressor's device state (model/kvstate.h kv_comp): rows [cap][dim] finished entries,
+ * st_kv / st_sc [coff*ratio][coff*dim] streaming buffers (initial state: kv 0, score -inf). */
+typedef struct cuda_comp_state {
+    int64_t ratio, coff, dim, cap;
+    float *rows, *st_kv, *st_sc;
+} cuda_comp_state;
+
+/* model/compressor.c comp_push for the token at pos: A, B [coff*dim] (B without ape), ape
+ * [ratio][coff*dim], norm [dim]; indexer != 0 finishes with Hadamard + FP4 instead of FP8.
+ * *finished (nullable) = 1 when entry (pos+1)/ratio - 1 was written. */
+ds4_status cuda_comp_push(const cuda_comp_state *c, const float *d_A, const float *d_B,
+                          const float *d_ape, const float *d_norm, int64_t pos, int indexer,
+                          const float *d_freqs, int n_rope, float eps, int *finished,
+                          ds4_error *err);
+
+/* model/indexer.c indexer_select for n_tok tokens at pos0..: q [n_tok][ih][id] (prepared:
+ * RoPE, Hadamard, FP4), w [n_tok][ih] (scaled), rows [..][id] indexer entries. Writes
+ * isel [n_tok][topk] (ascending rows) and n_isel [n_tok]. d_scores: scratch of
+ * cuda_indexer_scratch_bytes(n_tok, pos0). Scores and selection are bit-identical. */
+ds4_status cuda_indexer_topk(const float *d_q, const float *d_w, const float *d_rows,
+                             int64_t n_tok, int64_t pos0, int64_t ih, int64_t id, int64_t topk,
+                             float *d_scores, int32_t *d_isel, int32_t *d_n_isel,
+                             ds4_error *err);
+size_t cuda_indexer_scratch_bytes(int64_t n_tok, int64_t pos0);
+
+/* MoE (MODEL_MATH §9; model/moe.c). Router: logits [n_tok][n_expert] = gate_inp·x →
+ * sel [n_tok][n_used] ascending expert ids, w [n_tok][n_used] routing weights. Hash layers
+ * pass d_tid2eid [vocab][n_used] (ids validated at load) and d_tokens; others d_bias. */
+ds4_status cuda_moe_route(const float *d_logits, const float *d_bias, const int32_t *d_tid2eid,
+                          const int32_t *d_tokens, int64_t n_tok, int n_expert, int n_used,
+                          float route_scale, int norm_weights, int32_t *d_sel, float *d_w,
+                          ds4_error *err);
+/* h = silu(min(g, clamp))·clamp(u, ±clamp)·rw[row] over n_rows rows of F (rw NULL: 1). */
+ds4_status cuda_swiglu(const float *d_g, const float *d_u, const float *d_rw, int64_t n_rows,
+                       int64_t F, float clamp, float *d_h, ds4_error *err);
+/* out [n_tok][D] = Σ_k y[t][k] (k ascending; y [n_tok][n_used][D]) + shared (nullable). */
+ds4_status cuda_moe_combine(const float *d_y, const float *d_shared, int64_t n_tok, int n_used,
+                            int64_t D, float *d_out, ds4_error *err);
+
+/* ds4_argmax per row: out[r] = index of the largest finite logit (lowest on ties), -1 if none. */
+ds4_status cuda_argmax(const float *d_x, int64_t n_rows, int64_t n, int32_t *d_out,
+                       ds4_error *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -17,6 +17,8 @@
 #include "format/fp8.h"
 #include "format/quant.h"
 
+#include "layer_check.h"
+
 static int n_pass, n_fail;
 
 static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
@@ -337,6 +339,8 @@ int main(int argc, char **argv) {
         bench_matvec(Q_TYPE_Q8_0, 4096 * 16, 4096);
         bench_matvec(Q_TYPE_F16, 4096 * 8, 4096);
     }
+    /* The layer op table (test_cuda_layer*.c): norm .. indexer against the CPU reference. */
+    test_cuda_layer_ops(do_bench, &n_pass, &n_fail);
     printf("%d passed, %d failed\n", n_pass, n_fail);
     return n_fail ? 1 : 0;
 }

@@ -1,0 +1,103 @@
+/*
+ * cuda/compressor.cu — one step of a KV compressor (MODEL_MATH §6.4) on device state: store the
+ * token's projections (+ ape) in the streaming buffer and, when the token completes a window,
+ * pool (§6.1/§6.2), shift the overlap half, then finish the entry (§6.3: RMSNorm, RoPE at the
+ * entry's first position, FP8 round trip of the non-RoPE dims, or Hadamard + FP4 for indexer
+ * rows). Same steps as model/compressor.c comp_push.
+ * Must not: run the projections (A = wkv·x, B = wgate·x come from cuda_matvec).
+ */
+#include "cuda_api.h"
+#include "ops.cuh"
+
+__global__ void k_comp_store(float *st_kv, float *st_sc, const float *A, const float *B,
+                             const float *ape, int64_t row, int64_t in_win, int64_t w) {
+    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= w) return;
+    st_kv[row * w + i] = A[i];
+    st_sc[row * w + i] = __fadd_rn(B[i], ape[in_win * w + i]);
+}
+
+/* One block; the entry in dynamic shared memory [dim]. */
+__global__ void k_comp_finish(float *st_kv, float *st_sc, float *E_out, int64_t r, int64_t coff,
+                              int64_t d, const float *norm, const float *freqs, int n_rope,
+                              int64_t pos, int indexer, float eps) {
+    extern __shared__ float E[];
+    __shared__ double shd[32];
+    int64_t w = coff * d;
+    for (int64_t ch = threadIdx.x; ch < d; ch += blockDim.x) {
+        float mx = -INFINITY;
+        for (int64_t s = 0; s < coff * r; s++) {
+            int64_t off = (coff == 2 && s >= r) ? d : 0;
+            mx = fmaxf(mx, st_sc[s * w + off + ch]);
+        }
+        float den = 0.0f, num = 0.0f;
+        for (int64_t s = 0; s < coff * r; s++) {
+            int64_t off = (coff == 2 && s >= r) ? d : 0;
+            float e = cu_exp_ref(__fsub_rn(st_sc[s * w + off + ch], mx));
+            den = __fadd_rn(den, e);
+            num = __fadd_rn(num, __fmul_rn(e, st_kv[s * w + off + ch]));
+        }
+        E[ch] = __fdiv_rn(num, den);
+    }
+    __syncthreads();
+    if (coff == 2) /* §6.4: the completed window becomes the overlap half */
+        for (int64_t i = threadIdx.x; i < r * w; i += blockDim.x) {
+            st_kv[i] = st_kv[r * w + i];
+            st_sc[i] = st_sc[r * w + i];
+        }
+    float rinv = cu_block_rms_inv(E, d, eps, shd);
+    for (int64_t i = threadIdx.x; i < d; i += blockDim.x) E[i] = __fmul_rn(norm[i], __fmul_rn(E[i], rinv));
+    __syncthreads();
+    for (int64_t j = threadIdx.x; j < n_rope / 2; j += blockDim.x)
+        cu_rope_pair(E + d - n_rope + 2 * j, freqs[j], (float)pos, 0);
+    __syncthreads();
+    if (!indexer) {
+        for (int64_t b = threadIdx.x; b < (d - n_rope) / 64; b += blockDim.x) cu_qat_block(E + b * 64, 64, 0);
+    } else {
+        for (int h = 1; h < d; h <<= 1) { /* cpu_hadamard's butterflies */
+            for (int64_t q = threadIdx.x; q < d / 2; q += blockDim.x) {
+                int64_t j = (q / h) * 2 * h + (q % h);
+                float x0 = E[j], x1 = E[j + h];
+                E[j] = __fadd_rn(x0, x1);
+                E[j + h] = __fsub_rn(x0, x1);
+            }
+            __syncthreads();
+        }
+        float s = (float)(1.0 / sqrt((double)d));
+        for (int64_t i = threadIdx.x; i < d; i += blockDim.x) E[i] = __fmul_rn(E[i], s);
+        __syncthreads();
+        for (int64_t b = threadIdx.x; b < d / 32; b += blockDim.x) cu_qat_block(E + b * 32, 32, 1);
+    }
+    __syncthreads();
+    for (int64_t i = threadIdx.x; i < d; i += blockDim.x) E_out[i] = E[i];
+}
+
+extern "C" ds4_status cuda_comp_push(const cuda_comp_state *c, const float *d_A,
+                                     const float *d_B, const float *d_ape, const float *d_norm,
+                                     int64_t pos, int indexer, const float *d_freqs, int n_rope,
+                                     float eps, int *finished, ds4_error *err) {
+    int64_t r = c->ratio, d = c->dim, w = c->coff * d;
+    if (finished) *finished = 0;
+    if (r < 1 || (c->coff != 1 && c->coff != 2) || d < 1 || d > 16384 || pos < 0 ||
+        n_rope < 0 || (n_rope & 1) || n_rope > d || (!indexer && (d - n_rope) % 64) ||
+        (indexer && ((d & (d - 1)) || d % 32)))
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG,
+                          "cuda_comp_push: ratio %lld, coff %lld, dim %lld, n_rope %d, %s rows",
+                          (long long)r, (long long)c->coff, (long long)d, n_rope,
+                          indexer ? "indexer" : "attention");
+    int64_t in_win = pos % r, row = (c->coff == 2 ? r : 0) + in_win;
+    k_comp_store<<<cu_blocks(w, 256), 256>>>(c->st_kv, c->st_sc, d_A, d_B, d_ape, row, in_win, w);
+    CU_LAUNCH_CHECK(err, "comp_store launch");
+    if ((pos + 1) % r != 0) return DS4_OK;
+    int64_t j = (pos + 1) / r - 1;
+    if (j >= c->cap)
+        return ds4_seterr(err, DS4_ERR_RANGE, "cuda_comp_push: entry %lld past capacity %lld",
+                          (long long)j, (long long)c->cap);
+    int threads = d >= 512 ? 512 : (int)((d + 31) / 32 * 32);
+    k_comp_finish<<<1, threads, (size_t)d * sizeof(float)>>>(
+        c->st_kv, c->st_sc, c->rows + j * d, r, c->coff, d, d_norm, d_freqs, n_rope, r * j,
+        indexer, eps);
+    CU_LAUNCH_CHECK(err, "comp_finish launch");
+    if (finished) *finished = 1;
+    return DS4_OK;
+}

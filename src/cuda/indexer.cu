@@ -1,0 +1,156 @@
+/*
+ * cuda/indexer.cu — the lightning indexer of ratio-4 layers (MODEL_MATH §8): per query token,
+ * score every indexer row complete by its position, s_r = Σ_h w_h·relu(q_h·e_r) (heads in
+ * order, dots in cpu_dot_f32's order, so scores are bit-identical to model/indexer.c), and keep
+ * the top-k by (score desc, row asc), returned in ascending row order.
+ *
+ * Top-k is an exact radix select over a 64-bit key (order-preserving score bits, then the
+ * inverted row index), so there are no ties and exactly k rows pass; an ordered block
+ * compaction writes them ascending.
+ * Must not: prepare the queries (RoPE, Hadamard, FP4, weight scale are separate ops, §8).
+ */
+#include "cuda_api.h"
+#include "ops.cuh"
+
+/* grid (row blocks, n_tok), 256 threads; shared: q [ih][id], w [ih]. One warp per row, the 4
+ * lane groups of 8 take 4 heads at a time; lane 0 adds the heads in ascending order. */
+__global__ void k_idx_score(const float *q, const float *wts, const float *rows, int64_t pos0,
+                            int64_t ih, int64_t id, int64_t topk, int64_t ld_scores,
+                            float *scores) {
+    extern __shared__ float sh[];
+    float *sq = sh, *sw = sh + ih * id;
+    int64_t t = blockIdx.y, n_c = (pos0 + t + 1) / 4;
+    if (n_c <= topk) return; /* every row is kept; no scores needed */
+    for (int64_t i = threadIdx.x; i < ih * id; i += blockDim.x) sq[i] = q[t * ih * id + i];
+    for (int64_t i = threadIdx.x; i < ih; i += blockDim.x) sw[i] = wts[t * ih + i];
+    __syncthreads();
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 3;
+    int64_t n_warps = (int64_t)gridDim.x * (blockDim.x >> 5);
+    for (int64_t r = (int64_t)blockIdx.x * (blockDim.x >> 5) + warp; r < n_c; r += n_warps) {
+        const float *e = rows + r * id;
+        float s = 0.0f;
+        for (int64_t h0 = 0; h0 < ih; h0 += 4) {
+            int64_t h = h0 + g < ih ? h0 + g : 0;
+            float d = cu_dot8_ref(sq + h * id, e, id);
+            float dd[4];
+            for (int k = 0; k < 4; k++) dd[k] = __shfl_sync(0xffffffffu, d, 8 * k);
+            for (int k = 0; k < 4 && h0 + k < ih; k++)
+                s = __fadd_rn(s, __fmul_rn(sw[h0 + k], dd[k] > 0.0f ? dd[k] : 0.0f));
+        }
+        if (lane == 0) scores[t * ld_scores + r] = s;
+    }
+}
+
+/* Order-preserving key: larger score first, then lower row (MODEL_MATH §17 #2). -0 == +0. */
+__device__ __forceinline__ uint64_t idx_key(float s, int64_t r) {
+    uint32_t u = s == 0.0f ? 0u : __float_as_uint(s);
+    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return ((uint64_t)u << 32) | (uint64_t)(0xFFFFFFFFu - (uint32_t)r);
+}
+
+/* One block (1024 threads) per token. */
+__global__ void k_idx_topk(const float *scores, int64_t pos0, int64_t topk, int64_t ld_scores,
+                           int32_t *isel, int32_t *n_isel) {
+    __shared__ unsigned hist[256];
+    __shared__ uint64_t s_prefix;
+    __shared__ int64_t s_remaining;
+    __shared__ int s_warp[32];
+    int64_t t = blockIdx.x, n_c = (pos0 + t + 1) / 4;
+    int32_t *sel = isel + t * topk;
+    if (n_c <= topk) {
+        for (int64_t r = threadIdx.x; r < n_c; r += blockDim.x) sel[r] = (int32_t)r;
+        if (threadIdx.x == 0) n_isel[t] = (int32_t)n_c;
+        return;
+    }
+    const float *sc = scores + t * ld_scores;
+    uint64_t prefix = 0, mask = 0;
+    if (threadIdx.x == 0) s_remaining = topk;
+    for (int shift = 56; shift >= 0; shift -= 8) {
+        for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
+        __syncthreads();
+        /* Scores share their top bits, so bins are hot: aggregate equal bins per warp. */
+        for (int64_t base = 0; base < n_c; base += blockDim.x) {
+            int64_t r = base + threadIdx.x;
+            int bin = -1;
+            if (r < n_c) {
+                uint64_t k = idx_key(sc[r], r);
+                if ((k & mask) == prefix) bin = (int)((k >> shift) & 255);
+            }
+            unsigned peers = __match_any_sync(0xffffffffu, bin);
+            if (bin >= 0 && (threadIdx.x & 31) == __ffs(peers) - 1)
+                atomicAdd(&hist[bin], (unsigned)__popc(peers));
+        }
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            int64_t above = 0, need = s_remaining;
+            int b = 255;
+            for (; b > 0; b--) {
+                if (above + hist[b] >= need) break;
+                above += hist[b];
+            }
+            s_remaining = need - above;
+            s_prefix = prefix | ((uint64_t)b << shift);
+        }
+        __syncthreads();
+        prefix = s_prefix;
+        mask |= (uint64_t)255 << shift;
+    }
+    /* prefix is now the key of the k-th best row: keep keys >= it, in row order. */
+    int64_t chunk = (n_c + blockDim.x - 1) / blockDim.x;
+    int64_t r0 = threadIdx.x * chunk, r1 = r0 + chunk < n_c ? r0 + chunk : n_c;
+    int cnt = 0;
+    for (int64_t r = r0; r < r1; r++) cnt += idx_key(sc[r], r) >= prefix;
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, incl = cnt;
+    for (int o = 1; o < 32; o <<= 1) {
+        int v = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += v;
+    }
+    if (lane == 31) s_warp[warp] = incl;
+    __syncthreads();
+    if (warp == 0) {
+        int v = lane < (int)(blockDim.x >> 5) ? s_warp[lane] : 0, x = v;
+        for (int o = 1; o < 32; o <<= 1) {
+            int u = __shfl_up_sync(0xffffffffu, x, o);
+            if (lane >= o) x += u;
+        }
+        s_warp[lane] = x - v; /* exclusive prefix of warp totals */
+    }
+    __syncthreads();
+    int64_t out = s_warp[warp] + incl - cnt;
+    for (int64_t r = r0; r < r1; r++)
+        if (idx_key(sc[r], r) >= prefix) sel[out++] = (int32_t)r;
+    if (threadIdx.x == 0) n_isel[t] = (int32_t)topk;
+}
+
+extern "C" size_t cuda_indexer_scratch_bytes(int64_t n_tok, int64_t pos0) {
+    return (size_t)(n_tok > 0 ? n_tok : 0) * (size_t)((pos0 + n_tok) / 4 + 1) * sizeof(float);
+}
+
+extern "C" ds4_status cuda_indexer_topk(const float *d_q, const float *d_w, const float *d_rows,
+                                        int64_t n_tok, int64_t pos0, int64_t ih, int64_t id,
+                                        int64_t topk, float *d_scores, int32_t *d_isel,
+                                        int32_t *d_n_isel, ds4_error *err) {
+    if (n_tok <= 0) return DS4_OK;
+    size_t smem = (size_t)(ih * id + ih) * sizeof(float);
+    if (ih < 1 || id < 1 || topk < 1 || pos0 < 0 || n_tok > 65535 || smem > 200 * 1024 ||
+        (pos0 + n_tok) / 4 >= 0xFFFFFFFFll)
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG,
+                          "cuda_indexer_topk: %lld heads of %lld, top-%lld, %lld tokens at %lld",
+                          (long long)ih, (long long)id, (long long)topk, (long long)n_tok,
+                          (long long)pos0);
+    int64_t ld = (pos0 + n_tok) / 4 + 1, max_c = (pos0 + n_tok) / 4;
+    if (max_c > topk) {
+        if (smem > 48 * 1024)
+            CU_CHECK(cudaFuncSetAttribute(k_idx_score, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          (int)smem),
+                     err, "indexer shared memory");
+        unsigned gx = cu_blocks(max_c, 8);
+        if (gx > 512) gx = 512; /* each block loads the token's 32 KiB of queries once */
+        k_idx_score<<<dim3(gx, (unsigned)n_tok), 256, smem>>>(d_q, d_w, d_rows, pos0, ih, id,
+                                                               topk, ld, d_scores);
+        CU_LAUNCH_CHECK(err, "indexer score launch");
+    }
+    k_idx_topk<<<(unsigned)n_tok, 1024>>>(d_scores, pos0, topk, ld, d_isel, d_n_isel);
+    CU_LAUNCH_CHECK(err, "indexer top-k launch");
+    return DS4_OK;
+}
