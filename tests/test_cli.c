@@ -518,6 +518,7 @@ Test(cli_args, bad_flags_are_usage_errors) {
         {"--bogus", "unknown option '--bogus'"},
         {"--temp abc -p hi", "--temp needs a number in [0, 100], got 'abc'"},
         {"--top-p 1.5 -p hi", "--top-p needs a number in [0, 1], got '1.5'"},
+        {"--top-p 0 -p hi", "--top-p must be above 0 (1 = off), got '0'"},
         {"-n 0 -p hi", "-n needs an integer in [1, "},
         {"--seed 0 -p hi", "--seed needs an integer in [1, "},
         {"--ctx", "--ctx needs a value"},

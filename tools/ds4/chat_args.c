@@ -122,7 +122,11 @@ int chat_args_parse(chat_opts *o, int argc, char **argv) {
         else if (is(a, "-n", "--tokens")) { rc = parse_u64(a, v, 1, UINT32_MAX, &u); o->n_predict = (uint32_t)u; i++; }
         else if (is(a, "-t", "--threads")) { rc = parse_u64(a, v, 1, 4096, &u); o->n_threads = (int)u; i++; }
         else if (is(a, "--temp", "--temperature")) { rc = parse_f(a, v, 0, 100, &o->sp.temperature); i++; }
-        else if (is(a, "--top-p", NULL)) { rc = parse_f(a, v, 0, 1, &o->sp.top_p); i++; }
+        else if (is(a, "--top-p", NULL)) {
+            rc = parse_f(a, v, 0, 1, &o->sp.top_p);
+            if (!rc && o->sp.top_p <= 0) return bad("--top-p must be above 0 (1 = off), got '%s'", v, NULL);
+            i++;
+        }
         else if (is(a, "--min-p", NULL)) { rc = parse_f(a, v, 0, 1, &o->sp.min_p); i++; }
         else if (is(a, "--top-k", NULL)) { rc = parse_u64(a, v, 0, INT32_MAX, &u); o->sp.top_k = (int32_t)u; i++; }
         else if (is(a, "--seed", NULL)) { rc = parse_u64(a, v, 1, UINT64_MAX, &u); o->sp.seed = u; o->seed_given = true; i++; }
