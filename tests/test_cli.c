@@ -626,3 +626,22 @@ Test(cli_args, demo_without_a_tokenizer_says_where_it_looked) {
     free(bin);
     free(dir);
 }
+
+/* SERVER_CLI §10.3: a prompt starting with BOS is an already rendered chat, used as it is: the
+ * official rendering of [system, user] answers exactly like the plain prompt. */
+Test(cli_oneshot, rendered_prompt_is_used_verbatim, .timeout = 120) {
+    char *model = demo_model(), *bin = abs_take(tu_bin_path("ds4")), cmd[8192], *plain = NULL, *raw = NULL;
+    const char *tail = "--threads 1 --temp 0 -n 6 --show-reasoning 2>/dev/null | cat";
+    snprintf(cmd, sizeof cmd, "%s -m %s --nothink -p 'Hi there' %s", bin, model, tail);
+    cr_assert_eq(tu_run(cmd, &plain), 0, "%s", plain);
+    snprintf(cmd, sizeof cmd,
+             "%s -m %s -p '<｜begin▁of▁sentence｜>You are a helpful assistant<｜User｜>Hi there<｜Assistant｜></think>' %s",
+             bin, model, tail);
+    cr_assert_eq(tu_run(cmd, &raw), 0, "%s", raw);
+    cr_assert(strlen(plain) > 1, "no output");
+    cr_assert_str_eq(raw, plain, "rendered prompt answered differently");
+    free(plain);
+    free(raw);
+    free(bin);
+    free(model);
+}

@@ -140,6 +140,9 @@ void chat_clear(chat_state *st);
  * interrupted or failed prefill the transcript is rolled back. Returns 0 ok (also when
  * interrupted during generation), 1 on failure. */
 int chat_turn(chat_state *st, const char *text, size_t text_bytes);
+/* One-shot with a prompt that is already a rendered chat (it starts with BOS, SERVER_CLI §10.3):
+ * tokenized with special tokens recognized, nothing added; header and turns are replaced. */
+int chat_turn_rendered(chat_state *st, const char *text, size_t text_bytes);
 
 /* The summary line of the last turn, on stderr. */
 void chat_print_summary(const chat_state *st);

@@ -435,12 +435,52 @@ fail:
     return 1;
 }
 
+/* The turn after its prompt tokens were appended to the body (from body0 on): prefill, sample,
+ * stream, close. `thinking`: the prompt ends with <think>. */
+static int run_turn(chat_state *st, uint32_t body0, bool thinking, const char *text, size_t text_bytes);
+
 int chat_turn(chat_state *st, const char *text, size_t text_bytes) {
-    chat_turn_stats *ts = &st->last;
-    memset(ts, 0, sizeof *ts);
-    ts->stop = "error";
+    memset(&st->last, 0, sizeof st->last);
+    st->last.stop = "error";
     uint32_t body0 = st->n_body;
     bool thinking = st->thinking != DS4_THINKING_NONE;
+    /* SERVER_CLI §10.4 step 1. */
+    if (body_push(st, st->id_user) || body_text(st, text, text_bytes) || body_push(st, st->id_assistant) ||
+        body_push(st, thinking ? st->id_think : st->id_think_end)) {
+        fprintf(stderr, "ds4: out of memory building the prompt\n");
+        st->n_body = body0;
+        return 1;
+    }
+    return run_turn(st, body0, thinking, text, text_bytes);
+}
+
+int chat_turn_rendered(chat_state *st, const char *text, size_t text_bytes) {
+    memset(&st->last, 0, sizeof st->last);
+    st->last.stop = "error";
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    ds4_error err = {0};
+    /* SERVER_CLI §10.3: special tokens recognized, no template added (the text has its BOS). */
+    if (ds4_tokenize(st->tok, text, text_bytes, 0, &ids, &n_ids, &err)) {
+        fprintf(stderr, "ds4: %s\n", err.msg);
+        return 1;
+    }
+    st->n_header = 0;
+    st->n_body = 0;
+    int rc = 1;
+    if (n_ids == 0 || n_ids > UINT32_MAX / 4 || body_reserve(st, (uint32_t)n_ids)) {
+        fprintf(stderr, "ds4: cannot hold the prompt's %zu tokens\n", n_ids);
+    } else {
+        memcpy(st->body, ids, n_ids * sizeof *ids);
+        st->n_body = (uint32_t)n_ids;
+        rc = run_turn(st, 0, ids[n_ids - 1] == st->id_think, text, text_bytes);
+    }
+    free(ids);
+    return rc;
+}
+
+static int run_turn(chat_state *st, uint32_t body0, bool thinking, const char *text, size_t text_bytes) {
+    chat_turn_stats *ts = &st->last;
     ds4_error err = {0};
     int rc = 1;
     ds4_detok_stream *ds = NULL;
@@ -448,9 +488,7 @@ int chat_turn(chat_state *st, const char *text, size_t text_bytes) {
     ds4_parsed parsed = {0};
     stream_out so = {.st = st, .last = '\n'};
     uint32_t n = 0;
-    /* SERVER_CLI §10.4 step 1. */
-    if (body_push(st, st->id_user) || body_text(st, text, text_bytes) || body_push(st, st->id_assistant) ||
-        body_push(st, thinking ? st->id_think : st->id_think_end) || build_target(st, &n)) {
+    if (build_target(st, &n)) {
         fprintf(stderr, "ds4: out of memory building the prompt\n");
         goto out_rollback;
     }

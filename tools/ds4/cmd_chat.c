@@ -85,7 +85,9 @@ int ds4_cmd_chat(int argc, char **argv) {
     if (chat_open(&st, &o) == 0) {
         if (o.prompt || o.prompt_file) {
             const char *p = file_prompt ? file_prompt : o.prompt;
-            if (chat_turn(&st, p, prompt_bytes) == 0) {
+            static const char bos[] = "<｜begin▁of▁sentence｜>";
+            bool rendered = prompt_bytes >= sizeof bos - 1 && memcmp(p, bos, sizeof bos - 1) == 0;
+            if ((rendered ? chat_turn_rendered(&st, p, prompt_bytes) : chat_turn(&st, p, prompt_bytes)) == 0) {
                 chat_print_summary(&st);
                 rc = strcmp(st.last.stop, "error") == 0;
             }
