@@ -4,7 +4,8 @@
 set -euo pipefail
 pkgs=(build-essential pkg-config clang libclang-rt-14-dev
       libpcre2-dev libjansson-dev libmicrohttpd-dev libssl-dev libedit-dev libcriterion-dev
-      python3)
+      python3
+      curl)  # curl: download_model.sh and its test (tests/test_cli_download.c)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
