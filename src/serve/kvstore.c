@@ -408,30 +408,51 @@ static bool load_file(srv_kvstore *kv, size_t i, const int32_t *tokens, srv_kv_e
     return ok;
 }
 
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 bool srv_kv_lookup(srv_kvstore *kv, const int32_t *tokens, size_t n, size_t min_tokens, srv_kv_entry *out) {
     memset(out, 0, sizeof *out);
     pthread_mutex_lock(&kv->mu);
     bool found = false;
-    /* Candidate lengths are the token counts on disk; hash the request's prefixes incrementally. */
+    /* Candidate lengths are the token counts on disk. One SHA-256 pass over the request's
+     * tokens yields the key of every candidate prefix (a copy of the running state is finished
+     * at each length), so a lookup costs O(prompt) hashing however many files there are. */
     size_t nc = 0;
     uint64_t *lens = kv->n_files ? malloc(kv->n_files * sizeof *lens) : NULL;
-    for (size_t i = 0; lens && i < kv->n_files; i++)
+    char (*names)[65] = kv->n_files ? malloc(kv->n_files * sizeof *names) : NULL;
+    for (size_t i = 0; lens && names && i < kv->n_files; i++)
         if (kv->files[i].n_tokens <= n && kv->files[i].n_tokens >= min_tokens && kv->files[i].n_tokens > 0)
             lens[nc++] = kv->files[i].n_tokens;
-    for (size_t a = 1; a < nc; a++)  /* insertion sort, descending */
-        for (size_t b = a; b > 0 && lens[b] > lens[b - 1]; b--) { uint64_t x = lens[b]; lens[b] = lens[b - 1]; lens[b - 1] = x; }
-    for (size_t c = 0; c < nc && !found; c++) {
-        if (c > 0 && lens[c] == lens[c - 1]) continue;
-        char name[65];
-        srv_kv_key(tokens, (size_t)lens[c], name);
+    if (nc) qsort(lens, nc, sizeof *lens, cmp_u64);
+    size_t nu = 0;
+    for (size_t c = 0; c < nc; c++)
+        if (nu == 0 || lens[nu - 1] != lens[c]) lens[nu++] = lens[c];
+    EVP_MD_CTX *run = nu ? EVP_MD_CTX_new() : NULL, *fin = nu ? EVP_MD_CTX_new() : NULL;
+    bool hashed = run && fin && EVP_DigestInit_ex(run, EVP_sha256(), NULL);
+    uint64_t at = 0;
+    for (size_t c = 0; hashed && c < nu; c++) {
+        hash_tokens(run, tokens + at, (size_t)(lens[c] - at));
+        at = lens[c];
+        unsigned char d[32];
+        unsigned int dl = 0;
+        hashed = EVP_MD_CTX_copy_ex(fin, run) && EVP_DigestFinal_ex(fin, d, &dl);
+        hexify(d, 32, names[c]);
+    }
+    for (size_t c = nu; hashed && c-- > 0 && !found;) {
         for (size_t i = 0; i < kv->n_files; i++) {
-            if (strcmp(kv->files[i].name, name) != 0) continue;
+            if (strcmp(kv->files[i].name, names[c]) != 0) continue;
             if (load_file(kv, i, tokens, out)) found = true;
             else remove_file(kv, i, false); /* invariant 2 */
             break;
         }
     }
+    EVP_MD_CTX_free(run);
+    EVP_MD_CTX_free(fin);
     free(lens);
+    free(names);
     if (kv->metrics) atomic_fetch_add(found ? &kv->metrics->disk_hits : &kv->metrics->disk_misses, 1);
     pthread_mutex_unlock(&kv->mu);
     return found;
