@@ -645,3 +645,46 @@ Test(cli_oneshot, rendered_prompt_is_used_verbatim, .timeout = 120) {
     free(bin);
     free(model);
 }
+
+/* Think Max (CHAT_ENCODING §4.4): with a context of 393216 the prompt is the official Think-Max
+ * rendering of [system, user]; with less, a warning and normal thinking. */
+Test(cli_oneshot, think_max_prompt_and_its_context_gate, .timeout = 120) {
+    char *model = demo_model(), *bin = abs_take(tu_bin_path("ds4")), cmd[8192], *out = NULL;
+    ds4_tokenizer *tok = open_tok(model);
+    const char *prompt = "Prove it.";
+    ds4_chat *chat = NULL;
+    ds4_error err = {0};
+    cr_assert_eq(ds4_chat_create(&chat, DS4_THINKING_MAX, &err), DS4_OK);
+    ds4_chat_msg m_sys = {.role = DS4_ROLE_SYSTEM, .content = "You are a helpful assistant"};
+    ds4_chat_msg m_user = {.role = DS4_ROLE_USER, .content = prompt};
+    cr_assert_eq(ds4_chat_add(chat, &m_sys, &err), DS4_OK);
+    cr_assert_eq(ds4_chat_add(chat, &m_user, &err), DS4_OK);
+    char *rendered = NULL;
+    size_t rb = 0, n_max = 0;
+    cr_assert_eq(ds4_chat_render(chat, &rendered, &rb, &err), DS4_OK, "%s", err.msg);
+    cr_assert_eq(ds4_tokenize_count(tok, rendered, rb, 0, &n_max, &err), DS4_OK);
+    snprintf(cmd, sizeof cmd, "%s -m %s --threads 1 -n 1 --think-max --ctx 393216 -p '%s' 2>&1 >/dev/null | cat", bin,
+             model, prompt);
+    cr_assert_eq(tu_run(cmd, &out), 0, "%s", out);
+    unsigned got = 0;
+    const char *l = strstr(out, "ds4: prompt ");
+    cr_assert(l && sscanf(l, "ds4: prompt %u", &got) == 1, "%s", out);
+    cr_assert_eq(got, (unsigned)n_max, "Think-Max prompt has %u tokens, the official rendering %zu", got, n_max);
+    cr_assert_null(strstr(out, "warning"), "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "%s -m %s --threads 1 -n 1 --think-max -p '%s' 2>&1 >/dev/null | cat", bin, model,
+             prompt);
+    cr_assert_eq(tu_run(cmd, &out), 0, "%s", out);
+    unsigned high = header_tokens(tok) + turn_tokens(tok, prompt);
+    l = strstr(out, "ds4: prompt ");
+    cr_assert(l && sscanf(l, "ds4: prompt %u", &got) == 1, "%s", out);
+    cr_assert_eq(got, high, "gated Think Max: %u tokens, expected the high-effort %u", got, high);
+    cr_assert(strstr(out, "warning: Think Max needs a context of at least 393216"), "%s", out);
+    cr_assert_gt(n_max, high + 20, "the Think-Max prefix should add its instruction text");
+    free(out);
+    free(rendered);
+    ds4_chat_free(chat);
+    ds4_tokenizer_free(tok);
+    free(bin);
+    free(model);
+}

@@ -202,15 +202,17 @@ void chat_close(chat_state *st) {
 
 /* ---- Header, context, clear ------------------------------------------------------------------ */
 
-/* The §2.2 Think-Max prefix, taken from libds4's renderer (an empty Think-Max chat renders as
- * BOS + prefix) so the bytes have one source. Caller frees. */
+/* The §2.2 Think-Max prefix, taken from libds4's renderer (a Think-Max chat of one empty system
+ * message renders as BOS + prefix) so the bytes have one source. Caller frees; NULL on failure
+ * or when the rendering adds nothing (a prefix must exist). */
 static char *max_prefix(void) {
     ds4_chat *c = NULL;
     char *txt = NULL, *out = NULL;
     size_t n = 0;
     const char *bos = "<｜begin▁of▁sentence｜>";
-    if (ds4_chat_create(&c, DS4_THINKING_MAX, NULL) == DS4_OK && ds4_chat_render(c, &txt, &n, NULL) == DS4_OK &&
-        n >= strlen(bos) && memcmp(txt, bos, strlen(bos)) == 0)
+    ds4_chat_msg sys = {.role = DS4_ROLE_SYSTEM, .content = ""};
+    if (ds4_chat_create(&c, DS4_THINKING_MAX, NULL) == DS4_OK && ds4_chat_add(c, &sys, NULL) == DS4_OK &&
+        ds4_chat_render(c, &txt, &n, NULL) == DS4_OK && n > strlen(bos) && memcmp(txt, bos, strlen(bos)) == 0)
         out = strdup(txt + strlen(bos));
     free(txt);
     ds4_chat_free(c);
