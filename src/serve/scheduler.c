@@ -267,14 +267,18 @@ static void record_logprobs(srv_sched *s, srv_job *j, const float *logits, int32
 static void run_job(srv_sched *s, srv_job *j) {
     ds4_error err;
     srv_request *rq = &j->req;
-    pthread_mutex_lock(&j->mu);
     srv_usage u = {(int)j->n_prompt, 0, 0, 0};
-    if (rq->stream) srv_fmt_begin(&j->fmt, &u); /* early headers + keep-alives during prefill */
-    pthread_cond_broadcast(&j->cv);
-    pthread_mutex_unlock(&j->mu);
-
     srv_slot *sl = pick_slot(s, j, &err);
     if (!sl) { job_fail(j, 500, err.msg); return; }
+    /* The reuse point is known before prefill, so the stream can open now (Anthropic's
+     * message_start carries the cache-read count) and the client sees progress at once. */
+    bool live_ok;
+    size_t predicted = usable_prefix(s, sl, j->prompt, j->n_prompt, &live_ok);
+    u.cached_tokens = (int)predicted;
+    pthread_mutex_lock(&j->mu);
+    if (rq->stream) srv_fmt_begin(&j->fmt, &u);
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
     int64_t t0 = srv_now_ms();
     size_t chunk = s->o.prefill_chunk > 0 ? (size_t)s->o.prefill_chunk : 512;
     size_t cached = 0;
@@ -288,11 +292,7 @@ static void run_job(srv_sched *s, srv_job *j) {
         /* First step: the engine picks its reuse point (live state or checkpoint); then the
          * prefill goes chunk by chunk so cancellation and timeouts act between chunks, and the
          * work done so far stays in the slot. */
-        size_t reused = 0, from = pos;
-        if (first) {
-            bool ok;
-            from = usable_prefix(s, sl, j->prompt, j->n_prompt, &ok);
-        }
+        size_t reused = 0, from = first ? predicted : pos;
         size_t next = j->n_prompt - from > chunk ? from + chunk : j->n_prompt;
         if (s->eng.session_sync(sl->sess, j->prompt, next, &reused, &err)) { job_fail(j, 500, err.msg); return; }
         if (first) cached = reused;

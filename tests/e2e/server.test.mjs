@@ -262,6 +262,13 @@ test('anthropic streaming with thinking and tool_use, then the tool result turn'
     thinking: { type: 'enabled', budget_tokens: 100 } });
   assert.ok(r2.usage.cache_read_input_tokens >= first,
     `cache_read ${r2.usage.cache_read_input_tokens} should cover the first turn's ${first} tokens`);
+  // Streaming clients read the cache numbers from message_start.
+  const s3 = anthropic.messages.stream({ model: 'm', max_tokens: 1, messages, tools,
+    thinking: { type: 'enabled', budget_tokens: 100 } });
+  let start = null;
+  s3.on('streamEvent', (e) => { if (e.type === 'message_start') start = e.message.usage; });
+  await s3.finalMessage();
+  assert.ok(start.cache_read_input_tokens >= first, `message_start cache_read ${start.cache_read_input_tokens}`);
 });
 
 test('tokenize and detokenize round trip with the real tokenizer', async () => {
