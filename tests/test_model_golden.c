@@ -407,3 +407,36 @@ Test(model_golden, bf16_short_window_logits_and_mtp, .timeout = 120) {
     tm_close(&tm);
     free(p);
 }
+
+/* GGUF_LAYOUT §3.8: the MTP block in a companion file, as ds4 publishes it. */
+Test(model_golden, mtp_from_companion_file, .timeout = 120) {
+    char *p = tm_convert_tiny("f32");
+    char *dir = tu_tmpdir();
+    char *mainp = tu_join(dir, "main.gguf"), *mtpp = tu_join(dir, "mtp.gguf");
+    tm_split_mtp(p, mainp, mtpp);
+    tm_model tm;
+    tm_open(&tm, mainp, 0);
+    cr_assert(!model_has_mtp(tm.m), "main file alone must have no MTP block");
+    tm_close(&tm);
+    gguf_ctx *g, *gm;
+    ds4_error err = {0};
+    cr_assert_eq(gguf_open(&g, mainp, &err), DS4_OK, "%s", err.msg);
+    cr_assert_eq(gguf_open(&gm, mtpp, &err), DS4_OK, "%s", err.msg);
+    model_options o = {.mtp_gguf = gm};
+    cr_assert_eq(model_open(&tm.m, g, &o, &err), DS4_OK, "%s", err.msg);
+    tm.g = g;
+    st_file *gf = tm_golden("golden_topk16.safetensors");
+    check_mtp(&tm, gf, "short", 1e-3, "f32 companion");
+    /* A companion without the block is an error naming the missing tensor. */
+    model *m2;
+    model_options bad = {.mtp_gguf = g};
+    cr_assert_eq(model_open(&m2, g, &bad, &err), DS4_ERR_NOT_FOUND);
+    cr_assert(strstr(err.msg, "mtp.0.") != NULL, "message: %s", err.msg);
+    st_close(gf);
+    tm_close(&tm);
+    gguf_close(gm);
+    free(mainp);
+    free(mtpp);
+    free(dir);
+    free(p);
+}

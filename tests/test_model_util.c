@@ -50,7 +50,7 @@ char *tm_convert_tiny_ex(const char *preset, const char *override) {
 void tm_open(tm_model *tm, const char *path, int64_t topk_override) {
     ds4_error err = {0};
     cr_assert_eq(gguf_open(&tm->g, path, &err), DS4_OK, "gguf_open %s: %s", path, err.msg);
-    model_options o = {0, topk_override};
+    model_options o = {.idx_topk_override = topk_override};
     cr_assert_eq(model_open(&tm->m, tm->g, &o, &err), DS4_OK, "model_open %s: %s", path, err.msg);
 }
 
@@ -108,8 +108,29 @@ int32_t tm_argmax(const float *row, int64_t n) {
     return b;
 }
 
+/* keep(name): 1 keep, 0 drop. mode 0: drop `skip`; 1: drop mtp.*; 2: keep only mtp.*. */
+static bool keep_tensor(const char *name, const char *skip, int mode) {
+    bool mtp = strncmp(name, "mtp.", 4) == 0;
+    if (mode == 1) return !mtp;
+    if (mode == 2) return mtp;
+    return !(skip && !strcmp(name, skip));
+}
+
+static void rewrite(const char *src, const char *dst, bool to_f32, const char *skip, int mode,
+                    const char *u32_key, uint32_t u32_val);
+
 void tm_rewrite_gguf(const char *src, const char *dst, bool to_f32, const char *skip,
                      const char *u32_key, uint32_t u32_val) {
+    rewrite(src, dst, to_f32, skip, 0, u32_key, u32_val);
+}
+
+void tm_split_mtp(const char *src, const char *main_dst, const char *mtp_dst) {
+    rewrite(src, main_dst, false, NULL, 1, NULL, 0);
+    rewrite(src, mtp_dst, false, NULL, 2, NULL, 0);
+}
+
+static void rewrite(const char *src, const char *dst, bool to_f32, const char *skip, int mode,
+                    const char *u32_key, uint32_t u32_val) {
     ds4_error err = {0};
     gguf_ctx *g;
     cr_assert_eq(gguf_open(&g, src, &err), DS4_OK, "%s", err.msg);
@@ -124,7 +145,7 @@ void tm_rewrite_gguf(const char *src, const char *dst, bool to_f32, const char *
     }
     for (uint64_t i = 0; i < gguf_n_tensors(g); i++) {
         const gguf_tensor *t = gguf_tensor_at(g, i);
-        if (skip && !strcmp(t->name, skip)) continue;
+        if (!keep_tensor(t->name, skip, mode)) continue;
         uint32_t ty = to_f32 && q_type_is_weight((int)t->type) ? DS4_TYPE_F32 : t->type;
         cr_assert_eq(gguf_writer_add_tensor(w, t->name, ty, t->n_dims, t->ne, &err), DS4_OK, "%s",
                      err.msg);
@@ -132,7 +153,7 @@ void tm_rewrite_gguf(const char *src, const char *dst, bool to_f32, const char *
     cr_assert_eq(gguf_writer_write_header(w, &err), DS4_OK, "%s", err.msg);
     for (uint64_t i = 0; i < gguf_n_tensors(g); i++) {
         const gguf_tensor *t = gguf_tensor_at(g, i);
-        if (skip && !strcmp(t->name, skip)) continue;
+        if (!keep_tensor(t->name, skip, mode)) continue;
         if (to_f32 && q_type_is_weight((int)t->type)) {
             /* Decode row by row (rows of ne0 values, GGUF_LAYOUT §1.3). */
             uint64_t rows = t->n_elements / t->ne[0], rb = t->n_bytes / rows;

@@ -41,6 +41,10 @@ const int32_t *tm_i32(st_file *f, const char *name, uint64_t *n_elems);
 void tm_rewrite_gguf(const char *src, const char *dst, bool to_f32, const char *skip,
                      const char *u32_key, uint32_t u32_val);
 
+/* Splits `src` into a main file without mtp.* tensors and a companion holding only them
+ * (the published ds4 layout, GGUF_LAYOUT §3.8). */
+void tm_split_mtp(const char *src, const char *main_dst, const char *mtp_dst);
+
 /* Converts a synthetic model (converter library, --synthetic): shape preset or config.json
  * path, preset, seed, experts count (0 = keep). Returns the scratch path (caller frees). */
 char *tm_convert_synthetic(const char *shape, const char *preset, uint32_t n_layers,

@@ -11,13 +11,13 @@
 
 ds4_status model_open(model **out, const gguf_ctx *g, const model_options *opt, ds4_error *err) {
     *out = NULL;
-    model_options def = {0, 0};
+    model_options def = {0, 0, NULL};
     if (!opt) opt = &def;
     model *m = calloc(1, sizeof *m);
     if (!m) return ds4_seterr(err, DS4_ERR_NOMEM, "model: out of memory");
     ds4_status st = hparams_load(&m->hp, g, opt->idx_topk_override, err);
     if (st) goto fail_free;
-    if ((st = weights_bind(&m->w, g, &m->hp, err))) goto fail_hp;
+    if ((st = weights_bind(&m->w, g, opt->mtp_gguf, &m->hp, err))) goto fail_hp;
     int64_t half = m->hp.n_rope / 2;
     m->freqs_plain = malloc((size_t)half * sizeof(float));
     m->freqs_comp = malloc((size_t)half * sizeof(float));

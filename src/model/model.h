@@ -34,6 +34,10 @@ typedef struct model_state model_state;
 typedef struct model_options {
     int n_threads;              /* worker threads incl. the caller; <= 0: one per core */
     int64_t idx_topk_override;  /* > 0 replaces deepseek4.attention.indexer.top_k */
+    /* Companion MTP GGUF (GGUF_LAYOUT §3.8, e.g. DeepSeek-V4-Flash-MTP-*.gguf) holding the
+     * mtp.0.* block; NULL: use mtp.0.* from the main file when present. Must outlive the
+     * model. */
+    const gguf_ctx *mtp_gguf;
 } model_options;
 
 /* Reads hyper-parameters (GGUF_LAYOUT §2.1) and binds every tensor of §3 by name, type and

@@ -257,8 +257,8 @@ void weights_free(model_weights *w, const model_hparams *hp) {
     memset(w, 0, sizeof *w);
 }
 
-ds4_status weights_bind(model_weights *w, const gguf_ctx *g, const model_hparams *hp,
-                        ds4_error *err) {
+ds4_status weights_bind(model_weights *w, const gguf_ctx *g, const gguf_ctx *mtp_g,
+                        const model_hparams *hp, ds4_error *err) {
     memset(w, 0, sizeof *w);
     binder b = {.g = g};
     ds4_status st;
@@ -277,7 +277,8 @@ ds4_status weights_bind(model_weights *w, const gguf_ctx *g, const model_hparams
     }
     /* MODEL_MATH §11 / GGUF_LAYOUT §3.8: the MTP block is optional; bound when present. */
     snprintf(b.prefix, sizeof b.prefix, "mtp.0.");
-    if (gguf_find_tensor(g, "mtp.0.e_proj.weight")) {
+    if (mtp_g) b.g = mtp_g;
+    if (mtp_g || gguf_find_tensor(g, "mtp.0.e_proj.weight")) {
         if ((st = bind_layer(&b, hp, hp->n_layer, true, &w->mtp, err))) goto fail;
         w->has_mtp = true;
     }

@@ -80,9 +80,10 @@ typedef struct model_weights {
     layer_weights mtp;                       /* valid when has_mtp */
 } model_weights;
 
-/* Binds and validates everything; errors name the tensor, expected and found type/dims. */
-ds4_status weights_bind(model_weights *w, const gguf_ctx *g, const model_hparams *hp,
-                        ds4_error *err);
+/* Binds and validates everything; errors name the tensor, expected and found type/dims.
+ * The MTP block comes from mtp_g when non-NULL (required there), else from g if present. */
+ds4_status weights_bind(model_weights *w, const gguf_ctx *g, const gguf_ctx *mtp_g,
+                        const model_hparams *hp, ds4_error *err);
 void weights_free(model_weights *w, const model_hparams *hp);
 
 #endif
