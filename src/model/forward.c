@@ -27,20 +27,26 @@ ds4_status fwd_ws_reserve(fwd_ws *ws, const model *m, int64_t n, int64_t n_ctx,
     int64_t nmix = (2 + hc) * hc, id = hp->idx_head_dim, ih = hp->idx_n_head;
     int64_t sizes[] = {hc * D, hc * D, D, nmix, hc, hc, hc * hc, hp->q_lora, H * Dh, H * Dh, Dh,
                        2 * Dh, 2 * Dh, 2 * id, 2 * id, ih * id, ih,
-                       hp->o_groups * hp->o_lora, D, hp->n_expert, hp->n_expert_used,
-                       hp->n_expert_used, hp->idx_topk, 1, D};
+                       hp->o_groups * hp->o_lora, D, hp->n_expert, hp->n_expert_used, D};
     float **ptrs[] = {&ws->X, &ws->X2, &ws->a, &ws->mix, &ws->pre, &ws->post, &ws->comb,
                       &ws->qr, &ws->q, &ws->o, &ws->kv, &ws->cA, &ws->cB, &ws->iA, &ws->iB,
-                      &ws->iq, &ws->iw, &ws->oa, &ws->f, &ws->rl, &ws->selw,
-                      (float **)&ws->sel, (float **)&ws->isel, (float **)&ws->n_isel, &ws->tmp};
-    size_t n_arr = sizeof sizes / sizeof sizes[0];
+                      &ws->iq, &ws->iw, &ws->oa, &ws->f, &ws->rl, &ws->selw, &ws->tmp};
+    /* int32 arrays: routed expert ids, indexer selections and their counts. */
+    int64_t isizes[] = {hp->n_expert_used, hp->idx_topk, 1};
+    int32_t **iptrs[] = {&ws->sel, &ws->isel, &ws->n_isel};
+    size_t n_arr = sizeof sizes / sizeof sizes[0], n_iarr = sizeof isizes / sizeof isizes[0];
     size_t total = 0;
     for (size_t i = 0; i < n_arr; i++) total += ((size_t)(sizes[i] * n) + 15) & ~(size_t)15;
-    if ((st = cpu_buf_reserve(&ws->mem, total * sizeof(float), err))) return st;
-    float *p = ws->mem.p;
+    for (size_t i = 0; i < n_iarr; i++) total += ((size_t)(isizes[i] * n) + 15) & ~(size_t)15;
+    if ((st = cpu_buf_reserve(&ws->mem, total * 4, err))) return st;
+    uint8_t *p = ws->mem.p;
     for (size_t i = 0; i < n_arr; i++) {
-        *ptrs[i] = p;
-        p += ((size_t)(sizes[i] * n) + 15) & ~(size_t)15;
+        *ptrs[i] = (float *)p;
+        p += (((size_t)(sizes[i] * n) + 15) & ~(size_t)15) * sizeof(float);
+    }
+    for (size_t i = 0; i < n_iarr; i++) {
+        *iptrs[i] = (int32_t *)p;
+        p += (((size_t)(isizes[i] * n) + 15) & ~(size_t)15) * sizeof(int32_t);
     }
     ws->n_cap = n;
     return DS4_OK;
