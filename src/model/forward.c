@@ -48,6 +48,21 @@ ds4_status fwd_ws_reserve(fwd_ws *ws, const model *m, int64_t n, int64_t n_ctx,
         *iptrs[i] = (int32_t *)p;
         p += (((size_t)(isizes[i] * n) + 15) & ~(size_t)15) * sizeof(int32_t);
     }
+    /* Scratch the layers would otherwise grow on demand, reserved up front so that a failing
+     * allocation is reported before any layer has changed the state. */
+    int64_t max_in = hc * D;
+    int64_t ins[] = {hp->q_lora, H * Dh, hp->n_ff_exp, hp->o_groups * hp->o_lora, D};
+    for (size_t i = 0; i < sizeof ins / sizeof ins[0]; i++) if (ins[i] > max_in) max_in = ins[i];
+    if ((st = cpu_buf_reserve(&ws->act, (size_t)(max_in * n) * sizeof(float) * 2, err))) return st;
+    size_t moe = (size_t)(n * (2 * D + 2 * hp->n_ff_exp + 2)) * sizeof(float);
+    if ((st = cpu_buf_reserve(&ws->moe, moe, err))) return st;
+    int64_t max_comp = 0;
+    for (int64_t il = 0; il < hp->n_layer; il++) {
+        int64_t r = hparams_ratio(hp, il), c = r == 4 ? hp->idx_topk : (r ? n_ctx / r : 0);
+        if (c > max_comp) max_comp = c;
+    }
+    size_t attn = (size_t)((hp->n_window + max_comp + Dh + 16) * cpu_pool_size(m->pool)) * sizeof(float);
+    if ((st = cpu_buf_reserve(&ws->attn, attn, err))) return st;
     ws->n_cap = n;
     return DS4_OK;
 }

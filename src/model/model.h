@@ -118,7 +118,8 @@ typedef struct model_eval_opts {
 
 /* Evaluates tokens[0..n_tokens) at positions pos..pos+n_tokens-1 and advances the state.
  * Any chunking gives the same results (MODEL_MATH §7.4). DS4_ERR_RANGE when the context would
- * overflow (state unchanged), DS4_ERR_INVALID_ARG for a token id outside the vocabulary. */
+ * overflow, DS4_ERR_INVALID_ARG for a token id outside the vocabulary, DS4_ERR_NOMEM when the
+ * workspace cannot be allocated: all checked before the state changes (state unchanged). */
 ds4_status model_eval(model *m, model_state *st, const int32_t *tokens, int64_t n_tokens,
                       const model_eval_opts *opts, ds4_error *err);
 
