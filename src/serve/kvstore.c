@@ -353,7 +353,13 @@ static bool read_exact(int fd, void *p, size_t n, uint64_t off) {
     return true;
 }
 
-/* Loads and fully verifies file i for tokens[0..n_tokens). */
+/* Reads n bytes at off into dst and adds them to the running checksum. */
+static bool read_hashed(int fd, EVP_MD_CTX *c, void *dst, uint64_t n, uint64_t off) {
+    return read_exact(fd, dst, (size_t)n, off) && EVP_DigestUpdate(c, dst, (size_t)n) == 1;
+}
+
+/* Loads and fully verifies file i for tokens[0..n_tokens). Each region is read straight into
+ * its final buffer while the checksum runs, so a multi-GB snapshot is held once, not twice. */
 static bool load_file(srv_kvstore *kv, size_t i, const int32_t *tokens, srv_kv_entry *out) {
     kv_file *f = &kv->files[i];
     char *path = path_of(kv, f->name);
@@ -365,34 +371,30 @@ static bool load_file(srv_kvstore *kv, size_t i, const int32_t *tokens, srv_kv_e
     uint64_t p = 0, t = 0;
     bool ok = fstat(fd, &sb) == 0 && read_header(kv, fd, (uint64_t)sb.st_size, &hdr, &p, &t) && hdr.n_tokens == f->n_tokens;
     size_t mlen = strlen(kv->model_id);
-    uint64_t body_off = KV_FIXED + mlen;
-    uint64_t sum_len = (uint64_t)sb.st_size - KV_SUM - 32;
-    unsigned char *all = NULL;
-    if (ok) ok = (all = malloc(sum_len)) != NULL && read_exact(fd, all, sum_len, 32);
-    unsigned char sum[32], want[32];
-    if (ok) ok = read_exact(fd, want, 32, (uint64_t)sb.st_size - KV_SUM);
+    uint64_t off = KV_FIXED + mlen, n = f->n_tokens;
+    unsigned char head[KV_FIXED - 32 + KV_MAX_MODEL_ID];
+    unsigned char *tokb = ok ? malloc((size_t)n * 4) : NULL;
+    EVP_MD_CTX *c = EVP_MD_CTX_new();
+    ok = ok && tokb && c && EVP_DigestInit_ex(c, EVP_sha256(), NULL) == 1;
     if (ok) {
-        unsigned int sl = 0;
-        EVP_Digest(all, sum_len, sum, &sl, EVP_sha256(), NULL);
-        ok = memcmp(sum, want, 32) == 0;
+        out->payload = malloc(p ? (size_t)p : 1);
+        out->trailer = malloc(t ? (size_t)t : 1);
+        ok = out->payload && out->trailer && read_hashed(fd, c, head, KV_FIXED - 32 + mlen, 32) &&
+             read_hashed(fd, c, tokb, n * 4, off);
     }
+    for (uint64_t k = 0; ok && k < n; k++) ok = (int32_t)rd32(tokb + 4 * k) == tokens[k];
+    ok = ok && read_hashed(fd, c, out->payload, p, off + n * 4) && read_hashed(fd, c, out->trailer, t, off + n * 4 + p);
+    unsigned char sum[32], want[32];
+    unsigned int sl = 0;
+    ok = ok && EVP_DigestFinal_ex(c, sum, &sl) == 1 && read_exact(fd, want, 32, (uint64_t)sb.st_size - KV_SUM) &&
+         memcmp(sum, want, 32) == 0;
     if (ok) {
-        const unsigned char *tp = all + (body_off - 32);
-        for (size_t k = 0; k < f->n_tokens && ok; k++) ok = (int32_t)rd32(tp + 4 * k) == tokens[k];
-        if (ok) {
-            out->n_tokens = f->n_tokens;
-            out->payload_bytes = p;
-            out->trailer_bytes = t;
-            out->tokens = malloc(f->n_tokens * 4);
-            out->payload = malloc(p ? p : 1);
-            out->trailer = malloc(t ? t : 1);
-            ok = out->tokens && out->payload && out->trailer;
-            if (ok) {
-                memcpy(out->tokens, tokens, f->n_tokens * 4);
-                memcpy(out->payload, tp + 4 * f->n_tokens, p);
-                memcpy(out->trailer, tp + 4 * f->n_tokens + p, t);
-            }
-        }
+        out->tokens = malloc((size_t)n * sizeof *out->tokens);
+        ok = out->tokens != NULL;
+        if (ok) memcpy(out->tokens, tokens, (size_t)n * sizeof *out->tokens);
+        out->n_tokens = (size_t)n;
+        out->payload_bytes = (size_t)p;
+        out->trailer_bytes = (size_t)t;
     }
     if (ok) {
         unsigned char m[12];
@@ -402,7 +404,8 @@ static bool load_file(srv_kvstore *kv, size_t i, const int32_t *tokens, srv_kv_e
         wr32(m + 8, f->hits);
         if (pwrite(fd, m, sizeof m, 16) != (ssize_t)sizeof m) { /* metadata only; the entry stays valid */ }
     }
-    free(all);
+    EVP_MD_CTX_free(c);
+    free(tokb);
     close(fd);
     if (!ok) srv_kv_entry_free(out);
     return ok;
