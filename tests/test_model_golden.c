@@ -322,11 +322,12 @@ static void check_stat_case(tm_model *tm, st_file *gf, const char *cs, bool tail
             d |= c.experts[t * c.n_layer * c.n_used + i] != ge[t * c.n_layer * c.n_used + i];
         exp_diff += d;
     }
-    int64_t idx_diff = 0, J = 0;
+    int64_t idx_diff = 0, J = 0, idx_compared = 0;
     for (int64_t l = 0; l < hp->n_layer && l < 8; l++) {
         if (hparams_ratio(hp, l) != 4) continue;
         snprintf(nm, sizeof nm, "%s.indexer_sel.%lld", cs, (long long)J++);
         if (!st_find(gf, nm)) continue; /* long512 ships no indexer selections */
+        idx_compared++;
         uint64_t n;
         const int32_t *gi = tm_i32(gf, nm, &n);
         int64_t k = (int64_t)(n / (uint64_t)c.T);
@@ -342,12 +343,13 @@ static void check_stat_case(tm_model *tm, st_file *gf, const char *cs, bool tail
 
         }
     }
-    char line[512];
+    char line[512], idx_s[32] = "n/a (no reference)";
+    if (idx_compared) snprintf(idx_s, sizeof idx_s, "%lld", (long long)idx_diff);
     snprintf(line, sizeof line, "%s %s: %lld/%lld positions within 1e-3 (worst %.3g, first beyond "
              "1e-3 at %lld); argmax differs at %lld of %lld clear-margin positions; positions "
-             "choosing other experts: %lld, other indexer rows: %lld (of %lld)", label, cs,
+             "choosing other experts: %lld, other indexer rows: %s (of %lld)", label, cs,
              (long long)n_close, (long long)n_pos, worst, (long long)first_far,
-             (long long)n_arg_bad, (long long)n_margin, (long long)exp_diff, (long long)idx_diff,
+             (long long)n_arg_bad, (long long)n_margin, (long long)exp_diff, idx_s,
              (long long)c.T);
     cr_log_info("%s", line);
     printf("%s\n", line);
