@@ -1,6 +1,7 @@
 /*
  * cuda/cuda_api.h — the C interface of the CUDA backend: device discovery, device memory, and
- * the op table entries implemented so far (activation quantizers, quantized matvec).
+ * the op table (activation quantizers, quantized matvec, and the forward-pass ops of the files
+ * listed in src/cuda/README.md), each tested against the CPU reference in tests/cuda/.
  * Built only by `make cuda` (nvcc). Every call returns ds4_status and fills ds4_error; no call
  * exits or prints. Data layouts are exactly the GGUF blocks (GGUF_LAYOUT §4) read in place.
  */
@@ -112,13 +113,17 @@ ds4_status cuda_hc_head(const float *d_X, const float *d_mix, const float *d_sca
  * [W][Dh] (position s at slot s mod W, not yet overwritten by the chunk); compressed rows
  * comp [..][Dh]: with d_isel ([n_tok][topk] ascending rows, counts d_n_isel [n_tok]) those
  * rows, else with ratio > 0 every row complete by p ((p+1)/ratio), else none. sinks [H],
- * freqs the layer's RoPE table. out [n_tok][H][Dh], value tails de-rotated. Fails
- * (UNSUPPORTED) when W + compressed rows exceed the device's shared memory (~56k rows). */
+ * freqs the layer's RoPE table. out [n_tok][H][Dh], value tails de-rotated. d_scratch: at
+ * least cuda_attn_scratch_bytes(...) bytes (per-split partial sums). At most 32768 attended
+ * rows per query (UNSUPPORTED beyond). */
 ds4_status cuda_attn(const float *d_q, const float *d_kv_chunk, const float *d_ring, int64_t W,
                      const float *d_comp, int ratio, const int32_t *d_isel,
                      const int32_t *d_n_isel, int64_t topk, const float *d_sinks, int64_t n_tok,
                      int64_t pos0, int64_t H, int64_t Dh, int n_rope, const float *d_freqs,
-                     float *d_out, ds4_error *err);
+                     float *d_scratch, float *d_out, ds4_error *err);
+size_t cuda_attn_scratch_bytes(int64_t n_tok, int64_t H, int64_t Dh, int64_t W, int ratio,
+                               int64_t topk, int indexed, int64_t pos0);
+/* Upper bound of the attended rows of a query before position pos_end. */
 size_t cuda_attn_max_keys(int64_t W, int ratio, int64_t topk, int indexed, int64_t pos_end);
 
 /* A compressor's device state (model/kvstate.h kv_comp): rows [cap][dim] finished entries,

@@ -1,8 +1,8 @@
 /*
- * text/chat.c — the conversation model (ds4_chat), loading it from the official test-input
- * JSON shape, and rendering it byte-exactly like DeepSeek's official V4 encoder
+ * text/chat.c — the conversation model (ds4_chat) and rendering it byte-exactly like DeepSeek's official V4 encoder
  * (CHAT_ENCODING §3-§7): tool-message merging, result ordering, dropping of earlier
- * reasoning, role bodies and transitions. Tool schemas live in chat_tools.c, DSML in dsml.c.
+ * reasoning, role bodies and transitions. Loading from the official test-input JSON is chat_load.c,
+ * tool schemas chat_tools.c, DSML dsml.c.
  * Never tokenizes and never applies ds4's server variant (§9).
  */
 #include <stdio.h>
