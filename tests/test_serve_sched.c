@@ -120,7 +120,7 @@ static ds4_status f_restore(void *vs, const uint8_t *b, uint64_t n, ds4_error *e
 }
 
 static srv_engine fake_engine(void) {
-    srv_engine e = {.n_ctx = FCTX, .n_vocab = FV, .eos = FEOS, .model_id = "fake-bytes",
+    srv_engine e = {.n_ctx = FCTX, .n_vocab = FV, .eos = FEOS, .user_tok = -1, .model_id = "fake-bytes",
                     .render = f_render, .tokenize = f_tokenize, .token_bytes = f_token_bytes,
                     .session_create = f_create, .session_free = f_free, .session_sync = f_sync,
                     .session_checkpoint = f_checkpoint, .session_tokens = f_tokens, .session_eval = f_eval,
@@ -241,6 +241,27 @@ Test(serve_sched, disk_cache_survives_restart_and_eviction) {
     srv_job *b2 = run(s, "another topic!", 1);
     cr_assert_eq(b2->usage.cached_tokens, 13, "after a restart the prompt comes from disk, got %d", b2->usage.cached_tokens);
     srv_job_unref(a); srv_job_unref(b); srv_job_unref(a2); srv_job_unref(b2);
+    srv_sched_destroy(s);
+    srv_kv_close(kv);
+    free(dir);
+}
+
+Test(serve_sched, first_save_is_at_the_cold_anchor) {
+    char *dir = tu_tmpdir();
+    srv_engine e = fake_engine();
+    e.user_tok = '#'; /* the fake's user-turn marker */
+    srv_kvstore *kv;
+    cr_assert_eq(srv_kv_open(&kv, dir, 1 << 20, e.model_id, NULL, NULL), DS4_OK);
+    srv_sched_opts o = {.n_slots = 1, .queue_max = 4, .kv = kv, .kv_min_tokens = 4, .prefill_chunk = 4,
+                        .kv_interval_tokens = 1000};
+    srv_sched *s;
+    cr_assert_eq(srv_sched_create(&s, &e, &o, NULL), DS4_OK);
+    srv_job *a = run(s, "shared system prompt#first question", 1);
+    cr_assert_eq(srv_kv_count(kv), 1, "one save, at the anchor");
+    srv_job *b = run(s, "other conversation#x", 1); /* takes the slot (and saves its own anchor) */
+    srv_job *c = run(s, "shared system prompt#another question", 1);
+    cr_assert_eq(c->usage.cached_tokens, 20, "the shared prefix came from disk, got %d", c->usage.cached_tokens);
+    srv_job_unref(a); srv_job_unref(b); srv_job_unref(c);
     srv_sched_destroy(s);
     srv_kv_close(kv);
     free(dir);

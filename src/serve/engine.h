@@ -23,6 +23,7 @@ typedef struct srv_engine {
     int n_ctx;              /* tokens per session */
     uint32_t n_vocab;
     int32_t eos;            /* end-of-sentence token id */
+    int32_t user_tok;       /* user-turn marker id (cold-anchor saves), -1 if none */
     char model_id[80];      /* identity written into disk-cache files */
 
     /* Renders the chat prompt for req (CHAT_ENCODING §3-§6; completions: §3.4 wrapper). */

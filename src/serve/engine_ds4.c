@@ -151,6 +151,8 @@ ds4_status srv_engine_ds4_open(srv_engine *out, const srv_ds4_opts *o, ds4_error
     }
     if ((st = ds4_tokenizer_special_id(c->tok, "<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>", &out->eos, err)))
         goto out_tok;
+    if (ds4_tokenizer_special_id(c->tok, "<\xef\xbd\x9cUser\xef\xbd\x9c>", &out->user_tok, NULL) != DS4_OK)
+        out->user_tok = -1;
     c->n_ctx = o->n_ctx;
     out->ctx = c;
     out->n_ctx = o->n_ctx;

@@ -283,6 +283,15 @@ static void run_job(srv_sched *s, srv_job *j) {
     size_t chunk = s->o.prefill_chunk > 0 ? (size_t)s->o.prefill_chunk : 512;
     size_t cached = 0;
     bool first = true;
+    /* Cold anchor (SERVER_CLI §6.5): for a conversation's first save, stop the prefill at its
+     * last user-turn marker and save there: that prefix (system prompt, tools, history) is what
+     * other conversations and retries share, unlike the whole prompt. */
+    size_t anchor = 0;
+    if (s->o.kv && sl->saved_len == 0 && s->eng.user_tok >= 0) {
+        for (size_t k = j->n_prompt; k-- > 0;)
+            if (j->prompt[k] == s->eng.user_tok) { anchor = k; break; }
+        if (anchor < s->o.kv_min_tokens || anchor <= predicted) anchor = 0;
+    }
     for (size_t pos = 0; first || pos < j->n_prompt;) {
         if (job_stopped(j)) {
             if (s->o.metrics) atomic_fetch_add(&s->o.metrics->cancelled, 1);
@@ -294,10 +303,15 @@ static void run_job(srv_sched *s, srv_job *j) {
          * work done so far stays in the slot. */
         size_t reused = 0, from = first ? predicted : pos;
         size_t next = j->n_prompt - from > chunk ? from + chunk : j->n_prompt;
+        if (anchor && from < anchor && next > anchor) next = anchor;
         if (s->eng.session_sync(sl->sess, j->prompt, next, &reused, &err)) { job_fail(j, 500, err.msg); return; }
         if (first) cached = reused;
         first = false;
         pos = next;
+        if (anchor && pos == anchor) {
+            save_slot(s, sl->sess);
+            sl->saved_len = anchor;
+        }
     }
     u.cached_tokens = (int)cached;
     int64_t t1 = srv_now_ms();

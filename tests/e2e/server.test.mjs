@@ -344,22 +344,29 @@ test('load: 200 requests from 16 clients with random disconnects', async () => {
 test('disk KV cache: restart resumes the same conversation from disk', async () => {
   const dir = fs.mkdtempSync(path.join(WORK, 'kv-'));
   const args = ['--kv-disk-dir', dir, '--kv-cache-min-tokens', '8', '--kv-disk-space-mb', '64'];
-  const body = { model: 'm', think: false, max_tokens: 3, messages: [
-    { role: 'system', content: 'You are a careful assistant. '.repeat(20) }, { role: 'user', content: 'Hi' }] };
+  const messages = [{ role: 'system', content: 'You are a careful assistant. '.repeat(20) },
+                    { role: 'user', content: 'Hi' }];
   let s = await startServer(args);
   let c = new OpenAI({ apiKey: KEY, baseURL: `http://127.0.0.1:${s.port}/v1`, maxRetries: 0 });
-  const r1 = await c.chat.completions.create(body);
+  const r1 = await c.chat.completions.create({ model: 'm', think: false, messages,
+    ds4_test_forced_completion: 'Hello there.' });
   assert.equal(r1.usage.prompt_tokens_details.cached_tokens, 0);
   assert.equal(await stopServer(s), 0);
-  const files = fs.readdirSync(dir).filter((f) => f.endsWith('.kv'));
-  assert.ok(files.length >= 1, 'a checkpoint was written');
+  assert.ok(fs.readdirSync(dir).filter((f) => f.endsWith('.kv')).length >= 1, 'checkpoints were written');
   // A corrupted extra file is ignored and removed at startup.
   fs.writeFileSync(path.join(dir, 'f'.repeat(64) + '.kv'), 'garbage');
   s = await startServer(args);
   c = new OpenAI({ apiKey: KEY, baseURL: `http://127.0.0.1:${s.port}/v1`, maxRetries: 0 });
-  const r2 = await c.chat.completions.create(body);
-  assert.equal(r2.usage.prompt_tokens_details.cached_tokens, r1.usage.prompt_tokens, 'whole prompt restored from disk');
-  assert.equal(r2.choices[0].message.content.length >= 0, true);
+  messages.push({ role: 'assistant', content: r1.choices[0].message.content }, { role: 'user', content: 'And then?' });
+  const r2 = await c.chat.completions.create({ model: 'm', think: false, messages, max_tokens: 2 });
+  const turn1 = r1.usage.prompt_tokens + r1.usage.completion_tokens;
+  assert.ok(r2.usage.prompt_tokens_details.cached_tokens >= turn1,
+    `after a restart the conversation resumes from disk: cached ${r2.usage.prompt_tokens_details.cached_tokens} of turn 1's ${turn1}`);
+  // A new conversation with the same system prompt reuses the saved system prefix (cold anchor).
+  const r3 = await c.chat.completions.create({ model: 'm', think: false, max_tokens: 1,
+    messages: [messages[0], { role: 'user', content: 'Something else entirely' }] });
+  assert.ok(r3.usage.prompt_tokens_details.cached_tokens >= r1.usage.prompt_tokens - 4,
+    `system prefix reused: cached ${r3.usage.prompt_tokens_details.cached_tokens}`);
   assert.ok(!fs.existsSync(path.join(dir, 'f'.repeat(64) + '.kv')), 'corrupt file removed');
   assert.equal(await stopServer(s), 0);
 });
