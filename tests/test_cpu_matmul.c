@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cpu/pool.h"
+#include "core/threadpool.h"
 #include "cpu/matmul.h"
 #include "format/quant.h"
 
@@ -54,8 +54,8 @@ static void check_type(int type) {
     float x[N_TOK][N_IN], y[N_TOK][N_OUT], y1[N_OUT];
     for (int t = 0; t < N_TOK; t++)
         for (int i = 0; i < N_IN; i++) x[t][i] = frand(&seed) * (1.0f + (float)t);
-    cpu_pool *pool;
-    cr_assert_eq(cpu_pool_create(&pool, 2, &err), DS4_OK);
+    ds4_pool *pool;
+    cr_assert_eq(ds4_pool_create(&pool, 2, &err), DS4_OK);
     cpu_buf act = {0};
     cr_assert_eq(cpu_matmul(pool, &w, &x[0][0], N_IN, N_TOK, &y[0][0], N_OUT, &act, &err), DS4_OK,
                  "%s", err.msg);
@@ -79,7 +79,7 @@ static void check_type(int type) {
                          q_type_name(type), t, o, y[t][o], y1[o]);
     }
     cpu_buf_free(&act);
-    cpu_pool_free(pool);
+    ds4_pool_free(pool);
     free(wq);
     free(wf);
 }

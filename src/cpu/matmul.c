@@ -55,7 +55,7 @@ static void mm_rows(void *ctx, int64_t begin, int64_t end, int thread_idx) {
     }
 }
 
-ds4_status cpu_matmul(cpu_pool *pool, const cpu_mat *w, const float *x, int64_t ldx,
+ds4_status cpu_matmul(ds4_pool *pool, const cpu_mat *w, const float *x, int64_t ldx,
                       int64_t n_tok, float *y, int64_t ldy, cpu_buf *act, ds4_error *err) {
     if (n_tok <= 0 || w->n_out <= 0) return DS4_OK;
     q_dot_fn dot = q_dot_kernel(w->type);
@@ -93,7 +93,7 @@ ds4_status cpu_matmul(cpu_pool *pool, const cpu_mat *w, const float *x, int64_t 
     /* Enough multiply-adds per chunk (~64K) that a worker's share amortises the hand-off. */
     int64_t work = w->n_in * n_tok;
     int64_t min_chunk = work >= 65536 ? 1 : 65536 / work;
-    cpu_pool_run(pool, w->n_out, min_chunk, mm_rows, &j);
+    ds4_pool_run(pool, w->n_out, min_chunk, mm_rows, &j);
     return DS4_OK;
 }
 

@@ -16,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cpu/pool.h"
+#include "core/threadpool.h"
 #include "ds4.h"
 
 /* A 2-D weight view: n_out rows of n_in elements of `type`, row r at data + r*row_bytes. */
@@ -42,7 +42,7 @@ cpu_mat cpu_mat_rows(const cpu_mat *w, int64_t r0, int64_t n);
 
 /* y[t*ldy + o] = Σ_i W[o][i]·x[t*ldx + i] for t < n_tok, o < n_out. `act` is scratch for
  * the quantized activations. */
-ds4_status cpu_matmul(cpu_pool *pool, const cpu_mat *w, const float *x, int64_t ldx,
+ds4_status cpu_matmul(ds4_pool *pool, const cpu_mat *w, const float *x, int64_t ldx,
                       int64_t n_tok, float *y, int64_t ldy, cpu_buf *act, ds4_error *err);
 
 /* Decodes row r of w to f32 (embedding lookup). */

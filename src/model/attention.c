@@ -158,11 +158,11 @@ ds4_status attn_forward(model *m, const layer_weights *L, int64_t il, kv_layer *
     int64_t max_comp = 0;
     if (ratio == 4) max_comp = hp->idx_topk;
     else if (ratio) max_comp = (pos0 + n) / ratio;
-    int nt = cpu_pool_size(m->pool);
+    int nt = ds4_pool_size(m->pool);
     int64_t stride = W + max_comp + Dh + 16;
     CK(cpu_buf_reserve(&ws->attn, (size_t)(stride * nt) * sizeof(float), err));
     attn_job job = {m, L, kvl, ws, pos0, n, freqs, ws->attn.p, stride};
-    cpu_pool_run(m->pool, n * H, 1, attn_items, &job);
+    ds4_pool_run(m->pool, n * H, 1, attn_items, &job);
     /* Window ring: keep the last min(n, W) rows of the chunk at slot pos mod W (§7.1). */
     for (int64_t t = n > W ? n - W : 0; t < n; t++)
         memcpy(kvl->raw + ((pos0 + t) % W) * Dh, ws->kv + t * Dh, (size_t)Dh * sizeof(float));

@@ -61,7 +61,7 @@ ds4_status fwd_ws_reserve(fwd_ws *ws, const model *m, int64_t n, int64_t n_ctx,
         int64_t r = hparams_ratio(hp, il), c = r == 4 ? hp->idx_topk : (r ? n_ctx / r : 0);
         if (c > max_comp) max_comp = c;
     }
-    size_t attn = (size_t)((hp->n_window + max_comp + Dh + 16) * cpu_pool_size(m->pool)) * sizeof(float);
+    size_t attn = (size_t)((hp->n_window + max_comp + Dh + 16) * ds4_pool_size(m->pool)) * sizeof(float);
     if ((st = cpu_buf_reserve(&ws->attn, attn, err))) return st;
     ws->n_cap = n;
     return DS4_OK;

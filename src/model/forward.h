@@ -6,7 +6,7 @@
 #ifndef DS4_MODEL_FORWARD_H
 #define DS4_MODEL_FORWARD_H
 
-#include "cpu/pool.h"
+#include "core/threadpool.h"
 #include "cpu/matmul.h"
 #include "model/hparams.h"
 #include "model/kvstate.h"
@@ -16,7 +16,7 @@
 struct model {
     model_hparams hp;
     model_weights w;
-    cpu_pool *pool;
+    ds4_pool *pool;
     float *freqs_plain;   /* ratio-0 layers and MTP: rope_base, no YaRN (MODEL_MATH §3.4) */
     float *freqs_comp;    /* compressed layers: compress base + YaRN */
     int64_t ubatch;       /* tokens per internal chunk (bounds the workspace) */

@@ -31,7 +31,7 @@ ds4_status model_open(model **out, const gguf_ctx *g, const model_options *opt, 
                          m->hp.yarn_beta_fast, m->hp.yarn_beta_slow, (double)m->hp.yarn_orig_ctx};
     cpu_rope_freqs(&plain, m->freqs_plain);
     cpu_rope_freqs(&comp, m->freqs_comp);
-    if ((st = cpu_pool_create(&m->pool, opt->n_threads, err))) goto fail_w;
+    if ((st = ds4_pool_create(&m->pool, opt->n_threads, err))) goto fail_w;
     /* Internal chunk: bounded so the workspace stays ~100 MB at Flash widths. */
     m->ubatch = m->hp.n_embd >= 2048 ? 128 : 512;
     *out = m;
@@ -49,7 +49,7 @@ fail_free:
 
 void model_close(model *m) {
     if (!m) return;
-    cpu_pool_free(m->pool);
+    ds4_pool_free(m->pool);
     free(m->freqs_plain);
     free(m->freqs_comp);
     weights_free(&m->w, &m->hp);
@@ -59,7 +59,7 @@ void model_close(model *m) {
 
 const model_hparams *model_get_hparams(const model *m) { return &m->hp; }
 bool model_has_mtp(const model *m) { return m->w.has_mtp; }
-int model_n_threads(const model *m) { return cpu_pool_size(m->pool); }
+int model_n_threads(const model *m) { return ds4_pool_size(m->pool); }
 
 void model_memory_estimate(const model *m, int64_t n_ctx, model_mem_estimate *out) {
     uint64_t fixed, per_tok;

@@ -73,7 +73,7 @@ void indexer_select(model *m, const layer_weights *L, const kv_comp *idx, int64_
         }
         idx_job j = {ws->iq + t * ih * id, ws->iw + t * ih, idx->rows, ih, id, scores};
         int64_t work = ih * id;
-        cpu_pool_run(m->pool, n_c, work >= 8192 ? 1 : 8192 / work, idx_score, &j);
+        ds4_pool_run(m->pool, n_c, work >= 8192 ? 1 : 8192 / work, idx_score, &j);
         /* Keep the best k: heap of the first k, then replace the worst when beaten. */
         for (int64_t r = 0; r < k; r++) sel[r] = (int32_t)r;
         for (int64_t i = k / 2 - 1; i >= 0; i--) heap_down(sel, k, i, scores);
