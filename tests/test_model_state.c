@@ -189,3 +189,29 @@ Test(model_state, missing_or_misshapen_tensor_is_named, .timeout = 60) {
     free(dir);
     free(p);
 }
+
+Test(model_state, thread_count_does_not_change_results, .timeout = 120) {
+    fixture fx;
+    fx_open(&fx); /* fx.ref: default thread count */
+    gguf_ctx *g;
+    model *m1;
+    ds4_error err = {0};
+    cr_assert_eq(gguf_open(&g, fx.path, &err), DS4_OK, "%s", err.msg);
+    model_options o1 = {.n_threads = 1};
+    cr_assert_eq(model_open(&m1, g, &o1, &err), DS4_OK, "%s", err.msg);
+    cr_assert_eq(model_n_threads(m1), 1);
+    model_state *st;
+    cr_assert_eq(model_state_create(&st, m1, fx.T, &err), DS4_OK, "%s", err.msg);
+    float *got = malloc((size_t)(fx.T * fx.V) * sizeof(float));
+    model_eval_opts o = {MODEL_LOGITS_ALL, got, NULL, NULL};
+    cr_assert_eq(model_eval(m1, st, fx.toks, fx.T, &o, &err), DS4_OK, "%s", err.msg);
+    int64_t at;
+    double e = tm_max_abs(got, fx.ref, fx.T * fx.V, &at);
+    cr_assert_eq(e, 0.0, "1 thread vs %d threads: max |diff| %.3g at pos %lld", model_n_threads(fx.tm.m),
+                 e, (long long)(at / fx.V));
+    free(got);
+    model_state_free(st);
+    model_close(m1);
+    gguf_close(g);
+    fx_close(&fx);
+}
