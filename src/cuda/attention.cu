@@ -3,26 +3,54 @@
  * §5.4-5.6): each (token, head) attends over its sliding window (by position) then its
  * compressed rows (all rows complete by p, or the indexer's selection on ratio-4 layers), with
  * the per-head sink as a zero-value key, then de-rotates the value tail at the query position.
- * Same visiting order and scores as model/attention.c attn_items (scores bit-identical: the dot
- * uses cpu_dot_f32's order); the softmax denominator is a tree sum, so outputs agree to ~1 ULP.
  *
- * Must not: project, normalise or round q/kv (the callers do, with the other ops), or write the
- * window ring (the caller appends the chunk's rows after attention, MODEL_MATH §7.1).
+ * Layout (V4 has one shared KV head, MQA): a block takes ATT_HB heads of one token and a
+ * split of ATT_KS consecutive keys of its attended set, so each key row is read from L2 once
+ * per head group rather than once per head. It writes a partial (max, Σexp, Σexp·k) per
+ * (head, split); a second kernel merges the splits with the sink and applies the inverse RoPE.
+ *
+ * Numerics vs model/attention.c attn_items: the scores tau·(q·k) are bit-identical (the dot
+ * follows cpu_dot_f32's order); the softmax uses per-split maxima and the splits' sums are
+ * merged, so the outputs agree to a few f32 ULP, not bit for bit.
+ *
+ * Must not: project, normalise or round q/kv (other ops do), or write the window ring (the
+ * caller appends the chunk's rows after attention, MODEL_MATH §7.1).
  */
 #include "cuda_api.h"
 #include "ops.cuh"
 
+#define ATT_HB 8   /* heads per block */
+#define ATT_KS 32  /* keys per split: one per lane group of a 256-thread block, one per lane */
+
 typedef struct attn_args {
     const float *q, *kv_chunk, *ring, *comp, *sinks, *freqs;
     const int32_t *isel, *n_isel;
-    int64_t W, topk, pos0, H, Dh;
+    int64_t W, topk, pos0, H, Dh, n_splits;
     int ratio, n_rope;
+    float *part; /* [n_tok][H][n_splits][Dh + 2] */
     float *out;
 } attn_args;
 
-/* Key row i of the attended set of the query at position p (see attn_items / window_row). */
-__device__ __forceinline__ const float *attn_key(const attn_args &a, int64_t p, int64_t s0,
-                                                 int64_t n_win, const int32_t *sel, int64_t i) {
+__device__ __forceinline__ void attn_span(const attn_args &a, int64_t t, int64_t *s0,
+                                          int64_t *n_win, int64_t *n_keys,
+                                          const int32_t **sel) {
+    int64_t p = a.pos0 + t;
+    *s0 = p - a.W + 1 < 0 ? 0 : p - a.W + 1;
+    *n_win = p - *s0 + 1;
+    int64_t n_comp = 0;
+    *sel = NULL;
+    if (a.isel) {
+        n_comp = a.n_isel[t];
+        *sel = a.isel + t * a.topk;
+    } else if (a.ratio) {
+        n_comp = (p + 1) / a.ratio;
+    }
+    *n_keys = *n_win + n_comp;
+}
+
+/* Key row i of the attended set (window by position, then compressed rows). */
+__device__ __forceinline__ const float *attn_key(const attn_args &a, int64_t s0, int64_t n_win,
+                                                 const int32_t *sel, int64_t i) {
     if (i < n_win) {
         int64_t s = s0 + i;
         if (s >= a.pos0) return a.kv_chunk + (s - a.pos0) * a.Dh;
@@ -32,61 +60,127 @@ __device__ __forceinline__ const float *attn_key(const attn_args &a, int64_t p, 
     return a.comp + r * a.Dh;
 }
 
-/* grid (H, n_tok), 256 threads; shared: q/o [Dh] then scores [max_keys]. */
-__global__ void k_attn(attn_args a) {
-    extern __shared__ float sh[];
-    __shared__ float red[32];
-    float *sq = sh, *z = sh + a.Dh;
-    int64_t h = blockIdx.x, t = blockIdx.y, p = a.pos0 + t, Dh = a.Dh;
-    const float *q = a.q + (t * a.H + h) * Dh;
-    for (int64_t d = threadIdx.x; d < Dh; d += blockDim.x) sq[d] = q[d];
-    int64_t s0 = p - a.W + 1 < 0 ? 0 : p - a.W + 1, n_win = p - s0 + 1, n_comp = 0;
-    const int32_t *sel = NULL;
-    if (a.isel) {
-        n_comp = a.n_isel[t];
-        sel = a.isel + t * a.topk;
-    } else if (a.ratio) {
-        n_comp = (p + 1) / a.ratio;
+/* grid (head groups, splits, tokens), 256 threads; shared q [ATT_HB][Dh]. */
+__global__ void __launch_bounds__(256) k_attn_split(attn_args a) {
+    extern __shared__ float sq[];
+    __shared__ const float *kp[ATT_KS];
+    __shared__ float sc[ATT_HB][ATT_KS];
+    int64_t t = blockIdx.z, h0 = (int64_t)blockIdx.x * ATT_HB, Dh = a.Dh;
+    int64_t split = blockIdx.y, k0 = split * ATT_KS;
+    int nh = (int)(a.H - h0 < ATT_HB ? a.H - h0 : ATT_HB);
+    int64_t s0, n_win, n_keys;
+    const int32_t *sel;
+    attn_span(a, t, &s0, &n_win, &n_keys, &sel);
+    int nk = (int)(n_keys - k0 < ATT_KS ? (n_keys - k0 > 0 ? n_keys - k0 : 0) : ATT_KS);
+    float *part = a.part + ((t * a.H + h0) * a.n_splits + split) * (Dh + 2);
+    int64_t pstride = a.n_splits * (Dh + 2); /* next head, same split */
+    if (nk == 0) {
+        for (int h = 0; h < nh; h++)
+            for (int64_t d = threadIdx.x; d < Dh + 2; d += blockDim.x)
+                part[h * pstride + d] = d == Dh ? -INFINITY : 0.0f;
+        return;
     }
-    int64_t n_keys = n_win + n_comp;
+    for (int64_t i = threadIdx.x; i < (int64_t)nh * Dh; i += blockDim.x)
+        sq[i] = a.q[(t * a.H + h0) * Dh + i];
+    if (threadIdx.x < ATT_KS)
+        kp[threadIdx.x] = attn_key(a, s0, n_win, sel, k0 + (threadIdx.x < nk ? threadIdx.x : 0));
     __syncthreads();
+    /* Scores: lane group g (8 lanes) takes key g and all heads at once (independent chains),
+     * each chain in cu_dot8_ref's order so q·k is the CPU's cpu_dot_f32 bit for bit. */
     const float tau = (float)(1.0 / sqrt((double)Dh)); /* MODEL_MATH §5.5 */
-    int g = threadIdx.x >> 3, n_groups = blockDim.x >> 3;
-    float mx = -INFINITY;
-    for (int64_t base = 0; base < n_keys; base += n_groups) {
-        int64_t i = base + g;
-        const float *k = attn_key(a, p, s0, n_win, sel, i < n_keys ? i : 0);
-        float d = __fmul_rn(tau, cu_dot8_ref(sq, k, Dh));
-        if (i < n_keys) {
-            mx = fmaxf(mx, d);
-            if ((threadIdx.x & 7) == 0) z[i] = d;
+    {
+        int g = threadIdx.x >> 3, k = threadIdx.x & 7;
+        const float *kr = kp[g];
+        int64_t n8 = Dh & ~(int64_t)7;
+        float acc[ATT_HB];
+#pragma unroll
+        for (int h = 0; h < ATT_HB; h++) acc[h] = 0.0f;
+#pragma unroll 4
+        for (int64_t i = 0; i < n8; i += 8) {
+            float kv = kr[i + k];
+#pragma unroll
+            for (int h = 0; h < ATT_HB; h++)
+                acc[h] = __fadd_rn(acc[h], __fmul_rn(sq[h * Dh + i + k], kv));
+        }
+#pragma unroll
+        for (int h = 0; h < ATT_HB; h++) {
+            float v = acc[h];
+            v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 4));
+            v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 1));
+            v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 2));
+            for (int64_t i = n8; i < Dh; i++) v = __fadd_rn(v, __fmul_rn(sq[h * Dh + i], kr[i]));
+            if (k == 0 && h < nh) sc[h][g] = g < nk ? __fmul_rn(tau, v) : -INFINITY;
         }
     }
-    mx = cu_block_max(mx, red);
-    float part = 0.0f;
-    for (int64_t i = threadIdx.x; i < n_keys; i += blockDim.x) {
-        float e = cu_exp_ref(__fsub_rn(z[i], mx));
-        z[i] = e;
-        part += e;
-    }
-    float den = cu_block_sum(part, red);
-    den = __fadd_rn(cu_exp_ref(__fsub_rn(a.sinks[h], mx)), den); /* sink: zero value */
-    float inv = __fdiv_rn(1.0f, den);
     __syncthreads();
+    /* Warp h takes head h, lane i key i: split max, exp(s - max) (rounded from double), sum. */
+    {
+        int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+        if (w < nh) {
+            float v = sc[w][lane], m = v;
+            for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+            float e = lane < nk ? cu_exp_ref(__fsub_rn(v, m)) : 0.0f;
+            sc[w][lane] = e;
+            float l = cu_warp_sum(e);
+            if (lane == 0) {
+                part[w * pstride + Dh] = m;
+                part[w * pstride + Dh + 1] = l;
+            }
+        }
+    }
+    __syncthreads();
+    /* Σ_i e_i·k_i[d] in key order; each key element is loaded once for all heads. */
+    for (int64_t d = threadIdx.x; d < Dh; d += blockDim.x) {
+        float acc[ATT_HB];
+#pragma unroll
+        for (int h = 0; h < ATT_HB; h++) acc[h] = 0.0f;
+#pragma unroll 4
+        for (int i = 0; i < nk; i++) {
+            float kv = kp[i][d];
+#pragma unroll
+            for (int h = 0; h < ATT_HB; h++) acc[h] = __fadd_rn(acc[h], __fmul_rn(sc[h][i], kv));
+        }
+#pragma unroll
+        for (int h = 0; h < ATT_HB; h++)
+            if (h < nh) part[h * pstride + d] = acc[h];
+    }
+}
+
+/* grid (H, tokens): merge the splits with the sink (a zero-value key), inverse RoPE. */
+__global__ void __launch_bounds__(256) k_attn_merge(attn_args a) {
+    extern __shared__ float so[];
+    __shared__ float sw[1024];
+    __shared__ float s_den;
+    int64_t h = blockIdx.x, t = blockIdx.y, Dh = a.Dh, p = a.pos0 + t, S = a.n_splits;
+    const float *part = a.part + (t * a.H + h) * S * (Dh + 2);
+    __shared__ float red[32];
+    float m = -INFINITY;
+    for (int64_t s = threadIdx.x; s < S; s += blockDim.x) m = fmaxf(m, part[s * (Dh + 2) + Dh]);
+    float M = fmaxf(cu_block_max(m, red), a.sinks[h]);
+    float dl = 0.0f;
+    for (int64_t s = threadIdx.x; s < S; s += blockDim.x) {
+        float w = cu_exp_ref(__fsub_rn(part[s * (Dh + 2) + Dh], M));
+        sw[s] = w;
+        dl = __fadd_rn(dl, __fmul_rn(w, part[s * (Dh + 2) + Dh + 1]));
+    }
+    dl = cu_block_sum(dl, red);
+    if (threadIdx.x == 0) s_den = __fadd_rn(cu_exp_ref(__fsub_rn(a.sinks[h], M)), dl);
+    __syncthreads();
+    float inv = __fdiv_rn(1.0f, s_den);
     for (int64_t d = threadIdx.x; d < Dh; d += blockDim.x) {
         float acc = 0.0f;
-        for (int64_t i = 0; i < n_keys; i++)
-            acc = __fadd_rn(acc, __fmul_rn(z[i], attn_key(a, p, s0, n_win, sel, i)[d]));
-        sq[d] = __fmul_rn(acc, inv);
+#pragma unroll 4
+        for (int64_t s = 0; s < S; s++) acc = __fadd_rn(acc, __fmul_rn(sw[s], part[s * (Dh + 2) + d]));
+        so[d] = __fmul_rn(acc, inv);
     }
     __syncthreads();
     /* MODEL_MATH §5.6: inverse RoPE of the value tail at the query position. */
     int64_t tail = Dh - a.n_rope;
     for (int64_t j = threadIdx.x; j < a.n_rope / 2; j += blockDim.x)
-        cu_rope_pair(sq + tail + 2 * j, a.freqs[j], (float)p, 1);
+        cu_rope_pair(so + tail + 2 * j, a.freqs[j], (float)p, 1);
     __syncthreads();
     float *o = a.out + (t * a.H + h) * Dh;
-    for (int64_t d = threadIdx.x; d < Dh; d += blockDim.x) o[d] = sq[d];
+    for (int64_t d = threadIdx.x; d < Dh; d += blockDim.x) o[d] = so[d];
 }
 
 extern "C" size_t cuda_attn_max_keys(int64_t W, int ratio, int64_t topk, int indexed,
@@ -95,35 +189,47 @@ extern "C" size_t cuda_attn_max_keys(int64_t W, int ratio, int64_t topk, int ind
     return (size_t)n;
 }
 
+static int64_t attn_splits(int64_t W, int ratio, int64_t topk, int indexed, int64_t pos_end) {
+    int64_t keys = (int64_t)cuda_attn_max_keys(W, ratio, topk, indexed, pos_end);
+    return (keys + ATT_KS - 1) / ATT_KS;
+}
+
+extern "C" size_t cuda_attn_scratch_bytes(int64_t n_tok, int64_t H, int64_t Dh, int64_t W,
+                                          int ratio, int64_t topk, int indexed, int64_t pos0) {
+    int64_t S = attn_splits(W, ratio, topk, indexed, pos0 + n_tok);
+    return (size_t)n_tok * (size_t)H * (size_t)S * (size_t)(Dh + 2) * sizeof(float);
+}
+
 extern "C" ds4_status cuda_attn(const float *d_q, const float *d_kv_chunk, const float *d_ring,
                                 int64_t W, const float *d_comp, int ratio, const int32_t *d_isel,
                                 const int32_t *d_n_isel, int64_t topk, const float *d_sinks,
                                 int64_t n_tok, int64_t pos0, int64_t H, int64_t Dh, int n_rope,
-                                const float *d_freqs, float *d_out, ds4_error *err) {
+                                const float *d_freqs, float *d_scratch, float *d_out,
+                                ds4_error *err) {
     if (n_tok <= 0) return DS4_OK;
-    if (W < 1 || H < 1 || H > INT32_MAX || n_tok > 65535 || Dh < 1 || n_rope < 0 ||
-        (n_rope & 1) || n_rope > Dh || ratio < 0 || (d_isel && (!d_n_isel || topk < 1)))
+    if (W < 1 || H < 1 || H > 65535 || n_tok > 65535 || Dh < 1 || Dh > 4096 || n_rope < 0 ||
+        (n_rope & 1) || n_rope > Dh || ratio < 0 || pos0 < 0 ||
+        (d_isel && (!d_n_isel || topk < 1)))
         return ds4_seterr(err, DS4_ERR_INVALID_ARG,
                           "cuda_attn: W %lld, H %lld, Dh %lld, n_rope %d, ratio %d, %lld tokens",
                           (long long)W, (long long)H, (long long)Dh, n_rope, ratio,
                           (long long)n_tok);
-    size_t keys = cuda_attn_max_keys(W, ratio, topk, d_isel != NULL, pos0 + n_tok);
-    size_t smem = ((size_t)Dh + keys) * sizeof(float);
-    int dev = 0, max_smem = 0;
-    cudaGetDevice(&dev);
-    cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
-    if (smem > (size_t)max_smem - 1024)
+    int64_t S = attn_splits(W, ratio, topk, d_isel != NULL, pos0 + n_tok);
+    if (S > 1024 || S > 65535)
         return ds4_seterr(err, DS4_ERR_UNSUPPORTED,
-                          "cuda_attn: %zu attended rows need %zu bytes of shared memory, the "
-                          "device allows %d",
-                          keys, smem, max_smem);
+                          "cuda_attn: %lld attended rows exceed the %d the merge supports",
+                          (long long)S * ATT_KS, 1024 * ATT_KS);
+    attn_args a = {d_q, d_kv_chunk, d_ring, d_comp, d_sinks, d_freqs, d_isel, d_n_isel,
+                   W, topk, pos0, H, Dh, S, ratio, n_rope, d_scratch, d_out};
+    size_t smem = (size_t)ATT_HB * (size_t)Dh * sizeof(float);
     if (smem > 48 * 1024)
-        CU_CHECK(cudaFuncSetAttribute(k_attn, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        CU_CHECK(cudaFuncSetAttribute(k_attn_split, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       (int)smem),
                  err, "attn shared memory");
-    attn_args a = {d_q, d_kv_chunk, d_ring, d_comp, d_sinks, d_freqs, d_isel, d_n_isel,
-                   W, topk, pos0, H, Dh, ratio, n_rope, d_out};
-    k_attn<<<dim3((unsigned)H, (unsigned)n_tok), 256, smem>>>(a);
-    CU_LAUNCH_CHECK(err, "attn launch");
+    dim3 g1((unsigned)((H + ATT_HB - 1) / ATT_HB), (unsigned)S, (unsigned)n_tok);
+    k_attn_split<<<g1, 256, smem>>>(a);
+    CU_LAUNCH_CHECK(err, "attn split launch");
+    k_attn_merge<<<dim3((unsigned)H, (unsigned)n_tok), 256, (size_t)Dh * sizeof(float)>>>(a);
+    CU_LAUNCH_CHECK(err, "attn merge launch");
     return DS4_OK;
 }

@@ -52,7 +52,8 @@ __global__ void k_comp_finish(float *st_kv, float *st_sc, float *E_out, int64_t 
         cu_rope_pair(E + d - n_rope + 2 * j, freqs[j], (float)pos, 0);
     __syncthreads();
     if (!indexer) {
-        for (int64_t b = threadIdx.x; b < (d - n_rope) / 64; b += blockDim.x) cu_qat_block(E + b * 64, 64, 0);
+        for (int64_t b = threadIdx.x >> 5; b < (d - n_rope) / 64; b += blockDim.x >> 5)
+            cu_qat_block_warp(E + b * 64, 64, 0);
     } else {
         for (int h = 1; h < d; h <<= 1) { /* cpu_hadamard's butterflies */
             for (int64_t q = threadIdx.x; q < d / 2; q += blockDim.x) {
@@ -66,7 +67,8 @@ __global__ void k_comp_finish(float *st_kv, float *st_sc, float *E_out, int64_t 
         float s = (float)(1.0 / sqrt((double)d));
         for (int64_t i = threadIdx.x; i < d; i += blockDim.x) E[i] = __fmul_rn(E[i], s);
         __syncthreads();
-        for (int64_t b = threadIdx.x; b < d / 32; b += blockDim.x) cu_qat_block(E + b * 32, 32, 1);
+        for (int64_t b = threadIdx.x >> 5; b < d / 32; b += blockDim.x >> 5)
+            cu_qat_block_warp(E + b * 32, 32, 1);
     }
     __syncthreads();
     for (int64_t i = threadIdx.x; i < d; i += blockDim.x) E_out[i] = E[i];

@@ -10,40 +10,62 @@
 
 #define HC_MAX 16
 
-/* model/hc.c hc_split, one thread: pre, post, and comb through the row softmax and the
- * column/row Sinkhorn rounds of MODEL_MATH §4.2. */
-__device__ static void hc_split_dev(const float *m, const float *scale, const float *base, int hc,
-                                    int iters, float eps, float *pre, float *post, float *comb) {
-    for (int k = 0; k < hc; k++) {
+/* model/hc.c hc_split by the 32 lanes of one warp (all call it): element l of comb belongs to
+ * lane l mod 32. Every row/column sum is taken by each lane in the CPU's order from shared
+ * values, so each element sees the reference's exact operations (MODEL_MATH §4.1-4.2). `c`
+ * is shared [hc*hc]. */
+__device__ static void hc_split_warp(const float *m, const float *scale, const float *base,
+                                     int hc, int iters, float eps, float *pre, float *post,
+                                     float *c) {
+    int lane = threadIdx.x & 31, n2 = hc * hc;
+    for (int k = lane; k < hc; k += 32) {
         pre[k] = __fadd_rn(cu_sigmoid_ref(__fadd_rn(__fmul_rn(m[k], scale[0]), base[k])), eps);
         post[k] = __fmul_rn(2.0f, cu_sigmoid_ref(__fadd_rn(__fmul_rn(m[hc + k], scale[1]),
                                                            base[hc + k])));
     }
-    for (int j = 0; j < hc; j++)
-        for (int k = 0; k < hc; k++)
-            comb[j * hc + k] = __fadd_rn(__fmul_rn(m[2 * hc + j * hc + k], scale[2]),
-                                         base[2 * hc + j * hc + k]);
-    for (int j = 0; j < hc; j++) {
-        float *row = comb + j * hc;
+    for (int l = lane; l < n2; l += 32)
+        c[l] = __fadd_rn(__fmul_rn(m[2 * hc + l], scale[2]), base[2 * hc + l]);
+    __syncwarp();
+    float v[8]; /* this lane's elements (hc*hc <= 256) */
+    for (int q = 0, l = lane; l < n2; q++, l += 32) {
+        const float *row = c + (l / hc) * hc;
         float mx = row[0];
         for (int k = 1; k < hc; k++) if (row[k] > mx) mx = row[k];
-        float s = 0.0f;
-        for (int k = 0; k < hc; k++) { row[k] = cu_exp_ref(__fsub_rn(row[k], mx)); s = __fadd_rn(s, row[k]); }
-        for (int k = 0; k < hc; k++) row[k] = __fadd_rn(__fdiv_rn(row[k], s), eps);
+        v[q] = cu_exp_ref(__fsub_rn(c[l], mx));
     }
+    __syncwarp();
+    for (int q = 0, l = lane; l < n2; q++, l += 32) c[l] = v[q];
+    __syncwarp();
+    for (int q = 0, l = lane; l < n2; q++, l += 32) {
+        const float *row = c + (l / hc) * hc;
+        float s = 0.0f;
+        for (int k = 0; k < hc; k++) s = __fadd_rn(s, row[k]);
+        v[q] = __fadd_rn(__fdiv_rn(c[l], s), eps);
+    }
+    __syncwarp();
+    for (int q = 0, l = lane; l < n2; q++, l += 32) c[l] = v[q];
+    __syncwarp();
     for (int it = 0; it < iters; it++) {
         if (it > 0) {
-            for (int j = 0; j < hc; j++) {
+            for (int q = 0, l = lane; l < n2; q++, l += 32) {
+                const float *row = c + (l / hc) * hc;
                 float s = 0.0f;
-                for (int k = 0; k < hc; k++) s = __fadd_rn(s, comb[j * hc + k]);
-                for (int k = 0; k < hc; k++) comb[j * hc + k] = __fdiv_rn(comb[j * hc + k], __fadd_rn(s, eps));
+                for (int k = 0; k < hc; k++) s = __fadd_rn(s, row[k]);
+                v[q] = __fdiv_rn(c[l], __fadd_rn(s, eps));
             }
+            __syncwarp();
+            for (int q = 0, l = lane; l < n2; q++, l += 32) c[l] = v[q];
+            __syncwarp();
         }
-        for (int k = 0; k < hc; k++) {
+        for (int q = 0, l = lane; l < n2; q++, l += 32) {
+            int k = l % hc;
             float s = 0.0f;
-            for (int j = 0; j < hc; j++) s = __fadd_rn(s, comb[j * hc + k]);
-            for (int j = 0; j < hc; j++) comb[j * hc + k] = __fdiv_rn(comb[j * hc + k], __fadd_rn(s, eps));
+            for (int j = 0; j < hc; j++) s = __fadd_rn(s, c[j * hc + k]);
+            v[q] = __fdiv_rn(c[l], __fadd_rn(s, eps));
         }
+        __syncwarp();
+        for (int q = 0, l = lane; l < n2; q++, l += 32) c[l] = v[q];
+        __syncwarp();
     }
 }
 
@@ -68,27 +90,31 @@ __global__ void k_hc_pre(const float *X, const float *mix, const float *scale, c
                          const float *norm, int hc, int64_t d, int iters, float hc_eps,
                          float norm_eps, float *pre, float *post, float *comb, float *a) {
     __shared__ double shd[32];
-    __shared__ float s_pre[HC_MAX], s_m[(2 + HC_MAX) * HC_MAX];
+    __shared__ float s_pre[HC_MAX], s_post[HC_MAX], s_m[(2 + HC_MAX) * HC_MAX];
+    __shared__ float s_c[HC_MAX * HC_MAX];
     int64_t t = blockIdx.x, nmix = (int64_t)(2 + hc) * hc;
     const float *Xt = X + t * hc * d;
     float rho = cu_block_rms_inv(Xt, hc * d, norm_eps, shd);
-    if (threadIdx.x == 0) {
-        for (int64_t i = 0; i < nmix; i++) s_m[i] = __fmul_rn(mix[t * nmix + i], rho);
-        float p[HC_MAX], q[HC_MAX], c[HC_MAX * HC_MAX];
-        hc_split_dev(s_m, scale, base, hc, iters, hc_eps, p, q, c);
-        for (int k = 0; k < hc; k++) {
-            s_pre[k] = p[k];
-            pre[t * hc + k] = p[k];
-            post[t * hc + k] = q[k];
+    if (threadIdx.x < 32) {
+        for (int64_t i = threadIdx.x; i < nmix; i += 32) s_m[i] = __fmul_rn(mix[t * nmix + i], rho);
+        __syncwarp();
+        hc_split_warp(s_m, scale, base, hc, iters, hc_eps, s_pre, s_post, s_c);
+        __syncwarp();
+        for (int k = threadIdx.x; k < hc; k += 32) {
+            pre[t * hc + k] = s_pre[k];
+            post[t * hc + k] = s_post[k];
         }
-        for (int k = 0; k < hc * hc; k++) comb[t * hc * hc + k] = c[k];
+        for (int k = threadIdx.x; k < hc * hc; k += 32) comb[t * hc * hc + k] = s_c[k];
     }
     __syncthreads();
     hc_sum_norm(Xt, s_pre, hc, d, norm, norm_eps, a + t * d, shd);
 }
 
+/* Decode (a few tokens) puts one block on the whole row: more threads, shorter chains. */
+static int hc_threads(int64_t n_tok) { return n_tok < 32 ? 1024 : 256; }
+
 static ds4_status hc_check(const char *fn, int64_t n_tok, int hc, int64_t d, ds4_error *err) {
-    if (hc < 1 || hc > HC_MAX || d <= 0 || n_tok > INT32_MAX)
+    if (hc < 1 || hc > HC_MAX || hc * hc > 256 || d <= 0 || n_tok > INT32_MAX)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "%s: hc = %d (1..%d), d = %lld", fn, hc,
                           HC_MAX, (long long)d);
     return DS4_OK;
@@ -102,7 +128,7 @@ extern "C" ds4_status cuda_hc_pre(const float *d_X, const float *d_mix, const fl
     if (n_tok <= 0) return DS4_OK;
     ds4_status st = hc_check("cuda_hc_pre", n_tok, hc, d, err);
     if (st) return st;
-    k_hc_pre<<<(unsigned)n_tok, 256>>>(d_X, d_mix, d_scale, d_base, d_norm, hc, d, iters,
+    k_hc_pre<<<(unsigned)n_tok, hc_threads(n_tok)>>>(d_X, d_mix, d_scale, d_base, d_norm, hc, d, iters,
                                        hc_eps, norm_eps, d_pre, d_post, d_comb, d_a);
     CU_LAUNCH_CHECK(err, "hc_pre launch");
     return DS4_OK;
@@ -157,7 +183,7 @@ extern "C" ds4_status cuda_hc_head(const float *d_X, const float *d_mix, const f
     if (n_tok <= 0) return DS4_OK;
     ds4_status st = hc_check("cuda_hc_head", n_tok, hc, d, err);
     if (st) return st;
-    k_hc_head<<<(unsigned)n_tok, 256>>>(d_X, d_mix, d_scale, d_base, d_norm, hc, d, hc_eps,
+    k_hc_head<<<(unsigned)n_tok, hc_threads(n_tok)>>>(d_X, d_mix, d_scale, d_base, d_norm, hc, d, hc_eps,
                                         norm_eps, d_y);
     CU_LAUNCH_CHECK(err, "hc_head launch");
     return DS4_OK;

@@ -41,6 +41,48 @@ __global__ void k_idx_score(const float *q, const float *wts, const float *rows,
     }
 }
 
+/* The same scores with the row held in registers (ID = id known at compile time, multiple of
+ * 8): each lane keeps e[8j + lane%8] for j < ID/8, so a row is read once for all heads and the
+ * dot's chain runs on shared q and registers. Same summation order (cu_dot8_ref). */
+template <int ID>
+__global__ void __launch_bounds__(256) k_idx_score_reg(const float *q, const float *wts,
+                                                       const float *rows, int64_t pos0,
+                                                       int64_t ih, int64_t topk,
+                                                       int64_t ld_scores, float *scores) {
+    extern __shared__ float sh[];
+    float *sq = sh, *sw = sh + ih * ID;
+    int64_t t = blockIdx.y, n_c = (pos0 + t + 1) / 4;
+    if (n_c <= topk) return;
+    for (int64_t i = threadIdx.x; i < ih * ID; i += blockDim.x) sq[i] = q[t * ih * ID + i];
+    for (int64_t i = threadIdx.x; i < ih; i += blockDim.x) sw[i] = wts[t * ih + i];
+    __syncthreads();
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 3, k = lane & 7;
+    int64_t n_warps = (int64_t)gridDim.x * (blockDim.x >> 5);
+    for (int64_t r = (int64_t)blockIdx.x * (blockDim.x >> 5) + warp; r < n_c; r += n_warps) {
+        const float *e = rows + r * ID;
+        float er[ID / 8];
+#pragma unroll
+        for (int j = 0; j < ID / 8; j++) er[j] = e[8 * j + k];
+        float s = 0.0f;
+        for (int64_t h0 = 0; h0 < ih; h0 += 4) {
+            int64_t h = h0 + g < ih ? h0 + g : 0;
+            const float *qh = sq + h * ID;
+            float acc = 0.0f;
+#pragma unroll
+            for (int j = 0; j < ID / 8; j++) acc = __fadd_rn(acc, __fmul_rn(qh[8 * j + k], er[j]));
+            acc = __fadd_rn(acc, __shfl_xor_sync(0xffffffffu, acc, 4));
+            acc = __fadd_rn(acc, __shfl_xor_sync(0xffffffffu, acc, 1));
+            acc = __fadd_rn(acc, __shfl_xor_sync(0xffffffffu, acc, 2));
+            float dd[4];
+#pragma unroll
+            for (int m = 0; m < 4; m++) dd[m] = __shfl_sync(0xffffffffu, acc, 8 * m);
+            for (int m = 0; m < 4 && h0 + m < ih; m++)
+                s = __fadd_rn(s, __fmul_rn(sw[h0 + m], dd[m] > 0.0f ? dd[m] : 0.0f));
+        }
+        if (lane == 0) scores[t * ld_scores + r] = s;
+    }
+}
+
 /* Order-preserving key: larger score first, then lower row (MODEL_MATH §17 #2). -0 == +0. */
 __device__ __forceinline__ uint64_t idx_key(float s, int64_t r) {
     uint32_t u = s == 0.0f ? 0u : __float_as_uint(s);
@@ -48,9 +90,12 @@ __device__ __forceinline__ uint64_t idx_key(float s, int64_t r) {
     return ((uint64_t)u << 32) | (uint64_t)(0xFFFFFFFFu - (uint32_t)r);
 }
 
-/* One block (1024 threads) per token. */
-__global__ void k_idx_topk(const float *scores, int64_t pos0, int64_t topk, int64_t ld_scores,
-                           int32_t *isel, int32_t *n_isel) {
+/* One block (1024 threads) per token. With `cached`, the token's scores are first copied to
+ * dynamic shared memory: the 8 passes then read shared memory instead of L2. */
+__global__ void __launch_bounds__(1024) k_idx_topk(const float *scores, int64_t pos0,
+                                                   int64_t topk, int64_t ld_scores, int cached,
+                                                   int32_t *isel, int32_t *n_isel) {
+    extern __shared__ float s_sc[];
     __shared__ unsigned hist[256];
     __shared__ uint64_t s_prefix;
     __shared__ int64_t s_remaining;
@@ -63,6 +108,11 @@ __global__ void k_idx_topk(const float *scores, int64_t pos0, int64_t topk, int6
         return;
     }
     const float *sc = scores + t * ld_scores;
+    if (cached) {
+        for (int64_t r = threadIdx.x; r < n_c; r += blockDim.x) s_sc[r] = sc[r];
+        __syncthreads();
+        sc = s_sc;
+    }
     uint64_t prefix = 0, mask = 0;
     if (threadIdx.x == 0) s_remaining = topk;
     for (int shift = 56; shift >= 0; shift -= 8) {
@@ -81,15 +131,29 @@ __global__ void k_idx_topk(const float *scores, int64_t pos0, int64_t topk, int6
                 atomicAdd(&hist[bin], (unsigned)__popc(peers));
         }
         __syncthreads();
-        if (threadIdx.x == 0) {
-            int64_t above = 0, need = s_remaining;
-            int b = 255;
-            for (; b > 0; b--) {
-                if (above + hist[b] >= need) break;
-                above += hist[b];
+        if (threadIdx.x < 32) {
+            /* Warp 0 finds the bin holding the cut: lane l owns bins 255-8l .. 248-8l. */
+            int lane = threadIdx.x;
+            int64_t need = s_remaining;
+            __syncwarp(); /* every lane has read it before one lane rewrites it */
+            unsigned c[8], tot = 0;
+#pragma unroll
+            for (int j = 0; j < 8; j++) { c[j] = hist[255 - 8 * lane - j]; tot += c[j]; }
+            unsigned incl = tot;
+            for (int o = 1; o < 32; o <<= 1) {
+                unsigned v = __shfl_up_sync(0xffffffffu, incl, o);
+                if (lane >= o) incl += v;
             }
-            s_remaining = need - above;
-            s_prefix = prefix | ((uint64_t)b << shift);
+            int64_t above = (int64_t)(incl - tot);
+            if (above < need && need <= (int64_t)incl) {
+                int b = 255 - 8 * lane;
+                for (int j = 0; j < 8; j++, b--) {
+                    if (above + c[j] >= need) break;
+                    above += c[j];
+                }
+                s_remaining = need - above;
+                s_prefix = prefix | ((uint64_t)b << shift);
+            }
         }
         __syncthreads();
         prefix = s_prefix;
@@ -140,17 +204,34 @@ extern "C" ds4_status cuda_indexer_topk(const float *d_q, const float *d_w, cons
                           (long long)pos0);
     int64_t ld = (pos0 + n_tok) / 4 + 1, max_c = (pos0 + n_tok) / 4;
     if (max_c > topk) {
-        if (smem > 48 * 1024)
-            CU_CHECK(cudaFuncSetAttribute(k_idx_score, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                          (int)smem),
-                     err, "indexer shared memory");
         unsigned gx = cu_blocks(max_c, 8);
         if (gx > 512) gx = 512; /* each block loads the token's 32 KiB of queries once */
-        k_idx_score<<<dim3(gx, (unsigned)n_tok), 256, smem>>>(d_q, d_w, d_rows, pos0, ih, id,
-                                                               topk, ld, d_scores);
+        if (id == 128) { /* MODEL_MATH §0: index_head_dim */
+            if (smem > 48 * 1024)
+                CU_CHECK(cudaFuncSetAttribute(k_idx_score_reg<128>,
+                                              cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+                         err, "indexer shared memory");
+            k_idx_score_reg<128><<<dim3(gx, (unsigned)n_tok), 256, smem>>>(
+                d_q, d_w, d_rows, pos0, ih, topk, ld, d_scores);
+        } else {
+            if (smem > 48 * 1024)
+                CU_CHECK(cudaFuncSetAttribute(k_idx_score, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                              (int)smem),
+                         err, "indexer shared memory");
+            k_idx_score<<<dim3(gx, (unsigned)n_tok), 256, smem>>>(d_q, d_w, d_rows, pos0, ih, id,
+                                                                   topk, ld, d_scores);
+        }
         CU_LAUNCH_CHECK(err, "indexer score launch");
     }
-    k_idx_topk<<<(unsigned)n_tok, 1024>>>(d_scores, pos0, topk, ld, d_isel, d_n_isel);
+    /* Cache the scores in shared memory when the largest token's fit (n_c <= ~50k rows). */
+    size_t tk_smem = (size_t)(max_c > topk ? max_c : 0) * sizeof(float);
+    int cached = tk_smem > 0 && tk_smem <= 200 * 1024;
+    if (cached && tk_smem > 48 * 1024)
+        CU_CHECK(cudaFuncSetAttribute(k_idx_topk, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      (int)tk_smem),
+                 err, "indexer top-k shared memory");
+    k_idx_topk<<<(unsigned)n_tok, 1024, cached ? tk_smem : 0>>>(d_scores, pos0, topk, ld, cached,
+                                                              d_isel, d_n_isel);
     CU_LAUNCH_CHECK(err, "indexer top-k launch");
     return DS4_OK;
 }

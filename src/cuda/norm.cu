@@ -24,7 +24,9 @@ extern "C" ds4_status cuda_rmsnorm(float *d_out, const float *d_x, const float *
     if (n <= 0 || n_rows > INT32_MAX)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_rmsnorm: %lld rows of %lld values",
                           (long long)n_rows, (long long)n);
-    k_rmsnorm<<<(unsigned)n_rows, 256>>>(d_out, d_x, d_w, n, eps);
+    /* Few long rows (decode): one wide block per row keeps the load chains short. */
+    int threads = n_rows < 32 && n >= 2048 ? 1024 : 256;
+    k_rmsnorm<<<(unsigned)n_rows, threads>>>(d_out, d_x, d_w, n, eps);
     CU_LAUNCH_CHECK(err, "rmsnorm launch");
     return DS4_OK;
 }

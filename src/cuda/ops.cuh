@@ -65,23 +65,6 @@ __device__ __forceinline__ float cu_e2m1_round(float y) {
     return y < 0 ? -q : q;
 }
 
-/* One block of the QAT round trip, done serially by the calling thread (MODEL_MATH §3.6-3.7):
- * amax, power-of-two scale, clamp, round, rescale. fp4 != 0 selects E2M1. */
-__device__ __forceinline__ void cu_qat_block(float *x, int block, int fp4) {
-    float qmax = fp4 ? 6.0f : 448.0f, floor_ = fp4 ? 6.0f * 0x1p-126f : 1e-4f;
-    float amax = 0.0f;
-    for (int k = 0; k < block; k++) amax = fmaxf(amax, fabsf(x[k]));
-    if (amax < floor_) amax = floor_;
-    float s = cu_pow2_ceil(__fdiv_rn(amax, qmax));
-    float inv = __fdiv_rn(1.0f, s);
-    for (int k = 0; k < block; k++) {
-        float v = __fmul_rn(x[k], inv);
-        if (v > qmax) v = qmax;
-        if (v < -qmax) v = -qmax;
-        x[k] = __fmul_rn(fp4 ? cu_e2m1_round(v) : cu_e4m3_round(v), s);
-    }
-}
-
 /* MODEL_MATH §3.3: rotate pair (a, b) by angle f32(pos)·f (f32 product), cos/sin rounded to f32;
  * the same expression as cpu_rope_tail. */
 __device__ __forceinline__ void cu_rope_pair(float *x, float freq, float t, int inverse) {
@@ -130,13 +113,41 @@ __device__ __forceinline__ float cu_block_sum(float v, float *sh) {
 
 /* 1/sqrt(mean(x²)+eps) over n values, sum of squares in double (cpu_rmsnorm, hc_rho). The
  * CPU sums sequentially; here the double sum is a tree, which can move the f32 result by one
- * ULP only when the double lands next to a rounding boundary. */
+ * ULP only when the double lands next to a rounding boundary. Four loads in flight per thread:
+ * at decode one block reads the whole row, so latency, not bandwidth, bounds it. */
 __device__ __forceinline__ float cu_block_rms_inv(const float *x, int64_t n, float eps,
                                                   double *sh) {
-    double ss = 0.0;
-    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) ss += (double)x[i] * (double)x[i];
-    ss = cu_block_sum_d(ss, sh);
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    int64_t bd = blockDim.x, i = threadIdx.x;
+    for (; i + 3 * bd < n; i += 4 * bd) {
+        float a = x[i], b = x[i + bd], c = x[i + 2 * bd], d = x[i + 3 * bd];
+        s0 += (double)a * a;
+        s1 += (double)b * b;
+        s2 += (double)c * c;
+        s3 += (double)d * d;
+    }
+    for (; i < n; i += bd) s0 += (double)x[i] * x[i];
+    double ss = cu_block_sum_d((s0 + s1) + (s2 + s3), sh);
     return (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+}
+
+/* The QAT round trip of one block done by a whole warp (all 32 lanes call it): amax by warp
+ * max (exact in any order), then each lane rounds its values with cu_qat_block's steps. */
+__device__ __forceinline__ void cu_qat_block_warp(float *x, int block, int fp4) {
+    int lane = threadIdx.x & 31;
+    float qmax = fp4 ? 6.0f : 448.0f, floor_ = fp4 ? 6.0f * 0x1p-126f : 1e-4f;
+    float amax = 0.0f;
+    for (int k = lane; k < block; k += 32) amax = fmaxf(amax, fabsf(x[k]));
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    if (amax < floor_) amax = floor_;
+    float s = cu_pow2_ceil(__fdiv_rn(amax, qmax));
+    float inv = __fdiv_rn(1.0f, s);
+    for (int k = lane; k < block; k += 32) {
+        float v = __fmul_rn(x[k], inv);
+        if (v > qmax) v = qmax;
+        if (v < -qmax) v = -qmax;
+        x[k] = __fmul_rn(fp4 ? cu_e2m1_round(v) : cu_e4m3_round(v), s);
+    }
 }
 
 /* cpu_dot_f32 with its exact summation order, computed by the 8 lanes of an aligned lane group:
@@ -147,6 +158,7 @@ __device__ __forceinline__ float cu_dot8_ref(const float *a, const float *b, int
     int k = threadIdx.x & 7;
     int64_t n8 = n & ~(int64_t)7;
     float acc = 0.0f;
+#pragma unroll 8
     for (int64_t i = 0; i < n8; i += 8) acc = __fadd_rn(acc, __fmul_rn(a[i + k], b[i + k]));
     acc = __fadd_rn(acc, __shfl_xor_sync(0xffffffffu, acc, 4));
     acc = __fadd_rn(acc, __shfl_xor_sync(0xffffffffu, acc, 1));

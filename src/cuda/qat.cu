@@ -38,14 +38,14 @@ extern "C" ds4_status cuda_hadamard(float *d_x, int64_t n_rows, int64_t row_stri
     return DS4_OK;
 }
 
-/* One thread per block of `block` values: the serial steps of qat_roundtrip in cpu/ops.c. */
+/* One warp per block of `block` values (cu_qat_block_warp). */
 __global__ void k_qat(float *x, int64_t n_rows, int64_t row_stride, int64_t n, int block,
                       int fp4) {
     int64_t nb = n / block;
-    int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= n_rows * nb) return;
-    int64_t r = i / nb, b = i % nb;
-    cu_qat_block(x + r * row_stride + b * block, block, fp4);
+    int64_t wi = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    if (wi >= n_rows * nb) return; /* whole warps leave together */
+    int64_t r = wi / nb, b = wi % nb;
+    cu_qat_block_warp(x + r * row_stride + b * block, block, fp4);
 }
 
 static ds4_status qat_launch(float *d_x, int64_t n_rows, int64_t row_stride, int64_t n,
@@ -57,7 +57,7 @@ static ds4_status qat_launch(float *d_x, int64_t n_rows, int64_t row_stride, int
                           "(stride %lld)",
                           fp4 ? "fp4" : "fp8", (long long)n, block, (long long)row_stride);
     int64_t total = n_rows * (n / block);
-    k_qat<<<cu_blocks(total, 128), 128>>>(d_x, n_rows, row_stride, n, block, fp4);
+    k_qat<<<cu_blocks(total * 32, 128), 128>>>(d_x, n_rows, row_stride, n, block, fp4);
     CU_LAUNCH_CHECK(err, "qat launch");
     return DS4_OK;
 }

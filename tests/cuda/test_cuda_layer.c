@@ -159,7 +159,8 @@ void cmp_rounded(const char *name, const float *ref, const float *got, int64_t n
     char buf[256];
     if (worst < 0) snprintf(buf, sizeof buf, "n=%lld, bit-identical", (long long)n);
     else snprintf(buf, sizeof buf,
-                  "n=%lld, %lld values one rounding step apart (limit %lld, step <= %.3g*|ref|), "
+                  "n=%lld, %lld values not bit-equal (limit %lld, each <= one rounding step, "
+                  "%.3g*|ref|), "
                   "first at i=%lld (ref %.9g, got %.9g)",
                   (long long)n, (long long)flips, (long long)max_flips, rel_step,
                   (long long)worst, (double)ref[worst], (double)got[worst]);
