@@ -219,7 +219,7 @@ Test(model_golden, f32_short_window_logits, .timeout = 120) {
     check_exact_case(&tm, gf, "window", 1e-3, "f32");
     st_close(gf);
     tm_close(&tm);
-    free(p);
+    tm_remove(p);
 }
 
 Test(model_golden, f32_short_layers_and_mtp, .timeout = 120) {
@@ -232,7 +232,7 @@ Test(model_golden, f32_short_layers_and_mtp, .timeout = 120) {
     check_mtp(&tm, gf, "window", 1e-3, "f32");
     st_close(gf);
     tm_close(&tm);
-    free(p);
+    tm_remove(p);
 }
 
 /* Margin between the two largest values of a row. */
@@ -369,7 +369,7 @@ Test(model_golden, f32_long_statistics, .timeout = 240) {
     check_stat_case(&tm, gf, "long", false, 40, "f32");
     st_close(gf);
     tm_close(&tm);
-    free(p);
+    tm_remove(p);
 }
 
 Test(model_golden, f32_long512_statistics, .timeout = 240) {
@@ -380,7 +380,7 @@ Test(model_golden, f32_long512_statistics, .timeout = 240) {
     check_stat_case(&tm, gf, "long512", true, 90, "f32");
     st_close(gf);
     tm_close(&tm);
-    free(p);
+    tm_remove(p);
 }
 
 Test(model_golden, window_indexer_and_experts_match, .timeout = 120) {
@@ -391,7 +391,7 @@ Test(model_golden, window_indexer_and_experts_match, .timeout = 120) {
     check_stat_case(&tm, gf, "window", false, 100, "f32");
     st_close(gf);
     tm_close(&tm);
-    free(p);
+    tm_remove(p);
 }
 
 /* The bf16 preset also rounds the tensors the checkpoint stores in f32 (hc_*_fn, compressor
@@ -409,7 +409,7 @@ Test(model_golden, bf16_short_window_logits_and_mtp, .timeout = 120) {
     check_mtp(&tm, gf, "window", 1e-3, "bf16");
     st_close(gf);
     tm_close(&tm);
-    free(p);
+    tm_remove(p);
 }
 
 /* GGUF_LAYOUT §3.8: the MTP block in a companion file, as ds4 publishes it. */
@@ -439,8 +439,8 @@ Test(model_golden, mtp_from_companion_file, .timeout = 120) {
     st_close(gf);
     tm_close(&tm);
     gguf_close(gm);
-    free(mainp);
-    free(mtpp);
-    free(dir);
-    free(p);
+    tm_remove(mainp);
+    tm_remove(mtpp);
+    tm_rmdir(dir);
+    tm_remove(p);
 }

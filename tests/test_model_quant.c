@@ -78,9 +78,9 @@ static void quant_vs_dequant(const char *preset) {
     free(a);
     free(b);
     st_close(gf);
-    free(f);
-    free(dir);
-    free(q);
+    tm_remove(f);
+    tm_rmdir(dir);
+    tm_remove(q);
     free(shape);
 }
 
@@ -114,7 +114,7 @@ static void quant_vs_golden(const char *preset, double max_kl, double min_top1) 
         free(lg);
     }
     st_close(gf);
-    free(p);
+    tm_remove(p);
 }
 
 Test(model_quant, q8_0_kl_vs_golden, .timeout = 120) { quant_vs_golden("q8_0", 0.05, 0.8); }

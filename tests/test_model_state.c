@@ -40,7 +40,7 @@ static void fx_close(fixture *fx) {
     free(fx->ref);
     st_close(fx->gf);
     tm_close(&fx->tm);
-    free(fx->path);
+    tm_remove(fx->path);
 }
 
 /* Evaluates toks[from, to) in chunks of `chunk`, writing all logits to out + from*V. */
@@ -185,9 +185,9 @@ Test(model_state, missing_or_misshapen_tensor_is_named, .timeout = 60) {
     cr_assert_eq(model_open(&m, g, NULL, &err), DS4_ERR_FORMAT);
     cr_assert(strstr(err.msg, "block_count") != NULL, "message: %s", err.msg);
     gguf_close(g);
-    free(q);
-    free(dir);
-    free(p);
+    tm_remove(q);
+    tm_rmdir(dir);
+    tm_remove(p);
 }
 
 Test(model_state, thread_count_does_not_change_results, .timeout = 120) {

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "format/gguf_write.h"
 #include "format/quant.h"
@@ -206,4 +207,21 @@ char *tm_convert_synthetic(const char *shape_name, const char *preset, uint32_t 
     cv_plan_free(&plan);
     free(tmp);
     return out;
+}
+
+void tm_remove(char *path) {
+    if (!path) return;
+    unlink(path);
+    char *slash = strrchr(path, '/');
+    if (slash) {
+        *slash = 0;
+        rmdir(path); /* only succeeds when empty */
+    }
+    free(path);
+}
+
+void tm_rmdir(char *dir) {
+    if (!dir) return;
+    rmdir(dir);
+    free(dir);
 }

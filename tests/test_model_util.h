@@ -29,6 +29,12 @@ typedef struct tm_model {
 void tm_open(tm_model *tm, const char *path, int64_t topk_override);
 void tm_close(tm_model *tm);
 
+/* Deletes a scratch file made by the helpers above (and its directory when empty); frees
+ * `path`. GGUFs are tens of MB per test, so tests clean up after themselves. */
+void tm_remove(char *path);
+/* Removes an (empty) scratch directory from tu_tmpdir(); frees `dir`. */
+void tm_rmdir(char *dir);
+
 /* A golden file (golden_topk16 / golden_topk512) and typed tensor access. */
 st_file *tm_golden(const char *file);
 const st_tensor *tm_tensor(st_file *f, const char *name, int dtype);
