@@ -153,7 +153,8 @@ size_t cuda_indexer_scratch_bytes(int64_t n_tok, int64_t pos0);
 
 /* MoE (MODEL_MATH §9; model/moe.c). Router: logits [n_tok][n_expert] = gate_inp·x →
  * sel [n_tok][n_used] ascending expert ids, w [n_tok][n_used] routing weights. Hash layers
- * pass d_tid2eid [vocab][n_used] (ids validated at load) and d_tokens; others d_bias. */
+ * pass d_tid2eid [vocab][n_used] (ids validated at load) and d_tokens; others d_bias.
+ * n_expert <= 1024 (one warp per token). */
 ds4_status cuda_moe_route(const float *d_logits, const float *d_bias, const int32_t *d_tid2eid,
                           const int32_t *d_tokens, int64_t n_tok, int n_expert, int n_used,
                           float route_scale, int norm_weights, int32_t *d_sel, float *d_w,
@@ -165,7 +166,18 @@ ds4_status cuda_swiglu(const float *d_g, const float *d_u, const float *d_rw, in
 ds4_status cuda_moe_combine(const float *d_y, const float *d_shared, int64_t n_tok, int n_used,
                             int64_t D, float *d_out, ds4_error *err);
 
-/* ds4_argmax per row: out[r] = index of the largest finite logit (lowest on ties), -1 if none. */
+/* cpu_matmul on the device (prefill): y[t*ldy + o] = Σ_i W[o][i]·x[t*ldx + i] for t < n_tok,
+ * o < rows; W a GGUF tensor of `type` with `cols` values per row read in place; activations
+ * quantized per token like the CPU (Q8_K / Q8_0 record / f32) into d_act, at least
+ * cuda_matmul_scratch_bytes(type, cols, n_tok) bytes. Agrees with the CPU within
+ * 1e-5·Σ|w·x| per output (same products, another summation order). */
+ds4_status cuda_matmul(int type, const void *d_w, int64_t rows, int64_t cols, const float *d_x,
+                       int64_t ldx, int64_t n_tok, void *d_act, float *d_y, int64_t ldy,
+                       ds4_error *err);
+size_t cuda_matmul_scratch_bytes(int type, int64_t cols, int64_t n_tok);
+
+/* ds4_argmax per row: out[r] = index of the largest finite logit (lowest on ties), -1 if none.
+ * Two passes through a fixed device buffer: one call at a time. */
 ds4_status cuda_argmax(const float *d_x, int64_t n_rows, int64_t n, int32_t *d_out,
                        ds4_error *err);
 

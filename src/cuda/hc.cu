@@ -69,6 +69,39 @@ __device__ static void hc_split_warp(const float *m, const float *scale, const f
     }
 }
 
+/* The same split with comb in registers when hc² <= 32 (Flash: hc = 4): lane j·hc+k holds
+ * comb[j][k]; every row/column sum is gathered by shuffles in the CPU's order. */
+__device__ static void hc_split_reg(const float *m, const float *scale, const float *base, int hc,
+                                    int iters, float eps, float *pre, float *post, float *comb) {
+    int lane = threadIdx.x & 31, n2 = hc * hc, j = lane / hc, k = lane % hc;
+    if (lane < hc) {
+        pre[lane] = __fadd_rn(cu_sigmoid_ref(__fadd_rn(__fmul_rn(m[lane], scale[0]), base[lane])), eps);
+        post[lane] = __fmul_rn(2.0f, cu_sigmoid_ref(__fadd_rn(__fmul_rn(m[hc + lane], scale[1]),
+                                                              base[hc + lane])));
+    }
+    float c = lane < n2 ? __fadd_rn(__fmul_rn(m[2 * hc + lane], scale[2]), base[2 * hc + lane]) : 0.0f;
+    float mx = __shfl_sync(0xffffffffu, c, j * hc);
+    for (int q = 1; q < hc; q++) {
+        float v = __shfl_sync(0xffffffffu, c, j * hc + q);
+        if (v > mx) mx = v;
+    }
+    c = cu_exp_ref(__fsub_rn(c, mx));
+    float s = 0.0f;
+    for (int q = 0; q < hc; q++) s = __fadd_rn(s, __shfl_sync(0xffffffffu, c, j * hc + q));
+    c = __fadd_rn(__fdiv_rn(c, s), eps);
+    for (int it = 0; it < iters; it++) {
+        if (it > 0) {
+            s = 0.0f;
+            for (int q = 0; q < hc; q++) s = __fadd_rn(s, __shfl_sync(0xffffffffu, c, j * hc + q));
+            c = __fdiv_rn(c, __fadd_rn(s, eps));
+        }
+        s = 0.0f;
+        for (int q = 0; q < hc; q++) s = __fadd_rn(s, __shfl_sync(0xffffffffu, c, q * hc + k));
+        c = __fdiv_rn(c, __fadd_rn(s, eps));
+    }
+    if (lane < n2) comb[lane] = c;
+}
+
 /* a = Σ_k pre[k]·X[k] (k ascending, from 0.0f), then a = norm ⊙ a·rms_inv(a). */
 __device__ static void hc_sum_norm(const float *X, const float *pre, int hc, int64_t d,
                                    const float *norm, float norm_eps, float *a, double *shd) {
@@ -98,7 +131,8 @@ __global__ void k_hc_pre(const float *X, const float *mix, const float *scale, c
     if (threadIdx.x < 32) {
         for (int64_t i = threadIdx.x; i < nmix; i += 32) s_m[i] = __fmul_rn(mix[t * nmix + i], rho);
         __syncwarp();
-        hc_split_warp(s_m, scale, base, hc, iters, hc_eps, s_pre, s_post, s_c);
+        if (hc * hc <= 32) hc_split_reg(s_m, scale, base, hc, iters, hc_eps, s_pre, s_post, s_c);
+        else hc_split_warp(s_m, scale, base, hc, iters, hc_eps, s_pre, s_post, s_c);
         __syncwarp();
         for (int k = threadIdx.x; k < hc; k += 32) {
             pre[t * hc + k] = s_pre[k];

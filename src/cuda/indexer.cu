@@ -4,9 +4,9 @@
  * order, dots in cpu_dot_f32's order, so scores are bit-identical to model/indexer.c), and keep
  * the top-k by (score desc, row asc), returned in ascending row order.
  *
- * Top-k is an exact radix select over a 64-bit key (order-preserving score bits, then the
- * inverted row index), so there are no ties and exactly k rows pass; an ordered block
- * compaction writes them ascending.
+ * Top-k is an exact radix select over the order-preserving bits of the scores (4 passes of
+ * 8 bits); rows tied with the k-th score are taken lowest first by the ordered compaction that
+ * writes the selection ascending.
  * Must not: prepare the queries (RoPE, Hadamard, FP4, weight scale are separate ops, §8).
  */
 #include "cuda_api.h"
@@ -83,23 +83,47 @@ __global__ void __launch_bounds__(256) k_idx_score_reg(const float *q, const flo
     }
 }
 
-/* Order-preserving key: larger score first, then lower row (MODEL_MATH §17 #2). -0 == +0. */
-__device__ __forceinline__ uint64_t idx_key(float s, int64_t r) {
+/* Order-preserving 32-bit key of a score (larger score, larger key); -0 == +0. */
+__device__ __forceinline__ uint32_t idx_key(float s) {
     uint32_t u = s == 0.0f ? 0u : __float_as_uint(s);
-    u = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-    return ((uint64_t)u << 32) | (uint64_t)(0xFFFFFFFFu - (uint32_t)r);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-/* One block (1024 threads) per token. With `cached`, the token's scores are first copied to
- * dynamic shared memory: the 8 passes then read shared memory instead of L2. */
+/* Exclusive block-wide prefix of a 64-bit count (1024 threads); s_warp holds 32 values. */
+__device__ __forceinline__ unsigned long long idx_block_excl(unsigned long long v,
+                                                             unsigned long long *s_warp) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    unsigned long long incl = v;
+    for (int o = 1; o < 32; o <<= 1) {
+        unsigned long long u = __shfl_up_sync(0xffffffffu, incl, o);
+        if (lane >= o) incl += u;
+    }
+    if (lane == 31) s_warp[warp] = incl;
+    __syncthreads();
+    if (warp == 0) {
+        unsigned long long w = lane < (int)(blockDim.x >> 5) ? s_warp[lane] : 0, x = w;
+        for (int o = 1; o < 32; o <<= 1) {
+            unsigned long long u = __shfl_up_sync(0xffffffffu, x, o);
+            if (lane >= o) x += u;
+        }
+        s_warp[lane] = x - w;
+    }
+    __syncthreads();
+    return s_warp[warp] + incl - v;
+}
+
+/* One block (1024 threads) per token. Four 8-bit radix passes find the score key T of the
+ * k-th best row and how many rows scoring exactly T to keep (`rem`); the ordered compaction
+ * then keeps every row above T and the first `rem` rows at T (lower rows win ties, MODEL_MATH
+ * §17 #2), ascending. With `cached`, the token's scores are first copied to shared memory. */
 __global__ void __launch_bounds__(1024) k_idx_topk(const float *scores, int64_t pos0,
                                                    int64_t topk, int64_t ld_scores, int cached,
                                                    int32_t *isel, int32_t *n_isel) {
     extern __shared__ float s_sc[];
     __shared__ unsigned hist[256];
-    __shared__ uint64_t s_prefix;
+    __shared__ uint32_t s_prefix;
     __shared__ int64_t s_remaining;
-    __shared__ int s_warp[32];
+    __shared__ unsigned long long s_warp[32];
     int64_t t = blockIdx.x, n_c = (pos0 + t + 1) / 4;
     int32_t *sel = isel + t * topk;
     if (n_c <= topk) {
@@ -113,9 +137,9 @@ __global__ void __launch_bounds__(1024) k_idx_topk(const float *scores, int64_t 
         __syncthreads();
         sc = s_sc;
     }
-    uint64_t prefix = 0, mask = 0;
+    uint32_t prefix = 0, mask = 0;
     if (threadIdx.x == 0) s_remaining = topk;
-    for (int shift = 56; shift >= 0; shift -= 8) {
+    for (int shift = 24; shift >= 0; shift -= 8) {
         for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
         __syncthreads();
         /* Scores share their top bits, so bins are hot: aggregate equal bins per warp. */
@@ -123,7 +147,7 @@ __global__ void __launch_bounds__(1024) k_idx_topk(const float *scores, int64_t 
             int64_t r = base + threadIdx.x;
             int bin = -1;
             if (r < n_c) {
-                uint64_t k = idx_key(sc[r], r);
+                uint32_t k = idx_key(sc[r]);
                 if ((k & mask) == prefix) bin = (int)((k >> shift) & 255);
             }
             unsigned peers = __match_any_sync(0xffffffffu, bin);
@@ -152,37 +176,32 @@ __global__ void __launch_bounds__(1024) k_idx_topk(const float *scores, int64_t 
                     above += c[j];
                 }
                 s_remaining = need - above;
-                s_prefix = prefix | ((uint64_t)b << shift);
+                s_prefix = prefix | ((uint32_t)b << shift);
             }
         }
         __syncthreads();
         prefix = s_prefix;
-        mask |= (uint64_t)255 << shift;
+        mask |= 255u << shift;
     }
-    /* prefix is now the key of the k-th best row: keep keys >= it, in row order. */
+    const uint32_t T = prefix;
+    const int64_t rem = s_remaining; /* rows scoring exactly T that are kept */
     int64_t chunk = (n_c + blockDim.x - 1) / blockDim.x;
     int64_t r0 = threadIdx.x * chunk, r1 = r0 + chunk < n_c ? r0 + chunk : n_c;
-    int cnt = 0;
-    for (int64_t r = r0; r < r1; r++) cnt += idx_key(sc[r], r) >= prefix;
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, incl = cnt;
-    for (int o = 1; o < 32; o <<= 1) {
-        int v = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += v;
+    unsigned long long cg = 0, ce = 0;
+    for (int64_t r = r0; r < r1; r++) {
+        uint32_t k = idx_key(sc[r]);
+        cg += k > T;
+        ce += k == T;
     }
-    if (lane == 31) s_warp[warp] = incl;
-    __syncthreads();
-    if (warp == 0) {
-        int v = lane < (int)(blockDim.x >> 5) ? s_warp[lane] : 0, x = v;
-        for (int o = 1; o < 32; o <<= 1) {
-            int u = __shfl_up_sync(0xffffffffu, x, o);
-            if (lane >= o) x += u;
-        }
-        s_warp[lane] = x - v; /* exclusive prefix of warp totals */
+    /* Greater and equal counts scanned together: (greater << 32) | equal. */
+    unsigned long long ex = idx_block_excl((cg << 32) | ce, s_warp);
+    int64_t g_before = (int64_t)(ex >> 32), e_seen = (int64_t)(ex & 0xFFFFFFFFull);
+    int64_t out = g_before + (e_seen < rem ? e_seen : rem);
+    for (int64_t r = r0; r < r1; r++) {
+        uint32_t k = idx_key(sc[r]);
+        if (k > T) sel[out++] = (int32_t)r;
+        else if (k == T && e_seen++ < rem) sel[out++] = (int32_t)r;
     }
-    __syncthreads();
-    int64_t out = s_warp[warp] + incl - cnt;
-    for (int64_t r = r0; r < r1; r++)
-        if (idx_key(sc[r], r) >= prefix) sel[out++] = (int32_t)r;
     if (threadIdx.x == 0) n_isel[t] = (int32_t)topk;
 }
 

@@ -10,29 +10,27 @@
 
 #define MOE_MAX_USED 32
 
-/* One block per token. p_e in dynamic shared memory [E]. */
+/* One warp per token (E <= 1024: lane l owns experts l, l+32, ...); p_e in dynamic shared
+ * memory [E]. The selection rounds are warp reductions, no block barriers. */
 __global__ void k_moe_route(const float *logits, const float *bias, const int32_t *tid2eid,
                             const int32_t *tokens, int E, int K, float route_scale, int norm,
                             int32_t *sel_out, float *w_out) {
     extern __shared__ float p[];
-    __shared__ float s_v[32];
-    __shared__ int s_i[32];
     __shared__ int32_t sel[MOE_MAX_USED];
     int64_t t = blockIdx.x;
-    for (int e = threadIdx.x; e < E; e += blockDim.x)
-        p[e] = __fsqrt_rn(cu_softplus_ref(logits[t * E + e]));
-    __syncthreads();
+    int lane = threadIdx.x;
+    for (int e = lane; e < E; e += 32) p[e] = __fsqrt_rn(cu_softplus_ref(logits[t * E + e]));
+    __syncwarp();
     if (tid2eid) {
-        if (threadIdx.x < K) sel[threadIdx.x] = tid2eid[(int64_t)tokens[t] * K + threadIdx.x];
+        if (lane < K) sel[lane] = tid2eid[(int64_t)tokens[t] * K + lane];
     } else {
         /* MODEL_MATH §9.2: K rounds of "largest p+bias among the unused, lowest id on ties". */
+        uint32_t used = 0;
         for (int k = 0; k < K; k++) {
             float bv = -INFINITY;
             int bi = -1;
-            for (int e = threadIdx.x; e < E; e += blockDim.x) {
-                bool used = false;
-                for (int j = 0; j < k; j++) used |= sel[j] == e;
-                if (used) continue;
+            for (int q = 0, e = lane; e < E; q++, e += 32) {
+                if ((used >> q) & 1) continue;
                 float v = __fadd_rn(p[e], bias[e]);
                 if (bi < 0 || v > bv) { bv = v; bi = e; }
             }
@@ -41,22 +39,12 @@ __global__ void k_moe_route(const float *logits, const float *bias, const int32_
                 int oi = __shfl_xor_sync(0xffffffffu, bi, o);
                 if (oi >= 0 && (bi < 0 || ov > bv || (ov == bv && oi < bi))) { bv = ov; bi = oi; }
             }
-            int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = blockDim.x >> 5;
-            if (l == 0) { s_v[w] = bv; s_i[w] = bi; }
-            __syncthreads();
-            if (threadIdx.x == 0) {
-                for (int j = 1; j < nw; j++)
-                    if (s_i[j] >= 0 && (bi < 0 || s_v[j] > bv || (s_v[j] == bv && s_i[j] < bi))) {
-                        bv = s_v[j];
-                        bi = s_i[j];
-                    }
-                sel[k] = bi;
-            }
-            __syncthreads();
+            if (bi >= 0 && bi % 32 == lane) used |= 1u << (bi / 32);
+            if (lane == 0) sel[k] = bi;
         }
     }
-    __syncthreads();
-    if (threadIdx.x == 0) {
+    __syncwarp();
+    if (lane == 0) {
         /* Ascending ids (the combination order), then §9.3 weights from the unbiased p. */
         for (int a = 1; a < K; a++)
             for (int b = a; b > 0 && sel[b - 1] > sel[b]; b--) {
@@ -78,7 +66,7 @@ extern "C" ds4_status cuda_moe_route(const float *d_logits, const float *d_bias,
                                      int norm_weights, int32_t *d_sel, float *d_w,
                                      ds4_error *err) {
     if (n_tok <= 0) return DS4_OK;
-    if (n_expert < 1 || n_expert > 16384 || n_used < 1 || n_used > MOE_MAX_USED ||
+    if (n_expert < 1 || n_expert > 1024 || n_used < 1 || n_used > MOE_MAX_USED ||
         n_used > n_expert || n_tok > INT32_MAX)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_moe_route: %d of %d experts", n_used,
                           n_expert);
@@ -87,7 +75,7 @@ extern "C" ds4_status cuda_moe_route(const float *d_logits, const float *d_bias,
                           "cuda_moe_route: neither a selection bias nor a tid2eid table");
     if (d_tid2eid && !d_tokens)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_moe_route: hash routing without tokens");
-    k_moe_route<<<(unsigned)n_tok, 256, (size_t)n_expert * sizeof(float)>>>(
+    k_moe_route<<<(unsigned)n_tok, 32, (size_t)n_expert * sizeof(float)>>>(
         d_logits, d_bias, d_tid2eid, d_tokens, n_expert, n_used, route_scale, norm_weights,
         d_sel, d_w);
     CU_LAUNCH_CHECK(err, "moe_route launch");

@@ -45,7 +45,9 @@ void test_argmax(void);
 void test_attention(void);
 void test_compressor(void);
 void test_indexer(void);
+void test_matmul(void);
 void bench_elem_ops(void);
 void bench_attn_ops(void);
+void bench_matmul(void);
 
 #endif

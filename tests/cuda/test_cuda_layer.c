@@ -188,9 +188,11 @@ int test_cuda_layer_ops(int do_bench, int *n_pass, int *n_fail) {
     test_attention();
     test_compressor();
     test_indexer();
+    test_matmul();
     if (do_bench) {
         bench_elem_ops();
         bench_attn_ops();
+        bench_matmul();
     }
     return *n_fail > before;
 }

@@ -187,10 +187,11 @@ void test_qat(void) {
     }
 }
 
-void test_hc(void) {
+static void run_hc_case(const int hc, const int64_t d, const int64_t n) {
     ds4_error err;
-    const int hc = 4, iters = 20;
-    const int64_t d = 4096, n = 3, nmix = (2 + hc) * hc;
+    const int iters = 20;
+    const int64_t nmix = (2 + hc) * hc;
+    char nm[96];
     float *X = rnd_vec(n * hc * d, 1.0f), *mix = rnd_vec(n * nmix, 1.0f), *base = rnd_vec(nmix, 0.5f);
     float *norm = rnd_vec(d, 0.1f), scale[3] = {0.75f, 1.25f, 2.0f};
     for (int64_t i = 0; i < d; i++) norm[i] += 1.0f;
@@ -216,13 +217,17 @@ void test_hc(void) {
         /* exp rounded from double vs glibc expf (< 1 ULP apart), carried through 20 Sinkhorn
          * rounds and the rms: agree to ~1e-6 relative (MODEL_MATH §4.5 asks 1e-6 vs f64). */
         dev_get(g1, dpre, n * hc * 4);
-        cmp_f32("hc_pre pre (3 tok, hc 4)", pre, g1, n * hc, 2e-6, 0);
+        snprintf(nm, sizeof nm, "hc_pre pre (%lld tok, hc %d x %lld)", (long long)n, hc, (long long)d);
+        cmp_f32(nm, pre, g1, n * hc, 2e-6, 0);
         dev_get(g1, dpost, n * hc * 4);
-        cmp_f32("hc_pre post", post, g1, n * hc, 2e-6, 0);
+        snprintf(nm, sizeof nm, "hc_pre post (hc %d)", hc);
+        cmp_f32(nm, post, g1, n * hc, 2e-6, 0);
         dev_get(g1, dcomb, n * hc * hc * 4);
-        cmp_f32("hc_pre comb (Sinkhorn 20 iters)", comb, g1, n * hc * hc, 1e-5, 1e-7);
+        snprintf(nm, sizeof nm, "hc_pre comb, Sinkhorn 20 iters (hc %d)", hc);
+        cmp_f32(nm, comb, g1, n * hc * hc, 1e-5, 1e-7);
         dev_get(g1, da, n * d * 4);
-        cmp_f32("hc_pre normalised input a (3 x 4096)", a, g1, n * d, 1e-5, 1e-6);
+        snprintf(nm, sizeof nm, "hc_pre normalised input a (%lld x %lld)", (long long)n, (long long)d);
+        cmp_f32(nm, a, g1, n * d, 1e-5, 1e-6);
     }
     /* hc_post on the CPU's pre/post/comb: pure ordered products and sums, bit-identical. */
     float *f = rnd_vec(n * d, 1.0f), *Xo = malloc(n * hc * d * 4);
@@ -232,13 +237,14 @@ void test_hc(void) {
     float *dpost2 = dev_put(post, n * hc * 4), *dcomb2 = dev_put(comb, n * hc * hc * 4);
     if (ok_call(cuda_hc_post(df, dX, dpost2, dcomb2, n, hc, d, dXo, &err), "hc_post", &err)) {
         dev_get(g2, dXo, n * hc * d * 4);
-        cmp_f32("hc_post (3 tok, 4 x 4096)", Xo, g2, n * hc * d, 0, 0);
+        snprintf(nm, sizeof nm, "hc_post (%lld tok, %d x %lld)", (long long)n, hc, (long long)d);
+        cmp_f32(nm, Xo, g2, n * hc * d, 0, 0);
     }
     /* hc_head (model/forward.c fwd_output before the head matmul). */
-    float *mixh = rnd_vec(n * hc, 1.0f), *baseh = rnd_vec(hc, 0.5f), *y = malloc(n * d * 4), ph[4];
+    float *mixh = rnd_vec(n * hc, 1.0f), *baseh = rnd_vec(hc, 0.5f), *y = malloc(n * d * 4), ph[16];
     for (int64_t t = 0; t < n; t++) {
         const float *Xt = X + t * hc * d;
-        float rho = hc_rho(Xt, hc * d, EPS), m4[4];
+        float rho = hc_rho(Xt, hc * d, EPS), m4[16];
         for (int k = 0; k < hc; k++) m4[k] = mixh[t * hc + k] * rho;
         hc_head_weights(m4, scale[0], baseh, hc, EPS, ph);
         hc_weighted_sum(Xt, ph, hc, d, y + t * d);
@@ -248,11 +254,17 @@ void test_hc(void) {
     if (ok_call(cuda_hc_head(dX, dmixh, dscale, dbaseh, dnorm, n, hc, d, EPS, EPS, dy, &err),
                 "hc_head", &err)) {
         dev_get(g1, dy, n * d * 4);
-        cmp_f32("hc_head + output norm (3 x 4096)", y, g1, n * d, 1e-5, 1e-6);
+        snprintf(nm, sizeof nm, "hc_head + output norm (%lld x %lld, hc %d)", (long long)n, (long long)d, hc);
+        cmp_f32(nm, y, g1, n * d, 1e-5, 1e-6);
     }
     dev_free_all();
     free(X); free(mix); free(base); free(norm); free(pre); free(post); free(comb); free(a);
     free(mx); free(g1); free(g2); free(f); free(Xo); free(mixh); free(baseh); free(y);
+}
+
+void test_hc(void) {
+    run_hc_case(4, 4096, 3); /* Flash: comb in registers */
+    run_hc_case(6, 512, 2);  /* hc² > 32: the shared-memory Sinkhorn */
 }
 
 /* The routing of model/moe.c moe_forward (static there): sqrt(softplus), hash table or K

@@ -1,0 +1,57 @@
+/*
+ * cuda/model_cuda.h — the V4 model on the GPU (issue #7): device copies of every weight of an
+ * opened CPU model (model/model.h), a device attention state laid out like model/kvstate.c,
+ * and the per-token forward pass built from the op table (cuda/cuda_api.h), doing the steps
+ * of model/forward.c, attention.c, moe.c in the same order (MODEL_MATH.md is the contract).
+ *
+ * Owns: weight upload (once, from the GGUF mapping), device state, the GPU forward.
+ * Must not: parse files or validate weights (model_open did that), or define its own payload:
+ * a device state is saved by copying it into its host model_state and serializing that, so a
+ * CPU snapshot resumes on the GPU and back (kvstate.c format).
+ *
+ * Built only by `make cuda` (C calling the extern "C" op table; nvcc for the .cu helpers).
+ * Every call returns ds4_status and fills ds4_error; nothing prints or exits.
+ */
+#ifndef DS4_CUDA_MODEL_CUDA_H
+#define DS4_CUDA_MODEL_CUDA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ds4.h"
+#include "format/gguf.h"
+#include "model/model.h"
+
+typedef struct cuda_model cuda_model;
+typedef struct cuda_state cuda_state;
+
+/* Uploads every tensor the forward pass reads: the GGUF data region in one copy (matrices are
+ * addressed in place, as on the CPU) and the small f32 tables model_open decoded (norms, HC
+ * scale/base, sinks, router bias, compressor ape, tid2eid). `m` and `g` must outlive the result.
+ * dev: CUDA device index. DS4_ERR_UNSUPPORTED without a GPU, DS4_ERR_NOMEM when it does not
+ * fit (the message names the size). MTP from a companion GGUF is not uploaded (see eval). */
+ds4_status cuda_model_open(cuda_model **out, const model *m, const gguf_ctx *g, int dev,
+                           ds4_error *err);
+void cuda_model_close(cuda_model *cm);
+/* Device bytes the weights occupy. */
+uint64_t cuda_model_weight_bytes(const cuda_model *cm);
+
+/* A device state mirroring `host` (same model and n_ctx): the host state stays the owner of
+ * the position and is the staging area of snapshots. Starts equal to host (uploaded). */
+ds4_status cuda_state_create(cuda_state **out, cuda_model *cm, model_state *host,
+                             ds4_error *err);
+void cuda_state_free(cuda_state *s);
+
+/* Device → host state (before model_state_serialize) and host → device (after
+ * model_state_deserialize or model_state_reset). */
+ds4_status cuda_state_to_host(cuda_state *s, ds4_error *err);
+ds4_status cuda_state_from_host(cuda_state *s, ds4_error *err);
+
+/* model_eval on the GPU: same arguments, checks and results (logits within the tolerances of
+ * tests/cuda/test_cuda_model.c). Tokens are evaluated one at a time; the host state's
+ * position advances, its KV buffers are left stale until cuda_state_to_host. Capture hooks
+ * are not called. */
+ds4_status cuda_model_eval(cuda_model *cm, cuda_state *s, const int32_t *tokens,
+                           int64_t n_tokens, const model_eval_opts *opts, ds4_error *err);
+
+#endif
