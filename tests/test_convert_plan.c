@@ -207,6 +207,65 @@ static void check_flash_plan(cv_preset preset) {
 Test(convert_plan, flash_q2_matches_gguf_layout) { check_flash_plan(CV_PRESET_Q2); }
 Test(convert_plan, flash_q4_matches_gguf_layout) { check_flash_plan(CV_PRESET_Q4); }
 
+/* Test presets (issue #3): every matrix the checkpoint stores in F32 (the "(F32," HF source
+ * cells of §3.2/§3.3) stays F32, every other matrix gets the preset type, vectors stay F32;
+ * an explicit family override (`dense_override`) wins over the F32 rule. */
+static void check_test_preset(cv_preset preset, uint32_t mat_type, const char *dense_override) {
+    cv_shape s;
+    ds4_error err;
+    cr_assert_eq(cv_shape_preset(&s, "flash", &err), DS4_OK, "%s", err.msg);
+    cv_policy pol;
+    cv_policy_init(&pol, preset);
+    if (dense_override) cr_assert_eq(cv_policy_override(&pol, dense_override, &err), DS4_OK);
+    cv_plan plan;
+    cr_assert_eq(cv_plan_build(&plan, &s, &pol, false, &err), DS4_OK, "%s", err.msg);
+    char *doc = spec_text();
+    char *tab = section(doc, "### 3.2", "### 3.4");
+    char c[8][160];
+    int n_f32_src = 0;
+    for (char *line = tab; (line = strstr(line, "\n| `")); line++) {
+        int nc = cells(line + 1, c, 8);
+        cr_assert(nc >= 5);
+        char name[96];
+        cr_assert(sscanf(c[0], "`%95[^`]`", name) == 1);
+        const char *src = c[4]; /* both tables: name, dims, types, (types | layers), source */
+        uint64_t ne[3];
+        int nd = spec_dims(c[1], strstr(c[1], "(ratio") ? 4 : 0, ne);
+        bool f32_src = strstr(src, "(F32,") != NULL;
+        for (uint32_t L = 0; L <= s.n_layers; L++) {
+            char full[128];
+            if (L == s.n_layers) snprintf(full, sizeof full, "%s", name);
+            else snprintf(full, sizeof full, "blk.%u.%s", L, name);
+            const cv_tensor *t = cv_plan_find(&plan, full);
+            if (!t) continue;
+            uint32_t want = nd < 2 ? DS4_TYPE_F32 : mat_type;
+            if (t->src == CV_SRC_TID2EID) want = DS4_TYPE_I32;
+            else if (nd >= 2 && f32_src && !dense_override) want = DS4_TYPE_F32;
+            n_f32_src += nd >= 2 && f32_src;
+            cr_assert_eq(t->type, want, "%s preset: %s is %s, expected %s (HF source %s)",
+                         cv_preset_name(preset), full, ds4_type_name(t->type), ds4_type_name(want),
+                         src);
+            cr_assert_eq(t->src_f32, nd >= 2 && f32_src, "%s: src_f32 flag vs HF source %s", full, src);
+        }
+    }
+    /* hc_attn_fn + hc_ffn_fn per layer, ape per compressed layer and indexer, output_hc_fn. */
+    cr_assert_eq(n_f32_src, 2 * 43 + 41 + 21 + 1, "F32-source matrices found: %d", n_f32_src);
+    free(tab);
+    free(doc);
+    cv_plan_free(&plan);
+}
+
+Test(convert_plan, f32_f16_bf16_q8_0_keep_f32_sources) {
+    check_test_preset(CV_PRESET_F32, DS4_TYPE_F32, NULL);
+    check_test_preset(CV_PRESET_F16, DS4_TYPE_F16, NULL);
+    check_test_preset(CV_PRESET_BF16, DS4_TYPE_BF16, NULL);
+    check_test_preset(CV_PRESET_Q8_0, DS4_TYPE_Q8_0, NULL);
+}
+
+Test(convert_plan, explicit_dense_type_overrides_f32_sources) {
+    check_test_preset(CV_PRESET_BF16, DS4_TYPE_BF16, "dense=bf16");
+}
+
 Test(convert_plan, file_size_includes_header) {
     cv_shape s;
     ds4_error err;

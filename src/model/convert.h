@@ -101,6 +101,8 @@ typedef struct cv_tensor {
     uint32_t type;            /* chosen ds4_type */
     uint32_t wanted;          /* type before the block-size fallback */
     uint64_t n_bytes;
+    bool src_f32;             /* the official checkpoint stores it in F32 (GGUF_LAYOUT §3.2-§3.3
+                                 HF dtype column: hc_*_fn, compressor ape) */
 } cv_tensor;
 
 /* Presets (issue #2 §3). */
@@ -112,6 +114,12 @@ typedef enum cv_preset {
 typedef struct cv_policy {
     uint32_t fam_type[CV_FAM_COUNT]; /* ds4_type per family */
     uint32_t file_type;              /* general.file_type */
+    /* Test presets (f32/f16/bf16/q8_0): a matrix the checkpoint stores in F32 stays F32 unless
+     * its family was set with --type, so those files are lossless where the checkpoint is
+     * (bf16) and keep the reference's f32 HC/compressor inputs. q2/q4 follow the published
+     * tables (F16 there). */
+    bool keep_f32_src;
+    bool fam_set[CV_FAM_COUNT];      /* family given explicitly by cv_policy_override */
 } cv_policy;
 
 ds4_status cv_preset_from_name(const char *name, cv_preset *out, ds4_error *err);

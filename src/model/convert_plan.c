@@ -54,7 +54,11 @@ void cv_policy_init(cv_policy *pol, cv_preset p) {
     case CV_PRESET_Q4: pol->file_type = 15; break;
     default: pol->file_type = 0; break;
     }
-    for (int f = 0; f < CV_FAM_COUNT; f++) pol->fam_type[f] = all;
+    for (int f = 0; f < CV_FAM_COUNT; f++) {
+        pol->fam_type[f] = all;
+        pol->fam_set[f] = false;
+    }
+    pol->keep_f32_src = p != CV_PRESET_Q2 && p != CV_PRESET_Q4;
     if (p == CV_PRESET_Q2 || p == CV_PRESET_Q4) {
         /* The published layout (GGUF_LAYOUT §3.2-§3.3, §5.3 recipes). */
         pol->fam_type[CV_FAM_EMBED] = DS4_TYPE_F16;
@@ -82,6 +86,8 @@ const char *cv_policy_help(void) {
            "    f32   every float tensor F32 (exact; for tests)\n"
            "    f16   every matrix F16          bf16  every matrix BF16 (ds4 itself rejects BF16)\n"
            "    q8_0  every matrix Q8_0\n"
+           "          (f16/bf16/q8_0 keep the matrices the checkpoint stores in F32 - HC fns,\n"
+           "          compressor ape - in F32 unless their family is given with --type)\n"
            "    q2    gate/up experts IQ2_XXS, down experts Q2_K, attention/shared/output/mtp Q8_0,\n"
            "          embedding and dense (HC fns, compressor, indexer, router) F16 - the published q2\n"
            "    q4    routed experts Q4_K, the rest as q2 - the published q4\n"
@@ -120,11 +126,13 @@ ds4_status cv_policy_override(cv_policy *pol, const char *spec, ds4_error *err) 
                           spec, eq + 1);
     if (flen == 7 && strncmp(spec, "experts", 7) == 0) {
         pol->fam_type[CV_FAM_GATE] = pol->fam_type[CV_FAM_UP] = pol->fam_type[CV_FAM_DOWN] = type;
+        pol->fam_set[CV_FAM_GATE] = pol->fam_set[CV_FAM_UP] = pol->fam_set[CV_FAM_DOWN] = true;
         return DS4_OK;
     }
     for (int f = 0; f < CV_FAM_VECTOR; f++)
         if (strlen(fam_names[f]) == flen && strncmp(spec, fam_names[f], flen) == 0) {
             pol->fam_type[f] = type;
+            pol->fam_set[f] = true;
             return DS4_OK;
         }
     return ds4_seterr(err, DS4_ERR_INVALID_ARG,
@@ -154,7 +162,7 @@ static uint32_t fit_type(uint32_t want, uint64_t ne0) {
 }
 
 static void add(builder *b, cv_family fam, cv_src_kind src, const char *gname, const char *hname,
-                uint32_t n_dims, uint64_t ne0, uint64_t ne1, uint64_t ne2) {
+                uint32_t n_dims, uint64_t ne0, uint64_t ne1, uint64_t ne2, bool src_f32) {
     if (b->st) return;
     cv_plan *p = b->plan;
     if (p->n == b->cap) {
@@ -176,7 +184,11 @@ static void add(builder *b, cv_family fam, cv_src_kind src, const char *gname, c
     t->layer = b->layer;
     t->n_dims = n_dims;
     t->ne[0] = ne0, t->ne[1] = ne1, t->ne[2] = ne2;
+    t->src_f32 = src_f32;
     t->wanted = b->pol->fam_type[fam];
+    /* cv_policy.keep_f32_src: rounding an F32 source (HC fns, ape) to f16/bf16 moves tiny-v4
+     * logits by up to 0.3, while every other float source is BF16/FP8/FP4 and exact in BF16. */
+    if (src_f32 && b->pol->keep_f32_src && !b->pol->fam_set[fam]) t->wanted = DS4_TYPE_F32;
     t->type = fit_type(t->wanted, ne0);
     b->st = ds4_tensor_bytes(t->type, t->ne, n_dims, &t->n_bytes, b->err);
     if (b->st) {
@@ -191,14 +203,16 @@ static void add(builder *b, cv_family fam, cv_src_kind src, const char *gname, c
     p->n++;
 }
 
-#define V1(fam, g, h, n) add(b, fam, CV_SRC_FLOAT, g, h, 1, n, 1, 1)
-#define M2(fam, g, h, in, out) add(b, fam, CV_SRC_FLOAT, g, h, 2, in, out, 1)
+#define V1(fam, g, h, n) add(b, fam, CV_SRC_FLOAT, g, h, 1, n, 1, 1, false) /* always F32 */
+#define M2(fam, g, h, in, out) add(b, fam, CV_SRC_FLOAT, g, h, 2, in, out, 1, false)
+/* A matrix the checkpoint stores in F32 (GGUF_LAYOUT §3.2-§3.3 HF dtype column). */
+#define M2F(fam, g, h, in, out) add(b, fam, CV_SRC_FLOAT, g, h, 2, in, out, 1, true)
 
 /* One transformer block (§3.3) with prefixes already set; `ratio` and `hash` select the optional
  * compressor/indexer and router tensors (§3.4). */
 static void add_block(builder *b, const cv_shape *s, uint32_t ratio, bool hash) {
     uint64_t D = s->dim, hd = s->head_dim, hc = s->hc_mult, mix = (2 + hc) * hc;
-    M2(CV_FAM_DENSE, "hc_attn_fn.weight", "hc_attn_fn", hc * D, mix);
+    M2F(CV_FAM_DENSE, "hc_attn_fn.weight", "hc_attn_fn", hc * D, mix);
     V1(CV_FAM_VECTOR, "hc_attn_scale.weight", "hc_attn_scale", 3);
     V1(CV_FAM_VECTOR, "hc_attn_base.weight", "hc_attn_base", mix);
     V1(CV_FAM_VECTOR, "attn_norm.weight", "attn_norm.weight", D);
@@ -213,7 +227,7 @@ static void add_block(builder *b, const cv_shape *s, uint32_t ratio, bool hash) 
     M2(CV_FAM_ATTN, "attn_output_b.weight", "attn.wo_b.weight", (uint64_t)s->o_groups * s->o_lora, D);
     if (ratio) {
         uint64_t w = (ratio == 4 ? 2 : 1) * hd; /* overlapping windows double the width (§3.3) */
-        M2(CV_FAM_DENSE, "attn_compressor_ape.weight", "attn.compressor.ape", w, ratio);
+        M2F(CV_FAM_DENSE, "attn_compressor_ape.weight", "attn.compressor.ape", w, ratio);
         M2(CV_FAM_DENSE, "attn_compressor_kv.weight", "attn.compressor.wkv.weight", D, w);
         M2(CV_FAM_DENSE, "attn_compressor_gate.weight", "attn.compressor.wgate.weight", D, w);
         V1(CV_FAM_VECTOR, "attn_compressor_norm.weight", "attn.compressor.norm.weight", hd);
@@ -223,26 +237,26 @@ static void add_block(builder *b, const cv_shape *s, uint32_t ratio, bool hash) 
         M2(CV_FAM_DENSE, "indexer.attn_q_b.weight", "attn.indexer.wq_b.weight", s->q_lora,
            (uint64_t)s->idx_heads * ih);
         M2(CV_FAM_DENSE, "indexer.proj.weight", "attn.indexer.weights_proj.weight", D, s->idx_heads);
-        M2(CV_FAM_DENSE, "indexer_compressor_ape.weight", "attn.indexer.compressor.ape", iw, 4);
+        M2F(CV_FAM_DENSE, "indexer_compressor_ape.weight", "attn.indexer.compressor.ape", iw, 4);
         M2(CV_FAM_DENSE, "indexer_compressor_kv.weight", "attn.indexer.compressor.wkv.weight", D, iw);
         M2(CV_FAM_DENSE, "indexer_compressor_gate.weight", "attn.indexer.compressor.wgate.weight",
            D, iw);
         V1(CV_FAM_VECTOR, "indexer_compressor_norm.weight", "attn.indexer.compressor.norm.weight", ih);
     }
-    M2(CV_FAM_DENSE, "hc_ffn_fn.weight", "hc_ffn_fn", hc * D, mix);
+    M2F(CV_FAM_DENSE, "hc_ffn_fn.weight", "hc_ffn_fn", hc * D, mix);
     V1(CV_FAM_VECTOR, "hc_ffn_scale.weight", "hc_ffn_scale", 3);
     V1(CV_FAM_VECTOR, "hc_ffn_base.weight", "hc_ffn_base", mix);
     V1(CV_FAM_VECTOR, "ffn_norm.weight", "ffn_norm.weight", D);
     M2(CV_FAM_DENSE, "ffn_gate_inp.weight", "ffn.gate.weight", D, s->n_experts);
     if (hash)
         add(b, CV_FAM_TABLE, CV_SRC_TID2EID, "ffn_gate_tid2eid.weight", "ffn.gate.tid2eid", 2,
-            s->n_used, s->vocab, 1);
+            s->n_used, s->vocab, 1, false);
     else
         V1(CV_FAM_VECTOR, "exp_probs_b.bias", "ffn.gate.bias", s->n_experts);
     uint64_t F = s->moe_inter, E = s->n_experts;
-    add(b, CV_FAM_GATE, CV_SRC_EXPERTS, "ffn_gate_exps.weight", "ffn.experts.%u.w1.weight", 3, D, F, E);
-    add(b, CV_FAM_UP, CV_SRC_EXPERTS, "ffn_up_exps.weight", "ffn.experts.%u.w3.weight", 3, D, F, E);
-    add(b, CV_FAM_DOWN, CV_SRC_EXPERTS, "ffn_down_exps.weight", "ffn.experts.%u.w2.weight", 3, F, D, E);
+    add(b, CV_FAM_GATE, CV_SRC_EXPERTS, "ffn_gate_exps.weight", "ffn.experts.%u.w1.weight", 3, D, F, E, false);
+    add(b, CV_FAM_UP, CV_SRC_EXPERTS, "ffn_up_exps.weight", "ffn.experts.%u.w3.weight", 3, D, F, E, false);
+    add(b, CV_FAM_DOWN, CV_SRC_EXPERTS, "ffn_down_exps.weight", "ffn.experts.%u.w2.weight", 3, F, D, E, false);
     if (s->n_shared) {
         M2(CV_FAM_SHARED, "ffn_gate_shexp.weight", "ffn.shared_experts.w1.weight", D, F);
         M2(CV_FAM_SHARED, "ffn_up_shexp.weight", "ffn.shared_experts.w3.weight", D, F);
@@ -258,7 +272,7 @@ ds4_status cv_plan_build(cv_plan *plan, const cv_shape *s, const cv_policy *pol,
     /* Globals (§3.2). */
     M2(CV_FAM_EMBED, "token_embd.weight", "embed.weight", D, s->vocab);
     V1(CV_FAM_VECTOR, "output_hc_base.weight", "hc_head_base", hc);
-    M2(CV_FAM_DENSE, "output_hc_fn.weight", "hc_head_fn", hc * D, hc);
+    M2F(CV_FAM_DENSE, "output_hc_fn.weight", "hc_head_fn", hc * D, hc);
     V1(CV_FAM_VECTOR, "output_hc_scale.weight", "hc_head_scale", 1);
     V1(CV_FAM_VECTOR, "output_norm.weight", "norm.weight", D);
     M2(CV_FAM_OUTPUT, "output.weight", "head.weight", D, s->vocab);
@@ -274,7 +288,7 @@ ds4_status cv_plan_build(cv_plan *plan, const cv_shape *s, const cv_policy *pol,
         snprintf(b->hpfx, sizeof b->hpfx, "mtp.0.");
         b->layer = (int)s->n_layers;
         V1(CV_FAM_VECTOR, "hc_head_base.weight", "hc_head_base", hc);
-        M2(CV_FAM_DENSE, "hc_head_fn.weight", "hc_head_fn", hc * D, hc);
+        M2F(CV_FAM_DENSE, "hc_head_fn.weight", "hc_head_fn", hc * D, hc);
         V1(CV_FAM_VECTOR, "hc_head_scale.weight", "hc_head_scale", 1);
         M2(CV_FAM_MTP, "e_proj.weight", "e_proj.weight", D, D);
         M2(CV_FAM_MTP, "h_proj.weight", "h_proj.weight", D, D);
