@@ -107,6 +107,47 @@ Test(quant_simd, quantized_dots_equal_scalar) {
     free(a8); free(ak); free(w);
 }
 
+/* Activations as the engine makes them (no -128 byte), so the AVX2 fast paths run, then the
+ * same rows with one -128 planted in one block, which must send that batch to the exact path.
+ * Weights: random, all 0x80 and all 0xFF bytes; rows of 1..9 blocks (batch tails) and 4096. */
+Test(quant_simd, quantized_dots_fast_and_exact_paths_equal_scalar) {
+    if (!q_cpu_has_avx2()) cr_skip_test("CPU has no AVX2");
+    static const int types[] = {Q_TYPE_Q8_0, Q_TYPE_Q2_K, Q_TYPE_Q4_K, Q_TYPE_IQ2_XXS};
+    enum { N = 4096 };
+    uint8_t *w = malloc(N / 32 * 34 + N);
+    float *x = malloc(N * sizeof(float));
+    q8k_block *ak = malloc(N / 256 * sizeof *ak);
+    q8act_block *a8 = malloc(N / 32 * sizeof *a8);
+    g_state = 99;
+    for (size_t t = 0; t < 4; t++) {
+        int type = types[t];
+        uint64_t be = q_block_elems(type);
+        for (int trial = 0; trial < 24; trial++) {
+            int we = trial % 3;
+            fill_blocks(type, w, N / be, we);
+            for (int i = 0; i < N; i++) x[i] = rnd_gauss() * (trial % 4 == 3 ? 30.0f : 1.0f);
+            q_set_simd(false);
+            cr_assert_eq(q_quantize_q8k(x, ak, N, NULL), DS4_OK);
+            cr_assert_eq(q_quantize_q8act(x, a8, N, NULL), DS4_OK);
+            const void *act = type == Q_TYPE_Q8_0 ? (const void *)a8 : (const void *)ak;
+            uint64_t n = trial < 18 ? be * (uint64_t)(1 + trial % 9) : N;
+            for (int plant = 0; plant < 2; plant++) {
+                if (plant) {   /* one -128 in a block chosen by the trial */
+                    uint64_t blk = (uint64_t)trial % (n / be), pos = rnd() % be;
+                    if (type == Q_TYPE_Q8_0) a8[blk].q[pos] = -128;
+                    else ak[blk].q[pos] = -128;
+                }
+                float s = dot_with(type, false, w, act, n), v = dot_with(type, true, w, act, n);
+                cr_assert_eq(bits(s), bits(v),
+                             "%s trial %d (w edge %d, n %llu, planted -128: %d): scalar %.9g "
+                             "(0x%08x) avx2 %.9g (0x%08x)", q_type_name(type), trial, we,
+                             (unsigned long long)n, plant, s, bits(s), v, bits(v));
+            }
+        }
+    }
+    free(a8); free(ak); free(x); free(w);
+}
+
 Test(quant_simd, float_row_dots_equal_scalar) {
     if (!q_cpu_has_avx2()) cr_skip_test("CPU has no AVX2");
     static const uint64_t lens[] = {1, 7, 8, 9, 31, 4096, 4099};

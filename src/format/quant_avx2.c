@@ -8,8 +8,11 @@
  * definition (quant.h). No FMA is used anywhere (an FMA rounds once where the reference
  * rounds twice).
  *
- * Signed int8 × int8 products never use the _mm256_sign_epi8 trick: it cannot negate −128,
- * which both the weights and the activations may hold (quants README §4.1 record 3).
+ * _mm256_sign_epi8 cannot negate −128, which the activations may hold (quants README §4.1
+ * record 3; ds4's quantizer never emits it, NaN input and hand-made data do). The Q8_0 and
+ * IQ2_XXS kernels therefore use it only on a fast path that tracks the minimum activation
+ * byte, and redo any batch of blocks that met a −128 with exact int16 arithmetic.
+ * The f16 block scales are converted with F16C, exact like fp_f16_to_f32.
  */
 #include <immintrin.h>
 #include <math.h>
@@ -74,9 +77,29 @@ float q_dot_bf16_avx2(const void *w, const void *x, uint64_t n) {
     return combine_lanes(l);
 }
 
-/* ---- Quantized rows ---------------------------------------------------------------------- */
+/* ---- Quantized rows ----------------------------------------------------------------------
+ * Shared shape: the exact integer sums of a few blocks are built in vectors, reduced
+ * together (hsum4_i32), then the per-block f32 steps run in scalar code in block order,
+ * exactly as quant_dot.c writes them. Batching the reductions matters: one block's
+ * horizontal sum plus its f32 chain is long enough to stall the vector pipes. */
 
-/* Σ a[i]·b[i] over 32 signed bytes, exact (int16 widening). */
+/* The four totals Σa, Σb, Σc, Σd of four int32x8 vectors, in that lane order. */
+static inline __m128i hsum4_i32(__m256i a, __m256i b, __m256i c, __m256i d) {
+    __m256i abcd = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+    return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
+}
+
+/* f16 -> f32 with F16C: exact for every finite and infinite value, as fp_f16_to_f32. */
+static inline float f16_to_f32(const uint8_t *p) {
+    return _cvtsh_ss(q_load_u16(p));
+}
+
+/* True when some byte of `mn` (a running _mm256_min_epi8) is -128. */
+static inline bool has_min_i8(__m256i mn) {
+    return _mm256_movemask_epi8(_mm256_cmpeq_epi8(mn, _mm256_set1_epi8(-128))) != 0;
+}
+
+/* Σ a[i]·b[i] over 32 signed bytes, exact for every input (int16 widening). */
 static inline __m256i dot32_i8(const void *a, const void *b) {
     __m256i va = _mm256_loadu_si256((const __m256i *)a);
     __m256i vb = _mm256_loadu_si256((const __m256i *)b);
@@ -87,92 +110,239 @@ static inline __m256i dot32_i8(const void *a, const void *b) {
     return _mm256_add_epi32(lo, hi);
 }
 
+/* The same sum as |w|·(±y) with maddubs: exact while no y byte is -128 (|w| <= 128 as an
+ * unsigned byte, |±y| <= 127, so a pair is at most 32512). Folds y into *mn for the check. */
+static inline __m256i dot32_i8_fast(const uint8_t *w, const int8_t *y, __m256i *mn) {
+    __m256i vw = _mm256_loadu_si256((const __m256i *)w);
+    __m256i vy = _mm256_loadu_si256((const __m256i *)y);
+    *mn = _mm256_min_epi8(*mn, vy);
+    __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(vw), _mm256_sign_epi8(vy, vw));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+}
+
 float q_dot_q8_0_avx2(const void *w, const void *act, uint64_t n) {
     const uint8_t *b = w;
     const q8act_block *y = act;
+    uint64_t nb = n / Q_QK8_0, i = 0;
     float acc = 0.0f;
-    for (uint64_t i = 0; i < n / Q_QK8_0; i++, b += Q_Q8_0_BYTES) {
-        int32_t isum = hsum_i32(dot32_i8(b + 2, y[i].q));
-        acc += (fp_f16_to_f32(q_load_u16(b)) * y[i].d) * (float)isum;
+    for (; i + 4 <= nb; i += 4, b += 4 * Q_Q8_0_BYTES) {
+        const uint8_t *b1 = b + Q_Q8_0_BYTES, *b2 = b1 + Q_Q8_0_BYTES, *b3 = b2 + Q_Q8_0_BYTES;
+        __m256i mn = _mm256_set1_epi8(127);
+        __m256i v0 = dot32_i8_fast(b + 2, y[i].q, &mn), v1 = dot32_i8_fast(b1 + 2, y[i + 1].q, &mn);
+        __m256i v2 = dot32_i8_fast(b2 + 2, y[i + 2].q, &mn), v3 = dot32_i8_fast(b3 + 2, y[i + 3].q, &mn);
+        if (has_min_i8(mn)) {   /* a -128 activation (NaN input, hand-made data): exact path */
+            v0 = dot32_i8(b + 2, y[i].q);
+            v1 = dot32_i8(b1 + 2, y[i + 1].q);
+            v2 = dot32_i8(b2 + 2, y[i + 2].q);
+            v3 = dot32_i8(b3 + 2, y[i + 3].q);
+        }
+        int32_t isum[4];
+        _mm_storeu_si128((__m128i *)isum, hsum4_i32(v0, v1, v2, v3));
+        for (int k = 0; k < 4; k++)
+            acc += (f16_to_f32(b + k * Q_Q8_0_BYTES) * y[i + k].d) * (float)isum[k];
     }
+    for (; i < nb; i++, b += Q_Q8_0_BYTES)
+        acc += (f16_to_f32(b) * y[i].d) * (float)hsum_i32(dot32_i8(b + 2, y[i].q));
     return acc;
+}
+
+/* Q2_K block b: returns the isum partials, stores the summs partials (README §4.2 Q2_K).
+ * Step t = 4h+s covers elements 128h+32s..+31, i.e. sub-blocks j = 2t (first 16, lane 0) and
+ * 2t+1 (lane 1); their 4-bit scales reach the two lanes through one pshufb whose control
+ * (bytes 2t / 2t+1, high bytes zeroed) is advanced by 2 per step. */
+static inline __m256i q2k_block(const uint8_t *b, const q8k_block *y, __m256i *summs) {
+    const __m256i m3 = _mm256_set1_epi8(3), two = _mm256_set1_epi8(2);
+    __m128i sc = _mm_loadu_si128((const __m128i *)b);
+    __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(15)));
+    *summs = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), mins);
+    __m256i scb = _mm256_and_si256(_mm256_broadcastsi128_si256(sc), _mm256_set1_epi8(15));
+    __m256i ctrl = _mm256_setr_epi8(0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128,
+                                    0, -128, 0, -128, 1, -128, 1, -128, 1, -128, 1, -128,
+                                    1, -128, 1, -128, 1, -128, 1, -128);
+    __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+    for (int h = 0; h < 2; h++) {
+        __m256i qs = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * h));
+        const int8_t *yq = y->q + 128 * h;
+        /* codes <= 3 unsigned × int8: a pair is at most 768, never saturates */
+        __m256i p0 = _mm256_maddubs_epi16(_mm256_and_si256(qs, m3),
+                                          _mm256_loadu_si256((const __m256i *)yq));
+        __m256i p1 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(qs, 2), m3),
+                                          _mm256_loadu_si256((const __m256i *)(yq + 32)));
+        __m256i p2 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(qs, 4), m3),
+                                          _mm256_loadu_si256((const __m256i *)(yq + 64)));
+        __m256i p3 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(qs, 6), m3),
+                                          _mm256_loadu_si256((const __m256i *)(yq + 96)));
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(p0, _mm256_shuffle_epi8(scb, ctrl)));
+        ctrl = _mm256_add_epi8(ctrl, two);
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(p1, _mm256_shuffle_epi8(scb, ctrl)));
+        ctrl = _mm256_add_epi8(ctrl, two);
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(p2, _mm256_shuffle_epi8(scb, ctrl)));
+        ctrl = _mm256_add_epi8(ctrl, two);
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(p3, _mm256_shuffle_epi8(scb, ctrl)));
+        ctrl = _mm256_add_epi8(ctrl, two);
+    }
+    return _mm256_add_epi32(a0, a1);
+}
+
+static inline float q2k_value(const uint8_t *b, const q8k_block *y, int32_t isum, int32_t summs) {
+    float dall = y->d * f16_to_f32(b + 80);
+    float dmin = y->d * f16_to_f32(b + 82);
+    return dall * (float)isum - dmin * (float)summs;
 }
 
 float q_dot_q2_k_avx2(const void *w, const void *act, uint64_t n) {
     const uint8_t *b = w;
     const q8k_block *y = act;
-    const __m256i m3 = _mm256_set1_epi8(3);
+    uint64_t nb = n / Q_QK_K, i = 0;
     float acc = 0.0f;
-    for (uint64_t i = 0; i < n / Q_QK_K; i++, b += Q_Q2_K_BYTES) {
-        const uint8_t *sc = b;
-        /* summs = Σ bsums[j]·(sc[j] >> 4) */
-        __m128i scb = _mm_loadu_si128((const __m128i *)sc);
-        __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(scb, 4), _mm_set1_epi8(15)));
-        __m256i bs = _mm256_loadu_si256((const __m256i *)y[i].bsums);
-        int32_t summs = hsum_i32(_mm256_madd_epi16(bs, mins));
-        __m256i isum = _mm256_setzero_si256();
-        for (int h = 0; h < 2; h++) {
-            __m256i qs = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * h));
-            for (int s = 0; s < 4; s++) {
-                /* Elements 128h+32s .. +31: sub-blocks j and j+1 (16 each). */
-                int j = 8 * h + 2 * s;
-                __m256i codes = _mm256_and_si256(_mm256_srli_epi16(qs, 2 * s), m3);
-                __m256i yq = _mm256_loadu_si256((const __m256i *)(y[i].q + 128 * h + 32 * s));
-                __m256i p = _mm256_maddubs_epi16(codes, yq);   /* |p| <= 3·128·2 */
-                __m256i scv = _mm256_setr_m128i(_mm_set1_epi16((short)(sc[j] & 15)),
-                                                _mm_set1_epi16((short)(sc[j + 1] & 15)));
-                isum = _mm256_add_epi32(isum, _mm256_madd_epi16(p, scv));
-            }
-        }
-        float dall = y[i].d * fp_f16_to_f32(q_load_u16(b + 80));
-        float dmin = y[i].d * fp_f16_to_f32(q_load_u16(b + 82));
-        acc += dall * (float)hsum_i32(isum) - dmin * (float)summs;
+    for (; i + 4 <= nb; i += 4, b += 4 * Q_Q2_K_BYTES) {
+        __m256i m0, m1, m2, m3;
+        __m256i v0 = q2k_block(b, &y[i], &m0);
+        __m256i v1 = q2k_block(b + Q_Q2_K_BYTES, &y[i + 1], &m1);
+        __m256i v2 = q2k_block(b + 2 * Q_Q2_K_BYTES, &y[i + 2], &m2);
+        __m256i v3 = q2k_block(b + 3 * Q_Q2_K_BYTES, &y[i + 3], &m3);
+        int32_t isum[4], summs[4];
+        _mm_storeu_si128((__m128i *)isum, hsum4_i32(v0, v1, v2, v3));
+        _mm_storeu_si128((__m128i *)summs, hsum4_i32(m0, m1, m2, m3));
+        for (int k = 0; k < 4; k++)
+            acc += q2k_value(b + k * Q_Q2_K_BYTES, &y[i + k], isum[k], summs[k]);
+    }
+    for (; i < nb; i++, b += Q_Q2_K_BYTES) {
+        __m256i m0, v0 = q2k_block(b, &y[i], &m0);
+        acc += q2k_value(b, &y[i], hsum_i32(v0), hsum_i32(m0));
     }
     return acc;
+}
+
+/* Q4_K block b (README §4.2 Q4_K). The 6-bit scales and mins of GGUF_LAYOUT §4.4 unpacked
+ * four at a time in 32-bit words (byte j of each word is sub-block j or j+4). */
+static inline __m256i q4k_block(const uint8_t *b, const q8k_block *y, __m256i *summs) {
+    uint32_t u0 = q_load_u32(b + 4), u1 = q_load_u32(b + 8), u2 = q_load_u32(b + 12);
+    uint32_t sc_lo = u0 & 0x3F3F3F3Fu, m_lo = u1 & 0x3F3F3F3Fu;
+    uint32_t sc_hi = (u2 & 0x0F0F0F0Fu) | (((u0 >> 6) & 0x03030303u) << 4);
+    uint32_t m_hi = ((u2 >> 4) & 0x0F0F0F0Fu) | (((u1 >> 6) & 0x03030303u) << 4);
+    __m128i scm = _mm_setr_epi32((int)sc_lo, (int)sc_hi, (int)m_lo, (int)m_hi);
+    /* summs = Σ_j m_j·(bsums[2j] + bsums[2j+1]): each m_j twice against the bsums pairs */
+    __m256i m2 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scm, scm));
+    *summs = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), m2);
+    /* sc_j as int16 in both lanes; control bytes (2j, 2j+1) broadcast sc_j, advanced per j */
+    __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
+    __m256i ctrl = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
+                                    0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1);
+    const __m256i two = _mm256_set1_epi8(2), m4 = _mm256_set1_epi8(15);
+    __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+    for (int c = 0; c < 4; c++) {
+        __m256i qs = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * c));
+        /* nibble × int8: a pair is at most 3840 */
+        __m256i plo = _mm256_maddubs_epi16(_mm256_and_si256(qs, m4),
+                                           _mm256_loadu_si256((const __m256i *)(y->q + 64 * c)));
+        __m256i phi = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(qs, 4), m4),
+                                           _mm256_loadu_si256((const __m256i *)(y->q + 64 * c + 32)));
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(plo, _mm256_shuffle_epi8(sc16, ctrl)));
+        ctrl = _mm256_add_epi8(ctrl, two);
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(phi, _mm256_shuffle_epi8(sc16, ctrl)));
+        ctrl = _mm256_add_epi8(ctrl, two);
+    }
+    return _mm256_add_epi32(a0, a1);
+}
+
+static inline float q4k_value(const uint8_t *b, const q8k_block *y, int32_t isum, int32_t summs) {
+    float dall = y->d * f16_to_f32(b);
+    float dmin = y->d * f16_to_f32(b + 2);
+    return (dall * (float)isum) - (dmin * (float)summs);
 }
 
 float q_dot_q4_k_avx2(const void *w, const void *act, uint64_t n) {
     const uint8_t *b = w;
     const q8k_block *y = act;
-    const __m256i m4 = _mm256_set1_epi8(15);
+    uint64_t nb = n / Q_QK_K, i = 0;
     float acc = 0.0f;
-    for (uint64_t i = 0; i < n / Q_QK_K; i++, b += Q_Q4_K_BYTES) {
-        int sc[8], m[8];
-        for (int j = 0; j < 8; j++) q_q4k_scale_min(j, b + 4, &sc[j], &m[j]);
-        int32_t summs = 0;
-        for (int j = 0; j < 8; j++) summs += m[j] * (y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]);
-        __m256i isum = _mm256_setzero_si256();
-        for (int c = 0; c < 4; c++) {
-            __m256i qs = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * c));
-            __m256i lo = _mm256_and_si256(qs, m4);
-            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qs, 4), m4);
-            __m256i ylo = _mm256_loadu_si256((const __m256i *)(y[i].q + 64 * c));
-            __m256i yhi = _mm256_loadu_si256((const __m256i *)(y[i].q + 64 * c + 32));
-            __m256i plo = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, ylo),
-                                            _mm256_set1_epi16((short)sc[2 * c]));
-            __m256i phi = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, yhi),
-                                            _mm256_set1_epi16((short)sc[2 * c + 1]));
-            isum = _mm256_add_epi32(isum, _mm256_add_epi32(plo, phi));
-        }
-        float dall = y[i].d * fp_f16_to_f32(q_load_u16(b));
-        float dmin = y[i].d * fp_f16_to_f32(q_load_u16(b + 2));
-        acc += (dall * (float)hsum_i32(isum)) - (dmin * (float)summs);
+    for (; i + 4 <= nb; i += 4, b += 4 * Q_Q4_K_BYTES) {
+        __m256i m0, m1, m2, m3;
+        __m256i v0 = q4k_block(b, &y[i], &m0);
+        __m256i v1 = q4k_block(b + Q_Q4_K_BYTES, &y[i + 1], &m1);
+        __m256i v2 = q4k_block(b + 2 * Q_Q4_K_BYTES, &y[i + 2], &m2);
+        __m256i v3 = q4k_block(b + 3 * Q_Q4_K_BYTES, &y[i + 3], &m3);
+        int32_t isum[4], summs[4];
+        _mm_storeu_si128((__m128i *)isum, hsum4_i32(v0, v1, v2, v3));
+        _mm_storeu_si128((__m128i *)summs, hsum4_i32(m0, m1, m2, m3));
+        for (int k = 0; k < 4; k++)
+            acc += q4k_value(b + k * Q_Q4_K_BYTES, &y[i + k], isum[k], summs[k]);
+    }
+    for (; i < nb; i++, b += Q_Q4_K_BYTES) {
+        __m256i m0, v0 = q4k_block(b, &y[i], &m0);
+        acc += q4k_value(b, &y[i], hsum_i32(v0), hsum_i32(m0));
     }
     return acc;
 }
 
-/* One 32-value group: Σ_i grid·sign·y as 8 int32 partial sums scaled by ls = 2s+1. */
-static inline __m256i iq2_group(const uint8_t *g8, const int8_t *yq) {
-    uint32_t A = q_load_u32(g8), B = q_load_u32(g8 + 4);
-    __m256i grid = _mm256_setr_epi64x((long long)q_iq2xxs_grid[A & 255u],
-                                      (long long)q_iq2xxs_grid[(A >> 8) & 255u],
-                                      (long long)q_iq2xxs_grid[(A >> 16) & 255u],
-                                      (long long)q_iq2xxs_grid[A >> 24]);
+/* ---- IQ2_XXS ----
+ * Group g of a block: A = u32 at 2+8g (4 grid indices), B = u32 at 6+8g (4×7 sign bits,
+ * scale s in bits 28..31). Fast path: signs are expanded from B in SIMD and applied to y
+ * with _mm256_sign_epi8, which is exact unless y holds -128; blocks whose activations do
+ * are redone by the exact path (table sign masks, positive and negative parts apart). */
+
+/* Grid rows of the four indices at a[0..3], lane k = row a[k]. */
+static inline __m256i iq2_grid(const uint8_t *a) {
+    __m128i lo = _mm_loadl_epi64((const __m128i *)(q_iq2xxs_grid + a[0]));
+    lo = _mm_insert_epi64(lo, (long long)q_iq2xxs_grid[a[1]], 1);
+    __m128i hi = _mm_loadl_epi64((const __m128i *)(q_iq2xxs_grid + a[2]));
+    hi = _mm_insert_epi64(hi, (long long)q_iq2xxs_grid[a[3]], 1);
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+}
+
+/* From bv = B in every dword: byte 8k+l negative iff element 8k+l is negated, never zero.
+ * Bit l < 7 of sign byte k is bit 7k+l of B (GGUF_LAYOUT §4.5.2): pshufb brings its byte,
+ * the and/cmpeq tests it. Byte 7 comes out 0xFF; psadbw then counts 255·(n+1) for the n
+ * set bits, so bit 0 of the count is set iff n is even, and that bit moved to bit 63 flips
+ * byte 7 to positive exactly when the parity bit (KSIGNS bit 7) is clear. */
+static inline __m256i iq2_signs(__m256i bv) {
+    const __m256i ctrl = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1,
+                                          1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3);
+    const __m256i sel = _mm256_setr_epi8(1, 2, 4, 8, 16, 32, 64, 0, -128, 1, 2, 4, 8, 16, 32, 0,
+                                         64, -128, 1, 2, 4, 8, 16, 0, 32, 64, -128, 1, 2, 4, 8, 0);
+    __m256i m = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(bv, ctrl), sel), sel);
+    __m256i cnt = _mm256_sad_epu8(m, _mm256_setzero_si256());
+    return _mm256_xor_si256(_mm256_or_si256(m, _mm256_set1_epi8(1)), _mm256_slli_epi64(cnt, 63));
+}
+
+/* ls = 2s+1 in every int16 lane: B's top byte into each high byte, >> 11 gives 2s plus
+ * bit 27 of B, and | 1 replaces that bit. */
+static inline __m256i iq2_scale(__m256i bv) {
+    const __m256i ctrl = _mm256_setr_epi8(-128, 3, -128, 3, -128, 3, -128, 3, -128, 3, -128, 3,
+                                          -128, 3, -128, 3, -128, 3, -128, 3, -128, 3, -128, 3,
+                                          -128, 3, -128, 3, -128, 3, -128, 3);
+    return _mm256_or_si256(_mm256_srli_epi16(_mm256_shuffle_epi8(bv, ctrl), 11),
+                           _mm256_set1_epi16(1));
+}
+
+/* Fast-path int32 partials of one block; folds its activations into *mn. */
+static inline __m256i iq2_block_fast(const uint8_t *b, const int8_t *yq, __m256i *mn) {
+    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+    for (int g = 0; g < 8; g += 2) {
+        const uint8_t *q0 = b + 2 + 8 * g, *q1 = q0 + 8;
+        __m256i y0 = _mm256_loadu_si256((const __m256i *)(yq + 32 * g));
+        __m256i y1 = _mm256_loadu_si256((const __m256i *)(yq + 32 * g + 32));
+        *mn = _mm256_min_epi8(*mn, _mm256_min_epi8(y0, y1));
+        __m256i b0 = _mm256_set1_epi32((int)q_load_u32(q0 + 4));
+        __m256i b1 = _mm256_set1_epi32((int)q_load_u32(q1 + 4));
+        /* grid <= 43 unsigned × |y| <= 127: a pair is at most 10922 */
+        __m256i p0 = _mm256_maddubs_epi16(iq2_grid(q0), _mm256_sign_epi8(y0, iq2_signs(b0)));
+        __m256i p1 = _mm256_maddubs_epi16(iq2_grid(q1), _mm256_sign_epi8(y1, iq2_signs(b1)));
+        s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(p0, iq2_scale(b0)));
+        s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(p1, iq2_scale(b1)));
+    }
+    return _mm256_add_epi32(s0, s1);
+}
+
+/* Exact for every input: one group as 8 int32 partials scaled by ls = 2s+1. */
+static inline __m256i iq2_group_exact(const uint8_t *g8, const int8_t *yq) {
+    uint32_t B = q_load_u32(g8 + 4);
     __m256i neg = _mm256_setr_epi64x((long long)q_iq2xxs_sign_mask[B & 127u],
                                      (long long)q_iq2xxs_sign_mask[(B >> 7) & 127u],
                                      (long long)q_iq2xxs_sign_mask[(B >> 14) & 127u],
                                      (long long)q_iq2xxs_sign_mask[(B >> 21) & 127u]);
-    __m256i y = _mm256_loadu_si256((const __m256i *)yq);
+    __m256i grid = iq2_grid(g8), y = _mm256_loadu_si256((const __m256i *)yq);
     /* grid <= 43 is unsigned: positive part minus negative part, each |.| <= 43·128·2. */
     __m256i pos = _mm256_maddubs_epi16(_mm256_andnot_si256(neg, grid), y);
     __m256i ngv = _mm256_maddubs_epi16(_mm256_and_si256(neg, grid), y);
@@ -180,18 +350,34 @@ static inline __m256i iq2_group(const uint8_t *g8, const int8_t *yq) {
                              _mm256_set1_epi16((short)(2 * (B >> 28) + 1)));
 }
 
+static inline int32_t iq2_block_exact(const uint8_t *b, const int8_t *yq) {
+    __m256i s = _mm256_setzero_si256();
+    for (int g = 0; g < 8; g++) s = _mm256_add_epi32(s, iq2_group_exact(b + 2 + 8 * g, yq + 32 * g));
+    return hsum_i32(s);
+}
+
 float q_dot_iq2_xxs_avx2(const void *w, const void *act, uint64_t n) {
     const uint8_t *b = w;
     const q8k_block *y = act;
+    uint64_t nb = n / Q_QK_K, i = 0;
     float acc = 0.0f;
-    for (uint64_t i = 0; i < n / Q_QK_K; i++, b += Q_IQ2_XXS_BYTES) {
-        __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
-        for (int g = 0; g < 8; g += 2) {
-            s0 = _mm256_add_epi32(s0, iq2_group(b + 2 + 8 * g, y[i].q + 32 * g));
-            s1 = _mm256_add_epi32(s1, iq2_group(b + 10 + 8 * g, y[i].q + 32 * g + 32));
+    for (; i + 4 <= nb; i += 4, b += 4 * Q_IQ2_XXS_BYTES) {
+        __m256i mn = _mm256_set1_epi8(127);
+        __m256i v0 = iq2_block_fast(b, y[i].q, &mn);
+        __m256i v1 = iq2_block_fast(b + Q_IQ2_XXS_BYTES, y[i + 1].q, &mn);
+        __m256i v2 = iq2_block_fast(b + 2 * Q_IQ2_XXS_BYTES, y[i + 2].q, &mn);
+        __m256i v3 = iq2_block_fast(b + 3 * Q_IQ2_XXS_BYTES, y[i + 3].q, &mn);
+        int32_t bsum[4];
+        if (has_min_i8(mn)) {
+            for (int k = 0; k < 4; k++) bsum[k] = iq2_block_exact(b + k * Q_IQ2_XXS_BYTES, y[i + k].q);
+        } else {
+            _mm_storeu_si128((__m128i *)bsum, hsum4_i32(v0, v1, v2, v3));
         }
-        acc += (fp_f16_to_f32(q_load_u16(b)) * y[i].d) * (float)hsum_i32(_mm256_add_epi32(s0, s1));
+        for (int k = 0; k < 4; k++)
+            acc += (f16_to_f32(b + k * Q_IQ2_XXS_BYTES) * y[i + k].d) * (float)bsum[k];
     }
+    for (; i < nb; i++, b += Q_IQ2_XXS_BYTES)
+        acc += (f16_to_f32(b) * y[i].d) * (float)iq2_block_exact(b, y[i].q);
     return 0.125f * acc;
 }
 
