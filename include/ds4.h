@@ -210,6 +210,23 @@ ds4_status ds4_chat_from_json(ds4_chat **out, const char *json, size_t json_byte
  * *out_bytes (nullable) gets its length. */
 ds4_status ds4_chat_render(const ds4_chat *chat, char **out, size_t *out_bytes, ds4_error *err);
 
+/* Renders the prompt and tokenizes it safely: the template's markers become control tokens,
+ * while every client-supplied byte (message content, reasoning, tool results, tool schemas,
+ * response_format, history tool-call names and arguments) is plain BPE text, so a user typing
+ * "<｜User｜>" or "</think>" cannot inject a control token. A tool_calls_dsml block is the
+ * model's own sampled output and is tokenized like the template. Plain text between control
+ * tokens is pre-tokenized across those boundaries as in the whole-string path, so the ids equal
+ * ds4_tokenize(render, flags 0) whenever the client text holds no added-token text (and a new
+ * turn's ids extend the previous turn's, as before).
+ * DS4_CHAT_TRUST_CONTENT: recognise added tokens in client text too (the unsafe whole-string
+ * tokenization; for tooling that replays official vectors).
+ * *out_ids malloc'd (caller frees; NULL when none). out_text / out_text_bytes are nullable and
+ * receive the rendered prompt (malloc'd, NUL-terminated) and its length. */
+#define DS4_CHAT_TRUST_CONTENT 0x1u
+ds4_status ds4_chat_render_tokens(const ds4_chat *chat, const ds4_tokenizer *tok, uint32_t flags,
+                                  int32_t **out_ids, size_t *out_n_tokens, char **out_text,
+                                  size_t *out_text_bytes, ds4_error *err);
+
 /* The official tools block (§5.1) for a JSON array of tools, without the leading "\n\n".
  * *out malloc'd, caller frees. */
 ds4_status ds4_chat_render_tools(const char *tools_json, char **out, size_t *out_bytes,
@@ -325,6 +342,9 @@ typedef struct ds4_engine_options {
     const char *backend;     /* "cpu" (default when NULL) */
     const char *mtp_path;    /* optional companion MTP GGUF (GGUF_LAYOUT §3.8); NULL = none */
     bool prefault;           /* true: read every weight page at open; false: lazy mmap page-in */
+    bool exact_activations;  /* checking mode: quantized weights dotted with f32 activations
+                                (decoded row by row) instead of ds4's Q8_0/Q8_K activations, so
+                                logits equal the dequantized-F32 model's; slower. Default false */
 } ds4_engine_options;
 
 /* Fills defaults: all cores, "cpu", no MTP, lazy page-in. */

@@ -404,7 +404,9 @@ static ds4_status render_extras(chat_buf *b, const chat_msg *s, size_t i, ds4_er
     if (json_truthy(s->response_format)) {
         chat_buf_add(b, RESPONSE_FORMAT_HEAD, sizeof RESPONSE_FORMAT_HEAD - 1);
         /* §5.2 writes json.dumps(response_format) with Python's default ensure_ascii. */
+        chat_buf_lit_begin(b);
         chat_json_dumps(b, s->response_format, true);
+        chat_buf_lit_end(b);
     }
     return DS4_OK;
 }
@@ -422,12 +424,12 @@ static ds4_status render_list(const ds4_chat *chat, const r_list *l, bool drop, 
         ds4_status st = DS4_OK;
         switch (m->role) {
         case DS4_ROLE_SYSTEM:
-            chat_buf_adds(b, s->content);
+            chat_buf_adds_lit(b, s->content);
             st = render_extras(b, s, i, err);
             break;
         case DS4_ROLE_DEVELOPER:
             chat_buf_adds(b, CHAT_USER);
-            chat_buf_adds(b, s->content);
+            chat_buf_adds_lit(b, s->content);
             st = render_extras(b, s, i, err);
             break;
         case DS4_ROLE_USER:
@@ -435,22 +437,25 @@ static ds4_status render_list(const ds4_chat *chat, const r_list *l, bool drop, 
             for (size_t k = 0; k < m->n_blk; k++) {
                 if (k) chat_buf_adds(b, "\n\n");
                 if (m->blk[k].kind == BLK_RESULT) chat_buf_adds(b, "<tool_result>");
-                chat_buf_adds(b, m->blk[k].text);
+                chat_buf_adds_lit(b, m->blk[k].text);
                 if (m->blk[k].kind == BLK_RESULT) chat_buf_adds(b, "</tool_result>");
             }
             break;
         case DS4_ROLE_LATEST_REMINDER:
             chat_buf_adds(b, CHAT_LATEST_REMINDER);
-            chat_buf_adds(b, s->content);
+            chat_buf_adds_lit(b, s->content);
             break;
         case DS4_ROLE_ASSISTANT: {
             bool prev_task = i > 0 && l->m[i - 1].task;
             /* §3.2: the reasoning part; its <think> opener belongs to the previous turn. */
             if (thinking && !prev_task && (!drop || (long)i > last_user)) {
-                if (!m->drop_reasoning) chat_buf_adds(b, s->reasoning);
+                if (!m->drop_reasoning) chat_buf_adds_lit(b, s->reasoning);
                 chat_buf_adds(b, CHAT_THINK_END);
             }
-            chat_buf_adds(b, s->content);
+            chat_buf_adds_lit(b, s->content);
+            /* The replayed block is the model's own sampled output, kept by the caller (the
+             * server's tool-id memory), not client text: its markers stay control tokens so the
+             * prompt reproduces the sampled ids (SERVER_CLI §5.3). */
             if (s->dsml) chat_buf_adds(b, s->dsml);
             else if (s->n_calls) st = dsml_render(b, s->calls, s->n_calls, err);
             if (!m->wo_eos) chat_buf_adds(b, CHAT_EOS);
@@ -479,11 +484,8 @@ static ds4_status render_list(const ds4_chat *chat, const r_list *l, bool drop, 
     return chat_buf_status(b, "chat render", err);
 }
 
-ds4_status ds4_chat_render(const ds4_chat *chat, char **out, size_t *out_bytes, ds4_error *err) {
-    if (!chat || !out) return ds4_seterr(err, DS4_ERR_INVALID_ARG, "chat render: NULL argument");
-    *out = NULL;
+ds4_status chat_render_buf(const ds4_chat *chat, chat_buf *b, ds4_error *err) {
     r_list l = {0};
-    chat_buf b = {0};
     ds4_status st;
     if (!merge_messages(chat, &l) || !sort_results(&l)) {
         st = ds4_seterr(err, DS4_ERR_NOMEM, "chat render: out of memory");
@@ -494,13 +496,21 @@ ds4_status ds4_chat_render(const ds4_chat *chat, char **out, size_t *out_bytes, 
     for (size_t i = 0; i < chat->n_msgs; i++)
         if (json_truthy(chat->msgs[i].tools)) drop = false;
     if (drop) drop_thinking(&l);
-    st = render_list(chat, &l, drop, &b, err);
-    if (st != DS4_OK) goto out_free_buf;
-    *out = chat_buf_take(&b, out_bytes);
-    if (!*out) st = ds4_seterr(err, DS4_ERR_NOMEM, "chat render: out of memory");
-out_free_buf:
-    chat_buf_free(&b);
+    st = render_list(chat, &l, drop, b, err);
 out_free_list:
     r_list_free(&l);
+    return st;
+}
+
+ds4_status ds4_chat_render(const ds4_chat *chat, char **out, size_t *out_bytes, ds4_error *err) {
+    if (!chat || !out) return ds4_seterr(err, DS4_ERR_INVALID_ARG, "chat render: NULL argument");
+    *out = NULL;
+    chat_buf b = {0};
+    ds4_status st = chat_render_buf(chat, &b, err);
+    if (st == DS4_OK) {
+        *out = chat_buf_take(&b, out_bytes);
+        if (!*out) st = ds4_seterr(err, DS4_ERR_NOMEM, "chat render: out of memory");
+    }
+    chat_buf_free(&b);
     return st;
 }

@@ -59,6 +59,11 @@ ds4_status chat_tools_block(chat_buf *out, const json_t *tools, const char *what
  * a stored conversation always renders). */
 ds4_status chat_tools_check(const json_t *tools, const char *what, ds4_error *err);
 
+/* Renders the conversation into b (BOS first), recording the client-supplied bytes as literal
+ * spans (chat_buf_lit_*): message content, reasoning, tool results, tool schemas,
+ * response_format and history tool-call names/arguments. */
+ds4_status chat_render_buf(const ds4_chat *chat, chat_buf *b, ds4_error *err);
+
 /* Appends the canonical DSML tool-calls part (§6.1), including the leading "\n\n". */
 ds4_status dsml_render(chat_buf *out, const chat_call *calls, size_t n_calls, ds4_error *err);
 

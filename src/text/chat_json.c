@@ -13,11 +13,19 @@
 
 #include "core/error.h"
 
+static void lit_free(chat_buf *b) {
+    free(b->lit);
+    b->lit = NULL;
+    b->n_lit = b->cap_lit = 0;
+    b->lit_depth = 0;
+}
+
 void chat_buf_free(chat_buf *b) {
     free(b->p);
     b->p = NULL;
     b->len = b->cap = 0;
     b->oom = false;
+    lit_free(b);
 }
 
 void chat_buf_clear(chat_buf *b) {
@@ -66,6 +74,47 @@ char *chat_buf_take(chat_buf *b, size_t *n_bytes) {
     if (n_bytes) *n_bytes = b->len;
     b->p = NULL;
     b->len = b->cap = 0;
+    lit_free(b);
+    return p;
+}
+
+void chat_buf_lit_begin(chat_buf *b) {
+    if (b->lit_depth++ == 0) b->lit_start = b->len;
+}
+
+void chat_buf_lit_end(chat_buf *b) {
+    if (b->lit_depth <= 0 || --b->lit_depth > 0 || b->oom || b->len == b->lit_start) return;
+    if (b->n_lit && b->lit[2 * b->n_lit - 1] == b->lit_start) {
+        b->lit[2 * b->n_lit - 1] = b->len; /* adjacent: one span */
+        return;
+    }
+    if (b->n_lit == b->cap_lit) {
+        size_t cap = b->cap_lit ? b->cap_lit * 2 : 16;
+        size_t *p = realloc(b->lit, 2 * cap * sizeof *p);
+        if (!p) { b->oom = true; return; }
+        b->lit = p;
+        b->cap_lit = cap;
+    }
+    b->lit[2 * b->n_lit] = b->lit_start;
+    b->lit[2 * b->n_lit + 1] = b->len;
+    b->n_lit++;
+}
+
+void chat_buf_add_lit(chat_buf *b, const void *data, size_t n) {
+    chat_buf_lit_begin(b);
+    chat_buf_add(b, data, n);
+    chat_buf_lit_end(b);
+}
+
+void chat_buf_adds_lit(chat_buf *b, const char *s) {
+    if (s) chat_buf_add_lit(b, s, strlen(s));
+}
+
+size_t *chat_buf_take_lit(chat_buf *b, size_t *n_spans) {
+    size_t *p = b->lit;
+    *n_spans = b->n_lit;
+    b->lit = NULL;
+    b->n_lit = b->cap_lit = 0;
     return p;
 }
 

@@ -21,6 +21,14 @@ typedef struct chat_buf {
     size_t len;
     size_t cap;
     bool oom;
+    /* Literal spans: byte ranges [lit[2k], lit[2k+1]) appended between chat_buf_lit_begin and
+     * chat_buf_lit_end, i.e. client-supplied text that must never become a control token
+     * (ds4_chat_render_tokens). Sorted, disjoint, adjacent ones merged. */
+    size_t *lit;
+    size_t n_lit;             /* number of spans */
+    size_t cap_lit;
+    int lit_depth;            /* begin/end nest; only the outermost pair records a span */
+    size_t lit_start;
 } chat_buf;
 
 void chat_buf_free(chat_buf *b);
@@ -30,8 +38,17 @@ void chat_buf_adds(chat_buf *b, const char *s);   /* NUL-terminated; NULL adds n
 void chat_buf_addc(chat_buf *b, char c);
 /* DS4_ERR_NOMEM (filled into err, naming `what`) when an append failed, else DS4_OK. */
 ds4_status chat_buf_status(const chat_buf *b, const char *what, ds4_error *err);
+/* Marks everything appended until the matching chat_buf_lit_end as literal client text. */
+void chat_buf_lit_begin(chat_buf *b);
+void chat_buf_lit_end(chat_buf *b);
+/* Appends s (NULL adds nothing) as literal client text. */
+void chat_buf_adds_lit(chat_buf *b, const char *s);
+void chat_buf_add_lit(chat_buf *b, const void *data, size_t n);
 /* Hands the bytes to the caller (malloc'd, NUL-terminated, "" when empty) and resets b. */
 char *chat_buf_take(chat_buf *b, size_t *n_bytes);
+/* Hands the literal spans to the caller (malloc'd pairs, NULL when none) and forgets them;
+ * chat_buf_take and chat_buf_free drop spans not taken. */
+size_t *chat_buf_take_lit(chat_buf *b, size_t *n_spans);
 
 /* Appends the JSON string literal of s[0..n) as Python's json.dumps writes it: `"`, `\`, and
  * the controls \b \f \n \r \t escaped by name, other bytes < 0x20 as \u00xx; bytes >= 0x80 kept

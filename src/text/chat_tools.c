@@ -101,7 +101,10 @@ ds4_status chat_tools_block(chat_buf *out, const json_t *tools, const char *what
         json_t *fn = tool_function(json_array_get(tools, i), what, i, err);
         if (!fn) return err ? err->code : DS4_ERR_FORMAT;
         if (i) chat_buf_addc(out, '\n');
+        /* The schema is client text: a description saying "<｜User｜>" stays text. */
+        chat_buf_lit_begin(out);
         chat_json_dumps(out, fn, false);
+        chat_buf_lit_end(out);
         json_decref(fn);
     }
     chat_buf_add(out, TOOLS_TAIL, sizeof TOOLS_TAIL - 1);

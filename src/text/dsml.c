@@ -16,14 +16,17 @@ const char *const dsml_family_prefix[DSML_N_FAMILIES] = {CHAT_DSML, "DSML｜", "
 /* One parameter: string values raw, everything else json.dumps'ed (§6.1). */
 static void render_param(chat_buf *b, const char *key, const json_t *v, const char *raw) {
     chat_buf_adds(b, "<" CHAT_DSML "parameter name=\"");
-    chat_buf_adds(b, key);
+    chat_buf_adds_lit(b, key);
     chat_buf_adds(b, raw || json_is_string(v) ? "\" string=\"true\">" : "\" string=\"false\">");
+    /* Names and values of history calls come from the client: literal text (chat_buf_lit_*). */
+    chat_buf_lit_begin(b);
     if (raw)
         chat_buf_adds(b, raw);
     else if (json_is_string(v))
         chat_buf_add(b, json_string_value(v), json_string_length(v));
     else
         chat_json_dumps(b, v, false);
+    chat_buf_lit_end(b);
     chat_buf_adds(b, "</" CHAT_DSML "parameter>");
 }
 
@@ -33,7 +36,7 @@ ds4_status dsml_render(chat_buf *b, const chat_call *calls, size_t n_calls, ds4_
     for (size_t i = 0; i < n_calls; i++) {
         if (i) chat_buf_addc(b, '\n');
         chat_buf_adds(b, "<" CHAT_DSML "invoke name=\"");
-        chat_buf_adds(b, calls[i].name);
+        chat_buf_adds_lit(b, calls[i].name);
         chat_buf_adds(b, "\">\n");
         const char *args = calls[i].args ? calls[i].args : "";
         json_t *obj = json_loads(args, JSON_DECODE_ANY, NULL);

@@ -104,4 +104,14 @@ ds4_status tok_arrays_from_gguf_file(tok_arrays *out, const char *path, ds4_erro
  * special = CONTROL type and no token normalized (equivalent for V4's table, §3.2). */
 ds4_status tok_from_arrays(ds4_tokenizer **out, const tok_arrays *a, ds4_error *err);
 
+/* ds4_tokenize with flags 0, except that an added token is recognised only where it lies
+ * wholly outside the literal spans [lit[2k], lit[2k+1]) (sorted, disjoint, non-empty offsets
+ * into text): their bytes are always plain BPE text, never a control token. Plain text between
+ * recognised added tokens is pre-tokenized as one span even across span boundaries, exactly as
+ * the whole-string path does, so the ids equal ds4_tokenize(flags 0) whenever no added-token
+ * text overlaps a literal span. Used by ds4_chat_render_tokens (tokenizer_encode.c). */
+ds4_status tok_encode_literal(const ds4_tokenizer *tok, const char *text, size_t text_bytes,
+                              const size_t *lit, size_t n_lit, int32_t **out_ids,
+                              size_t *out_n_tokens, ds4_error *err);
+
 #endif
