@@ -1,6 +1,7 @@
 /* tests/test_cpu_matmul.c — cpu_matmul for every weight type equals the f32 product of the
  * dequantized weights with the dequantized (Q8_0 / Q8_K) activation, does not depend on the
- * batch size or the thread count, and decodes rows exactly. */
+ * batch size or the thread count, and decodes rows exactly; in exact-activation mode it equals
+ * the F32 product of the decoded weights bit for bit. */
 #include <criterion/criterion.h>
 #include <math.h>
 #include <stdlib.h>
@@ -78,6 +79,32 @@ static void check_type(int type) {
             cr_assert_eq(y1[o], y[t][o], "%s tok %d row %d: batch %.9g single %.9g",
                          q_type_name(type), t, o, y[t][o], y1[o]);
     }
+    /* Exact-activation mode: bit-identical to the F32 matrix of the decoded weights (what the
+     * dequantized GGUF runs), batched on the pool and token by token inline, and within
+     * 1e-5·Σ|w·x| of the double product with the unrounded activation. */
+    cpu_mat wd = {"test-f32", Q_TYPE_F32, N_IN, N_OUT, N_IN * sizeof(float), (const uint8_t *)wf};
+    float yd[N_TOK][N_OUT], ye[N_TOK][N_OUT];
+    cpu_buf ex = {0};
+    ex.exact_act = true;
+    cr_assert_eq(cpu_matmul(NULL, &wd, &x[0][0], N_IN, N_TOK, &yd[0][0], N_OUT, &act, &err), DS4_OK);
+    cr_assert_eq(cpu_matmul(pool, &w, &x[0][0], N_IN, N_TOK, &ye[0][0], N_OUT, &ex, &err), DS4_OK,
+                 "%s", err.msg);
+    for (int t = 0; t < N_TOK; t++) {
+        cr_assert_eq(cpu_matmul(NULL, &w, x[t], N_IN, 1, y1, N_OUT, &ex, &err), DS4_OK);
+        for (int o = 0; o < N_OUT; o++) {
+            double ref = 0, mag = 0;
+            for (int i = 0; i < N_IN; i++) {
+                ref += (double)wf[o * N_IN + i] * x[t][i];
+                mag += fabs((double)wf[o * N_IN + i] * x[t][i]);
+            }
+            cr_assert_eq(ye[t][o], yd[t][o], "%s exact tok %d row %d: %.9g, dequantized F32 %.9g",
+                         q_type_name(type), t, o, ye[t][o], yd[t][o]);
+            cr_assert_eq(y1[o], yd[t][o], "%s exact single tok %d row %d", q_type_name(type), t, o);
+            cr_assert(fabs(ye[t][o] - ref) <= 1e-5 * mag + 1e-30, "%s exact tok %d row %d: %.8g vs %.8g",
+                      q_type_name(type), t, o, ye[t][o], ref);
+        }
+    }
+    cpu_buf_free(&ex);
     cpu_buf_free(&act);
     ds4_pool_free(pool);
     free(wq);

@@ -42,6 +42,7 @@ typedef struct mm_job {
     int64_t n_tok;
     float *y;
     int64_t ldy;
+    float *wdec;           /* exact mode: one decoded f32 row per worker */
 } mm_job;
 
 static void mm_rows(void *ctx, int64_t begin, int64_t end, int thread_idx) {
@@ -55,6 +56,20 @@ static void mm_rows(void *ctx, int64_t begin, int64_t end, int thread_idx) {
     }
 }
 
+/* Exact mode: decode the row once, then the F32 kernel for every token (cpu_matmul.h). */
+static void mm_rows_exact(void *ctx, int64_t begin, int64_t end, int thread_idx) {
+    const mm_job *j = ctx;
+    uint64_t n = (uint64_t)j->w->n_in;
+    float *wrow = j->wdec + (size_t)thread_idx * n;
+    for (int64_t o = begin; o < end; o++) {
+        const uint8_t *row = j->w->data + (uint64_t)o * j->w->row_bytes;
+        /* Cannot fail: type and row length were checked by cpu_matmul. */
+        (void)q_decode_row(j->w->type, row, wrow, n, NULL);
+        for (int64_t t = 0; t < j->n_tok; t++)
+            j->y[t * j->ldy + o] = j->dot(wrow, j->act + (size_t)t * j->act_stride, n);
+    }
+}
+
 ds4_status cpu_matmul(ds4_pool *pool, const cpu_mat *w, const float *x, int64_t ldx,
                       int64_t n_tok, float *y, int64_t ldy, cpu_buf *act, ds4_error *err) {
     if (n_tok <= 0 || w->n_out <= 0) return DS4_OK;
@@ -64,8 +79,19 @@ ds4_status cpu_matmul(ds4_pool *pool, const cpu_mat *w, const float *x, int64_t 
                           w->name ? w->name : "?", q_type_name(w->type));
     q_act_kind kind = q_act_kind_for(w->type);
     const uint8_t *a;
-    size_t stride;
+    size_t stride, dec_bytes = 0;
     uint64_t n = (uint64_t)w->n_in;
+    bool exact = act->exact_act && kind != Q_ACT_F32;
+    if (exact) {
+        uint64_t rb;
+        ds4_status st = q_row_bytes(w->type, n, &rb, err);
+        if (st) return ds4_err_prefix(err, "cpu: tensor '%s'", w->name ? w->name : "?");
+        kind = Q_ACT_F32;
+        dot = q_dot_kernel(Q_TYPE_F32);
+        dec_bytes = (size_t)n * sizeof(float) * (size_t)ds4_pool_size(pool) + 64; /* + alignment */
+        size_t need = ldx == w->n_in ? 0 : (size_t)n * sizeof(float) * (size_t)n_tok;
+        if ((st = cpu_buf_reserve(act, need + dec_bytes, err))) return st;
+    }
     if (kind == Q_ACT_F32 && ldx == w->n_in) {
         a = (const uint8_t *)x;
         stride = (size_t)n * sizeof(float);
@@ -73,7 +99,7 @@ ds4_status cpu_matmul(ds4_pool *pool, const cpu_mat *w, const float *x, int64_t 
         if (kind == Q_ACT_F32) stride = (size_t)n * sizeof(float);
         else if (kind == Q_ACT_Q8_0) stride = (size_t)(n / Q_QK8_0) * sizeof(q8act_block);
         else stride = (size_t)(n / Q_QK_K) * sizeof(q8k_block);
-        ds4_status st = cpu_buf_reserve(act, stride * (size_t)n_tok, err);
+        ds4_status st = cpu_buf_reserve(act, stride * (size_t)n_tok + dec_bytes, err);
         if (st) return st;
         for (int64_t t = 0; t < n_tok; t++) {
             const float *xt = x + t * ldx;
@@ -89,10 +115,17 @@ ds4_status cpu_matmul(ds4_pool *pool, const cpu_mat *w, const float *x, int64_t 
         }
         a = act->p;
     }
-    mm_job j = {w, dot, a, stride, n_tok, y, ldy};
+    mm_job j = {w, dot, a, stride, n_tok, y, ldy, NULL};
     /* Enough multiply-adds per chunk (~64K) that a worker's share amortises the hand-off. */
     int64_t work = w->n_in * n_tok;
     int64_t min_chunk = work >= 65536 ? 1 : 65536 / work;
+    if (exact) {
+        /* Decode rows sit after the activations (or at the start when x is used in place). */
+        size_t used = a == (const uint8_t *)x ? 0 : stride * (size_t)n_tok;
+        j.wdec = (float *)((uint8_t *)act->p + ((used + 63) & ~(size_t)63));
+        ds4_pool_run(pool, w->n_out, min_chunk, mm_rows_exact, &j);
+        return DS4_OK;
+    }
     ds4_pool_run(pool, w->n_out, min_chunk, mm_rows, &j);
     return DS4_OK;
 }

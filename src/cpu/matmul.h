@@ -7,12 +7,18 @@
  * format library's kernels (format/quant.h). Each output element is one kernel call on one
  * (row, token) pair, so results do not depend on the batch size or the thread count.
  *
+ * Exact-activation mode (cpu_buf.exact_act, a checking mode, issue #3): a quantized weight row
+ * is decoded to f32 (q_decode_row, per worker) and dotted with the f32 activation by the F32
+ * kernel, which is bit-for-bit the product the same model gives after its weights were
+ * dequantized to F32 in the file. Slower (a decode per row per call); for verification.
+ *
  * Owns: the loop structure (each weight row read once per batch) and activation scratch.
  * Must not: know tensor names or the model.
  */
 #ifndef DS4_CPU_MATMUL_H
 #define DS4_CPU_MATMUL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -32,6 +38,9 @@ typedef struct cpu_mat {
 typedef struct cpu_buf {
     void *p;
     size_t cap;
+    /* As cpu_matmul's `act`: true = exact-activation mode (header comment). Kept by
+     * cpu_buf_reserve/cpu_buf_free; zero-initialised = ds4's quantized activations. */
+    bool exact_act;
 } cpu_buf;
 
 ds4_status cpu_buf_reserve(cpu_buf *b, size_t n_bytes, ds4_error *err);
@@ -41,7 +50,8 @@ void cpu_buf_free(cpu_buf *b);
 cpu_mat cpu_mat_rows(const cpu_mat *w, int64_t r0, int64_t n);
 
 /* y[t*ldy + o] = Σ_i W[o][i]·x[t*ldx + i] for t < n_tok, o < n_out. `act` is scratch for
- * the quantized activations. */
+ * the quantized activations and selects the mode (exact_act). Scratch needed: n_tok rows of
+ * the activation record, plus in exact mode ds4_pool_size(pool) f32 rows of n_in. */
 ds4_status cpu_matmul(ds4_pool *pool, const cpu_mat *w, const float *x, int64_t ldx,
                       int64_t n_tok, float *y, int64_t ldy, cpu_buf *act, ds4_error *err);
 

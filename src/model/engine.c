@@ -28,6 +28,7 @@ void ds4_engine_options_init(ds4_engine_options *opt) {
     opt->backend = "cpu";
     opt->mtp_path = NULL;
     opt->prefault = false;
+    opt->exact_activations = false;
 }
 
 void engine_model_id(const gguf_ctx *g, uint8_t out[32]) {
@@ -86,7 +87,8 @@ ds4_status ds4_engine_open_ex(ds4_engine **out, const char *gguf_path, const ds4
     if (!e) return ds4_seterr(err, DS4_ERR_NOMEM, "engine_open: out of memory");
     ds4_status st = gguf_open(&e->gguf, gguf_path, err);
     if (st != DS4_OK) goto out_free_engine;
-    model_options mo = {.n_threads = opt->n_threads, .idx_topk_override = idx_topk_override};
+    model_options mo = {.n_threads = opt->n_threads, .idx_topk_override = idx_topk_override,
+                        .exact_activations = opt->exact_activations};
     st = model_open(&e->model, e->gguf, &mo, err);
     if (st != DS4_OK) {
         ds4_err_prefix(err, "%s", gguf_path);

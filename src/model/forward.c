@@ -20,6 +20,7 @@ ds4_status fwd_ws_reserve(fwd_ws *ws, const model *m, int64_t n, int64_t n_ctx,
                           ds4_error *err) {
     const model_hparams *hp = &m->hp;
     ds4_status st;
+    ws->act.exact_act = m->exact_act; /* every cpu_matmul of the pass gets `act` = &ws->act */
     /* Indexer score scratch covers every compressed row of the context (§8). */
     if ((st = cpu_buf_reserve(&ws->idx, (size_t)(n_ctx / 4 + 1) * sizeof(float), err))) return st;
     if (n <= ws->n_cap) return DS4_OK;
@@ -53,7 +54,10 @@ ds4_status fwd_ws_reserve(fwd_ws *ws, const model *m, int64_t n, int64_t n_ctx,
     int64_t max_in = hc * D;
     int64_t ins[] = {hp->q_lora, H * Dh, hp->n_ff_exp, hp->o_groups * hp->o_lora, D};
     for (size_t i = 0; i < sizeof ins / sizeof ins[0]; i++) if (ins[i] > max_in) max_in = ins[i];
-    if ((st = cpu_buf_reserve(&ws->act, (size_t)(max_in * n) * sizeof(float) * 2, err))) return st;
+    /* Exact mode adds one decoded f32 weight row per worker (cpu/matmul.h). */
+    size_t act = (size_t)(max_in * n) * sizeof(float) * 2;
+    if (m->exact_act) act += (size_t)(max_in * ds4_pool_size(m->pool)) * sizeof(float) + 64;
+    if ((st = cpu_buf_reserve(&ws->act, act, err))) return st;
     size_t moe = (size_t)(n * (2 * D + 2 * hp->n_ff_exp + 2)) * sizeof(float);
     if ((st = cpu_buf_reserve(&ws->moe, moe, err))) return st;
     int64_t max_comp = 0;

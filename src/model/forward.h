@@ -20,6 +20,7 @@ struct model {
     float *freqs_plain;   /* ratio-0 layers and MTP: rope_base, no YaRN (MODEL_MATH §3.4) */
     float *freqs_comp;    /* compressed layers: compress base + YaRN */
     int64_t ubatch;       /* tokens per internal chunk (bounds the workspace) */
+    bool exact_act;       /* model_options.exact_activations (cpu/matmul.h exact mode) */
 };
 
 /* Per-token activations of one internal chunk, carved from one allocation. */

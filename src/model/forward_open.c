@@ -11,7 +11,7 @@
 
 ds4_status model_open(model **out, const gguf_ctx *g, const model_options *opt, ds4_error *err) {
     *out = NULL;
-    model_options def = {0, 0, NULL};
+    model_options def = {0};
     if (!opt) opt = &def;
     model *m = calloc(1, sizeof *m);
     if (!m) return ds4_seterr(err, DS4_ERR_NOMEM, "model: out of memory");
@@ -34,6 +34,7 @@ ds4_status model_open(model **out, const gguf_ctx *g, const model_options *opt, 
     if ((st = ds4_pool_create(&m->pool, opt->n_threads, err))) goto fail_w;
     /* Internal chunk: bounded so the workspace stays ~100 MB at Flash widths. */
     m->ubatch = m->hp.n_embd >= 2048 ? 128 : 512;
+    m->exact_act = opt->exact_activations;
     *out = m;
     return DS4_OK;
 fail_w:

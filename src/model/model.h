@@ -38,6 +38,10 @@ typedef struct model_options {
      * mtp.0.* block; NULL: use mtp.0.* from the main file when present. Must outlive the
      * model. */
     const gguf_ctx *mtp_gguf;
+    /* Checking mode (issue #3): quantized weights are decoded row by row and dotted with the
+     * f32 activations instead of ds4's Q8_0/Q8_K activation records, so a quantized model gives
+     * exactly the logits of the same model with its weights dequantized to F32. Slower. */
+    bool exact_activations;
 } model_options;
 
 /* Reads hyper-parameters (GGUF_LAYOUT §2.1) and binds every tensor of §3 by name, type and

@@ -24,6 +24,7 @@ typedef struct bench_opts {
     int n_threads;
     uint64_t seed;              /* synthetic token sequence */
     int membw;                  /* measure read bandwidth for the decode bound (default on) */
+    int exact_act;              /* --exact-activations: engine checking mode (slower) */
 } bench_opts;
 
 typedef struct bench_row {

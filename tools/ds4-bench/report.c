@@ -16,6 +16,7 @@ static void usage(FILE *f) {
             "                 [--ctx-start N] [--ctx-max N] [--ctx-alloc N] [--step-incr N]\n"
             "                 [--step-mul F] [--gen-tokens N] [--prefill-chunk N] [--threads N]\n"
             "                 [--out CSV] [--svg FILE] [--title T] [--seed S] [--no-membw]\n"
+            "                 [--exact-activations]\n"
             "Walks one token sequence to each context frontier with incremental prefill and\n"
             "measures prefill tokens/s of each interval and greedy generation tokens/s at each\n"
             "frontier (state snapshotted before and restored after the probe). Without a prompt\n"
@@ -56,6 +57,10 @@ int bench_parse_args(bench_opts *o, int argc, char **argv) {
         }
         if (!strcmp(a, "--no-membw")) {
             o->membw = 0;
+            continue;
+        }
+        if (!strcmp(a, "--exact-activations")) {
+            o->exact_act = 1;
             continue;
         }
         if (!v) {

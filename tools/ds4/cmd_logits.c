@@ -20,12 +20,14 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: ds4 --model M.gguf --prompt-tokens FILE --dump-logits OUT.safetensors\n"
             "           [--decode N] [--prefill-chunk N] [--threads N] [--ctx N]\n"
-            "           [--indexer-topk K] [--dump-layers] [--dump-mtp]\n"
+            "           [--indexer-topk K] [--dump-layers] [--dump-mtp] [--exact-activations]\n"
             "  FILE holds token ids separated by whitespace or commas.\n"
             "  Writes prefill_logits [T, vocab], decode_tokens [N] (I32), decode_logits [N, vocab]\n"
             "  (greedy: token i is the argmax of the previous logits) and, with --dump-layers,\n"
             "  layerL.{attn_out,h_attn,ffn_out,h_out} for the prompt positions, and with --dump-mtp\n"
-            "  mtp_logits [T-1, vocab] (MTP block at p fed the final HC state at p and token p+1).\n");
+            "  mtp_logits [T-1, vocab] (MTP block at p fed the final HC state at p and token p+1).\n"
+            "  --exact-activations (checking mode): quantized weights are dotted with f32\n"
+            "  activations, giving the logits of the same model dequantized to F32; slower.\n");
 }
 
 /* ---- Token file ---------------------------------------------------------------------------- */
@@ -221,7 +223,7 @@ static int parse_uint(const char *flag, const char *v, uint32_t lo, uint32_t hi,
 int ds4_cmd_logits(int argc, char **argv) {
     const char *model_path = NULL, *tokens_path = NULL, *out_path = NULL;
     uint32_t n_decode = 0, chunk = 0, threads = 0, ctx = 0, topk = 0;
-    int dump_layers = 0, dump_mtp = 0;
+    int dump_layers = 0, dump_mtp = 0, exact = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int bad = 0;
@@ -235,6 +237,7 @@ int ds4_cmd_logits(int argc, char **argv) {
         else if (!strcmp(a, "--indexer-topk")) bad = parse_uint(a, v, 1, 1u << 20, &topk), i++;
         else if (!strcmp(a, "--dump-layers")) dump_layers = 1;
         else if (!strcmp(a, "--dump-mtp")) dump_mtp = 1;
+        else if (!strcmp(a, "--exact-activations")) exact = 1;
         else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
@@ -268,6 +271,7 @@ int ds4_cmd_logits(int argc, char **argv) {
     ds4_engine_options opt;
     ds4_engine_options_init(&opt);
     opt.n_threads = (int)threads;
+    opt.exact_activations = exact != 0;
     if (ds4_engine_open_ex(&eng, model_path, &opt, topk, &err) != DS4_OK) goto out_fail;
     ds4_model_info info;
     ds4_engine_info(eng, &info, NULL);
