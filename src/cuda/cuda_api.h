@@ -61,7 +61,7 @@ ds4_status cuda_matvec_time(int type, const void *d_w, int64_t rows, int64_t col
                             ds4_error *err);
 
 /* ---- Op table of the V4 forward pass (norm.cu, rope.cu, qat.cu, hc.cu, attention.cu,
- * compressor.cu, indexer.cu, moe.cu, sample.cu). Every pointer is device memory; shapes are
+ * compressor.cu, indexer.cu, moe.cu, sample.cu, matmul.cu). Every pointer is device memory; shapes are
  * those of the CPU op (cpu/ops.h, model/) named in each comment. Rounding ops are
  * bit-identical to the CPU; the others agree to about one f32 ULP (tests/cuda/test_cuda_layer.c
  * states each tolerance). Calls are asynchronous on the default stream. ---- */
