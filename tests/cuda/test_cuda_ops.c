@@ -1,7 +1,7 @@
 /*
  * tests/cuda/test_cuda_ops.c — the CUDA op table against the CPU reference, op by op
  * (STYLE.md §7: same case on both backends). Run by `make test-cuda` on a GPU machine; with no
- * GPU it says so and exits 0 with every case reported as skipped, never as passed.
+ * GPU it says so and exits 0 with the suite reported as skipped, never as passed.
  *
  * Cases: activation quantizers (bit-equal), matvec per weight type on random valid blocks
  * (each block's contribution is bit-equal on both; only the sum order differs, so rows are
@@ -299,8 +299,8 @@ int main(int argc, char **argv) {
     int do_bench = argc > 1 && strcmp(argv[1], "--bench") == 0;
     int n_dev = cuda_device_count();
     if (n_dev == 0) {
-        printf("test-cuda: no CUDA device: all cuda cases skipped (not run)\n");
-        printf("0 passed, 0 failed, 23 skipped\n");
+        printf("test-cuda: no CUDA device: the whole CUDA suite is skipped (not run)\n");
+        printf("0 passed, 0 failed, 1 skipped\n");
         return 0;
     }
     char desc[256];
