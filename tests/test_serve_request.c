@@ -160,7 +160,8 @@ Test(serve_request, anthropic_blocks) {
     cr_assert_str_eq(r.msgs[3].content, "R");
     cr_assert_eq(r.msgs[4].role, SRV_ROLE_USER, "text after the tool result is a user message");
     cr_assert_str_eq(r.msgs[4].content, "more");
-    cr_assert_str_eq(r.tools[0], "{\"name\":\"f\",\"description\":\"d\",\"parameters\":{\"type\":\"object\"}}");
+    /* Kept in the Anthropic shape; the chat encoder maps input_schema to parameters (test_serve_prompt.c). */
+    cr_assert_str_eq(r.tools[0], "{\"name\":\"f\",\"description\":\"d\",\"input_schema\":{\"type\":\"object\"}}");
     cr_assert_eq(r.max_tokens, 99);
     cr_assert_eq(r.n_stop, 1);
     cr_assert_eq(r.think, SRV_THINK_NONE);

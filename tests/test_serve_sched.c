@@ -37,18 +37,21 @@ static void f_logits(fsess *s) {
     s->logits[next] = 10;
 }
 
-static ds4_status f_render(void *c, const srv_request *r, srv_buf *text, ds4_error *e) {
-    (void)c; (void)e;
-    if (r->prompt) srv_buf_puts(text, r->prompt);
-    for (size_t i = 0; i < r->n_msgs; i++) srv_buf_puts(text, r->msgs[i].content);
-    return DS4_OK;
-}
 static ds4_status f_tokenize(void *c, const char *s, size_t n, int32_t **t, size_t *nt, ds4_error *e) {
     (void)c; (void)e;
     *t = malloc((n ? n : 1) * sizeof **t);
     for (size_t i = 0; i < n; i++) (*t)[i] = (unsigned char)s[i];
     *nt = n;
     return DS4_OK;
+}
+static ds4_status f_prompt(void *c, const srv_request *r, int32_t **t, size_t *nt, ds4_error *e) {
+    srv_buf text;
+    srv_buf_init(&text);
+    if (r->prompt) srv_buf_puts(&text, r->prompt);
+    for (size_t i = 0; i < r->n_msgs; i++) srv_buf_puts(&text, r->msgs[i].content);
+    ds4_status st = f_tokenize(c, text.data ? text.data : "", text.len, t, nt, e);
+    srv_buf_free(&text);
+    return st;
 }
 static char bytes_tab[256];
 static ds4_status f_token_bytes(void *c, int32_t tok, const char **p, size_t *n, ds4_error *e) {
@@ -121,7 +124,7 @@ static ds4_status f_restore(void *vs, const uint8_t *b, uint64_t n, ds4_error *e
 
 static srv_engine fake_engine(void) {
     srv_engine e = {.n_ctx = FCTX, .n_vocab = FV, .eos = FEOS, .user_tok = -1, .model_id = "fake-bytes",
-                    .render = f_render, .tokenize = f_tokenize, .token_bytes = f_token_bytes,
+                    .prompt = f_prompt, .tokenize = f_tokenize, .token_bytes = f_token_bytes,
                     .session_create = f_create, .session_free = f_free, .session_sync = f_sync,
                     .session_checkpoint = f_checkpoint, .session_tokens = f_tokens, .session_eval = f_eval,
                     .session_logits = f_get_logits, .session_reset = f_reset, .session_snapshot = f_snapshot,

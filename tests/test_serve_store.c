@@ -293,55 +293,6 @@ Test(serve_kvstore, key_is_sha256_of_u32le_ids) {
     free(out);
 }
 
-/* ---- exact-DSML replay ---- */
-
-#include "serve/replay.h"
-
-Test(serve_replay, sampled_block_replaces_canonical_history) {
-    srv_request r;
-    memset(&r, 0, sizeof r);
-    srv_message *m = srv_request_add_msg(&r, SRV_ROLE_ASSISTANT);
-    /* The client re-serialised the arguments in another key order. */
-    cr_assert(srv_message_add_call(m, "call_a", "ls", "{\"depth\":3,\"path\":\"/tmp\"}"));
-    ds4_tool_call c = {"call_a", "ls", "{\"depth\":3,\"path\":\"/tmp\"}"};
-    char *canon;
-    size_t canon_len;
-    cr_assert_eq(ds4_dsml_render_calls(&c, 1, &canon, &canon_len, NULL), DS4_OK);
-    const char *sampled = "\n\n<\xef\xbd\x9c" "DSML\xef\xbd\x9c" "tool_calls>\n<\xef\xbd\x9c" "DSML\xef\xbd\x9c"
-                          "invoke name=\"ls\">\n<\xef\xbd\x9c" "DSML\xef\xbd\x9c" "parameter name=\"path\" string=\"true\">/tmp</\xef\xbd\x9c"
-                          "DSML\xef\xbd\x9c" "parameter>\n<\xef\xbd\x9c" "DSML\xef\xbd\x9c" "parameter name=\"depth\" string=\"false\">3</\xef\xbd\x9c"
-                          "DSML\xef\xbd\x9c" "parameter>\n</\xef\xbd\x9c" "DSML\xef\xbd\x9c" "invoke>\n</\xef\xbd\x9c" "DSML\xef\xbd\x9c" "tool_calls>";
-    cr_assert_str_neq(canon, sampled, "canonical follows the client's key order");
-    srv_buf text;
-    srv_buf_init(&text);
-    srv_buf_puts(&text, "PROMPT");
-    srv_buf_puts(&text, canon);
-    srv_buf_puts(&text, "REST");
-    srv_toolmem *tm;
-    cr_assert_eq(srv_toolmem_create(&tm, 10, 1 << 20, NULL), DS4_OK);
-    cr_assert_eq(srv_replay_dsml(&text, &r, tm), 0, "unknown id: canonical stays");
-    srv_toolmem_put(tm, "call_a", sampled, strlen(sampled));
-    cr_assert_eq(srv_replay_dsml(&text, &r, tm), 1);
-    char want[2048];
-    snprintf(want, sizeof want, "PROMPT%sREST", sampled);
-    cr_assert_str_eq(text.data, want);
-    /* Two calls whose ids point at different blocks are not replayed. */
-    cr_assert(srv_message_add_call(m, "call_b", "ls", "{}"));
-    srv_toolmem_put(tm, "call_b", "\n\nother", 7);
-    srv_buf_clear(&text);
-    srv_buf_puts(&text, "x");
-    ds4_tool_call two[2] = {c, {"call_b", "ls", "{}"}};
-    char *canon2;
-    cr_assert_eq(ds4_dsml_render_calls(two, 2, &canon2, NULL, NULL), DS4_OK);
-    srv_buf_puts(&text, canon2);
-    cr_assert_eq(srv_replay_dsml(&text, &r, tm), 0);
-    free(canon);
-    free(canon2);
-    srv_buf_free(&text);
-    srv_toolmem_free(tm);
-    srv_request_free(&r);
-}
-
 static void collect_trailer(void *ud, const unsigned char *t, size_t n) { srv_buf_append(ud, t, n); }
 
 Test(serve_kvstore, trailers_are_listed_after_restart) {

@@ -76,14 +76,19 @@ static ds4_status parse_tools(json_t *root, srv_request *r, srv_reqerr *rerr) {
         json_t *name = json_is_object(tool) ? json_object_get(tool, "name") : NULL;
         if (!name || !json_is_string(name) || json_string_length(name) == 0)
             return srv_reqerr_set(rerr, 400, "tools", "'tools[%zu]' must be an object with a name", i);
-        /* Rendered as {name, description, parameters} like an OpenAI function (CHAT_ENCODING §5). */
-        json_t *o = json_object();
+        /* Kept in its own {name, description, input_schema} shape: the chat encoder turns it into
+         * the function object of the official template (CHAT_ENCODING §5) and drops the rest
+         * (cache_control, type). A tool without input_schema becomes a bare {name, description}
+         * function, so Anthropic-only keys never reach the prompt. */
+        json_t *o;
+        if (json_object_get(tool, "input_schema")) {
+            o = json_deep_copy(tool);
+        } else if ((o = json_object())) {
+            json_object_set(o, "name", name);
+            json_t *d = json_object_get(tool, "description");
+            if (d) json_object_set(o, "description", d);
+        }
         if (!o) return oom(rerr);
-        json_object_set(o, "name", name);
-        json_t *d = json_object_get(tool, "description");
-        if (d && json_is_string(d)) json_object_set(o, "description", d);
-        json_t *schema = json_object_get(tool, "input_schema");
-        if (schema) json_object_set(o, "parameters", schema);
         char *text = srv_json_compact(o);
         json_decref(o);
         if (!text) return oom(rerr);

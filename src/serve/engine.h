@@ -4,7 +4,7 @@
  * (tokenizer, chat encoder, engine/session API of include/ds4.h) by engine_ds4.c. Owns no
  * implementation; must not grow server policy.
  *
- * Threading: render/tokenize/token_bytes may be called from connection threads concurrently;
+ * Threading: prompt/tokenize/token_bytes may be called from connection threads concurrently;
  * session_* calls come only from the scheduler's worker thread.
  */
 #ifndef DS4_SERVE_ENGINE_H
@@ -26,9 +26,11 @@ typedef struct srv_engine {
     int32_t user_tok;       /* user-turn marker id (cold-anchor saves), -1 if none */
     char model_id[80];      /* identity written into disk-cache files */
 
-    /* Renders the chat prompt for req (CHAT_ENCODING §3-§6; completions: §3.4 wrapper). */
-    ds4_status (*render)(void *ctx, const srv_request *req, srv_buf *text, ds4_error *err);
-    /* Tokenizes rendered text with special-token recognition; *toks malloc'd (caller frees). */
+    /* The prompt ids for req (CHAT_ENCODING §3-§6; completions: §3.4 wrapper): template
+     * markers are control tokens, client text never is (serve/prompt.c). *toks malloc'd. */
+    ds4_status (*prompt)(void *ctx, const srv_request *req, int32_t **toks, size_t *n, ds4_error *err);
+    /* Tokenizes text with special-token recognition (/tokenize, the test-only forced
+     * completion, which stands for sampled model output); *toks malloc'd (caller frees). */
     ds4_status (*tokenize)(void *ctx, const char *text, size_t len, int32_t **toks, size_t *n, ds4_error *err);
     /* Bytes of one token (points into the engine; lives as long as it). */
     ds4_status (*token_bytes)(void *ctx, int32_t tok, const char **p, size_t *n, ds4_error *err);

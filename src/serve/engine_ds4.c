@@ -1,7 +1,7 @@
 /*
  * serve/engine_ds4.c — srv_engine over libds4's public API (include/ds4.h): tokenizer, official
- * chat encoder, DSML parser, engine/session and snapshots. Owns the mapping from srv_request to
- * ds4_chat messages; must not hold server policy (slots, cache, sampling choices).
+ * chat encoder, DSML parser, engine/session and snapshots. The request → chat mapping is
+ * serve/prompt.c; must not hold server policy (slots, cache, sampling choices).
  */
 #include "serve/engine.h"
 
@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "serve/prompt.h"
 
 typedef struct ds4_srv_ctx {
     ds4_engine *engine;
@@ -17,81 +18,9 @@ typedef struct ds4_srv_ctx {
     int n_ctx;
 } ds4_srv_ctx;
 
-static ds4_thinking map_think(srv_think t) {
-    return t == SRV_THINK_NONE ? DS4_THINKING_NONE : t == SRV_THINK_MAX ? DS4_THINKING_MAX : DS4_THINKING_HIGH;
-}
-
-static ds4_chat_role map_role(srv_role r) {
-    switch (r) {
-    case SRV_ROLE_SYSTEM: return DS4_ROLE_SYSTEM;
-    case SRV_ROLE_ASSISTANT: return DS4_ROLE_ASSISTANT;
-    case SRV_ROLE_TOOL: return DS4_ROLE_TOOL;
-    default: return DS4_ROLE_USER;
-    }
-}
-
-/* tools → the OpenAI array shape the encoder takes (CHAT_ENCODING §5). */
-static char *tools_json(const srv_request *req) {
-    srv_buf b;
-    srv_buf_init(&b);
-    srv_buf_puts(&b, "[");
-    for (size_t i = 0; i < req->n_tools; i++) {
-        if (i) srv_buf_puts(&b, ",");
-        srv_buf_puts(&b, "{\"type\":\"function\",\"function\":");
-        srv_buf_puts(&b, req->tools[i]);
-        srv_buf_puts(&b, "}");
-    }
-    srv_buf_puts(&b, "]");
-    return srv_buf_take(&b, NULL);
-}
-
-static ds4_status e_render(void *vctx, const srv_request *req, srv_buf *text, ds4_error *err) {
-    (void)vctx;
-    ds4_chat *chat = NULL;
-    ds4_status st = ds4_chat_create(&chat, map_think(req->think), err);
-    if (st) return st;
-    if (req->api == SRV_API_COMPLETIONS) {
-        /* Completions are one user turn of the chat template (SERVER_CLI §3.4). */
-        ds4_chat_msg m = {.role = DS4_ROLE_USER, .content = req->prompt ? req->prompt : ""};
-        st = ds4_chat_add(chat, &m, err);
-    }
-    /* Structured output rides on the first system message (CHAT_ENCODING §5.2). */
-    bool rf_first = req->response_format && req->n_msgs && req->msgs[0].role == SRV_ROLE_SYSTEM;
-    if (!st && req->response_format && !rf_first) {
-        ds4_chat_msg m = {.role = DS4_ROLE_SYSTEM, .content = "", .response_format_json = req->response_format};
-        st = ds4_chat_add(chat, &m, err);
-    }
-    for (size_t i = 0; !st && i < req->n_msgs; i++) {
-        const srv_message *sm = &req->msgs[i];
-        ds4_tool_call *calls = NULL;
-        if (sm->n_calls) {
-            calls = calloc(sm->n_calls, sizeof *calls);
-            if (!calls) { st = ds4_seterr(err, DS4_ERR_NOMEM, "render: out of memory"); break; }
-            for (size_t k = 0; k < sm->n_calls; k++) {
-                calls[k].id = sm->calls[k].id && *sm->calls[k].id ? sm->calls[k].id : NULL;
-                calls[k].name = sm->calls[k].name;
-                calls[k].arguments = sm->calls[k].arguments;
-            }
-        }
-        ds4_chat_msg m = {.role = map_role(sm->role), .content = sm->content, .reasoning = sm->reasoning,
-                          .tool_calls = calls, .n_tool_calls = sm->n_calls, .tool_call_id = sm->tool_call_id,
-                          .response_format_json = i == 0 && rf_first ? req->response_format : NULL};
-        st = ds4_chat_add(chat, &m, err);
-        free(calls);
-        if (st) ds4_err_prefix(err, "messages[%zu]", i);
-    }
-    if (!st && req->tools_active && req->n_tools) {
-        char *tj = tools_json(req);
-        st = tj ? ds4_chat_set_tools(chat, tj, err) : ds4_seterr(err, DS4_ERR_NOMEM, "render: out of memory");
-        free(tj);
-    }
-    char *out = NULL;
-    size_t n = 0;
-    if (!st) st = ds4_chat_render(chat, &out, &n, err);
-    if (!st) srv_buf_append(text, out, n);
-    free(out);
-    ds4_chat_free(chat);
-    return st;
+static ds4_status e_prompt(void *vctx, const srv_request *req, int32_t **toks, size_t *n, ds4_error *err) {
+    ds4_srv_ctx *c = vctx;
+    return srv_prompt_tokens(req, c->tok, toks, n, NULL, NULL, err);
 }
 
 static ds4_status e_tokenize(void *vctx, const char *text, size_t len, int32_t **toks, size_t *n, ds4_error *err) {
@@ -164,7 +93,7 @@ ds4_status srv_engine_ds4_open(srv_engine *out, const srv_ds4_opts *o, ds4_error
         out->model_id[5 + 2 * i] = hx[info.model_id[i] & 15];
     }
     out->model_id[68] = '\0';
-    out->render = e_render;
+    out->prompt = e_prompt;
     out->tokenize = e_tokenize;
     out->token_bytes = e_token_bytes;
     out->session_create = e_session_create;

@@ -205,21 +205,15 @@ static enum MHD_Result handle_generate(srv_http *h, struct MHD_Connection *c, sr
     char *forced = forced_text(h, body, len, &e);
     if (e.http_status) return send_error(h, c, api, &e);
     if (srv_request_parse(api, body, len, &h->lim, &req, &e) != DS4_OK) { free(forced); return send_error(h, c, api, &e); }
-    srv_buf text;
-    srv_buf_init(&text);
     ds4_error err;
     int32_t *toks = NULL;
     size_t n = 0;
-    bool rendered = h->eng->render(h->eng->ctx, &req, &text, &err) == DS4_OK;
-    if (rendered) srv_replay_dsml(&text, &req, h->toolmem);
-    if (!rendered ||
-        h->eng->tokenize(h->eng->ctx, text.data ? text.data : "", text.len, &toks, &n, &err) != DS4_OK) {
-        srv_buf_free(&text);
+    srv_replay_fill(&req, h->toolmem);
+    if (h->eng->prompt(h->eng->ctx, &req, &toks, &n, &err) != DS4_OK) {
         srv_request_free(&req);
         free(forced);
         return send_err(h, c, api, 400, err.msg);
     }
-    srv_buf_free(&text);
     if (count_only) {
         srv_request_free(&req);
         free(toks);

@@ -1,7 +1,7 @@
 /*
- * serve/replay.c — canonical → sampled DSML substitution in rendered prompts (see replay.h).
- * The canonical text is what ds4_dsml_render_calls gives, the same function the chat encoder
- * uses for history (CHAT_ENCODING §6.1), so it occurs verbatim in the rendered prompt.
+ * serve/replay.c — which sampled DSML block each historical assistant turn replays (see
+ * replay.h). Rendering the block into the prompt is the chat encoder's job (serve/prompt.c
+ * passes it as ds4_chat_msg.tool_calls_dsml).
  */
 #include "serve/replay.h"
 
@@ -23,46 +23,23 @@ static bool same_block(const srv_message *m, srv_toolmem *tm, srv_buf *out) {
     return ok && srv_buf_ok(out) && out->len > 0;
 }
 
-size_t srv_replay_dsml(srv_buf *text, const srv_request *req, srv_toolmem *tm) {
-    if (!tm || !text->data) return 0;
-    size_t pos = 0, n = 0;
+size_t srv_replay_fill(srv_request *req, srv_toolmem *tm) {
+    if (!tm) return 0;
+    size_t n = 0;
     srv_buf raw;
     srv_buf_init(&raw);
     for (size_t k = 0; k < req->n_msgs; k++) {
-        const srv_message *m = &req->msgs[k];
-        if (m->role != SRV_ROLE_ASSISTANT || m->n_calls == 0) continue;
-        ds4_tool_call *calls = calloc(m->n_calls, sizeof *calls);
-        if (!calls) break;
-        for (size_t i = 0; i < m->n_calls; i++) {
-            calls[i].id = m->calls[i].id;
-            calls[i].name = m->calls[i].name;
-            calls[i].arguments = m->calls[i].arguments;
-        }
-        char *canon = NULL;
-        size_t canon_len = 0;
-        ds4_status st = ds4_dsml_render_calls(calls, m->n_calls, &canon, &canon_len, NULL);
-        free(calls);
-        if (st != DS4_OK || !canon_len) { free(canon); continue; }
-        char *hit = memmem(text->data + pos, text->len - pos, canon, canon_len);
-        if (hit && same_block(m, tm, &raw)) {
-            size_t at = (size_t)(hit - text->data);
-            srv_buf out;
-            srv_buf_init(&out);
-            srv_buf_append(&out, text->data, at);
-            srv_buf_append(&out, raw.data, raw.len);
-            srv_buf_append(&out, text->data + at + canon_len, text->len - at - canon_len);
-            if (srv_buf_ok(&out)) {
-                srv_buf_free(text);
-                *text = out;
-                pos = at + raw.len;
-                n++;
-            } else {
-                srv_buf_free(&out);
-            }
-        } else if (hit) {
-            pos = (size_t)(hit - text->data) + canon_len;
-        }
-        free(canon);
+        srv_message *m = &req->msgs[k];
+        free(m->dsml);
+        m->dsml = NULL;
+        if (m->role != SRV_ROLE_ASSISTANT || m->n_calls == 0 || !same_block(m, tm, &raw)) continue;
+        /* The chat API takes a NUL-terminated block: one holding a NUL byte renders canonically. */
+        if (memchr(raw.data, 0, raw.len)) continue;
+        m->dsml = malloc(raw.len + 1);
+        if (!m->dsml) continue; /* canonical rendering still works */
+        memcpy(m->dsml, raw.data, raw.len);
+        m->dsml[raw.len] = '\0';
+        n++;
     }
     srv_buf_free(&raw);
     return n;

@@ -1,9 +1,9 @@
 /*
- * serve/replay.h — exact-DSML replay (SERVER_CLI §5.3): in a rendered prompt, the canonical
- * DSML of a historical assistant turn is swapped for the block the model actually sampled,
- * found by tool-call id in the tool memory, so the prompt reproduces the KV prefix byte for
- * byte even when the client re-serialised the arguments. Owns the substitution only; the
- * encoder still renders, the memory still stores.
+ * serve/replay.h — exact-DSML replay (SERVER_CLI §5.3): a historical assistant turn's tool
+ * calls are rendered as the block the model actually sampled, found by tool-call id in the tool
+ * memory, instead of the canonical DSML, so the prompt reproduces the KV prefix token for token
+ * even when the client re-serialised the arguments. Owns the lookup only; the chat encoder
+ * renders the block (ds4_chat_msg.tool_calls_dsml), the memory stores it.
  */
 #ifndef DS4_SERVE_REPLAY_H
 #define DS4_SERVE_REPLAY_H
@@ -14,8 +14,9 @@
 #include "serve/request.h"
 #include "serve/toolids.h"
 
-/* Rewrites text in place; a message is replayed only when every one of its call ids maps to
- * the same remembered block. Returns the number of messages replayed. */
-size_t srv_replay_dsml(srv_buf *text, const srv_request *req, srv_toolmem *tm);
+/* Sets msgs[k].dsml for every assistant message whose call ids all map to the same remembered
+ * block (a message with an unknown id, or ids from different blocks, keeps the canonical
+ * rendering). Returns the number of messages that will replay; tm may be NULL (none). */
+size_t srv_replay_fill(srv_request *req, srv_toolmem *tm);
 
 #endif

@@ -59,6 +59,7 @@ void srv_request_free(srv_request *r) {
             free(m->calls[j].arguments);
         }
         free(m->calls);
+        free(m->dsml);
     }
     free(r->msgs);
     free(r->prompt);

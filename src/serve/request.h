@@ -48,6 +48,8 @@ typedef struct srv_message {
     char *tool_call_id;     /* tool results: the call answered (NULL otherwise) */
     srv_tool_call *calls;   /* assistant tool calls */
     size_t n_calls;
+    char *dsml;             /* assistant: the tool block the model sampled for these calls, set
+                               by srv_replay_fill from the tool memory (NULL: render canonical) */
 } srv_message;
 
 typedef struct srv_limits {
