@@ -256,3 +256,88 @@ Test(quant_tables, iq2xxs_tables_match_shared_files) {
     free(signs);
     free(grid);
 }
+
+/* ---- Several activation rows (q_dot_rows) ---- */
+
+/* q_dot_rows, scalar and AVX2, equals the scalar single-row dot of each row, for 0..9 rows
+ * (passes of 4 plus every remainder), padded strides, random activations (with -128 bytes)
+ * and engine-made ones, and every weight type. */
+Test(quant_rows, dot_rows_equal_single_row_dots) {
+    static const int types[] = {Q_TYPE_F32, Q_TYPE_F16, Q_TYPE_BF16, Q_TYPE_Q8_0,
+                                Q_TYPE_Q2_K, Q_TYPE_Q4_K, Q_TYPE_IQ2_XXS};
+    enum { N = 1024, ROWS = 9 };
+    uint8_t *w = malloc((size_t)N * 4);
+    float *x = malloc(N * sizeof(float));
+    size_t stride_max = (size_t)N * 4 + 36 * 8;
+    uint8_t *act = malloc(stride_max * ROWS);
+    g_state = 4242;
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        int type = types[t];
+        uint64_t be = q_block_elems(type);
+        q_act_kind kind = q_act_kind_for(type);
+        for (int trial = 0; trial < 6; trial++) {
+            uint64_t n = trial < 4 ? be * (uint64_t)(1 + trial) : N;
+            size_t arow = q_act_row_bytes(type, n);
+            cr_assert_gt(arow, 0);
+            size_t stride = arow + (trial % 2 ? 36 * 8 : 0);   /* padded rows keep alignment */
+            if (kind == Q_ACT_F32) {
+                uint16_t *h = (uint16_t *)w;
+                float *f = (float *)w;
+                for (uint64_t i = 0; i < n; i++) {
+                    f[i] = rnd_gauss();
+                    if (type != Q_TYPE_F32) h[i] = type == Q_TYPE_F16 ? rnd_f16_finite() : fp_f32_to_bf16(rnd_gauss());
+                }
+            } else {
+                fill_blocks(type, w, n / be, trial == 5 ? 1 : 0);
+            }
+            for (int r = 0; r < ROWS; r++) {
+                uint8_t *row = act + (size_t)r * stride;
+                bool made = (r + trial) % 2 == 0;   /* engine-made or raw random bytes */
+                for (uint64_t i = 0; i < n; i++) x[i] = rnd_gauss();
+                q_set_simd(false);
+                if (kind == Q_ACT_F32) memcpy(row, x, n * sizeof(float));
+                else if (kind == Q_ACT_Q8_0 && made) cr_assert_eq(q_quantize_q8act(x, (q8act_block *)row, n, NULL), DS4_OK);
+                else if (kind == Q_ACT_Q8_0) fill_q8act((q8act_block *)row, n / 32, 0);
+                else if (made) cr_assert_eq(q_quantize_q8k(x, (q8k_block *)row, n, NULL), DS4_OK);
+                else fill_q8k((q8k_block *)row, n / 256, 0);
+            }
+            float want[ROWS], got[ROWS];
+            q_set_simd(false);
+            q_dot_fn single = q_dot_kernel(type);
+            for (int r = 0; r < ROWS; r++) want[r] = single(w, act + (size_t)r * stride, n);
+            for (int simd = 0; simd <= 1; simd++) {
+                q_set_simd(simd);
+                for (int n_act = 0; n_act <= ROWS; n_act++) {
+                    for (int r = 0; r < ROWS; r++) got[r] = -7.0f;
+                    cr_assert_eq(q_dot_rows(type, w, act, stride, n_act, n, got, NULL), DS4_OK);
+                    for (int r = 0; r < ROWS; r++) {
+                        float e = r < n_act ? want[r] : -7.0f;   /* rows past n_act untouched */
+                        cr_assert_eq(bits(got[r]), bits(e),
+                                     "%s simd %d trial %d n %llu n_act %d row %d: expected %.9g "
+                                     "(0x%08x) got %.9g (0x%08x)", q_type_name(type), simd, trial,
+                                     (unsigned long long)n, n_act, r, e, bits(e), got[r], bits(got[r]));
+                    }
+                }
+            }
+        }
+    }
+    free(act); free(x); free(w);
+}
+
+Test(quant_rows, bad_arguments_are_rejected) {
+    float out[2];
+    q8k_block a[2] = {0};
+    uint8_t w[66] = {0};
+    ds4_error e;
+    cr_assert_eq(q_dot_rows(Q_TYPE_IQ2_XXS, w, a, sizeof a[0], -1, 256, out, &e), DS4_ERR_INVALID_ARG);
+    cr_assert(strstr(e.msg, "n_act") != NULL, "message: %s", e.msg);
+    cr_assert_eq(q_dot_rows(Q_TYPE_IQ2_XXS, w, a, sizeof a[0] - 1, 2, 256, out, &e), DS4_ERR_INVALID_ARG);
+    cr_assert(strstr(e.msg, "stride") != NULL, "message: %s", e.msg);
+    cr_assert_eq(q_dot_rows(Q_TYPE_IQ2_XXS, w, a, sizeof a[0], 2, 100, out, &e), DS4_ERR_FORMAT);
+    cr_assert_eq(q_dot_rows(Q_TYPE_Q8_K, w, a, sizeof a[0], 2, 256, out, &e), DS4_ERR_UNSUPPORTED);
+    cr_assert_null(q_dot_rows_kernel(Q_TYPE_Q8_K));
+    cr_assert_eq(q_act_row_bytes(Q_TYPE_Q2_K, 512), 2 * sizeof(q8k_block));
+    cr_assert_eq(q_act_row_bytes(Q_TYPE_Q8_0, 64), 2 * sizeof(q8act_block));
+    cr_assert_eq(q_act_row_bytes(Q_TYPE_BF16, 3), 3 * sizeof(float));
+    cr_assert_eq(q_act_row_bytes(Q_TYPE_Q4_K, 100), 0);
+}

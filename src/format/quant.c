@@ -263,6 +263,64 @@ ds4_status q_dot_row(int type, const void *w, const void *act, uint64_t n, float
     return DS4_OK;
 }
 
+/* ---- Several activation rows: dispatch; types without a batched kernel loop ---- */
+
+#define Q_ROWS_LOOP(NAME, SINGLE)                                                              \
+    static void NAME(const void *w, const void *act, size_t stride, int n_act, uint64_t n,     \
+                     float *out) {                                                             \
+        for (int r = 0; r < n_act; r++) out[r] = SINGLE(w, (const uint8_t *)act + (size_t)r * stride, n); \
+    }
+Q_ROWS_LOOP(rows_f32_ref, q_dot_f32_ref)
+Q_ROWS_LOOP(rows_f16_ref, q_dot_f16_ref)
+Q_ROWS_LOOP(rows_bf16_ref, q_dot_bf16_ref)
+Q_ROWS_LOOP(rows_q8_0_ref, q_dot_q8_0_ref)
+Q_ROWS_LOOP(rows_q2_k_ref, q_dot_q2_k_ref)
+Q_ROWS_LOOP(rows_q4_k_ref, q_dot_q4_k_ref)
+Q_ROWS_LOOP(rows_iq2_xxs_ref, q_dot_iq2_xxs_ref)
+Q_ROWS_LOOP(rows_f32_avx2, q_dot_f32_avx2)
+Q_ROWS_LOOP(rows_f16_avx2, q_dot_f16_avx2)
+Q_ROWS_LOOP(rows_bf16_avx2, q_dot_bf16_avx2)
+Q_ROWS_LOOP(rows_q8_0_avx2, q_dot_q8_0_avx2)
+
+q_dot_rows_fn q_dot_rows_kernel(int type) {
+    bool avx = simd_mode() == 2;
+    switch (type) {
+    case Q_TYPE_F32: return avx ? rows_f32_avx2 : rows_f32_ref;
+    case Q_TYPE_F16: return avx ? rows_f16_avx2 : rows_f16_ref;
+    case Q_TYPE_BF16: return avx ? rows_bf16_avx2 : rows_bf16_ref;
+    case Q_TYPE_Q8_0: return avx ? rows_q8_0_avx2 : rows_q8_0_ref;
+    case Q_TYPE_Q2_K: return avx ? q_dot_rows_q2_k_avx2 : rows_q2_k_ref;
+    case Q_TYPE_Q4_K: return avx ? q_dot_rows_q4_k_avx2 : rows_q4_k_ref;
+    case Q_TYPE_IQ2_XXS: return avx ? q_dot_rows_iq2_xxs_avx2 : rows_iq2_xxs_ref;
+    default: return NULL;
+    }
+}
+
+size_t q_act_row_bytes(int type, uint64_t n) {
+    size_t be = q_block_elems(type);
+    if (be == 0 || !q_type_is_weight(type) || n % be != 0) return 0;
+    switch (q_act_kind_for(type)) {
+    case Q_ACT_F32: return (size_t)n * sizeof(float);
+    case Q_ACT_Q8_0: return (size_t)(n / Q_QK8_0) * sizeof(q8act_block);
+    case Q_ACT_Q8_K: return (size_t)(n / Q_QK_K) * sizeof(q8k_block);
+    default: return 0;
+    }
+}
+
+ds4_status q_dot_rows(int type, const void *w, const void *act, size_t act_stride, int n_act,
+                      uint64_t n, float *out, ds4_error *err) {
+    ds4_status st = check_row(type, n, true, "dot rows", err);
+    if (st != DS4_OK) return st;
+    if (n_act < 0)
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG, "quant: dot rows: n_act %d is negative", n_act);
+    if (n_act > 1 && act_stride < q_act_row_bytes(type, n))
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG,
+                          "quant: dot rows: activation stride %zu is below the %s activation row "
+                          "of %zu bytes", act_stride, q_type_name(type), q_act_row_bytes(type, n));
+    q_dot_rows_kernel(type)(w, act, act_stride, n_act, n, out);
+    return DS4_OK;
+}
+
 ds4_status q_quantize_q8k(const float *x, q8k_block *y, uint64_t n, ds4_error *err) {
     ds4_status st = check_row(Q_TYPE_Q8_K, n, false, "quantize Q8_K", err);
     if (st != DS4_OK) return st;

@@ -126,6 +126,28 @@ typedef float (*q_dot_fn)(const void *w, const void *act, uint64_t n);
  * again after q_set_simd(). */
 q_dot_fn q_dot_kernel(int type);
 
+/* ---- One weight row, several activation rows ----------------------------------------------
+ * For prefill and batched decode: out[r] = the q_dot_row result of row w with activation row r,
+ * bit for bit, for r < n_act. Activation row r starts at act + r·act_stride (bytes; at least the
+ * activation row size, q_act_row_bytes). The AVX2 kernels of Q2_K, Q4_K and IQ2_XXS decode each
+ * weight block once for up to 4 activation rows (several times the single-row rate per row);
+ * the other types loop over the single-row kernel. Never allocates. */
+typedef void (*q_dot_rows_fn)(const void *w, const void *act, size_t act_stride, int n_act,
+                              uint64_t n, float *out);
+
+/* The kernel for `type` under the current SIMD setting; NULL if not a weight type. Unchecked
+ * like q_dot_kernel (n whole blocks, n_act >= 0, pointers cover every row). */
+q_dot_rows_fn q_dot_rows_kernel(int type);
+
+/* Bytes of one activation row of n elements for weight `type` (float, q8act_block or q8k_block
+ * records); 0 if not a weight type or n is not whole blocks. */
+size_t q_act_row_bytes(int type, uint64_t n);
+
+/* Checked form: DS4_ERR_UNSUPPORTED / DS4_ERR_FORMAT as q_dot_row, DS4_ERR_INVALID_ARG for
+ * n_act < 0, or act_stride below q_act_row_bytes(type, n) when n_act > 1. */
+ds4_status q_dot_rows(int type, const void *w, const void *act, size_t act_stride, int n_act,
+                      uint64_t n, float *out, ds4_error *err);
+
 /* ---- SIMD dispatch ----------------------------------------------------------------------- */
 
 /* AVX2 is used when the CPU has it (and FMA/F16C), unless disabled here or by the environment

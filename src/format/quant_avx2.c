@@ -381,6 +381,158 @@ float q_dot_iq2_xxs_avx2(const void *w, const void *act, uint64_t n) {
     return 0.125f * acc;
 }
 
+/* ---- One weight row, several activation rows (q_dot_rows) --------------------------------
+ * Each weight block is decoded once into registers and applied to up to Q_ROWS_PASS
+ * activation rows; every row keeps its own integer sums and its own f32 chain in the scalar
+ * order, so out[r] equals the single-row dot bit for bit. */
+
+#define Q_ROWS_PASS 4
+
+/* Row r's activation for block i of a Q8_K row set. */
+static inline const q8k_block *rows_q8k(const uint8_t *act, size_t stride, int r, uint64_t i) {
+    return (const q8k_block *)(act + (size_t)r * stride) + i;
+}
+
+/* Block totals of nr (1..4) int32x8 vectors into t[0..nr-1]. */
+static inline __attribute__((always_inline)) void rows_hsum(const __m256i *v, int nr, int32_t *t) {
+    if (nr == 4) _mm_storeu_si128((__m128i *)t, hsum4_i32(v[0], v[1], v[2], v[3]));
+    else for (int r = 0; r < nr; r++) t[r] = hsum_i32(v[r]);
+}
+
+/* IQ2_XXS, nr rows. Signs go on the grid (±grid fits int8) and |y| multiplies it with the sign
+ * of y moved across: |y|·sign(±grid, y) = grid·s·y, exact for every y since |−128| = 128 is a
+ * valid unsigned maddubs operand (a pair is at most 128·43·2). */
+static inline __attribute__((always_inline)) void iq2_rows(const uint8_t *b, const uint8_t *act,
+                                                           size_t stride, int nr, uint64_t nb,
+                                                           float *out) {
+    float acc[Q_ROWS_PASS] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (uint64_t i = 0; i < nb; i++, b += Q_IQ2_XXS_BYTES) {
+        __m256i s[Q_ROWS_PASS];
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) s[r] = _mm256_setzero_si256();
+        for (int g = 0; g < 8; g++) {
+            const uint8_t *q = b + 2 + 8 * g;
+            __m256i bv = _mm256_set1_epi32((int)q_load_u32(q + 4));
+            __m256i sg = _mm256_sign_epi8(iq2_grid(q), iq2_signs(bv));
+            __m256i ls = iq2_scale(bv);
+#pragma GCC unroll 4
+            for (int r = 0; r < nr; r++) {
+                __m256i y = _mm256_loadu_si256((const __m256i *)(rows_q8k(act, stride, r, i)->q + 32 * g));
+                __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(y), _mm256_sign_epi8(sg, y));
+                s[r] = _mm256_add_epi32(s[r], _mm256_madd_epi16(p, ls));
+            }
+        }
+        int32_t t[Q_ROWS_PASS];
+        rows_hsum(s, nr, t);
+        float d = f16_to_f32(b);
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) acc[r] += (d * rows_q8k(act, stride, r, i)->d) * (float)t[r];
+    }
+    for (int r = 0; r < nr; r++) out[r] = 0.125f * acc[r];
+}
+
+/* Q2_K, nr rows: codes and per-step scale vectors shared (see q2k_block). */
+static inline __attribute__((always_inline)) void q2k_rows(const uint8_t *b, const uint8_t *act,
+                                                           size_t stride, int nr, uint64_t nb,
+                                                           float *out) {
+    const __m256i m3 = _mm256_set1_epi8(3), two = _mm256_set1_epi8(2);
+    float acc[Q_ROWS_PASS] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (uint64_t i = 0; i < nb; i++, b += Q_Q2_K_BYTES) {
+        __m128i sc = _mm_loadu_si128((const __m128i *)b);
+        __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(15)));
+        __m256i scb = _mm256_and_si256(_mm256_broadcastsi128_si256(sc), _mm256_set1_epi8(15));
+        __m256i ctrl = _mm256_setr_epi8(0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128,
+                                        0, -128, 0, -128, 1, -128, 1, -128, 1, -128, 1, -128,
+                                        1, -128, 1, -128, 1, -128, 1, -128);
+        __m256i is[Q_ROWS_PASS], ms[Q_ROWS_PASS];
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) {
+            is[r] = _mm256_setzero_si256();
+            ms[r] = _mm256_madd_epi16(
+                _mm256_loadu_si256((const __m256i *)rows_q8k(act, stride, r, i)->bsums), mins);
+        }
+        for (int t = 0; t < 8; t++) {   /* step t: elements 32t..32t+31, sub-blocks 2t, 2t+1 */
+            __m256i qs = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * (t / 4)));
+            __m256i codes = _mm256_and_si256(_mm256_srli_epi16(qs, 2 * (t % 4)), m3);
+            __m256i scv = _mm256_shuffle_epi8(scb, ctrl);
+            ctrl = _mm256_add_epi8(ctrl, two);
+#pragma GCC unroll 4
+            for (int r = 0; r < nr; r++) {
+                __m256i y = _mm256_loadu_si256((const __m256i *)(rows_q8k(act, stride, r, i)->q + 32 * t));
+                is[r] = _mm256_add_epi32(is[r], _mm256_madd_epi16(_mm256_maddubs_epi16(codes, y), scv));
+            }
+        }
+        int32_t ti[Q_ROWS_PASS], tm[Q_ROWS_PASS];
+        rows_hsum(is, nr, ti);
+        rows_hsum(ms, nr, tm);
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) acc[r] += q2k_value(b, rows_q8k(act, stride, r, i), ti[r], tm[r]);
+    }
+    for (int r = 0; r < nr; r++) out[r] = acc[r];
+}
+
+/* Q4_K, nr rows: scales, mins and nibbles shared (see q4k_block). */
+static inline __attribute__((always_inline)) void q4k_rows(const uint8_t *b, const uint8_t *act,
+                                                           size_t stride, int nr, uint64_t nb,
+                                                           float *out) {
+    const __m256i two = _mm256_set1_epi8(2), m4 = _mm256_set1_epi8(15);
+    float acc[Q_ROWS_PASS] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (uint64_t i = 0; i < nb; i++, b += Q_Q4_K_BYTES) {
+        uint32_t u0 = q_load_u32(b + 4), u1 = q_load_u32(b + 8), u2 = q_load_u32(b + 12);
+        uint32_t sc_lo = u0 & 0x3F3F3F3Fu, m_lo = u1 & 0x3F3F3F3Fu;
+        uint32_t sc_hi = (u2 & 0x0F0F0F0Fu) | (((u0 >> 6) & 0x03030303u) << 4);
+        uint32_t m_hi = ((u2 >> 4) & 0x0F0F0F0Fu) | (((u1 >> 6) & 0x03030303u) << 4);
+        __m128i scm = _mm_setr_epi32((int)sc_lo, (int)sc_hi, (int)m_lo, (int)m_hi);
+        __m256i m2 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scm, scm));
+        __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
+        __m256i ctrl = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
+                                        0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1);
+        __m256i is[Q_ROWS_PASS], ms[Q_ROWS_PASS];
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) {
+            is[r] = _mm256_setzero_si256();
+            ms[r] = _mm256_madd_epi16(
+                _mm256_loadu_si256((const __m256i *)rows_q8k(act, stride, r, i)->bsums), m2);
+        }
+        for (int j = 0; j < 8; j++) {   /* sub-block j: elements 32j..32j+31 */
+            __m256i qs = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * (j / 2)));
+            __m256i nib = _mm256_and_si256(j & 1 ? _mm256_srli_epi16(qs, 4) : qs, m4);
+            __m256i scv = _mm256_shuffle_epi8(sc16, ctrl);
+            ctrl = _mm256_add_epi8(ctrl, two);
+#pragma GCC unroll 4
+            for (int r = 0; r < nr; r++) {
+                __m256i y = _mm256_loadu_si256((const __m256i *)(rows_q8k(act, stride, r, i)->q + 32 * j));
+                is[r] = _mm256_add_epi32(is[r], _mm256_madd_epi16(_mm256_maddubs_epi16(nib, y), scv));
+            }
+        }
+        int32_t ti[Q_ROWS_PASS], tm[Q_ROWS_PASS];
+        rows_hsum(is, nr, ti);
+        rows_hsum(ms, nr, tm);
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) acc[r] += q4k_value(b, rows_q8k(act, stride, r, i), ti[r], tm[r]);
+    }
+    for (int r = 0; r < nr; r++) out[r] = acc[r];
+}
+
+/* Rows in passes of 4, then the remainder; a single row takes the single-row kernel. */
+#define Q_DEFINE_ROWS(NAME, PASS, SINGLE, BLOCK_ELEMS)                                           \
+    void NAME(const void *w, const void *act, size_t stride, int n_act, uint64_t n, float *out) { \
+        const uint8_t *a = act;                                                                 \
+        uint64_t nb = n / (BLOCK_ELEMS);                                                        \
+        int r = 0;                                                                              \
+        for (; r + 4 <= n_act; r += 4) PASS(w, a + (size_t)r * stride, stride, 4, nb, out + r);  \
+        switch (n_act - r) {                                                                    \
+        case 3: PASS(w, a + (size_t)r * stride, stride, 3, nb, out + r); break;                 \
+        case 2: PASS(w, a + (size_t)r * stride, stride, 2, nb, out + r); break;                 \
+        case 1: out[r] = SINGLE(w, a + (size_t)r * stride, n); break;                           \
+        default: break;                                                                         \
+        }                                                                                       \
+    }
+
+Q_DEFINE_ROWS(q_dot_rows_iq2_xxs_avx2, iq2_rows, q_dot_iq2_xxs_avx2, Q_QK_K)
+Q_DEFINE_ROWS(q_dot_rows_q2_k_avx2, q2k_rows, q_dot_q2_k_avx2, Q_QK_K)
+Q_DEFINE_ROWS(q_dot_rows_q4_k_avx2, q4k_rows, q_dot_q4_k_avx2, Q_QK_K)
+
 /* ---- Activation quantizers --------------------------------------------------------------- */
 
 /* int32 x 8 (two vectors, 16 values) -> 16 saturated int8 in order (saturation = clamp). */

@@ -65,6 +65,14 @@ float q_dot_iq2_xxs_avx2(const void *w, const void *act, uint64_t n);
 void q_quantize_q8k_avx2(const float *x, q8k_block *y, uint64_t n);
 void q_quantize_q8act_avx2(const float *x, q8act_block *y, uint64_t n);
 
+/* Several activation rows (q_dot_rows_fn), AVX2 (quant_avx2.c). */
+void q_dot_rows_q2_k_avx2(const void *w, const void *act, size_t stride, int n_act, uint64_t n,
+                          float *out);
+void q_dot_rows_q4_k_avx2(const void *w, const void *act, size_t stride, int n_act, uint64_t n,
+                          float *out);
+void q_dot_rows_iq2_xxs_avx2(const void *w, const void *act, size_t stride, int n_act,
+                             uint64_t n, float *out);
+
 /* True when the running CPU can execute quant_avx2.c. */
 bool q_cpu_has_avx2(void);
 

@@ -77,6 +77,60 @@ int main(int argc, char **argv) {
         free(w);
     }
 
+    /* One weight row against 4 activation rows (q_dot_rows): GB/s of weight bytes × rows, so
+     * it compares with the single-row column (each row counted as its own weight pass). */
+    enum { NACT = 4 };
+    q8k_block *ak4 = malloc(NACT * sizeof ak);
+    q8act_block *a84 = malloc(NACT * sizeof a8);
+    float *x4 = malloc(NACT * N * sizeof(float));
+    for (int r = 0; r < NACT; r++) {
+        for (int i = 0; i < N; i++) x4[r * N + i] = x[(i * 3 + r) % N];
+        q_quantize_q8k(x4 + r * N, ak4 + r * (N / 256), N, NULL);
+        q_quantize_q8act(x4 + r * N, a84 + r * (N / 32), N, NULL);
+    }
+    printf("\n%-8s %10s %10s   (q_dot_rows, %d activation rows, GB/s of weight bytes x rows)\n",
+           "type", "scalar", "avx2", NACT);
+    for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
+        int type = types[t];
+        uint64_t rb;
+        q_row_bytes(type, N, &rb, NULL);
+        size_t rows = (size_t)(mib * 1048576.0 / (double)rb);
+        uint8_t *w = malloc(rows * rb);
+        for (size_t r = 0; r < rows; r++) {
+            if (r < 8) q_encode_row(type, x4 + (r % NACT) * N, w + r * rb, N, NULL, NULL);
+            else memcpy(w + r * rb, w + (r % 8) * rb, rb);
+        }
+        q_act_kind k = q_act_kind_for(type);
+        const void *act = k == Q_ACT_F32 ? (const void *)x4 : k == Q_ACT_Q8_0 ? (const void *)a84
+                                                                                : (const void *)ak4;
+        size_t stride = q_act_row_bytes(type, N);
+        double gbs[2] = {0, 0};
+        float out[NACT];
+        volatile float sink = 0;
+        for (int simd = 0; simd <= 1; simd++) {
+            q_set_simd(simd);
+            if (simd && !q_simd_enabled()) break;
+            q_dot_rows_fn f = q_dot_rows_kernel(type);
+            double best = 1e30;
+            for (int rep = 0; rep < 3; rep++) {
+                double t0 = now_s();
+                for (size_t r = 0; r < rows; r++) {
+                    f(w + r * rb, act, stride, NACT, N, out);
+                    sink += out[0];
+                }
+                double dt = now_s() - t0;
+                if (dt < best) best = dt;
+            }
+            gbs[simd] = (double)(rows * rb) * NACT / best / 1e9;
+        }
+        printf("%-8s %10.2f %10.2f\n", q_type_name(type), gbs[0], gbs[1]);
+        (void)sink;
+        free(w);
+    }
+    free(x4);
+    free(a84);
+    free(ak4);
+
     if (argc > 2 && strcmp(argv[2], "dots") == 0) {
         free(x);
         return 0;
