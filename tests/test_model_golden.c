@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu/ops.h"
 #include "test_model_util.h"
 #include "testutil.h"
 
@@ -19,6 +20,12 @@ typedef struct cap_store {
     float *layer[8][4];      /* [layer][what] -> [T][row] */
     int32_t *experts;        /* [T][n_layer][n_used] */
     int32_t *isel[8];        /* [T][k_idx] per indexer layer slot (by layer id) */
+    float *kvpre;            /* [T][n_layer][nk] window KV before its FP8 round trip, or NULL */
+    int64_t nk;
+    int n_flip;              /* kvpre elements {layer, pos, dim} mirrored across their E4M3
+                                rounding midpoint before they are rounded */
+    int64_t flip[8][3];
+    double flip_q[8][2];     /* E4M3 code value (scaled units) before / after the mirror */
 } cap_store;
 
 static const char *k_what[4] = {"attn_out", "h_attn", "ffn_out", "h_out"};
@@ -51,12 +58,54 @@ static void cap_indexer(void *u, int64_t layer, int64_t pos, const int32_t *rows
     for (int i = 0; i < n && i < c->k_idx; i++) c->isel[layer][pos * c->k_idx + i] = rows[i];
 }
 
+/* MODEL_MATH §12 #1 geometry of one value of a 64-block: scale s = 2^ceil(log2(amax/448))
+ * (amax floor 1e-4), then E4M3 step of |x/s| (subnormal step 2^-9). Returns the distance of
+ * |x/s| to the nearest rounding midpoint in steps (0 = exact tie, 0.5 = on a code) and the
+ * midpoint itself (unscaled) in *mid. */
+static double fp8_tie_distance(const float *blk, int k, double *mid, double *s_out) {
+    float amax = 0;
+    for (int i = 0; i < 64; i++) amax = fabsf(blk[i]) > amax ? fabsf(blk[i]) : amax;
+    if (amax < 1e-4f) amax = 1e-4f;
+    double s = exp2(ceil(log2((double)amax / 448.0)));
+    double a = fabs((double)blk[k]) / s, step;
+    if (a < 0.015625) step = 0.001953125;
+    else {
+        int e;
+        frexp(a, &e);
+        step = ldexp(1.0, e - 4);
+    }
+    double f = a / step, m = (floor(f) + 0.5) * step;
+    if (mid) *mid = m;
+    if (s_out) *s_out = s;
+    return fabs(f - floor(f) - 0.5);
+}
+
+static void cap_kv(void *u, int64_t layer, int64_t pos, float *row, int64_t n) {
+    cap_store *c = u;
+    if (pos >= c->T || layer >= c->n_layer) return;
+    for (int f = 0; f < c->n_flip; f++) {
+        if (layer != c->flip[f][0] || pos != c->flip[f][1]) continue;
+        float *blk = row + c->flip[f][2] / 64 * 64;
+        int k = (int)(c->flip[f][2] % 64);
+        double mid, sc;
+        fp8_tie_distance(blk, k, &mid, &sc);
+        double a = fabs((double)blk[k]);
+        c->flip_q[f][0] = cpu_e4m3_round((float)(blk[k] / sc));
+        /* Same distance from the midpoint, other side: rounds to the other neighbour. */
+        blk[k] = (float)((2 * mid * sc - a) * (blk[k] < 0 ? -1 : 1));
+        c->flip_q[f][1] = cpu_e4m3_round((float)(blk[k] / sc));
+    }
+    if (c->kvpre && n == c->nk)
+        memcpy(c->kvpre + (pos * c->n_layer + layer) * n, row, (size_t)n * sizeof(float));
+}
+
 static void cap_free(cap_store *c) {
     for (int l = 0; l < 8; l++) {
         for (int w = 0; w < 4; w++) free(c->layer[l][w]);
         free(c->isel[l]);
     }
     free(c->experts);
+    free(c->kvpre);
 }
 
 typedef struct case_result {
@@ -89,7 +138,8 @@ static void run_case(tm_model *tm, st_file *gf, const char *cs, cap_store *cap,
     model_state *st;
     ds4_error err = {0};
     cr_assert_eq(model_state_create(&st, tm->m, (int64_t)(T + N), &err), DS4_OK, "%s", err.msg);
-    model_capture mc = {cap, cap && cap->want_layers ? cap_layer : NULL, cap_experts, cap_indexer};
+    model_capture mc = {cap, cap && cap->want_layers ? cap_layer : NULL, cap_experts, cap_indexer,
+                        cap && (cap->kvpre || cap->n_flip) ? cap_kv : NULL};
     model_eval_opts o = {MODEL_LOGITS_ALL, r->prefill, r->hc, cap ? &mc : NULL};
     cr_assert_eq(model_eval(tm->m, st, toks, (int64_t)T, &o, &err), DS4_OK, "%s: %s", cs, err.msg);
     const float *last = r->prefill + (T - 1) * V;
@@ -247,6 +297,8 @@ static double top2_margin(const float *row, int64_t n) {
 
 /* README "How to compare" for cases with near-tied routing: positions within 1e-3, argmax
  * agreement where the golden top-2 margin > 1e-2, routing differences reported.
+ * The near-tie below is re-derived and printed by f32_long_divergence_is_an_fp8_near_tie
+ * (docs/ENGINE.md has the numbers).
  *
  * Why `long` cannot reach 99% within 1e-3: the FP8 KV round trip (MODEL_MATH §12 #1) is a
  * discrete decision per element. Two correct f32 engines differ by ~5e-7 relative (measured on
@@ -367,6 +419,121 @@ Test(model_golden, f32_long_statistics, .timeout = 240) {
     tm_open(&tm, p, 0);
     st_file *gf = tm_golden("golden_topk16.safetensors");
     check_stat_case(&tm, gf, "long", false, 40, "f32");
+    st_close(gf);
+    tm_close(&tm);
+    tm_remove(p);
+}
+
+#define N_FORCE_ROUNDS 8
+
+/* Max |logit diff| per position of a `long` run against the golden (prefill then decode). */
+static double *pos_diffs(st_file *gf, const case_result *r) {
+    const float *gp = tm_f32(gf, "long.prefill_logits", NULL);
+    const float *gd = tm_f32(gf, "long.decode_logits", NULL);
+    double *e = malloc((size_t)(r->T + r->N) * sizeof(double));
+    for (int64_t t = 0; t < r->T + r->N; t++) {
+        const float *g = t < r->T ? gp + t * r->V : gd + (t - r->T) * r->V;
+        const float *o = t < r->T ? r->prefill + t * r->V : r->decode + (t - r->T) * r->V;
+        e[t] = tm_max_abs(o, g, r->V, NULL);
+    }
+    return e;
+}
+
+static int64_t first_beyond(const double *e, int64_t n, double tol) {
+    for (int64_t t = 0; t < n; t++) if (e[t] > tol) return t;
+    return -1;
+}
+
+/* Issue #3 point 3, the evidence that `long`'s 99%-within-1e-3 target is out of reach for an
+ * f32 engine (docs/ENGINE.md): (1) every position before P agrees within 1e-4 and P is the
+ * first that does not; (2) at P one FP8 KV rounding (MODEL_MATH §12 #1) of the engine lies
+ * within 1e-4 E4M3 steps of a rounding midpoint (a few f32 ulps: below what two f32 engines'
+ * summation orders decide); (3) forcing that value to the other side of the midpoint moves
+ * the first divergence past P, so the reference rounded it the other way; repeating that for
+ * each next divergence (3 rounds on this data) brings `long` to >= 99% (measured: all)
+ * positions within 1e-3. Printed, and asserted, so that a change of the engine or data that
+ * invalidates the explanation fails here. */
+Test(model_golden, f32_long_divergence_is_an_fp8_near_tie, .timeout = 240) {
+    char *p = tm_convert_tiny("f32");
+    tm_model tm;
+    tm_open(&tm, p, 0);
+    const model_hparams *hp = model_get_hparams(tm.m);
+    st_file *gf = tm_golden("golden_topk16.safetensors");
+    uint64_t T, N;
+    tm_i32(gf, "long.tokens", &T);
+    tm_i32(gf, "long.decode_tokens", &N);
+    cap_store c = {0};
+    c.T = (int64_t)(T + N);
+    c.n_layer = hp->n_layer;
+    c.n_used = hp->n_expert_used;
+    c.k_idx = hp->idx_topk;
+    c.nk = hp->head_dim - hp->n_rope;
+    c.experts = calloc((size_t)(c.T * c.n_layer * c.n_used), sizeof(int32_t));
+    c.kvpre = calloc((size_t)(c.T * c.n_layer * c.nk), sizeof(float));
+    int64_t n_pos = c.T, P0 = -1, P1 = -1, last_close = 0;
+    double bd0 = 1;
+    /* Round k runs with the k near-ties found so far forced the other way, finds the first
+     * position beyond 1e-4 and the nearest-to-tie KV rounding there (every layer, every
+     * non-RoPE dim), and forces it in round k+1. */
+    for (int k = 0; k <= N_FORCE_ROUNDS; k++) {
+        case_result r;
+        run_case(&tm, gf, "long", &c, &r);
+        double *e = pos_diffs(gf, &r);
+        int64_t P = first_beyond(e, n_pos, 1e-4), far = first_beyond(e, n_pos, 1e-3), close = 0;
+        double before = 0;
+        for (int64_t t = 0; t < n_pos; t++) close += e[t] <= 1e-3;
+        for (int64_t t = 0; t < (P < 0 ? n_pos : P); t++) before = e[t] > before ? e[t] : before;
+        int64_t bl = -1, bi = -1, n_near = 0;
+        double bd = 1, bmid = 0, bs = 0;
+        for (int64_t t = 0; t < n_pos; t++)
+            for (int64_t l = 0; l < c.n_layer; l++) {
+                const float *row = c.kvpre + (t * c.n_layer + l) * c.nk;
+                for (int64_t i = 0; i < c.nk; i++) {
+                    double mid, sc, d = fp8_tie_distance(row + i / 64 * 64, (int)(i % 64), &mid, &sc);
+                    n_near += d < 1e-4;
+                    if (t == P && d < bd) bd = d, bl = l, bi = i, bmid = mid, bs = sc;
+                }
+            }
+        char line[768], forced[96] = "";
+        if (k > 0)
+            snprintf(forced, sizeof forced, " (forced: layer %lld pos %lld dim %lld, E4M3 %g -> %g)",
+                     (long long)c.flip[k - 1][0], (long long)c.flip[k - 1][1],
+                     (long long)c.flip[k - 1][2], c.flip_q[k - 1][0], c.flip_q[k - 1][1]);
+        int w = snprintf(line, sizeof line, "long FP8 near-ties, round %d%s: %lld/%lld positions "
+                         "within 1e-3, all before %lld within %.2g, first beyond 1e-4 at %lld, "
+                         "beyond 1e-3 at %lld", k, forced, (long long)close, (long long)n_pos,
+                         (long long)P, before, (long long)P, (long long)far);
+        if (P >= 0 && w > 0 && (size_t)w < sizeof line) {
+            float v = c.kvpre[(P * c.n_layer + bl) * c.nk + bi];
+            snprintf(line + w, sizeof line - (size_t)w, "; there the nearest KV rounding is layer "
+                     "%lld dim %lld = %.9f, %.2e E4M3 steps from the midpoint %.9f (scale 2^%d; "
+                     "%lld of %lld roundings of this run are within 1e-4 steps)", (long long)bl,
+                     (long long)bi, v, bd, (v < 0 ? -1 : 1) * bmid * bs, (int)lround(log2(bs)),
+                     (long long)n_near, (long long)(n_pos * c.n_layer * c.nk));
+        }
+        cr_log_info("%s", line);
+        printf("%s\n", line);
+        if (k == 0) P0 = P, bd0 = bd;
+        last_close = close;
+        if (k == 1) P1 = P;
+        if (k > 0)
+            cr_assert(c.flip_q[k - 1][0] != c.flip_q[k - 1][1], "round %d: forcing did not change "
+                      "the E4M3 code", k);
+        free(e);
+        free_result(&r);
+        if (P < 0 || bd >= 1e-4 || c.n_flip == 8) break; /* nothing left / not an FP8 near-tie */
+        c.flip[c.n_flip][0] = bl, c.flip[c.n_flip][1] = P, c.flip[c.n_flip][2] = bi;
+        c.n_flip++;
+    }
+    cr_assert(P0 > 0, "long: no position beyond 1e-4 (first %lld): the premise changed", (long long)P0);
+    cr_assert(bd0 < 1e-4, "long: the nearest FP8 rounding at the first divergent position %lld is "
+              "%.3g steps from a tie; the near-tie explanation does not hold", (long long)P0, bd0);
+    cr_assert(P1 < 0 || P1 > P0, "forcing the other rounding at %lld did not move the first "
+              "divergence (still %lld)", (long long)P0, (long long)P1);
+    /* With those few FP8 decisions taken the reference's way, issue #3's criterion holds. */
+    cr_assert(last_close * 100 >= n_pos * 99, "long with %d FP8 near-ties forced: only %lld of "
+              "%lld positions within 1e-3", c.n_flip, (long long)last_close, (long long)n_pos);
+    cap_free(&c);
     st_close(gf);
     tm_close(&tm);
     tm_remove(p);

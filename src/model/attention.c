@@ -118,6 +118,7 @@ ds4_status attn_forward(model *m, const layer_weights *L, int64_t il, kv_layer *
         float *kv = ws->kv + t * Dh;
         cpu_rmsnorm(kv, kv, L->kv_norm, Dh, eps);
         cpu_rope_tail(kv + Dh - nr, (int)nr, freqs, pos0 + t, false);
+        if (cap && cap->kv_pre_fp8) cap->kv_pre_fp8(cap->user, il, pos0 + t, kv, Dh - nr);
         cpu_fp8_roundtrip(kv, Dh - nr, 64);
     }
     /* §7.3 step 2-3: compressors advance token by token (§6.4). */

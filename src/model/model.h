@@ -102,6 +102,10 @@ typedef struct model_capture {
     /* Compressed rows chosen by the indexer of a ratio-4 layer for one token (ascending;
      * MODEL_MATH §8). */
     void (*indexer)(void *user, int64_t layer, int64_t pos, const int32_t *rows, int n_rows);
+    /* Window KV row of one token (its n non-RoPE dims) just before the FP8 round trip
+     * (MODEL_MATH §12 #1). Writable: a checking tool may move a value, e.g. to force the other
+     * rounding of a near-tie (test_model_golden.c, docs/ENGINE.md). */
+    void (*kv_pre_fp8)(void *user, int64_t layer, int64_t pos, float *row, int64_t n);
 } model_capture;
 
 /* ---- Evaluation -------------------------------------------------------------------------- */
