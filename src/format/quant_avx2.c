@@ -146,19 +146,40 @@ float q_dot_q8_0_avx2(const void *w, const void *act, uint64_t n) {
     return acc;
 }
 
+/* pshufb controls read from memory (a load is cheaper here than another vector op). */
+static inline __m256i q_ctl(const int8_t tab[8][32], int t) {
+    return _mm256_load_si256((const __m256i *)tab[t]);
+}
+
+/* Q2_K step t: int16 lanes of the low half = scale byte 2t, of the high half = byte 2t+1. */
+static const int8_t q2k_ctl[8][32] __attribute__((aligned(32))) = {
+#define Q2K_CTL(t) {2 * (t), -128, 2 * (t), -128, 2 * (t), -128, 2 * (t), -128,                \
+                    2 * (t), -128, 2 * (t), -128, 2 * (t), -128, 2 * (t), -128,                \
+                    2 * (t) + 1, -128, 2 * (t) + 1, -128, 2 * (t) + 1, -128, 2 * (t) + 1, -128, \
+                    2 * (t) + 1, -128, 2 * (t) + 1, -128, 2 * (t) + 1, -128, 2 * (t) + 1, -128}
+    Q2K_CTL(0), Q2K_CTL(1), Q2K_CTL(2), Q2K_CTL(3), Q2K_CTL(4), Q2K_CTL(5), Q2K_CTL(6), Q2K_CTL(7)
+#undef Q2K_CTL
+};
+
+/* Q4_K sub-block j: every int16 lane = int16 j of the scale vector (bytes 2j, 2j+1). */
+static const int8_t q4k_ctl[8][32] __attribute__((aligned(32))) = {
+#define Q4K_CTL(j) {2 * (j), 2 * (j) + 1, 2 * (j), 2 * (j) + 1, 2 * (j), 2 * (j) + 1, 2 * (j), 2 * (j) + 1, \
+                    2 * (j), 2 * (j) + 1, 2 * (j), 2 * (j) + 1, 2 * (j), 2 * (j) + 1, 2 * (j), 2 * (j) + 1, \
+                    2 * (j), 2 * (j) + 1, 2 * (j), 2 * (j) + 1, 2 * (j), 2 * (j) + 1, 2 * (j), 2 * (j) + 1, \
+                    2 * (j), 2 * (j) + 1, 2 * (j), 2 * (j) + 1, 2 * (j), 2 * (j) + 1, 2 * (j), 2 * (j) + 1}
+    Q4K_CTL(0), Q4K_CTL(1), Q4K_CTL(2), Q4K_CTL(3), Q4K_CTL(4), Q4K_CTL(5), Q4K_CTL(6), Q4K_CTL(7)
+#undef Q4K_CTL
+};
+
 /* Q2_K block b: returns the isum partials, stores the summs partials (README §4.2 Q2_K).
  * Step t = 4h+s covers elements 128h+32s..+31, i.e. sub-blocks j = 2t (first 16, lane 0) and
- * 2t+1 (lane 1); their 4-bit scales reach the two lanes through one pshufb whose control
- * (bytes 2t / 2t+1, high bytes zeroed) is advanced by 2 per step. */
+ * 2t+1 (lane 1); their 4-bit scales reach the two lanes through one pshufb (q2k_ctl[t]). */
 static inline __m256i q2k_block(const uint8_t *b, const q8k_block *y, __m256i *summs) {
-    const __m256i m3 = _mm256_set1_epi8(3), two = _mm256_set1_epi8(2);
+    const __m256i m3 = _mm256_set1_epi8(3);
     __m128i sc = _mm_loadu_si128((const __m128i *)b);
     __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(15)));
     *summs = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), mins);
     __m256i scb = _mm256_and_si256(_mm256_broadcastsi128_si256(sc), _mm256_set1_epi8(15));
-    __m256i ctrl = _mm256_setr_epi8(0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128,
-                                    0, -128, 0, -128, 1, -128, 1, -128, 1, -128, 1, -128,
-                                    1, -128, 1, -128, 1, -128, 1, -128);
     __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
     for (int h = 0; h < 2; h++) {
         __m256i qs = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * h));
@@ -172,14 +193,10 @@ static inline __m256i q2k_block(const uint8_t *b, const q8k_block *y, __m256i *s
                                           _mm256_loadu_si256((const __m256i *)(yq + 64)));
         __m256i p3 = _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(qs, 6), m3),
                                           _mm256_loadu_si256((const __m256i *)(yq + 96)));
-        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(p0, _mm256_shuffle_epi8(scb, ctrl)));
-        ctrl = _mm256_add_epi8(ctrl, two);
-        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(p1, _mm256_shuffle_epi8(scb, ctrl)));
-        ctrl = _mm256_add_epi8(ctrl, two);
-        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(p2, _mm256_shuffle_epi8(scb, ctrl)));
-        ctrl = _mm256_add_epi8(ctrl, two);
-        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(p3, _mm256_shuffle_epi8(scb, ctrl)));
-        ctrl = _mm256_add_epi8(ctrl, two);
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(p0, _mm256_shuffle_epi8(scb, q_ctl(q2k_ctl, 4 * h + 0))));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(p1, _mm256_shuffle_epi8(scb, q_ctl(q2k_ctl, 4 * h + 1))));
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(p2, _mm256_shuffle_epi8(scb, q_ctl(q2k_ctl, 4 * h + 2))));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(p3, _mm256_shuffle_epi8(scb, q_ctl(q2k_ctl, 4 * h + 3))));
     }
     return _mm256_add_epi32(a0, a1);
 }
@@ -225,8 +242,9 @@ static inline __m256i q4k_block(const uint8_t *b, const q8k_block *y, __m256i *s
     /* summs = Σ_j m_j·(bsums[2j] + bsums[2j+1]): each m_j twice against the bsums pairs */
     __m256i m2 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scm, scm));
     *summs = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)y->bsums), m2);
-    /* sc_j as int16 in both lanes; control bytes (2j, 2j+1) broadcast sc_j, advanced per j */
+    /* sc_j as int16 in both lanes; control bytes (2j, 2j+1) broadcast sc_j */
     __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
+    /* (the control advances in a register here: measured faster than q4k_ctl loads) */
     __m256i ctrl = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
                                     0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1);
     const __m256i two = _mm256_set1_epi8(2), m4 = _mm256_set1_epi8(15);
@@ -435,15 +453,12 @@ static inline __attribute__((always_inline)) void iq2_rows(const uint8_t *b, con
 static inline __attribute__((always_inline)) void q2k_rows(const uint8_t *b, const uint8_t *act,
                                                            size_t stride, int nr, uint64_t nb,
                                                            float *out) {
-    const __m256i m3 = _mm256_set1_epi8(3), two = _mm256_set1_epi8(2);
+    const __m256i m3 = _mm256_set1_epi8(3);
     float acc[Q_ROWS_PASS] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (uint64_t i = 0; i < nb; i++, b += Q_Q2_K_BYTES) {
         __m128i sc = _mm_loadu_si128((const __m128i *)b);
         __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(15)));
         __m256i scb = _mm256_and_si256(_mm256_broadcastsi128_si256(sc), _mm256_set1_epi8(15));
-        __m256i ctrl = _mm256_setr_epi8(0, -128, 0, -128, 0, -128, 0, -128, 0, -128, 0, -128,
-                                        0, -128, 0, -128, 1, -128, 1, -128, 1, -128, 1, -128,
-                                        1, -128, 1, -128, 1, -128, 1, -128);
         __m256i is[Q_ROWS_PASS], ms[Q_ROWS_PASS];
 #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) {
@@ -454,8 +469,7 @@ static inline __attribute__((always_inline)) void q2k_rows(const uint8_t *b, con
         for (int t = 0; t < 8; t++) {   /* step t: elements 32t..32t+31, sub-blocks 2t, 2t+1 */
             __m256i qs = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * (t / 4)));
             __m256i codes = _mm256_and_si256(_mm256_srli_epi16(qs, 2 * (t % 4)), m3);
-            __m256i scv = _mm256_shuffle_epi8(scb, ctrl);
-            ctrl = _mm256_add_epi8(ctrl, two);
+            __m256i scv = _mm256_shuffle_epi8(scb, q_ctl(q2k_ctl, t));
 #pragma GCC unroll 4
             for (int r = 0; r < nr; r++) {
                 __m256i y = _mm256_loadu_si256((const __m256i *)(rows_q8k(act, stride, r, i)->q + 32 * t));
@@ -475,7 +489,7 @@ static inline __attribute__((always_inline)) void q2k_rows(const uint8_t *b, con
 static inline __attribute__((always_inline)) void q4k_rows(const uint8_t *b, const uint8_t *act,
                                                            size_t stride, int nr, uint64_t nb,
                                                            float *out) {
-    const __m256i two = _mm256_set1_epi8(2), m4 = _mm256_set1_epi8(15);
+    const __m256i m4 = _mm256_set1_epi8(15);
     float acc[Q_ROWS_PASS] = {0.0f, 0.0f, 0.0f, 0.0f};
     for (uint64_t i = 0; i < nb; i++, b += Q_Q4_K_BYTES) {
         uint32_t u0 = q_load_u32(b + 4), u1 = q_load_u32(b + 8), u2 = q_load_u32(b + 12);
@@ -485,8 +499,6 @@ static inline __attribute__((always_inline)) void q4k_rows(const uint8_t *b, con
         __m128i scm = _mm_setr_epi32((int)sc_lo, (int)sc_hi, (int)m_lo, (int)m_hi);
         __m256i m2 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scm, scm));
         __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
-        __m256i ctrl = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
-                                        0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1);
         __m256i is[Q_ROWS_PASS], ms[Q_ROWS_PASS];
 #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) {
@@ -497,8 +509,7 @@ static inline __attribute__((always_inline)) void q4k_rows(const uint8_t *b, con
         for (int j = 0; j < 8; j++) {   /* sub-block j: elements 32j..32j+31 */
             __m256i qs = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * (j / 2)));
             __m256i nib = _mm256_and_si256(j & 1 ? _mm256_srli_epi16(qs, 4) : qs, m4);
-            __m256i scv = _mm256_shuffle_epi8(sc16, ctrl);
-            ctrl = _mm256_add_epi8(ctrl, two);
+            __m256i scv = _mm256_shuffle_epi8(sc16, q_ctl(q4k_ctl, j));
 #pragma GCC unroll 4
             for (int r = 0; r < nr; r++) {
                 __m256i y = _mm256_loadu_si256((const __m256i *)(rows_q8k(act, stride, r, i)->q + 32 * j));
