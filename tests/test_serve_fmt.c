@@ -1,6 +1,7 @@
 /* tests/test_serve_fmt.c — response formatting for every API: the exact event sequences of
  * streaming responses (golden SSE text) and the non-streaming bodies (SERVER_CLI §3.3-§3.6). */
 #include <criterion/criterion.h>
+#include <jansson.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -265,4 +266,109 @@ Test(serve_fmt, logprobs_shapes) {
     srv_fmt_finish(&f, SRV_FINISH_STOP, NULL, NULL);
     cr_assert(strstr(f.out.data, "\"logprobs\":{\"tokens\":[\"A\"],\"token_logprobs\":[-0.5],\"top_logprobs\":[{\"A\":-0.5}]}"), "%s", f.out.data);
     srv_fmt_free(&f);
+}
+
+/* A tool block that turns out malformed (DS4_DSML_CALLS_ABORT): text, a started call with a
+ * partial argument, the abort, then the block's text as content, finish STOP. */
+static char *run_abort(srv_api api, bool stream) {
+    srv_request r;
+    memset(&r, 0, sizeof r);
+    r.api = api;
+    r.stream = stream;
+    r.model = "m";
+    srv_fmt f;
+    cr_assert(srv_fmt_init(&f, &r, "ID", 7));
+    srv_usage u = {10, 0, 0, 0};
+    srv_fmt_begin(&f, &u);
+    srv_fmt_content(&f, "Hi", 2);
+    srv_fmt_tool_begin(&f, "call_X", "ls");
+    srv_fmt_tool_args(&f, "{\"p\":", 5);
+    srv_fmt_tool_abort(&f);
+    cr_assert_eq(f.n_calls, 0, "calls withdrawn");
+    srv_fmt_content(&f, "<B>", 3);
+    u.completion_tokens = 5;
+    srv_fmt_finish(&f, SRV_FINISH_STOP, &u, NULL);
+    cr_assert(srv_buf_ok(&f.out));
+    char *s = strdup(f.out.data ? f.out.data : "");
+    srv_fmt_free(&f);
+    return s;
+}
+
+/* Offsets of the needles, which must all occur in this order. */
+static void expect_in_order(const char *what, const char *s, const char *const *needles, size_t n) {
+    const char *at = s;
+    for (size_t i = 0; i < n; i++) {
+        const char *hit = strstr(at, needles[i]);
+        cr_assert_not_null(hit, "%s: '%s' missing after offset %zu in:\n%s", what, needles[i],
+                           (size_t)(at - s), s);
+        at = hit + strlen(needles[i]);
+    }
+}
+
+Test(serve_fmt, tool_abort_bodies_carry_no_calls) {
+    static const srv_api apis[] = {SRV_API_CHAT, SRV_API_ANTHROPIC, SRV_API_RESPONSES};
+    for (size_t k = 0; k < 3; k++) {
+        char *s = run_abort(apis[k], false);
+        cr_assert_null(strstr(s, "call_X"), "api %zu: withdrawn call in body: %s", k, s);
+        cr_assert_not_null(strstr(s, "Hi<B>"), "api %zu: text missing: %s", k, s);
+        free(s);
+    }
+    char *chat = run_abort(SRV_API_CHAT, false);
+    cr_assert_not_null(strstr(chat, "\"finish_reason\":\"stop\""), "%s", chat);
+    free(chat);
+    char *a = run_abort(SRV_API_ANTHROPIC, false);
+    cr_assert_not_null(strstr(a, "\"stop_reason\":\"end_turn\""), "%s", a);
+    free(a);
+}
+
+Test(serve_fmt, tool_abort_streams_end_coherently) {
+    char *a = run_abort(SRV_API_ANTHROPIC, true);
+    static const char *const an[] = {
+        "\"index\":1,\"content_block\":{\"type\":\"tool_use\",\"id\":\"call_X\"",
+        "\"partial_json\":\"{\\\"p\\\":\"",
+        "{\"type\":\"content_block_stop\",\"index\":1}",
+        "\"index\":2,\"content_block\":{\"type\":\"text\"",
+        "\"text\":\"<B>\"",
+        "{\"type\":\"content_block_stop\",\"index\":2}",
+        "\"stop_reason\":\"end_turn\"",
+        "message_stop"};
+    expect_in_order("anthropic", a, an, sizeof an / sizeof *an);
+    free(a);
+
+    char *r = run_abort(SRV_API_RESPONSES, true);
+    static const char *const rn[] = {
+        "event: response.output_item.added", "\"type\":\"function_call\"",
+        "event: response.function_call_arguments.done",
+        "event: response.output_item.done", "\"status\":\"incomplete\"",
+        "event: response.output_item.added", "\"type\":\"message\"",
+        "\"delta\":\"<B>\"",
+        "event: response.completed"};
+    expect_in_order("responses", r, rn, sizeof rn / sizeof *rn);
+    /* The final response object: the text before the block, the call incomplete, then the
+     * block's text — each message item with only its own text. */
+    const char *data = strstr(strstr(r, "event: response.completed"), "data: ");
+    json_t *ev = json_loads(data + 6, JSON_DISABLE_EOF_CHECK, NULL);
+    json_t *out = json_object_get(json_object_get(ev, "response"), "output");
+    cr_assert_eq(json_array_size(out), 3, "output items: %s", data);
+    static const char *const types[] = {"message", "function_call", "message"};
+    static const char *const status[] = {"completed", "incomplete", "completed"};
+    for (size_t i = 0; i < 3; i++) {
+        json_t *it = json_array_get(out, i);
+        cr_assert_str_eq(json_string_value(json_object_get(it, "type")), types[i], "item %zu", i);
+        cr_assert_str_eq(json_string_value(json_object_get(it, "status")), status[i], "item %zu", i);
+    }
+    json_t *c0 = json_array_get(json_object_get(json_array_get(out, 0), "content"), 0);
+    json_t *c2 = json_array_get(json_object_get(json_array_get(out, 2), "content"), 0);
+    cr_assert_str_eq(json_string_value(json_object_get(c0, "text")), "Hi");
+    cr_assert_str_eq(json_string_value(json_object_get(c2, "text")), "<B>");
+    json_decref(ev);
+    free(r);
+
+    char *c = run_abort(SRV_API_CHAT, true);
+    static const char *const cn[] = {"\"tool_calls\":[{\"index\":0,\"id\":\"call_X\"",
+                                     "\"content\":\"<B>\"", "\"finish_reason\":\"stop\"",
+                                     "data: [DONE]"};
+    expect_in_order("chat", c, cn, sizeof cn / sizeof *cn);
+    cr_assert_null(strstr(c, "\"finish_reason\":\"tool_calls\""));
+    free(c);
 }

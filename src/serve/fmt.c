@@ -190,6 +190,16 @@ void srv_fmt_tool_end(srv_fmt *f) {
     ops_of(f->api)->tool_end(f, c);
 }
 
+void srv_fmt_tool_abort(srv_fmt *f) {
+    if (!f->n_calls || f->finished) return;
+    ops_of(f->api)->tool_abort(f);
+    for (size_t i = 0; i < f->n_calls; i++) {
+        free(f->calls[i].name);
+        srv_buf_free(&f->calls[i].args);
+    }
+    f->n_calls = 0;
+}
+
 void srv_fmt_finish(srv_fmt *f, srv_finish fin, const srv_usage *u, const char *matched_stop) {
     if (f->finished) return;
     if (!f->began) srv_fmt_begin(f, u);

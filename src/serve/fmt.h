@@ -8,6 +8,8 @@
  * Event order contract for callers (the generator):
  *   begin → { reasoning | content | tool_begin → tool_args* → tool_end }* → finish
  *   error may replace finish at any point after begin (mid-stream failure, §4.6).
+ *   tool_abort may come after any tool event: the tool block turned out malformed; every call
+ *   reported so far is withdrawn and the block's text follows as content.
  * Reasoning after content, or content after a tool call, is accepted and still well formed.
  */
 #ifndef DS4_SERVE_FMT_H
@@ -61,6 +63,7 @@ typedef struct srv_fmt {
     bool sent_text, sent_reasoning;
     json_t *items;          /* Responses: finished output items */
     char item_id[48];       /* Responses: id of the open item */
+    size_t item_from;       /* Responses: offset in reasoning/content where the open item began */
     bool fixed_ids;         /* id_hint given: derive item ids (tests) */
     int n_item_ids;
 } srv_fmt;
@@ -76,6 +79,13 @@ void srv_fmt_content(srv_fmt *f, const char *s, size_t n);
 void srv_fmt_tool_begin(srv_fmt *f, const char *id, const char *name);
 void srv_fmt_tool_args(srv_fmt *f, const char *frag, size_t n);
 void srv_fmt_tool_end(srv_fmt *f);
+/* Withdraws every call reported so far (DS4_DSML_CALLS_ABORT): non-streaming bodies and the
+ * finish carry none of them. Streams close what is open so the event sequence stays valid:
+ * Anthropic closes the tool_use block (the text follows in a new text block, stop_reason
+ * end_turn), Responses ends the function_call items with status "incomplete" (also in the
+ * final response object); OpenAI chat cannot retract tool_calls deltas already sent, so the
+ * stream ends with finish_reason "stop" and the text as content. */
+void srv_fmt_tool_abort(srv_fmt *f);
 /* One generated token's log-probability and its most likely alternatives (OpenAI logprobs;
  * ignored unless the request asked for them). Bytes need not be UTF-8. */
 typedef struct srv_logprob_alt {
@@ -112,6 +122,7 @@ typedef struct srv_fmt_ops {
     void (*tool_begin)(srv_fmt *, srv_fmt_call *);
     void (*tool_args)(srv_fmt *, srv_fmt_call *, const char *, size_t);
     void (*tool_end)(srv_fmt *, srv_fmt_call *);
+    void (*tool_abort)(srv_fmt *);   /* streaming cleanup before the calls are dropped */
     void (*finish)(srv_fmt *, srv_finish, const srv_usage *, const char *);
     void (*error)(srv_fmt *, const char *);
 } srv_fmt_ops;

@@ -81,6 +81,11 @@ static void a_tool_end(srv_fmt *f, srv_fmt_call *c) {
     if (f->stream) close_block(f);
 }
 
+/* The open tool_use block (if any) is closed; the block's text then opens a text block. */
+static void a_tool_abort(srv_fmt *f) {
+    if (f->stream && f->open_block == BLK_TOOL) close_block(f);
+}
+
 /* Parsed arguments object; unparsable text degrades to {} (§3.5). */
 static json_t *args_object(const srv_fmt_call *c) {
     json_t *o = c->args.data ? json_loads(c->args.data, 0, NULL) : NULL;
@@ -131,4 +136,5 @@ static void a_error(srv_fmt *f, const char *msg) {
 }
 
 const srv_fmt_ops srv_fmt_anthropic_ops = {a_begin, a_reasoning, a_content, a_tool_begin,
-                                           a_tool_args, a_tool_end, a_finish, a_error};
+                                           a_tool_args, a_tool_end, a_tool_abort, a_finish,
+                                           a_error};

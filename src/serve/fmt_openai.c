@@ -73,6 +73,10 @@ static void chat_tool_args(srv_fmt *f, srv_fmt_call *c, const char *s, size_t n)
 
 static void chat_tool_end(srv_fmt *f, srv_fmt_call *c) { (void)f; (void)c; }
 
+/* Sent tool_calls deltas cannot be withdrawn in this protocol; the finish_reason ("stop") and
+ * the content that follows tell the client no call was made (fmt.h). */
+static void no_tool_abort(srv_fmt *f) { (void)f; }
+
 static void chat_finish(srv_fmt *f, srv_finish fin, const srv_usage *u, const char *stop) {
     (void)stop;
     const char *fr = srv_finish_openai(fin);
@@ -117,7 +121,8 @@ static void stream_error(srv_fmt *f, const char *msg) {
 }
 
 const srv_fmt_ops srv_fmt_chat_ops = {chat_begin, chat_reasoning, chat_content, chat_tool_begin,
-                                      chat_tool_args, chat_tool_end, chat_finish, stream_error};
+                                      chat_tool_args, chat_tool_end, no_tool_abort, chat_finish,
+                                      stream_error};
 
 /* ---- completions: one text stream; reasoning is already inline in the raw text (§3.4) ---- */
 
@@ -159,4 +164,5 @@ static void cmpl_finish(srv_fmt *f, srv_finish fin, const srv_usage *u, const ch
 }
 
 const srv_fmt_ops srv_fmt_completions_ops = {cmpl_begin, cmpl_text, cmpl_text, cmpl_tool_begin,
-                                             cmpl_tool_args, chat_tool_end, cmpl_finish, stream_error};
+                                             cmpl_tool_args, chat_tool_end, no_tool_abort,
+                                             cmpl_finish, stream_error};

@@ -37,16 +37,26 @@ static json_t *response_obj(srv_fmt *f, const char *status, const srv_usage *u) 
     return o;
 }
 
+/* The text of the open item: from item_from on (a streamed response may have several message
+ * items, split by tool calls; each holds only its own text). */
+static const char *item_text(const srv_buf *b, size_t from, size_t *n) {
+    if (!b->data || from > b->len) { *n = 0; return ""; }
+    *n = b->len - from;
+    return b->data + from;
+}
+
 static json_t *reasoning_item(srv_fmt *f, const char *status) {
+    size_t n;
+    const char *t = item_text(&f->reasoning, f->item_from, &n);
     return json_pack("{s:s,s:s,s:s,s:[{s:s,s:s%}]}", "id", f->item_id, "type", "reasoning", "status", status,
-                     "summary", "type", "summary_text", "text", f->reasoning.data ? f->reasoning.data : "",
-                     f->reasoning.len);
+                     "summary", "type", "summary_text", "text", t, n);
 }
 
 static json_t *message_item(srv_fmt *f, const char *status) {
+    size_t n;
+    const char *t = item_text(&f->content, f->item_from, &n);
     return json_pack("{s:s,s:s,s:s,s:s,s:[{s:s,s:s%,s:[]}]}", "id", f->item_id, "type", "message", "status",
-                     status, "role", "assistant", "content", "type", "output_text", "text",
-                     f->content.data ? f->content.data : "", f->content.len, "annotations");
+                     status, "role", "assistant", "content", "type", "output_text", "text", t, n, "annotations");
 }
 
 static json_t *call_item(srv_fmt_call *c, const char *fc_id, const char *status) {
@@ -64,10 +74,12 @@ static void close_item(srv_fmt *f, const char *status) {
     int oi = f->block_index;
     switch (f->open_block) {
     case ITEM_REASONING: {
-        json_t *part = json_pack("{s:s,s:s%}", "type", "summary_text", "text", f->reasoning.data ? f->reasoning.data : "", f->reasoning.len);
+        size_t n;
+        const char *t = item_text(&f->reasoning, f->item_from, &n);
+        json_t *part = json_pack("{s:s,s:s%}", "type", "summary_text", "text", t, n);
         ev(f, "response.reasoning_summary_text.done",
            json_pack("{s:s,s:i,s:i,s:s%}", "item_id", f->item_id, "output_index", oi, "summary_index", 0,
-                     "text", f->reasoning.data ? f->reasoning.data : "", f->reasoning.len));
+                     "text", t, n));
         ev(f, "response.reasoning_summary_part.done",
            json_pack("{s:s,s:i,s:i,s:o}", "item_id", f->item_id, "output_index", oi, "summary_index", 0, "part", part));
         json_t *item = reasoning_item(f, status);
@@ -76,12 +88,13 @@ static void close_item(srv_fmt *f, const char *status) {
         break;
     }
     case ITEM_MESSAGE: {
-        const char *t = f->content.data ? f->content.data : "";
+        size_t n;
+        const char *t = item_text(&f->content, f->item_from, &n);
         ev(f, "response.output_text.done",
-           json_pack("{s:s,s:i,s:i,s:s%}", "item_id", f->item_id, "output_index", oi, "content_index", 0, "text", t, f->content.len));
+           json_pack("{s:s,s:i,s:i,s:s%}", "item_id", f->item_id, "output_index", oi, "content_index", 0, "text", t, n));
         ev(f, "response.content_part.done",
            json_pack("{s:s,s:i,s:i,s:{s:s,s:s%,s:[]}}", "item_id", f->item_id, "output_index", oi, "content_index", 0,
-                     "part", "type", "output_text", "text", t, f->content.len, "annotations"));
+                     "part", "type", "output_text", "text", t, n, "annotations"));
         json_t *item = message_item(f, status);
         ev(f, "response.output_item.done", json_pack("{s:i,s:O}", "output_index", oi, "item", item));
         push_item(f, item);
@@ -114,6 +127,7 @@ static void r_reasoning(srv_fmt *f, const char *s, size_t n) {
     if (f->open_block != ITEM_REASONING) {
         close_item(f, "completed");
         f->open_block = ITEM_REASONING;
+        f->item_from = f->reasoning.len - n; /* fmt.c appended s already */
         item_id(f, f->item_id, sizeof f->item_id, "rs_");
         ev(f, "response.output_item.added",
            json_pack("{s:i,s:{s:s,s:s,s:s,s:[]}}", "output_index", f->block_index, "item", "id", f->item_id, "type",
@@ -131,6 +145,7 @@ static void r_content(srv_fmt *f, const char *s, size_t n) {
     if (f->open_block != ITEM_MESSAGE) {
         close_item(f, "completed");
         f->open_block = ITEM_MESSAGE;
+        f->item_from = f->content.len - n;
         item_id(f, f->item_id, sizeof f->item_id, "msg_");
         ev(f, "response.output_item.added",
            json_pack("{s:i,s:{s:s,s:s,s:s,s:s,s:[]}}", "output_index", f->block_index, "item", "id", f->item_id,
@@ -165,6 +180,22 @@ static void r_tool_end(srv_fmt *f, srv_fmt_call *c) {
     if (f->stream) close_item(f, "completed");
 }
 
+/* The open function_call item ends "incomplete", and so do the calls of this block already
+ * recorded as done (they go out again in the final response object). */
+static void r_tool_abort(srv_fmt *f) {
+    if (!f->stream) return;
+    if (f->open_block == ITEM_CALL) close_item(f, "incomplete");
+    size_t i;
+    json_t *it;
+    json_array_foreach(f->items, i, it) {
+        const char *ty = json_string_value(json_object_get(it, "type"));
+        const char *cid = json_string_value(json_object_get(it, "call_id"));
+        if (!ty || strcmp(ty, "function_call") != 0 || !cid) continue;
+        for (size_t k = 0; k < f->n_calls; k++)
+            if (strcmp(f->calls[k].id, cid) == 0) json_object_set_new(it, "status", json_string("incomplete"));
+    }
+}
+
 static void r_finish(srv_fmt *f, srv_finish fin, const srv_usage *u, const char *stop) {
     (void)stop;
     const char *status = fin == SRV_FINISH_LENGTH ? "incomplete" : fin == SRV_FINISH_ERROR ? "failed" : "completed";
@@ -172,7 +203,8 @@ static void r_finish(srv_fmt *f, srv_finish fin, const srv_usage *u, const char 
     if (f->stream) {
         close_item(f, item_status);
     } else {
-        /* Non-streaming: build the items in emission order. */
+        /* Non-streaming: build the items in emission order, each text whole. */
+        f->item_from = 0;
         if (f->reasoning_visible && f->reasoning.len) {
             item_id(f, f->item_id, sizeof f->item_id, "rs_");
             push_item(f, reasoning_item(f, item_status));
@@ -211,4 +243,5 @@ static void r_error(srv_fmt *f, const char *msg) {
 }
 
 const srv_fmt_ops srv_fmt_responses_ops = {r_begin, r_reasoning, r_content, r_tool_begin,
-                                           r_tool_args, r_tool_end, r_finish, r_error};
+                                           r_tool_args, r_tool_end, r_tool_abort, r_finish,
+                                           r_error};

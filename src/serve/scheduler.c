@@ -194,7 +194,7 @@ static int on_dsml_event(void *user, const ds4_dsml_event *ev) {
     case DS4_DSML_CALL_START: g->visible = true; srv_fmt_tool_begin(f, ev->id ? ev->id : "", ev->name ? ev->name : ""); break;
     case DS4_DSML_CALL_ARGS: srv_fmt_tool_args(f, ev->text, ev->text_bytes); break;
     case DS4_DSML_CALL_END: srv_fmt_tool_end(f); break;
-    case DS4_DSML_CALLS_ABORT: break; /* what was streamed stays; the block text follows as content */
+    case DS4_DSML_CALLS_ABORT: srv_fmt_tool_abort(f); break; /* the block text follows as content */
     }
     return 0;
 }
