@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "ds4.h"
+#include "model/demo.h"
 #include "serve/engine.h"
 #include "serve/http.h"
 #include "serve/kvstore.h"
@@ -25,6 +26,10 @@ static void usage(FILE *f) {
     fprintf(f,
         "usage: ds4-server [options]\n"
         "  -m, --model FILE            GGUF model (default ds4flash.gguf)\n"
+        "      --demo                  serve a small random-weight model with the real V4 tokenizer\n"
+        "                              (made once and cached like ./ds4 --demo): wire up clients\n"
+        "                              without the weights; its answers are noise\n"
+        "      --tokenizer FILE        tokenizer.json for building the --demo model\n"
         "  -c, --ctx N                 context tokens per slot (default 32768)\n"
         "  -n, --tokens N              default output limit when the client sets none (default 393216)\n"
         "  -t, --threads N             CPU threads (default: all cores)\n"
@@ -70,16 +75,22 @@ static void log_done(void *ud, const srv_job *j, int64_t prefill_ms, int64_t dec
 
 static void import_trailer(void *ud, const unsigned char *t, size_t n) { srv_toolmem_import(ud, t, n); }
 
+static void demo_start(void *ud, const char *tok_path) {
+    (void)ud;
+    fprintf(stderr, "ds4-server: making the demo model once (random weights, V4 tokenizer from %s)...\n", tok_path);
+}
+
 static bool is_flag(const char *a, const char *s1, const char *s2) {
     return strcmp(a, s1) == 0 || (s2 && strcmp(a, s2) == 0);
 }
 
 int main(int argc, char **argv) {
-    const char *model = "ds4flash.gguf", *host = "127.0.0.1", *kv_dir = NULL;
+    const char *model = "ds4flash.gguf", *host = "127.0.0.1", *kv_dir = NULL, *tokenizer = NULL;
+    char *demo_path = NULL;
     const char *api_key = getenv("DS4_API_KEY");
     long ctx = 32768, tokens = 393216, threads = 0, port = 8000, slots = 0, queue = 32, timeout = 0;
     long body_mb = 64, kv_mb = 4096, kv_min = 512, kv_interval = 8192, tool_ids = 100000;
-    bool cors = false, test_forced = false;
+    bool cors = false, test_forced = false, demo = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -104,6 +115,8 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--host") == 0 && v) { host = v; i++; }
         else if (strcmp(a, "--api-key") == 0 && v) { api_key = v; i++; }
         else if (strcmp(a, "--kv-disk-dir") == 0 && v) { kv_dir = v; i++; }
+        else if (strcmp(a, "--tokenizer") == 0 && v) { tokenizer = v; i++; }
+        else if (strcmp(a, "--demo") == 0) demo = true;
         else if (strcmp(a, "--cors") == 0) cors = true;
         else if (strcmp(a, "--enable-test-forced-completion") == 0) test_forced = true;
         else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { usage(stdout); return 0; }
@@ -125,6 +138,17 @@ int main(int argc, char **argv) {
                         .max_body_bytes = (size_t)body_mb << 20, .allow_test_forced = test_forced};
     srv_http *http = NULL;
     if (srv_http_start(&http, &ho, &metrics, &err)) { fprintf(stderr, "ds4-server: %s\n", err.msg); return 1; }
+    if (demo) {
+        model_demo_progress dp = {.start = demo_start};
+        if (model_demo_ensure(tokenizer, &dp, &demo_path, &err)) {
+            fprintf(stderr, "ds4-server: --demo: %s\n", err.msg);
+            srv_http_stop(http);
+            return 1;
+        }
+        model = demo_path;
+        fprintf(stderr, "ds4-server: DEMO MODE: serving %s, a model with RANDOM WEIGHTS: its answers are "
+                        "noise; it exists to wire up clients without the real model\n", model);
+    }
     fprintf(stderr, "ds4-server: listening on http://%s:%d (loading %s)\n", host, srv_http_port(http), model);
     if (test_forced) fprintf(stderr, "ds4-server: WARNING: test-only forced completions are enabled\n");
     if (api_key && !*api_key) api_key = NULL;
@@ -136,6 +160,7 @@ int main(int argc, char **argv) {
     if (srv_engine_ds4_open(&eng, &eo, &err)) {
         fprintf(stderr, "ds4-server: %s\n", err.msg);
         srv_http_stop(http);
+        free(demo_path);
         return 1;
     }
     if (slots == 0) {
@@ -168,7 +193,8 @@ int main(int argc, char **argv) {
     srv_limits lim = {.max_depth = 64, .n_ctx = (int)ctx, .default_max_tokens = (int)tokens};
     srv_http_set_toolmem(http, tm);
     srv_http_set_ready(http, &eng, sched, &lim);
-    fprintf(stderr, "ds4-server: ready: ctx=%ld slots=%ld queue=%ld kv-cache=%s\n", ctx, slots, queue, kv ? kv_dir : "off");
+    fprintf(stderr, "ds4-server: ready: ctx=%ld slots=%ld queue=%ld kv-cache=%s%s\n", ctx, slots, queue, kv ? kv_dir : "off",
+            demo ? " model=DEMO (random weights)" : "");
 
     int sig = 0;
     sigwait(&sigs, &sig);
@@ -185,5 +211,6 @@ out:
     srv_toolmem_free(tm);
     srv_kv_close(kv);
     srv_engine_ds4_close(&eng);
+    free(demo_path);
     return rc;
 }

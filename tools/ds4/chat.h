@@ -2,8 +2,8 @@
  * tools/ds4/chat.h — internals of the `ds4` chat mode (one-shot -p and the REPL) shared by
  * chat_args.c (flags), chat_run.c (engine, prompt tokens, generation), chat_save.c (/save,
  * /load), chat_repl.c (libedit loop and slash commands), progress.c (terminal bars and styles)
- * and demo.c (--demo model). Must not: reach into libds4 internals beyond the converter API
- * (demo.c) and the disk KV store (srv_kv_*), both through their headers.
+ * and demo.c (--demo model). Must not: reach into libds4 internals beyond the demo-model builder
+ * (model/demo.h) and the disk KV store (srv_kv_*), both through their headers.
  *
  * Prompt layout (CHAT_ENCODING §9 item 2, SERVER_CLI §10.3-§10.4): the transcript is
  *   header = BOS [Think-Max prefix] system-text
