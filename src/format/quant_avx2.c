@@ -8,10 +8,10 @@
  * definition (quant.h). No FMA is used anywhere (an FMA rounds once where the reference
  * rounds twice).
  *
- * _mm256_sign_epi8 cannot negate −128, which the activations may hold (quants README §4.1
- * record 3; ds4's quantizer never emits it, NaN input and hand-made data do). The Q8_0 and
- * IQ2_XXS kernels therefore use it only on a fast path that tracks the minimum activation
- * byte, and redo any batch of blocks that met a −128 with exact int16 arithmetic.
+ * _mm256_sign_epi8 cannot negate −128, which weights and activations may hold (quants README
+ * §4.1 record 3; ds4's quantizer never emits it, NaN input and hand-made data do). Q8_0 uses
+ * it only on a fast path that tracks the minimum activation byte and redoes any batch of
+ * blocks that met a −128 with int16 arithmetic; IQ2_XXS only ever negates grid values.
  * The f16 block scales are converted with F16C, exact like fp_f16_to_f32.
  */
 #include <immintrin.h>
@@ -296,9 +296,9 @@ float q_dot_q4_k_avx2(const void *w, const void *act, uint64_t n) {
 
 /* ---- IQ2_XXS ----
  * Group g of a block: A = u32 at 2+8g (4 grid indices), B = u32 at 6+8g (4×7 sign bits,
- * scale s in bits 28..31). Fast path: signs are expanded from B in SIMD and applied to y
- * with _mm256_sign_epi8, which is exact unless y holds -128; blocks whose activations do
- * are redone by the exact path (table sign masks, positive and negative parts apart). */
+ * scale s in bits 28..31). The signs are expanded from B in SIMD and put on the grid
+ * (±grid fits int8); then |y|·sign(±grid, y) = grid·sign·y, exact for every activation byte
+ * since |−128| = 128 is a valid unsigned maddubs operand (a pair is at most 128·43·2). */
 
 /* Grid rows of the four indices at a[0..3], lane k = row a[k]. */
 static inline __m256i iq2_grid(const uint8_t *a) {
@@ -334,44 +334,29 @@ static inline __m256i iq2_scale(__m256i bv) {
                            _mm256_set1_epi16(1));
 }
 
-/* Fast-path int32 partials of one block; folds its activations into *mn. */
-static inline __m256i iq2_block_fast(const uint8_t *b, const int8_t *yq, __m256i *mn) {
-    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256();
+/* Group at q: the signed grid (±8, ±25, ±43) and the scale vector. */
+static inline __m256i iq2_signed_grid(const uint8_t *q, __m256i *ls) {
+    __m256i bv = _mm256_set1_epi32((int)q_load_u32(q + 4));
+    *ls = iq2_scale(bv);
+    return _mm256_sign_epi8(iq2_grid(q), iq2_signs(bv));
+}
+
+/* ls·Σ grid·sign·y of one group as 8 int32 partials. */
+static inline __m256i iq2_group(__m256i sg, __m256i ls, const int8_t *yq) {
+    __m256i y = _mm256_loadu_si256((const __m256i *)yq);
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(y), _mm256_sign_epi8(sg, y)), ls);
+}
+
+static inline __m256i iq2_block(const uint8_t *b, const int8_t *yq) {
+    __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256(), ls0, ls1;
+#pragma GCC unroll 4
     for (int g = 0; g < 8; g += 2) {
-        const uint8_t *q0 = b + 2 + 8 * g, *q1 = q0 + 8;
-        __m256i y0 = _mm256_loadu_si256((const __m256i *)(yq + 32 * g));
-        __m256i y1 = _mm256_loadu_si256((const __m256i *)(yq + 32 * g + 32));
-        *mn = _mm256_min_epi8(*mn, _mm256_min_epi8(y0, y1));
-        __m256i b0 = _mm256_set1_epi32((int)q_load_u32(q0 + 4));
-        __m256i b1 = _mm256_set1_epi32((int)q_load_u32(q1 + 4));
-        /* grid <= 43 unsigned × |y| <= 127: a pair is at most 10922 */
-        __m256i p0 = _mm256_maddubs_epi16(iq2_grid(q0), _mm256_sign_epi8(y0, iq2_signs(b0)));
-        __m256i p1 = _mm256_maddubs_epi16(iq2_grid(q1), _mm256_sign_epi8(y1, iq2_signs(b1)));
-        s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(p0, iq2_scale(b0)));
-        s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(p1, iq2_scale(b1)));
+        __m256i sg0 = iq2_signed_grid(b + 2 + 8 * g, &ls0);
+        __m256i sg1 = iq2_signed_grid(b + 10 + 8 * g, &ls1);
+        s0 = _mm256_add_epi32(s0, iq2_group(sg0, ls0, yq + 32 * g));
+        s1 = _mm256_add_epi32(s1, iq2_group(sg1, ls1, yq + 32 * g + 32));
     }
     return _mm256_add_epi32(s0, s1);
-}
-
-/* Exact for every input: one group as 8 int32 partials scaled by ls = 2s+1. */
-static inline __m256i iq2_group_exact(const uint8_t *g8, const int8_t *yq) {
-    uint32_t B = q_load_u32(g8 + 4);
-    __m256i neg = _mm256_setr_epi64x((long long)q_iq2xxs_sign_mask[B & 127u],
-                                     (long long)q_iq2xxs_sign_mask[(B >> 7) & 127u],
-                                     (long long)q_iq2xxs_sign_mask[(B >> 14) & 127u],
-                                     (long long)q_iq2xxs_sign_mask[(B >> 21) & 127u]);
-    __m256i grid = iq2_grid(g8), y = _mm256_loadu_si256((const __m256i *)yq);
-    /* grid <= 43 is unsigned: positive part minus negative part, each |.| <= 43·128·2. */
-    __m256i pos = _mm256_maddubs_epi16(_mm256_andnot_si256(neg, grid), y);
-    __m256i ngv = _mm256_maddubs_epi16(_mm256_and_si256(neg, grid), y);
-    return _mm256_madd_epi16(_mm256_sub_epi16(pos, ngv),
-                             _mm256_set1_epi16((short)(2 * (B >> 28) + 1)));
-}
-
-static inline int32_t iq2_block_exact(const uint8_t *b, const int8_t *yq) {
-    __m256i s = _mm256_setzero_si256();
-    for (int g = 0; g < 8; g++) s = _mm256_add_epi32(s, iq2_group_exact(b + 2 + 8 * g, yq + 32 * g));
-    return hsum_i32(s);
 }
 
 float q_dot_iq2_xxs_avx2(const void *w, const void *act, uint64_t n) {
@@ -380,22 +365,17 @@ float q_dot_iq2_xxs_avx2(const void *w, const void *act, uint64_t n) {
     uint64_t nb = n / Q_QK_K, i = 0;
     float acc = 0.0f;
     for (; i + 4 <= nb; i += 4, b += 4 * Q_IQ2_XXS_BYTES) {
-        __m256i mn = _mm256_set1_epi8(127);
-        __m256i v0 = iq2_block_fast(b, y[i].q, &mn);
-        __m256i v1 = iq2_block_fast(b + Q_IQ2_XXS_BYTES, y[i + 1].q, &mn);
-        __m256i v2 = iq2_block_fast(b + 2 * Q_IQ2_XXS_BYTES, y[i + 2].q, &mn);
-        __m256i v3 = iq2_block_fast(b + 3 * Q_IQ2_XXS_BYTES, y[i + 3].q, &mn);
+        __m256i v0 = iq2_block(b, y[i].q);
+        __m256i v1 = iq2_block(b + Q_IQ2_XXS_BYTES, y[i + 1].q);
+        __m256i v2 = iq2_block(b + 2 * Q_IQ2_XXS_BYTES, y[i + 2].q);
+        __m256i v3 = iq2_block(b + 3 * Q_IQ2_XXS_BYTES, y[i + 3].q);
         int32_t bsum[4];
-        if (has_min_i8(mn)) {
-            for (int k = 0; k < 4; k++) bsum[k] = iq2_block_exact(b + k * Q_IQ2_XXS_BYTES, y[i + k].q);
-        } else {
-            _mm_storeu_si128((__m128i *)bsum, hsum4_i32(v0, v1, v2, v3));
-        }
+        _mm_storeu_si128((__m128i *)bsum, hsum4_i32(v0, v1, v2, v3));
         for (int k = 0; k < 4; k++)
             acc += (f16_to_f32(b + k * Q_IQ2_XXS_BYTES) * y[i + k].d) * (float)bsum[k];
     }
     for (; i < nb; i++, b += Q_IQ2_XXS_BYTES)
-        acc += (f16_to_f32(b) * y[i].d) * (float)iq2_block_exact(b, y[i].q);
+        acc += (f16_to_f32(b) * y[i].d) * (float)hsum_i32(iq2_block(b, y[i].q));
     return 0.125f * acc;
 }
 
@@ -417,9 +397,7 @@ static inline __attribute__((always_inline)) void rows_hsum(const __m256i *v, in
     else for (int r = 0; r < nr; r++) t[r] = hsum_i32(v[r]);
 }
 
-/* IQ2_XXS, nr rows. Signs go on the grid (±grid fits int8) and |y| multiplies it with the sign
- * of y moved across: |y|·sign(±grid, y) = grid·s·y, exact for every y since |−128| = 128 is a
- * valid unsigned maddubs operand (a pair is at most 128·43·2). */
+/* IQ2_XXS, nr rows: the signed grid and scale of each group are built once (see iq2_group). */
 static inline __attribute__((always_inline)) void iq2_rows(const uint8_t *b, const uint8_t *act,
                                                            size_t stride, int nr, uint64_t nb,
                                                            float *out) {
@@ -429,16 +407,10 @@ static inline __attribute__((always_inline)) void iq2_rows(const uint8_t *b, con
 #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) s[r] = _mm256_setzero_si256();
         for (int g = 0; g < 8; g++) {
-            const uint8_t *q = b + 2 + 8 * g;
-            __m256i bv = _mm256_set1_epi32((int)q_load_u32(q + 4));
-            __m256i sg = _mm256_sign_epi8(iq2_grid(q), iq2_signs(bv));
-            __m256i ls = iq2_scale(bv);
+            __m256i ls, sg = iq2_signed_grid(b + 2 + 8 * g, &ls);
 #pragma GCC unroll 4
-            for (int r = 0; r < nr; r++) {
-                __m256i y = _mm256_loadu_si256((const __m256i *)(rows_q8k(act, stride, r, i)->q + 32 * g));
-                __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(y), _mm256_sign_epi8(sg, y));
-                s[r] = _mm256_add_epi32(s[r], _mm256_madd_epi16(p, ls));
-            }
+            for (int r = 0; r < nr; r++)
+                s[r] = _mm256_add_epi32(s[r], iq2_group(sg, ls, rows_q8k(act, stride, r, i)->q + 32 * g));
         }
         int32_t t[Q_ROWS_PASS];
         rows_hsum(s, nr, t);
