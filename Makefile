@@ -45,7 +45,7 @@ FUZZ_REPLAY := $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz-replay/%,$(FUZZ_SRC))
 
 ALL_CFLAGS = $(BASEFLAGS) $(CFLAGS) $(SANFLAGS)
 
-.PHONY: all test test-unit test-e2e asan fuzz fuzz-run fuzz-replay cuda test-cuda bench-cuda bench clean
+.PHONY: all test test-unit test-e2e asan fuzz fuzz-run fuzz-replay cuda cuda-tools test-cuda bench-cuda bench clean
 .SECONDARY:
 
 all: $(TOOLS)
@@ -131,16 +131,39 @@ $(BUILD)/tests/cuda/%.o: tests/cuda/%.c
 	$(CC) $(CPPFLAGS) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
 
 # The CUDA test program links cudart statically so it runs on a GPU box without our -dev packages.
-CUDA_TEST_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(sort $(wildcard tests/cuda/*.c)))
+CUDA_TEST_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(filter-out tests/cuda/test_cuda_model.c,$(sort $(wildcard tests/cuda/*.c))))
 $(CUDA_TEST): $(CUDA_TEST_OBJ) $(CUDA_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(CUDA_ARCH) -o $@ $(CUDA_TEST_OBJ) $(CUDA_OBJ) $(LIB) -Xlinker --as-needed $(LDLIBS)
 
-cuda: $(CUDA_OBJ) $(CUDA_TEST)
+# The GPU model (src/cuda/*.c: weights, state, forward on the op table; issue #7) and its test
+# program (tests/cuda/test_cuda_model.c: whole-model logits against the golden and the CPU).
+CUDA_CSRC := $(sort $(wildcard src/cuda/*.c))
+CUDA_COBJ := $(patsubst %.c,$(BUILD)/%.o,$(CUDA_CSRC))
+CUDA_MODEL_TEST := $(BUILD)/cuda/ds4-cuda-model-tests
+$(CUDA_MODEL_TEST): $(BUILD)/tests/cuda/test_cuda_model.o $(CUDA_COBJ) $(CUDA_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(CUDA_ARCH) -o $@ $^ -Xlinker --as-needed $(LDLIBS)
+
+# CUDA-enabled tools in build/cuda/bin: the library rebuilt with -DDS4_CUDA in build/cuda/lib
+# (engine/session route backend "cuda" to the GPU model) plus the CUDA objects above, cudart
+# static, so the binaries run on a GPU machine without the CUDA -dev packages.
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA_TOOL_NAMES := ds4 ds4-server ds4-bench ds4-convert
+cuda-tools: $(CUDA_OBJ) $(CUDA_COBJ)
+	$(MAKE) BUILD=build/cuda/lib BINDIR=build/cuda/bin CPPFLAGS="$(CPPFLAGS) -DDS4_CUDA" \
+	  DS4_CUDA_LINK="$(abspath $(CUDA_OBJ) $(CUDA_COBJ))" $(addprefix build/cuda/bin/,$(CUDA_TOOL_NAMES))
+ifneq ($(DS4_CUDA_LINK),)
+$(LIB): $(DS4_CUDA_LINK)
+LDLIBS += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
+endif
+
+cuda: $(CUDA_OBJ) $(CUDA_TEST) $(CUDA_MODEL_TEST) cuda-tools
 
 # On a GPU machine: every CUDA op against the CPU reference (skips, saying so, without a GPU).
-test-cuda: $(CUDA_TEST)
+test-cuda: $(CUDA_TEST) $(CUDA_MODEL_TEST)
 	$(CUDA_TEST)
+	DS4_SHARED=$(SHARED) $(CUDA_MODEL_TEST)
 
 bench-cuda: $(CUDA_TEST)
 	$(CUDA_TEST) --bench

@@ -6,6 +6,11 @@
 # Build first, here: `make cuda`; then on the GPU box (carry build/cuda/ds4-cuda-tests):
 #   scripts/gpu-check.sh            logs under $OUT when set, else build/gpu-check
 #   scripts/gpu-check.sh --no-bench tests only
+#   scripts/gpu-check.sh --model-only   only the whole-model checks below (skips the op tests)
+# Whole model (issue #7; needs `make cuda`'s build/cuda/ds4-cuda-model-tests and build/cuda/bin):
+# builds a synthetic Flash-width q2 model here (4 layers, 16 experts, V4 tokenizer), runs the
+# model tests (tiny-v4 golden, snapshots across backends, GPU vs CPU), then ds4-bench and
+# ds4 --backend cuda on it. DS4_SHARED must point at the test data (tiny-v4 + tokenizer).
 # Exit status: that of the test program (non-zero when any case failed).
 set -u
 cd "$(dirname "$0")/.."
@@ -29,11 +34,47 @@ fi
 cat "$LOGDIR/device.txt"
 ARGS=--bench
 [ "${1:-}" = "--no-bench" ] && ARGS=
+rc=0
+if [ "${1:-}" != "--model-only" ]; then
 "$BIN" $ARGS > "$LOGDIR/cuda-tests.log" 2>&1
 rc=$?
 grep -E '^(FAIL|device 0:)' "$LOGDIR/cuda-tests.log"
 grep -E '^bench' "$LOGDIR/cuda-tests.log" > "$LOGDIR/bench.txt"
 cat "$LOGDIR/bench.txt"
 tail -n 1 "$LOGDIR/cuda-tests.log"
+fi
+
+# ---- whole model on the GPU (model_cuda.h) ----
+MT=build/cuda/ds4-cuda-model-tests
+CB=build/cuda/bin
+if [ -x "$MT" ] && [ -x "$CB/ds4-convert" ]; then
+    SH=${DS4_SHARED:-../shared}
+    SCR=${DS4_TMP:-/tmp/ds4-gpu-check}
+    mkdir -p "$SCR"
+    SYN=$SCR/synthetic-flash-4l-16e-q2.gguf
+    t0=$(date +%s)
+    "$CB/ds4-convert" --synthetic flash --layers 4 --experts 16 --preset q2 \
+        --tokenizer "$SH/testdata/tokenizer/deepseek_v4_tokenizer_reconstructed.json" \
+        --out "$SYN" > "$LOGDIR/convert-synthetic.log" 2>&1 || { tail -n 3 "$LOGDIR/convert-synthetic.log"; rc=1; }
+    echo "synthetic flash q2 (4 layers, 16 experts) built in $(( $(date +%s) - t0 )) s"
+    DS4_SHARED="$SH" DS4_TMP="$SCR" DS4_CUDA_SYN_GGUF="$SYN" "$MT" > "$LOGDIR/cuda-model-tests.log" 2>&1
+    mrc=$?
+    grep -E '^(PASS|FAIL|info|device)' "$LOGDIR/cuda-model-tests.log"
+    tail -n 1 "$LOGDIR/cuda-model-tests.log"
+    [ $mrc -ne 0 ] && rc=$mrc
+    "$CB/ds4-bench" --backend cuda -m "$SYN" --ctx-start 512 --ctx-max 2048 --step-mul 2 \
+        --gen-tokens 64 --prefill-chunk 512 --no-membw \
+        --out "$LOGDIR/bench-synthetic-cuda.csv" > "$LOGDIR/bench-synthetic-cuda.log" 2>&1 || rc=1
+    echo "ds4-bench --backend cuda (synthetic flash q2, 4 layers):"
+    cat "$LOGDIR/bench-synthetic-cuda.csv" 2>/dev/null; grep -E 'loaded|ctx ' "$LOGDIR/bench-synthetic-cuda.log" | tail -n 4
+    for be in cuda cpu; do
+        "$CB/ds4" --backend $be -m "$SYN" -c 4096 -p "Hello from the GPU" -n 12 --temp 0 --nothink \
+            > "$LOGDIR/ds4-cli-$be.txt" 2> "$LOGDIR/ds4-cli-$be.err" || { rc=1; tail -n 3 "$LOGDIR/ds4-cli-$be.err"; }
+        echo "ds4 --backend $be -p ...: $(head -c 300 "$LOGDIR/ds4-cli-$be.txt" | od -c | head -n 3 | tail -n 3 | tr -s ' ' | head -c 200)"
+    done
+    cmp -s "$LOGDIR/ds4-cli-cuda.txt" "$LOGDIR/ds4-cli-cpu.txt" && echo "ds4 CLI: cuda and cpu answers are identical" \
+        || echo "ds4 CLI: cuda and cpu answers differ"
+    rm -f "$SYN"
+fi
 echo "gpu-check: exit $rc, logs in $LOGDIR"
 exit $rc

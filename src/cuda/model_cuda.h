@@ -42,15 +42,17 @@ ds4_status cuda_state_create(cuda_state **out, cuda_model *cm, model_state *host
                              ds4_error *err);
 void cuda_state_free(cuda_state *s);
 
-/* Device → host state (before model_state_serialize) and host → device (after
- * model_state_deserialize or model_state_reset). */
-ds4_status cuda_state_to_host(cuda_state *s, ds4_error *err);
-ds4_status cuda_state_from_host(cuda_state *s, ds4_error *err);
+/* Which copy is current: after cuda_model_eval the device is, and the host KV buffers are
+ * stale until cuda_state_sync_host (call it before model_state_serialize). After the caller
+ * changes the host state (model_state_reset, model_state_deserialize) it calls
+ * cuda_state_host_changed; the next eval uploads it first. */
+ds4_status cuda_state_sync_host(cuda_state *s, ds4_error *err);
+void cuda_state_host_changed(cuda_state *s);
 
 /* model_eval on the GPU: same arguments, checks and results (logits within the tolerances of
  * tests/cuda/test_cuda_model.c). Tokens are evaluated one at a time; the host state's
- * position advances, its KV buffers are left stale until cuda_state_to_host. Capture hooks
- * are not called. */
+ * position advances, its KV buffers are left stale (see above). Capture hooks are not
+ * called. */
 ds4_status cuda_model_eval(cuda_model *cm, cuda_state *s, const int32_t *tokens,
                            int64_t n_tokens, const model_eval_opts *opts, ds4_error *err);
 

@@ -20,6 +20,9 @@
 #include <string.h>
 
 #include "core/error.h"
+#ifdef DS4_CUDA
+#include "cuda/model_cuda.h"
+#endif
 
 void ds4_engine_options_init(ds4_engine_options *opt) {
     if (!opt) return;
@@ -75,7 +78,13 @@ ds4_status ds4_engine_open_ex(ds4_engine **out, const char *gguf_path, const ds4
     ds4_engine_options defaults;
     ds4_engine_options_init(&defaults);
     if (!opt) opt = &defaults;
-    if (opt->backend && strcmp(opt->backend, "cpu") != 0)
+    bool want_cuda = opt->backend && strcmp(opt->backend, "cuda") == 0;
+#ifndef DS4_CUDA
+    if (want_cuda)
+        return ds4_seterr(err, DS4_ERR_UNSUPPORTED,
+                          "engine_open: backend 'cuda': this build has no CUDA (build with `make cuda`)");
+#endif
+    if (opt->backend && strcmp(opt->backend, "cpu") != 0 && !want_cuda)
         return ds4_seterr(err, DS4_ERR_UNSUPPORTED, "engine_open: backend '%s' is not available (use \"cpu\")",
                           opt->backend);
     if (opt->mtp_path)
@@ -94,6 +103,15 @@ ds4_status ds4_engine_open_ex(ds4_engine **out, const char *gguf_path, const ds4
         ds4_err_prefix(err, "%s", gguf_path);
         goto out_close_gguf;
     }
+#ifdef DS4_CUDA
+    /* Backend "cuda" (issue #7): weights and KV state on device 0; the CPU model stays open
+     * (embedding rows, MTP block, the host copy of the state for snapshots). */
+    if (want_cuda && (st = cuda_model_open(&e->cuda, e->model, e->gguf, 0, err)) != DS4_OK) {
+        ds4_err_prefix(err, "%s", gguf_path);
+        model_close(e->model);
+        goto out_close_gguf;
+    }
+#endif
     if (opt->prefault) prefault(e->gguf);
     const model_hparams *hp = model_get_hparams(e->model);
     ds4_model_info *in = &e->info;
@@ -125,6 +143,9 @@ ds4_status ds4_engine_open(ds4_engine **out, const char *gguf_path, const ds4_en
 void ds4_engine_close(ds4_engine *e) {
     if (!e) return;
     pthread_mutex_destroy(&e->eval_mu);
+#ifdef DS4_CUDA
+    cuda_model_close(e->cuda);
+#endif
     model_close(e->model);
     gguf_close(e->gguf);
     free(e);

@@ -20,6 +20,9 @@ struct ds4_engine {
     /* model_eval must not run concurrently on one model (model.h, "Threading"): sessions of
      * one engine driven from different threads take turns through this lock. */
     pthread_mutex_t eval_mu;
+    /* Backend "cuda" (builds with -DDS4_CUDA, cuda/model_cuda.h): the model on the GPU;
+     * NULL for the CPU backend. Sessions then evaluate there (session.c). */
+    struct cuda_model *cuda;
 };
 
 /* The model behind an engine (for tools that need capture hooks, e.g. --dump-layers). */

@@ -24,6 +24,9 @@
 #include "core/mapfile.h"
 #include "model/engine.h"
 #include "model/snapshot.h"
+#ifdef DS4_CUDA
+#include "cuda/model_cuda.h"
+#endif
 
 #define SESSION_DEFAULT_CHUNK 256u
 #define PAYLOAD_VERSION 1u   /* model_state_serialize layout as of model.h v1 */
@@ -47,7 +50,35 @@ struct ds4_session {
     bool has_logits;
     checkpoint ck;
     const model_capture *capture;
+    /* Backend "cuda": the device twin of st (st keeps the position and stages snapshots). */
+    struct cuda_state *gst;
 };
+
+/* Backend glue (issue #7): with the GPU model, evals run on the device state; the host state
+ * is brought up to date before it is serialized and marked changed after reset / restore. */
+static ds4_status state_eval(ds4_session *s, const int32_t *tokens, uint32_t n,
+                             const model_eval_opts *o, ds4_error *err) {
+#ifdef DS4_CUDA
+    if (s->gst) return cuda_model_eval(s->eng->cuda, s->gst, tokens, n, o, err);
+#endif
+    return model_eval(s->eng->model, s->st, tokens, n, o, err);
+}
+
+static ds4_status state_serialize(const ds4_session *s, void *buf, size_t n_bytes, ds4_error *err) {
+#ifdef DS4_CUDA
+    ds4_status st;
+    if (s->gst && (st = cuda_state_sync_host(s->gst, err)) != DS4_OK) return st;
+#endif
+    return model_state_serialize(s->st, buf, n_bytes, err);
+}
+
+static void state_host_changed(ds4_session *s) {
+#ifdef DS4_CUDA
+    if (s->gst) cuda_state_host_changed(s->gst);
+#else
+    (void)s;
+#endif
+}
 
 /* ---- Lifetime ---------------------------------------------------------------------------- */
 
@@ -67,6 +98,9 @@ ds4_status ds4_session_create(ds4_session **out, ds4_engine *e, uint32_t n_ctx, 
     s->logits = malloc((size_t)s->n_vocab * sizeof *s->logits);
     if (!s->tokens || !s->logits) goto out_free_session;
     ds4_status st = model_state_create(&s->st, e->model, n_ctx, err);
+#ifdef DS4_CUDA
+    if (st == DS4_OK && e->cuda) st = cuda_state_create(&s->gst, e->cuda, s->st, err);
+#endif
     if (st != DS4_OK) {
         ds4_session_free(s);
         return ds4_err_prefix(err, "session_create(%u tokens)", n_ctx);
@@ -88,6 +122,9 @@ static void checkpoint_free(checkpoint *c) {
 
 void ds4_session_free(ds4_session *s) {
     if (!s) return;
+#ifdef DS4_CUDA
+    cuda_state_free(s->gst);
+#endif
     model_state_free(s->st);
     checkpoint_free(&s->ck);
     free(s->tokens);
@@ -98,6 +135,7 @@ void ds4_session_free(ds4_session *s) {
 void ds4_session_reset(ds4_session *s) {
     if (!s) return;
     model_state_reset(s->st);
+    state_host_changed(s);
     s->n_tokens = 0;
     s->has_logits = false;
 }
@@ -155,7 +193,7 @@ static ds4_status append(ds4_session *s, const int32_t *tokens, uint32_t n, floa
             o.logits_mode = MODEL_LOGITS_NONE;
         }
         pthread_mutex_lock(&s->eng->eval_mu);
-        ds4_status st = model_eval(s->eng->model, s->st, tokens + done, c, &o, err);
+        ds4_status st = state_eval(s, tokens + done, c, &o, err);
         pthread_mutex_unlock(&s->eng->eval_mu);
         if (st != DS4_OK) {
             uint32_t at = s->n_tokens;
@@ -236,7 +274,7 @@ ds4_status ds4_session_checkpoint(ds4_session *s, ds4_error *err) {
         c->payload_cap = need;
     }
     c->valid = false;
-    ds4_status st = model_state_serialize(s->st, c->payload, need, err);
+    ds4_status st = state_serialize(s, c->payload, need, err);
     if (st != DS4_OK) return ds4_err_prefix(err, "session_checkpoint");
     c->payload_bytes = need;
     c->n_tokens = s->n_tokens;
@@ -258,6 +296,7 @@ static uint32_t common_prefix(const int32_t *a, uint32_t na, const int32_t *b, u
 static ds4_status restore_checkpoint(ds4_session *s, ds4_error *err) {
     checkpoint *c = &s->ck;
     ds4_status st = model_state_deserialize(s->st, c->payload, c->payload_bytes, err);
+    state_host_changed(s);
     if (st != DS4_OK) {
         ds4_session_reset(s);
         return ds4_err_prefix(err, "restoring the rewind checkpoint failed, session emptied");
@@ -394,7 +433,7 @@ ds4_status ds4_session_snapshot(const ds4_session *s, uint8_t **out, uint64_t *o
         return ds4_seterr(err, DS4_ERR_NOMEM, "snapshot: cannot allocate %llu bytes", (unsigned long long)total);
     uint8_t *payload;
     st = snap_write_head(buf, total, &m, s->tokens, s->has_logits ? s->logits : NULL, &payload, err);
-    if (st == DS4_OK) st = model_state_serialize(s->st, payload, (size_t)m.payload_bytes, err);
+    if (st == DS4_OK) st = state_serialize(s, payload, (size_t)m.payload_bytes, err);
     if (st != DS4_OK) {
         free(buf);
         return ds4_err_prefix(err, "snapshot");
@@ -438,6 +477,7 @@ ds4_status ds4_session_restore(ds4_session *s, const uint8_t *buf, uint64_t n_by
                           (unsigned long long)v.meta.payload_bytes);
     /* Past this point the state is overwritten: a payload the model refuses empties it. */
     st = model_state_deserialize(s->st, v.payload, (size_t)v.meta.payload_bytes, err);
+    state_host_changed(s);
     if (st == DS4_OK && model_state_pos(s->st) != (int64_t)v.meta.n_tokens)
         st = ds4_seterr(err, DS4_ERR_FORMAT, "restore: payload is at position %lld, snapshot has %u tokens",
                         (long long)model_state_pos(s->st), v.meta.n_tokens);

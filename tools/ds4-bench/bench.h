@@ -25,6 +25,7 @@ typedef struct bench_opts {
     uint64_t seed;              /* synthetic token sequence */
     int membw;                  /* measure read bandwidth for the decode bound (default on) */
     int exact_act;              /* --exact-activations: engine checking mode (slower) */
+    const char *backend;        /* --backend cpu|cuda (default cpu) */
 } bench_opts;
 
 typedef struct bench_row {

@@ -166,6 +166,7 @@ int main(int argc, char **argv) {
     ds4_engine_options_init(&eo);
     eo.n_threads = o.n_threads;
     eo.exact_activations = o.exact_act != 0; /* checking mode: measures its cost */
+    if (o.backend) eo.backend = o.backend;
     double t0 = now_s();
     if (ds4_engine_open(&eng, o.model_path, &eo, &err) != DS4_OK) goto out_err;
     ds4_model_info info;

@@ -16,7 +16,7 @@ static void usage(FILE *f) {
             "                 [--ctx-start N] [--ctx-max N] [--ctx-alloc N] [--step-incr N]\n"
             "                 [--step-mul F] [--gen-tokens N] [--prefill-chunk N] [--threads N]\n"
             "                 [--out CSV] [--svg FILE] [--title T] [--seed S] [--no-membw]\n"
-            "                 [--exact-activations]\n"
+            "                 [--exact-activations] [--backend cpu|cuda]\n"
             "Walks one token sequence to each context frontier with incremental prefill and\n"
             "measures prefill tokens/s of each interval and greedy generation tokens/s at each\n"
             "frontier (state snapshotted before and restored after the probe). Without a prompt\n"
@@ -73,6 +73,7 @@ int bench_parse_args(bench_opts *o, int argc, char **argv) {
         else if (!strcmp(a, "--prompt-file")) o->prompt_file = v;
         else if (!strcmp(a, "--prompt-tokens")) o->prompt_tokens = v;
         else if (!strcmp(a, "--chat-prompt-file")) o->chat_prompt_file = v;
+        else if (!strcmp(a, "--backend")) o->backend = v;
         else if (!strcmp(a, "--system") || !strcmp(a, "-sys")) o->system = v;
         else if (!strcmp(a, "--out") || !strcmp(a, "--csv")) o->csv_path = v;
         else if (!strcmp(a, "--svg")) o->svg_path = v;

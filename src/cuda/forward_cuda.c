@@ -1,0 +1,213 @@
+/*
+ * cuda/forward_cuda.c — the V4 forward pass on the GPU, one token at a time (MODEL_MATH §2):
+ * embedding, per layer hc_pre -> attention -> hc_post and hc_pre -> MoE -> hc_post, then
+ * hc_head, final norm and the output head (§10). Each step is the op-table call
+ * (cuda/cuda_api.h) standing for the CPU step of model/forward.c, attention.c, moe.c, in the
+ * same order, so the GPU result differs from the CPU only by the summation order inside the
+ * ops (see their tolerances) — never by a different formula.
+ *
+ * Owns: the order of the ops and the per-token bookkeeping (ring slot, position).
+ * Must not: hold state outside cuda_state, or run kernels of its own.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "cuda/model_cuda_impl.h"
+
+#define CK(x) do { if ((st = (x)) != DS4_OK) return st; } while (0)
+
+static ds4_status mv(const cu_mat *w, const float *x, float *y, cu_ws *ws, ds4_error *err) {
+    return cuda_matvec(w->type, w->d, w->rows, w->cols, x, ws->act, y, err);
+}
+
+/* model/forward.c fwd_hc_pre: mix = fn·X, then ρ, split, weighted sum and norm (§4.1). */
+static ds4_status hc_pre(cuda_state *s, const cu_mat *fn, const float *scale, const float *base,
+                         const float *norm, ds4_error *err) {
+    const model_hparams *hp = &s->cm->m->hp;
+    cu_ws *w = &s->ws;
+    ds4_status st;
+    CK(mv(fn, w->X, w->mix, w, err));
+    return cuda_hc_pre(w->X, w->mix, scale, base, norm, 1, (int)hp->n_hc, hp->n_embd,
+                       (int)hp->sinkhorn_iters, hp->hc_eps, hp->norm_eps, w->pre, w->post,
+                       w->comb, w->a, err);
+}
+
+/* model/forward.c fwd_hc_post: X2 = hc_post(f, X), then swap (§4.3). */
+static ds4_status hc_post(cuda_state *s, ds4_error *err) {
+    const model_hparams *hp = &s->cm->m->hp;
+    cu_ws *w = &s->ws;
+    ds4_status st;
+    CK(cuda_hc_post(w->f, w->X, w->post, w->comb, 1, (int)hp->n_hc, hp->n_embd, w->X2, err));
+    float *x = w->X;
+    w->X = w->X2;
+    w->X2 = x;
+    return DS4_OK;
+}
+
+/* model/attention.c attn_forward for one token at pos. */
+static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
+    const cuda_model *cm = s->cm;
+    const model_hparams *hp = &cm->m->hp;
+    const cu_layer *L = &cm->layers[il];
+    cu_kv_layer *kvl = &s->layers[il];
+    cu_ws *w = &s->ws;
+    int64_t H = hp->n_head, Dh = hp->head_dim, W = hp->n_window;
+    int nr = (int)hp->n_rope;
+    int ratio = (int)hparams_ratio(hp, il);
+    const float *freqs = ratio ? cm->freqs_comp : cm->freqs_plain;
+    float eps = hp->norm_eps;
+    ds4_status st;
+    /* §5.1: query path; per-head norm without weight (§3.2), RoPE on the tail. */
+    CK(mv(&L->wq_a, w->a, w->qr, w, err));
+    CK(cuda_rmsnorm(w->qr, w->qr, L->q_norm, 1, hp->q_lora, eps, err));
+    CK(mv(&L->wq_b, w->qr, w->q, w, err));
+    CK(cuda_rmsnorm(w->q, w->q, NULL, H, Dh, eps, err));
+    CK(cuda_rope_tail(w->q, H, Dh, Dh - nr, H, nr, freqs, pos, 0, err));
+    /* §5.2: KV path, FP8 round trip of the non-RoPE dims (§12 #1). */
+    CK(mv(&L->wkv, w->a, w->kv, w, err));
+    CK(cuda_rmsnorm(w->kv, w->kv, L->kv_norm, 1, Dh, eps, err));
+    CK(cuda_rope_tail(w->kv, 1, Dh, Dh - nr, 1, nr, freqs, pos, 0, err));
+    CK(cuda_fp8_roundtrip(w->kv, 1, Dh, Dh - nr, 64, err));
+    /* §7.3 steps 2-3: the compressors advance (§6.4). */
+    if (L->has_comp) {
+        CK(mv(&L->comp.kv, w->a, w->cA, w, err));
+        CK(mv(&L->comp.gate, w->a, w->cB, w, err));
+        CK(cuda_comp_push(&kvl->comp, w->cA, w->cB, L->comp.ape, L->comp.norm, pos, 0, freqs, nr,
+                          eps, NULL, err));
+    }
+    if (L->has_indexer) {
+        int64_t id = hp->idx_head_dim, ih = hp->idx_n_head;
+        CK(mv(&L->idx_comp.kv, w->a, w->iA, w, err));
+        CK(mv(&L->idx_comp.gate, w->a, w->iB, w, err));
+        CK(cuda_comp_push(&kvl->idx, w->iA, w->iB, L->idx_comp.ape, L->idx_comp.norm, pos, 1,
+                          freqs, nr, eps, NULL, err));
+        /* §8: queries from the normalised qr, head weights from a; RoPE, Hadamard, FP4. */
+        CK(mv(&L->idx_wq_b, w->qr, w->iq, w, err));
+        CK(mv(&L->idx_proj, w->a, w->iw, w, err));
+        CK(cuda_rope_tail(w->iq, ih, id, id - nr, ih, nr, freqs, pos, 0, err));
+        CK(cuda_hadamard(w->iq, ih, id, (int)id, err));
+        CK(cuda_fp4_roundtrip(w->iq, ih, id, id, 32, err));
+        CK(cuda_scale(w->iw, ih, (float)(1.0 / sqrt((double)(id * ih))), err));
+        CK(cuda_indexer_topk(w->iq, w->iw, kvl->idx.rows, 1, pos, ih, id, hp->idx_topk,
+                             w->idx_scr, w->isel, w->n_isel, err));
+    }
+    /* §5.4-5.6: window + compressed rows with sinks; value tails de-rotated. */
+    CK(cuda_attn(w->q, w->kv, kvl->raw, W, ratio ? kvl->comp.rows : NULL, ratio,
+                 ratio == 4 ? w->isel : NULL, w->n_isel, hp->idx_topk, L->sinks, 1, pos, H, Dh,
+                 nr, freqs, w->attn_scr, w->o, err));
+    /* §7.1: the window ring keeps position pos at slot pos mod W. */
+    CK(cuda_copy_d2d(kvl->raw + (pos % W) * Dh, w->kv, (size_t)Dh * sizeof(float), err));
+    /* §5.6: grouped output projection, group g reads heads [g·H/G, (g+1)·H/G). */
+    int64_t G = hp->o_groups, hpg = H / G, ol = hp->o_lora;
+    for (int64_t g = 0; g < G; g++)
+        CK(cuda_matvec(L->wo_a.type, L->wo_a.d + (uint64_t)(g * ol) * L->wo_a.row_bytes, ol,
+                       L->wo_a.cols, w->o + g * hpg * Dh, w->act, w->oa + g * ol, err));
+    return mv(&L->wo_b, w->oa, w->f, w, err);
+}
+
+/* model/moe.c moe_forward for one token: router, the K selected experts in grouped launches,
+ * clamped SwiGLU with the routing weight, shared expert, sum in ascending expert order. */
+static ds4_status moe(cuda_state *s, int64_t il, ds4_error *err) {
+    const cuda_model *cm = s->cm;
+    const model_hparams *hp = &cm->m->hp;
+    const cu_layer *L = &cm->layers[il];
+    cu_ws *w = &s->ws;
+    int64_t D = hp->n_embd, F = hp->n_ff_exp;
+    int E = (int)hp->n_expert, K = (int)hp->n_expert_used;
+    ds4_status st;
+    CK(mv(&L->gate_inp, w->a, w->rl, w, err));
+    CK(cuda_moe_route(w->rl, L->tid2eid ? NULL : L->exp_bias, L->tid2eid, w->tok, 1, E, K,
+                      hp->route_scale, hp->expert_weights_norm, w->sel, w->selw, err));
+    const cu_experts *eg = &L->gate_exps, *eu = &L->up_exps, *ed = &L->down_exps;
+    CK(cuda_matvec_experts(eg->type, eg->d, eg->n_expert, eg->rows, eg->cols, w->sel, K, w->a, 0,
+                           w->act, w->g, err));
+    CK(cuda_matvec_experts(eu->type, eu->d, eu->n_expert, eu->rows, eu->cols, w->sel, K, w->a, 0,
+                           w->act, w->u, err));
+    CK(cuda_swiglu(w->g, w->u, w->selw, K, F, hp->swiglu_clamp[il], w->g, err));
+    CK(cuda_matvec_experts(ed->type, ed->d, ed->n_expert, ed->rows, ed->cols, w->sel, K, w->g, 1,
+                           w->act, w->yexp, err));
+    if (L->has_shared) {
+        int64_t Fs = L->sh_gate.rows;
+        CK(mv(&L->sh_gate, w->a, w->shg, w, err));
+        CK(mv(&L->sh_up, w->a, w->shu, w, err));
+        CK(cuda_swiglu(w->shg, w->shu, NULL, 1, Fs, hp->swiglu_clamp_shared[il], w->shg, err));
+        CK(mv(&L->sh_down, w->shg, w->shy, w, err));
+    }
+    return cuda_moe_combine(w->yexp, L->has_shared ? w->shy : NULL, 1, K, D, w->f, err);
+}
+
+/* model/forward.c fwd_output for the current token: hc_head, norm, head; logits to host. */
+static ds4_status output(cuda_state *s, float *logits, ds4_error *err) {
+    const cuda_model *cm = s->cm;
+    const model_hparams *hp = &cm->m->hp;
+    cu_ws *w = &s->ws;
+    ds4_status st;
+    CK(mv(&cm->out_hc_fn, w->X, w->mix, w, err));
+    CK(cuda_hc_head(w->X, w->mix, cm->out_hc_scale, cm->out_hc_base, cm->out_norm, 1,
+                    (int)hp->n_hc, hp->n_embd, hp->hc_eps, hp->norm_eps, w->y, err));
+    CK(mv(&cm->output, w->y, w->logits, w, err));
+    return cuda_download(logits, w->logits, (size_t)hp->n_vocab * sizeof(float), err);
+}
+
+static ds4_status eval_token(cuda_model *cm, cuda_state *s, int32_t tok, ds4_error *err) {
+    const model *m = cm->m;
+    const model_hparams *hp = &m->hp;
+    cu_ws *w = &s->ws;
+    int64_t D = hp->n_embd, hc = hp->n_hc, pos = s->host->kv.pos;
+    ds4_status st;
+    /* §2: e = embed[u]; X = [e, ..., e] (decoded on the host from the mapping, as on the CPU). */
+    CK(cpu_mat_row_f32(&m->w.tok_embd, tok, w->h_row, err));
+    for (int64_t k = 1; k < hc; k++) memcpy(w->h_row + k * D, w->h_row, (size_t)D * sizeof(float));
+    CK(cuda_upload(w->X, w->h_row, (size_t)(hc * D) * sizeof(float), err));
+    CK(cuda_upload(w->tok, &tok, sizeof tok, err));
+    for (int64_t il = 0; il < hp->n_layer; il++) {
+        const cu_layer *L = &cm->layers[il];
+        CK(hc_pre(s, &L->hc_attn_fn, L->hc_attn_scale, L->hc_attn_base, L->attn_norm, err));
+        CK(attn(s, il, pos, err));
+        CK(hc_post(s, err));
+        CK(hc_pre(s, &L->hc_ffn_fn, L->hc_ffn_scale, L->hc_ffn_base, L->ffn_norm, err));
+        CK(moe(s, il, err));
+        CK(hc_post(s, err));
+    }
+    s->host->kv.pos = pos + 1;
+    return DS4_OK;
+}
+
+ds4_status cuda_model_eval(cuda_model *cm, cuda_state *s, const int32_t *tokens,
+                           int64_t n_tokens, const model_eval_opts *o, ds4_error *err) {
+    if (!cm || !s || s->cm != cm)
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_model_eval: state does not belong to this model");
+    if (n_tokens <= 0) return DS4_OK;
+    if (!tokens) return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_model_eval: tokens is NULL");
+    if (o && o->logits_mode != MODEL_LOGITS_NONE && !o->logits)
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_model_eval: logits requested but NULL");
+    const model_hparams *hp = &cm->m->hp;
+    kv_state *kv = &s->host->kv;
+    if (n_tokens > kv->n_ctx - kv->pos)
+        return ds4_seterr(err, DS4_ERR_RANGE,
+                          "cuda_model_eval: context overflow: position %lld + %lld tokens > context %lld",
+                          (long long)kv->pos, (long long)n_tokens, (long long)kv->n_ctx);
+    for (int64_t t = 0; t < n_tokens; t++)
+        if (tokens[t] < 0 || tokens[t] >= hp->n_vocab)
+            return ds4_seterr(err, DS4_ERR_INVALID_ARG,
+                              "cuda_model_eval: token %lld is %d, vocabulary is 0..%lld",
+                              (long long)t, tokens[t], (long long)hp->n_vocab - 1);
+    int64_t hcD = hp->n_hc * hp->n_embd;
+    ds4_status st;
+    CK(cuda_state_sync_device(s, err));
+    s->dev_newer = true;
+    for (int64_t t = 0; t < n_tokens; t++) {
+        if ((st = eval_token(cm, s, tokens[t], err)))
+            return ds4_err_prefix(err, "cuda: token %lld at position %lld", (long long)t,
+                                  (long long)kv->pos);
+        if (o && o->hc_out)
+            CK(cuda_download(o->hc_out + t * hcD, s->ws.X, (size_t)hcD * sizeof(float), err));
+        if (!o || o->logits_mode == MODEL_LOGITS_NONE) continue;
+        if (o->logits_mode == MODEL_LOGITS_ALL)
+            CK(output(s, o->logits + t * hp->n_vocab, err));
+        else if (t == n_tokens - 1)
+            CK(output(s, o->logits, err));
+    }
+    return DS4_OK;
+}

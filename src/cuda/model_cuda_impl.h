@@ -1,0 +1,105 @@
+/*
+ * cuda/model_cuda_impl.h — internals shared by model_cuda.c (weights, state) and
+ * forward_cuda.c (the per-token forward): device views of the weights, the device state and
+ * the per-token workspace. Not for use outside model_cuda*.c/.cu and forward_cuda.c.
+ */
+#ifndef DS4_CUDA_MODEL_CUDA_IMPL_H
+#define DS4_CUDA_MODEL_CUDA_IMPL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cuda/cuda_api.h"
+#include "cuda/model_cuda.h"
+#include "model/forward.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A matrix resident on the device: rows of `cols` values of ggml `type`, row r at
+ * d + r*row_bytes (a cpu_mat with a device pointer). */
+typedef struct cu_mat {
+    int type;
+    int64_t rows, cols;
+    uint64_t row_bytes;
+    const uint8_t *d;
+} cu_mat;
+
+/* Routed experts [cols, rows, n_expert] (GGUF_LAYOUT §3.5). */
+typedef struct cu_experts {
+    int type;
+    int64_t n_expert, rows, cols;
+    const uint8_t *d;
+} cu_experts;
+
+typedef struct cu_comp_w {
+    cu_mat kv, gate;
+    float *ape, *norm;
+} cu_comp_w;
+
+typedef struct cu_layer {
+    cu_mat hc_attn_fn, hc_ffn_fn;
+    float *hc_attn_scale, *hc_attn_base, *hc_ffn_scale, *hc_ffn_base;
+    float *attn_norm, *ffn_norm, *q_norm, *kv_norm, *sinks;
+    cu_mat wq_a, wq_b, wkv, wo_a, wo_b;
+    bool has_comp, has_indexer, has_shared;
+    cu_comp_w comp, idx_comp;
+    cu_mat idx_wq_b, idx_proj, gate_inp;
+    float *exp_bias;          /* NULL on hash layers */
+    int32_t *tid2eid;         /* NULL on biased layers */
+    cu_experts gate_exps, up_exps, down_exps;
+    cu_mat sh_gate, sh_up, sh_down;
+} cu_layer;
+
+struct cuda_model {
+    const model *m;
+    const gguf_ctx *g;
+    int dev;
+    uint8_t *d_data;          /* the GGUF data region */
+    const uint8_t *h_data;    /* its host address (mapping) */
+    uint64_t data_bytes;
+    cu_layer *layers;         /* n_layer */
+    cu_mat out_hc_fn, output;
+    float *out_hc_scale, *out_hc_base, *out_norm;
+    float *freqs_plain, *freqs_comp;
+    void **allocs;            /* small device tables, freed at close */
+    int n_allocs, cap_allocs;
+};
+
+typedef struct cu_kv_layer {
+    float *raw;               /* [n_window][head_dim] */
+    cuda_comp_state comp, idx;
+} cu_kv_layer;
+
+/* Per-token workspace (decode: one token at a time). */
+typedef struct cu_ws {
+    float *X, *X2, *a, *mix, *pre, *post, *comb, *qr, *q, *o, *kv, *cA, *cB, *iA, *iB, *iq,
+        *iw, *oa, *f, *rl, *selw, *g, *u, *yexp, *shg, *shu, *shy, *y, *logits;
+    int32_t *sel, *isel, *n_isel, *tok;
+    void *act;                /* quantized activations */
+    float *attn_scr, *idx_scr;
+    float *h_row;             /* host [hc*D]: embedding row staging */
+} cu_ws;
+
+struct cuda_state {
+    cuda_model *cm;
+    model_state *host;
+    cu_kv_layer *layers;
+    cu_ws ws;
+    void *block;              /* one device allocation holding the workspace */
+    bool dev_newer;           /* host KV buffers stale (an eval ran since the last sync) */
+    bool host_newer;          /* device stale (host reset or restored) */
+};
+
+/* Uploads the host state when it changed since the last upload (model_cuda.c). */
+ds4_status cuda_state_sync_device(cuda_state *s, ds4_error *err);
+
+/* model_cuda_dev.cu: device-to-device copy and fill on the default stream. */
+ds4_status cuda_copy_d2d(void *d_dst, const void *d_src, size_t n_bytes, ds4_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
