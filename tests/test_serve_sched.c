@@ -37,8 +37,8 @@ static void f_logits(fsess *s) {
     s->logits[next] = 10;
 }
 
-static ds4_status f_tokenize(void *c, const char *s, size_t n, int32_t **t, size_t *nt, ds4_error *e) {
-    (void)c; (void)e;
+static ds4_status f_tokenize(void *c, const char *s, size_t n, uint32_t flags, int32_t **t, size_t *nt, ds4_error *e) {
+    (void)c; (void)e; (void)flags;
     *t = malloc((n ? n : 1) * sizeof **t);
     for (size_t i = 0; i < n; i++) (*t)[i] = (unsigned char)s[i];
     *nt = n;
@@ -49,7 +49,7 @@ static ds4_status f_prompt(void *c, const srv_request *r, int32_t **t, size_t *n
     srv_buf_init(&text);
     if (r->prompt) srv_buf_puts(&text, r->prompt);
     for (size_t i = 0; i < r->n_msgs; i++) srv_buf_puts(&text, r->msgs[i].content);
-    ds4_status st = f_tokenize(c, text.data ? text.data : "", text.len, t, nt, e);
+    ds4_status st = f_tokenize(c, text.data ? text.data : "", text.len, 0, t, nt, e);
     srv_buf_free(&text);
     return st;
 }
@@ -147,7 +147,7 @@ static srv_job *submit(srv_sched *s, const char *text, int max_tokens, int *stat
     m->content = strdup(text);
     int32_t *t;
     size_t n;
-    f_tokenize(NULL, text, strlen(text), &t, &n, NULL);
+    f_tokenize(NULL, text, strlen(text), 0, &t, &n, NULL);
     srv_job *j = srv_job_new(&r, t, n);
     cr_assert(srv_fmt_init(&j->fmt, &j->req, "ID", 1));
     *status = srv_sched_submit(s, j);

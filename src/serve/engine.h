@@ -29,9 +29,11 @@ typedef struct srv_engine {
     /* The prompt ids for req (CHAT_ENCODING §3-§6; completions: §3.4 wrapper): template
      * markers are control tokens, client text never is (serve/prompt.c). *toks malloc'd. */
     ds4_status (*prompt)(void *ctx, const srv_request *req, int32_t **toks, size_t *n, ds4_error *err);
-    /* Tokenizes text with special-token recognition (/tokenize, the test-only forced
-     * completion, which stands for sampled model output); *toks malloc'd (caller frees). */
-    ds4_status (*tokenize)(void *ctx, const char *text, size_t len, int32_t **toks, size_t *n, ds4_error *err);
+    /* Tokenizes text (/tokenize, the test-only forced completion, which stands for sampled model
+     * output); flags as ds4_tokenize: 0 recognises special tokens, DS4_TOKENIZE_SPECIAL_AS_TEXT
+     * does not. *toks malloc'd (caller frees). */
+    ds4_status (*tokenize)(void *ctx, const char *text, size_t len, uint32_t flags, int32_t **toks, size_t *n,
+                           ds4_error *err);
     /* Bytes of one token (points into the engine; lives as long as it). */
     ds4_status (*token_bytes)(void *ctx, int32_t tok, const char **p, size_t *n, ds4_error *err);
 

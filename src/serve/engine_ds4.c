@@ -23,9 +23,10 @@ static ds4_status e_prompt(void *vctx, const srv_request *req, int32_t **toks, s
     return srv_prompt_tokens(req, c->tok, toks, n, NULL, NULL, err);
 }
 
-static ds4_status e_tokenize(void *vctx, const char *text, size_t len, int32_t **toks, size_t *n, ds4_error *err) {
+static ds4_status e_tokenize(void *vctx, const char *text, size_t len, uint32_t flags, int32_t **toks, size_t *n,
+                             ds4_error *err) {
     ds4_srv_ctx *c = vctx;
-    return ds4_tokenize(c->tok, text, len, 0, toks, n, err);
+    return ds4_tokenize(c->tok, text, len, flags, toks, n, err);
 }
 
 static ds4_status e_token_bytes(void *vctx, int32_t tok, const char **p, size_t *n, ds4_error *err) {

@@ -305,9 +305,14 @@ static enum MHD_Result handle_tokenize(srv_http *h, struct MHD_Connection *c, co
     if (!detok) {
         json_t *t = json_object_get(root, "content");
         if (!t || !json_is_string(t)) { json_decref(root); return send_err(h, c, SRV_API_CHAT, 400, "'content' must be a string"); }
+        /* "special": false tokenizes as the server does client text in prompts: chat markers
+         * stay plain text (default true: markers become their special tokens). */
+        json_t *sp = json_object_get(root, "special");
+        if (sp && !json_is_boolean(sp)) { json_decref(root); return send_err(h, c, SRV_API_CHAT, 400, "'special' must be a boolean"); }
+        uint32_t flags = sp && json_is_false(sp) ? DS4_TOKENIZE_SPECIAL_AS_TEXT : 0;
         int32_t *toks = NULL;
         size_t n = 0;
-        ds4_status st = h->eng->tokenize(h->eng->ctx, json_string_value(t), json_string_length(t), &toks, &n, &err);
+        ds4_status st = h->eng->tokenize(h->eng->ctx, json_string_value(t), json_string_length(t), flags, &toks, &n, &err);
         json_decref(root);
         if (st) return send_err(h, c, SRV_API_CHAT, 400, err.msg);
         json_t *arr = json_array();

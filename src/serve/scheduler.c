@@ -346,7 +346,7 @@ static void run_job(srv_sched *s, srv_job *j) {
 
     int32_t *forced = NULL;
     size_t n_forced = 0;
-    if (j->forced && s->eng.tokenize(s->eng.ctx, j->forced, strlen(j->forced), &forced, &n_forced, &err)) {
+    if (j->forced && s->eng.tokenize(s->eng.ctx, j->forced, strlen(j->forced), 0, &forced, &n_forced, &err)) {
         ds4_sampler_free(smp);
         job_fail(j, 500, err.msg);
         return;

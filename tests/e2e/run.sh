@@ -26,5 +26,6 @@ if [ ! -s "$model" ]; then
     --tokenizer "$shared/testdata/tokenizer/deepseek_v4_tokenizer_reconstructed.json" \
     --out "$model" > "$work/convert.log" 2>&1
 fi
-export DS4_SERVER_BIN="$bin/ds4-server" DS4_E2E_MODEL="$model" DS4_E2E_WORK="$work"
+export DS4_SERVER_BIN="$bin/ds4-server" DS4_E2E_MODEL="$model" DS4_E2E_WORK="$work" \
+  DS4_E2E_TOKENIZER="$shared/testdata/tokenizer/deepseek_v4_tokenizer_reconstructed.json"
 exec node --test --test-concurrency=1 "$here"/*.test.mjs
