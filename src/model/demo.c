@@ -40,12 +40,13 @@ ds4_status model_demo_find_tokenizer(const char *flag, char **out, ds4_error *er
     *out = NULL;
     if (flag) {
         if (is_file(flag) && (*out = strdup(flag))) return DS4_OK;
-        return ds4_seterr(err, DS4_ERR_NOT_FOUND, "demo: tokenizer %s: no such file", flag);
+        return ds4_seterr(err, DS4_ERR_NOT_FOUND, "tokenizer %s: no such file", flag);
     }
     const char *env = getenv("DS4_TOKENIZER");
     if (env && *env) {
         if (is_file(env) && (*out = strdup(env))) return DS4_OK;
-        return ds4_seterr(err, DS4_ERR_NOT_FOUND, "demo: $DS4_TOKENIZER %s: no such file", env);
+        return ds4_seterr(err, DS4_ERR_NOT_FOUND, "$DS4_TOKENIZER %s: no such file (pass --tokenizer PATH "
+                          "or set DS4_TOKENIZER to the tokenizer.json)", env);
     }
     char buf[4200];
     snprintf(buf, sizeof buf, "../%s", MODEL_DEMO_TOKENIZER_REL);
@@ -60,9 +61,8 @@ ds4_status model_demo_find_tokenizer(const char *flag, char **out, ds4_error *er
         if (is_file(buf)) goto found;
     }
     return ds4_seterr(err, DS4_ERR_NOT_FOUND,
-                      "demo: the model needs the DeepSeek V4 tokenizer.json: pass --tokenizer PATH "
-                      "or set DS4_TOKENIZER (tried ../%s from here and from the binary's directory)",
-                      MODEL_DEMO_TOKENIZER_REL);
+                      "no tokenizer.json found: pass --tokenizer PATH or set DS4_TOKENIZER (tried "
+                      "../%s from here and from the binary's directory)", MODEL_DEMO_TOKENIZER_REL);
 found:
     if (!(*out = strdup(buf))) return ds4_seterr(err, DS4_ERR_NOMEM, "demo: out of memory");
     return DS4_OK;

@@ -36,7 +36,8 @@ ds4_status model_demo_path(char **out, ds4_error *err);
 
 /* The tokenizer.json to build from: `flag` when given, else $DS4_TOKENIZER, else
  * ../MODEL_DEMO_TOKENIZER_REL from the working directory, else from the binary's directory.
- * DS4_ERR_NOT_FOUND naming what was tried. *out malloc'd. */
+ * DS4_ERR_NOT_FOUND naming what was tried (model_demo_ensure passes it on unchanged, so callers
+ * can say the demo needs a tokenizer). *out malloc'd. */
 ds4_status model_demo_find_tokenizer(const char *flag, char **out, ds4_error *err);
 
 /* Writes the demo model to path (through path.tmp.PID + rename, so a concurrent reader sees the

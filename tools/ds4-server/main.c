@@ -140,8 +140,10 @@ int main(int argc, char **argv) {
     if (srv_http_start(&http, &ho, &metrics, &err)) { fprintf(stderr, "ds4-server: %s\n", err.msg); return 1; }
     if (demo) {
         model_demo_progress dp = {.start = demo_start};
-        if (model_demo_ensure(tokenizer, &dp, &demo_path, &err)) {
-            fprintf(stderr, "ds4-server: --demo: %s\n", err.msg);
+        ds4_status st = model_demo_ensure(tokenizer, &dp, &demo_path, &err);
+        if (st) {
+            fprintf(stderr, "ds4-server: --demo%s: %s\n",
+                    st == DS4_ERR_NOT_FOUND ? " needs the DeepSeek V4 tokenizer.json to build its model" : "", err.msg);
             srv_http_stop(http);
             return 1;
         }

@@ -40,20 +40,34 @@ static int body_push(chat_state *st, int32_t id) {
     return 0;
 }
 
-/* Appends plain-BPE tokens of text (CHAT_ENCODING §2.3: user/system text is never scanned for
- * special tokens). */
-static int body_text(chat_state *st, const char *text, size_t n) {
+/* Token ids of a one-message conversation rendered by libds4's official encoder
+ * (ds4_chat_render_tokens): template markers are control tokens, the message text is plain BPE,
+ * so a typed "<｜User｜>" stays text (issue #4). *out malloc'd; 1 on failure (message printed). */
+static int render_one(chat_state *st, ds4_chat_role role, const char *text, size_t n, ds4_thinking th,
+                      int32_t **out, size_t *n_out) {
+    ds4_chat *c = NULL;
+    ds4_error err = {0};
+    char *copy = strndup(text, n); /* the chat API takes NUL-terminated text */
+    ds4_chat_msg m = {.role = role, .content = copy};
+    int rc = !copy || ds4_chat_create(&c, th, &err) || ds4_chat_add(c, &m, &err) ||
+             ds4_chat_render_tokens(c, st->tok, 0, out, n_out, NULL, NULL, &err);
+    if (rc) fprintf(stderr, "ds4: building the prompt: %s\n", copy ? err.msg : "out of memory");
+    ds4_chat_free(c);
+    free(copy);
+    return rc;
+}
+
+/* Appends one user turn, SERVER_CLI §10.4 step 1: <｜User｜> text <｜Assistant｜> (<think>|
+ * </think>), i.e. the official rendering of that user message without its leading BOS. */
+static int body_user_turn(chat_state *st, const char *text, size_t n, bool thinking) {
     int32_t *ids = NULL;
     size_t n_ids = 0;
-    ds4_error err = {0};
-    if (ds4_tokenize(st->tok, text, n, DS4_TOKENIZE_SPECIAL_AS_TEXT, &ids, &n_ids, &err)) {
-        fprintf(stderr, "ds4: %s\n", err.msg);
+    if (render_one(st, DS4_ROLE_USER, text, n, thinking ? DS4_THINKING_HIGH : DS4_THINKING_NONE, &ids, &n_ids))
         return 1;
-    }
-    int rc = n_ids > UINT32_MAX / 4 || body_reserve(st, (uint32_t)n_ids);
+    int rc = n_ids < 2 || ids[0] != st->id_bos || n_ids > UINT32_MAX / 4 || body_reserve(st, (uint32_t)n_ids);
     if (!rc) {
-        memcpy(st->body + st->n_body, ids, n_ids * sizeof *ids);
-        st->n_body += (uint32_t)n_ids;
+        memcpy(st->body + st->n_body, ids + 1, (n_ids - 1) * sizeof *ids);
+        st->n_body += (uint32_t)n_ids - 1;
     }
     free(ids);
     return rc;
@@ -202,23 +216,6 @@ void chat_close(chat_state *st) {
 
 /* ---- Header, context, clear ------------------------------------------------------------------ */
 
-/* The §2.2 Think-Max prefix, taken from libds4's renderer (a Think-Max chat of one empty system
- * message renders as BOS + prefix) so the bytes have one source. Caller frees; NULL on failure
- * or when the rendering adds nothing (a prefix must exist). */
-static char *max_prefix(void) {
-    ds4_chat *c = NULL;
-    char *txt = NULL, *out = NULL;
-    size_t n = 0;
-    const char *bos = "<｜begin▁of▁sentence｜>";
-    ds4_chat_msg sys = {.role = DS4_ROLE_SYSTEM, .content = ""};
-    if (ds4_chat_create(&c, DS4_THINKING_MAX, NULL) == DS4_OK && ds4_chat_add(c, &sys, NULL) == DS4_OK &&
-        ds4_chat_render(c, &txt, &n, NULL) == DS4_OK && n > strlen(bos) && memcmp(txt, bos, strlen(bos)) == 0)
-        out = strdup(txt + strlen(bos));
-    free(txt);
-    ds4_chat_free(c);
-    return out;
-}
-
 int chat_set_header(chat_state *st) {
     bool max = st->thinking == DS4_THINKING_MAX;
     if (max && st->n_ctx < CHAT_THINK_MAX_MIN_CTX) {
@@ -227,38 +224,22 @@ int chat_set_header(chat_state *st) {
         st->thinking = DS4_THINKING_HIGH;
         max = false;
     }
-    char *pre = max ? max_prefix() : strdup("");
-    if (!pre) {
-        fprintf(stderr, "ds4: cannot render the Think-Max prefix\n");
-        return 1;
-    }
-    /* Prefix and system text are one span of the rendered prompt: tokenize them together. */
-    size_t np = strlen(pre), ns = strlen(st->system);
-    char *text = malloc(np + ns + 1);
+    /* The official rendering of the system message alone: BOS, the Think-Max prefix (§2.2)
+     * when asked for, then the system text as plain BPE. */
     int32_t *ids = NULL;
     size_t n_ids = 0;
-    ds4_error err = {0};
-    int rc = 1;
-    if (!text) goto out;
-    memcpy(text, pre, np);
-    memcpy(text + np, st->system, ns + 1);
-    if (ds4_tokenize(st->tok, text, np + ns, DS4_TOKENIZE_SPECIAL_AS_TEXT, &ids, &n_ids, &err)) {
-        fprintf(stderr, "ds4: system text: %s\n", err.msg);
-        goto out;
+    if (render_one(st, DS4_ROLE_SYSTEM, st->system, strlen(st->system), max ? DS4_THINKING_MAX : DS4_THINKING_HIGH,
+                   &ids, &n_ids))
+        return 1;
+    if (n_ids == 0 || ids[0] != st->id_bos || n_ids > UINT32_MAX / 4) {
+        fprintf(stderr, "ds4: the rendered system prompt does not start with BOS\n");
+        free(ids);
+        return 1;
     }
-    int32_t *h = malloc((n_ids + 1) * sizeof *h);
-    if (!h) goto out;
-    h[0] = st->id_bos;
-    if (n_ids) memcpy(h + 1, ids, n_ids * sizeof *ids);
     free(st->header);
-    st->header = h;
-    st->n_header = (uint32_t)n_ids + 1;
-    rc = 0;
-out:
-    free(ids);
-    free(text);
-    free(pre);
-    return rc;
+    st->header = ids;
+    st->n_header = (uint32_t)n_ids;
+    return 0;
 }
 
 int chat_set_ctx(chat_state *st, uint32_t n_ctx) {
@@ -447,9 +428,8 @@ int chat_turn(chat_state *st, const char *text, size_t text_bytes) {
     uint32_t body0 = st->n_body;
     bool thinking = st->thinking != DS4_THINKING_NONE;
     /* SERVER_CLI §10.4 step 1. */
-    if (body_push(st, st->id_user) || body_text(st, text, text_bytes) || body_push(st, st->id_assistant) ||
-        body_push(st, thinking ? st->id_think : st->id_think_end)) {
-        fprintf(stderr, "ds4: out of memory building the prompt\n");
+    if (body_user_turn(st, text, text_bytes, thinking)) {
+        fprintf(stderr, "ds4: cannot build the prompt\n");
         st->n_body = body0;
         return 1;
     }

@@ -23,7 +23,12 @@ char *chat_demo_model(const char *tokenizer_flag) {
     model_demo_progress p = {.start = on_start, .update = on_update, .end = on_end, .ud = &bar};
     ds4_error err = {0};
     char *path = NULL;
-    if (model_demo_ensure(tokenizer_flag, &p, &path, &err) != DS4_OK) {
+    ds4_status st = model_demo_ensure(tokenizer_flag, &p, &path, &err);
+    if (st == DS4_ERR_NOT_FOUND) {
+        fprintf(stderr, "ds4: --demo needs the DeepSeek V4 tokenizer.json to build its model: %s\n", err.msg);
+        return NULL;
+    }
+    if (st != DS4_OK) {
         fprintf(stderr, "ds4: --demo: %s\n", err.msg);
         return NULL;
     }
