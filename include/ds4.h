@@ -176,7 +176,10 @@ typedef struct ds4_chat_msg {
                                          (ds4_parsed.dsml, separator included), rendered instead
                                          of re-rendering tool_calls, so history replays the
                                          model's bytes (SERVER_CLI §5.3); tool_calls still give
-                                         the ids that order tool results */
+                                         the ids that order tool results. Trusted model output:
+                                         ds4_chat_render_tokens keeps its markers as control
+                                         tokens, so pass only bytes the model produced, never
+                                         client text */
 } ds4_chat_msg;
 
 typedef struct ds4_chat ds4_chat;
