@@ -3,7 +3,9 @@
  * render -> tokenize (specials recognized) -> detokenize gives the prompt back; the prompt for
  * the conversation without its last assistant turn is a prefix of the full render; the rest is
  * a completion that parses (at once, and streamed token by token through the detokenizer) back
- * into that turn's reasoning, content and tool calls.
+ * into that turn's reasoning, content and tool calls. The injection-safe ids
+ * (ds4_chat_render_tokens) spell the same prompt, equal the whole-string ids when no client text
+ * holds "<｜User｜>", and have fewer <｜User｜> control ids when some does.
  */
 #include <criterion/criterion.h>
 #include <jansson.h>
@@ -119,6 +121,27 @@ static char *render(gen_msg *msgs, size_t n, ds4_thinking t, const char *tools, 
     return out;
 }
 
+/* ds4_chat_render_tokens of the same conversation. */
+static int32_t *render_ids(const ds4_tokenizer *tok, gen_msg *msgs, size_t n, ds4_thinking t, const char *tools,
+                           size_t *n_ids) {
+    ds4_chat *chat;
+    ds4_error err = {0};
+    cr_assert_eq(ds4_chat_create(&chat, t, &err), DS4_OK);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(ds4_chat_add(chat, &msgs[i].m, &err), DS4_OK, "%s", err.msg);
+    if (tools) cr_assert_eq(ds4_chat_set_tools(chat, tools, &err), DS4_OK, "%s", err.msg);
+    int32_t *ids;
+    cr_assert_eq(ds4_chat_render_tokens(chat, tok, 0, &ids, n_ids, NULL, NULL, &err), DS4_OK, "%s", err.msg);
+    ds4_chat_free(chat);
+    return ids;
+}
+
+static size_t count_id(const int32_t *ids, size_t n, int32_t id) {
+    size_t c = 0;
+    for (size_t i = 0; i < n; i++) c += ids[i] == id;
+    return c;
+}
+
 static void check_parse(const char *what, const ds4_parsed *r, const gen_msg *want, bool thinking) {
     cr_assert_str_eq(r->reasoning, thinking ? want->reasoning : "", "%s: reasoning", what);
     cr_assert_str_eq(r->content, want->content, "%s: content", what);
@@ -143,7 +166,7 @@ Test(chat_roundtrip, render_tokenize_detokenize_parse) {
     static const char tools[] = "[{\"type\":\"function\",\"function\":{\"name\":\"tool_0\","
                                 "\"description\":\"Zero\",\"parameters\":{\"type\":\"object\"}}}]";
     uint64_t s = 7;
-    int with_calls = 0;
+    int with_calls = 0, markers_seen = 0;
     for (int iter = 0; iter < 60; iter++) {
         ds4_thinking t = (ds4_thinking)(iter % 3);
         bool thinking = t != DS4_THINKING_NONE;
@@ -185,6 +208,34 @@ Test(chat_roundtrip, render_tokenize_detokenize_parse) {
         cr_assert(back_n == full_n && memcmp(back, full, full_n) == 0,
                   "%s: detokenize(tokenize(render)) differs", what);
 
+        /* Injection-safe ids: same bytes; same ids unless client text holds the marker. */
+        size_t n_safe;
+        int32_t *safe = render_ids(tok, msgs, n, t, tl, &n_safe);
+        char *sback;
+        size_t sback_n;
+        cr_assert_eq(ds4_detokenize(tok, safe, n_safe, DS4_DETOKENIZE_RAW_BYTES, &sback, &sback_n, &err), DS4_OK);
+        cr_assert(sback_n == full_n && memcmp(sback, full, full_n) == 0, "%s: safe ids spell another prompt", what);
+        /* The template writes one <｜User｜> per merged user turn (user and tool messages in a
+         * row form one turn, CHAT_ENCODING §3.1); any other occurrence is client text. */
+        size_t turns_user = 0, in_text = 0;
+        for (size_t i = 0; i < n; i++) {
+            bool u = msgs[i].m.role == DS4_ROLE_USER || msgs[i].m.role == DS4_ROLE_TOOL;
+            bool prev = i > 0 && (msgs[i - 1].m.role == DS4_ROLE_USER || msgs[i - 1].m.role == DS4_ROLE_TOOL);
+            turns_user += u && !prev;
+        }
+        for (const char *q = full; (q = strstr(q, "<｜User｜>")); q++) in_text++;
+        int32_t user_id;
+        cr_assert_eq(ds4_tokenizer_special_id(tok, "<｜User｜>", &user_id, &err), DS4_OK);
+        cr_assert_eq(count_id(safe, n_safe, user_id), turns_user, "%s: %zu <｜User｜> control ids, %zu user turns",
+                     what, count_id(safe, n_safe, user_id), turns_user);
+        if (in_text == turns_user)
+            cr_assert(n_safe == n_ids && memcmp(safe, ids, n_ids * sizeof *ids) == 0,
+                      "%s: safe ids differ from whole-string ids without any marker in client text", what);
+        else
+            markers_seen++;
+        free(sback);
+        free(safe);
+
         /* The completion: what the model generates after the prompt, up to and with EOS. */
         const char *completion = back + prompt_n;
         size_t completion_n = back_n - prompt_n;
@@ -223,6 +274,7 @@ Test(chat_roundtrip, render_tokenize_detokenize_parse) {
         for (size_t i = 0; i < n; i++) gen_free(&msgs[i]);
     }
     cr_assert_geq(with_calls, 20, "only %d of 60 completions carried tool calls", with_calls);
+    cr_assert_geq(markers_seen, 5, "only %d of 60 conversations had a marker in client text", markers_seen);
     ds4_tokenizer_free(tok);
     free(path);
 }
