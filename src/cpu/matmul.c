@@ -37,6 +37,7 @@ cpu_mat cpu_mat_rows(const cpu_mat *w, int64_t r0, int64_t n) {
 typedef struct mm_job {
     const cpu_mat *w;
     q_dot_fn dot;
+    q_dot_rows_fn dot_rows;  /* several tokens per weight row (bit-equal to `dot`) */
     const uint8_t *act;
     size_t act_stride;
     int64_t n_tok;
@@ -45,14 +46,27 @@ typedef struct mm_job {
     float *wdec;           /* exact mode: one decoded f32 row per worker */
 } mm_job;
 
+#define MM_TOK_GROUP 64 /* tokens per q_dot_rows call (stack buffer) */
+
 static void mm_rows(void *ctx, int64_t begin, int64_t end, int thread_idx) {
     (void)thread_idx;
     const mm_job *j = ctx;
     uint64_t n = (uint64_t)j->w->n_in;
+    if (j->n_tok == 1) {
+        for (int64_t o = begin; o < end; o++)
+            j->y[o] = j->dot(j->w->data + (uint64_t)o * j->w->row_bytes, j->act, n);
+        return;
+    }
+    /* Prefill: each weight block is decoded once for several tokens (format/quant.h
+     * q_dot_rows: same value per (row, token) as the single-row kernel, bit for bit). */
+    float out[MM_TOK_GROUP];
     for (int64_t o = begin; o < end; o++) {
         const uint8_t *row = j->w->data + (uint64_t)o * j->w->row_bytes;
-        for (int64_t t = 0; t < j->n_tok; t++)
-            j->y[t * j->ldy + o] = j->dot(row, j->act + (size_t)t * j->act_stride, n);
+        for (int64_t t0 = 0; t0 < j->n_tok; t0 += MM_TOK_GROUP) {
+            int nt = (int)(j->n_tok - t0 < MM_TOK_GROUP ? j->n_tok - t0 : MM_TOK_GROUP);
+            j->dot_rows(row, j->act + (size_t)t0 * j->act_stride, j->act_stride, nt, n, out);
+            for (int t = 0; t < nt; t++) j->y[(t0 + t) * j->ldy + o] = out[t];
+        }
     }
 }
 
@@ -115,7 +129,7 @@ ds4_status cpu_matmul(ds4_pool *pool, const cpu_mat *w, const float *x, int64_t 
         }
         a = act->p;
     }
-    mm_job j = {w, dot, a, stride, n_tok, y, ldy, NULL};
+    mm_job j = {w, dot, q_dot_rows_kernel(w->type), a, stride, n_tok, y, ldy, NULL};
     /* Enough multiply-adds per chunk (~64K) that a worker's share amortises the hand-off. */
     int64_t work = w->n_in * n_tok;
     int64_t min_chunk = work >= 65536 ? 1 : 65536 / work;

@@ -4,8 +4,9 @@
  *
  * Quantized weights dot a quantized activation (Q8_0 weights: ds4's Q8_0 activation record;
  * K-quants and IQ2_XXS: Q8_K), F32/F16/BF16 weights dot the f32 activation, all through the
- * format library's kernels (format/quant.h). Each output element is one kernel call on one
- * (row, token) pair, so results do not depend on the batch size or the thread count.
+ * format library's kernels (format/quant.h). Prefill hands a weight row and up to 64 tokens to
+ * q_dot_rows (each block decoded once for several tokens), which equals the single-row kernel
+ * per (row, token) bit for bit, so results do not depend on the batch size or thread count.
  *
  * Exact-activation mode (cpu_buf.exact_act, a checking mode, issue #3): a quantized weight row
  * is decoded to f32 (q_decode_row, per worker) and dotted with the f32 activation by the F32
