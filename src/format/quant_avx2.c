@@ -347,7 +347,8 @@ static inline __m256i iq2_group(__m256i sg, __m256i ls, const int8_t *yq) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(y), _mm256_sign_epi8(sg, y)), ls);
 }
 
-static inline __m256i iq2_block(const uint8_t *b, const int8_t *yq) {
+/* always_inline: gcc otherwise calls it out of line and reloads every constant per block */
+static inline __attribute__((always_inline)) __m256i iq2_block(const uint8_t *b, const int8_t *yq) {
     __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256(), ls0, ls1;
 #pragma GCC unroll 4
     for (int g = 0; g < 8; g += 2) {
