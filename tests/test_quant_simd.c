@@ -259,13 +259,13 @@ Test(quant_tables, iq2xxs_tables_match_shared_files) {
 
 /* ---- Several activation rows (q_dot_rows) ---- */
 
-/* q_dot_rows, scalar and AVX2, equals the scalar single-row dot of each row, for 0..9 rows
- * (passes of 4 plus every remainder), padded strides, random activations (with -128 bytes)
+/* q_dot_rows, scalar and AVX2, equals the scalar single-row dot of each row, for 0..13 rows
+ * (passes of 8 and 4 plus every remainder), padded strides, random activations (with -128 bytes)
  * and engine-made ones, and every weight type. */
 Test(quant_rows, dot_rows_equal_single_row_dots) {
     static const int types[] = {Q_TYPE_F32, Q_TYPE_F16, Q_TYPE_BF16, Q_TYPE_Q8_0,
                                 Q_TYPE_Q2_K, Q_TYPE_Q4_K, Q_TYPE_IQ2_XXS};
-    enum { N = 1024, ROWS = 9 };
+    enum { N = 1024, ROWS = 13 };
     uint8_t *w = malloc((size_t)N * 4);
     float *x = malloc(N * sizeof(float));
     size_t stride_max = (size_t)N * 4 + 36 * 8;

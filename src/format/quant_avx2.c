@@ -350,7 +350,7 @@ static inline __m256i iq2_group(__m256i sg, __m256i ls, const int8_t *yq) {
 /* always_inline: gcc otherwise calls it out of line and reloads every constant per block */
 static inline __attribute__((always_inline)) __m256i iq2_block(const uint8_t *b, const int8_t *yq) {
     __m256i s0 = _mm256_setzero_si256(), s1 = _mm256_setzero_si256(), ls0, ls1;
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int g = 0; g < 8; g += 2) {
         __m256i sg0 = iq2_signed_grid(b + 2 + 8 * g, &ls0);
         __m256i sg1 = iq2_signed_grid(b + 10 + 8 * g, &ls1);
@@ -381,11 +381,11 @@ float q_dot_iq2_xxs_avx2(const void *w, const void *act, uint64_t n) {
 }
 
 /* ---- One weight row, several activation rows (q_dot_rows) --------------------------------
- * Each weight block is decoded once into registers and applied to up to Q_ROWS_PASS
+ * Each weight block is decoded once into registers and applied to up to 8 (IQ2_XXS) or 4
  * activation rows; every row keeps its own integer sums and its own f32 chain in the scalar
  * order, so out[r] equals the single-row dot bit for bit. */
 
-#define Q_ROWS_PASS 4
+#define Q_ROWS_PASS 8
 
 /* Row r's activation for block i of a Q8_K row set. */
 static inline const q8k_block *rows_q8k(const uint8_t *act, size_t stride, int r, uint64_t i) {
@@ -394,29 +394,30 @@ static inline const q8k_block *rows_q8k(const uint8_t *act, size_t stride, int r
 
 /* Block totals of nr (1..4) int32x8 vectors into t[0..nr-1]. */
 static inline __attribute__((always_inline)) void rows_hsum(const __m256i *v, int nr, int32_t *t) {
-    if (nr == 4) _mm_storeu_si128((__m128i *)t, hsum4_i32(v[0], v[1], v[2], v[3]));
-    else for (int r = 0; r < nr; r++) t[r] = hsum_i32(v[r]);
+    int r = 0;
+    for (; r + 4 <= nr; r += 4) _mm_storeu_si128((__m128i *)(t + r), hsum4_i32(v[r], v[r + 1], v[r + 2], v[r + 3]));
+    for (; r < nr; r++) t[r] = hsum_i32(v[r]);
 }
 
 /* IQ2_XXS, nr rows: the signed grid and scale of each group are built once (see iq2_group). */
 static inline __attribute__((always_inline)) void iq2_rows(const uint8_t *b, const uint8_t *act,
                                                            size_t stride, int nr, uint64_t nb,
                                                            float *out) {
-    float acc[Q_ROWS_PASS] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float acc[Q_ROWS_PASS] = {0.0f};
     for (uint64_t i = 0; i < nb; i++, b += Q_IQ2_XXS_BYTES) {
         __m256i s[Q_ROWS_PASS];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int r = 0; r < nr; r++) s[r] = _mm256_setzero_si256();
         for (int g = 0; g < 8; g++) {
             __m256i ls, sg = iq2_signed_grid(b + 2 + 8 * g, &ls);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int r = 0; r < nr; r++)
                 s[r] = _mm256_add_epi32(s[r], iq2_group(sg, ls, rows_q8k(act, stride, r, i)->q + 32 * g));
         }
         int32_t t[Q_ROWS_PASS];
         rows_hsum(s, nr, t);
         float d = f16_to_f32(b);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int r = 0; r < nr; r++) acc[r] += (d * rows_q8k(act, stride, r, i)->d) * (float)t[r];
     }
     for (int r = 0; r < nr; r++) out[r] = 0.125f * acc[r];
@@ -427,13 +428,13 @@ static inline __attribute__((always_inline)) void q2k_rows(const uint8_t *b, con
                                                            size_t stride, int nr, uint64_t nb,
                                                            float *out) {
     const __m256i m3 = _mm256_set1_epi8(3);
-    float acc[Q_ROWS_PASS] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float acc[Q_ROWS_PASS] = {0.0f};
     for (uint64_t i = 0; i < nb; i++, b += Q_Q2_K_BYTES) {
         __m128i sc = _mm_loadu_si128((const __m128i *)b);
         __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(15)));
         __m256i scb = _mm256_and_si256(_mm256_broadcastsi128_si256(sc), _mm256_set1_epi8(15));
         __m256i is[Q_ROWS_PASS], ms[Q_ROWS_PASS];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int r = 0; r < nr; r++) {
             is[r] = _mm256_setzero_si256();
             ms[r] = _mm256_madd_epi16(
@@ -443,7 +444,7 @@ static inline __attribute__((always_inline)) void q2k_rows(const uint8_t *b, con
             __m256i qs = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * (t / 4)));
             __m256i codes = _mm256_and_si256(_mm256_srli_epi16(qs, 2 * (t % 4)), m3);
             __m256i scv = _mm256_shuffle_epi8(scb, q_ctl(q2k_ctl, t));
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int r = 0; r < nr; r++) {
                 __m256i y = _mm256_loadu_si256((const __m256i *)(rows_q8k(act, stride, r, i)->q + 32 * t));
                 is[r] = _mm256_add_epi32(is[r], _mm256_madd_epi16(_mm256_maddubs_epi16(codes, y), scv));
@@ -452,7 +453,7 @@ static inline __attribute__((always_inline)) void q2k_rows(const uint8_t *b, con
         int32_t ti[Q_ROWS_PASS], tm[Q_ROWS_PASS];
         rows_hsum(is, nr, ti);
         rows_hsum(ms, nr, tm);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int r = 0; r < nr; r++) acc[r] += q2k_value(b, rows_q8k(act, stride, r, i), ti[r], tm[r]);
     }
     for (int r = 0; r < nr; r++) out[r] = acc[r];
@@ -463,7 +464,7 @@ static inline __attribute__((always_inline)) void q4k_rows(const uint8_t *b, con
                                                            size_t stride, int nr, uint64_t nb,
                                                            float *out) {
     const __m256i m4 = _mm256_set1_epi8(15);
-    float acc[Q_ROWS_PASS] = {0.0f, 0.0f, 0.0f, 0.0f};
+    float acc[Q_ROWS_PASS] = {0.0f};
     for (uint64_t i = 0; i < nb; i++, b += Q_Q4_K_BYTES) {
         uint32_t u0 = q_load_u32(b + 4), u1 = q_load_u32(b + 8), u2 = q_load_u32(b + 12);
         uint32_t sc_lo = u0 & 0x3F3F3F3Fu, m_lo = u1 & 0x3F3F3F3Fu;
@@ -473,7 +474,7 @@ static inline __attribute__((always_inline)) void q4k_rows(const uint8_t *b, con
         __m256i m2 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(scm, scm));
         __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(scm));
         __m256i is[Q_ROWS_PASS], ms[Q_ROWS_PASS];
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int r = 0; r < nr; r++) {
             is[r] = _mm256_setzero_si256();
             ms[r] = _mm256_madd_epi16(
@@ -483,7 +484,7 @@ static inline __attribute__((always_inline)) void q4k_rows(const uint8_t *b, con
             __m256i qs = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * (j / 2)));
             __m256i nib = _mm256_and_si256(j & 1 ? _mm256_srli_epi16(qs, 4) : qs, m4);
             __m256i scv = _mm256_shuffle_epi8(sc16, q_ctl(q4k_ctl, j));
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int r = 0; r < nr; r++) {
                 __m256i y = _mm256_loadu_si256((const __m256i *)(rows_q8k(act, stride, r, i)->q + 32 * j));
                 is[r] = _mm256_add_epi32(is[r], _mm256_madd_epi16(_mm256_maddubs_epi16(nib, y), scv));
@@ -492,19 +493,26 @@ static inline __attribute__((always_inline)) void q4k_rows(const uint8_t *b, con
         int32_t ti[Q_ROWS_PASS], tm[Q_ROWS_PASS];
         rows_hsum(is, nr, ti);
         rows_hsum(ms, nr, tm);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int r = 0; r < nr; r++) acc[r] += q4k_value(b, rows_q8k(act, stride, r, i), ti[r], tm[r]);
     }
     for (int r = 0; r < nr; r++) out[r] = acc[r];
 }
 
-/* Rows in passes of 4, then the remainder; a single row takes the single-row kernel. */
-#define Q_DEFINE_ROWS(NAME, PASS, SINGLE, BLOCK_ELEMS)                                           \
+/* Rows in passes of WIDE (8 or 4), then one of 4, then the remainder; a single row takes the
+ * single-row kernel. IQ2_XXS gains from 8 (its decode is the expensive part); the K-quants
+ * measured faster with 4 (8 accumulator pairs spill). */
+#define Q_DEFINE_ROWS(NAME, PASS, SINGLE, BLOCK_ELEMS, WIDE)                                   \
     void NAME(const void *w, const void *act, size_t stride, int n_act, uint64_t n, float *out) { \
         const uint8_t *a = act;                                                                 \
         uint64_t nb = n / (BLOCK_ELEMS);                                                        \
         int r = 0;                                                                              \
-        for (; r + 4 <= n_act; r += 4) PASS(w, a + (size_t)r * stride, stride, 4, nb, out + r);  \
+        for (; r + (WIDE) <= n_act; r += (WIDE))                                                \
+            PASS(w, a + (size_t)r * stride, stride, (WIDE), nb, out + r);                       \
+        if (n_act - r >= 4) {                                                                   \
+            PASS(w, a + (size_t)r * stride, stride, 4, nb, out + r);                            \
+            r += 4;                                                                             \
+        }                                                                                       \
         switch (n_act - r) {                                                                    \
         case 3: PASS(w, a + (size_t)r * stride, stride, 3, nb, out + r); break;                 \
         case 2: PASS(w, a + (size_t)r * stride, stride, 2, nb, out + r); break;                 \
@@ -513,9 +521,9 @@ static inline __attribute__((always_inline)) void q4k_rows(const uint8_t *b, con
         }                                                                                       \
     }
 
-Q_DEFINE_ROWS(q_dot_rows_iq2_xxs_avx2, iq2_rows, q_dot_iq2_xxs_avx2, Q_QK_K)
-Q_DEFINE_ROWS(q_dot_rows_q2_k_avx2, q2k_rows, q_dot_q2_k_avx2, Q_QK_K)
-Q_DEFINE_ROWS(q_dot_rows_q4_k_avx2, q4k_rows, q_dot_q4_k_avx2, Q_QK_K)
+Q_DEFINE_ROWS(q_dot_rows_iq2_xxs_avx2, iq2_rows, q_dot_iq2_xxs_avx2, Q_QK_K, 8)
+Q_DEFINE_ROWS(q_dot_rows_q2_k_avx2, q2k_rows, q_dot_q2_k_avx2, Q_QK_K, 4)
+Q_DEFINE_ROWS(q_dot_rows_q4_k_avx2, q4k_rows, q_dot_q4_k_avx2, Q_QK_K, 4)
 
 /* ---- Activation quantizers --------------------------------------------------------------- */
 

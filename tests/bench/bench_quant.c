@@ -6,8 +6,9 @@
  *
  * Build and run (after `make`):
  *   cc -O2 -std=c11 -D_GNU_SOURCE -ffp-contract=off -Iinclude -Isrc tests/bench/bench_quant.c \
- *      build/libds4.a -lm -lpthread -o build/bench_quant && build/bench_quant [MiB] [dots]
- * A second argument `dots` skips the encoders. A small MiB (1) keeps the matrix in L2 and so
+ *      build/libds4.a -lm -lpthread -o build/bench_quant && build/bench_quant [MiB] [dots] [rows]
+ * A second argument `dots` skips the encoders; `rows` (default 4) is the number of activation
+ * rows of the q_dot_rows table. A small MiB (1) keeps the matrix in L2 and so
  * shows the kernels' compute rate; the default 64 MiB streams from memory.
  */
 #include <stdio.h>
@@ -77,19 +78,20 @@ int main(int argc, char **argv) {
         free(w);
     }
 
-    /* One weight row against 4 activation rows (q_dot_rows): GB/s of weight bytes × rows, so
-     * it compares with the single-row column (each row counted as its own weight pass). */
-    enum { NACT = 4 };
-    q8k_block *ak4 = malloc(NACT * sizeof ak);
-    q8act_block *a84 = malloc(NACT * sizeof a8);
-    float *x4 = malloc(NACT * N * sizeof(float));
-    for (int r = 0; r < NACT; r++) {
+    /* One weight row against n_act activation rows (q_dot_rows): GB/s of weight bytes × rows,
+     * so it compares with the single-row column (each row counted as its own weight pass). */
+    int n_act = argc > 3 ? atoi(argv[3]) : 4;
+    if (n_act < 1 || n_act > 64) n_act = 4;
+    q8k_block *ak4 = malloc(n_act * sizeof ak);
+    q8act_block *a84 = malloc(n_act * sizeof a8);
+    float *x4 = malloc(n_act * N * sizeof(float));
+    for (int r = 0; r < n_act; r++) {
         for (int i = 0; i < N; i++) x4[r * N + i] = x[(i * 3 + r) % N];
         q_quantize_q8k(x4 + r * N, ak4 + r * (N / 256), N, NULL);
         q_quantize_q8act(x4 + r * N, a84 + r * (N / 32), N, NULL);
     }
     printf("\n%-8s %10s %10s   (q_dot_rows, %d activation rows, GB/s of weight bytes x rows)\n",
-           "type", "scalar", "avx2", NACT);
+           "type", "scalar", "avx2", n_act);
     for (size_t t = 0; t < sizeof types / sizeof types[0]; t++) {
         int type = types[t];
         uint64_t rb;
@@ -97,7 +99,7 @@ int main(int argc, char **argv) {
         size_t rows = (size_t)(mib * 1048576.0 / (double)rb);
         uint8_t *w = malloc(rows * rb);
         for (size_t r = 0; r < rows; r++) {
-            if (r < 8) q_encode_row(type, x4 + (r % NACT) * N, w + r * rb, N, NULL, NULL);
+            if (r < 8) q_encode_row(type, x4 + (r % n_act) * N, w + r * rb, N, NULL, NULL);
             else memcpy(w + r * rb, w + (r % 8) * rb, rb);
         }
         q_act_kind k = q_act_kind_for(type);
@@ -105,7 +107,7 @@ int main(int argc, char **argv) {
                                                                                 : (const void *)ak4;
         size_t stride = q_act_row_bytes(type, N);
         double gbs[2] = {0, 0};
-        float out[NACT];
+        float out[64];
         volatile float sink = 0;
         for (int simd = 0; simd <= 1; simd++) {
             q_set_simd(simd);
@@ -115,13 +117,13 @@ int main(int argc, char **argv) {
             for (int rep = 0; rep < 3; rep++) {
                 double t0 = now_s();
                 for (size_t r = 0; r < rows; r++) {
-                    f(w + r * rb, act, stride, NACT, N, out);
+                    f(w + r * rb, act, stride, n_act, N, out);
                     sink += out[0];
                 }
                 double dt = now_s() - t0;
                 if (dt < best) best = dt;
             }
-            gbs[simd] = (double)(rows * rb) * NACT / best / 1e9;
+            gbs[simd] = (double)(rows * rb) * n_act / best / 1e9;
         }
         printf("%-8s %10.2f %10.2f\n", q_type_name(type), gbs[0], gbs[1]);
         (void)sink;
