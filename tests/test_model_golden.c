@@ -426,13 +426,22 @@ Test(model_golden, f32_long_statistics, .timeout = 240) {
 
 #define N_FORCE_ROUNDS 8
 
-/* Max |logit diff| per position of a `long` run against the golden (prefill then decode). */
-static double *pos_diffs(st_file *gf, const case_result *r) {
-    const float *gp = tm_f32(gf, "long.prefill_logits", NULL);
-    const float *gd = tm_f32(gf, "long.decode_logits", NULL);
+/* Max |logit diff| per position of a run against the golden (prefill then decode); NAN where
+ * the golden has no logits (long512 ships only the last 64 prompt positions). */
+static double *pos_diffs(st_file *gf, const char *cs, const case_result *r) {
+    char nm[96];
+    uint64_t n;
+    snprintf(nm, sizeof nm, "%s.prefill_logits", cs);
+    bool tail = st_find(gf, nm) == NULL;
+    if (tail) snprintf(nm, sizeof nm, "%s.prefill_logits_tail", cs);
+    const float *gp = tm_f32(gf, nm, &n);
+    int64_t p0 = r->T - (int64_t)(n / (uint64_t)r->V);
+    snprintf(nm, sizeof nm, "%s.decode_logits", cs);
+    const float *gd = tm_f32(gf, nm, NULL);
     double *e = malloc((size_t)(r->T + r->N) * sizeof(double));
     for (int64_t t = 0; t < r->T + r->N; t++) {
-        const float *g = t < r->T ? gp + t * r->V : gd + (t - r->T) * r->V;
+        if (t < p0) { e[t] = NAN; continue; }
+        const float *g = t < r->T ? gp + (t - p0) * r->V : gd + (t - r->T) * r->V;
         const float *o = t < r->T ? r->prefill + t * r->V : r->decode + (t - r->T) * r->V;
         e[t] = tm_max_abs(o, g, r->V, NULL);
     }
@@ -444,24 +453,27 @@ static int64_t first_beyond(const double *e, int64_t n, double tol) {
     return -1;
 }
 
-/* Issue #3 point 3, the evidence that `long`'s 99%-within-1e-3 target is out of reach for an
- * f32 engine (docs/ENGINE.md): (1) every position before P agrees within 1e-4 and P is the
- * first that does not; (2) at P one FP8 KV rounding (MODEL_MATH §12 #1) of the engine lies
- * within 1e-4 E4M3 steps of a rounding midpoint (a few f32 ulps: below what two f32 engines'
- * summation orders decide); (3) forcing that value to the other side of the midpoint moves
- * the first divergence past P, so the reference rounded it the other way; repeating that for
- * each next divergence (3 rounds on this data) brings `long` to >= 99% (measured: all)
- * positions within 1e-3. Printed, and asserted, so that a change of the engine or data that
- * invalidates the explanation fails here. */
-Test(model_golden, f32_long_divergence_is_an_fp8_near_tie, .timeout = 240) {
+/* Issue #3 point 3, the evidence that the 99%-within-1e-3 target of `long` / `long512` is out
+ * of reach for an f32 engine (docs/ENGINE.md): (1) every compared position before P agrees
+ * within 1e-4 and P is the first that does not; (2) at P one FP8 KV rounding (MODEL_MATH §12
+ * #1) of the engine lies within 1e-4 E4M3 steps of a rounding midpoint (a few f32 ulps: below
+ * what two f32 engines' summation orders decide); (3) forcing that value to the other side of
+ * the midpoint moves the first divergence past P, so the reference rounded it the other way;
+ * repeating that for each next divergence brings the case to >= 99% of its compared positions
+ * within 1e-3. Printed, and asserted, so that a change of the engine or data that invalidates
+ * the explanation fails here. Returns nothing; fails the test on a broken premise. */
+static void force_near_ties(const char *file, const char *cs, int64_t topk) {
     char *p = tm_convert_tiny("f32");
     tm_model tm;
-    tm_open(&tm, p, 0);
+    tm_open(&tm, p, topk);
     const model_hparams *hp = model_get_hparams(tm.m);
-    st_file *gf = tm_golden("golden_topk16.safetensors");
+    st_file *gf = tm_golden(file);
+    char nm[96];
     uint64_t T, N;
-    tm_i32(gf, "long.tokens", &T);
-    tm_i32(gf, "long.decode_tokens", &N);
+    snprintf(nm, sizeof nm, "%s.tokens", cs);
+    tm_i32(gf, nm, &T);
+    snprintf(nm, sizeof nm, "%s.decode_tokens", cs);
+    tm_i32(gf, nm, &N);
     cap_store c = {0};
     c.T = (int64_t)(T + N);
     c.n_layer = hp->n_layer;
@@ -470,18 +482,19 @@ Test(model_golden, f32_long_divergence_is_an_fp8_near_tie, .timeout = 240) {
     c.nk = hp->head_dim - hp->n_rope;
     c.experts = calloc((size_t)(c.T * c.n_layer * c.n_used), sizeof(int32_t));
     c.kvpre = calloc((size_t)(c.T * c.n_layer * c.nk), sizeof(float));
-    int64_t n_pos = c.T, P0 = -1, P1 = -1, last_close = 0;
+    int64_t n_pos = c.T, P0 = -1, P1 = -1, last_close = 0, n_known = 0;
     double bd0 = 1;
     /* Round k runs with the k near-ties found so far forced the other way, finds the first
      * position beyond 1e-4 and the nearest-to-tie KV rounding there (every layer, every
      * non-RoPE dim), and forces it in round k+1. */
     for (int k = 0; k <= N_FORCE_ROUNDS; k++) {
         case_result r;
-        run_case(&tm, gf, "long", &c, &r);
-        double *e = pos_diffs(gf, &r);
+        run_case(&tm, gf, cs, &c, &r);
+        double *e = pos_diffs(gf, cs, &r);
         int64_t P = first_beyond(e, n_pos, 1e-4), far = first_beyond(e, n_pos, 1e-3), close = 0;
         double before = 0;
-        for (int64_t t = 0; t < n_pos; t++) close += e[t] <= 1e-3;
+        n_known = 0;
+        for (int64_t t = 0; t < n_pos; t++) close += e[t] <= 1e-3, n_known += !isnan(e[t]);
         for (int64_t t = 0; t < (P < 0 ? n_pos : P); t++) before = e[t] > before ? e[t] : before;
         int64_t bl = -1, bi = -1, n_near = 0;
         double bd = 1, bmid = 0, bs = 0;
@@ -499,10 +512,11 @@ Test(model_golden, f32_long_divergence_is_an_fp8_near_tie, .timeout = 240) {
             snprintf(forced, sizeof forced, " (forced: layer %lld pos %lld dim %lld, E4M3 %g -> %g)",
                      (long long)c.flip[k - 1][0], (long long)c.flip[k - 1][1],
                      (long long)c.flip[k - 1][2], c.flip_q[k - 1][0], c.flip_q[k - 1][1]);
-        int w = snprintf(line, sizeof line, "long FP8 near-ties, round %d%s: %lld/%lld positions "
-                         "within 1e-3, all before %lld within %.2g, first beyond 1e-4 at %lld, "
-                         "beyond 1e-3 at %lld", k, forced, (long long)close, (long long)n_pos,
-                         (long long)P, before, (long long)P, (long long)far);
+        int w = snprintf(line, sizeof line, "%s FP8 near-ties, round %d%s: %lld/%lld compared "
+                         "positions within 1e-3, all compared before %lld within %.2g, first "
+                         "beyond 1e-4 at %lld, beyond 1e-3 at %lld", cs, k, forced,
+                         (long long)close, (long long)n_known, (long long)P, before,
+                         (long long)P, (long long)far);
         if (P >= 0 && w > 0 && (size_t)w < sizeof line) {
             float v = c.kvpre[(P * c.n_layer + bl) * c.nk + bi];
             snprintf(line + w, sizeof line - (size_t)w, "; there the nearest KV rounding is layer "
@@ -525,19 +539,30 @@ Test(model_golden, f32_long_divergence_is_an_fp8_near_tie, .timeout = 240) {
         c.flip[c.n_flip][0] = bl, c.flip[c.n_flip][1] = P, c.flip[c.n_flip][2] = bi;
         c.n_flip++;
     }
-    cr_assert(P0 > 0, "long: no position beyond 1e-4 (first %lld): the premise changed", (long long)P0);
-    cr_assert(bd0 < 1e-4, "long: the nearest FP8 rounding at the first divergent position %lld is "
-              "%.3g steps from a tie; the near-tie explanation does not hold", (long long)P0, bd0);
-    cr_assert(P1 < 0 || P1 > P0, "forcing the other rounding at %lld did not move the first "
-              "divergence (still %lld)", (long long)P0, (long long)P1);
+    cr_assert(P0 > 0, "%s: no position beyond 1e-4 (first %lld): the premise changed", cs,
+              (long long)P0);
+    cr_assert(bd0 < 1e-4, "%s: the nearest FP8 rounding at the first divergent position %lld is "
+              "%.3g steps from a tie; the near-tie explanation does not hold", cs, (long long)P0, bd0);
+    cr_assert(P1 < 0 || P1 > P0, "%s: forcing the other rounding at %lld did not move the first "
+              "divergence (still %lld)", cs, (long long)P0, (long long)P1);
     /* With those few FP8 decisions taken the reference's way, issue #3's criterion holds. */
-    cr_assert(last_close * 100 >= n_pos * 99, "long with %d FP8 near-ties forced: only %lld of "
-              "%lld positions within 1e-3", c.n_flip, (long long)last_close, (long long)n_pos);
+    cr_assert(last_close * 100 >= n_known * 99, "%s with %d FP8 near-ties forced: only %lld of "
+              "%lld compared positions within 1e-3", cs, c.n_flip, (long long)last_close,
+              (long long)n_known);
     cap_free(&c);
     st_close(gf);
     tm_close(&tm);
     tm_remove(p);
 }
+
+Test(model_golden, f32_long_divergence_is_an_fp8_near_tie, .timeout = 240) {
+    force_near_ties("golden_topk16.safetensors", "long", 0);
+}
+
+/* Not for long512: its golden has logits only from prompt position 2536 on, and that first
+ * compared position already differs by 1.3e-2, so the first divergence cannot be located;
+ * forcing any one of the 19 window-KV roundings within 1.5e-5 steps of a tie before 2536 does
+ * not remove it either (experiment, docs/ENGINE.md §3). */
 
 Test(model_golden, f32_long512_statistics, .timeout = 240) {
     char *p = tm_convert_tiny("f32");
