@@ -120,6 +120,30 @@ static inline __m256i dot32_i8_fast(const uint8_t *w, const int8_t *y, __m256i *
     return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
 }
 
+/* acc + v0 + v1 + v2 + v3, left to right (the scalar block order). */
+static inline float add4_in_order(float acc, __m128 v) {
+    float t[4];
+    _mm_storeu_ps(t, v);
+    acc += t[0];
+    acc += t[1];
+    acc += t[2];
+    return acc + t[3];
+}
+
+/* (f16(d_k)·yd_k)·(float)isum_k of 4 blocks in lanes 0..3, as the scalar code computes each:
+ * d_k = the f16 at b + k·bbytes, yd_k = the float at yd + k·ystride (activation scales). */
+static inline __m128 d_values4(const uint8_t *b, size_t bbytes, const void *yd, size_t ystride,
+                               __m128i isum) {
+    const uint8_t *yp = yd;
+    float y[4];
+    for (int k = 0; k < 4; k++) memcpy(&y[k], yp + k * ystride, sizeof(float));
+    __m128i h = _mm_setr_epi16((short)q_load_u16(b), (short)q_load_u16(b + bbytes),
+                               (short)q_load_u16(b + 2 * bbytes), (short)q_load_u16(b + 3 * bbytes),
+                               0, 0, 0, 0);
+    __m128 t = _mm_mul_ps(_mm_cvtph_ps(h), _mm_loadu_ps(y));
+    return _mm_mul_ps(t, _mm_cvtepi32_ps(isum));
+}
+
 float q_dot_q8_0_avx2(const void *w, const void *act, uint64_t n) {
     const uint8_t *b = w;
     const q8act_block *y = act;
@@ -136,10 +160,8 @@ float q_dot_q8_0_avx2(const void *w, const void *act, uint64_t n) {
             v2 = dot32_i8(b2 + 2, y[i + 2].q);
             v3 = dot32_i8(b3 + 2, y[i + 3].q);
         }
-        int32_t isum[4];
-        _mm_storeu_si128((__m128i *)isum, hsum4_i32(v0, v1, v2, v3));
-        for (int k = 0; k < 4; k++)
-            acc += (f16_to_f32(b + k * Q_Q8_0_BYTES) * y[i + k].d) * (float)isum[k];
+        acc = add4_in_order(acc, d_values4(b, Q_Q8_0_BYTES, &y[i].d, sizeof *y,
+                                           hsum4_i32(v0, v1, v2, v3)));
     }
     for (; i < nb; i++, b += Q_Q8_0_BYTES)
         acc += (f16_to_f32(b) * y[i].d) * (float)hsum_i32(dot32_i8(b + 2, y[i].q));
@@ -207,6 +229,21 @@ static inline float q2k_value(const uint8_t *b, const q8k_block *y, int32_t isum
     return dall * (float)isum - dmin * (float)summs;
 }
 
+/* The f32 values of 4 consecutive K-quant blocks (bbytes apart, f16 d at byte d_off and dmin
+ * right after it) in lanes 0..3: (y.d·d)·isum − (y.d·dmin)·summs, every lane the same IEEE
+ * operations in the same order as q2k_value / q4k_value. */
+static inline __m128 kq_values4(const uint8_t *b, size_t bbytes, size_t d_off, const q8k_block *y,
+                                __m128i isum, __m128i summs) {
+    __m128i h = _mm_setr_epi32((int)q_load_u32(b + d_off), (int)q_load_u32(b + bbytes + d_off),
+                               (int)q_load_u32(b + 2 * bbytes + d_off),
+                               (int)q_load_u32(b + 3 * bbytes + d_off));
+    __m256 f = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(h), _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7));
+    __m128 yd = _mm_setr_ps(y[0].d, y[1].d, y[2].d, y[3].d);
+    __m128 dall = _mm_mul_ps(yd, _mm256_castps256_ps128(f));
+    __m128 dmin = _mm_mul_ps(yd, _mm256_extractf128_ps(f, 1));
+    return _mm_sub_ps(_mm_mul_ps(dall, _mm_cvtepi32_ps(isum)), _mm_mul_ps(dmin, _mm_cvtepi32_ps(summs)));
+}
+
 float q_dot_q2_k_avx2(const void *w, const void *act, uint64_t n) {
     const uint8_t *b = w;
     const q8k_block *y = act;
@@ -218,11 +255,8 @@ float q_dot_q2_k_avx2(const void *w, const void *act, uint64_t n) {
         __m256i v1 = q2k_block(b + Q_Q2_K_BYTES, &y[i + 1], &m1);
         __m256i v2 = q2k_block(b + 2 * Q_Q2_K_BYTES, &y[i + 2], &m2);
         __m256i v3 = q2k_block(b + 3 * Q_Q2_K_BYTES, &y[i + 3], &m3);
-        int32_t isum[4], summs[4];
-        _mm_storeu_si128((__m128i *)isum, hsum4_i32(v0, v1, v2, v3));
-        _mm_storeu_si128((__m128i *)summs, hsum4_i32(m0, m1, m2, m3));
-        for (int k = 0; k < 4; k++)
-            acc += q2k_value(b + k * Q_Q2_K_BYTES, &y[i + k], isum[k], summs[k]);
+        acc = add4_in_order(acc, kq_values4(b, Q_Q2_K_BYTES, 80, &y[i], hsum4_i32(v0, v1, v2, v3),
+                                            hsum4_i32(m0, m1, m2, m3)));
     }
     for (; i < nb; i++, b += Q_Q2_K_BYTES) {
         __m256i m0, v0 = q2k_block(b, &y[i], &m0);
@@ -281,11 +315,8 @@ float q_dot_q4_k_avx2(const void *w, const void *act, uint64_t n) {
         __m256i v1 = q4k_block(b + Q_Q4_K_BYTES, &y[i + 1], &m1);
         __m256i v2 = q4k_block(b + 2 * Q_Q4_K_BYTES, &y[i + 2], &m2);
         __m256i v3 = q4k_block(b + 3 * Q_Q4_K_BYTES, &y[i + 3], &m3);
-        int32_t isum[4], summs[4];
-        _mm_storeu_si128((__m128i *)isum, hsum4_i32(v0, v1, v2, v3));
-        _mm_storeu_si128((__m128i *)summs, hsum4_i32(m0, m1, m2, m3));
-        for (int k = 0; k < 4; k++)
-            acc += q4k_value(b + k * Q_Q4_K_BYTES, &y[i + k], isum[k], summs[k]);
+        acc = add4_in_order(acc, kq_values4(b, Q_Q4_K_BYTES, 0, &y[i], hsum4_i32(v0, v1, v2, v3),
+                                            hsum4_i32(m0, m1, m2, m3)));
     }
     for (; i < nb; i++, b += Q_Q4_K_BYTES) {
         __m256i m0, v0 = q4k_block(b, &y[i], &m0);
@@ -370,10 +401,8 @@ float q_dot_iq2_xxs_avx2(const void *w, const void *act, uint64_t n) {
         __m256i v1 = iq2_block(b + Q_IQ2_XXS_BYTES, y[i + 1].q);
         __m256i v2 = iq2_block(b + 2 * Q_IQ2_XXS_BYTES, y[i + 2].q);
         __m256i v3 = iq2_block(b + 3 * Q_IQ2_XXS_BYTES, y[i + 3].q);
-        int32_t bsum[4];
-        _mm_storeu_si128((__m128i *)bsum, hsum4_i32(v0, v1, v2, v3));
-        for (int k = 0; k < 4; k++)
-            acc += (f16_to_f32(b + k * Q_IQ2_XXS_BYTES) * y[i + k].d) * (float)bsum[k];
+        acc = add4_in_order(acc, d_values4(b, Q_IQ2_XXS_BYTES, &y[i].d, sizeof *y,
+                                           hsum4_i32(v0, v1, v2, v3)));
     }
     for (; i < nb; i++, b += Q_IQ2_XXS_BYTES)
         acc += (f16_to_f32(b) * y[i].d) * (float)hsum_i32(iq2_block(b, y[i].q));
@@ -392,18 +421,45 @@ static inline const q8k_block *rows_q8k(const uint8_t *act, size_t stride, int r
     return (const q8k_block *)(act + (size_t)r * stride) + i;
 }
 
-/* Block totals of nr (1..4) int32x8 vectors into t[0..nr-1]. */
-static inline __attribute__((always_inline)) void rows_hsum(const __m256i *v, int nr, int32_t *t) {
-    int r = 0;
-    for (; r + 4 <= nr; r += 4) _mm_storeu_si128((__m128i *)(t + r), hsum4_i32(v[r], v[r + 1], v[r + 2], v[r + 3]));
-    for (; r < nr; r++) t[r] = hsum_i32(v[r]);
+/* Block totals of nr (1..8) int32x8 vectors in lanes 0..nr-1, zero above. */
+static inline __attribute__((always_inline)) __m256i rows_hsum(const __m256i *v, int nr) {
+    const __m256i z = _mm256_setzero_si256();
+    __m128i lo = hsum4_i32(v[0], nr > 1 ? v[1] : z, nr > 2 ? v[2] : z, nr > 3 ? v[3] : z);
+    __m128i hi = nr > 4 ? hsum4_i32(v[4], nr > 5 ? v[5] : z, nr > 6 ? v[6] : z, nr > 7 ? v[7] : z)
+                        : _mm_setzero_si128();
+    return _mm256_set_m128i(hi, lo);
+}
+
+/* The activation scales y.d of block i of rows 0..nr-1 in lanes 0..nr-1, zero above. */
+static inline __attribute__((always_inline)) __m256 rows_yd(const uint8_t *act, size_t stride,
+                                                            int nr, uint64_t i) {
+    float d[Q_ROWS_PASS];
+#pragma GCC unroll 8
+    for (int r = 0; r < Q_ROWS_PASS; r++) d[r] = r < nr ? rows_q8k(act, stride, r, i)->d : 0.0f;
+    return _mm256_setr_ps(d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]);
+}
+
+/* Row r's f32 sum sits in lane r of acc: out[r] = scale·lane r. */
+static inline void rows_store(__m256 acc, float scale, int nr, float *out) {
+    float a[Q_ROWS_PASS];
+    _mm256_storeu_ps(a, acc);
+    for (int r = 0; r < nr; r++) out[r] = scale * a[r];
+}
+
+/* K-quant block values of the rows in lanes: (y.d·d)·isum − (y.d·dmin)·summs, with the f16
+ * d and dmin at dm (as q2k_value / q4k_value, lane by lane). */
+static inline __m256 kq_rows_values(const uint8_t *dm, __m256 yd, __m256i isum, __m256i summs) {
+    __m256 dall = _mm256_mul_ps(yd, _mm256_set1_ps(f16_to_f32(dm)));
+    __m256 dmin = _mm256_mul_ps(yd, _mm256_set1_ps(f16_to_f32(dm + 2)));
+    return _mm256_sub_ps(_mm256_mul_ps(dall, _mm256_cvtepi32_ps(isum)),
+                         _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(summs)));
 }
 
 /* IQ2_XXS, nr rows: the signed grid and scale of each group are built once (see iq2_group). */
 static inline __attribute__((always_inline)) void iq2_rows(const uint8_t *b, const uint8_t *act,
                                                            size_t stride, int nr, uint64_t nb,
                                                            float *out) {
-    float acc[Q_ROWS_PASS] = {0.0f};
+    __m256 acc = _mm256_setzero_ps();   /* lane r: row r's running sum (README §4.2 order) */
     for (uint64_t i = 0; i < nb; i++, b += Q_IQ2_XXS_BYTES) {
         __m256i s[Q_ROWS_PASS];
 #pragma GCC unroll 8
@@ -414,13 +470,10 @@ static inline __attribute__((always_inline)) void iq2_rows(const uint8_t *b, con
             for (int r = 0; r < nr; r++)
                 s[r] = _mm256_add_epi32(s[r], iq2_group(sg, ls, rows_q8k(act, stride, r, i)->q + 32 * g));
         }
-        int32_t t[Q_ROWS_PASS];
-        rows_hsum(s, nr, t);
-        float d = f16_to_f32(b);
-#pragma GCC unroll 8
-        for (int r = 0; r < nr; r++) acc[r] += (d * rows_q8k(act, stride, r, i)->d) * (float)t[r];
+        __m256 t = _mm256_mul_ps(_mm256_set1_ps(f16_to_f32(b)), rows_yd(act, stride, nr, i));
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(t, _mm256_cvtepi32_ps(rows_hsum(s, nr))));
     }
-    for (int r = 0; r < nr; r++) out[r] = 0.125f * acc[r];
+    rows_store(acc, 0.125f, nr, out);
 }
 
 /* Q2_K, nr rows: codes and per-step scale vectors shared (see q2k_block). */
@@ -428,7 +481,7 @@ static inline __attribute__((always_inline)) void q2k_rows(const uint8_t *b, con
                                                            size_t stride, int nr, uint64_t nb,
                                                            float *out) {
     const __m256i m3 = _mm256_set1_epi8(3);
-    float acc[Q_ROWS_PASS] = {0.0f};
+    __m256 acc = _mm256_setzero_ps();   /* lane r: row r's running sum */
     for (uint64_t i = 0; i < nb; i++, b += Q_Q2_K_BYTES) {
         __m128i sc = _mm_loadu_si128((const __m128i *)b);
         __m256i mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(sc, 4), _mm_set1_epi8(15)));
@@ -450,13 +503,10 @@ static inline __attribute__((always_inline)) void q2k_rows(const uint8_t *b, con
                 is[r] = _mm256_add_epi32(is[r], _mm256_madd_epi16(_mm256_maddubs_epi16(codes, y), scv));
             }
         }
-        int32_t ti[Q_ROWS_PASS], tm[Q_ROWS_PASS];
-        rows_hsum(is, nr, ti);
-        rows_hsum(ms, nr, tm);
-#pragma GCC unroll 8
-        for (int r = 0; r < nr; r++) acc[r] += q2k_value(b, rows_q8k(act, stride, r, i), ti[r], tm[r]);
+        acc = _mm256_add_ps(acc, kq_rows_values(b + 80, rows_yd(act, stride, nr, i),
+                                                rows_hsum(is, nr), rows_hsum(ms, nr)));
     }
-    for (int r = 0; r < nr; r++) out[r] = acc[r];
+    rows_store(acc, 1.0f, nr, out);
 }
 
 /* Q4_K, nr rows: scales, mins and nibbles shared (see q4k_block). */
@@ -464,7 +514,7 @@ static inline __attribute__((always_inline)) void q4k_rows(const uint8_t *b, con
                                                            size_t stride, int nr, uint64_t nb,
                                                            float *out) {
     const __m256i m4 = _mm256_set1_epi8(15);
-    float acc[Q_ROWS_PASS] = {0.0f};
+    __m256 acc = _mm256_setzero_ps();   /* lane r: row r's running sum */
     for (uint64_t i = 0; i < nb; i++, b += Q_Q4_K_BYTES) {
         uint32_t u0 = q_load_u32(b + 4), u1 = q_load_u32(b + 8), u2 = q_load_u32(b + 12);
         uint32_t sc_lo = u0 & 0x3F3F3F3Fu, m_lo = u1 & 0x3F3F3F3Fu;
@@ -490,13 +540,10 @@ static inline __attribute__((always_inline)) void q4k_rows(const uint8_t *b, con
                 is[r] = _mm256_add_epi32(is[r], _mm256_madd_epi16(_mm256_maddubs_epi16(nib, y), scv));
             }
         }
-        int32_t ti[Q_ROWS_PASS], tm[Q_ROWS_PASS];
-        rows_hsum(is, nr, ti);
-        rows_hsum(ms, nr, tm);
-#pragma GCC unroll 8
-        for (int r = 0; r < nr; r++) acc[r] += q4k_value(b, rows_q8k(act, stride, r, i), ti[r], tm[r]);
+        acc = _mm256_add_ps(acc, kq_rows_values(b + 0, rows_yd(act, stride, nr, i),
+                                                rows_hsum(is, nr), rows_hsum(ms, nr)));
     }
-    for (int r = 0; r < nr; r++) out[r] = acc[r];
+    rows_store(acc, 1.0f, nr, out);
 }
 
 /* Rows in passes of WIDE (8 or 4), then one of 4, then the remainder; a single row takes the
