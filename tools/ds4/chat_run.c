@@ -47,7 +47,11 @@ static int render_one(chat_state *st, ds4_chat_role role, const char *text, size
                       int32_t **out, size_t *n_out) {
     ds4_chat *c = NULL;
     ds4_error err = {0};
-    char *copy = strndup(text, n); /* the chat API takes NUL-terminated text */
+    if (memchr(text, 0, n)) { /* the chat API takes NUL-terminated text: say so, never truncate */
+        fprintf(stderr, "ds4: the message contains a NUL byte, which a chat message cannot hold\n");
+        return 1;
+    }
+    char *copy = strndup(text, n);
     ds4_chat_msg m = {.role = role, .content = copy};
     int rc = !copy || ds4_chat_create(&c, th, &err) || ds4_chat_add(c, &m, &err) ||
              ds4_chat_render_tokens(c, st->tok, 0, out, n_out, NULL, NULL, &err);
