@@ -375,6 +375,7 @@ static inline __m256i iq2_signed_grid(const uint8_t *q, __m256i *ls) {
 /* ls·Σ grid·sign·y of one group as 8 int32 partials. */
 static inline __m256i iq2_group(__m256i sg, __m256i ls, const int8_t *yq) {
     __m256i y = _mm256_loadu_si256((const __m256i *)yq);
+    __asm__("" : "+x"(y));   /* one load: gcc would fold it into both uses below */
     return _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(y), _mm256_sign_epi8(sg, y)), ls);
 }
 
