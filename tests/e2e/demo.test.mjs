@@ -3,7 +3,7 @@
 // loudly that the weights are random, and answers the official OpenAI client.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
@@ -64,4 +64,13 @@ test('ds4-server --demo makes, labels and serves the random-weight model', async
     assert.equal(await stop(again), 0, again.log());
   }
   fs.rmSync(cache, { recursive: true, force: true });
+});
+
+test('--demo refuses a model path, --tokenizer needs --demo', () => {
+  const both = spawnSync(BIN, ['--demo', '-m', 'x.gguf'], { encoding: 'utf8' });
+  assert.equal(both.status, 2);
+  assert.match(both.stderr, /--demo makes its own model/);
+  const tok = spawnSync(BIN, ['--tokenizer', TOKENIZER], { encoding: 'utf8' });
+  assert.equal(tok.status, 2);
+  assert.match(tok.stderr, /--tokenizer only builds the --demo model/);
 });

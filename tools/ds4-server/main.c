@@ -90,7 +90,7 @@ int main(int argc, char **argv) {
     const char *api_key = getenv("DS4_API_KEY");
     long ctx = 32768, tokens = 393216, threads = 0, port = 8000, slots = 0, queue = 32, timeout = 0;
     long body_mb = 64, kv_mb = 4096, kv_min = 512, kv_interval = 8192, tool_ids = 100000;
-    bool cors = false, test_forced = false, demo = false;
+    bool cors = false, test_forced = false, demo = false, model_given = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -111,7 +111,7 @@ int main(int argc, char **argv) {
         INTFLAG("--kv-cache-interval-tokens", NULL, kv_interval, 1, INT_MAX)
         INTFLAG("--tool-memory-max-ids", NULL, tool_ids, 1, 100000000)
 #undef INTFLAG
-        if ((strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) && v) { model = v; i++; }
+        if ((strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) && v) { model = v; model_given = true; i++; }
         else if (strcmp(a, "--host") == 0 && v) { host = v; i++; }
         else if (strcmp(a, "--api-key") == 0 && v) { api_key = v; i++; }
         else if (strcmp(a, "--kv-disk-dir") == 0 && v) { kv_dir = v; i++; }
@@ -121,6 +121,17 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--enable-test-forced-completion") == 0) test_forced = true;
         else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) { usage(stdout); return 0; }
         else { fprintf(stderr, "ds4-server: unknown or incomplete option '%s'\n", a); usage(stderr); return 2; }
+    }
+
+    if (demo && model_given) {
+        fprintf(stderr, "ds4-server: --demo makes its own model; drop -m/--model\n");
+        usage(stderr);
+        return 2;
+    }
+    if (tokenizer && !demo) {
+        fprintf(stderr, "ds4-server: --tokenizer only builds the --demo model (a GGUF carries its tokenizer)\n");
+        usage(stderr);
+        return 2;
     }
 
     /* Signals are taken by sigwait in this thread only: block them before any thread starts. */
