@@ -603,6 +603,21 @@ Test(model_golden, bf16_short_window_logits_and_mtp, .timeout = 120) {
     tm_remove(p);
 }
 
+/* The f16 preset: BF16/FP8/FP4 sources in F16 (exact unless a value leaves F16's range or
+ * needs more than its 10 mantissa bits below 2^-14), F32 sources kept F32; measured as close
+ * as f32 (max 6e-6). */
+Test(model_golden, f16_short_window_logits, .timeout = 120) {
+    char *p = tm_convert_tiny("f16");
+    tm_model tm;
+    tm_open(&tm, p, 0);
+    st_file *gf = tm_golden("golden_topk16.safetensors");
+    check_exact_case(&tm, gf, "short", 1e-3, "f16");
+    check_exact_case(&tm, gf, "window", 1e-3, "f16");
+    st_close(gf);
+    tm_close(&tm);
+    tm_remove(p);
+}
+
 /* GGUF_LAYOUT §3.8: the MTP block in a companion file, as ds4 publishes it. */
 Test(model_golden, mtp_from_companion_file, .timeout = 120) {
     char *p = tm_convert_tiny("f32");
