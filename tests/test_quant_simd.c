@@ -340,4 +340,12 @@ Test(quant_rows, bad_arguments_are_rejected) {
     cr_assert_eq(q_act_row_bytes(Q_TYPE_Q8_0, 64), 2 * sizeof(q8act_block));
     cr_assert_eq(q_act_row_bytes(Q_TYPE_BF16, 3), 3 * sizeof(float));
     cr_assert_eq(q_act_row_bytes(Q_TYPE_Q4_K, 100), 0);
+    uint64_t huge = (UINT64_MAX / 256) * 256;   /* whole blocks, but no size_t row size */
+    cr_assert_eq(q_act_row_bytes(Q_TYPE_IQ2_XXS, huge), 0);
+    cr_assert_eq(q_dot_rows(Q_TYPE_F32, w, a, sizeof a[0], 2, huge, out, &e), DS4_ERR_RANGE);
+    cr_assert(strstr(e.msg, "overflow") != NULL, "message: %s", e.msg);
+    /* an empty row is a valid dot (0), as for q_dot_row */
+    cr_assert_eq(q_dot_rows(Q_TYPE_Q2_K, w, a, 0, 2, 0, out, &e), DS4_OK);
+    cr_assert_eq(bits(out[0]), 0u);
+    cr_assert_eq(bits(out[1]), 0u);
 }

@@ -298,7 +298,9 @@ q_dot_rows_fn q_dot_rows_kernel(int type) {
 
 size_t q_act_row_bytes(int type, uint64_t n) {
     size_t be = q_block_elems(type);
-    if (be == 0 || !q_type_is_weight(type) || n % be != 0) return 0;
+    /* f32 rows are the largest kind (4 bytes per element): no product below overflows */
+    if (be == 0 || !q_type_is_weight(type) || n % be != 0 || n > SIZE_MAX / sizeof(float))
+        return 0;
     switch (q_act_kind_for(type)) {
     case Q_ACT_F32: return (size_t)n * sizeof(float);
     case Q_ACT_Q8_0: return (size_t)(n / Q_QK8_0) * sizeof(q8act_block);
@@ -313,10 +315,14 @@ ds4_status q_dot_rows(int type, const void *w, const void *act, size_t act_strid
     if (st != DS4_OK) return st;
     if (n_act < 0)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "quant: dot rows: n_act %d is negative", n_act);
-    if (n_act > 1 && act_stride < q_act_row_bytes(type, n))
+    size_t arow = q_act_row_bytes(type, n);
+    if (n != 0 && arow == 0)
+        return ds4_seterr(err, DS4_ERR_RANGE, "quant: dot rows: %llu elements of %s overflow",
+                          (unsigned long long)n, q_type_name(type));
+    if (n_act > 1 && act_stride < arow)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG,
                           "quant: dot rows: activation stride %zu is below the %s activation row "
-                          "of %zu bytes", act_stride, q_type_name(type), q_act_row_bytes(type, n));
+                          "of %zu bytes", act_stride, q_type_name(type), arow);
     q_dot_rows_kernel(type)(w, act, act_stride, n_act, n, out);
     return DS4_OK;
 }

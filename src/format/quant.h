@@ -140,11 +140,12 @@ typedef void (*q_dot_rows_fn)(const void *w, const void *act, size_t act_stride,
 q_dot_rows_fn q_dot_rows_kernel(int type);
 
 /* Bytes of one activation row of n elements for weight `type` (float, q8act_block or q8k_block
- * records); 0 if not a weight type or n is not whole blocks. */
+ * records); 0 if not a weight type, n is not whole blocks or the size overflows size_t. */
 size_t q_act_row_bytes(int type, uint64_t n);
 
-/* Checked form: DS4_ERR_UNSUPPORTED / DS4_ERR_FORMAT as q_dot_row, DS4_ERR_INVALID_ARG for
- * n_act < 0, or act_stride below q_act_row_bytes(type, n) when n_act > 1. */
+/* Checked form: DS4_ERR_UNSUPPORTED / DS4_ERR_FORMAT as q_dot_row, DS4_ERR_RANGE when the
+ * activation row size overflows, DS4_ERR_INVALID_ARG for n_act < 0, or act_stride below
+ * q_act_row_bytes(type, n) when n_act > 1. */
 ds4_status q_dot_rows(int type, const void *w, const void *act, size_t act_stride, int n_act,
                       uint64_t n, float *out, ds4_error *err);
 
