@@ -280,7 +280,6 @@ Q_ROWS_LOOP(rows_iq2_xxs_ref, q_dot_iq2_xxs_ref)
 Q_ROWS_LOOP(rows_f32_avx2, q_dot_f32_avx2)
 Q_ROWS_LOOP(rows_f16_avx2, q_dot_f16_avx2)
 Q_ROWS_LOOP(rows_bf16_avx2, q_dot_bf16_avx2)
-Q_ROWS_LOOP(rows_q8_0_avx2, q_dot_q8_0_avx2)
 
 q_dot_rows_fn q_dot_rows_kernel(int type) {
     bool avx = simd_mode() == 2;
@@ -288,7 +287,7 @@ q_dot_rows_fn q_dot_rows_kernel(int type) {
     case Q_TYPE_F32: return avx ? rows_f32_avx2 : rows_f32_ref;
     case Q_TYPE_F16: return avx ? rows_f16_avx2 : rows_f16_ref;
     case Q_TYPE_BF16: return avx ? rows_bf16_avx2 : rows_bf16_ref;
-    case Q_TYPE_Q8_0: return avx ? rows_q8_0_avx2 : rows_q8_0_ref;
+    case Q_TYPE_Q8_0: return avx ? q_dot_rows_q8_0_avx2 : rows_q8_0_ref;
     case Q_TYPE_Q2_K: return avx ? q_dot_rows_q2_k_avx2 : rows_q2_k_ref;
     case Q_TYPE_Q4_K: return avx ? q_dot_rows_q4_k_avx2 : rows_q4_k_ref;
     case Q_TYPE_IQ2_XXS: return avx ? q_dot_rows_iq2_xxs_avx2 : rows_iq2_xxs_ref;

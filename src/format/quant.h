@@ -129,9 +129,10 @@ q_dot_fn q_dot_kernel(int type);
 /* ---- One weight row, several activation rows ----------------------------------------------
  * For prefill and batched decode: out[r] = the q_dot_row result of row w with activation row r,
  * bit for bit, for r < n_act. Activation row r starts at act + r·act_stride (bytes; at least the
- * activation row size, q_act_row_bytes). The AVX2 kernels of Q2_K, Q4_K and IQ2_XXS decode each
- * weight block once for up to 4 activation rows (several times the single-row rate per row);
- * the other types loop over the single-row kernel. Never allocates. */
+ * activation row size, q_act_row_bytes). The AVX2 kernels of Q8_0, Q2_K, Q4_K (4 rows per
+ * pass) and IQ2_XXS (8 rows per pass) decode each weight block once per pass (1.3x to 2.4x the
+ * single-row rate per row); F32/F16/BF16 and the scalar path loop over the single-row kernel.
+ * Never allocates. */
 typedef void (*q_dot_rows_fn)(const void *w, const void *act, size_t act_stride, int n_act,
                               uint64_t n, float *out);
 

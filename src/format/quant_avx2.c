@@ -547,6 +547,40 @@ static inline __attribute__((always_inline)) void q4k_rows(const uint8_t *b, con
     rows_store(acc, 1.0f, nr, out);
 }
 
+/* Q8_0, nr rows: |w| shared, sign(y, w) per row as in dot32_i8_fast; a block where some row's
+ * activations hold -128 is redone for every row with dot32_i8 (exact). */
+static inline __attribute__((always_inline)) void q8_0_rows(const uint8_t *b, const uint8_t *act,
+                                                            size_t stride, int nr, uint64_t nb,
+                                                            float *out) {
+    const __m256i one16 = _mm256_set1_epi16(1);
+    __m256 acc = _mm256_setzero_ps();   /* lane r: row r's running sum (README §4.2 order) */
+    for (uint64_t i = 0; i < nb; i++, b += Q_Q8_0_BYTES) {
+        __m256i w = _mm256_loadu_si256((const __m256i *)(b + 2)), aw = _mm256_abs_epi8(w);
+        __m256i v[Q_ROWS_PASS], mn = _mm256_set1_epi8(127);
+        float yd[Q_ROWS_PASS];
+#pragma GCC unroll 8
+        for (int r = 0; r < Q_ROWS_PASS; r++) {
+            if (r >= nr) {
+                yd[r] = 0.0f;
+                continue;
+            }
+            const q8act_block *yr = (const q8act_block *)(act + (size_t)r * stride) + i;
+            __m256i y = _mm256_loadu_si256((const __m256i *)yr->q);
+            mn = _mm256_min_epi8(mn, y);
+            v[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(y, w)), one16);
+            yd[r] = yr->d;
+        }
+        if (has_min_i8(mn)) {
+            for (int r = 0; r < nr; r++)
+                v[r] = dot32_i8(b + 2, ((const q8act_block *)(act + (size_t)r * stride) + i)->q);
+        }
+        __m256 t = _mm256_mul_ps(_mm256_set1_ps(f16_to_f32(b)),
+                                 _mm256_setr_ps(yd[0], yd[1], yd[2], yd[3], yd[4], yd[5], yd[6], yd[7]));
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(t, _mm256_cvtepi32_ps(rows_hsum(v, nr))));
+    }
+    rows_store(acc, 1.0f, nr, out);
+}
+
 /* Rows in passes of WIDE (8 or 4), then one of 4, then the remainder; a single row takes the
  * single-row kernel. IQ2_XXS gains from 8 (its decode is the expensive part); the K-quants
  * measured faster with 4 (8 accumulator pairs spill). */
@@ -572,6 +606,7 @@ static inline __attribute__((always_inline)) void q4k_rows(const uint8_t *b, con
 Q_DEFINE_ROWS(q_dot_rows_iq2_xxs_avx2, iq2_rows, q_dot_iq2_xxs_avx2, Q_QK_K, 8)
 Q_DEFINE_ROWS(q_dot_rows_q2_k_avx2, q2k_rows, q_dot_q2_k_avx2, Q_QK_K, 4)
 Q_DEFINE_ROWS(q_dot_rows_q4_k_avx2, q4k_rows, q_dot_q4_k_avx2, Q_QK_K, 4)
+Q_DEFINE_ROWS(q_dot_rows_q8_0_avx2, q8_0_rows, q_dot_q8_0_avx2, Q_QK8_0, 4)
 
 /* ---- Activation quantizers --------------------------------------------------------------- */
 

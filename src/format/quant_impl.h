@@ -72,6 +72,8 @@ void q_dot_rows_q4_k_avx2(const void *w, const void *act, size_t stride, int n_a
                           float *out);
 void q_dot_rows_iq2_xxs_avx2(const void *w, const void *act, size_t stride, int n_act,
                              uint64_t n, float *out);
+void q_dot_rows_q8_0_avx2(const void *w, const void *act, size_t stride, int n_act, uint64_t n,
+                          float *out);
 
 /* True when the running CPU can execute quant_avx2.c. */
 bool q_cpu_has_avx2(void);
