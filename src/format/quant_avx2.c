@@ -3,8 +3,10 @@
  * -mavx2 -mfma -mf16c and called only after q_cpu_has_avx2() (quant.c dispatch).
  *
  * Contract: bit-equal to the scalar reference. Integer sums are exact in any order, so they
- * run in SIMD; the f32 steps per block then run in scalar code in exactly the scalar order
- * (quants README §4.2). The F32/F16/BF16 dots keep 8 lane sums, which is the scalar order by
+ * run in SIMD; each block's f32 value then takes exactly the scalar operations in the scalar
+ * order (quants README §4.2) — several blocks' (or activation rows') values side by side in
+ * vector lanes, which round like scalar operations — and is added to its row's running sum
+ * in block order. The F32/F16/BF16 dots keep 8 lane sums, which is the scalar order by
  * definition (quant.h). No FMA is used anywhere (an FMA rounds once where the reference
  * rounds twice).
  *
@@ -78,10 +80,10 @@ float q_dot_bf16_avx2(const void *w, const void *x, uint64_t n) {
 }
 
 /* ---- Quantized rows ----------------------------------------------------------------------
- * Shared shape: the exact integer sums of a few blocks are built in vectors, reduced
- * together (hsum4_i32), then the per-block f32 steps run in scalar code in block order,
- * exactly as quant_dot.c writes them. Batching the reductions matters: one block's
- * horizontal sum plus its f32 chain is long enough to stall the vector pipes. */
+ * Shared shape: the exact integer sums of 4 blocks are built in vectors and reduced together
+ * (hsum4_i32); the 4 block values are computed lane by lane with quant_dot.c's operations,
+ * then added to acc one by one in block order (add4_in_order). Batching matters: a per-block
+ * horizontal sum plus a scalar f32 chain was a large share of these kernels' time. */
 
 /* The four totals Σa, Σb, Σc, Σd of four int32x8 vectors, in that lane order. */
 static inline __m128i hsum4_i32(__m256i a, __m256i b, __m256i c, __m256i d) {
