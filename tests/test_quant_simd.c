@@ -1,7 +1,9 @@
 /*
  * tests/test_quant_simd.c — the AVX2 kernels equal the scalar reference bit for bit
- * (quant.h contract) on random and edge data: every dot type, odd F32 lengths (tails), and
- * both activation quantizers including ties, zeros, subnormals, huge values, inf and NaN.
+ * (quant.h contract) on random and edge data: every dot type, odd F32 lengths (tails), the
+ * fast paths with engine-made activations and their exact redo on a planted -128, q_dot_rows
+ * against single-row dots, and both activation quantizers including ties, zeros,
+ * subnormals, huge values, inf and NaN.
  * Also checks the compiled IQ2_XXS tables against the shared data files.
  */
 #include <criterion/criterion.h>
