@@ -75,6 +75,21 @@ if [ -x "$MT" ] && [ -x "$CB/ds4-convert" ]; then
     cmp -s "$LOGDIR/ds4-cli-cuda.txt" "$LOGDIR/ds4-cli-cpu.txt" && echo "ds4 CLI: cuda and cpu answers are identical" \
         || echo "ds4 CLI: cuda and cpu answers differ"
     rm -f "$SYN"
+    # All 43 Flash layers (8 experts per layer to fit the device disk; a token still reads 6
+    # routed experts per layer, as with 256): decode speed of the full depth. Opt-in: minutes.
+    if [ -n "${DS4_GPU_BENCH_43:-}" ]; then
+        F43=$SCR/synthetic-flash-43l-8e-q2.gguf
+        t0=$(date +%s)
+        timeout 300 "$CB/ds4-convert" --synthetic flash --layers 43 --experts 8 --preset q2 \
+            --out "$F43" > "$LOGDIR/convert-flash43.log" 2>&1 || { tail -n 3 "$LOGDIR/convert-flash43.log"; rc=1; }
+        echo "synthetic flash q2 (43 layers, 8 experts) built in $(( $(date +%s) - t0 )) s"
+        timeout 200 "$CB/ds4-bench" --backend cuda -m "$F43" --ctx-start 256 --ctx-max 1024 --step-mul 2 \
+            --gen-tokens 64 --prefill-chunk 512 --no-membw \
+            --out "$LOGDIR/bench-flash43-cuda.csv" > "$LOGDIR/bench-flash43-cuda.log" 2>&1 || rc=1
+        echo "ds4-bench --backend cuda (synthetic flash q2, 43 layers, 8 experts):"
+        cat "$LOGDIR/bench-flash43-cuda.csv" 2>/dev/null; grep -E 'loaded|ctx |weights' "$LOGDIR/bench-flash43-cuda.log" | tail -n 5
+        rm -f "$F43"
+    fi
 fi
 echo "gpu-check: exit $rc, logs in $LOGDIR"
 exit $rc

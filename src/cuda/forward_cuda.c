@@ -10,6 +10,8 @@
  * Must not: hold state outside cuda_state, or run kernels of its own.
  */
 #include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
@@ -17,17 +19,58 @@
 
 #define CK(x) do { if ((st = (x)) != DS4_OK) return st; } while (0)
 
-static ds4_status mv(const cu_mat *w, const float *x, float *y, cu_ws *ws, ds4_error *err) {
-    return cuda_matvec(w->type, w->d, w->rows, w->cols, x, ws->act, y, err);
+/* Hands the last product to the verification hook (host copies of x [n_x][cols], y). */
+static ds4_status check_mv(cuda_state *s, int64_t il, const char *what, const cpu_mat *w,
+                           const float *x, const float *y, int n_x, ds4_error *err) {
+    size_t need = (size_t)n_x * (size_t)(w->n_in > w->n_out ? w->n_in : w->n_out);
+    if (need > s->h_cap) {
+        float *a = realloc(s->h_x, need * sizeof(float)), *b = a ? realloc(s->h_y, need * sizeof(float)) : NULL;
+        if (a) s->h_x = a;
+        if (b) s->h_y = b;
+        if (!a || !b) return ds4_seterr(err, DS4_ERR_NOMEM, "cuda: check buffers");
+        s->h_cap = need;
+    }
+    ds4_status st;
+    CK(cuda_download(s->h_x, x, (size_t)n_x * (size_t)w->n_in * sizeof(float), err));
+    CK(cuda_download(s->h_y, y, (size_t)n_x * (size_t)w->n_out * sizeof(float), err));
+    s->check(s->check_user, il, what, w, s->h_x, s->h_y);
+    return DS4_OK;
+}
+
+static ds4_status mv(cuda_state *s, int64_t il, const char *what, const cu_mat *w,
+                     const float *x, float *y, ds4_error *err) {
+    ds4_status st = cuda_matvec(w->type, w->d, w->rows, w->cols, x, s->ws.act, y, err);
+    if (st || !s->check || !w->host) return st;
+    return check_mv(s, il, what, w->host, x, y, 1, err);
+}
+
+/* The K selected experts of e (ids on the device) in one launch; x shared or per expert. */
+static ds4_status mv_experts(cuda_state *s, int64_t il, const char *what, const cu_experts *e,
+                             const float *x, int per_expert_x, float *y, ds4_error *err) {
+    int K = (int)s->cm->m->hp.n_expert_used;
+    ds4_status st = cuda_matvec_experts(e->type, e->d, e->n_expert, e->rows, e->cols, s->ws.sel,
+                                        K, x, per_expert_x, s->ws.act, y, err);
+    if (st || !s->check) return st;
+    int32_t ids[64];
+    if (K > 64) return DS4_OK;
+    CK(cuda_download(ids, s->ws.sel, (size_t)K * sizeof(int32_t), err));
+    for (int k = 0; k < K; k++) {
+        cpu_mat wk = experts_get(e->host, ids[k]);
+        char nm[64];
+        snprintf(nm, sizeof nm, "%s[%d]", what, k);
+        CK(check_mv(s, il, nm, &wk, x + (per_expert_x ? k * e->cols : 0), y + k * e->rows, 1, err));
+    }
+    return DS4_OK;
 }
 
 /* model/forward.c fwd_hc_pre: mix = fn·X, then ρ, split, weighted sum and norm (§4.1). */
-static ds4_status hc_pre(cuda_state *s, const cu_mat *fn, const float *scale, const float *base,
-                         const float *norm, ds4_error *err) {
+static ds4_status hc_pre(cuda_state *s, int64_t il, const char *what, const cu_mat *fn,
+                         const float *scale, const float *base, const float *norm,
+                         ds4_error *err) {
     const model_hparams *hp = &s->cm->m->hp;
     cu_ws *w = &s->ws;
     ds4_status st;
-    CK(mv(fn, w->X, w->mix, w, err));
+    CK(mv(s, il, what, fn, w->X, w->mix, err));
     return cuda_hc_pre(w->X, w->mix, scale, base, norm, 1, (int)hp->n_hc, hp->n_embd,
                        (int)hp->sinkhorn_iters, hp->hc_eps, hp->norm_eps, w->pre, w->post,
                        w->comb, w->a, err);
@@ -59,32 +102,32 @@ static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
     float eps = hp->norm_eps;
     ds4_status st;
     /* §5.1: query path; per-head norm without weight (§3.2), RoPE on the tail. */
-    CK(mv(&L->wq_a, w->a, w->qr, w, err));
+    CK(mv(s, il, "wq_a", &L->wq_a, w->a, w->qr, err));
     CK(cuda_rmsnorm(w->qr, w->qr, L->q_norm, 1, hp->q_lora, eps, err));
-    CK(mv(&L->wq_b, w->qr, w->q, w, err));
+    CK(mv(s, il, "wq_b", &L->wq_b, w->qr, w->q, err));
     CK(cuda_rmsnorm(w->q, w->q, NULL, H, Dh, eps, err));
     CK(cuda_rope_tail(w->q, H, Dh, Dh - nr, H, nr, freqs, pos, 0, err));
     /* §5.2: KV path, FP8 round trip of the non-RoPE dims (§12 #1). */
-    CK(mv(&L->wkv, w->a, w->kv, w, err));
+    CK(mv(s, il, "wkv", &L->wkv, w->a, w->kv, err));
     CK(cuda_rmsnorm(w->kv, w->kv, L->kv_norm, 1, Dh, eps, err));
     CK(cuda_rope_tail(w->kv, 1, Dh, Dh - nr, 1, nr, freqs, pos, 0, err));
     CK(cuda_fp8_roundtrip(w->kv, 1, Dh, Dh - nr, 64, err));
     /* §7.3 steps 2-3: the compressors advance (§6.4). */
     if (L->has_comp) {
-        CK(mv(&L->comp.kv, w->a, w->cA, w, err));
-        CK(mv(&L->comp.gate, w->a, w->cB, w, err));
+        CK(mv(s, il, "comp.kv", &L->comp.kv, w->a, w->cA, err));
+        CK(mv(s, il, "comp.gate", &L->comp.gate, w->a, w->cB, err));
         CK(cuda_comp_push(&kvl->comp, w->cA, w->cB, L->comp.ape, L->comp.norm, pos, 0, freqs, nr,
                           eps, NULL, err));
     }
     if (L->has_indexer) {
         int64_t id = hp->idx_head_dim, ih = hp->idx_n_head;
-        CK(mv(&L->idx_comp.kv, w->a, w->iA, w, err));
-        CK(mv(&L->idx_comp.gate, w->a, w->iB, w, err));
+        CK(mv(s, il, "idx_comp.kv", &L->idx_comp.kv, w->a, w->iA, err));
+        CK(mv(s, il, "idx_comp.gate", &L->idx_comp.gate, w->a, w->iB, err));
         CK(cuda_comp_push(&kvl->idx, w->iA, w->iB, L->idx_comp.ape, L->idx_comp.norm, pos, 1,
                           freqs, nr, eps, NULL, err));
         /* §8: queries from the normalised qr, head weights from a; RoPE, Hadamard, FP4. */
-        CK(mv(&L->idx_wq_b, w->qr, w->iq, w, err));
-        CK(mv(&L->idx_proj, w->a, w->iw, w, err));
+        CK(mv(s, il, "idx_wq_b", &L->idx_wq_b, w->qr, w->iq, err));
+        CK(mv(s, il, "idx_proj", &L->idx_proj, w->a, w->iw, err));
         CK(cuda_rope_tail(w->iq, ih, id, id - nr, ih, nr, freqs, pos, 0, err));
         CK(cuda_hadamard(w->iq, ih, id, (int)id, err));
         CK(cuda_fp4_roundtrip(w->iq, ih, id, id, 32, err));
@@ -100,10 +143,18 @@ static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
     CK(cuda_copy_d2d(kvl->raw + (pos % W) * Dh, w->kv, (size_t)Dh * sizeof(float), err));
     /* §5.6: grouped output projection, group g reads heads [g·H/G, (g+1)·H/G). */
     int64_t G = hp->o_groups, hpg = H / G, ol = hp->o_lora;
-    for (int64_t g = 0; g < G; g++)
-        CK(cuda_matvec(L->wo_a.type, L->wo_a.d + (uint64_t)(g * ol) * L->wo_a.row_bytes, ol,
-                       L->wo_a.cols, w->o + g * hpg * Dh, w->act, w->oa + g * ol, err));
-    return mv(&L->wo_b, w->oa, w->f, w, err);
+    for (int64_t g = 0; g < G; g++) {
+        cu_mat wg = L->wo_a;
+        cpu_mat hg;
+        wg.d += (uint64_t)(g * ol) * wg.row_bytes;
+        wg.rows = ol;
+        if (wg.host) {
+            hg = cpu_mat_rows(wg.host, g * ol, ol);
+            wg.host = &hg;
+        }
+        CK(mv(s, il, "wo_a", &wg, w->o + g * hpg * Dh, w->oa + g * ol, err));
+    }
+    return mv(s, il, "wo_b", &L->wo_b, w->oa, w->f, err);
 }
 
 /* model/moe.c moe_forward for one token: router, the K selected experts in grouped launches,
@@ -116,41 +167,91 @@ static ds4_status moe(cuda_state *s, int64_t il, ds4_error *err) {
     int64_t D = hp->n_embd, F = hp->n_ff_exp;
     int E = (int)hp->n_expert, K = (int)hp->n_expert_used;
     ds4_status st;
-    CK(mv(&L->gate_inp, w->a, w->rl, w, err));
+    (void)D;
+    CK(mv(s, il, "gate_inp", &L->gate_inp, w->a, w->rl, err));
     CK(cuda_moe_route(w->rl, L->tid2eid ? NULL : L->exp_bias, L->tid2eid, w->tok, 1, E, K,
                       hp->route_scale, hp->expert_weights_norm, w->sel, w->selw, err));
     const cu_experts *eg = &L->gate_exps, *eu = &L->up_exps, *ed = &L->down_exps;
-    CK(cuda_matvec_experts(eg->type, eg->d, eg->n_expert, eg->rows, eg->cols, w->sel, K, w->a, 0,
-                           w->act, w->g, err));
-    CK(cuda_matvec_experts(eu->type, eu->d, eu->n_expert, eu->rows, eu->cols, w->sel, K, w->a, 0,
-                           w->act, w->u, err));
+    CK(mv_experts(s, il, "gate_exps", eg, w->a, 0, w->g, err));
+    CK(mv_experts(s, il, "up_exps", eu, w->a, 0, w->u, err));
     CK(cuda_swiglu(w->g, w->u, w->selw, K, F, hp->swiglu_clamp[il], w->g, err));
-    CK(cuda_matvec_experts(ed->type, ed->d, ed->n_expert, ed->rows, ed->cols, w->sel, K, w->g, 1,
-                           w->act, w->yexp, err));
+    CK(mv_experts(s, il, "down_exps", ed, w->g, 1, w->yexp, err));
     if (L->has_shared) {
         int64_t Fs = L->sh_gate.rows;
-        CK(mv(&L->sh_gate, w->a, w->shg, w, err));
-        CK(mv(&L->sh_up, w->a, w->shu, w, err));
+        CK(mv(s, il, "sh_gate", &L->sh_gate, w->a, w->shg, err));
+        CK(mv(s, il, "sh_up", &L->sh_up, w->a, w->shu, err));
         CK(cuda_swiglu(w->shg, w->shu, NULL, 1, Fs, hp->swiglu_clamp_shared[il], w->shg, err));
-        CK(mv(&L->sh_down, w->shg, w->shy, w, err));
+        CK(mv(s, il, "sh_down", &L->sh_down, w->shg, w->shy, err));
     }
-    return cuda_moe_combine(w->yexp, L->has_shared ? w->shy : NULL, 1, K, D, w->f, err);
+    return cuda_moe_combine(w->yexp, L->has_shared ? w->shy : NULL, 1, K, hp->n_embd, w->f, err);
 }
 
 /* model/forward.c fwd_output for the current token: hc_head, norm, head; logits to host. */
 static ds4_status output(cuda_state *s, float *logits, ds4_error *err) {
     const cuda_model *cm = s->cm;
     const model_hparams *hp = &cm->m->hp;
+    int64_t il = hp->n_layer;
     cu_ws *w = &s->ws;
     ds4_status st;
-    CK(mv(&cm->out_hc_fn, w->X, w->mix, w, err));
+    CK(mv(s, il, "out_hc_fn", &cm->out_hc_fn, w->X, w->mix, err));
     CK(cuda_hc_head(w->X, w->mix, cm->out_hc_scale, cm->out_hc_base, cm->out_norm, 1,
                     (int)hp->n_hc, hp->n_embd, hp->hc_eps, hp->norm_eps, w->y, err));
-    CK(mv(&cm->output, w->y, w->logits, w, err));
+    CK(mv(s, il, "output", &cm->output, w->y, w->logits, err));
     return cuda_download(logits, w->logits, (size_t)hp->n_vocab * sizeof(float), err);
 }
 
-static ds4_status eval_token(cuda_model *cm, cuda_state *s, int32_t tok, ds4_error *err) {
+/* Capture hooks (model.h) for one token: the layer rows and routing decisions, downloaded. */
+static ds4_status capture_rows(cuda_state *s, const model_capture *cap, int64_t il, int64_t pos,
+                               const char *what, const float *d, int64_t n, ds4_error *err) {
+    if (!cap || !cap->layer) return DS4_OK;
+    size_t need = (size_t)n;
+    if (need > s->h_cap) {
+        float *a = realloc(s->h_x, need * sizeof(float)), *b = a ? realloc(s->h_y, need * sizeof(float)) : NULL;
+        if (a) s->h_x = a;
+        if (b) s->h_y = b;
+        if (!a || !b) return ds4_seterr(err, DS4_ERR_NOMEM, "cuda: capture buffers");
+        s->h_cap = need;
+    }
+    ds4_status st;
+    CK(cuda_download(s->h_x, d, (size_t)n * sizeof(float), err));
+    cap->layer(cap->user, il, what, pos, 1, s->h_x, n);
+    return DS4_OK;
+}
+
+static ds4_status capture_choices(cuda_state *s, const model_capture *cap, int64_t il,
+                                  int64_t pos, ds4_error *err) {
+    if (!cap) return DS4_OK;
+    const model_hparams *hp = &s->cm->m->hp;
+    ds4_status st;
+    if (cap->experts) {
+        int32_t ids[64];
+        int K = (int)hp->n_expert_used;
+        if (K <= 64) {
+            CK(cuda_download(ids, s->ws.sel, (size_t)K * sizeof(int32_t), err));
+            cap->experts(cap->user, il, pos, ids, K);
+        }
+    }
+    return DS4_OK;
+}
+
+static ds4_status capture_indexer(cuda_state *s, const model_capture *cap, int64_t il,
+                                  int64_t pos, ds4_error *err) {
+    const model_hparams *hp = &s->cm->m->hp;
+    if (!cap || !cap->indexer || hparams_ratio(hp, il) != 4) return DS4_OK;
+    int32_t n = 0;
+    ds4_status st;
+    CK(cuda_download(&n, s->ws.n_isel, sizeof n, err));
+    if (n < 0 || n > hp->idx_topk) return ds4_seterr(err, DS4_ERR_INTERNAL, "cuda: indexer count %d", n);
+    int32_t *rows = malloc((size_t)(n ? n : 1) * sizeof(int32_t));
+    if (!rows) return ds4_seterr(err, DS4_ERR_NOMEM, "cuda: capture buffers");
+    st = cuda_download(rows, s->ws.isel, (size_t)n * sizeof(int32_t), err);
+    if (!st) cap->indexer(cap->user, il, pos, rows, n);
+    free(rows);
+    return st;
+}
+
+static ds4_status eval_token(cuda_model *cm, cuda_state *s, int32_t tok, const model_capture *cap,
+                             ds4_error *err) {
     const model *m = cm->m;
     const model_hparams *hp = &m->hp;
     cu_ws *w = &s->ws;
@@ -163,12 +264,20 @@ static ds4_status eval_token(cuda_model *cm, cuda_state *s, int32_t tok, ds4_err
     CK(cuda_upload(w->tok, &tok, sizeof tok, err));
     for (int64_t il = 0; il < hp->n_layer; il++) {
         const cu_layer *L = &cm->layers[il];
-        CK(hc_pre(s, &L->hc_attn_fn, L->hc_attn_scale, L->hc_attn_base, L->attn_norm, err));
+        CK(hc_pre(s, il, "hc_attn_fn", &L->hc_attn_fn, L->hc_attn_scale, L->hc_attn_base,
+                  L->attn_norm, err));
         CK(attn(s, il, pos, err));
+        CK(capture_indexer(s, cap, il, pos, err));
         CK(hc_post(s, err));
-        CK(hc_pre(s, &L->hc_ffn_fn, L->hc_ffn_scale, L->hc_ffn_base, L->ffn_norm, err));
+        CK(capture_rows(s, cap, il, pos, "attn_out", w->f, D, err));
+        CK(capture_rows(s, cap, il, pos, "h_attn", w->X, hc * D, err));
+        CK(hc_pre(s, il, "hc_ffn_fn", &L->hc_ffn_fn, L->hc_ffn_scale, L->hc_ffn_base, L->ffn_norm,
+                  err));
         CK(moe(s, il, err));
+        CK(capture_choices(s, cap, il, pos, err));
         CK(hc_post(s, err));
+        CK(capture_rows(s, cap, il, pos, "ffn_out", w->f, D, err));
+        CK(capture_rows(s, cap, il, pos, "h_out", w->X, hc * D, err));
     }
     s->host->kv.pos = pos + 1;
     return DS4_OK;
@@ -198,7 +307,7 @@ ds4_status cuda_model_eval(cuda_model *cm, cuda_state *s, const int32_t *tokens,
     CK(cuda_state_sync_device(s, err));
     s->dev_newer = true;
     for (int64_t t = 0; t < n_tokens; t++) {
-        if ((st = eval_token(cm, s, tokens[t], err)))
+        if ((st = eval_token(cm, s, tokens[t], o ? o->capture : NULL, err)))
             return ds4_err_prefix(err, "cuda: token %lld at position %lld", (long long)t,
                                   (long long)kv->pos);
         if (o && o->hc_out)

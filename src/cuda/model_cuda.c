@@ -70,6 +70,7 @@ static ds4_status mat(const cuda_model *cm, const cpu_mat *c, cu_mat *out, ds4_e
     out->rows = c->n_out;
     out->cols = c->n_in;
     out->row_bytes = c->row_bytes;
+    out->host = c;
     return dev_of(cm, c->data, c->row_bytes * (uint64_t)c->n_out, c->name, &out->d, err);
 }
 
@@ -81,6 +82,7 @@ static ds4_status experts(const cuda_model *cm, const experts_mat *e, cu_experts
     out->n_expert = e->n_expert;
     out->rows = e->n_out;
     out->cols = e->n_in;
+    out->host = e;
     return dev_of(cm, e->data, e->expert_bytes * (uint64_t)e->n_expert, e->name, &out->d, err);
 }
 
@@ -342,7 +344,14 @@ void cuda_state_free(cuda_state *s) {
     free(s->layers);
     cuda_free(s->block);
     free(s->ws.h_row);
+    free(s->h_x);
+    free(s->h_y);
     free(s);
+}
+
+void cuda_state_set_check(cuda_state *s, cuda_check_fn fn, void *user) {
+    s->check = fn;
+    s->check_user = user;
 }
 
 /* The ranges kvstate.c's payload holds (walk_comp): finished rows up to pos, both buffers. */

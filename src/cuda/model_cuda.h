@@ -20,6 +20,7 @@
 
 #include "ds4.h"
 #include "format/gguf.h"
+#include "cpu/matmul.h"
 #include "model/model.h"
 
 typedef struct cuda_model cuda_model;
@@ -49,10 +50,19 @@ void cuda_state_free(cuda_state *s);
 ds4_status cuda_state_sync_host(cuda_state *s, ds4_error *err);
 void cuda_state_host_changed(cuda_state *s);
 
+/* Verification hook (tests, debugging): after every matrix-vector product of the forward pass
+ * fn gets the layer (n_layer for the output head), a name ("attn.wq_a", "moe.down[k]", ...), the
+ * host weight view and host copies of the input and of the GPU's output (valid during the
+ * call), so the caller can recompute it on the CPU. NULL turns it off. Slow: every vector is
+ * downloaded. */
+typedef void (*cuda_check_fn)(void *user, int64_t layer, const char *what, const cpu_mat *w,
+                              const float *x, const float *y);
+void cuda_state_set_check(cuda_state *s, cuda_check_fn fn, void *user);
+
 /* model_eval on the GPU: same arguments, checks and results (logits within the tolerances of
  * tests/cuda/test_cuda_model.c). Tokens are evaluated one at a time; the host state's
- * position advances, its KV buffers are left stale (see above). Capture hooks are not
- * called. */
+ * position advances, its KV buffers are left stale (see above). Capture hooks (model.h) are
+ * called like the CPU's, one token at a time (each downloads its rows: slow). */
 ds4_status cuda_model_eval(cuda_model *cm, cuda_state *s, const int32_t *tokens,
                            int64_t n_tokens, const model_eval_opts *opts, ds4_error *err);
 

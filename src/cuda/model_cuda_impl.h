@@ -24,6 +24,7 @@ typedef struct cu_mat {
     int64_t rows, cols;
     uint64_t row_bytes;
     const uint8_t *d;
+    const cpu_mat *host;      /* the CPU view (verification hook) */
 } cu_mat;
 
 /* Routed experts [cols, rows, n_expert] (GGUF_LAYOUT §3.5). */
@@ -31,6 +32,7 @@ typedef struct cu_experts {
     int type;
     int64_t n_expert, rows, cols;
     const uint8_t *d;
+    const experts_mat *host;
 } cu_experts;
 
 typedef struct cu_comp_w {
@@ -90,6 +92,10 @@ struct cuda_state {
     void *block;              /* one device allocation holding the workspace */
     bool dev_newer;           /* host KV buffers stale (an eval ran since the last sync) */
     bool host_newer;          /* device stale (host reset or restored) */
+    cuda_check_fn check;      /* verification hook, NULL = off */
+    void *check_user;
+    float *h_x, *h_y;         /* host buffers of the hook */
+    size_t h_cap;             /* floats in each */
 };
 
 /* Uploads the host state when it changed since the last upload (model_cuda.c). */

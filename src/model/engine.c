@@ -84,6 +84,9 @@ ds4_status ds4_engine_open_ex(ds4_engine **out, const char *gguf_path, const ds4
         return ds4_seterr(err, DS4_ERR_UNSUPPORTED,
                           "engine_open: backend 'cuda': this build has no CUDA (build with `make cuda`)");
 #endif
+    if (want_cuda && opt->exact_activations)
+        return ds4_seterr(err, DS4_ERR_UNSUPPORTED,
+                          "engine_open: exact activations are a CPU checking mode (use --backend cpu)");
     if (opt->backend && strcmp(opt->backend, "cpu") != 0 && !want_cuda)
         return ds4_seterr(err, DS4_ERR_UNSUPPORTED, "engine_open: backend '%s' is not available (use \"cpu\")",
                           opt->backend);

@@ -13,8 +13,11 @@
  *     into a CPU state, decoded on the CPU — and the reverse; both within 1e-3 of the golden.
  *     The GPU payload equals the CPU one in layout (same bytes of header, values within 1e-4).
  *  3. A synthetic Flash-width q2 model (DS4_CUDA_SYN_GGUF, else converted here: flash shape,
- *     4 layers, 16 experts, preset q2): the same tokens through CPU and GPU; max |Δ| of the
- *     logits and top-1 agreement reported, top-1 agreement >= 99% required.
+ *     4 layers, 16 experts, preset q2): every GPU matrix-vector product of one token
+ *     recomputed on the CPU from the GPU's input (within 1e-4 relative), layer captures side
+ *     by side; then the same tokens through CPU and GPU, free-running and one step from the
+ *     same state, judged against the CPU's own one-ULP noise floor (see synth_case): max |Δ|
+ *     and top-1 agreement reported; top-1 >= 99% where the CPU's margin is clear of the floor.
  * Scratch files go in $DS4_TMP (default /tmp).
  */
 #include <math.h>
@@ -30,6 +33,7 @@
 #include "format/gguf.h"
 #include "format/safetensors.h"
 #include "model/convert.h"
+#include "model/forward.h"
 #include "model/model.h"
 #include "model/synthetic.h"
 
@@ -365,6 +369,215 @@ out:
 
 /* ---- 3. synthetic Flash width: GPU vs CPU ------------------------------------------------- */
 
+/* Why not "equal within 1e-3" as for tiny-v4 f32: a q2 model quantizes every activation
+ * (Q8_K / Q8_0 records) and rounds each KV row through FP8 (MODEL_MATH §12). The GPU sums the
+ * blocks of a product in another order, so its values differ from the CPU's in the last bit;
+ * each such difference flips a rounding now and then, and the quantization chain (FP8 KV ->
+ * Q8 of the attention output -> Q8 of the next input ...) carries the flips on, so within one
+ * token the logits differ by about as much as the whole activation quantization error. The
+ * CPU does the same to itself: the noise floor here is the CPU run again with every element of
+ * one norm weight moved by one ULP (a perturbation of the size of the GPU's reordering).
+ * Measured on an H200 and on the dev box, both give max |diff| ~0.13 at position 0.
+ * So the GPU must stay within twice that floor, agree on top-1 wherever the CPU's top-2 margin
+ * is clear of it, and agree about as often as the perturbed CPU does elsewhere. The per-product
+ * check (synth_diagnose) is the exact one: every GPU matvec within 1e-4 of the CPU's. */
+#define SYN_T 160     /* prompt tokens */
+#define SYN_N 32      /* greedy decode steps */
+#define SYN_STEP 8    /* same-state comparison every SYN_STEP prompt positions */
+
+static void rand_tokens(int32_t *t, int64_t n, int64_t V) {
+    uint64_t x = 12345;
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t z = (x += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        t[i] = (int32_t)((z ^ (z >> 31)) % (uint64_t)V);
+    }
+}
+
+static int64_t top1_agree(const float *a, const float *b, int64_t rows, int64_t V) {
+    int64_t n = 0;
+    for (int64_t r = 0; r < rows; r++) n += argmax(a + r * V, V) == argmax(b + r * V, V);
+    return n;
+}
+
+/* One line: max |diff| at the first positions and where it first exceeds 1e-2. */
+static void diff_profile(const char *what, const float *a, const float *b, int64_t rows, int64_t V) {
+    printf("info: %s: max |diff| by position:", what);
+    int64_t first = -1;
+    for (int64_t r = 0; r < rows; r++) {
+        double e = max_abs(a + r * V, b + r * V, V, NULL);
+        if (r < 4) printf(" p%lld %.2g", (long long)r, e);
+        if (first < 0 && e > 1e-2) first = r;
+    }
+    if (first >= 0) printf("; first > 1e-2 at p%lld\n", (long long)first);
+    else printf("; never > 1e-2\n");
+}
+
+/* CPU: tokens [0, T+N) (greedy after T, choices written into toks[T..]) into l [T+N][V]. */
+static int cpu_run(model *m, int32_t *toks, float *l, int greedy, ds4_error *err) {
+    int64_t V = model_get_hparams(m)->n_vocab;
+    model_state *st;
+    if (model_state_create(&st, m, SYN_T + SYN_N, err)) return 1;
+    model_eval_opts o = {MODEL_LOGITS_ALL, l, NULL, NULL};
+    int rc = model_eval(m, st, toks, SYN_T, &o, err) != DS4_OK;
+    for (int64_t i = 0; i < SYN_N && !rc; i++) {
+        if (greedy) toks[SYN_T + i] = argmax(l + (SYN_T + i - 1) * V, V);
+        model_eval_opts od = {MODEL_LOGITS_LAST, l + (SYN_T + i) * V, NULL, NULL};
+        rc = model_eval(m, st, &toks[SYN_T + i], 1, &od, err) != DS4_OK;
+    }
+    model_state_free(st);
+    return rc;
+}
+
+/* Where GPU and CPU part, for one token from the empty state: every matrix-vector product of
+ * the GPU recomputed on the CPU from the GPU's own input (verification hook), and the layer
+ * captures (attn_out, h_attn, ffn_out, h_out) of both backends side by side. */
+typedef struct mv_stat {
+    char what[32];
+    double worst;
+    int64_t layer;
+    int n;
+} mv_stat;
+
+typedef struct check_ctx {
+    model *m;
+    cpu_buf buf;
+    float *yref;
+    int64_t cap;
+    mv_stat st[64];
+    int n_st;
+    int failed;
+    float *rows[2][64][4];    /* [backend][layer][what] */
+    int64_t n_layer;
+} check_ctx;
+
+static void on_mv(void *u, int64_t il, const char *what, const cpu_mat *w, const float *x,
+                  const float *y) {
+    check_ctx *c = u;
+    ds4_error err = {0};
+    if (w->n_out > c->cap) {
+        float *p = realloc(c->yref, (size_t)w->n_out * sizeof(float));
+        if (!p) { c->failed = 1; return; }
+        c->yref = p;
+        c->cap = w->n_out;
+    }
+    if (cpu_matmul(c->m->pool, w, x, w->n_in, 1, c->yref, w->n_out, &c->buf, &err)) {
+        c->failed = 1;
+        return;
+    }
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < w->n_out; i++) {
+        double d = fabs((double)y[i] - (double)c->yref[i]);
+        if (!(d <= num)) num = d;
+        den = fmax(den, fabs((double)c->yref[i]));
+    }
+    double rel = den > 0 ? num / den : num;
+    char nm[32];
+    snprintf(nm, sizeof nm, "%s", what);
+    char *b = strchr(nm, '[');
+    if (b) *b = 0;
+    int k = 0;
+    while (k < c->n_st && strcmp(c->st[k].what, nm)) k++;
+    if (k == c->n_st) {
+        if (c->n_st == 64) return;
+        snprintf(c->st[k].what, sizeof c->st[k].what, "%s", nm);
+        c->st[k].worst = -1;
+        c->n_st++;
+    }
+    c->st[k].n++;
+    if (!(rel <= c->st[k].worst)) {
+        c->st[k].worst = rel;
+        c->st[k].layer = il;
+    }
+}
+
+static const char *k_what[4] = {"attn_out", "h_attn", "ffn_out", "h_out"};
+static int g_cap_backend;
+
+static void on_layer(void *u, int64_t layer, const char *what, int64_t pos0, int64_t n,
+                     const float *rows, int64_t row_len) {
+    check_ctx *c = u;
+    (void)pos0;
+    (void)n;
+    for (int w = 0; w < 4; w++) {
+        if (strcmp(what, k_what[w]) || layer >= 64) continue;
+        float **slot = &c->rows[g_cap_backend][layer][w];
+        free(*slot);
+        *slot = malloc((size_t)row_len * sizeof(float));
+        if (*slot) memcpy(*slot, rows, (size_t)row_len * sizeof(float));
+    }
+}
+
+static void synth_diagnose(fixture *f, const int32_t *toks) {
+    const char *name = "synthetic flash q2: GPU matvecs recomputed on the CPU (1 token)";
+    const model_hparams *hp = model_get_hparams(f->m);
+    int64_t V = hp->n_vocab, D = hp->n_embd;
+    ds4_error err = {0};
+    check_ctx c;
+    memset(&c, 0, sizeof c);
+    c.m = f->m;
+    c.n_layer = hp->n_layer;
+    float *lg = malloc((size_t)V * sizeof(float)), *lc = malloc((size_t)V * sizeof(float));
+    gpu_state g = {0};
+    model_state *cpu = NULL;
+    model_capture mc = {&c, on_layer, NULL, NULL};
+    if (gpu_state_create(&g, f, 4, &err) || model_state_create(&cpu, f->m, 4, &err)) {
+        result(0, name, "states: %s", err.msg);
+        goto out;
+    }
+    cuda_state_set_check(g.dev, on_mv, &c);
+    model_eval_opts og = {MODEL_LOGITS_LAST, lg, NULL, &mc};
+    g_cap_backend = 1;
+    if (cuda_model_eval(f->cm, g.dev, toks, 1, &og, &err)) {
+        result(0, name, "GPU: %s", err.msg);
+        goto out;
+    }
+    cuda_state_set_check(g.dev, NULL, NULL);
+    g_cap_backend = 0;
+    model_eval_opts oc = {MODEL_LOGITS_LAST, lc, NULL, &mc};
+    if (model_eval(f->m, cpu, toks, 1, &oc, &err)) {
+        result(0, name, "CPU: %s", err.msg);
+        goto out;
+    }
+    double worst = 0;
+    for (int k = 0; k < c.n_st; k++) {
+        printf("info: matvec %-14s x%-3d worst max|diff|/max|ref| %.3g (layer %lld)\n",
+               c.st[k].what, c.st[k].n, c.st[k].worst, (long long)c.st[k].layer);
+        worst = fmax(worst, c.st[k].worst);
+    }
+    result(!c.failed && c.n_st > 0 && worst <= 1e-4, name,
+           "%d products named, worst relative |diff| %.3g (need <= 1e-4)", c.n_st, worst);
+    for (int64_t l = 0; l < hp->n_layer && l < 64; l++)
+        for (int w = 0; w < 4; w++) {
+            const float *a = c.rows[0][l][w], *b = c.rows[1][l][w];
+            if (!a || !b) {
+                printf("info: layer %lld %s: missing capture (cpu %d gpu %d)\n", (long long)l,
+                       k_what[w], a != NULL, b != NULL);
+                continue;
+            }
+            int64_t n = (w == 1 || w == 3) ? hp->n_hc * D : D;
+            double mx = 0, den = 0;
+            for (int64_t i = 0; i < n; i++) {
+                mx = fmax(mx, fabs((double)a[i] - (double)b[i]));
+                den = fmax(den, fabs((double)a[i]));
+            }
+            printf("info: layer %lld %-8s GPU vs CPU max|diff| %.3g (max|ref| %.3g, rel %.3g)\n",
+                   (long long)l, k_what[w], mx, den, den > 0 ? mx / den : mx);
+        }
+    printf("info: logits of token 0: GPU vs CPU max|diff| %.3g\n", max_abs(lg, lc, V, NULL));
+out:
+    for (int b = 0; b < 2; b++)
+        for (int l = 0; l < 64; l++)
+            for (int w = 0; w < 4; w++) free(c.rows[b][l][w]);
+    cpu_buf_free(&c.buf);
+    free(c.yref);
+    if (g.host) gpu_state_free(&g);
+    model_state_free(cpu);
+    free(lg);
+    free(lc);
+}
+
 static void synth_case(const char *path) {
     const char *name = "synthetic flash q2 (4 layers, 16 experts)";
     ds4_error err = {0};
@@ -375,65 +588,128 @@ static void synth_case(const char *path) {
         return;
     }
     const model_hparams *hp = model_get_hparams(f.m);
-    int64_t V = hp->n_vocab, T = 160, N = 32, n_ctx = T + N;
-    int32_t *toks = malloc((size_t)(T + N) * sizeof(int32_t));
-    float *lc = malloc((size_t)((T + N) * V) * sizeof(float));
-    float *lg = malloc((size_t)((T + N) * V) * sizeof(float));
-    uint64_t x = 12345;
-    for (int64_t i = 0; i < T; i++) {
-        uint64_t z = (x += 0x9e3779b97f4a7c15ull);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        toks[i] = (int32_t)((z ^ (z >> 31)) % (uint64_t)V);
-    }
+    int64_t V = hp->n_vocab, rows = SYN_T + SYN_N, n_step = SYN_T / SYN_STEP;
+    int32_t *toks = malloc((size_t)rows * sizeof(int32_t));
+    float *lc = malloc((size_t)(rows * V) * sizeof(float));
+    float *lg = malloc((size_t)(rows * V) * sizeof(float));
+    float *ln = malloc((size_t)(rows * V) * sizeof(float));
+    float *ls = malloc((size_t)(n_step * V) * sizeof(float));
+    float *lcs = malloc((size_t)(n_step * V) * sizeof(float));
+    uint8_t *pay = NULL;
+    rand_tokens(toks, SYN_T, V);
+    synth_diagnose(&f, toks);
     model_state *cpu = NULL;
-    gpu_state g = {0};
-    if (model_state_create(&cpu, f.m, n_ctx, &err) || gpu_state_create(&g, &f, n_ctx, &err)) {
+    gpu_state g = {0}, g2 = {0};
+    if (model_state_create(&cpu, f.m, rows, &err) || gpu_state_create(&g, &f, rows, &err) ||
+        gpu_state_create(&g2, &f, rows, &err)) {
         result(0, name, "states: %s", err.msg);
         goto out;
     }
-    /* CPU: prompt in one call, then greedy decode; the GPU is fed the CPU's tokens so one
-     * near-tie cannot change the rest of the sequence. */
+    /* CPU reference, free-running (prompt in one call, then greedy; the GPU gets the same
+     * tokens so a flipped choice cannot change the rest of the sequence). */
     double t0 = now_s();
-    model_eval_opts o = {MODEL_LOGITS_ALL, lc, NULL, NULL};
-    if (model_eval(f.m, cpu, toks, T, &o, &err)) goto fail;
-    for (int64_t i = 0; i < N; i++) {
-        toks[T + i] = argmax(lc + (T + i - 1) * V, V);
-        model_eval_opts od = {MODEL_LOGITS_LAST, lc + (T + i) * V, NULL, NULL};
-        if (model_eval(f.m, cpu, &toks[T + i], 1, &od, &err)) goto fail;
-    }
+    if (cpu_run(f.m, toks, lc, 1, &err)) goto fail;
     double t_cpu = now_s() - t0;
+    /* Same state: every SYN_STEP positions, the CPU state before token p goes to the GPU. */
+    for (int64_t k = 0; k < n_step; k++) {
+        int64_t p = k * SYN_STEP;
+        size_t n = model_state_serialized_bytes(cpu);
+        uint8_t *q = realloc(pay, n);
+        if (!q) goto fail;
+        pay = q;
+        if (model_state_serialize(cpu, pay, n, &err) ||
+            model_state_deserialize(g2.host, pay, n, &err))
+            goto fail;
+        cuda_state_host_changed(g2.dev);
+        model_eval_opts og = {MODEL_LOGITS_LAST, ls + k * V, NULL, NULL};
+        model_eval_opts oc = {MODEL_LOGITS_LAST, lcs + k * V, NULL, NULL};
+        if (cuda_model_eval(f.cm, g2.dev, toks + p, 1, &og, &err) ||
+            model_eval(f.m, cpu, toks + p, 1, &oc, &err) ||
+            model_eval(f.m, cpu, toks + p + 1, SYN_STEP - 1, NULL, &err))
+            goto fail;
+    }
+    /* GPU free-running. */
     model_eval_opts og = {MODEL_LOGITS_ALL, lg, NULL, NULL};
-    t0 = now_s();
-    if (cuda_model_eval(f.cm, g.dev, toks, T, &og, &err)) goto fail;
+    if (cuda_model_eval(f.cm, g.dev, toks, SYN_T, &og, &err)) goto fail;
     double t1 = now_s();
-    for (int64_t i = 0; i < N; i++) {
-        model_eval_opts od = {MODEL_LOGITS_LAST, lg + (T + i) * V, NULL, NULL};
-        if (cuda_model_eval(f.cm, g.dev, &toks[T + i], 1, &od, &err)) goto fail;
+    for (int64_t i = 0; i < SYN_N; i++) {
+        model_eval_opts od = {MODEL_LOGITS_LAST, lg + (SYN_T + i) * V, NULL, NULL};
+        if (cuda_model_eval(f.cm, g.dev, &toks[SYN_T + i], 1, &od, &err)) goto fail;
     }
     double t_dec = now_s() - t1;
-    int64_t rows = T + N, agree = 0, at;
-    for (int64_t r = 0; r < rows; r++) agree += argmax(lc + r * V, V) == argmax(lg + r * V, V);
-    double e = max_abs(lg, lc, rows * V, &at);
-    double ref_scale = 0;
-    for (int64_t i = 0; i < rows * V; i++) ref_scale = fmax(ref_scale, fabs(lc[i]));
-    printf("info: %s: CPU %lld tokens in %.2f s; GPU decode %.1f tok/s (%lld steps, logits "
-           "downloaded each step)\n", name, (long long)rows, t_cpu, (double)N / t_dec, (long long)N);
-    result(e <= 0.05 * ref_scale, name, "GPU vs CPU logits over %lld positions: max |diff| %.3g "
-           "(max |logit| %.3g) at row %lld vocab %lld", (long long)rows, e, ref_scale,
-           (long long)(at / V), (long long)(at % V));
-    result(agree * 100 >= rows * 99, "synthetic flash q2 top-1 agreement",
-           "%lld / %lld positions (%.2f%%, need >= 99%%)", (long long)agree, (long long)rows,
-           100.0 * (double)agree / (double)rows);
+    /* Noise floor: the CPU again with every element of layer 0's attn_norm one ULP up or down
+     * (fixed pseudo-random signs; the host copy only, the GPU keeps its own). */
+    float *w0 = f.m->w.layers[0].attn_norm;
+    int64_t D = hp->n_embd;
+    float *keep = malloc((size_t)D * sizeof(float));
+    if (!keep) goto fail;
+    memcpy(keep, w0, (size_t)D * sizeof(float));
+    uint64_t r = 99;
+    for (int64_t i = 0; i < D; i++) {
+        r = r * 6364136223846793005ull + 1442695040888963407ull;
+        w0[i] = nextafterf(w0[i], (r >> 63) ? INFINITY : -INFINITY);
+    }
+    int nrc = cpu_run(f.m, toks, ln, 0, &err);
+    memcpy(w0, keep, (size_t)D * sizeof(float));
+    free(keep);
+    if (nrc) goto fail;
+    printf("info: %s: CPU %lld tokens in %.2f s; GPU decode %.1f tok/s (%d steps, logits "
+           "downloaded each step)\n", name, (long long)rows, t_cpu, (double)SYN_N / t_dec, SYN_N);
+    int64_t ag_g = top1_agree(lg, lc, rows, V), ag_n = top1_agree(ln, lc, rows, V);
+    int64_t ag_s = top1_agree(ls, lcs, n_step, V);
+    double e_g = max_abs(lg, lc, rows * V, NULL), e_n = max_abs(ln, lc, rows * V, NULL);
+    double e_s = max_abs(ls, lcs, n_step * V, NULL);
+    diff_profile("free-running GPU vs CPU", lg, lc, rows, V);
+    diff_profile("CPU vs CPU with a norm weight one ULP off (noise floor)", ln, lc, rows, V);
+    printf("info: free-running over %lld positions: GPU vs CPU top-1 %lld (%.2f%%), max |diff| "
+           "%.3g; noise floor: top-1 %lld (%.2f%%), max |diff| %.3g; one step from the same "
+           "state (%lld positions): top-1 %lld, max |diff| %.3g\n", (long long)rows,
+           (long long)ag_g, 100.0 * (double)ag_g / (double)rows, e_g, (long long)ag_n,
+           100.0 * (double)ag_n / (double)rows, e_n, (long long)n_step, (long long)ag_s, e_s);
+    result(e_n > 0 && e_g <= 2 * e_n && e_s <= 2 * e_n,
+           "synthetic flash q2: GPU vs CPU logits within twice the CPU's own noise floor",
+           "free-running max |diff| %.3g, same state %.3g, floor %.3g", e_g, e_s, e_n);
+    /* Top-1 where the CPU's top-2 margin exceeds twice the floor at that position: no excuse
+     * to differ there. */
+    int64_t clear = 0, clear_ok = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        const float *ref = pass ? lcs : lc, *got = pass ? ls : lg;
+        int64_t n = pass ? n_step : rows;
+        for (int64_t q = 0; q < n; q++) {
+            const float *row = ref + q * V;
+            int64_t p = pass ? q * SYN_STEP : q;
+            double thr = 2 * max_abs(ln + p * V, lc + p * V, V, NULL);
+            int32_t b = argmax(row, V);
+            float second = -INFINITY;
+            for (int64_t i = 0; i < V; i++) if (i != b && row[i] > second) second = row[i];
+            if (row[b] - second <= thr) continue;
+            clear++;
+            clear_ok += argmax(got + q * V, V) == b;
+        }
+    }
+    result(clear > 0 && clear_ok * 100 >= clear * 99,
+           "synthetic flash q2: top-1 agreement where the CPU's margin is clear of the floor",
+           "%lld / %lld positions (need >= 99%%; free-running and same-state rows; margin > twice "
+           "the floor's max |diff| at the position)",
+           (long long)clear_ok, (long long)clear);
+    result(ag_g * 100 >= rows * 99 || ag_g + rows / 20 >= ag_n,
+           "synthetic flash q2: free-running GPU vs CPU top-1 agreement, all positions",
+           "%.2f%% (need >= 99%%, or within 5 points of the noise floor's %.2f%%)",
+           100.0 * (double)ag_g / (double)rows, 100.0 * (double)ag_n / (double)rows);
     goto out;
 fail:
     result(0, name, "eval: %s", err.msg);
 out:
     if (g.host) gpu_state_free(&g);
+    if (g2.host) gpu_state_free(&g2);
     model_state_free(cpu);
+    free(pay);
     free(toks);
     free(lc);
     free(lg);
+    free(ln);
+    free(ls);
+    free(lcs);
     fixture_close(&f);
 }
 
