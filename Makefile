@@ -141,6 +141,7 @@ $(CUDA_TEST): $(CUDA_TEST_OBJ) $(CUDA_OBJ) $(LIB)
 CUDA_CSRC := $(sort $(wildcard src/cuda/*.c))
 CUDA_COBJ := $(patsubst %.c,$(BUILD)/%.o,$(CUDA_CSRC))
 CUDA_MODEL_TEST := $(BUILD)/cuda/ds4-cuda-model-tests
+-include $(CUDA_COBJ:.o=.d) $(BUILD)/tests/cuda/test_cuda_model.d
 $(CUDA_MODEL_TEST): $(BUILD)/tests/cuda/test_cuda_model.o $(CUDA_COBJ) $(CUDA_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(CUDA_ARCH) -o $@ $^ -Xlinker --as-needed $(LDLIBS)
