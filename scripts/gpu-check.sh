@@ -3,7 +3,8 @@
 # records the card, driver and date, runs every CUDA op against the CPU reference and the
 # benchmarks (build/cuda/ds4-cuda-tests --bench), and keeps the logs.
 #
-# Build first, here: `make cuda`; then on the GPU box (carry build/cuda/ds4-cuda-tests):
+# Build first, here: `make cuda` (and scripts/gpu-carry.sh for the libraries and test data the
+# whole-model checks need); then on the GPU box (carry build/cuda/ds4-cuda-tests):
 #   scripts/gpu-check.sh            logs under $OUT when set, else build/gpu-check
 #   scripts/gpu-check.sh --no-bench tests only
 #   scripts/gpu-check.sh --model-only   only the whole-model checks below (skips the op tests)
