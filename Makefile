@@ -121,7 +121,7 @@ NVCC      ?= $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvc
 CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80
 CUDA_SRC  := $(sort $(wildcard src/cuda/*.cu))
 CUDA_OBJ  := $(patsubst %.cu,$(BUILD)/%.o,$(CUDA_SRC))
-$(BUILD)/%.o: %.cu $(wildcard src/cuda/*.cuh) src/cuda/cuda_api.h
+$(BUILD)/%.o: %.cu $(wildcard src/cuda/*.cuh) $(wildcard src/cuda/*.h)
 	@mkdir -p $(dir $@)
 	$(NVCC) -O3 -std=c++17 $(CUDA_ARCH) $(CPPFLAGS) -Xcompiler -Wall,-Wextra -c $< -o $@
 
@@ -132,6 +132,9 @@ $(BUILD)/tests/cuda/%.o: tests/cuda/%.c
 
 # The CUDA test program links cudart statically so it runs on a GPU box without our -dev packages.
 CUDA_TEST_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(filter-out tests/cuda/test_cuda_model.c,$(sort $(wildcard tests/cuda/*.c))))
+# Header dependencies: the tests build model structs (fwd_ws, kv_comp) by hand, so a stale
+# object after a header change reads fields at old offsets.
+-include $(CUDA_TEST_OBJ:.o=.d)
 $(CUDA_TEST): $(CUDA_TEST_OBJ) $(CUDA_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(CUDA_ARCH) -o $@ $(CUDA_TEST_OBJ) $(CUDA_OBJ) $(LIB) -Xlinker --as-needed $(LDLIBS)

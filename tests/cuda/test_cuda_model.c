@@ -714,6 +714,7 @@ out:
 }
 
 int main(void) {
+    setvbuf(stdout, NULL, _IOLBF, 0); /* a crash must not swallow the lines before it */
     if (cuda_device_count() == 0) {
         printf("test-cuda-model: no CUDA device: all model cases skipped (not run)\n");
         printf("0 passed, 0 failed, 3 skipped\n");

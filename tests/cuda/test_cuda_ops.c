@@ -296,6 +296,7 @@ static void bench_matvec(int type, int64_t rows, int64_t cols) {
 }
 
 int main(int argc, char **argv) {
+    setvbuf(stdout, NULL, _IOLBF, 0); /* a crash must not swallow the lines before it */
     int do_bench = argc > 1 && strcmp(argv[1], "--bench") == 0;
     int n_dev = cuda_device_count();
     if (n_dev == 0) {
