@@ -8,6 +8,7 @@
 #   scripts/gpu-check.sh            logs under $OUT when set, else build/gpu-check
 #   scripts/gpu-check.sh --no-bench tests only
 #   scripts/gpu-check.sh --model-only   only the whole-model checks below (skips the op tests)
+#   DS4_GPU_SYN_FLASH=1 scripts/gpu-check.sh --model-only   adds the full-size in-memory Flash bench
 # Whole model (issue #7; needs `make cuda`'s build/cuda/ds4-cuda-model-tests and build/cuda/bin):
 # builds a synthetic Flash-width q2 model here (4 layers, 16 experts, V4 tokenizer), runs the
 # model tests (tiny-v4 golden, snapshots across backends, GPU vs CPU), then ds4-bench and
@@ -91,6 +92,22 @@ if [ -x "$MT" ] && [ -x "$CB/ds4-convert" ]; then
         cat "$LOGDIR/bench-flash43-cuda.csv" 2>/dev/null; grep -E 'loaded|ctx |weights' "$LOGDIR/bench-flash43-cuda.log" | tail -n 5
         rm -f "$F43"
     fi
+fi
+# Full-size synthetic Flash built in memory / on the GPU (tools/ds4-bench/synth.c; no file):
+# DS4_GPU_SYN_FLASH=1 runs all 43 layers x 256 experts q2 (80.76 GiB) when the card has room,
+# else as many experts as fit ~75 GiB (200); DS4_GPU_SYN_EXPERTS overrides. Decode + prefill
+# at ctx 2048; the run fails when the logits are not finite.
+if [ -n "${DS4_GPU_SYN_FLASH:-}" ] && [ -x build/cuda/bin/ds4-bench ]; then
+    mem=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -n 1)
+    ne=${DS4_GPU_SYN_EXPERTS:-}
+    [ -z "$ne" ] && { [ "${mem:-0}" -gt 100000 ] && ne=256 || ne=200; }
+    echo "synthetic flash q2 in memory: 43 layers, $ne experts (card ${mem:-?} MiB)"
+    timeout "${DS4_GPU_SYN_TIMEOUT:-300}" build/cuda/bin/ds4-bench --synthetic flash --preset q2 \
+        --experts "$ne" --backend cuda --ctx-start 2048 --ctx-max 2048 --gen-tokens 64 \
+        --prefill-chunk 2048 --no-membw --out "$LOGDIR/bench-synflash-cuda.csv" \
+        > "$LOGDIR/bench-synflash-cuda.log" 2>&1 || { echo "synthetic flash bench failed"; rc=1; }
+    cat "$LOGDIR/bench-synflash-cuda.csv" 2>/dev/null
+    grep -E 'synthetic|GPU in|weights|logits|ctx ' "$LOGDIR/bench-synflash-cuda.log" | tail -n 8
 fi
 echo "gpu-check: exit $rc, logs in $LOGDIR"
 exit $rc

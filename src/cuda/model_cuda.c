@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "cuda/model_cuda_impl.h"
+#include "cuda/synth_cuda.h"
 
 /* ---- Weights ------------------------------------------------------------------------------ */
 
@@ -128,8 +129,43 @@ static ds4_status layer_up(cuda_model *cm, int64_t il, ds4_error *err) {
     return DS4_OK;
 }
 
-ds4_status cuda_model_open(cuda_model **out, const model *m, const gguf_ctx *g, int dev,
-                           ds4_error *err) {
+/* Uploads [from, to) of the data region in 1 GiB pieces (the mapping is paged in as read). */
+static ds4_status upload_span(cuda_model *cm, uint64_t from, uint64_t to, ds4_error *err) {
+    for (uint64_t off = from; off < to;) {
+        uint64_t n = to - off < (1ull << 30) ? to - off : (1ull << 30);
+        ds4_status st = cuda_upload(cm->d_data + off, cm->h_data + off, (size_t)n, err);
+        if (st) return st;
+        off += n;
+    }
+    return DS4_OK;
+}
+
+/* The data region: uploaded, except the spans `fills` lists (sorted, disjoint), which are made
+ * on the device by cuda_synth_fill. */
+static ds4_status data_up(cuda_model *cm, const cuda_synth_span *fills, int64_t n_fill,
+                          ds4_error *err) {
+    uint64_t at = 0;
+    ds4_status st;
+    for (int64_t i = 0; i < n_fill; i++) {
+        const cuda_synth_span *f = &fills[i];
+        if (f->offset < at || f->n_bytes > cm->data_bytes - f->offset)
+            return ds4_seterr(err, DS4_ERR_INVALID_ARG,
+                              "cuda model: synthetic span %lld [%llu, +%llu) is out of order or "
+                              "past the %llu-byte data region", (long long)i,
+                              (unsigned long long)f->offset, (unsigned long long)f->n_bytes,
+                              (unsigned long long)cm->data_bytes);
+        if ((st = upload_span(cm, at, f->offset, err))) return st;
+        if ((st = cuda_synth_fill(cm->d_data + f->offset, f->n_bytes, f->type, f->d_f16,
+                                  f->dmin_f16, f->seed, err)))
+            return st;
+        at = f->offset + f->n_bytes;
+    }
+    if ((st = upload_span(cm, at, cm->data_bytes, err))) return st;
+    return n_fill ? cuda_sync(err) : DS4_OK;
+}
+
+static ds4_status open_with(cuda_model **out, const model *m, const gguf_ctx *g, int dev,
+                            const cuda_synth_span *fills, int64_t n_fill, ds4_error *err) {
     *out = NULL;
     ds4_status st = cuda_init(dev, err);
     if (st) return st;
@@ -153,12 +189,7 @@ ds4_status cuda_model_open(cuda_model **out, const model *m, const gguf_ctx *g, 
         goto out_close;
     }
     cm->d_data = d;
-    /* In pieces: the mapping is paged in as it is read. */
-    for (uint64_t off = 0; off < cm->data_bytes;) {
-        uint64_t n = cm->data_bytes - off < (1ull << 30) ? cm->data_bytes - off : (1ull << 30);
-        if ((st = cuda_upload(cm->d_data + off, cm->h_data + off, (size_t)n, err))) goto out_close;
-        off += n;
-    }
+    if ((st = data_up(cm, fills, n_fill, err))) goto out_close;
     for (int64_t il = 0; il < hp->n_layer; il++)
         if ((st = layer_up(cm, il, err))) {
             ds4_err_prefix(err, "layer %lld", (long long)il);
@@ -180,6 +211,16 @@ ds4_status cuda_model_open(cuda_model **out, const model *m, const gguf_ctx *g, 
 out_close:
     cuda_model_close(cm);
     return st;
+}
+
+ds4_status cuda_model_open(cuda_model **out, const model *m, const gguf_ctx *g, int dev,
+                           ds4_error *err) {
+    return open_with(out, m, g, dev, NULL, 0, err);
+}
+
+ds4_status cuda_model_open_synth(cuda_model **out, const model *m, const gguf_ctx *g, int dev,
+                                 const cuda_synth_span *fills, int64_t n_fill, ds4_error *err) {
+    return open_with(out, m, g, dev, fills, n_fill, err);
 }
 
 void cuda_model_close(cuda_model *cm) {

@@ -15,6 +15,7 @@
 #ifndef DS4_CUDA_MODEL_CUDA_H
 #define DS4_CUDA_MODEL_CUDA_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -33,6 +34,23 @@ typedef struct cuda_state cuda_state;
  * fit (the message names the size). MTP from a companion GGUF is not uploaded (see eval). */
 ds4_status cuda_model_open(cuda_model **out, const model *m, const gguf_ctx *g, int dev,
                            ds4_error *err);
+
+/* A span of the data region made on the device instead of uploaded (issue #7: full-size
+ * synthetic models, tools/ds4-bench/synth.c): random valid blocks of `type` with every block's
+ * f16 scales set to d_f16 / dmin_f16 (cuda/synth_cuda.h; the same bytes as synth_fill_host).
+ * offset is relative to the data region (gguf_tensor.offset). */
+typedef struct cuda_synth_span {
+    uint64_t offset, n_bytes, seed;
+    uint32_t type;
+    uint16_t d_f16, dmin_f16;
+} cuda_synth_span;
+
+/* cuda_model_open for a GGUF whose quantized tensors were never written on the host: the
+ * spans `fills` lists (sorted by offset, disjoint) are filled on the device; the rest of the
+ * data region (small tables, F16/F32 tensors) is uploaded from g's buffer as usual, so the
+ * host pages of the spans are never read (an anonymous mapping stays unallocated). */
+ds4_status cuda_model_open_synth(cuda_model **out, const model *m, const gguf_ctx *g, int dev,
+                                 const cuda_synth_span *fills, int64_t n_fill, ds4_error *err);
 void cuda_model_close(cuda_model *cm);
 /* Device bytes the weights occupy. */
 uint64_t cuda_model_weight_bytes(const cuda_model *cm);

@@ -26,6 +26,12 @@ typedef struct bench_opts {
     int membw;                  /* measure read bandwidth for the decode bound (default on) */
     int exact_act;              /* --exact-activations: engine checking mode (slower) */
     const char *backend;        /* --backend cpu|cuda (default cpu) */
+    /* --synthetic flash|tiny|CONFIG (synth.c): random weights of that shape built in memory
+     * (on the GPU with --backend cuda) instead of --model; --layers/--experts shrink it (0 =
+     * as the shape says), --preset picks the weight types (q2 default). */
+    const char *synthetic;
+    const char *preset;
+    uint32_t syn_layers, syn_experts;
 } bench_opts;
 
 typedef struct bench_row {
@@ -50,6 +56,14 @@ void bench_csv_row(FILE *f, const bench_row *r);
 /* Writes an SVG with two panels (prefill and generation tokens/s against context). 0 on
  * success. */
 int bench_write_svg(const char *path, const char *title, const bench_row *rows, uint32_t n_rows);
+
+/* A fixed pseudo-random token sequence (splitmix64 of seed), n ids below n_vocab; malloc'd,
+ * NULL when out of memory. */
+int32_t *bench_random_tokens(uint64_t seed, uint32_t n, uint32_t n_vocab);
+
+/* The whole run for --synthetic (synth.c): builds the model, measures like main.c, writes the
+ * same CSV. Returns the exit status. */
+int bench_synthetic(const bench_opts *o);
 
 /* Memory-bandwidth bound for decode (membw.c). */
 /* Weight bytes one decoded token reads: every tensor once, routed experts n_used / n_expert of

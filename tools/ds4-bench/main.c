@@ -150,10 +150,24 @@ static int32_t argmax_no_eos(const float *l, uint32_t n, int32_t eos) {
     return best;
 }
 
+int32_t *bench_random_tokens(uint64_t seed, uint32_t n, uint32_t n_vocab) {
+    int32_t *tokens = malloc((size_t)(n ? n : 1) * sizeof *tokens);
+    if (!tokens) return NULL;
+    uint64_t x = seed;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t z = (x += 0x9e3779b97f4a7c15ull);
+        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+        tokens[i] = (int32_t)((z ^ (z >> 31)) % n_vocab);
+    }
+    return tokens;
+}
+
 int main(int argc, char **argv) {
     bench_opts o;
     int pr = bench_parse_args(&o, argc, argv);
     if (pr) return pr < 0 ? 0 : pr;
+    if (o.synthetic) return bench_synthetic(&o);
     int rc = 1;
     ds4_error err = {0};
     ds4_engine *eng = NULL;
@@ -195,15 +209,8 @@ int main(int argc, char **argv) {
     } else {
         /* A fixed pseudo-random sequence (splitmix64 of --seed): same tokens on every run. */
         n_tokens = o.ctx_max;
-        tokens = malloc((size_t)n_tokens * sizeof *tokens);
+        tokens = bench_random_tokens(o.seed, n_tokens, info.n_vocab);
         if (!tokens) goto out_nomem;
-        uint64_t x = o.seed;
-        for (uint32_t i = 0; i < n_tokens; i++) {
-            uint64_t z = (x += 0x9e3779b97f4a7c15ull);
-            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-            z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-            tokens[i] = (int32_t)((z ^ (z >> 31)) % info.n_vocab);
-        }
     }
     if (n_tokens < o.ctx_max) {
         fprintf(stderr, "ds4-bench: the prompt has %u tokens, --ctx-max needs %u\n", n_tokens, o.ctx_max);

@@ -17,12 +17,16 @@ static void usage(FILE *f) {
             "                 [--step-mul F] [--gen-tokens N] [--prefill-chunk N] [--threads N]\n"
             "                 [--out CSV] [--svg FILE] [--title T] [--seed S] [--no-membw]\n"
             "                 [--exact-activations] [--backend cpu|cuda]\n"
+            "       ds4-bench --synthetic flash|tiny|CONFIG.json [--layers N] [--experts N]\n"
+            "                 [--preset q2|q4|q8_0|f16|...] [--backend cpu|cuda] [options above]\n"
             "Walks one token sequence to each context frontier with incremental prefill and\n"
             "measures prefill tokens/s of each interval and greedy generation tokens/s at each\n"
             "frontier (state snapshotted before and restored after the probe). Without a prompt\n"
             "the sequence is pseudo-random token ids from --seed. CSV goes to stdout unless\n"
             "--out is given; progress goes to stderr, with the decode bound (weight bytes\n"
-            "read per token / measured read bandwidth) unless --no-membw.\n");
+            "read per token / measured read bandwidth) unless --no-membw.\n"
+            "--synthetic builds random weights of that shape in memory (no file; quantized\n"
+            "blocks made on the GPU with --backend cuda) and checks the logits stay finite.\n");
 }
 
 static int num_u32(const char *flag, const char *v, uint32_t lo, uint32_t *out) {
@@ -74,6 +78,10 @@ int bench_parse_args(bench_opts *o, int argc, char **argv) {
         else if (!strcmp(a, "--prompt-tokens")) o->prompt_tokens = v;
         else if (!strcmp(a, "--chat-prompt-file")) o->chat_prompt_file = v;
         else if (!strcmp(a, "--backend")) o->backend = v;
+        else if (!strcmp(a, "--synthetic")) o->synthetic = v;
+        else if (!strcmp(a, "--preset")) o->preset = v;
+        else if (!strcmp(a, "--layers")) bad = num_u32(a, v, 1, &o->syn_layers);
+        else if (!strcmp(a, "--experts")) bad = num_u32(a, v, 1, &o->syn_experts);
         else if (!strcmp(a, "--system") || !strcmp(a, "-sys")) o->system = v;
         else if (!strcmp(a, "--out") || !strcmp(a, "--csv")) o->csv_path = v;
         else if (!strcmp(a, "--svg")) o->svg_path = v;
@@ -111,12 +119,16 @@ int bench_parse_args(bench_opts *o, int argc, char **argv) {
         }
     }
     o->n_threads = (int)threads;
-    if (!o->model_path) {
-        fprintf(stderr, "ds4-bench: --model is required\n");
+    if (!!o->model_path == !!o->synthetic) {
+        fprintf(stderr, "ds4-bench: give exactly one of --model and --synthetic\n");
         return 2;
     }
     if (!!o->prompt_file + !!o->prompt_tokens + !!o->chat_prompt_file > 1) {
         fprintf(stderr, "ds4-bench: give at most one of --prompt-file, --prompt-tokens and --chat-prompt-file\n");
+        return 2;
+    }
+    if (o->synthetic && (o->prompt_file || o->prompt_tokens || o->chat_prompt_file || o->exact_act)) {
+        fprintf(stderr, "ds4-bench: --synthetic runs random token ids without a tokenizer or checking mode\n");
         return 2;
     }
     if (o->system && !o->chat_prompt_file) {
