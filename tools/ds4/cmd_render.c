@@ -19,22 +19,6 @@ static int usage(void) {
     return 2;
 }
 
-static char *read_all(FILE *f, size_t *n) {
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        len += fread(buf + len, 1, cap - len, f);
-        if (len < cap) break;
-        char *p = realloc(buf, cap * 2);
-        if (!p) { free(buf); return NULL; }
-        buf = p;
-        cap *= 2;
-    }
-    if (buf && ferror(f)) { free(buf); return NULL; }
-    *n = len;
-    return buf;
-}
-
 int ds4_cmd_render(int argc, char **argv) {
     const char *path = NULL, *thinking = NULL;
     for (int i = 1; i < argc; i++) {
@@ -65,7 +49,7 @@ int ds4_cmd_render(int argc, char **argv) {
         return 1;
     }
     size_t n = 0;
-    char *json = read_all(f, &n);
+    char *json = ds4_tool_read_all(f, &n);
     if (f != stdin) fclose(f);
     if (!json) {
         fprintf(stderr, "ds4: %s: read failed\n", path);

@@ -25,22 +25,6 @@ static int usage(void) {
     return 2;
 }
 
-static char *read_all(FILE *f, size_t *n) {
-    size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        len += fread(buf + len, 1, cap - len, f);
-        if (len < cap) break;
-        char *p = realloc(buf, cap * 2);
-        if (!p) { free(buf); return NULL; }
-        buf = p;
-        cap *= 2;
-    }
-    if (buf && ferror(f)) { free(buf); return NULL; }
-    *n = len;
-    return buf;
-}
-
 /* Parses "1 2,3 , 4": returns 0, or 2 (usage) naming the bad item. */
 static int parse_ids(const char *s, int32_t **out, size_t *n_out) {
     size_t cap = 16, n = 0;
@@ -116,7 +100,7 @@ int ds4_cmd_text(int argc, char **argv) {
             free(ids);
             return 1;
         }
-        buf = read_all(f, &len);
+        buf = ds4_tool_read_all(f, &len);
         if (f != stdin) fclose(f);
         if (!buf) {
             fprintf(stderr, "ds4: %s: read failed\n", file);

@@ -6,6 +6,9 @@
 #ifndef DS4_TOOL_CMDS_H
 #define DS4_TOOL_CMDS_H
 
+#include <stddef.h>
+#include <stdio.h>
+
 /* --tokenize / --tokenize-file / --detokenize (cmd_text.c) */
 int ds4_cmd_text(int argc, char **argv);
 /* --render-chat (cmd_render.c) */
@@ -14,5 +17,9 @@ int ds4_cmd_render(int argc, char **argv);
 int ds4_cmd_logits(int argc, char **argv);
 /* chat: one-shot (-p) and interactive (cmd_chat.c) */
 int ds4_cmd_chat(int argc, char **argv);
+
+/* Reads all of f (a file or stdin) into a malloc'd buffer (not NUL-terminated); NULL on a read
+ * error or out of memory. Caller frees. (io.c) */
+char *ds4_tool_read_all(FILE *f, size_t *n);
 
 #endif
