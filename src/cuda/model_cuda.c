@@ -223,6 +223,8 @@ ds4_status cuda_model_open_synth(cuda_model **out, const model *m, const gguf_ct
     return open_with(out, m, g, dev, fills, n_fill, err);
 }
 
+const void *cuda_model_device_data(const cuda_model *cm) { return cm ? cm->d_data : NULL; }
+
 void cuda_model_close(cuda_model *cm) {
     if (!cm) return;
     for (int i = 0; i < cm->n_allocs; i++) cuda_free(cm->allocs[i]);

@@ -51,6 +51,9 @@ typedef struct cuda_synth_span {
  * host pages of the spans are never read (an anonymous mapping stays unallocated). */
 ds4_status cuda_model_open_synth(cuda_model **out, const model *m, const gguf_ctx *g, int dev,
                                  const cuda_synth_span *fills, int64_t n_fill, ds4_error *err);
+/* Device address of the data region (offset 0 = gguf_tensor.offset 0), e.g. to read back what
+ * cuda_model_open_synth made. */
+const void *cuda_model_device_data(const cuda_model *cm);
 void cuda_model_close(cuda_model *cm);
 /* Device bytes the weights occupy. */
 uint64_t cuda_model_weight_bytes(const cuda_model *cm);

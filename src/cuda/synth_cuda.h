@@ -52,17 +52,22 @@ static inline SYNTH_HD uint64_t synth_mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
-/* Host reference: n_bytes (whole blocks) of `type` at dst. Returns 0 for a non-block type. */
-static inline int synth_fill_host(uint8_t *dst, uint64_t n_bytes, uint32_t type, uint16_t d_f16,
-                                  uint16_t dmin_f16, uint64_t seed) {
+/* Host reference: bytes [at, at + n_bytes) of a tensor of `type` (at and n_bytes whole
+ * blocks) into dst. Returns 0 for a non-block type or a partial block. */
+static inline int synth_fill_host(uint8_t *dst, uint64_t at, uint64_t n_bytes, uint32_t type,
+                                  uint16_t d_f16, uint16_t dmin_f16, uint64_t seed) {
     uint32_t bb;
     int d_off, m_off;
-    if (!synth_block_layout(type, &bb, &d_off, &m_off)) return 0;
-    for (uint64_t i = 0; i < n_bytes; i += 8) {
-        uint64_t w = synth_mix64(seed + (i / 8 + 1) * 0x9e3779b97f4a7c15ull);
-        for (uint64_t k = 0; k < 8 && i + k < n_bytes; k++) dst[i + k] = (uint8_t)(w >> (8 * k));
+    if (!synth_block_layout(type, &bb, &d_off, &m_off) || at % bb || n_bytes % bb) return 0;
+    uint64_t w = 0, wi = UINT64_MAX;
+    for (uint64_t j = at; j < at + n_bytes; j++) {
+        if (j / 8 != wi) {
+            wi = j / 8;
+            w = synth_mix64(seed + (wi + 1) * 0x9e3779b97f4a7c15ull);
+        }
+        dst[j - at] = (uint8_t)(w >> (8 * (j % 8)));
     }
-    for (uint64_t b = 0; b + bb <= n_bytes; b += bb) {
+    for (uint64_t b = 0; b < n_bytes; b += bb) {
         memcpy(dst + b + d_off, &d_f16, 2);
         if (m_off >= 0) memcpy(dst + b + m_off, &dmin_f16, 2);
     }

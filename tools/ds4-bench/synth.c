@@ -162,7 +162,7 @@ static ds4_status quant_scale(const cv_tensor *t, uint64_t seed, uint16_t *d, ds
         st = ds4_seterr(err, DS4_ERR_NOMEM, "synthetic: out of memory");
         goto out;
     }
-    synth_fill_host(b, n_blk * bb, t->type, 0x3c00, 0x3c00, seed);
+    synth_fill_host(b, 0, n_blk * bb, t->type, 0x3c00, 0x3c00, seed);
     if ((st = q_decode_row((int)t->type, b, v, n_el, err))) goto out;
     double ss = 0;
     for (uint64_t i = 0; i < n_el; i++) ss += (double)v[i] * v[i];
@@ -212,7 +212,7 @@ static ds4_status run_job(synth_pool *pl, const synth_job *j, float *row, ds4_er
     if (synth_block_layout(t->type, &bb, &d_off, &m_off)) {
         for (int64_t i = 0; i < sm->n_q; i++)
             if (sm->q_off[i] == pl->offs[j->t])
-                synth_fill_host(dst, t->n_bytes, t->type, sm->q_d[i], sm->q_d[i], sm->q_seed[i]);
+                synth_fill_host(dst, 0, t->n_bytes, t->type, sm->q_d[i], sm->q_d[i], sm->q_seed[i]);
         return DS4_OK;
     }
     if (t->type == DS4_TYPE_I32) return pl->src.read_table(pl->src.ctx, t, (int32_t *)dst, err);
@@ -454,6 +454,42 @@ static int logits_sane(const float *l, uint32_t n, int32_t *argmax) {
     return bad == 0 && hi > lo;
 }
 
+#ifdef DS4_CUDA
+/* The device kernel must write the host reference's bytes (cuda/synth_cuda.h): the first and
+ * last 4 KiB of every quantized tensor are read back and compared. */
+static ds4_status device_blocks_check(const synth_model *sm, const cuda_model *cm, ds4_error *err) {
+    enum { N = 4096 };
+    uint8_t got[N], want[N];
+    const uint8_t *d = cuda_model_device_data(cm);
+    uint64_t checked = 0;
+    for (int64_t i = 0; i < sm->n_q; i++) {
+        uint64_t n = sm->q_bytes[i] < N ? sm->q_bytes[i] : N;
+        uint32_t bb = 1;
+        int d_off, m_off;
+        synth_block_layout(sm->q_type[i], &bb, &d_off, &m_off);
+        uint64_t tail = (sm->q_bytes[i] - n) / bb * bb; /* last whole blocks of <= N bytes */
+        uint64_t from[2] = {0, tail};
+        for (int k = 0; k < 2; k++) {
+            uint64_t m = k ? sm->q_bytes[i] - tail : n;
+            if (m > N) m = N;
+            ds4_status st = cuda_download(got, d + sm->q_off[i] + from[k], m, err);
+            if (st) return st;
+            m = m / bb * bb;
+            if (!synth_fill_host(want, from[k], m, sm->q_type[i], sm->q_d[i], sm->q_d[i], sm->q_seed[i]) ||
+                memcmp(got, want, m))
+                return ds4_seterr(err, DS4_ERR_INTERNAL,
+                                  "synthetic: device blocks of quantized tensor %lld (type %u) differ from the host "
+                                  "reference at bytes [%llu, +%llu)", (long long)i, sm->q_type[i],
+                                  (unsigned long long)from[k], (unsigned long long)m);
+            checked += m;
+        }
+    }
+    fprintf(stderr, "ds4-bench: device blocks equal the host reference (%lld tensors, first and last 4 KiB, %llu bytes)\n",
+            (long long)sm->n_q, (unsigned long long)checked);
+    return DS4_OK;
+}
+#endif
+
 int bench_synthetic(const bench_opts *o) {
     synth_eng e;
     memset(&e, 0, sizeof e);
@@ -495,6 +531,7 @@ int bench_synthetic(const bench_opts *o) {
         ds4_status st = cuda_model_open_synth(&e.cm, e.sm.m, e.sm.g, 0, sp, e.sm.n_q, &err);
         free(sp);
         if (st || cuda_state_create(&e.cs, e.cm, e.st, &err)) goto out_err;
+        if (device_blocks_check(&e.sm, e.cm, &err)) goto out_err;
         fprintf(stderr, "ds4-bench: on the GPU in %.2f s (%lld quantized tensors made on the device)\n", now_s() - t1,
                 (long long)e.sm.n_q);
     }
