@@ -29,6 +29,7 @@ typedef struct attn_args {
     int ratio, n_rope;
     float *part; /* [n_tok][H][n_splits][Dh + 2] */
     float *out;
+    const int64_t *dpos; /* cuda_attn_dpos: pos0 from the device (n_splits sized for a bound) */
 } attn_args;
 
 __device__ __forceinline__ void attn_span(const attn_args &a, int64_t t, int64_t *s0,
@@ -65,6 +66,7 @@ __global__ void __launch_bounds__(256) k_attn_split(attn_args a) {
     extern __shared__ float sq[];
     __shared__ const float *kp[ATT_KS];
     __shared__ float sc[ATT_HB][ATT_KS];
+    if (a.dpos) a.pos0 = *a.dpos;
     int64_t t = blockIdx.z, h0 = (int64_t)blockIdx.x * ATT_HB, Dh = a.Dh;
     int64_t split = blockIdx.y, k0 = split * ATT_KS;
     int nh = (int)(a.H - h0 < ATT_HB ? a.H - h0 : ATT_HB);
@@ -148,6 +150,7 @@ __global__ void __launch_bounds__(256) k_attn_split(attn_args a) {
 
 /* grid (H, tokens): merge the splits with the sink (a zero-value key), inverse RoPE. */
 __global__ void __launch_bounds__(256) k_attn_merge(attn_args a) {
+    if (a.dpos) a.pos0 = *a.dpos;
     extern __shared__ float so[];
     __shared__ float sw[1024];
     __shared__ float s_den;
@@ -200,12 +203,14 @@ extern "C" size_t cuda_attn_scratch_bytes(int64_t n_tok, int64_t H, int64_t Dh, 
     return (size_t)n_tok * (size_t)H * (size_t)S * (size_t)(Dh + 2) * sizeof(float);
 }
 
-extern "C" ds4_status cuda_attn(const float *d_q, const float *d_kv_chunk, const float *d_ring,
-                                int64_t W, const float *d_comp, int ratio, const int32_t *d_isel,
-                                const int32_t *d_n_isel, int64_t topk, const float *d_sinks,
-                                int64_t n_tok, int64_t pos0, int64_t H, int64_t Dh, int n_rope,
-                                const float *d_freqs, float *d_scratch, float *d_out,
-                                ds4_error *err) {
+/* pos0: the position, or with d_pos0 a bound of it that sizes the splits (the kernels read
+ * the position; splits past its keys write neutral partials the merge adds as exact zeros). */
+static ds4_status attn(const float *d_q, const float *d_kv_chunk, const float *d_ring,
+                       int64_t W, const float *d_comp, int ratio, const int32_t *d_isel,
+                       const int32_t *d_n_isel, int64_t topk, const float *d_sinks,
+                       int64_t n_tok, int64_t pos0, const int64_t *d_pos0, int64_t H, int64_t Dh,
+                       int n_rope, const float *d_freqs, float *d_scratch, float *d_out,
+                       ds4_error *err) {
     if (n_tok <= 0) return DS4_OK;
     if (W < 1 || H < 1 || H > 65535 || n_tok > 65535 || Dh < 1 || Dh > 4096 || n_rope < 0 ||
         (n_rope & 1) || n_rope > Dh || ratio < 0 || pos0 < 0 ||
@@ -220,16 +225,40 @@ extern "C" ds4_status cuda_attn(const float *d_q, const float *d_kv_chunk, const
                           "cuda_attn: %lld attended rows exceed the %d the merge supports",
                           (long long)S * ATT_KS, 1024 * ATT_KS);
     attn_args a = {d_q, d_kv_chunk, d_ring, d_comp, d_sinks, d_freqs, d_isel, d_n_isel,
-                   W, topk, pos0, H, Dh, S, ratio, n_rope, d_scratch, d_out};
+                   W, topk, pos0, H, Dh, S, ratio, n_rope, d_scratch, d_out, d_pos0};
     size_t smem = (size_t)ATT_HB * (size_t)Dh * sizeof(float);
     if (smem > 48 * 1024)
         CU_CHECK(cudaFuncSetAttribute(k_attn_split, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       (int)smem),
                  err, "attn shared memory");
     dim3 g1((unsigned)((H + ATT_HB - 1) / ATT_HB), (unsigned)S, (unsigned)n_tok);
-    k_attn_split<<<g1, 256, smem>>>(a);
+    k_attn_split<<<g1, 256, smem, cu_stream>>>(a);
     CU_LAUNCH_CHECK(err, "attn split launch");
-    k_attn_merge<<<dim3((unsigned)H, (unsigned)n_tok), 256, (size_t)Dh * sizeof(float)>>>(a);
+    k_attn_merge<<<dim3((unsigned)H, (unsigned)n_tok), 256, (size_t)Dh * sizeof(float), cu_stream>>>(a);
     CU_LAUNCH_CHECK(err, "attn merge launch");
     return DS4_OK;
+}
+
+extern "C" ds4_status cuda_attn(const float *d_q, const float *d_kv_chunk, const float *d_ring,
+                                int64_t W, const float *d_comp, int ratio, const int32_t *d_isel,
+                                const int32_t *d_n_isel, int64_t topk, const float *d_sinks,
+                                int64_t n_tok, int64_t pos0, int64_t H, int64_t Dh, int n_rope,
+                                const float *d_freqs, float *d_scratch, float *d_out,
+                                ds4_error *err) {
+    return attn(d_q, d_kv_chunk, d_ring, W, d_comp, ratio, d_isel, d_n_isel, topk, d_sinks, n_tok,
+                pos0, NULL, H, Dh, n_rope, d_freqs, d_scratch, d_out, err);
+}
+
+extern "C" ds4_status cuda_attn_dpos(const float *d_q, const float *d_kv_chunk,
+                                     const float *d_ring, int64_t W, const float *d_comp,
+                                     int ratio, const int32_t *d_isel, const int32_t *d_n_isel,
+                                     int64_t topk, const float *d_sinks, int64_t n_tok,
+                                     const int64_t *d_pos0, int64_t pos_bound, int64_t H,
+                                     int64_t Dh, int n_rope, const float *d_freqs,
+                                     float *d_scratch, float *d_out, ds4_error *err) {
+    if (!d_pos0 || pos_bound < n_tok)
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_attn_dpos: bound %lld",
+                          (long long)pos_bound);
+    return attn(d_q, d_kv_chunk, d_ring, W, d_comp, ratio, d_isel, d_n_isel, topk, d_sinks, n_tok,
+                pos_bound - n_tok, d_pos0, H, Dh, n_rope, d_freqs, d_scratch, d_out, err);
 }

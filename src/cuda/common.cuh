@@ -14,6 +14,10 @@ extern "C" {
 #include "core/error.h"
 }
 
+/* The stream every op launches on (device.cu): the legacy default stream (0) except while a
+ * CUDA graph is being captured (graph.cu), when it is the capture stream. */
+extern cudaStream_t cu_stream;
+
 /* ggml type ids (GGUF_LAYOUT §1.5) */
 enum {
     CU_T_F32 = 0, CU_T_F16 = 1, CU_T_Q8_0 = 8, CU_T_Q2_K = 10, CU_T_Q4_K = 12,

@@ -10,7 +10,12 @@
 #include "ops.cuh"
 
 __global__ void k_comp_store(float *st_kv, float *st_sc, const float *A, const float *B,
-                             const float *ape, int64_t row, int64_t in_win, int64_t w) {
+                             const float *ape, int64_t row, int64_t in_win, int64_t w,
+                             const int64_t *dpos, int64_t r, int64_t coff) {
+    if (dpos) { /* cuda_comp_push_dpos: the slot from the device position */
+        in_win = *dpos % r;
+        row = (coff == 2 ? r : 0) + in_win;
+    }
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= w) return;
     st_kv[row * w + i] = A[i];
@@ -20,7 +25,16 @@ __global__ void k_comp_store(float *st_kv, float *st_sc, const float *A, const f
 /* One block; the entry in dynamic shared memory [dim]. */
 __global__ void k_comp_finish(float *st_kv, float *st_sc, float *E_out, int64_t r, int64_t coff,
                               int64_t d, const float *norm, const float *freqs, int n_rope,
-                              int64_t pos, int indexer, float eps) {
+                              int64_t pos, int indexer, float eps, int active,
+                              const int64_t *dpos) {
+    if (dpos) { /* cuda_comp_push_dpos: launched every step, works when the window completes */
+        int64_t p1 = *dpos + 1;
+        if (p1 % r) return;
+        E_out += (p1 / r - 1) * d; /* E_out is the rows base here */
+        pos = r * (p1 / r - 1);
+    } else if (!active) {
+        return;
+    }
     extern __shared__ float E[];
     __shared__ double shd[32];
     int64_t w = coff * d;
@@ -74,10 +88,10 @@ __global__ void k_comp_finish(float *st_kv, float *st_sc, float *E_out, int64_t 
     for (int64_t i = threadIdx.x; i < d; i += blockDim.x) E_out[i] = E[i];
 }
 
-extern "C" ds4_status cuda_comp_push(const cuda_comp_state *c, const float *d_A,
-                                     const float *d_B, const float *d_ape, const float *d_norm,
-                                     int64_t pos, int indexer, const float *d_freqs, int n_rope,
-                                     float eps, int *finished, ds4_error *err) {
+static ds4_status comp_push(const cuda_comp_state *c, const float *d_A, const float *d_B,
+                            const float *d_ape, const float *d_norm, int64_t pos,
+                            const int64_t *d_pos, int indexer, const float *d_freqs, int n_rope,
+                            float eps, int *finished, ds4_error *err) {
     int64_t r = c->ratio, d = c->dim, w = c->coff * d;
     if (finished) *finished = 0;
     if (r < 1 || (c->coff != 1 && c->coff != 2) || d < 1 || d > 16384 || pos < 0 ||
@@ -88,18 +102,41 @@ extern "C" ds4_status cuda_comp_push(const cuda_comp_state *c, const float *d_A,
                           (long long)r, (long long)c->coff, (long long)d, n_rope,
                           indexer ? "indexer" : "attention");
     int64_t in_win = pos % r, row = (c->coff == 2 ? r : 0) + in_win;
-    k_comp_store<<<cu_blocks(w, 256), 256>>>(c->st_kv, c->st_sc, d_A, d_B, d_ape, row, in_win, w);
+    k_comp_store<<<cu_blocks(w, 256), 256, 0, cu_stream>>>(c->st_kv, c->st_sc, d_A, d_B, d_ape,
+                                                           row, in_win, w, d_pos, r, c->coff);
     CU_LAUNCH_CHECK(err, "comp_store launch");
-    if ((pos + 1) % r != 0) return DS4_OK;
+    int active = (pos + 1) % r == 0;
+    if (!active && !d_pos) return DS4_OK;
     int64_t j = (pos + 1) / r - 1;
-    if (j >= c->cap)
+    if (!d_pos && j >= c->cap)
         return ds4_seterr(err, DS4_ERR_RANGE, "cuda_comp_push: entry %lld past capacity %lld",
                           (long long)j, (long long)c->cap);
     int threads = d >= 512 ? 512 : (int)((d + 31) / 32 * 32);
-    k_comp_finish<<<1, threads, (size_t)d * sizeof(float)>>>(
-        c->st_kv, c->st_sc, c->rows + j * d, r, c->coff, d, d_norm, d_freqs, n_rope, r * j,
-        indexer, eps);
+    k_comp_finish<<<1, threads, (size_t)d * sizeof(float), cu_stream>>>(
+        c->st_kv, c->st_sc, d_pos ? c->rows : c->rows + j * d, r, c->coff, d, d_norm, d_freqs,
+        n_rope, r * j, indexer, eps, 1, d_pos);
     CU_LAUNCH_CHECK(err, "comp_finish launch");
     if (finished) *finished = 1;
     return DS4_OK;
+}
+
+extern "C" ds4_status cuda_comp_push(const cuda_comp_state *c, const float *d_A,
+                                     const float *d_B, const float *d_ape, const float *d_norm,
+                                     int64_t pos, int indexer, const float *d_freqs, int n_rope,
+                                     float eps, int *finished, ds4_error *err) {
+    return comp_push(c, d_A, d_B, d_ape, d_norm, pos, NULL, indexer, d_freqs, n_rope, eps,
+                     finished, err);
+}
+
+extern "C" ds4_status cuda_comp_push_dpos(const cuda_comp_state *c, const float *d_A,
+                                          const float *d_B, const float *d_ape,
+                                          const float *d_norm, const int64_t *d_pos,
+                                          int64_t pos_bound, int indexer, const float *d_freqs,
+                                          int n_rope, float eps, ds4_error *err) {
+    if (!d_pos || pos_bound < 0 || pos_bound / (c->ratio > 0 ? c->ratio : 1) > c->cap)
+        return ds4_seterr(err, DS4_ERR_RANGE,
+                          "cuda_comp_push_dpos: positions up to %lld exceed %lld entries",
+                          (long long)pos_bound, (long long)c->cap);
+    return comp_push(c, d_A, d_B, d_ape, d_norm, 0, d_pos, indexer, d_freqs, n_rope, eps, NULL,
+                     err);
 }

@@ -55,6 +55,19 @@ ds4_status cuda_matvec_experts(int type, const void *d_w, int64_t n_experts, int
                                int64_t cols, const int32_t *d_ids, int n_sel, const float *d_x,
                                int per_expert_x, void *d_act, float *d_y, ds4_error *err);
 
+/* Quantize once for several products sharing one input (issue #7): cuda_act_kind(type) says
+ * which activation a weight type reads (CUDA_ACT_F32: x itself); cuda_quantize_act writes it
+ * (n values, the bytes of cuda_matvec_scratch_bytes); the _preq products read it instead of
+ * quantizing x again (shared input only). Results equal cuda_matvec / cuda_matvec_experts. */
+enum { CUDA_ACT_F32 = 0, CUDA_ACT_Q8_0 = 1, CUDA_ACT_Q8_K = 2 };
+int cuda_act_kind(int type);
+ds4_status cuda_quantize_act(int kind, const float *d_x, void *d_q, int64_t n, ds4_error *err);
+ds4_status cuda_matvec_preq(int type, const void *d_w, int64_t rows, int64_t cols,
+                            const void *d_act, float *d_y, ds4_error *err);
+ds4_status cuda_matvec_experts_preq(int type, const void *d_w, int64_t n_experts, int64_t rows,
+                                    int64_t cols, const int32_t *d_ids, int n_sel,
+                                    const void *d_act, float *d_y, ds4_error *err);
+
 /* Elapsed milliseconds of `iters` back-to-back cuda_matvec calls (CUDA events), for benchmarks. */
 ds4_status cuda_matvec_time(int type, const void *d_w, int64_t rows, int64_t cols,
                             const float *d_x, void *d_act, float *d_y, int iters, float *out_ms,
@@ -64,7 +77,8 @@ ds4_status cuda_matvec_time(int type, const void *d_w, int64_t rows, int64_t col
  * compressor.cu, indexer.cu, moe.cu, sample.cu, matmul.cu). Every pointer is device memory; shapes are
  * those of the CPU op (cpu/ops.h, model/) named in each comment. Rounding ops are
  * bit-identical to the CPU; the others agree to about one f32 ULP (tests/cuda/test_cuda_layer.c
- * states each tolerance). Calls are asynchronous on the default stream. ---- */
+ * states each tolerance). Calls are asynchronous on the default stream (on the capture stream
+ * while a CUDA graph is being captured, see cuda_graph_begin). ---- */
 
 /* cpu_rmsnorm on n_rows contiguous rows of n (w NULL: no weight, MODEL_MATH §3.2). Aliasing
  * out == x is allowed. */
@@ -180,6 +194,55 @@ size_t cuda_matmul_scratch_bytes(int type, int64_t cols, int64_t n_tok);
  * Two passes through a fixed device buffer: one call at a time. */
 ds4_status cuda_argmax(const float *d_x, int64_t n_rows, int64_t n, int32_t *d_out,
                        ds4_error *err);
+
+/* CUDA graphs (graph.cu). Between cuda_graph_begin and cuda_graph_end every op is recorded on
+ * a capture stream instead of running; no upload, download or sync may happen in between (they
+ * fail the capture). cuda_graph_end turns the capture into *g (allocated on first use): the
+ * executable graph is updated in place when the topology is unchanged (new kernel arguments:
+ * positions, grid sizes), otherwise instantiated again. cuda_graph_launch runs it; later
+ * downloads/uploads on the default stream wait for it. cuda_graph_abort drops an open capture
+ * after an op failed. One capture at a time per process. */
+typedef struct cuda_graph cuda_graph;
+ds4_status cuda_graph_begin(ds4_error *err);
+ds4_status cuda_graph_end(cuda_graph **g, ds4_error *err);
+void cuda_graph_abort(void);
+ds4_status cuda_graph_launch(cuda_graph *g, ds4_error *err);
+/* Instantiations and in-place updates of g so far (benchmarks). */
+void cuda_graph_counts(const cuda_graph *g, long *n_inst, long *n_upd);
+void cuda_graph_free(cuda_graph *g);
+
+/* ---- Position on the device (issue #7: one captured decode step serves every position).
+ * These take the position of the (first) token from device memory (int64 at d_pos) instead
+ * of an argument, otherwise exactly the op of the same name; pos_bound is a host-side upper
+ * bound of that position + 1 (the exclusive end) that sizes grids and scratch: results equal
+ * the plain op's for any position below it (extra splits / rows contribute nothing). ---- */
+ds4_status cuda_rope_tail_dpos(float *d_x, int64_t n_rows, int64_t row_stride, int64_t tail_off,
+                               int64_t rows_per_pos, int n_rope, const float *d_freqs,
+                               const int64_t *d_pos0, int inverse, ds4_error *err);
+/* Launches the store and the finishing kernel every step (the latter works only when the token
+ * completes a window); positions below pos_bound must fit the state's capacity. */
+ds4_status cuda_comp_push_dpos(const cuda_comp_state *c, const float *d_A, const float *d_B,
+                               const float *d_ape, const float *d_norm, const int64_t *d_pos,
+                               int64_t pos_bound, int indexer, const float *d_freqs, int n_rope,
+                               float eps, ds4_error *err);
+ds4_status cuda_indexer_topk_dpos(const float *d_q, const float *d_w, const float *d_rows,
+                                  int64_t n_tok, const int64_t *d_pos0, int64_t pos_bound,
+                                  int64_t ih, int64_t id, int64_t topk, float *d_scores,
+                                  int32_t *d_isel, int32_t *d_n_isel, ds4_error *err);
+/* d_scratch: cuda_attn_scratch_bytes(n_tok, ..., pos_bound - n_tok) bytes. */
+ds4_status cuda_attn_dpos(const float *d_q, const float *d_kv_chunk, const float *d_ring,
+                          int64_t W, const float *d_comp, int ratio, const int32_t *d_isel,
+                          const int32_t *d_n_isel, int64_t topk, const float *d_sinks,
+                          int64_t n_tok, const int64_t *d_pos0, int64_t pos_bound, int64_t H,
+                          int64_t Dh, int n_rope, const float *d_freqs, float *d_scratch,
+                          float *d_out, ds4_error *err);
+/* ring[(pos % W)][0..Dh) = row (the window ring store of one token, MODEL_MATH §7.1). */
+ds4_status cuda_ring_store_dpos(float *d_ring, const float *d_row, int64_t W, int64_t Dh,
+                                const int64_t *d_pos, ds4_error *err);
+/* X[k][0..D) = embed row tok[0] (decoded to f32) for k < n_copies: the token embedding
+ * (MODEL_MATH §2) from the device token id; F16, BF16 and F32 tables (others: UNSUPPORTED). */
+ds4_status cuda_embed_rows(const void *d_table, int type, int64_t n_vocab, int64_t D,
+                           const int32_t *d_tok, int n_copies, float *d_X, ds4_error *err);
 
 #ifdef __cplusplus
 }

@@ -6,6 +6,8 @@
 
 #include <stdio.h>
 
+cudaStream_t cu_stream = 0;
+
 extern "C" int cuda_device_count(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) {

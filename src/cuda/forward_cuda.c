@@ -44,12 +44,46 @@ static ds4_status mv(cuda_state *s, int64_t il, const char *what, const cu_mat *
     return check_mv(s, il, what, w->host, x, y, 1, err);
 }
 
+/* The sub-layer input a, quantized once per activation kind for all the products that read it
+ * (issue #7: fewer launches); NULL for kinds that read f32. hc_pre invalidates it. */
+static ds4_status act_of_a(cuda_state *s, int type, int64_t cols, const void **out,
+                           ds4_error *err) {
+    *out = NULL;
+    int k = cuda_act_kind(type);
+    if (k == CUDA_ACT_F32 || cols != s->cm->m->hp.n_embd) return DS4_OK;
+    ds4_status st;
+    if (!s->qa[k]) return DS4_OK; /* eval_prepare allocates it */
+    if (!s->qa_ok[k]) CK(cuda_quantize_act(k, s->ws.a, s->qa[k], cols, err));
+    s->qa_ok[k] = true;
+    *out = s->qa[k];
+    return DS4_OK;
+}
+
+/* mv with x = a, reusing a's quantized copy. */
+static ds4_status mv_a(cuda_state *s, int64_t il, const char *what, const cu_mat *w, float *y,
+                       ds4_error *err) {
+    const void *q;
+    ds4_status st;
+    CK(act_of_a(s, w->type, w->cols, &q, err));
+    if (!q) return mv(s, il, what, w, s->ws.a, y, err);
+    CK(cuda_matvec_preq(w->type, w->d, w->rows, w->cols, q, y, err));
+    if (!s->check || !w->host) return DS4_OK;
+    return check_mv(s, il, what, w->host, s->ws.a, y, 1, err);
+}
+
 /* The K selected experts of e (ids on the device) in one launch; x shared or per expert. */
 static ds4_status mv_experts(cuda_state *s, int64_t il, const char *what, const cu_experts *e,
                              const float *x, int per_expert_x, float *y, ds4_error *err) {
     int K = (int)s->cm->m->hp.n_expert_used;
-    ds4_status st = cuda_matvec_experts(e->type, e->d, e->n_expert, e->rows, e->cols, s->ws.sel,
-                                        K, x, per_expert_x, s->ws.act, y, err);
+    const void *q = NULL;
+    ds4_status st;
+    if (!per_expert_x && x == s->ws.a) CK(act_of_a(s, e->type, e->cols, &q, err));
+    if (q)
+        st = cuda_matvec_experts_preq(e->type, e->d, e->n_expert, e->rows, e->cols, s->ws.sel, K, q,
+                                      y, err);
+    else
+        st = cuda_matvec_experts(e->type, e->d, e->n_expert, e->rows, e->cols, s->ws.sel, K, x,
+                                 per_expert_x, s->ws.act, y, err);
     if (st || !s->check) return st;
     int32_t ids[64];
     if (K > 64) return DS4_OK;
@@ -71,6 +105,7 @@ static ds4_status hc_pre(cuda_state *s, int64_t il, const char *what, const cu_m
     cu_ws *w = &s->ws;
     ds4_status st;
     CK(mv(s, il, what, fn, w->X, w->mix, err));
+    s->qa_ok[0] = s->qa_ok[1] = s->qa_ok[2] = false; /* a is rewritten */
     return cuda_hc_pre(w->X, w->mix, scale, base, norm, 1, (int)hp->n_hc, hp->n_embd,
                        (int)hp->sinkhorn_iters, hp->hc_eps, hp->norm_eps, w->pre, w->post,
                        w->comb, w->a, err);
@@ -88,6 +123,25 @@ static ds4_status hc_post(cuda_state *s, ds4_error *err) {
     return DS4_OK;
 }
 
+/* A compressor step; inside a graph capture the fixed-topology variant, so that the captured
+ * step keeps the same launches at every position (the graph updates in place). */
+static ds4_status comp_push(cuda_state *s, const cuda_comp_state *c, const float *A,
+                            const float *B, const cu_comp_w *cw, int64_t pos, int indexer,
+                            const float *freqs, int nr, float eps, ds4_error *err) {
+    if (s->graphing)
+        return cuda_comp_push_dpos(c, A, B, cw->ape, cw->norm, s->d_pos, s->graph_bound, indexer,
+                                   freqs, nr, eps, err);
+    return cuda_comp_push(c, A, B, cw->ape, cw->norm, pos, indexer, freqs, nr, eps, NULL, err);
+}
+
+/* RoPE of rows at pos; in a graph the position comes from the device. */
+static ds4_status rope(cuda_state *s, float *x, int64_t n_rows, int64_t stride, int64_t off,
+                       int64_t per_pos, int nr, const float *freqs, int64_t pos, ds4_error *err) {
+    if (s->graphing)
+        return cuda_rope_tail_dpos(x, n_rows, stride, off, per_pos, nr, freqs, s->d_pos, 0, err);
+    return cuda_rope_tail(x, n_rows, stride, off, per_pos, nr, freqs, pos, 0, err);
+}
+
 /* model/attention.c attn_forward for one token at pos. */
 static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
     const cuda_model *cm = s->cm;
@@ -102,47 +156,66 @@ static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
     float eps = hp->norm_eps;
     ds4_status st;
     /* §5.1: query path; per-head norm without weight (§3.2), RoPE on the tail. */
-    CK(mv(s, il, "wq_a", &L->wq_a, w->a, w->qr, err));
+    CK(mv_a(s, il, "wq_a", &L->wq_a, w->qr, err));
     CK(cuda_rmsnorm(w->qr, w->qr, L->q_norm, 1, hp->q_lora, eps, err));
     CK(mv(s, il, "wq_b", &L->wq_b, w->qr, w->q, err));
     CK(cuda_rmsnorm(w->q, w->q, NULL, H, Dh, eps, err));
-    CK(cuda_rope_tail(w->q, H, Dh, Dh - nr, H, nr, freqs, pos, 0, err));
+    CK(rope(s, w->q, H, Dh, Dh - nr, H, nr, freqs, pos, err));
     /* §5.2: KV path, FP8 round trip of the non-RoPE dims (§12 #1). */
-    CK(mv(s, il, "wkv", &L->wkv, w->a, w->kv, err));
+    CK(mv_a(s, il, "wkv", &L->wkv, w->kv, err));
     CK(cuda_rmsnorm(w->kv, w->kv, L->kv_norm, 1, Dh, eps, err));
-    CK(cuda_rope_tail(w->kv, 1, Dh, Dh - nr, 1, nr, freqs, pos, 0, err));
+    CK(rope(s, w->kv, 1, Dh, Dh - nr, 1, nr, freqs, pos, err));
     CK(cuda_fp8_roundtrip(w->kv, 1, Dh, Dh - nr, 64, err));
     /* §7.3 steps 2-3: the compressors advance (§6.4). */
     if (L->has_comp) {
-        CK(mv(s, il, "comp.kv", &L->comp.kv, w->a, w->cA, err));
-        CK(mv(s, il, "comp.gate", &L->comp.gate, w->a, w->cB, err));
-        CK(cuda_comp_push(&kvl->comp, w->cA, w->cB, L->comp.ape, L->comp.norm, pos, 0, freqs, nr,
-                          eps, NULL, err));
+        CK(mv_a(s, il, "comp.kv", &L->comp.kv, w->cA, err));
+        CK(mv_a(s, il, "comp.gate", &L->comp.gate, w->cB, err));
+        CK(comp_push(s, &kvl->comp, w->cA, w->cB, &L->comp, pos, 0, freqs, nr, eps, err));
     }
     if (L->has_indexer) {
         int64_t id = hp->idx_head_dim, ih = hp->idx_n_head;
-        CK(mv(s, il, "idx_comp.kv", &L->idx_comp.kv, w->a, w->iA, err));
-        CK(mv(s, il, "idx_comp.gate", &L->idx_comp.gate, w->a, w->iB, err));
-        CK(cuda_comp_push(&kvl->idx, w->iA, w->iB, L->idx_comp.ape, L->idx_comp.norm, pos, 1,
-                          freqs, nr, eps, NULL, err));
+        CK(mv_a(s, il, "idx_comp.kv", &L->idx_comp.kv, w->iA, err));
+        CK(mv_a(s, il, "idx_comp.gate", &L->idx_comp.gate, w->iB, err));
+        CK(comp_push(s, &kvl->idx, w->iA, w->iB, &L->idx_comp, pos, 1, freqs, nr, eps, err));
         /* §8: queries from the normalised qr, head weights from a; RoPE, Hadamard, FP4. */
         CK(mv(s, il, "idx_wq_b", &L->idx_wq_b, w->qr, w->iq, err));
-        CK(mv(s, il, "idx_proj", &L->idx_proj, w->a, w->iw, err));
-        CK(cuda_rope_tail(w->iq, ih, id, id - nr, ih, nr, freqs, pos, 0, err));
+        CK(mv_a(s, il, "idx_proj", &L->idx_proj, w->iw, err));
+        CK(rope(s, w->iq, ih, id, id - nr, ih, nr, freqs, pos, err));
         CK(cuda_hadamard(w->iq, ih, id, (int)id, err));
         CK(cuda_fp4_roundtrip(w->iq, ih, id, id, 32, err));
         CK(cuda_scale(w->iw, ih, (float)(1.0 / sqrt((double)(id * ih))), err));
-        CK(cuda_indexer_topk(w->iq, w->iw, kvl->idx.rows, 1, pos, ih, id, hp->idx_topk,
-                             w->idx_scr, w->isel, w->n_isel, err));
+        if (s->graphing)
+            CK(cuda_indexer_topk_dpos(w->iq, w->iw, kvl->idx.rows, 1, s->d_pos, s->graph_bound,
+                                      ih, id, hp->idx_topk, w->idx_scr, w->isel, w->n_isel, err));
+        else
+            CK(cuda_indexer_topk(w->iq, w->iw, kvl->idx.rows, 1, pos, ih, id, hp->idx_topk,
+                                 w->idx_scr, w->isel, w->n_isel, err));
     }
     /* §5.4-5.6: window + compressed rows with sinks; value tails de-rotated. */
-    CK(cuda_attn(w->q, w->kv, kvl->raw, W, ratio ? kvl->comp.rows : NULL, ratio,
-                 ratio == 4 ? w->isel : NULL, w->n_isel, hp->idx_topk, L->sinks, 1, pos, H, Dh,
-                 nr, freqs, w->attn_scr, w->o, err));
+    const float *comp = ratio ? kvl->comp.rows : NULL;
+    const int32_t *isel = ratio == 4 ? w->isel : NULL;
+    if (s->graphing)
+        CK(cuda_attn_dpos(w->q, w->kv, kvl->raw, W, comp, ratio, isel, w->n_isel, hp->idx_topk,
+                          L->sinks, 1, s->d_pos, s->graph_bound, H, Dh, nr, freqs, w->attn_scr,
+                          w->o, err));
+    else
+        CK(cuda_attn(w->q, w->kv, kvl->raw, W, comp, ratio, isel, w->n_isel, hp->idx_topk,
+                     L->sinks, 1, pos, H, Dh, nr, freqs, w->attn_scr, w->o, err));
     /* §7.1: the window ring keeps position pos at slot pos mod W. */
-    CK(cuda_copy_d2d(kvl->raw + (pos % W) * Dh, w->kv, (size_t)Dh * sizeof(float), err));
-    /* §5.6: grouped output projection, group g reads heads [g·H/G, (g+1)·H/G). */
+    if (s->graphing)
+        CK(cuda_ring_store_dpos(kvl->raw, w->kv, W, Dh, s->d_pos, err));
+    else
+        CK(cuda_copy_d2d(kvl->raw + (pos % W) * Dh, w->kv, (size_t)Dh * sizeof(float), err));
+    /* §5.6: grouped output projection, group g reads heads [g·H/G, (g+1)·H/G). Without the
+     * verification hook: the G groups as G "experts" of one launch (rows g·ol.. of wo_a read
+     * the contiguous slice g of o; the same per-row products as G separate calls). */
     int64_t G = hp->o_groups, hpg = H / G, ol = hp->o_lora;
+    if (!s->check && s->grp_ids) {
+        const cu_mat *wa = &L->wo_a;
+        CK(cuda_matvec_experts(wa->type, wa->d, G, ol, hpg * Dh, s->grp_ids, (int)G, w->o, 1,
+                               s->qo, w->oa, err));
+        return mv(s, il, "wo_b", &L->wo_b, w->oa, w->f, err);
+    }
     for (int64_t g = 0; g < G; g++) {
         cu_mat wg = L->wo_a;
         cpu_mat hg;
@@ -168,7 +241,7 @@ static ds4_status moe(cuda_state *s, int64_t il, ds4_error *err) {
     int E = (int)hp->n_expert, K = (int)hp->n_expert_used;
     ds4_status st;
     (void)D;
-    CK(mv(s, il, "gate_inp", &L->gate_inp, w->a, w->rl, err));
+    CK(mv_a(s, il, "gate_inp", &L->gate_inp, w->rl, err));
     CK(cuda_moe_route(w->rl, L->tid2eid ? NULL : L->exp_bias, L->tid2eid, w->tok, 1, E, K,
                       hp->route_scale, hp->expert_weights_norm, w->sel, w->selw, err));
     const cu_experts *eg = &L->gate_exps, *eu = &L->up_exps, *ed = &L->down_exps;
@@ -178,8 +251,8 @@ static ds4_status moe(cuda_state *s, int64_t il, ds4_error *err) {
     CK(mv_experts(s, il, "down_exps", ed, w->g, 1, w->yexp, err));
     if (L->has_shared) {
         int64_t Fs = L->sh_gate.rows;
-        CK(mv(s, il, "sh_gate", &L->sh_gate, w->a, w->shg, err));
-        CK(mv(s, il, "sh_up", &L->sh_up, w->a, w->shu, err));
+        CK(mv_a(s, il, "sh_gate", &L->sh_gate, w->shg, err));
+        CK(mv_a(s, il, "sh_up", &L->sh_up, w->shu, err));
         CK(cuda_swiglu(w->shg, w->shu, NULL, 1, Fs, hp->swiglu_clamp_shared[il], w->shg, err));
         CK(mv(s, il, "sh_down", &L->sh_down, w->shg, w->shy, err));
     }
@@ -250,18 +323,13 @@ static ds4_status capture_indexer(cuda_state *s, const model_capture *cap, int64
     return st;
 }
 
-static ds4_status eval_token(cuda_model *cm, cuda_state *s, int32_t tok, const model_capture *cap,
-                             ds4_error *err) {
-    const model *m = cm->m;
-    const model_hparams *hp = &m->hp;
+/* The layers of one token at pos (§2): attention and MoE sub-layers with their HC steps. */
+static ds4_status eval_layers(cuda_model *cm, cuda_state *s, int64_t pos, const model_capture *cap,
+                              ds4_error *err) {
+    const model_hparams *hp = &cm->m->hp;
     cu_ws *w = &s->ws;
-    int64_t D = hp->n_embd, hc = hp->n_hc, pos = s->host->kv.pos;
+    int64_t D = hp->n_embd, hc = hp->n_hc;
     ds4_status st;
-    /* §2: e = embed[u]; X = [e, ..., e] (decoded on the host from the mapping, as on the CPU). */
-    CK(cpu_mat_row_f32(&m->w.tok_embd, tok, w->h_row, err));
-    for (int64_t k = 1; k < hc; k++) memcpy(w->h_row + k * D, w->h_row, (size_t)D * sizeof(float));
-    CK(cuda_upload(w->X, w->h_row, (size_t)(hc * D) * sizeof(float), err));
-    CK(cuda_upload(w->tok, &tok, sizeof tok, err));
     for (int64_t il = 0; il < hp->n_layer; il++) {
         const cu_layer *L = &cm->layers[il];
         CK(hc_pre(s, il, "hc_attn_fn", &L->hc_attn_fn, L->hc_attn_scale, L->hc_attn_base,
@@ -279,6 +347,114 @@ static ds4_status eval_token(cuda_model *cm, cuda_state *s, int32_t tok, const m
         CK(capture_rows(s, cap, il, pos, "ffn_out", w->f, D, err));
         CK(capture_rows(s, cap, il, pos, "h_out", w->X, hc * D, err));
     }
+    return DS4_OK;
+}
+
+/* §2: e = embed[u]; X = [e, ..., e], decoded on the host from the mapping as on the CPU. */
+static ds4_status embed_host(cuda_model *cm, cuda_state *s, int32_t tok, ds4_error *err) {
+    const model_hparams *hp = &cm->m->hp;
+    cu_ws *w = &s->ws;
+    int64_t D = hp->n_embd, hc = hp->n_hc;
+    ds4_status st;
+    CK(cpu_mat_row_f32(&cm->m->w.tok_embd, tok, w->h_row, err));
+    for (int64_t k = 1; k < hc; k++) memcpy(w->h_row + k * D, w->h_row, (size_t)D * sizeof(float));
+    return cuda_upload(w->X, w->h_row, (size_t)(hc * D) * sizeof(float), err);
+}
+
+/* Device buffers the graph steps and the shared-input products use, allocated before any
+ * capture (no allocation may happen inside one): position, a's quantized copies, o's
+ * quantized copy and the group ids 0..G-1 of the grouped output projection. */
+static ds4_status eval_prepare(cuda_state *s, ds4_error *err) {
+    const model_hparams *hp = &s->cm->m->hp;
+    const cu_mat *wa = &s->cm->layers[0].wo_a;
+    ds4_status st;
+    if (!s->d_pos) CK(cuda_malloc((void **)&s->d_pos, sizeof(int64_t), err));
+    /* ggml ids 8 = Q8_0 (Q8_0 records), 10 = Q2_K (Q8_K blocks): any type of each kind */
+    if (!s->qa[CUDA_ACT_Q8_0] && hp->n_embd % 32 == 0)
+        CK(cuda_malloc(&s->qa[CUDA_ACT_Q8_0], cuda_matvec_scratch_bytes(8, hp->n_embd), err));
+    if (!s->qa[CUDA_ACT_Q8_K] && hp->n_embd % 256 == 0)
+        CK(cuda_malloc(&s->qa[CUDA_ACT_Q8_K], cuda_matvec_scratch_bytes(10, hp->n_embd), err));
+    int64_t G = hp->o_groups, HD = hp->n_head * hp->head_dim;
+    int same = 1; /* one grouped launch needs every layer's wo_a of one type and shape */
+    for (int64_t il = 0; il < hp->n_layer; il++) {
+        const cu_mat *m = &s->cm->layers[il].wo_a;
+        same &= m->type == wa->type && m->rows == G * hp->o_lora && m->cols == HD / G;
+    }
+    if (!s->grp_ids && same && G > 0 && G <= 65535 && HD % G == 0) {
+        int32_t *ids = malloc((size_t)G * sizeof(int32_t));
+        if (!ids) return ds4_seterr(err, DS4_ERR_NOMEM, "cuda: group ids");
+        for (int64_t g = 0; g < G; g++) ids[g] = (int32_t)g;
+        size_t qb = (size_t)G * cuda_matvec_scratch_bytes(wa->type, HD / G);
+        st = cuda_malloc(&s->qo, qb ? qb : 1, err);
+        if (!st) st = cuda_malloc((void **)&s->grp_ids, (size_t)G * sizeof(int32_t), err);
+        if (!st) st = cuda_upload(s->grp_ids, ids, (size_t)G * sizeof(int32_t), err);
+        free(ids);
+        if (st) {
+            cuda_free(s->grp_ids);
+            s->grp_ids = NULL;
+            return st;
+        }
+    }
+    return DS4_OK;
+}
+
+/* The position bound a captured step is built for: grids and scratch of attention and the
+ * indexer are sized for positions below it, so the graph is re-captured only when the
+ * position crosses it (256, 512, 1024, ... capped at the context). */
+static int64_t graph_bound(int64_t pos, int64_t n_ctx) {
+    int64_t b = 256;
+    while (b < pos + 1 && b < n_ctx) b *= 2;
+    return b < n_ctx ? b : n_ctx;
+}
+
+/* One token through the layers as a CUDA graph (graph.cu): token id and position are
+ * uploaded to the device, the embedding is looked up there, and the captured step is launched
+ * as it is; it is captured again (updated in place, or instantiated) only when the position
+ * bound changes. */
+static ds4_status eval_token_graph(cuda_model *cm, cuda_state *s, int32_t tok, ds4_error *err) {
+    const model_hparams *hp = &cm->m->hp;
+    cu_ws *w = &s->ws;
+    int64_t pos = s->host->kv.pos, bound = graph_bound(pos, s->host->kv.n_ctx);
+    ds4_status st;
+    CK(cuda_upload(s->d_pos, &pos, sizeof pos, err));
+    CK(cuda_upload(w->tok, &tok, sizeof tok, err));
+    int dev_embed = cm->tok_embd.d != NULL;
+    if (!dev_embed) CK(embed_host(cm, s, tok, err));
+    if (!s->graph || s->graph_bound != bound) {
+        s->graph_bound = bound;
+        s->graphing = true;
+        CK(cuda_graph_begin(err));
+        st = dev_embed ? cuda_embed_rows(cm->tok_embd.d, cm->tok_embd.type, cm->tok_embd.rows,
+                                         hp->n_embd, w->tok, (int)hp->n_hc, w->X, err)
+                       : DS4_OK;
+        if (!st) st = eval_layers(cm, s, pos, NULL, err);
+        s->graphing = false;
+        if (st) {
+            cuda_graph_abort();
+            cuda_graph_free(s->graph); /* its pointers may be half swapped: capture anew */
+            s->graph = NULL;
+            return st;
+        }
+        if ((st = cuda_graph_end(&s->graph, err))) {
+            cuda_graph_free(s->graph);
+            s->graph = NULL;
+            return st;
+        }
+    }
+    CK(cuda_graph_launch(s->graph, err));
+    s->host->kv.pos = pos + 1;
+    return DS4_OK;
+}
+
+static ds4_status eval_token(cuda_model *cm, cuda_state *s, int32_t tok, const model_capture *cap,
+                             ds4_error *err) {
+    int64_t pos = s->host->kv.pos;
+    ds4_status st;
+    /* Without hooks: one graph launch. Hooks download rows mid-step: op by op. */
+    if (!cap && !s->check && !s->no_graph) return eval_token_graph(cm, s, tok, err);
+    CK(embed_host(cm, s, tok, err));
+    CK(cuda_upload(s->ws.tok, &tok, sizeof tok, err));
+    CK(eval_layers(cm, s, pos, cap, err));
     s->host->kv.pos = pos + 1;
     return DS4_OK;
 }
@@ -305,6 +481,7 @@ ds4_status cuda_model_eval(cuda_model *cm, cuda_state *s, const int32_t *tokens,
     int64_t hcD = hp->n_hc * hp->n_embd;
     ds4_status st;
     CK(cuda_state_sync_device(s, err));
+    CK(eval_prepare(s, err));
     s->dev_newer = true;
     for (int64_t t = 0; t < n_tokens; t++) {
         if ((st = eval_token(cm, s, tokens[t], o ? o->capture : NULL, err)))

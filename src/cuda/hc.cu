@@ -162,7 +162,7 @@ extern "C" ds4_status cuda_hc_pre(const float *d_X, const float *d_mix, const fl
     if (n_tok <= 0) return DS4_OK;
     ds4_status st = hc_check("cuda_hc_pre", n_tok, hc, d, err);
     if (st) return st;
-    k_hc_pre<<<(unsigned)n_tok, hc_threads(n_tok)>>>(d_X, d_mix, d_scale, d_base, d_norm, hc, d, iters,
+    k_hc_pre<<<(unsigned)n_tok, hc_threads(n_tok), 0, cu_stream>>>(d_X, d_mix, d_scale, d_base, d_norm, hc, d, iters,
                                        hc_eps, norm_eps, d_pre, d_post, d_comb, d_a);
     CU_LAUNCH_CHECK(err, "hc_pre launch");
     return DS4_OK;
@@ -187,7 +187,7 @@ extern "C" ds4_status cuda_hc_post(const float *d_f, const float *d_X, const flo
     ds4_status st = hc_check("cuda_hc_post", n_tok, hc, d, err);
     if (st) return st;
     int64_t n = n_tok * hc * d;
-    k_hc_post<<<cu_blocks(n, 256), 256>>>(d_f, d_X, d_post, d_comb, n_tok, hc, d, d_Xout);
+    k_hc_post<<<cu_blocks(n, 256), 256, 0, cu_stream>>>(d_f, d_X, d_post, d_comb, n_tok, hc, d, d_Xout);
     CU_LAUNCH_CHECK(err, "hc_post launch");
     return DS4_OK;
 }
@@ -217,7 +217,7 @@ extern "C" ds4_status cuda_hc_head(const float *d_X, const float *d_mix, const f
     if (n_tok <= 0) return DS4_OK;
     ds4_status st = hc_check("cuda_hc_head", n_tok, hc, d, err);
     if (st) return st;
-    k_hc_head<<<(unsigned)n_tok, hc_threads(n_tok)>>>(d_X, d_mix, d_scale, d_base, d_norm, hc, d, hc_eps,
+    k_hc_head<<<(unsigned)n_tok, hc_threads(n_tok), 0, cu_stream>>>(d_X, d_mix, d_scale, d_base, d_norm, hc, d, hc_eps,
                                         norm_eps, d_y);
     CU_LAUNCH_CHECK(err, "hc_head launch");
     return DS4_OK;

@@ -16,7 +16,8 @@
  * lane groups of 8 take 4 heads at a time; lane 0 adds the heads in ascending order. */
 __global__ void k_idx_score(const float *q, const float *wts, const float *rows, int64_t pos0,
                             int64_t ih, int64_t id, int64_t topk, int64_t ld_scores,
-                            float *scores) {
+                            float *scores, const int64_t *dpos) {
+    if (dpos) pos0 = *dpos; /* cuda_indexer_topk_dpos */
     extern __shared__ float sh[];
     float *sq = sh, *sw = sh + ih * id;
     int64_t t = blockIdx.y, n_c = (pos0 + t + 1) / 4;
@@ -48,7 +49,9 @@ template <int ID>
 __global__ void __launch_bounds__(256) k_idx_score_reg(const float *q, const float *wts,
                                                        const float *rows, int64_t pos0,
                                                        int64_t ih, int64_t topk,
-                                                       int64_t ld_scores, float *scores) {
+                                                       int64_t ld_scores, float *scores,
+                                                       const int64_t *dpos) {
+    if (dpos) pos0 = *dpos;
     extern __shared__ float sh[];
     float *sq = sh, *sw = sh + ih * ID;
     int64_t t = blockIdx.y, n_c = (pos0 + t + 1) / 4;
@@ -118,7 +121,9 @@ __device__ __forceinline__ unsigned long long idx_block_excl(unsigned long long 
  * §17 #2), ascending. With `cached`, the token's scores are first copied to shared memory. */
 __global__ void __launch_bounds__(1024) k_idx_topk(const float *scores, int64_t pos0,
                                                    int64_t topk, int64_t ld_scores, int cached,
-                                                   int32_t *isel, int32_t *n_isel) {
+                                                   int32_t *isel, int32_t *n_isel,
+                                                   const int64_t *dpos) {
+    if (dpos) pos0 = *dpos;
     extern __shared__ float s_sc[];
     __shared__ unsigned hist[256];
     __shared__ uint32_t s_prefix;
@@ -209,10 +214,12 @@ extern "C" size_t cuda_indexer_scratch_bytes(int64_t n_tok, int64_t pos0) {
     return (size_t)(n_tok > 0 ? n_tok : 0) * (size_t)((pos0 + n_tok) / 4 + 1) * sizeof(float);
 }
 
-extern "C" ds4_status cuda_indexer_topk(const float *d_q, const float *d_w, const float *d_rows,
-                                        int64_t n_tok, int64_t pos0, int64_t ih, int64_t id,
-                                        int64_t topk, float *d_scores, int32_t *d_isel,
-                                        int32_t *d_n_isel, ds4_error *err) {
+/* pos0: the position, or with d_pos0 an upper bound of it (grids and scratch are sized for it;
+ * the kernels read the position from d_pos0). */
+static ds4_status indexer_topk(const float *d_q, const float *d_w, const float *d_rows,
+                               int64_t n_tok, int64_t pos0, const int64_t *d_pos0, int64_t ih,
+                               int64_t id, int64_t topk, float *d_scores, int32_t *d_isel,
+                               int32_t *d_n_isel, ds4_error *err) {
     if (n_tok <= 0) return DS4_OK;
     size_t smem = (size_t)(ih * id + ih) * sizeof(float);
     if (ih < 1 || id < 1 || topk < 1 || pos0 < 0 || n_tok > 65535 || smem > 200 * 1024 ||
@@ -230,15 +237,15 @@ extern "C" ds4_status cuda_indexer_topk(const float *d_q, const float *d_w, cons
                 CU_CHECK(cudaFuncSetAttribute(k_idx_score_reg<128>,
                                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
                          err, "indexer shared memory");
-            k_idx_score_reg<128><<<dim3(gx, (unsigned)n_tok), 256, smem>>>(
-                d_q, d_w, d_rows, pos0, ih, topk, ld, d_scores);
+            k_idx_score_reg<128><<<dim3(gx, (unsigned)n_tok), 256, smem, cu_stream>>>(
+                d_q, d_w, d_rows, pos0, ih, topk, ld, d_scores, d_pos0);
         } else {
             if (smem > 48 * 1024)
                 CU_CHECK(cudaFuncSetAttribute(k_idx_score, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                               (int)smem),
                          err, "indexer shared memory");
-            k_idx_score<<<dim3(gx, (unsigned)n_tok), 256, smem>>>(d_q, d_w, d_rows, pos0, ih, id,
-                                                                   topk, ld, d_scores);
+            k_idx_score<<<dim3(gx, (unsigned)n_tok), 256, smem, cu_stream>>>(d_q, d_w, d_rows, pos0, ih, id,
+                                                                   topk, ld, d_scores, d_pos0);
         }
         CU_LAUNCH_CHECK(err, "indexer score launch");
     }
@@ -249,8 +256,28 @@ extern "C" ds4_status cuda_indexer_topk(const float *d_q, const float *d_w, cons
         CU_CHECK(cudaFuncSetAttribute(k_idx_topk, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       (int)tk_smem),
                  err, "indexer top-k shared memory");
-    k_idx_topk<<<(unsigned)n_tok, 1024, cached ? tk_smem : 0>>>(d_scores, pos0, topk, ld, cached,
-                                                              d_isel, d_n_isel);
+    k_idx_topk<<<(unsigned)n_tok, 1024, cached ? tk_smem : 0, cu_stream>>>(d_scores, pos0, topk, ld, cached,
+                                                              d_isel, d_n_isel, d_pos0);
     CU_LAUNCH_CHECK(err, "indexer top-k launch");
     return DS4_OK;
+}
+
+extern "C" ds4_status cuda_indexer_topk(const float *d_q, const float *d_w, const float *d_rows,
+                                        int64_t n_tok, int64_t pos0, int64_t ih, int64_t id,
+                                        int64_t topk, float *d_scores, int32_t *d_isel,
+                                        int32_t *d_n_isel, ds4_error *err) {
+    return indexer_topk(d_q, d_w, d_rows, n_tok, pos0, NULL, ih, id, topk, d_scores, d_isel,
+                        d_n_isel, err);
+}
+
+extern "C" ds4_status cuda_indexer_topk_dpos(const float *d_q, const float *d_w,
+                                             const float *d_rows, int64_t n_tok,
+                                             const int64_t *d_pos0, int64_t pos_bound, int64_t ih,
+                                             int64_t id, int64_t topk, float *d_scores,
+                                             int32_t *d_isel, int32_t *d_n_isel, ds4_error *err) {
+    if (!d_pos0 || pos_bound < n_tok)
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_indexer_topk_dpos: bound %lld",
+                          (long long)pos_bound);
+    return indexer_topk(d_q, d_w, d_rows, n_tok, pos_bound - n_tok, d_pos0, ih, id, topk,
+                        d_scores, d_isel, d_n_isel, err);
 }

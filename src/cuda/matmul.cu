@@ -226,7 +226,7 @@ extern "C" ds4_status cuda_matmul(int type, const void *d_w, int64_t rows, int64
         act = (const uint8_t *)d_act;
     }
     dim3 grid((unsigned)((rows + MM_BM - 1) / MM_BM), (unsigned)((n_tok + MM_BN - 1) / MM_BN));
-    k_matmul<<<grid, 256>>>(type, (const uint8_t *)d_w, rows, cols, row_bytes, kind, act, stride,
+    k_matmul<<<grid, 256, 0, cu_stream>>>(type, (const uint8_t *)d_w, rows, cols, row_bytes, kind, act, stride,
                             ldx, n_tok, d_y, ldy);
     CU_LAUNCH_CHECK(err, "matmul launch");
     return DS4_OK;

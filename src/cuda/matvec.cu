@@ -300,7 +300,9 @@ static ds4_status matvec_launch(int type, const void *d_w, int64_t n_experts, in
     a.cols = cols;
     const int64_t ab = act_block_bytes(type, cols);
     a.act_stride = n_x > 1 ? ab : 0;
-    if (blk > 1) {
+    if (blk > 1 && d_x == NULL) { /* cuda_matvec_preq: d_act already holds the quantized x */
+        a.act = (const uint8_t *)d_act;
+    } else if (blk > 1) {
         ds4_status st = blk == 32 ? cuda_quantize_q8_0_act(d_x, d_act, cols * n_x, err)
                                   : cuda_quantize_q8_K(d_x, d_act, cols * n_x, err);
         if (st != DS4_OK) return st;
@@ -311,13 +313,13 @@ static ds4_status matvec_launch(int type, const void *d_w, int64_t n_experts, in
     const dim3 grid((unsigned)((rows + MV_WARPS - 1) / MV_WARPS), (unsigned)n_sel);
     const dim3 block(32 * MV_WARPS);
     switch (type) {
-    case CU_T_IQ2_XXS: k_matvec_iq2_xxs<<<grid, block>>>(a); break;
-    case CU_T_Q2_K: k_matvec_q2_K<<<grid, block>>>(a); break;
-    case CU_T_Q4_K: k_matvec_q4_K<<<grid, block>>>(a); break;
-    case CU_T_Q8_0: k_matvec_q8_0<<<grid, block>>>(a); break;
-    case CU_T_F32: k_matvec_float<CU_T_F32><<<grid, block>>>(a); break;
-    case CU_T_F16: k_matvec_float<CU_T_F16><<<grid, block>>>(a); break;
-    case CU_T_BF16: k_matvec_float<CU_T_BF16><<<grid, block>>>(a); break;
+    case CU_T_IQ2_XXS: k_matvec_iq2_xxs<<<grid, block, 0, cu_stream>>>(a); break;
+    case CU_T_Q2_K: k_matvec_q2_K<<<grid, block, 0, cu_stream>>>(a); break;
+    case CU_T_Q4_K: k_matvec_q4_K<<<grid, block, 0, cu_stream>>>(a); break;
+    case CU_T_Q8_0: k_matvec_q8_0<<<grid, block, 0, cu_stream>>>(a); break;
+    case CU_T_F32: k_matvec_float<CU_T_F32><<<grid, block, 0, cu_stream>>>(a); break;
+    case CU_T_F16: k_matvec_float<CU_T_F16><<<grid, block, 0, cu_stream>>>(a); break;
+    case CU_T_BF16: k_matvec_float<CU_T_BF16><<<grid, block, 0, cu_stream>>>(a); break;
     default:
         return ds4_seterr(err, DS4_ERR_UNSUPPORTED, "cuda matvec: tensor type %d is not supported", type);
     }
@@ -355,4 +357,39 @@ extern "C" ds4_status cuda_matvec_time(int type, const void *d_w, int64_t rows, 
     cudaEventDestroy(a);
     cudaEventDestroy(b);
     return st;
+}
+
+/* ---- Quantize once, use many times (issue #7: fewer launches) ---- */
+
+extern "C" int cuda_act_kind(int type) {
+    switch (type) {
+    case CU_T_Q2_K: case CU_T_Q4_K: case CU_T_IQ2_XXS: return CUDA_ACT_Q8_K;
+    case CU_T_Q8_0: return CUDA_ACT_Q8_0;
+    default: return CUDA_ACT_F32;
+    }
+}
+
+extern "C" ds4_status cuda_quantize_act(int kind, const float *d_x, void *d_q, int64_t n,
+                                        ds4_error *err) {
+    if (kind == CUDA_ACT_Q8_K) return cuda_quantize_q8_K(d_x, d_q, n, err);
+    if (kind == CUDA_ACT_Q8_0) return cuda_quantize_q8_0_act(d_x, d_q, n, err);
+    return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_quantize_act: kind %d", kind);
+}
+
+extern "C" ds4_status cuda_matvec_preq(int type, const void *d_w, int64_t rows, int64_t cols,
+                                       const void *d_act, float *d_y, ds4_error *err) {
+    if (cuda_act_kind(type) == CUDA_ACT_F32)
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_matvec_preq: type %d takes f32 input", type);
+    return matvec_launch(type, d_w, 1, 0, NULL, 1, rows, cols, NULL, 1, (void *)d_act, d_y, err);
+}
+
+extern "C" ds4_status cuda_matvec_experts_preq(int type, const void *d_w, int64_t n_experts,
+                                               int64_t rows, int64_t cols, const int32_t *d_ids,
+                                               int n_sel, const void *d_act, float *d_y,
+                                               ds4_error *err) {
+    if (n_experts <= 0 || cuda_act_kind(type) == CUDA_ACT_F32)
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_matvec_experts_preq: %lld experts of type %d",
+                          (long long)n_experts, type);
+    return matvec_launch(type, d_w, n_experts, weight_row_bytes(type, cols) * rows, d_ids, n_sel,
+                         rows, cols, NULL, 1, (void *)d_act, d_y, err);
 }

@@ -198,6 +198,12 @@ static ds4_status open_with(cuda_model **out, const model *m, const gguf_ctx *g,
     const model_weights *w = &m->w;
     if ((st = mat(cm, &w->out_hc_fn, &cm->out_hc_fn, err))) goto out_close;
     if ((st = mat(cm, &w->output, &cm->output, err))) goto out_close;
+    { /* device embedding lookup for graph steps (forward_cuda.c); other types: host lookup */
+        ds4_error e2 = {0};
+        int t = w->tok_embd.type;
+        if ((t != 0 && t != 1 && t != 30) || mat(cm, &w->tok_embd, &cm->tok_embd, &e2))
+            memset(&cm->tok_embd, 0, sizeof cm->tok_embd);
+    }
     void *p;
 #define UPG(dst, h, n) do { if ((st = up_table(cm, (h), (size_t)(n) * 4, &p, err))) goto out_close; (dst) = p; } while (0)
     UPG(cm->out_hc_scale, w->out_hc_scale, 1);
@@ -385,12 +391,19 @@ void cuda_state_free(cuda_state *s) {
         }
     }
     free(s->layers);
+    cuda_graph_free(s->graph);
+    cuda_free(s->d_pos);
+    for (int k = 0; k < 3; k++) cuda_free(s->qa[k]);
+    cuda_free(s->qo);
+    cuda_free(s->grp_ids);
     cuda_free(s->block);
     free(s->ws.h_row);
     free(s->h_x);
     free(s->h_y);
     free(s);
 }
+
+void cuda_state_set_graph(cuda_state *s, bool on) { s->no_graph = !on; }
 
 void cuda_state_set_check(cuda_state *s, cuda_check_fn fn, void *user) {
     s->check = fn;

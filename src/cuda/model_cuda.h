@@ -80,6 +80,11 @@ typedef void (*cuda_check_fn)(void *user, int64_t layer, const char *what, const
                               const float *x, const float *y);
 void cuda_state_set_check(cuda_state *s, cuda_check_fn fn, void *user);
 
+/* CUDA graph for the per-token step (default on): the layers of a token are captured and
+ * launched as one graph, updated in place for the next position. Off: op by op (the
+ * verification hook and capture hooks always run op by op). Results are the same either way. */
+void cuda_state_set_graph(cuda_state *s, bool on);
+
 /* model_eval on the GPU: same arguments, checks and results (logits within the tolerances of
  * tests/cuda/test_cuda_model.c). Tokens are evaluated one at a time; the host state's
  * position advances, its KV buffers are left stale (see above). Capture hooks (model.h) are

@@ -63,6 +63,7 @@ struct cuda_model {
     uint64_t data_bytes;
     cu_layer *layers;         /* n_layer */
     cu_mat out_hc_fn, output;
+    cu_mat tok_embd;          /* device view when the table is F32/F16/BF16, else d == NULL */
     float *out_hc_scale, *out_hc_base, *out_norm;
     float *freqs_plain, *freqs_comp;
     void **allocs;            /* small device tables, freed at close */
@@ -96,6 +97,15 @@ struct cuda_state {
     void *check_user;
     float *h_x, *h_y;         /* host buffers of the hook */
     size_t h_cap;             /* floats in each */
+    cuda_graph *graph;        /* the captured decode step (forward_cuda.c), NULL until first use */
+    int64_t graph_bound;      /* the position bound it was captured for */
+    int64_t *d_pos;           /* device copy of the token's position (graph steps) */
+    void *qa[3];              /* a quantized per CUDA_ACT_* kind (forward_cuda.c act_of_a) */
+    bool qa_ok[3];            /* qa[k] holds the current a */
+    void *qo;                 /* o quantized for the grouped output projection */
+    int32_t *grp_ids;         /* device 0..o_groups-1: wo_a's groups as one grouped launch */
+    bool no_graph;            /* cuda_state_set_graph(s, false): launch op by op */
+    bool graphing;            /* a capture is open: ops read the position from d_pos */
 };
 
 /* Uploads the host state when it changed since the last upload (model_cuda.c). */

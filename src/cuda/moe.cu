@@ -75,7 +75,7 @@ extern "C" ds4_status cuda_moe_route(const float *d_logits, const float *d_bias,
                           "cuda_moe_route: neither a selection bias nor a tid2eid table");
     if (d_tid2eid && !d_tokens)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_moe_route: hash routing without tokens");
-    k_moe_route<<<(unsigned)n_tok, 32, (size_t)n_expert * sizeof(float)>>>(
+    k_moe_route<<<(unsigned)n_tok, 32, (size_t)n_expert * sizeof(float), cu_stream>>>(
         d_logits, d_bias, d_tid2eid, d_tokens, n_expert, n_used, route_scale, norm_weights,
         d_sel, d_w);
     CU_LAUNCH_CHECK(err, "moe_route launch");
@@ -98,7 +98,7 @@ extern "C" ds4_status cuda_swiglu(const float *d_g, const float *d_u, const floa
                                   ds4_error *err) {
     if (n_rows <= 0 || F <= 0) return DS4_OK;
     int64_t n = n_rows * F;
-    k_swiglu<<<cu_blocks(n, 256), 256>>>(d_g, d_u, d_rw, n_rows, F, clamp, d_h);
+    k_swiglu<<<cu_blocks(n, 256), 256, 0, cu_stream>>>(d_g, d_u, d_rw, n_rows, F, clamp, d_h);
     CU_LAUNCH_CHECK(err, "swiglu launch");
     return DS4_OK;
 }
@@ -122,7 +122,7 @@ extern "C" ds4_status cuda_moe_combine(const float *d_y, const float *d_shared, 
     if (n_used < 0)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_moe_combine: n_used = %d", n_used);
     int64_t n = n_tok * D;
-    k_moe_combine<<<cu_blocks(n, 256), 256>>>(d_y, d_shared, n_tok, n_used, D, d_out);
+    k_moe_combine<<<cu_blocks(n, 256), 256, 0, cu_stream>>>(d_y, d_shared, n_tok, n_used, D, d_out);
     CU_LAUNCH_CHECK(err, "moe_combine launch");
     return DS4_OK;
 }

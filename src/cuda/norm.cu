@@ -26,7 +26,7 @@ extern "C" ds4_status cuda_rmsnorm(float *d_out, const float *d_x, const float *
                           (long long)n_rows, (long long)n);
     /* Few long rows (decode): one wide block per row keeps the load chains short. */
     int threads = n_rows < 32 && n >= 2048 ? 1024 : 256;
-    k_rmsnorm<<<(unsigned)n_rows, threads>>>(d_out, d_x, d_w, n, eps);
+    k_rmsnorm<<<(unsigned)n_rows, threads, 0, cu_stream>>>(d_out, d_x, d_w, n, eps);
     CU_LAUNCH_CHECK(err, "rmsnorm launch");
     return DS4_OK;
 }
@@ -55,7 +55,7 @@ extern "C" ds4_status cuda_softmax(float *d_x, int64_t n_rows, int64_t n, ds4_er
     if (n <= 0 || n_rows > INT32_MAX)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_softmax: %lld rows of %lld values",
                           (long long)n_rows, (long long)n);
-    k_softmax<<<(unsigned)n_rows, 256>>>(d_x, n);
+    k_softmax<<<(unsigned)n_rows, 256, 0, cu_stream>>>(d_x, n);
     CU_LAUNCH_CHECK(err, "softmax launch");
     return DS4_OK;
 }
@@ -68,7 +68,7 @@ __global__ void k_scale(float *x, int64_t n, float s) {
 
 extern "C" ds4_status cuda_scale(float *d_x, int64_t n, float s, ds4_error *err) {
     if (n <= 0) return DS4_OK;
-    k_scale<<<cu_blocks(n, 256), 256>>>(d_x, n, s);
+    k_scale<<<cu_blocks(n, 256), 256, 0, cu_stream>>>(d_x, n, s);
     CU_LAUNCH_CHECK(err, "scale launch");
     return DS4_OK;
 }

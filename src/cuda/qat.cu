@@ -33,7 +33,7 @@ extern "C" ds4_status cuda_hadamard(float *d_x, int64_t n_rows, int64_t row_stri
         return ds4_seterr(err, DS4_ERR_INVALID_ARG,
                           "cuda_hadamard: n = %d (need a power of two <= 8192, stride %lld)", n,
                           (long long)row_stride);
-    k_hadamard<<<(unsigned)n_rows, 256, (size_t)n * sizeof(float)>>>(d_x, row_stride, n);
+    k_hadamard<<<(unsigned)n_rows, 256, (size_t)n * sizeof(float), cu_stream>>>(d_x, row_stride, n);
     CU_LAUNCH_CHECK(err, "hadamard launch");
     return DS4_OK;
 }
@@ -57,7 +57,7 @@ static ds4_status qat_launch(float *d_x, int64_t n_rows, int64_t row_stride, int
                           "(stride %lld)",
                           fp4 ? "fp4" : "fp8", (long long)n, block, (long long)row_stride);
     int64_t total = n_rows * (n / block);
-    k_qat<<<cu_blocks(total * 32, 128), 128>>>(d_x, n_rows, row_stride, n, block, fp4);
+    k_qat<<<cu_blocks(total * 32, 128), 128, 0, cu_stream>>>(d_x, n_rows, row_stride, n, block, fp4);
     CU_LAUNCH_CHECK(err, "qat launch");
     return DS4_OK;
 }

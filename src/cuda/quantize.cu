@@ -65,7 +65,7 @@ extern "C" ds4_status cuda_quantize_q8_K(const float *d_x, void *d_q, int64_t n,
     if (n <= 0 || n % 256 != 0)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda q8_K: n=%lld is not a positive multiple of 256",
                           (long long)n);
-    k_quantize_q8_K<<<(unsigned)(n / 256), 32>>>(d_x, (uint8_t *)d_q);
+    k_quantize_q8_K<<<(unsigned)(n / 256), 32, 0, cu_stream>>>(d_x, (uint8_t *)d_q);
     CU_CHECK(cudaGetLastError(), err, "quantize q8_K launch");
     return DS4_OK;
 }
@@ -74,7 +74,7 @@ extern "C" ds4_status cuda_quantize_q8_0_act(const float *d_x, void *d_q, int64_
     if (n <= 0 || n % 32 != 0)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda q8_0 act: n=%lld is not a positive multiple of 32",
                           (long long)n);
-    k_quantize_q8_0_act<<<(unsigned)(n / 32), 32>>>(d_x, (uint8_t *)d_q);
+    k_quantize_q8_0_act<<<(unsigned)(n / 32), 32, 0, cu_stream>>>(d_x, (uint8_t *)d_q);
     CU_CHECK(cudaGetLastError(), err, "quantize q8_0 act launch");
     return DS4_OK;
 }

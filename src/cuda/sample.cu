@@ -68,9 +68,9 @@ extern "C" ds4_status cuda_argmax(const float *d_x, int64_t n_rows, int64_t n, i
     int64_t slice = (n + slices - 1) / slices;
     for (int64_t r0 = 0; r0 < n_rows; r0 += AM_ROWS) {
         int64_t nr = n_rows - r0 < AM_ROWS ? n_rows - r0 : AM_ROWS;
-        k_argmax_part<<<dim3((unsigned)slices, (unsigned)nr), 256>>>(d_x + r0 * n, n, slice);
+        k_argmax_part<<<dim3((unsigned)slices, (unsigned)nr), 256, 0, cu_stream>>>(d_x + r0 * n, n, slice);
         CU_LAUNCH_CHECK(err, "argmax launch");
-        k_argmax_final<<<(unsigned)nr, AM_SLICES>>>((int)slices, d_out + r0);
+        k_argmax_final<<<(unsigned)nr, AM_SLICES, 0, cu_stream>>>((int)slices, d_out + r0);
         CU_LAUNCH_CHECK(err, "argmax merge launch");
     }
     return DS4_OK;
