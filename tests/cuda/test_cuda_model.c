@@ -273,6 +273,57 @@ out:
     free(greedy);
 }
 
+/* ---- CUDA graph across position bounds (issue #7) ---------------------------------------- */
+
+/* tiny-v4 over 700 positions: the graph is captured for bounds 256, 512 and 700 (the context),
+ * the ratio-128 compressor finishes entries, the indexer scores past 4·top-k. Every logit must
+ * equal the op-by-op run's bit for bit (the same kernels; extra splits/rows add exact zeros). */
+#define GB_T 700
+static void rand_tokens(int32_t *t, int64_t n, int64_t V);
+static void graph_bounds_case(fixture *f) {
+    const char *name = "tiny-v4 f32: CUDA graph across position bounds equals op by op";
+    ds4_error err = {0};
+    int64_t V = model_get_hparams(f->m)->n_vocab;
+    int32_t *toks = malloc((size_t)GB_T * sizeof(int32_t));
+    float *la = malloc((size_t)(GB_T * V) * sizeof(float));
+    float *lb = malloc((size_t)(GB_T * V) * sizeof(float));
+    gpu_state a = {0}, b = {0};
+    if (!toks || !la || !lb) {
+        result(0, name, "out of memory");
+        goto out;
+    }
+    rand_tokens(toks, GB_T, V);
+    if (gpu_state_create(&a, f, GB_T, &err) || gpu_state_create(&b, f, GB_T, &err)) {
+        result(0, name, "states: %s", err.msg);
+        goto out;
+    }
+    cuda_state_set_graph(b.dev, false);
+    model_eval_opts oa = {MODEL_LOGITS_ALL, la, NULL, NULL}, ob = {MODEL_LOGITS_ALL, lb, NULL, NULL};
+    /* two calls each, so a graph captured in one call is reused by the next */
+    if (cuda_model_eval(f->cm, a.dev, toks, 300, &oa, &err) ||
+        cuda_model_eval(f->cm, b.dev, toks, 300, &ob, &err)) {
+        result(0, name, "eval: %s", err.msg);
+        goto out;
+    }
+    oa.logits = la + 300 * V;
+    ob.logits = lb + 300 * V;
+    if (cuda_model_eval(f->cm, a.dev, toks + 300, GB_T - 300, &oa, &err) ||
+        cuda_model_eval(f->cm, b.dev, toks + 300, GB_T - 300, &ob, &err)) {
+        result(0, name, "eval: %s", err.msg);
+        goto out;
+    }
+    int64_t at = 0;
+    double e = max_abs(la, lb, GB_T * V, &at);
+    result(e == 0.0, name, "%d positions, max |diff| %.3g at position %lld (must be 0)", GB_T, e,
+           (long long)(at / V));
+out:
+    if (a.host) gpu_state_free(&a);
+    if (b.host) gpu_state_free(&b);
+    free(toks);
+    free(la);
+    free(lb);
+}
+
 /* ---- 2. snapshots across backends --------------------------------------------------------- */
 
 /* Payload layout check: identical header (magic, shapes, position, ratios), then values. */
@@ -780,6 +831,7 @@ int main(void) {
         golden_case_run(&f, gf, "short");
         golden_case_run(&f, gf, "window");
         snapshot_cases(&f, gf);
+        graph_bounds_case(&f);
         fixture_close(&f);
     }
     st_close(gf);
