@@ -211,6 +211,16 @@ ds4_status cuda_graph_launch(cuda_graph *g, ds4_error *err);
 void cuda_graph_counts(const cuda_graph *g, long *n_inst, long *n_upd);
 void cuda_graph_free(cuda_graph *g);
 
+/* Per-op timing with CUDA events (prof.cu): cuda_prof_mark records an event on the launch
+ * stream tagged `tag` (up to cap marks, then dropped); cuda_prof_collect waits and calls fn with
+ * each tag and the milliseconds since the previous mark, then starts over. Op by op only. */
+typedef struct cuda_prof cuda_prof;
+ds4_status cuda_prof_create(cuda_prof **out, int cap, ds4_error *err);
+void cuda_prof_mark(cuda_prof *p, int tag);
+ds4_status cuda_prof_collect(cuda_prof *p, void (*fn)(void *user, int tag, float ms), void *user,
+                             ds4_error *err);
+void cuda_prof_free(cuda_prof *p);
+
 /* ---- Position on the device (issue #7: one captured decode step serves every position).
  * These take the position of the (first) token from device memory (int64 at d_pos) instead
  * of an argument, otherwise exactly the op of the same name; pos_bound is a host-side upper

@@ -17,7 +17,13 @@
 #include "core/error.h"
 #include "cuda/model_cuda_impl.h"
 
-#define CK(x) do { if ((st = (x)) != DS4_OK) return st; } while (0)
+/* With profiling on (cuda_state_set_profile) every op is followed by a CUDA event tagged with
+ * this file's line, so a step's time breaks down per call site. */
+#define CK(x)                                                                                  \
+    do {                                                                                       \
+        if ((st = (x)) != DS4_OK) return st;                                                   \
+        if (s->prof) cuda_prof_mark(s->prof, __LINE__);                                        \
+    } while (0)
 
 /* Hands the last product to the verification hook (host copies of x [n_x][cols], y). */
 static ds4_status check_mv(cuda_state *s, int64_t il, const char *what, const cpu_mat *w,
@@ -451,7 +457,7 @@ static ds4_status eval_token(cuda_model *cm, cuda_state *s, int32_t tok, const m
     int64_t pos = s->host->kv.pos;
     ds4_status st;
     /* Without hooks: one graph launch. Hooks download rows mid-step: op by op. */
-    if (!cap && !s->check && !s->no_graph) return eval_token_graph(cm, s, tok, err);
+    if (!cap && !s->check && !s->no_graph && !s->prof) return eval_token_graph(cm, s, tok, err);
     CK(embed_host(cm, s, tok, err));
     CK(cuda_upload(s->ws.tok, &tok, sizeof tok, err));
     CK(eval_layers(cm, s, pos, cap, err));
@@ -496,4 +502,20 @@ ds4_status cuda_model_eval(cuda_model *cm, cuda_state *s, const int32_t *tokens,
             CK(output(s, o->logits, err));
     }
     return DS4_OK;
+}
+
+ds4_status cuda_state_set_profile(cuda_state *s, bool on, ds4_error *err) {
+    if (!on) {
+        cuda_prof_free(s->prof);
+        s->prof = NULL;
+        return DS4_OK;
+    }
+    if (s->prof) return DS4_OK;
+    return cuda_prof_create(&s->prof, 1 << 16, err);
+}
+
+ds4_status cuda_state_profile_collect(cuda_state *s, void (*fn)(void *user, int line, float ms),
+                                      void *user, ds4_error *err) {
+    if (!s->prof) return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda profile: not on");
+    return cuda_prof_collect(s->prof, fn, user, err);
 }

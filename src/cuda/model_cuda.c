@@ -396,6 +396,7 @@ void cuda_state_free(cuda_state *s) {
     for (int k = 0; k < 3; k++) cuda_free(s->qa[k]);
     cuda_free(s->qo);
     cuda_free(s->grp_ids);
+    cuda_prof_free(s->prof);
     cuda_free(s->block);
     free(s->ws.h_row);
     free(s->h_x);

@@ -85,6 +85,13 @@ void cuda_state_set_check(cuda_state *s, cuda_check_fn fn, void *user);
  * verification hook and capture hooks always run op by op). Results are the same either way. */
 void cuda_state_set_graph(cuda_state *s, bool on);
 
+/* Per-op timing (tests, benchmarks): while on, the forward runs op by op with a CUDA event
+ * after every op; collect waits for the device and calls fn once per op since the last collect
+ * with the op's call site (a line of cuda/forward_cuda.c) and its milliseconds. */
+ds4_status cuda_state_set_profile(cuda_state *s, bool on, ds4_error *err);
+ds4_status cuda_state_profile_collect(cuda_state *s, void (*fn)(void *user, int line, float ms),
+                                      void *user, ds4_error *err);
+
 /* model_eval on the GPU: same arguments, checks and results (logits within the tolerances of
  * tests/cuda/test_cuda_model.c). Tokens are evaluated one at a time; the host state's
  * position advances, its KV buffers are left stale (see above). Capture hooks (model.h) are

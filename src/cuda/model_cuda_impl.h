@@ -104,6 +104,7 @@ struct cuda_state {
     bool qa_ok[3];            /* qa[k] holds the current a */
     void *qo;                 /* o quantized for the grouped output projection */
     int32_t *grp_ids;         /* device 0..o_groups-1: wo_a's groups as one grouped launch */
+    cuda_prof *prof;          /* cuda_state_set_profile: events after every op, NULL = off */
     bool no_graph;            /* cuda_state_set_graph(s, false): launch op by op */
     bool graphing;            /* a capture is open: ops read the position from d_pos */
 };

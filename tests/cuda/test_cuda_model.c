@@ -667,6 +667,62 @@ static void graph_case(fixture *f, const int32_t *toks, const float *lg, double 
     free(lo);
 }
 
+/* Per-op breakdown of a decode step (issue #7): 8 steps op by op with CUDA events after every
+ * op, summed per call site (line of src/cuda/forward_cuda.c); printed, never asserted. */
+#define PROF_STEPS 8
+#define PROF_LINES 4096
+typedef struct prof_acc {
+    double ms[PROF_LINES];
+    int n[PROF_LINES];
+} prof_acc;
+
+static void prof_add(void *u, int line, float ms) {
+    prof_acc *a = u;
+    if (line < 0 || line >= PROF_LINES) return;
+    a->ms[line] += ms;
+    a->n[line]++;
+}
+
+static void prof_case(fixture *f, const int32_t *toks) {
+    ds4_error err = {0};
+    int64_t V = model_get_hparams(f->m)->n_vocab;
+    float *l = malloc((size_t)V * sizeof(float));
+    prof_acc *a = calloc(1, sizeof *a);
+    gpu_state g = {0};
+    if (!l || !a || gpu_state_create(&g, f, SYN_T + PROF_STEPS, &err)) {
+        printf("info: profile: no state: %s\n", err.msg);
+        goto out;
+    }
+    model_eval_opts o = {MODEL_LOGITS_LAST, l, NULL, NULL};
+    if (cuda_model_eval(f->cm, g.dev, toks, SYN_T, &o, &err) ||
+        cuda_state_set_profile(g.dev, true, &err))
+        goto fail;
+    for (int i = 0; i < PROF_STEPS; i++)
+        if (cuda_model_eval(f->cm, g.dev, &toks[SYN_T + i], 1, &o, &err)) goto fail;
+    if (cuda_state_profile_collect(g.dev, prof_add, a, &err)) goto fail;
+    double total = 0;
+    for (int i = 0; i < PROF_LINES; i++) total += a->ms[i];
+    printf("info: profile of %d decode steps op by op (synthetic q2, 4 layers): %.3f ms per step "
+           "in ops; top call sites (forward_cuda.c line: ms per step, share, calls per step):\n",
+           PROF_STEPS, total / PROF_STEPS);
+    for (int k = 0; k < 24; k++) {
+        int best = -1;
+        for (int i = 0; i < PROF_LINES; i++)
+            if (a->n[i] && (best < 0 || a->ms[i] > a->ms[best])) best = i;
+        if (best < 0) break;
+        printf("info:   line %4d: %.4f ms  %5.1f%%  x%.1f\n", best, a->ms[best] / PROF_STEPS,
+               total > 0 ? 100.0 * a->ms[best] / total : 0.0, (double)a->n[best] / PROF_STEPS);
+        a->n[best] = 0;
+    }
+    goto out;
+fail:
+    printf("info: profile: %s\n", err.msg);
+out:
+    if (g.host) gpu_state_free(&g);
+    free(l);
+    free(a);
+}
+
 static void synth_case(const char *path) {
     const char *name = "synthetic flash q2 (4 layers, 16 experts)";
     ds4_error err = {0};
@@ -727,6 +783,7 @@ static void synth_case(const char *path) {
     }
     double t_dec = now_s() - t1;
     graph_case(&f, toks, lg, t_dec);
+    prof_case(&f, toks);
     /* Noise floor: the CPU again with every element of layer 0's attn_norm one ULP up or down
      * (fixed pseudo-random signs; the host copy only, the GPU keeps its own). */
     float *w0 = f.m->w.layers[0].attn_norm;
