@@ -794,12 +794,18 @@ static ds4_status elem_type_err(const gguf_value *arr, const char *expected, ds4
                       arr->type == GGUF_TYPE_ARRAY ? gguf_vtype_name(arr->elem_type) : "-");
 }
 
+/* The typed getters' shared front: the array must hold elements of type a or b (pass the same
+ * type twice for one), else the error names `expected`; then element i is fetched. */
+static ds4_status typed_elem(const gguf_value *arr, uint64_t i, uint32_t a, uint32_t b,
+                             const char *expected, gguf_value *v, ds4_error *err) {
+    if (arr->type != GGUF_TYPE_ARRAY || (arr->elem_type != a && arr->elem_type != b))
+        return elem_type_err(arr, expected, err);
+    return gguf_arr_elem(arr, i, v, err);
+}
+
 ds4_status gguf_arr_u32(const gguf_value *arr, uint64_t i, uint32_t *out, ds4_error *err) {
     gguf_value v;
-    if (arr->type != GGUF_TYPE_ARRAY ||
-        (arr->elem_type != GGUF_TYPE_UINT32 && arr->elem_type != GGUF_TYPE_INT32))
-        return elem_type_err(arr, "UINT32 or INT32", err);
-    ds4_status st = gguf_arr_elem(arr, i, &v, err);
+    ds4_status st = typed_elem(arr, i, GGUF_TYPE_UINT32, GGUF_TYPE_INT32, "UINT32 or INT32", &v, err);
     if (st) return st;
     uint32_t u = rd_le32(v.raw);
     /* GGUF_LAYOUT §2.1: INT32 compress_ratios must be non-negative. */
@@ -812,10 +818,7 @@ ds4_status gguf_arr_u32(const gguf_value *arr, uint64_t i, uint32_t *out, ds4_er
 
 ds4_status gguf_arr_i32(const gguf_value *arr, uint64_t i, int32_t *out, ds4_error *err) {
     gguf_value v;
-    if (arr->type != GGUF_TYPE_ARRAY ||
-        (arr->elem_type != GGUF_TYPE_UINT32 && arr->elem_type != GGUF_TYPE_INT32))
-        return elem_type_err(arr, "INT32 or UINT32", err);
-    ds4_status st = gguf_arr_elem(arr, i, &v, err);
+    ds4_status st = typed_elem(arr, i, GGUF_TYPE_UINT32, GGUF_TYPE_INT32, "INT32 or UINT32", &v, err);
     if (st) return st;
     uint32_t u = rd_le32(v.raw);
     if (v.type == GGUF_TYPE_UINT32 && u > INT32_MAX)
@@ -827,29 +830,21 @@ ds4_status gguf_arr_i32(const gguf_value *arr, uint64_t i, int32_t *out, ds4_err
 
 ds4_status gguf_arr_f64(const gguf_value *arr, uint64_t i, double *out, ds4_error *err) {
     gguf_value v;
-    if (arr->type != GGUF_TYPE_ARRAY ||
-        (arr->elem_type != GGUF_TYPE_FLOAT32 && arr->elem_type != GGUF_TYPE_FLOAT64))
-        return elem_type_err(arr, "FLOAT32 or FLOAT64", err);
-    ds4_status st = gguf_arr_elem(arr, i, &v, err);
+    ds4_status st = typed_elem(arr, i, GGUF_TYPE_FLOAT32, GGUF_TYPE_FLOAT64, "FLOAT32 or FLOAT64", &v, err);
     if (st) return st;
     return gguf_value_f64(&v, out, err);
 }
 
 ds4_status gguf_arr_f32(const gguf_value *arr, uint64_t i, float *out, ds4_error *err) {
     gguf_value v;
-    if (arr->type != GGUF_TYPE_ARRAY ||
-        (arr->elem_type != GGUF_TYPE_FLOAT32 && arr->elem_type != GGUF_TYPE_FLOAT64))
-        return elem_type_err(arr, "FLOAT32 or FLOAT64", err);
-    ds4_status st = gguf_arr_elem(arr, i, &v, err);
+    ds4_status st = typed_elem(arr, i, GGUF_TYPE_FLOAT32, GGUF_TYPE_FLOAT64, "FLOAT32 or FLOAT64", &v, err);
     if (st) return st;
     return gguf_value_f32(&v, out, err);
 }
 
 ds4_status gguf_arr_str(const gguf_value *arr, uint64_t i, gguf_str *out, ds4_error *err) {
     gguf_value v;
-    if (arr->type != GGUF_TYPE_ARRAY || arr->elem_type != GGUF_TYPE_STRING)
-        return elem_type_err(arr, "STRING", err);
-    ds4_status st = gguf_arr_elem(arr, i, &v, err);
+    ds4_status st = typed_elem(arr, i, GGUF_TYPE_STRING, GGUF_TYPE_STRING, "STRING", &v, err);
     if (st) return st;
     return gguf_value_str(&v, out, err);
 }
