@@ -53,11 +53,7 @@ static ds4_status parse_tools(json_t *root, srv_request *r, srv_reqerr *rerr) {
         json_t *name = json_object_get(schema, "name");
         if (!name || !json_is_string(name) || json_string_length(name) == 0)
             return srv_reqerr_set(rerr, 400, "tools", "'tools[%zu]' has no function name", i);
-        char *text = srv_json_compact(schema);
-        if (!text) return oom(rerr);
-        bool ok = srv_request_add_tool(r, text);
-        free(text);
-        if (!ok) return oom(rerr);
+        if (!srv_request_add_tool_json(r, schema)) return oom(rerr);
     }
     json_t *choice = json_object_get(root, "tool_choice");
     /* "none" disables tools; "auto", "required" and named functions all mean auto (§3.3). */

@@ -223,11 +223,8 @@ static ds4_status parse_tools(json_t *root, srv_request *r, srv_reqerr *rerr) {
             if (d && json_is_string(d)) json_object_set(o, "description", d);
             json_t *p = json_object_get(t, "parameters");
             if (p && !json_is_null(p)) json_object_set(o, "parameters", p);
-            char *text = srv_json_compact(o);
+            bool ok = srv_request_add_tool_json(r, o);
             json_decref(o);
-            if (!text) return oom(rerr);
-            bool ok = srv_request_add_tool(r, text);
-            free(text);
             if (!ok) return oom(rerr);
         }
     }

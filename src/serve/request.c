@@ -110,6 +110,14 @@ char *srv_json_compact(json_t *v) {
     return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
 }
 
+bool srv_request_add_tool_json(srv_request *r, json_t *schema) {
+    char *text = srv_json_compact(schema);
+    if (!text) return false;
+    bool ok = srv_request_add_tool(r, text);
+    free(text);
+    return ok;
+}
+
 char *srv_content_text(json_t *v, bool *bad) {
     if (!v || json_is_null(v)) return strdup("");
     if (json_is_string(v)) return strndup(json_string_value(v), json_string_length(v));

@@ -147,6 +147,8 @@ srv_message *srv_request_add_msg(srv_request *r, srv_role role);
 bool srv_message_add_call(srv_message *m, const char *id, const char *name, const char *args);
 /* Appends one tool schema line (JSON text, copied). */
 bool srv_request_add_tool(srv_request *r, const char *schema);
+/* Appends a tool schema given as JSON (compacted, not consumed); false on OOM. */
+bool srv_request_add_tool_json(srv_request *r, json_t *schema);
 
 /* Per-API entry points (api_openai.c, api_anthropic.c, api_responses.c). `root` is an object. */
 ds4_status srv_parse_chat(json_t *root, srv_request *r, srv_think_ctl *t, srv_reqerr *rerr);
