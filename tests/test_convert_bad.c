@@ -76,6 +76,16 @@ static char *tiny_copy(const mutation *m) {
     return dir;
 }
 
+/* Opens dir, builds the F32 plan and checks it against the shards, asserting each step passes;
+ * the caller closes hf and frees plan. */
+static void open_checked(const char *dir, cv_hf **hf, cv_shape *s, cv_policy *pol, cv_plan *plan) {
+    ds4_error err;
+    cr_assert_eq(cv_hf_open(hf, dir, s, &err), DS4_OK, "%s", err.msg);
+    cv_policy_init(pol, CV_PRESET_F32);
+    cr_assert_eq(cv_plan_build(plan, s, pol, true, &err), DS4_OK);
+    cr_assert_eq(cv_hf_check_plan(*hf, plan, &err), DS4_OK, "%s", err.msg);
+}
+
 /* Runs open + plan + check on dir; expects failure with `needle` in the message. */
 static void expect_refused(const char *dir, const char *needle) {
     cv_hf *hf;
@@ -99,13 +109,9 @@ Test(convert_bad, unmodified_copy_is_accepted) {
     char *dir = tiny_copy(NULL);
     cv_hf *hf;
     cv_shape s;
-    ds4_error err;
-    cr_assert_eq(cv_hf_open(&hf, dir, &s, &err), DS4_OK, "%s", err.msg);
     cv_policy pol;
-    cv_policy_init(&pol, CV_PRESET_F32);
     cv_plan plan;
-    cr_assert_eq(cv_plan_build(&plan, &s, &pol, true, &err), DS4_OK);
-    cr_assert_eq(cv_hf_check_plan(hf, &plan, &err), DS4_OK, "%s", err.msg);
+    open_checked(dir, &hf, &s, &pol, &plan);
     cv_plan_free(&plan);
     cv_hf_close(hf);
     free(dir);
@@ -155,13 +161,10 @@ Test(convert_bad, tid2eid_entry_outside_the_experts_is_named) {
     char *dir = tiny_copy(&m);
     cv_hf *hf;
     cv_shape s;
-    ds4_error err;
-    cr_assert_eq(cv_hf_open(&hf, dir, &s, &err), DS4_OK, "%s", err.msg);
     cv_policy pol;
-    cv_policy_init(&pol, CV_PRESET_F32);
     cv_plan plan;
-    cr_assert_eq(cv_plan_build(&plan, &s, &pol, true, &err), DS4_OK);
-    cr_assert_eq(cv_hf_check_plan(hf, &plan, &err), DS4_OK, "%s", err.msg);
+    open_checked(dir, &hf, &s, &pol, &plan);
+    ds4_error err;
     cv_source src;
     cv_hf_source(hf, &src);
     char *out = tu_join(dir, "x.gguf");
