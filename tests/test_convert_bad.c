@@ -105,6 +105,13 @@ static void expect_refused(const char *dir, const char *needle) {
     cr_assert(strstr(err.msg, needle), "message '%s' does not name '%s'", err.msg, needle);
 }
 
+/* A tiny copy with mutation m applied must be refused with `needle` in the message. */
+static void expect_mutation_refused(const mutation *m, const char *needle) {
+    char *dir = tiny_copy(m);
+    expect_refused(dir, needle);
+    free(dir);
+}
+
 Test(convert_bad, unmodified_copy_is_accepted) {
     char *dir = tiny_copy(NULL);
     cv_hf *hf;
@@ -119,39 +126,25 @@ Test(convert_bad, unmodified_copy_is_accepted) {
 
 Test(convert_bad, missing_tensor_is_named) {
     mutation m = {.name = "layers.2.attn.wkv.scale", .drop = 1};
-    char *dir = tiny_copy(&m);
-    expect_refused(dir, "'layers.2.attn.wkv.scale'");
-    free(dir);
+    expect_mutation_refused(&m, "'layers.2.attn.wkv.scale'");
     mutation m2 = {.name = "layers.4.ffn.experts.15.w2.weight", .drop = 1};
-    dir = tiny_copy(&m2);
-    expect_refused(dir, "'layers.4.ffn.experts.15.w2.weight'");
-    free(dir);
+    expect_mutation_refused(&m2, "'layers.4.ffn.experts.15.w2.weight'");
 }
 
 Test(convert_bad, wrong_shape_is_named) {
     mutation m = {.name = "layers.1.attn.wq_b.weight", .shape0 = 512};
-    char *dir = tiny_copy(&m);
-    expect_refused(dir, "'layers.1.attn.wq_b.weight'");
-    free(dir);
+    expect_mutation_refused(&m, "'layers.1.attn.wq_b.weight'");
     mutation m2 = {.name = "layers.0.ffn.gate.tid2eid", .shape0 = 1000};
-    dir = tiny_copy(&m2);
-    expect_refused(dir, "'layers.0.ffn.gate.tid2eid'");
-    free(dir);
+    expect_mutation_refused(&m2, "'layers.0.ffn.gate.tid2eid'");
 }
 
 Test(convert_bad, wrong_dtype_is_named) {
     mutation m = {.name = "layers.3.ffn.experts.7.w1.weight", .dtype = "U8"};
-    char *dir = tiny_copy(&m);
-    expect_refused(dir, "'layers.3.ffn.experts.7.w1.weight'");
-    free(dir);
+    expect_mutation_refused(&m, "'layers.3.ffn.experts.7.w1.weight'");
     mutation m2 = {.name = "layers.2.attn.wq_a.scale", .dtype = "U8"};
-    dir = tiny_copy(&m2);
-    expect_refused(dir, "'layers.2.attn.wq_a.scale'");
-    free(dir);
+    expect_mutation_refused(&m2, "'layers.2.attn.wq_a.scale'");
     mutation m3 = {.name = "norm.weight", .dtype = "I16"}; /* not a dtype the reader knows */
-    dir = tiny_copy(&m3);
-    expect_refused(dir, "I16");
-    free(dir);
+    expect_mutation_refused(&m3, "I16");
 }
 
 Test(convert_bad, tid2eid_entry_outside_the_experts_is_named) {
