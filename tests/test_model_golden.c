@@ -260,29 +260,41 @@ static void check_layers(tm_model *tm, st_file *gf, double tol, const char *labe
     cap_free(&c);
 }
 
-Test(model_golden, f32_short_window_logits, .timeout = 120) {
-    char *p = tm_convert_tiny("f32");
+/* A tiny-v4 conversion opened with one golden file: the fixture of the one-case tests below. */
+typedef struct golden_run {
+    char *path;
     tm_model tm;
-    tm_open(&tm, p, 0);
-    st_file *gf = tm_golden("golden_topk16.safetensors");
-    check_exact_case(&tm, gf, "short", 1e-3, "f32");
-    check_exact_case(&tm, gf, "window", 1e-3, "f32");
-    st_close(gf);
-    tm_close(&tm);
-    tm_remove(p);
+    st_file *gf;
+} golden_run;
+
+static void golden_open(golden_run *g, const char *preset, int64_t topk_override,
+                        const char *golden) {
+    g->path = tm_convert_tiny(preset);
+    tm_open(&g->tm, g->path, topk_override);
+    g->gf = tm_golden(golden);
+}
+
+static void golden_close(golden_run *g) {
+    st_close(g->gf);
+    tm_close(&g->tm);
+    tm_remove(g->path);
+}
+
+Test(model_golden, f32_short_window_logits, .timeout = 120) {
+    golden_run g;
+    golden_open(&g, "f32", 0, "golden_topk16.safetensors");
+    check_exact_case(&g.tm, g.gf, "short", 1e-3, "f32");
+    check_exact_case(&g.tm, g.gf, "window", 1e-3, "f32");
+    golden_close(&g);
 }
 
 Test(model_golden, f32_short_layers_and_mtp, .timeout = 120) {
-    char *p = tm_convert_tiny("f32");
-    tm_model tm;
-    tm_open(&tm, p, 0);
-    st_file *gf = tm_golden("golden_topk16.safetensors");
-    check_layers(&tm, gf, 1e-4, "f32");
-    check_mtp(&tm, gf, "short", 1e-3, "f32");
-    check_mtp(&tm, gf, "window", 1e-3, "f32");
-    st_close(gf);
-    tm_close(&tm);
-    tm_remove(p);
+    golden_run g;
+    golden_open(&g, "f32", 0, "golden_topk16.safetensors");
+    check_layers(&g.tm, g.gf, 1e-4, "f32");
+    check_mtp(&g.tm, g.gf, "short", 1e-3, "f32");
+    check_mtp(&g.tm, g.gf, "window", 1e-3, "f32");
+    golden_close(&g);
 }
 
 /* Margin between the two largest values of a row. */
@@ -414,14 +426,10 @@ static void check_stat_case(tm_model *tm, st_file *gf, const char *cs, bool tail
 }
 
 Test(model_golden, f32_long_statistics, .timeout = 240) {
-    char *p = tm_convert_tiny("f32");
-    tm_model tm;
-    tm_open(&tm, p, 0);
-    st_file *gf = tm_golden("golden_topk16.safetensors");
-    check_stat_case(&tm, gf, "long", false, 40, "f32");
-    st_close(gf);
-    tm_close(&tm);
-    tm_remove(p);
+    golden_run g;
+    golden_open(&g, "f32", 0, "golden_topk16.safetensors");
+    check_stat_case(&g.tm, g.gf, "long", false, 40, "f32");
+    golden_close(&g);
 }
 
 #define N_FORCE_ROUNDS 8
@@ -565,57 +573,42 @@ Test(model_golden, f32_long_divergence_is_an_fp8_near_tie, .timeout = 240) {
  * not remove it either (experiment, docs/ENGINE.md §3). */
 
 Test(model_golden, f32_long512_statistics, .timeout = 240) {
-    char *p = tm_convert_tiny("f32");
-    tm_model tm;
-    tm_open(&tm, p, 512); /* golden_topk512: same weights, index_topk 512 */
-    st_file *gf = tm_golden("golden_topk512.safetensors");
-    check_stat_case(&tm, gf, "long512", true, 90, "f32");
-    st_close(gf);
-    tm_close(&tm);
-    tm_remove(p);
+    golden_run g;
+    /* golden_topk512: same weights, index_topk 512 */
+    golden_open(&g, "f32", 512, "golden_topk512.safetensors");
+    check_stat_case(&g.tm, g.gf, "long512", true, 90, "f32");
+    golden_close(&g);
 }
 
 Test(model_golden, window_indexer_and_experts_match, .timeout = 120) {
-    char *p = tm_convert_tiny("f32");
-    tm_model tm;
-    tm_open(&tm, p, 0);
-    st_file *gf = tm_golden("golden_topk16.safetensors");
-    check_stat_case(&tm, gf, "window", false, 100, "f32");
-    st_close(gf);
-    tm_close(&tm);
-    tm_remove(p);
+    golden_run g;
+    golden_open(&g, "f32", 0, "golden_topk16.safetensors");
+    check_stat_case(&g.tm, g.gf, "window", false, 100, "f32");
+    golden_close(&g);
 }
 
 /* The bf16 preset as issue #3 states it: the converter keeps the matrices the checkpoint
  * stores in F32 (hc_*_fn, compressor ape) in F32 (cv_policy.keep_f32_src) and every other
  * source (BF16, FP8, FP4) is exact in BF16, so the file is lossless. */
 Test(model_golden, bf16_short_window_logits_and_mtp, .timeout = 120) {
-    char *p = tm_convert_tiny("bf16");
-    tm_model tm;
-    tm_open(&tm, p, 0);
-    st_file *gf = tm_golden("golden_topk16.safetensors");
-    check_exact_case(&tm, gf, "short", 1e-3, "bf16");
-    check_exact_case(&tm, gf, "window", 1e-3, "bf16");
-    check_mtp(&tm, gf, "short", 1e-3, "bf16");
-    check_mtp(&tm, gf, "window", 1e-3, "bf16");
-    st_close(gf);
-    tm_close(&tm);
-    tm_remove(p);
+    golden_run g;
+    golden_open(&g, "bf16", 0, "golden_topk16.safetensors");
+    check_exact_case(&g.tm, g.gf, "short", 1e-3, "bf16");
+    check_exact_case(&g.tm, g.gf, "window", 1e-3, "bf16");
+    check_mtp(&g.tm, g.gf, "short", 1e-3, "bf16");
+    check_mtp(&g.tm, g.gf, "window", 1e-3, "bf16");
+    golden_close(&g);
 }
 
 /* The f16 preset: BF16/FP8/FP4 sources in F16 (exact unless a value leaves F16's range or
  * needs more than its 10 mantissa bits below 2^-14), F32 sources kept F32; measured as close
  * as f32 (max 6e-6). */
 Test(model_golden, f16_short_window_logits, .timeout = 120) {
-    char *p = tm_convert_tiny("f16");
-    tm_model tm;
-    tm_open(&tm, p, 0);
-    st_file *gf = tm_golden("golden_topk16.safetensors");
-    check_exact_case(&tm, gf, "short", 1e-3, "f16");
-    check_exact_case(&tm, gf, "window", 1e-3, "f16");
-    st_close(gf);
-    tm_close(&tm);
-    tm_remove(p);
+    golden_run g;
+    golden_open(&g, "f16", 0, "golden_topk16.safetensors");
+    check_exact_case(&g.tm, g.gf, "short", 1e-3, "f16");
+    check_exact_case(&g.tm, g.gf, "window", 1e-3, "f16");
+    golden_close(&g);
 }
 
 /* GGUF_LAYOUT §3.8: the MTP block in a companion file, as ds4 publishes it. */
