@@ -183,32 +183,50 @@ static void check_next_turn(const summary *prev, const summary *cur, unsigned ne
 
 /* ---- One-shot -------------------------------------------------------------------------------- */
 
-Test(cli_oneshot, pty_streams_reasoning_styled_and_reports_counts, .timeout = 120) {
-    char *model = demo_model();
-    ds4_tokenizer *tok = open_tok(model);
+/* What each terminal (pty) test holds: the demo model, its tokenizer, a private HOME and the
+ * ds4 argv (model and --threads 1; tests add their flags before pr_start). */
+typedef struct pty_case {
+    char *model;
+    ds4_tokenizer *tok;
     cli_env e;
-    env_init(&e);
     argv_t a;
-    av_init(&a, model);
-    const char *prompt = "Hello there, how are you?";
-    av_add(&a, "-p"), av_add(&a, prompt), av_add(&a, "-n"), av_add(&a, "12"), av_add(&a, "--seed"), av_add(&a, "5");
     pty_run p;
-    pr_start(&p, a.v, e.vars);
-    summary s = next_summary(&p, 60);
-    int rc = pr_wait(&p, 30);
-    cr_assert_eq(rc, 0, "exit %d; output:\n%s", rc, p.buf);
-    unsigned expect = header_tokens(tok) + turn_tokens(tok, prompt);
+} pty_case;
+
+static void pc_init(pty_case *c) {
+    c->model = demo_model();
+    c->tok = open_tok(c->model);
+    env_init(&c->e);
+    av_init(&c->a, c->model);
+}
+
+/* After pr_start: frees the run, argv, HOME, tokenizer and model path. */
+static void pc_free(pty_case *c) {
+    pr_free(&c->p);
+    av_free(&c->a);
+    env_free(&c->e);
+    ds4_tokenizer_free(c->tok);
+    free(c->model);
+}
+
+Test(cli_oneshot, pty_streams_reasoning_styled_and_reports_counts, .timeout = 120) {
+    pty_case c;
+    pc_init(&c);
+    const char *prompt = "Hello there, how are you?";
+    av_add(&c.a, "-p"), av_add(&c.a, prompt);
+    av_add(&c.a, "-n"), av_add(&c.a, "12"), av_add(&c.a, "--seed"), av_add(&c.a, "5");
+    pr_start(&c.p, c.a.v, c.e.vars);
+    summary s = next_summary(&c.p, 60);
+    int rc = pr_wait(&c.p, 30);
+    cr_assert_eq(rc, 0, "exit %d; output:\n%s", rc, c.p.buf);
+    unsigned expect = header_tokens(c.tok) + turn_tokens(c.tok, prompt);
     cr_assert_eq(s.prompt, expect, "prompt tokens %u, expected %u", s.prompt, expect);
     cr_assert_eq(s.reused, 0);
     cr_assert_eq(s.prefilled, expect, "prefilled %u of %u", s.prefilled, expect);
     cr_assert(s.generated == 12 || !strcmp(s.stop, "eos"), "generated %u, stop %s", s.generated, s.stop);
     /* A terminal shows the reasoning dim italic (thinking is the default). */
-    cr_assert(strstr(p.buf, "\033[2;3m"), "no reasoning style in:\n%s", p.buf);
-    pr_free(&p);
-    av_free(&a);
-    env_free(&e);
-    ds4_tokenizer_free(tok);
-    free(model);
+    cr_assert(strstr(c.p.buf, "\033[2;3m"), "no reasoning style in:\n%s", c.p.buf);
+    pc_free(&c);
 }
 
 /* Greedy one-shot into a pipe: stdout is exactly the greedy continuation libds4 computes for
@@ -284,50 +302,41 @@ Test(cli_oneshot, pipe_output_equals_official_prompt_greedy_decode, .timeout = 1
 /* ---- REPL ------------------------------------------------------------------------------------ */
 
 Test(cli_repl, three_turns_prefill_only_their_own_tokens, .timeout = 180) {
-    char *model = demo_model();
-    ds4_tokenizer *tok = open_tok(model);
-    cli_env e;
-    env_init(&e);
-    argv_t a;
-    av_init(&a, model);
-    av_add(&a, "-n"), av_add(&a, "6"), av_add(&a, "--seed"), av_add(&a, "3");
-    pty_run p;
-    pr_start(&p, a.v, e.vars);
+    pty_case c;
+    pc_init(&c);
+    av_add(&c.a, "-n"), av_add(&c.a, "6"), av_add(&c.a, "--seed"), av_add(&c.a, "3");
+    pr_start(&c.p, c.a.v, c.e.vars);
     const char *turns[3] = {"What is the capital of France?", "And of Italy?", "Thanks, bye"};
     summary s[3];
     for (int i = 0; i < 3; i++) {
-        pr_expect(&p, "ds4> ", 60);
+        pr_expect(&c.p, "ds4> ", 60);
         char line[256];
         snprintf(line, sizeof line, "%s\r", turns[i]);
-        pr_send(&p, line);
-        s[i] = next_summary(&p, 60);
+        pr_send(&c.p, line);
+        s[i] = next_summary(&c.p, 60);
     }
-    unsigned first = header_tokens(tok) + turn_tokens(tok, turns[0]);
+    unsigned first = header_tokens(c.tok) + turn_tokens(c.tok, turns[0]);
     cr_assert_eq(s[0].prompt, first, "turn 1: prompt %u, expected %u", s[0].prompt, first);
     cr_assert_eq(s[0].prefilled, first);
-    check_next_turn(&s[0], &s[1], turn_tokens(tok, turns[1]), "turn 2");
-    check_next_turn(&s[1], &s[2], turn_tokens(tok, turns[2]), "turn 3");
+    check_next_turn(&s[0], &s[1], turn_tokens(c.tok, turns[1]), "turn 2");
+    check_next_turn(&s[1], &s[2], turn_tokens(c.tok, turns[2]), "turn 3");
     /* /stats reports the transcript length: all three turns, answers closed. */
-    pr_expect(&p, "ds4> ", 30);
-    pr_send(&p, "/stats\r");
-    pr_expect(&p, "tokens in the transcript", 30);
-    pr_expect(&p, "ds4> ", 30);
-    pr_send(&p, "/quit\r");
-    int rc = pr_wait(&p, 30);
-    cr_assert_eq(rc, 0, "exit %d:\n%s", rc, pr_tail(&p));
+    pr_expect(&c.p, "ds4> ", 30);
+    pr_send(&c.p, "/stats\r");
+    pr_expect(&c.p, "tokens in the transcript", 30);
+    pr_expect(&c.p, "ds4> ", 30);
+    pr_send(&c.p, "/quit\r");
+    int rc = pr_wait(&c.p, 30);
+    cr_assert_eq(rc, 0, "exit %d:\n%s", rc, pr_tail(&c.p));
     /* History file with the lines typed. */
     char hist[PATH_MAX];
-    snprintf(hist, sizeof hist, "%s/state/ds4/history", e.home);
+    snprintf(hist, sizeof hist, "%s/state/ds4/history", c.e.home);
     size_t hl = 0;
     char *h = tu_read_file(hist, &hl);
     /* libedit's history file escapes spaces (vis(3)): look for a word. */
     cr_assert(strstr(h, "Italy?") && strstr(h, "France?"), "history %s lacks a typed line:\n%s", hist, h);
     free(h);
-    pr_free(&p);
-    av_free(&a);
-    env_free(&e);
-    ds4_tokenizer_free(tok);
-    free(model);
+    pc_free(&c);
 }
 
 /* Waits until the answer is streaming (the reasoning style was printed), then presses Ctrl+C. */
@@ -344,87 +353,69 @@ static summary interrupt_turn(pty_run *p, const char *text) {
 }
 
 Test(cli_repl, ctrl_c_stops_the_answer_and_keeps_the_conversation, .timeout = 180) {
-    char *model = demo_model();
-    ds4_tokenizer *tok = open_tok(model);
-    cli_env e;
-    env_init(&e);
-    argv_t a;
-    av_init(&a, model);
-    av_add(&a, "-n"), av_add(&a, "100000"), av_add(&a, "--seed"), av_add(&a, "9");
-    pty_run p;
-    pr_start(&p, a.v, e.vars);
-    pr_expect(&p, "ds4> ", 60);
+    pty_case c;
+    pc_init(&c);
+    av_add(&c.a, "-n"), av_add(&c.a, "100000"), av_add(&c.a, "--seed"), av_add(&c.a, "9");
+    pr_start(&c.p, c.a.v, c.e.vars);
+    pr_expect(&c.p, "ds4> ", 60);
     /* Ctrl+C at the prompt: a fresh prompt, not an exit. */
-    pr_send(&p, "\003");
-    pr_expect(&p, "ds4> ", 30);
-    summary s1 = interrupt_turn(&p, "Tell me a very long story.");
+    pr_send(&c.p, "\003");
+    pr_expect(&c.p, "ds4> ", 30);
+    summary s1 = interrupt_turn(&c.p, "Tell me a very long story.");
     cr_assert_str_eq(s1.stop, "interrupted");
     cr_assert_gt(s1.generated, 0);
     cr_assert_lt(s1.generated, 100000);
-    pr_expect(&p, "ds4> ", 30);
-    summary s2 = interrupt_turn(&p, "Another one, please.");
+    pr_expect(&c.p, "ds4> ", 30);
+    summary s2 = interrupt_turn(&c.p, "Another one, please.");
     cr_assert_str_eq(s2.stop, "interrupted");
-    check_next_turn(&s1, &s2, turn_tokens(tok, "Another one, please."), "turn after Ctrl+C");
-    pr_expect(&p, "ds4> ", 30);
-    pr_send(&p, "\004"); /* Ctrl+D leaves */
-    int rc = pr_wait(&p, 30);
-    cr_assert_eq(rc, 0, "exit %d:\n%s", rc, pr_tail(&p));
-    pr_free(&p);
-    av_free(&a);
-    env_free(&e);
-    ds4_tokenizer_free(tok);
-    free(model);
+    check_next_turn(&s1, &s2, turn_tokens(c.tok, "Another one, please."), "turn after Ctrl+C");
+    pr_expect(&c.p, "ds4> ", 30);
+    pr_send(&c.p, "\004"); /* Ctrl+D leaves */
+    int rc = pr_wait(&c.p, 30);
+    cr_assert_eq(rc, 0, "exit %d:\n%s", rc, pr_tail(&c.p));
+    pc_free(&c);
 }
 
 /* Ctrl+C during a long prefill (a /read attachment) drops that message; the next turn resumes
  * from the state before it (the rewind checkpoint), not from token 0. */
 Test(cli_repl, ctrl_c_during_prefill_drops_the_message, .timeout = 180) {
-    char *model = demo_model();
-    ds4_tokenizer *tok = open_tok(model);
-    cli_env e;
-    env_init(&e);
-    char *file = tu_join(e.home, "long.txt");
+    pty_case c;
+    pc_init(&c);
+    char *file = tu_join(c.e.home, "long.txt");
     static const char *const words[] = {"alpha ", "river ", "stone ", "light ", "seven "};
     size_t cap = 4000 * 6 + 1, len = 0;
     char *text = malloc(cap);
     for (int i = 0; i < 4000; i++) len += (size_t)snprintf(text + len, cap - len, "%s", words[(i * 7 + i / 3) % 5]);
     tu_write_file(file, text, len);
-    argv_t a;
-    av_init(&a, model);
-    av_add(&a, "-n"), av_add(&a, "4"), av_add(&a, "--seed"), av_add(&a, "2");
-    pty_run p;
-    pr_start(&p, a.v, e.vars);
-    pr_expect(&p, "ds4> ", 60);
-    pr_send(&p, "hello\r");
-    summary s1 = next_summary(&p, 60);
-    pr_expect(&p, "ds4> ", 30);
+    av_add(&c.a, "-n"), av_add(&c.a, "4"), av_add(&c.a, "--seed"), av_add(&c.a, "2");
+    pr_start(&c.p, c.a.v, c.e.vars);
+    pr_expect(&c.p, "ds4> ", 60);
+    pr_send(&c.p, "hello\r");
+    summary s1 = next_summary(&c.p, 60);
+    pr_expect(&c.p, "ds4> ", 30);
     char line[PATH_MAX + 16];
     snprintf(line, sizeof line, "/read %s\r", file);
-    pr_send(&p, line);
-    pr_expect(&p, "ds4: attached", 30);
-    pr_expect(&p, "ds4> ", 30);
-    pr_send(&p, "summarize this\r");
-    pr_expect(&p, "prefill [", 60);
-    pr_send(&p, "\003");
-    pr_expect(&p, "interrupted during prefill", 60);
-    summary s2 = next_summary(&p, 30);
+    pr_send(&c.p, line);
+    pr_expect(&c.p, "ds4: attached", 30);
+    pr_expect(&c.p, "ds4> ", 30);
+    pr_send(&c.p, "summarize this\r");
+    pr_expect(&c.p, "prefill [", 60);
+    pr_send(&c.p, "\003");
+    pr_expect(&c.p, "interrupted during prefill", 60);
+    summary s2 = next_summary(&c.p, 30);
     cr_assert_str_eq(s2.stop, "interrupted");
     cr_assert_lt(s2.reused + s2.prefilled, s2.prompt, "the prefill was not interrupted: %u + %u of %u", s2.reused,
                  s2.prefilled, s2.prompt);
-    pr_expect(&p, "ds4> ", 30);
-    pr_send(&p, "next\r");
-    summary s3 = next_summary(&p, 60);
-    check_next_turn(&s1, &s3, turn_tokens(tok, "next"), "turn after an interrupted prefill");
-    pr_expect(&p, "ds4> ", 30);
-    pr_send(&p, "/quit\r");
-    cr_assert_eq(pr_wait(&p, 30), 0);
-    pr_free(&p);
-    av_free(&a);
-    env_free(&e);
+    pr_expect(&c.p, "ds4> ", 30);
+    pr_send(&c.p, "next\r");
+    summary s3 = next_summary(&c.p, 60);
+    check_next_turn(&s1, &s3, turn_tokens(c.tok, "next"), "turn after an interrupted prefill");
+    pr_expect(&c.p, "ds4> ", 30);
+    pr_send(&c.p, "/quit\r");
+    cr_assert_eq(pr_wait(&c.p, 30), 0);
     free(text);
     free(file);
-    ds4_tokenizer_free(tok);
-    free(model);
+    pc_free(&c);
 }
 
 static json_t *load_json(const char *path) {
