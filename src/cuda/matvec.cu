@@ -111,54 +111,6 @@ __global__ void __launch_bounds__(32 * MV_WARPS) k_matvec_iq2_xxs(mv_args a) {
     if (lane == 0) *p.y = 0.125f * acc;
 }
 
-/* Q2_K: lane k of each 8-lane group owns values 32k..32k+31 of a block: qs bytes 32h..32h+31
- * (h = k/4) at bit shift 2(k%4), sub-blocks 2k and 2k+1 (GGUF_LAYOUT §4.3). */
-__global__ void __launch_bounds__(32 * MV_WARPS) k_matvec_q2_K(mv_args a) {
-    const int lane = threadIdx.x & 31;
-    const int64_t nb = a.cols / 256, nparts = nb * 8;
-    mv_ptrs p;
-    if (!mv_select(a, &p, nb * CU_Q2_K_BYTES)) return;
-    float acc = 0.0f;
-    for (int64_t p0 = 0; p0 < nparts; p0 += 32) {
-        const int64_t q = p0 + lane;
-        int isum = 0, summs = 0;
-        if (q < nparts) {
-            const int64_t blk = q >> 3;
-            const int k = (int)(q & 7), h = k >> 2, sh = 2 * (k & 3);
-            const uint8_t *bp = p.w + blk * CU_Q2_K_BYTES;
-            const uint8_t *yb = p.act + blk * CU_Q8_K_BYTES;
-            const uint32_t *qs = (const uint32_t *)(bp + 16 + 32 * h);
-            const int *yq = (const int *)(yb + 4 + 32 * k);
-            const int16_t *bsums = (const int16_t *)(yb + 260);
-#pragma unroll
-            for (int sub = 0; sub < 2; sub++) {
-                const int j = 2 * k + sub;
-                const int sc = bp[j] & 15, m = bp[j] >> 4;
-                int s = 0;
-#pragma unroll
-                for (int i = 0; i < 4; i++) {
-                    const uint32_t codes = (qs[4 * sub + i] >> sh) & 0x03030303u;
-                    s = __dp4a((int)codes, yq[4 * sub + i], s);
-                }
-                isum += sc * s;
-                summs += m * bsums[j];
-            }
-        }
-        isum = cu_sum8_i(isum);
-        summs = cu_sum8_i(summs);
-        if ((lane & 7) == 0 && q < nparts) {
-            const int64_t blk = q >> 3;
-            const uint8_t *bp = p.w + blk * CU_Q2_K_BYTES;
-            const float yd = cu_f32_at(p.act + blk * CU_Q8_K_BYTES);
-            const float dall = __fmul_rn(yd, cu_f16(bp + 80));
-            const float dmin = __fmul_rn(yd, cu_f16(bp + 82));
-            acc = __fadd_rn(acc, __fsub_rn(__fmul_rn(dall, (float)isum), __fmul_rn(dmin, (float)summs)));
-        }
-    }
-    acc = cu_warp_sum(acc);
-    if (lane == 0) *p.y = acc;
-}
-
 /* Q4_K 6-bit scale/min of sub-block j (GGUF_LAYOUT §4.4). */
 __device__ __forceinline__ void cu_q4k_scale_min(const uint8_t *s, int j, int *sc, int *m) {
     if (j < 4) {
@@ -170,13 +122,51 @@ __device__ __forceinline__ void cu_q4k_scale_min(const uint8_t *s, int j, int *s
     }
 }
 
-/* Q4_K: lane k of each 8-lane group owns sub-block k (32 values): nibble (k&1) of qs bytes
- * 32(k/2)..32(k/2)+31. */
-__global__ void __launch_bounds__(32 * MV_WARPS) k_matvec_q4_K(mv_args a) {
+/* The two K-quants differ only in where lane k (0..7) of a block's 8-lane group finds its 32
+ * values and scales; the integer sums and the per-block float steps are shared below. */
+struct q2k_layout { /* GGUF_LAYOUT §4.3 */
+    static constexpr int bytes = CU_Q2_K_BYTES, d_off = 80, dmin_off = 82;
+    /* values 32k..32k+31: qs bytes 32h..32h+31 (h = k/4) at shift 2(k%4), sub-blocks 2k, 2k+1 */
+    static __device__ __forceinline__ void part(const uint8_t *bp, const int *yq,
+                                                const int16_t *bsums, int k, int *isum, int *summs) {
+        const uint32_t *qs = (const uint32_t *)(bp + 16 + 32 * (k >> 2));
+        const int sh = 2 * (k & 3);
+#pragma unroll
+        for (int sub = 0; sub < 2; sub++) {
+            const int j = 2 * k + sub;
+            int s = 0;
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                s = __dp4a((int)((qs[4 * sub + i] >> sh) & 0x03030303u), yq[4 * sub + i], s);
+            *isum += (bp[j] & 15) * s;
+            *summs += (bp[j] >> 4) * bsums[j];
+        }
+    }
+};
+
+struct q4k_layout { /* GGUF_LAYOUT §4.4 */
+    static constexpr int bytes = CU_Q4_K_BYTES, d_off = 0, dmin_off = 2;
+    /* sub-block k (32 values): nibble (k&1) of qs bytes 32(k/2)..32(k/2)+31 */
+    static __device__ __forceinline__ void part(const uint8_t *bp, const int *yq,
+                                                const int16_t *bsums, int k, int *isum, int *summs) {
+        const uint32_t *qs = (const uint32_t *)(bp + 16 + 32 * (k >> 1));
+        const int sh = 4 * (k & 1);
+        int sc, m, s = 0;
+        cu_q4k_scale_min(bp + 4, k, &sc, &m);
+#pragma unroll
+        for (int i = 0; i < 8; i++) s = __dp4a((int)((qs[i] >> sh) & 0x0F0F0F0Fu), yq[i], s);
+        *isum += sc * s;
+        *summs += m * (bsums[2 * k] + bsums[2 * k + 1]);
+    }
+};
+
+/* Q2_K / Q4_K × Q8_K: per block acc += (yd·d)·isum − (yd·dmin)·summs (quants README §4.2). */
+template <class L>
+__global__ void __launch_bounds__(32 * MV_WARPS) k_matvec_kquant(mv_args a) {
     const int lane = threadIdx.x & 31;
     const int64_t nb = a.cols / 256, nparts = nb * 8;
     mv_ptrs p;
-    if (!mv_select(a, &p, nb * CU_Q4_K_BYTES)) return;
+    if (!mv_select(a, &p, nb * L::bytes)) return;
     float acc = 0.0f;
     for (int64_t p0 = 0; p0 < nparts; p0 += 32) {
         const int64_t q = p0 + lane;
@@ -184,27 +174,19 @@ __global__ void __launch_bounds__(32 * MV_WARPS) k_matvec_q4_K(mv_args a) {
         if (q < nparts) {
             const int64_t blk = q >> 3;
             const int k = (int)(q & 7);
-            const uint8_t *bp = p.w + blk * CU_Q4_K_BYTES;
             const uint8_t *yb = p.act + blk * CU_Q8_K_BYTES;
-            const uint32_t *qs = (const uint32_t *)(bp + 16 + 32 * (k >> 1));
-            const int *yq = (const int *)(yb + 4 + 32 * k);
-            const int16_t *bsums = (const int16_t *)(yb + 260);
-            const int sh = 4 * (k & 1);
-            int sc, m, s = 0;
-            cu_q4k_scale_min(bp + 4, k, &sc, &m);
-#pragma unroll
-            for (int i = 0; i < 8; i++) s = __dp4a((int)((qs[i] >> sh) & 0x0F0F0F0Fu), yq[i], s);
-            isum = sc * s;
-            summs = m * (bsums[2 * k] + bsums[2 * k + 1]);
+            L::part(p.w + blk * L::bytes, (const int *)(yb + 4 + 32 * k),
+                    (const int16_t *)(yb + 260), k, &isum, &summs);
         }
         isum = cu_sum8_i(isum);
         summs = cu_sum8_i(summs);
         if ((lane & 7) == 0 && q < nparts) {
             const int64_t blk = q >> 3;
-            const uint8_t *bp = p.w + blk * CU_Q4_K_BYTES;
+            const uint8_t *bp = p.w + blk * L::bytes;
             const float yd = cu_f32_at(p.act + blk * CU_Q8_K_BYTES);
-            acc = __fadd_rn(acc, __fsub_rn(__fmul_rn(__fmul_rn(yd, cu_f16(bp)), (float)isum),
-                                           __fmul_rn(__fmul_rn(yd, cu_f16(bp + 2)), (float)summs)));
+            const float dall = __fmul_rn(yd, cu_f16(bp + L::d_off));
+            const float dmin = __fmul_rn(yd, cu_f16(bp + L::dmin_off));
+            acc = __fadd_rn(acc, __fsub_rn(__fmul_rn(dall, (float)isum), __fmul_rn(dmin, (float)summs)));
         }
     }
     acc = cu_warp_sum(acc);
@@ -314,8 +296,8 @@ static ds4_status matvec_launch(int type, const void *d_w, int64_t n_experts, in
     const dim3 block(32 * MV_WARPS);
     switch (type) {
     case CU_T_IQ2_XXS: k_matvec_iq2_xxs<<<grid, block, 0, cu_stream>>>(a); break;
-    case CU_T_Q2_K: k_matvec_q2_K<<<grid, block, 0, cu_stream>>>(a); break;
-    case CU_T_Q4_K: k_matvec_q4_K<<<grid, block, 0, cu_stream>>>(a); break;
+    case CU_T_Q2_K: k_matvec_kquant<q2k_layout><<<grid, block, 0, cu_stream>>>(a); break;
+    case CU_T_Q4_K: k_matvec_kquant<q4k_layout><<<grid, block, 0, cu_stream>>>(a); break;
     case CU_T_Q8_0: k_matvec_q8_0<<<grid, block, 0, cu_stream>>>(a); break;
     case CU_T_F32: k_matvec_float<CU_T_F32><<<grid, block, 0, cu_stream>>>(a); break;
     case CU_T_F16: k_matvec_float<CU_T_F16><<<grid, block, 0, cu_stream>>>(a); break;
