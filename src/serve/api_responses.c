@@ -71,6 +71,34 @@ static srv_message *last_assistant(srv_request *r) {
     return NULL;
 }
 
+/* A call joins the last assistant message, or opens one that carries the pending reasoning.
+ * Takes args (NULL: out of memory). */
+static ds4_status add_call(rs_state *s, const char *id, const char *name, char *args, srv_reqerr *rerr) {
+    if (!args) return oom(rerr);
+    srv_message *m = last_assistant(s->r);
+    if (!m || s->pending_reasoning) {
+        if (!(m = srv_request_add_msg(s->r, SRV_ROLE_ASSISTANT))) { free(args); return oom(rerr); }
+        m->reasoning = s->pending_reasoning;
+        s->pending_reasoning = NULL;
+    }
+    bool ok = srv_message_add_call(m, id, name, args);
+    free(args);
+    return ok ? DS4_OK : oom(rerr);
+}
+
+/* A tool result message for call_id, after any pending reasoning. Takes text (NULL: out of
+ * memory). */
+static ds4_status add_tool_result(rs_state *s, char *text, const char *call_id, srv_reqerr *rerr) {
+    ds4_status st;
+    if (!text) return oom(rerr);
+    if ((st = flush_reasoning(s, rerr))) { free(text); return st; }
+    srv_message *m = srv_request_add_msg(s->r, SRV_ROLE_TOOL);
+    if (!m) { free(text); return oom(rerr); }
+    free(m->content);
+    m->content = text;
+    return (m->tool_call_id = strdup(call_id)) ? DS4_OK : oom(rerr);
+}
+
 static ds4_status parse_item(rs_state *s, json_t *it, size_t i, srv_reqerr *rerr) {
     srv_request *r = s->r;
     ds4_status st;
@@ -125,16 +153,7 @@ static ds4_status parse_item(rs_state *s, json_t *it, size_t i, srv_reqerr *rerr
         json_t *args = json_object_get(it, "arguments");
         if (!args) args = json_object_get(it, "input");
         char *a = !args ? strdup("{}") : json_is_string(args) ? strdup(json_string_value(args)) : srv_json_compact(args);
-        if (!a) return oom(rerr);
-        srv_message *m = last_assistant(r);
-        if (!m || s->pending_reasoning) {
-            if (!(m = srv_request_add_msg(r, SRV_ROLE_ASSISTANT))) { free(a); return oom(rerr); }
-            m->reasoning = s->pending_reasoning;
-            s->pending_reasoning = NULL;
-        }
-        bool ok = srv_message_add_call(m, json_string_value(id), json_string_value(name), a);
-        free(a);
-        return ok ? DS4_OK : oom(rerr);
+        return add_call(s, json_string_value(id), json_string_value(name), a, rerr);
     }
     if (!strcmp(type, "function_call_output") || !strcmp(type, "custom_tool_call_output")) {
         json_t *id = json_object_get(it, "call_id");
@@ -146,13 +165,7 @@ static ds4_status parse_item(rs_state *s, json_t *it, size_t i, srv_reqerr *rerr
         } else if (!out || json_is_null(out)) text = strdup("");
         else if (json_is_string(out)) text = strdup(json_string_value(out));
         else text = srv_json_compact(out);
-        if (!text) return oom(rerr);
-        if ((st = flush_reasoning(s, rerr))) { free(text); return st; }
-        srv_message *m = srv_request_add_msg(r, SRV_ROLE_TOOL);
-        if (!m) { free(text); return oom(rerr); }
-        free(m->content);
-        m->content = text;
-        return (m->tool_call_id = strdup(json_string_value(id))) ? DS4_OK : oom(rerr);
+        return add_tool_result(s, text, json_string_value(id), rerr);
     }
     if (!strcmp(type, "compaction") || !strcmp(type, "context_compaction")) return DS4_OK;
     /* Hosted-tool history (§3.6): a call named after its type, then its output as a tool
@@ -171,31 +184,16 @@ static ds4_status parse_item(rs_state *s, json_t *it, size_t i, srv_reqerr *rerr
             if (!a) a = json_object_get(it, "arguments");
             if (!a) a = json_object_get(it, "input");
             char *args = !a ? strdup("{}") : json_is_string(a) ? strdup(json_string_value(a)) : srv_json_compact(a);
-            if (!args) return oom(rerr);
             char name[32];
             snprintf(name, sizeof name, "%.*s", (int)(hl - 5), hosted[k]); /* drop "_call" */
-            srv_message *m = last_assistant(r);
-            if (!m || s->pending_reasoning) {
-                if (!(m = srv_request_add_msg(r, SRV_ROLE_ASSISTANT))) { free(args); return oom(rerr); }
-                m->reasoning = s->pending_reasoning;
-                s->pending_reasoning = NULL;
-            }
-            bool ok = srv_message_add_call(m, ids, name, args);
-            free(args);
-            return ok ? DS4_OK : oom(rerr);
+            return add_call(s, ids, name, args, rerr);
         }
         if (strcmp(type + hl, "_output") == 0) {
             json_t *o = json_object_get(it, "output");
             if (!o) o = json_object_get(it, "result");
             if (!o) o = json_object_get(it, "tools");
             char *text = !o || json_is_null(o) ? strdup("") : json_is_string(o) ? strdup(json_string_value(o)) : srv_json_compact(o);
-            if (!text) return oom(rerr);
-            if ((st = flush_reasoning(s, rerr))) { free(text); return st; }
-            srv_message *m = srv_request_add_msg(r, SRV_ROLE_TOOL);
-            if (!m) { free(text); return oom(rerr); }
-            free(m->content);
-            m->content = text;
-            return (m->tool_call_id = strdup(ids)) ? DS4_OK : oom(rerr);
+            return add_tool_result(s, text, ids, rerr);
         }
     }
     return srv_reqerr_set(rerr, 400, "input", "'input[%zu].type' '%.48s' is not supported", i, type);
