@@ -15,12 +15,7 @@
 
 static ds4_tokenizer *g_tok;
 
-static void open_tok(void) {
-    char *path = tu_shared_path("testdata/tokenizer/deepseek_v4_tokenizer_reconstructed.json");
-    ds4_error err = {0};
-    cr_assert_eq(ds4_tokenizer_open(&g_tok, path, &err), DS4_OK, "%s", err.msg);
-    free(path);
-}
+static void open_tok(void) { g_tok = tu_open_v4_tokenizer(); }
 
 static void close_tok(void) { ds4_tokenizer_free(g_tok); }
 

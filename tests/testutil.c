@@ -95,4 +95,13 @@ int tu_run(const char *cmd, char **out) {
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
 }
 
+ds4_tokenizer *tu_open_v4_tokenizer(void) {
+    char *path = tu_shared_path("testdata/tokenizer/deepseek_v4_tokenizer_reconstructed.json");
+    ds4_tokenizer *tok = NULL;
+    ds4_error err = {0};
+    cr_assert_eq(ds4_tokenizer_open(&tok, path, &err), DS4_OK, "%s", err.msg);
+    free(path);
+    return tok;
+}
+
 int tu_f32_bits_equal(float a, float b) { return memcmp(&a, &b, sizeof a) == 0; }

@@ -8,6 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ds4.h"
+
 /* Path of `rel` under the shared data dir (DS4_SHARED, default ../shared). Caller frees. */
 char *tu_shared_path(const char *rel);
 
@@ -32,6 +34,10 @@ void tu_write_file(const char *path, const void *data, size_t len);
 /* Runs a shell command, returns its exit status (or -1); captures stdout+stderr into *out
  * (malloc'd, NUL-terminated) when out is non-NULL. */
 int tu_run(const char *cmd, char **out);
+
+/* Opens the shared reconstructed DeepSeek V4 tokenizer.json, failing the test if it cannot.
+ * Caller frees with ds4_tokenizer_free. */
+ds4_tokenizer *tu_open_v4_tokenizer(void);
 
 /* Bit-exact float comparison (quants README §0). */
 int tu_f32_bits_equal(float a, float b);
