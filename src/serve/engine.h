@@ -59,6 +59,7 @@ typedef struct srv_ds4_opts {
     const char *model_path;
     int n_ctx;
     int n_threads;
+    const char *backend;  /* "cpu" or "cuda" (ds4_engine_options.backend); NULL = cpu */
 } srv_ds4_opts;
 ds4_status srv_engine_ds4_open(srv_engine *out, const srv_ds4_opts *o, ds4_error *err);
 void srv_engine_ds4_close(srv_engine *e);

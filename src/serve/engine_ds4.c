@@ -70,6 +70,7 @@ ds4_status srv_engine_ds4_open(srv_engine *out, const srv_ds4_opts *o, ds4_error
     ds4_engine_options eo;
     ds4_engine_options_init(&eo);
     eo.n_threads = o->n_threads;
+    if (o->backend) eo.backend = o->backend;
     ds4_status st = ds4_engine_open(&c->engine, o->model_path, &eo, err);
     if (st) { free(c); return st; }
     if ((st = ds4_tokenizer_open(&c->tok, o->model_path, err))) goto out_engine;

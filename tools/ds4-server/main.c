@@ -33,6 +33,8 @@ static void usage(FILE *f) {
         "  -c, --ctx N                 context tokens per slot (default 32768)\n"
         "  -n, --tokens N              default output limit when the client sets none (default 393216)\n"
         "  -t, --threads N             CPU threads (default: all cores)\n"
+        "      --backend cpu|cuda      where the forward pass runs (default cpu; cuda needs a\n"
+        "                              `make cuda` build and a GPU)\n"
         "      --host ADDR             IPv4 address to bind (default 127.0.0.1; 0.0.0.0 exposes it)\n"
         "      --port N                TCP port (default 8000)\n"
         "      --api-key KEY           require 'Authorization: Bearer KEY' or 'x-api-key: KEY' (env DS4_API_KEY)\n"
@@ -86,6 +88,7 @@ static bool is_flag(const char *a, const char *s1, const char *s2) {
 
 int main(int argc, char **argv) {
     const char *model = "ds4flash.gguf", *host = "127.0.0.1", *kv_dir = NULL, *tokenizer = NULL;
+    const char *backend = "cpu";
     char *demo_path = NULL;
     const char *api_key = getenv("DS4_API_KEY");
     long ctx = 32768, tokens = 393216, threads = 0, port = 8000, slots = 0, queue = 32, timeout = 0;
@@ -116,6 +119,15 @@ int main(int argc, char **argv) {
         else if (strcmp(a, "--api-key") == 0 && v) { api_key = v; i++; }
         else if (strcmp(a, "--kv-disk-dir") == 0 && v) { kv_dir = v; i++; }
         else if (strcmp(a, "--tokenizer") == 0 && v) { tokenizer = v; i++; }
+        else if (strcmp(a, "--backend") == 0 && v) {
+            if (strcmp(v, "cpu") != 0 && strcmp(v, "cuda") != 0) {
+                fprintf(stderr, "ds4-server: --backend must be cpu or cuda, not '%s'\n", v);
+                usage(stderr);
+                return 2;
+            }
+            backend = v;
+            i++;
+        }
         else if (strcmp(a, "--demo") == 0) demo = true;
         else if (strcmp(a, "--cors") == 0) cors = true;
         else if (strcmp(a, "--enable-test-forced-completion") == 0) test_forced = true;
@@ -169,7 +181,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "ds4-server: WARNING: listening on %s without --api-key\n", host);
 
     srv_engine eng;
-    srv_ds4_opts eo = {.model_path = model, .n_ctx = (int)ctx, .n_threads = (int)threads};
+    srv_ds4_opts eo = {.model_path = model, .n_ctx = (int)ctx, .n_threads = (int)threads,
+                       .backend = backend};
     if (srv_engine_ds4_open(&eng, &eo, &err)) {
         fprintf(stderr, "ds4-server: %s\n", err.msg);
         srv_http_stop(http);
