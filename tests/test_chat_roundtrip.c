@@ -108,13 +108,20 @@ static void gen_free(gen_msg *g) {
     }
 }
 
-static char *render(gen_msg *msgs, size_t n, ds4_thinking t, const char *tools, size_t *out_n) {
+/* A chat of the given messages, thinking mode and tools (NULL: none). Caller frees. */
+static ds4_chat *build_chat(gen_msg *msgs, size_t n, ds4_thinking t, const char *tools) {
     ds4_chat *chat;
     ds4_error err = {0};
     cr_assert_eq(ds4_chat_create(&chat, t, &err), DS4_OK);
     for (size_t i = 0; i < n; i++)
         cr_assert_eq(ds4_chat_add(chat, &msgs[i].m, &err), DS4_OK, "%s", err.msg);
     if (tools) cr_assert_eq(ds4_chat_set_tools(chat, tools, &err), DS4_OK, "%s", err.msg);
+    return chat;
+}
+
+static char *render(gen_msg *msgs, size_t n, ds4_thinking t, const char *tools, size_t *out_n) {
+    ds4_chat *chat = build_chat(msgs, n, t, tools);
+    ds4_error err = {0};
     char *out;
     cr_assert_eq(ds4_chat_render(chat, &out, out_n, &err), DS4_OK, "%s", err.msg);
     ds4_chat_free(chat);
@@ -124,12 +131,8 @@ static char *render(gen_msg *msgs, size_t n, ds4_thinking t, const char *tools, 
 /* ds4_chat_render_tokens of the same conversation. */
 static int32_t *render_ids(const ds4_tokenizer *tok, gen_msg *msgs, size_t n, ds4_thinking t, const char *tools,
                            size_t *n_ids) {
-    ds4_chat *chat;
+    ds4_chat *chat = build_chat(msgs, n, t, tools);
     ds4_error err = {0};
-    cr_assert_eq(ds4_chat_create(&chat, t, &err), DS4_OK);
-    for (size_t i = 0; i < n; i++)
-        cr_assert_eq(ds4_chat_add(chat, &msgs[i].m, &err), DS4_OK, "%s", err.msg);
-    if (tools) cr_assert_eq(ds4_chat_set_tools(chat, tools, &err), DS4_OK, "%s", err.msg);
     int32_t *ids;
     cr_assert_eq(ds4_chat_render_tokens(chat, tok, 0, &ids, n_ids, NULL, NULL, &err), DS4_OK, "%s", err.msg);
     ds4_chat_free(chat);
