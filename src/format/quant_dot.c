@@ -167,14 +167,8 @@ void q_quantize_q8k_ref(const float *x, q8k_block *y, uint64_t n) {
 void q_quantize_q8act_ref(const float *x, q8act_block *y, uint64_t n) {
     /* README §4.4: d = amax/127 in f32 (not rounded to f16), q = clamp(lrintf(x/d)). */
     for (uint64_t b = 0; b < n / Q_QK8_0; b++, x += Q_QK8_0) {
-        float amax = 0.0f;
-        for (int j = 0; j < Q_QK8_0; j++) {
-            float ax = fabsf(x[j]);
-            if (ax > amax) amax = ax;
-        }
-        float d = amax / 127.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
-        y[b].d = d;
+        float id;
+        y[b].d = q_q8_0_scale(x, &id);
         for (int j = 0; j < Q_QK8_0; j++) y[b].q[j] = clamp_i8(lrintf(x[j] * id));
     }
 }

@@ -157,13 +157,8 @@ static void store_f16(uint8_t *p, uint16_t h) {
 
 void q_encode_q8_0(const float *x, uint8_t *dst, uint64_t n) {
     for (uint64_t b = 0; b < n / Q_QK8_0; b++, x += Q_QK8_0, dst += Q_Q8_0_BYTES) {
-        float amax = 0.0f;
-        for (int j = 0; j < Q_QK8_0; j++) {
-            float a = fabsf(x[j]);
-            if (a > amax) amax = a;
-        }
-        float d = amax / 127.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
+        float id;
+        float d = q_q8_0_scale(x, &id);
         store_f16(dst, fp_f32_to_f16(d));
         for (int j = 0; j < Q_QK8_0; j++) {
             /* |x·id| <= 127 for finite rows; the guard only keeps inf/NaN input defined. */

@@ -43,6 +43,20 @@ static inline void q_q4k_scale_min(int j, const uint8_t *s, int *sc, int *m) {
     }
 }
 
+/* Q8_0 block scale (GGUF_LAYOUT §4.2, quants README §4.4): d = amax/127 in f32 over the
+ * Q_QK8_0 values at x, *id = 1/d (0 for an all-zero block). The Q8_0 weight encoder and the
+ * Q8_0 activation quantizer share it; they differ only in how they round x·id. */
+static inline float q_q8_0_scale(const float *x, float *id) {
+    float amax = 0.0f;
+    for (int j = 0; j < Q_QK8_0; j++) {
+        float ax = fabsf(x[j]);
+        if (ax > amax) amax = ax;
+    }
+    float d = amax / 127.0f;
+    *id = d != 0.0f ? 1.0f / d : 0.0f;
+    return d;
+}
+
 /* ---- Scalar reference kernels (quant_dot.c); n = elements, validated by the caller ---- */
 float q_dot_f32_ref(const void *w, const void *x, uint64_t n);
 float q_dot_f16_ref(const void *w, const void *x, uint64_t n);
