@@ -19,6 +19,7 @@
 #include <wchar.h>
 
 #include "chat.h"
+#include "cmds.h"
 
 /* ---- Line input ------------------------------------------------------------------------------ */
 
@@ -222,26 +223,11 @@ static char *read_text_file(const char *path, size_t *n_out) {
         fprintf(stderr, "ds4: /read: cannot open %s: %s\n", path, strerror(errno));
         return NULL;
     }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n - 1, f);
-        if (n < cap - 1) break;
-        char *p = cap < (1u << 30) ? realloc(buf, cap * 2) : NULL;
-        if (!p) {
-            free(buf);
-            buf = NULL;
-            fprintf(stderr, "ds4: /read: %s is too large\n", path);
-            break;
-        }
-        buf = p;
-        cap *= 2;
-    }
-    if (buf && ferror(f)) {
-        fprintf(stderr, "ds4: /read: reading %s failed\n", path);
-        free(buf);
-        buf = NULL;
-    }
+    size_t n;
+    ds4_tool_read_why why;
+    char *buf = ds4_tool_read_upto(f, 1u << 30, 1, &n, &why);
+    if (why == DS4_TOOL_READ_TOO_LARGE) fprintf(stderr, "ds4: /read: %s is too large\n", path);
+    else if (why == DS4_TOOL_READ_ERROR) fprintf(stderr, "ds4: /read: reading %s failed\n", path);
     fclose(f);
     if (buf) {
         buf[n] = '\0';

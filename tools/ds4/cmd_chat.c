@@ -18,27 +18,10 @@ static char *read_prompt_file(const char *path, size_t *n_out) {
         fprintf(stderr, "ds4: cannot open --prompt-file %s: %s\n", path, strerror(errno));
         return NULL;
     }
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap) break;
-        char *p = cap < (1u << 30) ? realloc(buf, cap * 2) : NULL;
-        if (!p) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = p;
-        cap *= 2;
-    }
-    if (!buf || ferror(f)) {
-        fprintf(stderr, "ds4: cannot read --prompt-file %s\n", path);
-        free(buf);
-        buf = NULL;
-    }
+    ds4_tool_read_why why;
+    char *buf = ds4_tool_read_upto(f, 1u << 30, 0, n_out, &why);
+    if (!buf) fprintf(stderr, "ds4: cannot read --prompt-file %s\n", path);
     fclose(f);
-    if (buf) *n_out = n;
     return buf;
 }
 

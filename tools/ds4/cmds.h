@@ -22,4 +22,18 @@ int ds4_cmd_chat(int argc, char **argv);
  * error or out of memory. Caller frees. (io.c) */
 char *ds4_tool_read_all(FILE *f, size_t *n);
 
+/* Why ds4_tool_read_upto returned NULL (or DS4_TOOL_READ_OK when it did not). */
+typedef enum {
+    DS4_TOOL_READ_OK,
+    DS4_TOOL_READ_NOMEM,     /* the first buffer could not be allocated */
+    DS4_TOOL_READ_TOO_LARGE, /* the buffer could not grow: past max_cap bytes, or out of memory */
+    DS4_TOOL_READ_ERROR,     /* ferror(f) */
+} ds4_tool_read_why;
+
+/* ds4_tool_read_all with limits: the buffer doubles from 64 KiB while it is below max_cap
+ * bytes, and `reserve` bytes stay free after the data (1 for a NUL the caller adds). *n is set
+ * on success only. Caller frees. (io.c) */
+char *ds4_tool_read_upto(FILE *f, size_t max_cap, size_t reserve, size_t *n,
+                         ds4_tool_read_why *why);
+
 #endif
