@@ -307,6 +307,24 @@ static double top2_margin(const float *row, int64_t n) {
     return a - b;
 }
 
+/* A capture of the routing (experts, and indexer rows where the engine reports them) over all
+ * prompt + decode positions of case cs. Freed by cap_free. */
+static cap_store cap_routing(const model_hparams *hp, st_file *gf, const char *cs) {
+    char nm[96];
+    uint64_t T, N;
+    snprintf(nm, sizeof nm, "%s.tokens", cs);
+    tm_i32(gf, nm, &T);
+    snprintf(nm, sizeof nm, "%s.decode_tokens", cs);
+    tm_i32(gf, nm, &N);
+    cap_store c = {0};
+    c.T = (int64_t)(T + N);
+    c.n_layer = hp->n_layer;
+    c.n_used = hp->n_expert_used;
+    c.k_idx = hp->idx_topk;
+    c.experts = calloc((size_t)(c.T * c.n_layer * c.n_used), sizeof(int32_t));
+    return c;
+}
+
 /* README "How to compare" for cases with near-tied routing: positions within 1e-3, argmax
  * agreement where the golden top-2 margin > 1e-2, routing differences reported.
  * The near-tie below is re-derived and printed by f32_long_divergence_is_an_fp8_near_tie
@@ -326,17 +344,7 @@ static void check_stat_case(tm_model *tm, st_file *gf, const char *cs, bool tail
                             int min_close_pct, const char *label) {
     const model_hparams *hp = model_get_hparams(tm->m);
     char nm[96];
-    uint64_t T, N;
-    snprintf(nm, sizeof nm, "%s.tokens", cs);
-    tm_i32(gf, nm, &T);
-    snprintf(nm, sizeof nm, "%s.decode_tokens", cs);
-    tm_i32(gf, nm, &N);
-    cap_store c = {0};
-    c.T = (int64_t)(T + N);
-    c.n_layer = hp->n_layer;
-    c.n_used = hp->n_expert_used;
-    c.k_idx = hp->idx_topk;
-    c.experts = calloc((size_t)(c.T * c.n_layer * c.n_used), sizeof(int32_t));
+    cap_store c = cap_routing(hp, gf, cs);
     case_result r;
     run_case(tm, gf, cs, &c, &r);
     int64_t V = r.V, n_pos = 0, n_close = 0, n_margin = 0, n_arg_bad = 0, first_far = -1;
@@ -476,19 +484,8 @@ static void force_near_ties(const char *file, const char *cs, int64_t topk) {
     tm_open(&tm, p, topk);
     const model_hparams *hp = model_get_hparams(tm.m);
     st_file *gf = tm_golden(file);
-    char nm[96];
-    uint64_t T, N;
-    snprintf(nm, sizeof nm, "%s.tokens", cs);
-    tm_i32(gf, nm, &T);
-    snprintf(nm, sizeof nm, "%s.decode_tokens", cs);
-    tm_i32(gf, nm, &N);
-    cap_store c = {0};
-    c.T = (int64_t)(T + N);
-    c.n_layer = hp->n_layer;
-    c.n_used = hp->n_expert_used;
-    c.k_idx = hp->idx_topk;
+    cap_store c = cap_routing(hp, gf, cs);
     c.nk = hp->head_dim - hp->n_rope;
-    c.experts = calloc((size_t)(c.T * c.n_layer * c.n_used), sizeof(int32_t));
     c.kvpre = calloc((size_t)(c.T * c.n_layer * c.nk), sizeof(float));
     int64_t n_pos = c.T, P0 = -1, P1 = -1, last_close = 0, n_known = 0;
     double bd0 = 1;
