@@ -40,9 +40,9 @@ static ds4_status parse_limit(json_t *root, const char *key, srv_request *r, srv
 }
 
 static ds4_status parse_tools(json_t *root, srv_request *r, srv_reqerr *rerr) {
-    json_t *tools = json_object_get(root, "tools");
-    if (!tools || json_is_null(tools)) return DS4_OK;
-    if (!json_is_array(tools)) return srv_reqerr_set(rerr, 400, "tools", "'tools' must be an array");
+    json_t *tools;
+    ds4_status st = srv_get_tools(root, &tools, rerr);
+    if (st || !tools) return st;
     size_t i;
     json_t *tool;
     json_array_foreach(tools, i, tool) {

@@ -200,9 +200,10 @@ static ds4_status parse_item(rs_state *s, json_t *it, size_t i, srv_reqerr *rerr
 }
 
 static ds4_status parse_tools(json_t *root, srv_request *r, srv_reqerr *rerr) {
-    json_t *tools = json_object_get(root, "tools");
-    if (tools && !json_is_null(tools)) {
-        if (!json_is_array(tools)) return srv_reqerr_set(rerr, 400, "tools", "'tools' must be an array");
+    json_t *tools;
+    ds4_status st = srv_get_tools(root, &tools, rerr);
+    if (st) return st;
+    if (tools) {
         size_t i;
         json_t *t;
         json_array_foreach(tools, i, t) {

@@ -110,6 +110,15 @@ char *srv_json_compact(json_t *v) {
     return json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_PRESERVE_ORDER);
 }
 
+ds4_status srv_get_tools(json_t *root, json_t **out, srv_reqerr *rerr) {
+    json_t *tools = json_object_get(root, "tools");
+    *out = NULL;
+    if (!tools || json_is_null(tools)) return DS4_OK;
+    if (!json_is_array(tools)) return srv_reqerr_set(rerr, 400, "tools", "'tools' must be an array");
+    *out = tools;
+    return DS4_OK;
+}
+
 bool srv_request_add_tool_json(srv_request *r, json_t *schema) {
     char *text = srv_json_compact(schema);
     if (!text) return false;

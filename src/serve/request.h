@@ -147,6 +147,8 @@ srv_message *srv_request_add_msg(srv_request *r, srv_role role);
 bool srv_message_add_call(srv_message *m, const char *id, const char *name, const char *args);
 /* Appends one tool schema line (JSON text, copied). */
 bool srv_request_add_tool(srv_request *r, const char *schema);
+/* root.tools: *out is the array, or NULL when absent or null; 400 when it is not an array. */
+ds4_status srv_get_tools(json_t *root, json_t **out, srv_reqerr *rerr);
 /* Appends a tool schema given as JSON (compacted, not consumed); false on OOM. */
 bool srv_request_add_tool_json(srv_request *r, json_t *schema);
 
