@@ -4,7 +4,6 @@
  * JSON errors, and `./ds4 --render-chat`.
  */
 #include <criterion/criterion.h>
-#include <dirent.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,29 +59,23 @@ Test(chat_render, official_vectors_byte_identical) {
     }
 }
 
+/* One spec vector: tests/data/chat/X.json renders to the bytes of X.txt. */
+static void check_spec_vector(const char *in, void *ctx) {
+    (void)ctx;
+    char want_path[512];
+    snprintf(want_path, sizeof want_path, "%.*s.txt", (int)(strlen(in) - 5), in);
+    size_t n, want_n, got_n;
+    char *json = tu_read_file(in, &n);
+    char *want = tu_read_file(want_path, &want_n);
+    char *got = render_file(in, json, n, NULL, &got_n);
+    assert_same_bytes(in, got, got_n, want, want_n);
+    free(got);
+    free(want);
+    free(json);
+}
+
 Test(chat_render, spec_vectors_match_hand_written_outputs) {
-    DIR *d = opendir("tests/data/chat");
-    cr_assert_not_null(d, "tests/data/chat: cannot open (run from the repository root)");
-    int n_cases = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        size_t len = strlen(e->d_name);
-        if (len < 6 || strcmp(e->d_name + len - 5, ".json") != 0) continue;
-        char in[512], want_path[512];
-        snprintf(in, sizeof in, "tests/data/chat/%s", e->d_name);
-        snprintf(want_path, sizeof want_path, "tests/data/chat/%.*s.txt", (int)(len - 5),
-                 e->d_name);
-        size_t n, want_n, got_n;
-        char *json = tu_read_file(in, &n);
-        char *want = tu_read_file(want_path, &want_n);
-        char *got = render_file(in, json, n, NULL, &got_n);
-        assert_same_bytes(in, got, got_n, want, want_n);
-        free(got);
-        free(want);
-        free(json);
-        n_cases++;
-    }
-    closedir(d);
+    int n_cases = tu_for_each_json("tests/data/chat", check_spec_vector, NULL);
     cr_assert_geq(n_cases, 15, "expected at least 15 spec vectors, found %d", n_cases);
 }
 

@@ -5,7 +5,6 @@
  * every client field; the sampled DSML replay keeps its control tokens; turns extend.
  */
 #include <criterion/criterion.h>
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,27 +74,21 @@ Test(chat_tokens, official_vectors_equal_whole_string, .init = open_tok, .fini =
     }
 }
 
+/* One spec vector: its token rendering equals the tokenized whole string. */
+static void check_spec_vector(const char *in, void *ctx) {
+    (void)ctx;
+    size_t n;
+    char *json = tu_read_file(in, &n);
+    ds4_chat *chat;
+    ds4_error err = {0};
+    cr_assert_eq(ds4_chat_from_json(&chat, json, n, &err), DS4_OK, "%s: %s", in, err.msg);
+    assert_same_as_whole_string(in, chat);
+    ds4_chat_free(chat);
+    free(json);
+}
+
 Test(chat_tokens, spec_vectors_equal_whole_string, .init = open_tok, .fini = close_tok) {
-    DIR *d = opendir("tests/data/chat");
-    cr_assert_not_null(d, "tests/data/chat: cannot open (run from the repository root)");
-    int n_cases = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        size_t len = strlen(e->d_name);
-        if (len < 6 || strcmp(e->d_name + len - 5, ".json") != 0) continue;
-        char in[512];
-        snprintf(in, sizeof in, "tests/data/chat/%s", e->d_name);
-        size_t n;
-        char *json = tu_read_file(in, &n);
-        ds4_chat *chat;
-        ds4_error err = {0};
-        cr_assert_eq(ds4_chat_from_json(&chat, json, n, &err), DS4_OK, "%s: %s", in, err.msg);
-        assert_same_as_whole_string(in, chat);
-        ds4_chat_free(chat);
-        free(json);
-        n_cases++;
-    }
-    closedir(d);
+    int n_cases = tu_for_each_json("tests/data/chat", check_spec_vector, NULL);
     cr_assert_geq(n_cases, 15, "expected at least 15 spec vectors, found %d", n_cases);
 }
 

@@ -2,6 +2,7 @@
 #include "testutil.h"
 
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,6 +103,23 @@ ds4_tokenizer *tu_open_v4_tokenizer(void) {
     cr_assert_eq(ds4_tokenizer_open(&tok, path, &err), DS4_OK, "%s", err.msg);
     free(path);
     return tok;
+}
+
+int tu_for_each_json(const char *dir, void (*fn)(const char *path, void *ctx), void *ctx) {
+    DIR *d = opendir(dir);
+    cr_assert_not_null(d, "%s: cannot open (run from the repository root)", dir);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len < 6 || strcmp(e->d_name + len - 5, ".json") != 0) continue;
+        char path[512];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        fn(path, ctx);
+        n++;
+    }
+    closedir(d);
+    return n;
 }
 
 int tu_f32_bits_equal(float a, float b) { return memcmp(&a, &b, sizeof a) == 0; }

@@ -39,6 +39,11 @@ int tu_run(const char *cmd, char **out);
  * Caller frees with ds4_tokenizer_free. */
 ds4_tokenizer *tu_open_v4_tokenizer(void);
 
+/* Calls fn(path, ctx) for each *.json file in dir (a path relative to the repository root,
+ * e.g. "tests/data/chat"), in readdir order; fails the test if dir cannot be opened. Returns
+ * how many files it visited. */
+int tu_for_each_json(const char *dir, void (*fn)(const char *path, void *ctx), void *ctx);
+
 /* Bit-exact float comparison (quants README §0). */
 int tu_f32_bits_equal(float a, float b);
 
