@@ -48,16 +48,25 @@ static ds4_status find_dims(binder *b, const char *suffix, int nd, const int64_t
     return DS4_OK;
 }
 
-static ds4_status bind_mat(binder *b, const char *suffix, int64_t n_in, int64_t n_out,
-                           cpu_mat *m, ds4_error *err) {
-    const gguf_tensor *t;
-    int64_t dims[2] = {n_in, n_out};
-    ds4_status st = find_dims(b, suffix, 2, dims, &t, err);
+/* find_dims for a matrix the matmul kernels read: its type must be a weight type. */
+static ds4_status find_weight(binder *b, const char *suffix, int nd, const int64_t *dims,
+                              const gguf_tensor **out, ds4_error *err) {
+    ds4_status st = find_dims(b, suffix, nd, dims, out, err);
     if (st) return st;
+    const gguf_tensor *t = *out;
     if (!q_type_is_weight((int)t->type))
         return ds4_seterr(err, DS4_ERR_UNSUPPORTED,
                           "model: tensor '%s': type %s is not a supported weight type", t->name,
                           ds4_type_name(t->type));
+    return DS4_OK;
+}
+
+static ds4_status bind_mat(binder *b, const char *suffix, int64_t n_in, int64_t n_out,
+                           cpu_mat *m, ds4_error *err) {
+    const gguf_tensor *t;
+    int64_t dims[2] = {n_in, n_out};
+    ds4_status st = find_weight(b, suffix, 2, dims, &t, err);
+    if (st) return st;
     m->name = t->name;
     m->type = (int)t->type;
     m->n_in = n_in;
@@ -101,12 +110,8 @@ static ds4_status bind_experts(binder *b, const char *suffix, int64_t n_in, int6
                                int64_t n_exp, experts_mat *e, ds4_error *err) {
     const gguf_tensor *t;
     int64_t dims[3] = {n_in, n_out, n_exp};
-    ds4_status st = find_dims(b, suffix, 3, dims, &t, err);
+    ds4_status st = find_weight(b, suffix, 3, dims, &t, err);
     if (st) return st;
-    if (!q_type_is_weight((int)t->type))
-        return ds4_seterr(err, DS4_ERR_UNSUPPORTED,
-                          "model: tensor '%s': type %s is not a supported weight type", t->name,
-                          ds4_type_name(t->type));
     e->name = t->name;
     e->type = (int)t->type;
     e->n_in = n_in;
