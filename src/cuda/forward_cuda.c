@@ -489,6 +489,10 @@ ds4_status cuda_model_eval(cuda_model *cm, cuda_state *s, const int32_t *tokens,
     CK(cuda_state_sync_device(s, err));
     CK(eval_prepare(s, err));
     s->dev_newer = true;
+    /* With cuda_state_set_batch on: a prefill chunk through the batched ops (forward_chunk.c);
+     * hooks run token by token. */
+    if (n_tokens > 1 && s->batch && !(o && o->capture) && !s->check)
+        return cuda_eval_chunk(s, tokens, n_tokens, o, err);
     for (int64_t t = 0; t < n_tokens; t++) {
         if ((st = eval_token(cm, s, tokens[t], o ? o->capture : NULL, err)))
             return ds4_err_prefix(err, "cuda: token %lld at position %lld", (long long)t,

@@ -372,6 +372,10 @@ ds4_status cuda_state_create(cuda_state **out, cuda_model *cm, model_state *host
         if (h->ratio == 4 && (st = comp_alloc(&d->idx, &h->idx, err))) goto out_free;
     }
     if ((st = ws_carve(s, err))) goto out_free;
+    /* Batched prefill (forward_chunk.c) is off by default; DS4_CUDA_BATCH=1 turns it on for
+     * measurements (ds4-bench) until it is exact enough to be the default. */
+    const char *batch = getenv("DS4_CUDA_BATCH");
+    s->batch = batch && strcmp(batch, "1") == 0;
     s->host_newer = true;
     if ((st = cuda_state_sync_device(s, err))) goto out_free;
     *out = s;
@@ -397,6 +401,7 @@ void cuda_state_free(cuda_state *s) {
     cuda_free(s->qo);
     cuda_free(s->grp_ids);
     cuda_prof_free(s->prof);
+    cuda_chunk_free(s);
     cuda_free(s->block);
     free(s->ws.h_row);
     free(s->h_x);

@@ -107,6 +107,9 @@ struct cuda_state {
     cuda_prof *prof;          /* cuda_state_set_profile: events after every op, NULL = off */
     bool no_graph;            /* cuda_state_set_graph(s, false): launch op by op */
     bool graphing;            /* a capture is open: ops read the position from d_pos */
+    struct cu_bws *bws;       /* forward_chunk.c: workspace of a prefill chunk, NULL until used */
+    bool batch;               /* cuda_state_set_batch(s, true): prefill chunks batched (off by
+                               * default: see forward_chunk.c on the indexer's selection) */
 };
 
 /* Uploads the host state when it changed since the last upload (model_cuda.c). */
@@ -114,6 +117,19 @@ ds4_status cuda_state_sync_device(cuda_state *s, ds4_error *err);
 
 /* model_cuda_dev.cu: device-to-device copy and fill on the default stream. */
 ds4_status cuda_copy_d2d(void *d_dst, const void *d_src, size_t n_bytes, ds4_error *err);
+
+/* rows.cu: dst[dst_idx[i]] = src[src_idx[i]], n rows of D floats (NULL index = identity). */
+ds4_status cuda_rows_copy(float *d_dst, const int32_t *d_dst_idx, const float *d_src,
+                          const int32_t *d_src_idx, int64_t n, int64_t D, ds4_error *err);
+
+/* forward_chunk.c: n_tokens (> 1) at the state's position through the layers with the batched
+ * ops (cuda_matmul, chunk attention, grouped experts); hc_out / logits as cuda_model_eval.
+ * No capture or check hooks (the caller falls back to token by token for those). */
+ds4_status cuda_eval_chunk(cuda_state *s, const int32_t *tokens, int64_t n_tokens,
+                           const model_eval_opts *o, ds4_error *err);
+void cuda_chunk_free(cuda_state *s);
+/* Batched prefill on, or off (the default: token by token, the decode path). */
+void cuda_state_set_batch(cuda_state *s, bool on);
 
 #ifdef __cplusplus
 }

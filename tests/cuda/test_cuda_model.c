@@ -30,6 +30,7 @@
 
 #include "cuda/cuda_api.h"
 #include "cuda/model_cuda.h"
+#include "cuda/model_cuda_impl.h"
 #include "format/gguf.h"
 #include "format/safetensors.h"
 #include "model/convert.h"
@@ -271,6 +272,56 @@ out:
     free(pre);
     free(dec);
     free(greedy);
+}
+
+/* ---- Batched prefill chunks (issue #7, forward_chunk.c) --------------------------------- */
+
+/* The prompt of golden case cs through chunks of 1, 7, 64 tokens and the whole prompt (logits
+ * of every position): within 1e-3 of the golden, and within 1e-4 of token by token (the
+ * decode path, cuda_state_set_batch off): matmul and matvec sum in another order, nothing
+ * else differs. */
+static void chunk_case(fixture *f, st_file *gf, const char *cs) {
+    char name[160];
+    ds4_error err = {0};
+    golden_case c;
+    snprintf(name, sizeof name, "tiny-v4 f32 %s chunked prefill", cs);
+    if (golden_get(gf, cs, &c)) {
+        result(0, name, "golden tensors of case '%s' missing", cs);
+        return;
+    }
+    int64_t V = model_get_hparams(f->m)->n_vocab;
+    float *ref = malloc((size_t)(c.T * V) * sizeof(float));
+    float *got = malloc((size_t)(c.T * V) * sizeof(float));
+    int64_t sizes[4] = {1, 7, 64, c.T};
+    for (int k = -1; k < 4; k++) {
+        gpu_state s;
+        if (gpu_state_create(&s, f, c.T, &err)) {
+            result(0, name, "state: %s", err.msg);
+            break;
+        }
+        float *out = k < 0 ? ref : got;
+        cuda_state_set_batch(s.dev, k >= 0);
+        int64_t step = k < 0 ? c.T : sizes[k];
+        ds4_status st = DS4_OK;
+        for (int64_t t = 0; t < c.T && !st; t += step) {
+            int64_t n = c.T - t < step ? c.T - t : step;
+            model_eval_opts o = {MODEL_LOGITS_ALL, out + t * V, NULL, NULL};
+            st = cuda_model_eval(f->cm, s.dev, c.tokens + t, n, &o, &err);
+        }
+        gpu_state_free(&s);
+        if (st) {
+            result(0, name, "eval (chunk %lld): %s", (long long)step, err.msg);
+            break;
+        }
+        if (k < 0) continue;
+        char nm[224];
+        snprintf(nm, sizeof nm, "%s, chunks of %lld, vs golden", name, (long long)step);
+        check_logits(nm, got, c.prefill, c.T, V, 1e-3);
+        snprintf(nm, sizeof nm, "%s, chunks of %lld, vs token by token", name, (long long)step);
+        check_logits(nm, got, ref, c.T, V, 1e-4);
+    }
+    free(ref);
+    free(got);
 }
 
 /* ---- CUDA graph across position bounds (issue #7) ---------------------------------------- */
@@ -723,6 +774,44 @@ out:
     free(a);
 }
 
+/* Where a batched prefill of the prompt spends its time (forward_chunk.c call sites). */
+static void prof_chunk_case(fixture *f, const int32_t *toks) {
+    ds4_error err = {0};
+    int64_t V = model_get_hparams(f->m)->n_vocab;
+    float *l = malloc((size_t)V * sizeof(float));
+    prof_acc *a = calloc(1, sizeof *a);
+    gpu_state g = {0};
+    if (!l || !a || gpu_state_create(&g, f, SYN_T, &err)) {
+        printf("info: chunk profile: no state: %s\n", err.msg);
+        goto out;
+    }
+    cuda_state_set_batch(g.dev, true);
+    model_eval_opts o = {MODEL_LOGITS_LAST, l, NULL, NULL};
+    if (cuda_state_set_profile(g.dev, true, &err) ||
+        cuda_model_eval(f->cm, g.dev, toks, SYN_T, &o, &err) ||
+        cuda_state_profile_collect(g.dev, prof_add, a, &err)) {
+        printf("info: chunk profile: %s\n", err.msg);
+        goto out;
+    }
+    double total = 0;
+    for (int i = 0; i < PROF_LINES; i++) total += a->ms[i];
+    printf("info: profile of a batched prefill of %d tokens (synthetic q2, 4 layers): %.3f ms; "
+           "top call sites (forward_chunk.c line: ms, share, calls):\n", SYN_T, total);
+    for (int k = 0; k < 16; k++) {
+        int best = -1;
+        for (int i = 0; i < PROF_LINES; i++)
+            if (a->n[i] && (best < 0 || a->ms[i] > a->ms[best])) best = i;
+        if (best < 0) break;
+        printf("info:   line %4d: %.4f ms  %5.1f%%  x%d\n", best, a->ms[best],
+               total > 0 ? 100.0 * a->ms[best] / total : 0.0, a->n[best]);
+        a->n[best] = 0;
+    }
+out:
+    if (g.host) gpu_state_free(&g);
+    free(l);
+    free(a);
+}
+
 static void synth_case(const char *path) {
     const char *name = "synthetic flash q2 (4 layers, 16 experts)";
     ds4_error err = {0};
@@ -784,6 +873,7 @@ static void synth_case(const char *path) {
     double t_dec = now_s() - t1;
     graph_case(&f, toks, lg, t_dec);
     prof_case(&f, toks);
+    prof_chunk_case(&f, toks);
     /* Noise floor: the CPU again with every element of layer 0's attn_norm one ULP up or down
      * (fixed pseudo-random signs; the host copy only, the GPU keeps its own). */
     float *w0 = f.m->w.layers[0].attn_norm;
@@ -806,6 +896,34 @@ static void synth_case(const char *path) {
     int64_t ag_s = top1_agree(ls, lcs, n_step, V);
     double e_g = max_abs(lg, lc, rows * V, NULL), e_n = max_abs(ln, lc, rows * V, NULL);
     double e_s = max_abs(ls, lcs, n_step * V, NULL);
+    /* The prompt batched (cuda_state_set_batch, one call) vs lg's rows 0..SYN_T (token by token). */
+    {
+        gpu_state g3;
+        float *lt = malloc((size_t)(SYN_T * V) * sizeof(float));
+        if (!lt || gpu_state_create(&g3, &f, rows, &err)) {
+            free(lt);
+            goto fail;
+        }
+        cuda_state_set_batch(g3.dev, true);
+        model_eval_opts ot = {MODEL_LOGITS_ALL, lt, NULL, NULL};
+        double tb0 = now_s();
+        ds4_status st3 = cuda_model_eval(f.cm, g3.dev, toks, SYN_T, &ot, &err);
+        if (!st3) st3 = cuda_sync(&err);
+        printf("info: synthetic flash q2: batched prefill of %d tokens in %.3f s\n", SYN_T,
+               now_s() - tb0);
+        gpu_state_free(&g3);
+        if (st3) {
+            free(lt);
+            goto fail;
+        }
+        double e_b = max_abs(lg, lt, SYN_T * V, NULL);
+        int64_t ag_b = top1_agree(lg, lt, SYN_T, V);
+        free(lt);
+        result(e_n > 0 && e_b <= 2 * e_n,
+               "synthetic flash q2: batched prefill vs token by token within twice the noise floor",
+               "max |diff| %.3g over %d positions (floor %.3g), top-1 %lld equal", e_b, SYN_T, e_n,
+               (long long)ag_b);
+    }
     diff_profile("free-running GPU vs CPU", lg, lc, rows, V);
     diff_profile("CPU vs CPU with a norm weight one ULP off (noise floor)", ln, lc, rows, V);
     printf("info: free-running over %lld positions: GPU vs CPU top-1 %lld (%.2f%%), max |diff| "
@@ -887,6 +1005,7 @@ int main(void) {
     } else {
         golden_case_run(&f, gf, "short");
         golden_case_run(&f, gf, "window");
+        chunk_case(&f, gf, "short");
         snapshot_cases(&f, gf);
         graph_bounds_case(&f);
         fixture_close(&f);
