@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <termios.h>
 #include <unistd.h>
 
 typedef struct pty_run {
@@ -97,7 +98,18 @@ static inline size_t pr_expect(pty_run *p, const char *needle, double timeout_s)
     }
 }
 
+/* libedit prints the prompt first and switches the terminal to raw mode only when it reads
+ * (el_wgetc -> tty_rawmode). A Ctrl+D that reaches the line discipline in between is a
+ * canonical EOF, which becomes a NUL byte once the terminal is raw, so the CLI never sees it.
+ * A person cannot type that fast; a test can. Wait until the terminal is raw first. */
+static inline void pr_wait_raw(pty_run *p, double timeout_s) {
+    double end = pr_now() + timeout_s;
+    struct termios t;
+    while (tcgetattr(p->fd, &t) == 0 && (t.c_lflag & ICANON) && pr_now() < end) pr_pump(p, 0.02);
+}
+
 static inline void pr_send(pty_run *p, const char *s) {
+    if (strchr(s, '\004')) pr_wait_raw(p, 10);
     size_t n = strlen(s);
     cr_assert_eq(write(p->fd, s, n), (ssize_t)n, "write to the pty failed");
 }
