@@ -46,6 +46,21 @@ void test_attention(void);
 void test_compressor(void);
 void test_indexer(void);
 void test_matmul(void);
+/* Times `iters` back-to-back calls of one op (after one warm-up call) and prints a "bench"
+ * line in microseconds per call, or the failure. */
+#define BENCH(label, iters, call)                                                              \
+    do {                                                                                       \
+        ds4_error e_;                                                                          \
+        ds4_status s_ = (call);                                                                \
+        cuda_sync(&e_);                                                                        \
+        double t0_ = now_s();                                                                  \
+        for (int i_ = 0; i_ < (iters) && !s_; i_++) s_ = (call);                               \
+        cuda_sync(&e_);                                                                        \
+        double us_ = (now_s() - t0_) / (iters) * 1e6;                                          \
+        if (s_) printf("bench %-44s failed: %s\n", label, e_.msg);                             \
+        else printf("bench %-44s %9.2f us\n", label, us_);                                     \
+    } while (0)
+
 void bench_elem_ops(void);
 void bench_attn_ops(void);
 void bench_matmul(void);

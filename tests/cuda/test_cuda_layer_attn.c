@@ -276,18 +276,6 @@ void test_indexer(void) {
 }
 
 /* ---- timings ---- */
-#define BENCH(label, iters, call)                                                              \
-    do {                                                                                       \
-        ds4_error e_;                                                                          \
-        ds4_status s_ = (call);                                                                \
-        cuda_sync(&e_);                                                                        \
-        double t0_ = now_s();                                                                  \
-        for (int i_ = 0; i_ < (iters) && !s_; i_++) s_ = (call);                               \
-        cuda_sync(&e_);                                                                        \
-        double us_ = (now_s() - t0_) / (iters) * 1e6;                                          \
-        if (s_) printf("bench %-44s failed: %s\n", label, e_.msg);                             \
-        else printf("bench %-44s %9.2f us\n", label, us_);                                     \
-    } while (0)
 
 /* Device buffer of n_bytes filled with copies of the host block h (h_bytes). */
 static void *dev_fill(const float *h, size_t h_bytes, size_t n_bytes) {

@@ -412,18 +412,6 @@ void test_argmax(void) {
 }
 
 /* ---- timings at Flash shapes (MODEL_MATH §0), one decode token ---- */
-#define BENCH(label, iters, call)                                                              \
-    do {                                                                                       \
-        ds4_error e_;                                                                          \
-        ds4_status s_ = (call);                                                                \
-        cuda_sync(&e_);                                                                        \
-        double t0_ = now_s();                                                                  \
-        for (int i_ = 0; i_ < (iters) && !s_; i_++) s_ = (call);                               \
-        cuda_sync(&e_);                                                                        \
-        double us_ = (now_s() - t0_) / (iters) * 1e6;                                          \
-        if (s_) printf("bench %-44s failed: %s\n", label, e_.msg);                             \
-        else printf("bench %-44s %9.2f us\n", label, us_);                                     \
-    } while (0)
 
 void bench_elem_ops(void) {
     const int64_t D = 4096, H = 64, Dh = 512, hc = 4, E = 256, V = 129280;
