@@ -153,14 +153,14 @@ $(CUDA_MODEL_TEST): $(BUILD)/tests/cuda/test_cuda_model.o $(CUDA_COBJ) $(CUDA_OB
 	@mkdir -p $(dir $@)
 	$(NVCC) $(CUDA_ARCH) -o $@ $^ -Xlinker --as-needed $(LDLIBS)
 
-# CUDA-enabled tools in build/cuda/bin: the library rebuilt with -DDS4_CUDA in build/cuda/lib
+# CUDA-enabled tools in $(BUILD)/cuda/bin: the library rebuilt with -DDS4_CUDA in $(BUILD)/cuda/lib
 # (engine/session route backend "cuda" to the GPU model) plus the CUDA objects above, cudart
 # static, so the binaries run on a GPU machine without the CUDA -dev packages.
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 CUDA_TOOL_NAMES := ds4 ds4-server ds4-bench ds4-convert
 cuda-tools: $(CUDA_OBJ) $(CUDA_COBJ)
-	$(MAKE) BUILD=build/cuda/lib BINDIR=build/cuda/bin CPPFLAGS="$(CPPFLAGS) -DDS4_CUDA" \
-	  DS4_CUDA_LINK="$(abspath $(CUDA_OBJ) $(CUDA_COBJ))" $(addprefix build/cuda/bin/,$(CUDA_TOOL_NAMES))
+	$(MAKE) BUILD=$(BUILD)/cuda/lib BINDIR=$(BUILD)/cuda/bin CPPFLAGS="$(CPPFLAGS) -DDS4_CUDA" \
+	  DS4_CUDA_LINK="$(abspath $(CUDA_OBJ) $(CUDA_COBJ))" $(addprefix $(BUILD)/cuda/bin/,$(CUDA_TOOL_NAMES))
 ifneq ($(DS4_CUDA_LINK),)
 $(LIB): $(DS4_CUDA_LINK)
 LDLIBS += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++

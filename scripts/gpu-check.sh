@@ -1,23 +1,24 @@
 #!/usr/bin/env bash
 # scripts/gpu-check.sh — the whole GPU check in one go, for the device machine (issue #7):
 # records the card, driver and date, runs every CUDA op against the CPU reference and the
-# benchmarks (build/cuda/ds4-cuda-tests --bench), and keeps the logs.
+# benchmarks ($B/cuda/ds4-cuda-tests --bench), and keeps the logs.
 #
 # Build first, here: `make cuda` (and scripts/gpu-carry.sh for the libraries and test data the
-# whole-model checks need); then on the GPU box (carry build/cuda/ds4-cuda-tests):
-#   scripts/gpu-check.sh            logs under $OUT when set, else build/gpu-check
+# whole-model checks need); then on the GPU box (carry $B/cuda/ds4-cuda-tests):
+#   scripts/gpu-check.sh            logs under $OUT when set, else $B/gpu-check
 #   scripts/gpu-check.sh --no-bench tests only
 #   scripts/gpu-check.sh --model-only   only the whole-model checks below (skips the op tests)
 #   DS4_GPU_SYN_FLASH=1 scripts/gpu-check.sh --model-only   adds the full-size in-memory Flash bench
-# Whole model (issue #7; needs `make cuda`'s build/cuda/ds4-cuda-model-tests and build/cuda/bin):
+# Whole model (issue #7; needs `make cuda`'s $B/cuda/ds4-cuda-model-tests and $B/cuda/bin):
 # builds a synthetic Flash-width q2 model here (4 layers, 16 experts, V4 tokenizer), runs the
 # model tests (tiny-v4 golden, snapshots across backends, GPU vs CPU), then ds4-bench and
 # ds4 --backend cuda on it. DS4_SHARED must point at the test data (tiny-v4 + tokenizer).
 # Exit status: that of the test program (non-zero when any case failed).
 set -u
 cd "$(dirname "$0")/.."
-BIN=${DS4_CUDA_TESTS:-build/cuda/ds4-cuda-tests}
-LOGDIR=${OUT:-build/gpu-check}
+B=${DS4_BUILD:-build} # another build folder: DS4_BUILD=build/x (make cuda BUILD=build/x)
+BIN=${DS4_CUDA_TESTS:-$B/cuda/ds4-cuda-tests}
+LOGDIR=${OUT:-$B/gpu-check}
 mkdir -p "$LOGDIR"
 if [ ! -x "$BIN" ]; then
     echo "gpu-check: $BIN is missing: run 'make cuda' first" >&2
@@ -47,8 +48,8 @@ tail -n 1 "$LOGDIR/cuda-tests.log"
 fi
 
 # ---- whole model on the GPU (model_cuda.h) ----
-MT=build/cuda/ds4-cuda-model-tests
-CB=build/cuda/bin
+MT=$B/cuda/ds4-cuda-model-tests
+CB=$B/cuda/bin
 if [ -x "$MT" ] && [ -x "$CB/ds4-convert" ]; then
     SH=${DS4_SHARED:-../shared}
     SCR=${DS4_TMP:-/tmp/ds4-gpu-check}
@@ -97,12 +98,12 @@ fi
 # DS4_GPU_SYN_FLASH=1 runs all 43 layers x 256 experts q2 (80.76 GiB) when the card has room,
 # else as many experts as fit ~75 GiB (200); DS4_GPU_SYN_EXPERTS overrides. Decode + prefill
 # at ctx 2048; the run fails when the logits are not finite.
-if [ -n "${DS4_GPU_SYN_FLASH:-}" ] && [ -x build/cuda/bin/ds4-bench ]; then
+if [ -n "${DS4_GPU_SYN_FLASH:-}" ] && [ -x $B/cuda/bin/ds4-bench ]; then
     mem=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -n 1)
     ne=${DS4_GPU_SYN_EXPERTS:-}
     [ -z "$ne" ] && { [ "${mem:-0}" -gt 100000 ] && ne=256 || ne=200; }
     echo "synthetic flash q2 in memory: 43 layers, $ne experts (card ${mem:-?} MiB)"
-    timeout "${DS4_GPU_SYN_TIMEOUT:-300}" build/cuda/bin/ds4-bench --synthetic flash --preset q2 \
+    timeout "${DS4_GPU_SYN_TIMEOUT:-300}" $B/cuda/bin/ds4-bench --synthetic flash --preset q2 \
         --experts "$ne" --backend cuda --ctx-start 2048 --ctx-max 2048 --gen-tokens 64 \
         --prefill-chunk 2048 --no-membw --out "$LOGDIR/bench-synflash-cuda.csv" \
         > "$LOGDIR/bench-synflash-cuda.log" 2>&1 || { echo "synthetic flash bench failed"; rc=1; }
