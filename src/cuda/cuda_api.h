@@ -183,12 +183,26 @@ ds4_status cuda_moe_combine(const float *d_y, const float *d_shared, int64_t n_t
 /* cpu_matmul on the device (prefill): y[t*ldy + o] = Σ_i W[o][i]·x[t*ldx + i] for t < n_tok,
  * o < rows; W a GGUF tensor of `type` with `cols` values per row read in place; activations
  * quantized per token like the CPU (Q8_K / Q8_0 record / f32) into d_act, at least
- * cuda_matmul_scratch_bytes(type, cols, n_tok) bytes. Agrees with the CPU within
- * 1e-5·Σ|w·x| per output (same products, another summation order). */
+ * cuda_matmul_scratch_bytes(type, cols, n_tok) bytes. Bit-identical to cpu_matmul (same
+ * products, the CPU's float steps and summation order; int8 tensor cores for quantized types). */
 ds4_status cuda_matmul(int type, const void *d_w, int64_t rows, int64_t cols, const float *d_x,
                        int64_t ldx, int64_t n_tok, void *d_act, float *d_y, int64_t ldy,
                        ds4_error *err);
 size_t cuda_matmul_scratch_bytes(int type, int64_t cols, int64_t n_tok);
+/* cuda_matmul for the routed experts of a chunk in one launch (issue #7): x rows sorted by
+ * expert, expert e owns x rows d_off[e] .. d_off[e+1] (d_off: device int32[n_expert+1],
+ * d_off[0] = 0, d_off[n_expert] = n_rows_total; empty experts allowed) and multiplies them with
+ * its weights at d_w + e·expert_stride_bytes ([rows][cols] of `type`); y row j = x row j's
+ * product (ldy floats apart). Scratch: cuda_matmul_scratch_bytes(type, cols, n_rows_total).
+ * Each row's result is bit-identical to cuda_matmul / cpu_matmul on that expert's slice. */
+ds4_status cuda_matmul_experts(int type, const void *d_w, int64_t n_expert, int64_t rows,
+                               int64_t cols, uint64_t expert_stride_bytes, const int32_t *d_off,
+                               const float *d_x, int64_t ldx, int64_t n_rows_total, void *d_act,
+                               float *d_y, int64_t ldy, ds4_error *err);
+/* The first (SIMT f32, not bit-exact) prefill kernel, kept as the benchmark's baseline only. */
+ds4_status cuda_matmul_simt(int type, const void *d_w, int64_t rows, int64_t cols,
+                            const float *d_x, int64_t ldx, int64_t n_tok, void *d_act,
+                            float *d_y, int64_t ldy, ds4_error *err);
 
 /* ds4_argmax per row: out[r] = index of the largest finite logit (lowest on ties), -1 if none.
  * Two passes through a fixed device buffer: one call at a time. */

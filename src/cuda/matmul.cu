@@ -1,173 +1,21 @@
 /*
  * cuda/matmul.cu — weight matrix x several tokens (prefill), the CUDA counterpart of
  * cpu/matmul.c cpu_matmul: y[t*ldy + o] = Σ_i W[o][i]·x[t*ldx + i] for every GGUF weight type
- * the converter writes (F32, F16, BF16, Q8_0, Q2_K, Q4_K, IQ2_XXS), read in place.
+ * the converter writes (F32, F16, BF16, Q8_0, Q2_K, Q4_K, IQ2_XXS), read in place, bit-identical
+ * to the CPU; and the routed experts of a chunk in one grouped launch (cuda_matmul_experts).
  *
- * Like the CPU, activations are first quantized per token (Q8_K for K-quants and IQ2_XXS, ds4's
+ * Like the CPU, activations are first quantized per x row (Q8_K for K-quants and IQ2_XXS, ds4's
  * Q8_0 record for Q8_0, plain f32 otherwise) with the bit-exact quantizers of quantize.cu, so
- * both backends multiply the same numbers. Tiles of 64 weight rows x 32 tokens x 64 columns are
- * dequantized to f32 in shared memory (the CPU decoders' exact float steps) and multiplied with
- * f32 FMAs; only the order of the sum differs from the CPU's per-block dot.
- *
- * This is the correct, general baseline (SIMT f32). The tensor-core path (int8 mma on the
- * Q8_K activations, or bf16 tiles) is the next step for prefill speed (issue #7).
+ * both backends multiply the same numbers; the kernels then sum in the CPU's order:
+ * matmul_mma.cu (int8 tensor cores, quantized types), matmul_f32.cu (float types).
+ * This file: argument checks, quantization, dispatch.
  * Must not: know tensor names or the model.
  */
 #include "cuda_api.h"
-#include "ops.cuh"
+#include "matmul_impl.cuh"
 
-#define MM_BM 64 /* weight rows per block */
-#define MM_BN 32 /* tokens per block */
-#define MM_BK 64 /* columns per step */
-
-__constant__ uint64_t mm_iq2_grid[256];
-__constant__ uint8_t mm_iq2_signs[128];
-
-extern "C" const uint64_t q_iq2xxs_grid[256];
-extern "C" const uint8_t q_iq2xxs_signs[128];
-
-__device__ __forceinline__ float mm_f16(const uint8_t *p) {
-    return __half2float(__ushort_as_half(*(const uint16_t *)p));
-}
-
-/* Values col0 .. col0+7 of a weight row (col0 a multiple of 8; quantized rows hold whole
- * blocks, float rows may end inside the chunk: n_valid). The float steps of format/quant.c. */
-__device__ void mm_dec8(int type, const uint8_t *row, int64_t col0, int n_valid, float *y) {
-    switch (type) {
-    case CU_T_F32:
-        for (int l = 0; l < 8; l++) y[l] = l < n_valid ? ((const float *)row)[col0 + l] : 0.0f;
-        return;
-    case CU_T_F16:
-        for (int l = 0; l < 8; l++) y[l] = l < n_valid ? mm_f16(row + 2 * (col0 + l)) : 0.0f;
-        return;
-    case CU_T_BF16:
-        for (int l = 0; l < 8; l++)
-            y[l] = l < n_valid ? __uint_as_float((uint32_t)((const uint16_t *)row)[col0 + l] << 16)
-                               : 0.0f;
-        return;
-    case CU_T_Q8_0: {
-        const uint8_t *b = row + (col0 / 32) * CU_Q8_0_BYTES;
-        float d = mm_f16(b);
-        for (int l = 0; l < 8; l++) y[l] = __fmul_rn(d, (float)(int8_t)b[2 + col0 % 32 + l]);
-        return;
-    }
-    case CU_T_Q2_K: {
-        const uint8_t *b = row + (col0 / 256) * CU_Q2_K_BYTES, *qs = b + 16;
-        float d = mm_f16(b + 80), dmin = mm_f16(b + 82);
-        for (int l = 0; l < 8; l++) {
-            int e = (int)(col0 % 256) + l;
-            int q = (qs[32 * (e / 128) + e % 32] >> (2 * ((e % 128) / 32))) & 3;
-            int sc = b[e / 16];
-            y[l] = __fsub_rn(__fmul_rn(d, (float)((sc & 15) * q)), __fmul_rn(dmin, (float)(sc >> 4)));
-        }
-        return;
-    }
-    case CU_T_Q4_K: {
-        const uint8_t *b = row + (col0 / 256) * CU_Q4_K_BYTES, *s = b + 4;
-        float d = mm_f16(b), dmin = mm_f16(b + 2);
-        int e0 = (int)(col0 % 256), j = e0 / 32, sc, m;
-        if (j < 4) { sc = s[j] & 63; m = s[j + 4] & 63; }
-        else { sc = (s[j + 4] & 15) | ((s[j - 4] >> 6) << 4); m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4); }
-        const uint8_t *q = b + 16 + 32 * (j / 2);
-        int shift = (j & 1) ? 4 : 0;
-        for (int l = 0; l < 8; l++)
-            y[l] = __fsub_rn(__fmul_rn(d, (float)(sc * ((q[e0 % 32 + l] >> shift) & 15))),
-                             __fmul_rn(dmin, (float)m));
-        return;
-    }
-    case CU_T_IQ2_XXS: {
-        const uint8_t *b = row + (col0 / 256) * CU_IQ2_XXS_BYTES;
-        int e0 = (int)(col0 % 256), g = e0 / 32, k = (e0 % 32) / 8;
-        float d = mm_f16(b);
-        uint32_t A = cu_ld_u32_a2(b + 2 + 8 * g), B = cu_ld_u32_a2(b + 6 + 8 * g);
-        float db = __fmul_rn(__fmul_rn(d, __fadd_rn(0.5f, (float)(B >> 28))), 0.25f);
-        uint64_t grid = mm_iq2_grid[(A >> (8 * k)) & 255u];
-        uint8_t signs = mm_iq2_signs[(B >> (7 * k)) & 127u];
-        for (int l = 0; l < 8; l++) {
-            float v = __fmul_rn(db, (float)((grid >> (8 * l)) & 255u));
-            y[l] = (signs >> l) & 1 ? -v : v;
-        }
-        return;
-    }
-    default:
-        for (int l = 0; l < 8; l++) y[l] = 0.0f;
-    }
-}
-
-/* Activation values col0 .. col0+7 of token t: f32, Q8_0 records or Q8_K blocks (d·q). */
-__device__ __forceinline__ void mm_act8(int kind, const uint8_t *act, size_t stride,
-                                        int64_t ldx, int64_t t, int64_t col0, int n_valid,
-                                        float *x) {
-    if (kind == 0) {
-        const float *r = (const float *)act + t * ldx;
-        for (int l = 0; l < 8; l++) x[l] = l < n_valid ? r[col0 + l] : 0.0f;
-    } else if (kind == 1) {
-        const uint8_t *b = act + t * stride + (col0 / 32) * CU_Q8_0ACT_BYTES;
-        float d = *(const float *)b;
-        for (int l = 0; l < 8; l++) x[l] = __fmul_rn(d, (float)(int8_t)b[4 + col0 % 32 + l]);
-    } else {
-        const uint8_t *b = act + t * stride + (col0 / 256) * CU_Q8_K_BYTES;
-        float d = *(const float *)b;
-        for (int l = 0; l < 8; l++) x[l] = __fmul_rn(d, (float)(int8_t)b[4 + col0 % 256 + l]);
-    }
-}
-
-/* grid (ceil(rows/64), ceil(n_tok/32)), 256 threads; thread (ty, tx) owns rows 4ty..4ty+3 and
- * tokens 2tx, 2tx+1 of the tile. */
-__global__ void __launch_bounds__(256) k_matmul(int type, const uint8_t *w, int64_t rows,
-                                                int64_t cols, uint64_t row_bytes, int kind,
-                                                const uint8_t *act, size_t act_stride,
-                                                int64_t ldx, int64_t n_tok, float *y,
-                                                int64_t ldy) {
-    __shared__ float Ws[MM_BM][MM_BK + 1];
-    __shared__ float Xs[MM_BN][MM_BK + 1];
-    int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
-    int64_t r0 = (int64_t)blockIdx.x * MM_BM, t0 = (int64_t)blockIdx.y * MM_BN;
-    float acc[4][2] = {{0}};
-    for (int64_t k0 = 0; k0 < cols; k0 += MM_BK) {
-        for (int c = tid; c < MM_BM * (MM_BK / 8); c += blockDim.x) {
-            int r = c / (MM_BK / 8), kc = c % (MM_BK / 8);
-            int64_t col0 = k0 + 8 * kc, nv = cols - col0;
-            float v[8];
-            if (r0 + r < rows && nv > 0) mm_dec8(type, w + (uint64_t)(r0 + r) * row_bytes, col0, nv > 8 ? 8 : (int)nv, v);
-            else for (int l = 0; l < 8; l++) v[l] = 0.0f;
-            for (int l = 0; l < 8; l++) Ws[r][8 * kc + l] = v[l];
-        }
-        for (int c = tid; c < MM_BN * (MM_BK / 8); c += blockDim.x) {
-            int t = c / (MM_BK / 8), kc = c % (MM_BK / 8);
-            int64_t col0 = k0 + 8 * kc, nv = cols - col0;
-            float v[8];
-            if (t0 + t < n_tok && nv > 0) mm_act8(kind, act, act_stride, ldx, t0 + t, col0, nv > 8 ? 8 : (int)nv, v);
-            else for (int l = 0; l < 8; l++) v[l] = 0.0f;
-            for (int l = 0; l < 8; l++) Xs[t][8 * kc + l] = v[l];
-        }
-        __syncthreads();
-#pragma unroll 8
-        for (int kk = 0; kk < MM_BK; kk++) {
-            float x0 = Xs[2 * tx][kk], x1 = Xs[2 * tx + 1][kk];
-#pragma unroll
-            for (int r = 0; r < 4; r++) {
-                float wv = Ws[4 * ty + r][kk];
-                acc[r][0] = fmaf(wv, x0, acc[r][0]);
-                acc[r][1] = fmaf(wv, x1, acc[r][1]);
-            }
-        }
-        __syncthreads();
-    }
-    for (int r = 0; r < 4; r++)
-        for (int c = 0; c < 2; c++) {
-            int64_t o = r0 + 4 * ty + r, t = t0 + 2 * tx + c;
-            if (o < rows && t < n_tok) y[t * ldy + o] = acc[r][c];
-        }
-}
-
-static int mm_act_kind(int type) {
-    if (type == CU_T_Q8_0) return 1;
-    if (type == CU_T_Q2_K || type == CU_T_Q4_K || type == CU_T_IQ2_XXS) return 2;
-    return 0;
-}
-
-static ds4_status mm_row_bytes(int type, int64_t cols, uint64_t *out, ds4_error *err) {
+ds4_status mm_check(int type, int64_t rows, int64_t cols, int64_t ldx, int64_t ldy,
+                    uint64_t *out, ds4_error *err) {
     int64_t blk = 1, bytes = 0;
     switch (type) {
     case CU_T_F32: bytes = 4; break;
@@ -183,7 +31,27 @@ static ds4_status mm_row_bytes(int type, int64_t cols, uint64_t *out, ds4_error 
         return ds4_seterr(err, DS4_ERR_INVALID_ARG,
                           "cuda_matmul: %lld columns is not a multiple of the type's block of %lld",
                           (long long)cols, (long long)blk);
+    if (ldx < cols || ldy < rows || rows > 2147483647ll)
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG,
+                          "cuda_matmul: ldx %lld < %lld columns, ldy %lld < %lld rows, or too many rows",
+                          (long long)ldx, (long long)cols, (long long)ldy, (long long)rows);
     *out = (uint64_t)(cols / blk) * (uint64_t)bytes;
+    return DS4_OK;
+}
+
+ds4_status mm_quantize(int type, const float *d_x, int64_t ldx, int64_t n, int64_t cols,
+                       void *d_act, size_t *stride, ds4_error *err) {
+    int kind = cuda_act_kind(type);
+    *stride = 0;
+    if (kind == CUDA_ACT_F32) return DS4_OK;
+    *stride = cuda_matvec_scratch_bytes(type, cols);
+    /* Rows are quantized independently (blocks never straddle rows), so a dense x is one call. */
+    int64_t step = ldx == cols ? n : 1;
+    for (int64_t t = 0; t < n; t += step) {
+        ds4_status st = cuda_quantize_act(kind, d_x + t * ldx, (uint8_t *)d_act + (size_t)t * *stride,
+                                          step * cols, err);
+        if (st) return ds4_err_prefix(err, "cuda_matmul");
+    }
     return DS4_OK;
 }
 
@@ -191,43 +59,60 @@ extern "C" size_t cuda_matmul_scratch_bytes(int type, int64_t cols, int64_t n_to
     return (size_t)(n_tok > 0 ? n_tok : 0) * cuda_matvec_scratch_bytes(type, cols);
 }
 
-static int g_mm_tables; /* IQ2_XXS tables uploaded to this file's constant memory */
+static ds4_status mm_run(mm_args *a, ds4_error *err) {
+    ds4_status st = mm_quantize(a->type, a->x, a->ldx, a->n_tok, a->cols, (void *)a->act,
+                                &a->act_stride, err);
+    if (st) return st;
+    return cuda_act_kind(a->type) == CUDA_ACT_F32 ? mm_launch_float(a, err) : mm_launch_mma(a, err);
+}
 
 extern "C" ds4_status cuda_matmul(int type, const void *d_w, int64_t rows, int64_t cols,
                                   const float *d_x, int64_t ldx, int64_t n_tok, void *d_act,
                                   float *d_y, int64_t ldy, ds4_error *err) {
     if (n_tok <= 0 || rows <= 0) return DS4_OK;
-    uint64_t row_bytes = 0;
-    ds4_status st = mm_row_bytes(type, cols, &row_bytes, err);
+    mm_args a = {};
+    ds4_status st = mm_check(type, rows, cols, ldx, ldy, &a.row_bytes, err);
     if (st) return st;
-    if (ldx < cols || ldy < rows || n_tok > 65535 * (int64_t)MM_BN || rows > 2147483647ll)
+    a.type = type;
+    a.w = (const uint8_t *)d_w;
+    a.rows = rows;
+    a.cols = cols;
+    a.act = (const uint8_t *)d_act;
+    a.x = d_x;
+    a.ldx = ldx;
+    a.n_tok = n_tok;
+    a.y = d_y;
+    a.ldy = ldy;
+    return mm_run(&a, err);
+}
+
+extern "C" ds4_status cuda_matmul_experts(int type, const void *d_w, int64_t n_expert,
+                                          int64_t rows, int64_t cols, uint64_t expert_stride_bytes,
+                                          const int32_t *d_off, const float *d_x, int64_t ldx,
+                                          int64_t n_rows_total, void *d_act, float *d_y,
+                                          int64_t ldy, ds4_error *err) {
+    if (n_rows_total <= 0 || rows <= 0 || n_expert <= 0) return DS4_OK;
+    mm_args a = {};
+    ds4_status st = mm_check(type, rows, cols, ldx, ldy, &a.row_bytes, err);
+    if (st) return st;
+    if (n_expert > 65535 || expert_stride_bytes < a.row_bytes * (uint64_t)rows)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG,
-                          "cuda_matmul: ldx %lld < %lld columns, ldy %lld < %lld rows, or %lld tokens",
-                          (long long)ldx, (long long)cols, (long long)ldy, (long long)rows,
-                          (long long)n_tok);
-    if (type == CU_T_IQ2_XXS && !g_mm_tables) {
-        CU_CHECK(cudaMemcpyToSymbol(mm_iq2_grid, q_iq2xxs_grid, sizeof mm_iq2_grid), err, "iq2 grid");
-        CU_CHECK(cudaMemcpyToSymbol(mm_iq2_signs, q_iq2xxs_signs, sizeof mm_iq2_signs), err, "iq2 signs");
-        g_mm_tables = 1;
-    }
-    int kind = mm_act_kind(type);
-    const uint8_t *act = (const uint8_t *)d_x;
-    size_t stride = 0;
-    if (kind) {
-        /* Per-token quantization as cpu_matmul does (bit-identical quantizers). */
-        stride = cuda_matvec_scratch_bytes(type, cols);
-        for (int64_t t = 0; t < n_tok; t += (ldx == cols ? n_tok : 1)) {
-            int64_t nt = ldx == cols ? n_tok : 1;
-            uint8_t *dst = (uint8_t *)d_act + (size_t)t * stride;
-            st = kind == 1 ? cuda_quantize_q8_0_act(d_x + t * ldx, dst, nt * cols, err)
-                           : cuda_quantize_q8_K(d_x + t * ldx, dst, nt * cols, err);
-            if (st) return ds4_err_prefix(err, "cuda_matmul");
-        }
-        act = (const uint8_t *)d_act;
-    }
-    dim3 grid((unsigned)((rows + MM_BM - 1) / MM_BM), (unsigned)((n_tok + MM_BN - 1) / MM_BN));
-    k_matmul<<<grid, 256, 0, cu_stream>>>(type, (const uint8_t *)d_w, rows, cols, row_bytes, kind, act, stride,
-                            ldx, n_tok, d_y, ldy);
-    CU_LAUNCH_CHECK(err, "matmul launch");
-    return DS4_OK;
+                          "cuda_matmul_experts: %lld experts, or an expert stride of %llu bytes "
+                          "below the %llu of one expert", (long long)n_expert,
+                          (unsigned long long)expert_stride_bytes,
+                          (unsigned long long)(a.row_bytes * (uint64_t)rows));
+    a.type = type;
+    a.w = (const uint8_t *)d_w;
+    a.rows = rows;
+    a.cols = cols;
+    a.expert_stride = expert_stride_bytes;
+    a.d_off = d_off;
+    a.n_expert = (int)n_expert;
+    a.act = (const uint8_t *)d_act;
+    a.x = d_x;
+    a.ldx = ldx;
+    a.n_tok = n_rows_total;
+    a.y = d_y;
+    a.ldy = ldy;
+    return mm_run(&a, err);
 }

@@ -1,9 +1,11 @@
 /*
- * tests/cuda/test_cuda_layer_matmul.c — the prefill matmul (cuda_matmul) against the CPU's
- * cpu_matmul on the same random weight blocks and activations, every weight type, tiles cut at
- * every edge (rows, tokens, columns), strided input and output; plus its throughput.
- * Tolerance: 1e-5·Σ|w·x| per output (same activation quantization and products, another
- * summation order), the criterion of the matvec tests.
+ * tests/cuda/test_cuda_layer_matmul.c — the prefill matmul (cuda_matmul) and its grouped form
+ * for routed experts (cuda_matmul_experts) against the CPU's cpu_matmul on the same random
+ * weight blocks and activations: every weight type, tiles cut at every edge (rows, tokens,
+ * columns at the block minimum, 1 token, odd counts), strided input and output, experts of
+ * uneven sizes including empty ones. Criterion: bit-identical (max |Δ| = 0), worst index, ref
+ * and got printed. --bench: TFLOP/s (2·rows·cols·tokens) at Flash prefill shapes, the old SIMT
+ * kernel (cuda_matmul_simt) before, cuda_matmul / cuda_matmul_experts after.
  */
 #include <math.h>
 #include <stdio.h>
@@ -41,6 +43,30 @@ static void fill_weights(int type, uint8_t *w, size_t n_bytes) {
     }
 }
 
+/* Exact comparison of rows x n_tok outputs (ldy apart); the gaps of a strided output must keep
+ * their -7. Prints the first worst mismatch. */
+static void check_exact(const char *name, const float *ref, const float *got, int64_t rows,
+                        int64_t n_tok, int64_t ldy) {
+    double worst = 0;
+    int64_t wo = 0, wt = 0, n_diff = 0, n_gap = 0;
+    for (int64_t t = 0; t < n_tok; t++)
+        for (int64_t o = 0; o < ldy; o++) {
+            float r = ref[t * ldy + o], g = got[t * ldy + o];
+            if (o >= rows) { n_gap += g != -7.0f; continue; }
+            if (memcmp(&r, &g, 4) == 0) continue;
+            n_diff++;
+            double d = fabs((double)g - r);
+            if (!(d <= worst)) { worst = d; wo = o; wt = t; }
+        }
+    char detail[240];
+    snprintf(detail, sizeof detail,
+             "%lld of %lld outputs differ, max |d| = %.3g at row %lld token %lld (ref %.9g, got %.9g); "
+             "%lld gap values written", (long long)n_diff, (long long)(rows * n_tok), worst,
+             (long long)wo, (long long)wt, (double)ref[wt * ldy + wo], (double)got[wt * ldy + wo],
+             (long long)n_gap);
+    result(n_diff == 0 && n_gap == 0, name, detail);
+}
+
 typedef struct mm_case { int type; int64_t rows, cols, n_tok, ldx, ldy; } mm_case;
 
 static void run_mm_case(const mm_case *c) {
@@ -51,12 +77,12 @@ static void run_mm_case(const mm_case *c) {
     uint8_t *w = malloc(wb);
     fill_weights(c->type, w, wb);
     float *x = rnd_vec(c->n_tok * c->ldx, 1.0f), *ref = malloc((size_t)(c->n_tok * c->ldy) * 4);
-    float *got = malloc((size_t)(c->n_tok * c->ldy) * 4), *row = malloc((size_t)c->cols * 4);
+    float *got = malloc((size_t)(c->n_tok * c->ldy) * 4);
     for (int64_t i = 0; i < c->n_tok * c->ldy; i++) ref[i] = got[i] = -7.0f; /* untouched gaps */
     cpu_mat m = {"test", c->type, c->cols, c->rows, rb, w};
     cpu_buf buf = {0};
     char name[128];
-    snprintf(name, sizeof name, "matmul %s %lldx%lld x %lld tok (ldx %lld, ldy %lld)",
+    snprintf(name, sizeof name, "matmul %s %lldx%lld x %lld tok (ldx %lld, ldy %lld) bit-exact",
              q_type_name(c->type), (long long)c->rows, (long long)c->cols, (long long)c->n_tok,
              (long long)c->ldx, (long long)c->ldy);
     if (cpu_matmul(NULL, &m, x, c->ldx, c->n_tok, ref, c->ldy, &buf, &err)) {
@@ -70,29 +96,55 @@ static void run_mm_case(const mm_case *c) {
                  name, &err))
         goto out;
     dev_get(got, dy, (size_t)(c->n_tok * c->ldy) * 4);
-    double worst = 0;
-    int64_t wo = 0, wt = 0;
-    int ok = 1;
-    for (int64_t o = 0; o < c->rows && ok; o++) {
-        q_decode_row(c->type, w + (size_t)o * rb, row, (uint64_t)c->cols, &err);
-        for (int64_t t = 0; t < c->n_tok; t++) {
-            double s = 0;
-            for (int64_t i = 0; i < c->cols; i++) s += fabs((double)row[i] * x[t * c->ldx + i]);
-            double d = fabs((double)got[t * c->ldy + o] - ref[t * c->ldy + o]), tol = 1e-5 * s + 1e-30;
-            if (!(d <= tol)) ok = 0;
-            if (!(d / tol <= worst)) { worst = d / tol; wo = o; wt = t; }
-        }
-    }
-    for (int64_t t = 0; t < c->n_tok && ok; t++) /* the gaps of a strided output stay untouched */
-        for (int64_t o = c->rows; o < c->ldy; o++) if (got[t * c->ldy + o] != -7.0f) ok = 0;
-    char detail[200];
-    snprintf(detail, sizeof detail, "worst |d|/tol = %.3g at row %lld token %lld (ref %.9g, got %.9g), tol 1e-5*sum|w*x|",
-             worst, (long long)wo, (long long)wt, (double)ref[wt * c->ldy + wo], (double)got[wt * c->ldy + wo]);
-    result(ok, name, detail);
+    check_exact(name, ref, got, c->rows, c->n_tok, c->ldy);
 out:
     dev_free_all();
     cpu_buf_free(&buf);
-    free(w); free(x); free(ref); free(got); free(row);
+    free(w); free(x); free(ref); free(got);
+}
+
+/* Grouped: n_expert experts with the given row counts (x rows sorted by expert); the reference
+ * is cpu_matmul on each expert's slice with that expert's weights. */
+static void run_experts_case(int type, int64_t rows, int64_t cols, int n_expert, const int *cnt,
+                             int64_t ldy) {
+    ds4_error err;
+    uint64_t rb;
+    if (q_row_bytes(type, (uint64_t)cols, &rb, &err)) { result(0, "experts row bytes", err.msg); return; }
+    size_t eb = (size_t)rb * (size_t)rows, wb = eb * (size_t)n_expert;
+    int32_t *off = malloc((size_t)(n_expert + 1) * 4);
+    off[0] = 0;
+    for (int e = 0; e < n_expert; e++) off[e + 1] = off[e] + cnt[e];
+    int64_t n = off[n_expert];
+    uint8_t *w = malloc(wb);
+    fill_weights(type, w, wb);
+    float *x = rnd_vec(n * cols, 1.0f), *ref = malloc((size_t)(n * ldy) * 4 + 4);
+    float *got = malloc((size_t)(n * ldy) * 4 + 4);
+    for (int64_t i = 0; i < n * ldy; i++) ref[i] = got[i] = -7.0f;
+    cpu_buf buf = {0};
+    char name[160];
+    snprintf(name, sizeof name, "matmul_experts %s %lldx%lld, %d experts, %lld rows (ldy %lld) bit-exact",
+             q_type_name(type), (long long)rows, (long long)cols, n_expert, (long long)n, (long long)ldy);
+    for (int e = 0; e < n_expert; e++) {
+        cpu_mat m = {"test", type, cols, rows, rb, w + (size_t)e * eb};
+        if (cnt[e] && cpu_matmul(NULL, &m, x + (int64_t)off[e] * cols, cols, cnt[e],
+                                 ref + (int64_t)off[e] * ldy, ldy, &buf, &err)) {
+            result(0, name, err.msg);
+            goto out;
+        }
+    }
+    void *dw = dev_put(w, wb), *dx = dev_put(x, (size_t)(n * cols) * 4);
+    int32_t *doff = dev_put(off, (size_t)(n_expert + 1) * 4);
+    float *dy = dev_put(got, (size_t)(n * ldy) * 4);
+    void *dact = dev_alloc(cuda_matmul_scratch_bytes(type, cols, n) + 1);
+    if (!ok_call(cuda_matmul_experts(type, dw, n_expert, rows, cols, eb, doff, dx, cols, n, dact,
+                                     dy, ldy, &err), name, &err))
+        goto out;
+    dev_get(got, dy, (size_t)(n * ldy) * 4);
+    check_exact(name, ref, got, rows, n, ldy);
+out:
+    dev_free_all();
+    cpu_buf_free(&buf);
+    free(off); free(w); free(x); free(ref); free(got);
 }
 
 void test_matmul(void) {
@@ -101,41 +153,115 @@ void test_matmul(void) {
         {Q_TYPE_Q4_K, 64, 256, 33, 256, 64},      {Q_TYPE_Q8_0, 100, 96, 9, 96, 100},
         {Q_TYPE_F16, 65, 1001, 3, 1001, 65},      {Q_TYPE_BF16, 33, 512, 40, 512, 33},
         {Q_TYPE_F32, 9, 333, 2, 340, 9},          {Q_TYPE_Q8_0, 257, 4096, 64, 4096, 257},
+        /* one token, the block minimum of columns, rows past one tile, odd token counts */
+        {Q_TYPE_Q8_0, 129, 32, 1, 32, 129},       {Q_TYPE_Q8_0, 300, 288, 67, 300, 301},
+        {Q_TYPE_Q2_K, 129, 256, 1, 256, 129},     {Q_TYPE_Q2_K, 257, 1024, 131, 1024, 257},
+        {Q_TYPE_Q4_K, 200, 512, 65, 520, 203},    {Q_TYPE_Q4_K, 17, 256, 1, 256, 17},
+        {Q_TYPE_IQ2_XXS, 1, 256, 1, 256, 1},      {Q_TYPE_IQ2_XXS, 255, 2048, 129, 2048, 255},
+        {Q_TYPE_F32, 70, 7, 33, 7, 71},           {Q_TYPE_F16, 1, 64, 1, 64, 1},
+        {Q_TYPE_BF16, 129, 1024, 65, 1030, 130},
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) run_mm_case(&cs[i]);
+    static const int cnt7[] = {5, 0, 70, 1, 0, 33, 130};
+    static const int types[] = {Q_TYPE_IQ2_XXS, Q_TYPE_Q2_K, Q_TYPE_Q4_K, Q_TYPE_Q8_0, Q_TYPE_F16,
+                                Q_TYPE_BF16, Q_TYPE_F32};
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++)
+        run_experts_case(types[i], 130, 512, 7, cnt7, 131);
+    /* More experts than threads of a block (the tile scan's multi-expert ranges), most empty. */
+    int cnt[300];
+    for (int e = 0; e < 300; e++) cnt[e] = (int)(rnd_u64() % 4 == 0 ? rnd_u64() % 70 : 0);
+    cnt[299] = 3;
+    run_experts_case(Q_TYPE_Q2_K, 64, 256, 300, cnt, 64);
+    static const int cnt_empty[] = {0, 0, 2, 0};
+    run_experts_case(Q_TYPE_Q8_0, 33, 64, 4, cnt_empty, 33);
+}
+
+/* ---- throughput ---- */
+
+static void bench_line(const char *what, int type, int64_t rows, int64_t cols, int64_t n_tok,
+                       double s, ds4_status st, const ds4_error *err) {
+    if (st) printf("bench matmul %s %s failed: %s\n", what, q_type_name(type), err->msg);
+    else
+        printf("bench matmul %-20s %-8s %5lld x %-5lld x %5lld tok %10.1f us %7.2f TFLOP/s\n", what,
+               q_type_name(type), (long long)rows, (long long)cols, (long long)n_tok, s * 1e6,
+               2.0 * rows * cols * n_tok / s / 1e12);
+}
+
+static void bench_dense(int type, int64_t rows, int64_t cols, int64_t n_tok) {
+    ds4_error err;
+    uint64_t rb;
+    q_row_bytes(type, (uint64_t)cols, &rb, &err);
+    size_t wb = (size_t)rb * (size_t)rows;
+    uint8_t *w = malloc(wb);
+    fill_weights(type, w, wb);
+    float *x = rnd_vec(n_tok * cols, 1.0f);
+    void *dw = dev_put(w, wb), *dx = dev_put(x, (size_t)(n_tok * cols) * 4);
+    float *dy = dev_alloc((size_t)(n_tok * rows) * 4);
+    void *dact = dev_alloc(cuda_matmul_scratch_bytes(type, cols, n_tok) + 1);
+    for (int k = 0; k < 2; k++) {
+        ds4_status (*fn)(int, const void *, int64_t, int64_t, const float *, int64_t, int64_t,
+                         void *, float *, int64_t, ds4_error *) = k ? cuda_matmul : cuda_matmul_simt;
+        ds4_status st = fn(type, dw, rows, cols, dx, cols, n_tok, dact, dy, rows, &err);
+        cuda_sync(&err);
+        const int it = 5;
+        double t0 = now_s();
+        for (int i = 0; i < it && !st; i++) st = fn(type, dw, rows, cols, dx, cols, n_tok, dact, dy, rows, &err);
+        cuda_sync(&err);
+        bench_line(k ? "after (mma)" : "before (simt)", type, rows, cols, n_tok, (now_s() - t0) / it, st, &err);
+    }
+    dev_free_all();
+    free(w); free(x);
+}
+
+/* n_expert experts of `per` rows each: before = one old-kernel call per expert (the chunk path's
+ * loop), after = one cuda_matmul_experts. Weights: 16 random experts repeated. */
+static void bench_grouped(int type, int64_t rows, int64_t cols, int n_expert, int per) {
+    ds4_error err;
+    uint64_t rb;
+    q_row_bytes(type, (uint64_t)cols, &rb, &err);
+    size_t eb = (size_t)rb * (size_t)rows, wb = eb * (size_t)n_expert;
+    uint8_t *w = malloc(wb);
+    fill_weights(type, w, eb * 16);
+    for (int e = 16; e < n_expert; e++) memcpy(w + (size_t)e * eb, w + (size_t)(e % 16) * eb, eb);
+    int64_t n = (int64_t)n_expert * per;
+    int32_t *off = malloc((size_t)(n_expert + 1) * 4);
+    for (int e = 0; e <= n_expert; e++) off[e] = e * per;
+    float *x = rnd_vec(n * cols, 1.0f);
+    uint8_t *dw = dev_put(w, wb);
+    float *dx = dev_put(x, (size_t)(n * cols) * 4), *dy = dev_alloc((size_t)(n * rows) * 4);
+    int32_t *doff = dev_put(off, (size_t)(n_expert + 1) * 4);
+    void *dact = dev_alloc(cuda_matmul_scratch_bytes(type, cols, n) + 1);
+    char what[64];
+    for (int k = 0; k < 2; k++) {
+        ds4_status st = DS4_OK;
+        const int it = 3;
+        double t0 = 0;
+        for (int i = 0; i <= it && !st; i++) {
+            if (i == 1) { cuda_sync(&err); t0 = now_s(); }
+            if (k) st = cuda_matmul_experts(type, dw, n_expert, rows, cols, eb, doff, dx, cols, n,
+                                            dact, dy, rows, &err);
+            else
+                for (int e = 0; e < n_expert && !st; e++)
+                    st = cuda_matmul_simt(type, dw + (size_t)e * eb, rows, cols, dx + (int64_t)e * per * cols,
+                                          cols, per, dact, dy + (int64_t)e * per * rows, rows, &err);
+        }
+        cuda_sync(&err);
+        snprintf(what, sizeof what, "%s %dx%d", k ? "after (grouped)" : "before (loop)", n_expert, per);
+        bench_line(what, type, rows, cols, n, (now_s() - t0) / it, st, &err);
+    }
+    dev_free_all();
+    free(w); free(x); free(off);
 }
 
 void bench_matmul(void) {
-    static const mm_case cs[] = {
-        {Q_TYPE_Q8_0, 4096, 4096, 512, 4096, 4096}, {Q_TYPE_IQ2_XXS, 2048, 4096, 512, 4096, 2048},
-        {Q_TYPE_Q2_K, 4096, 2048, 512, 2048, 4096}, {Q_TYPE_F16, 4096, 4096, 512, 4096, 4096},
-    };
-    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
-        const mm_case *c = &cs[i];
-        ds4_error err;
-        uint64_t rb;
-        q_row_bytes(c->type, (uint64_t)c->cols, &rb, &err);
-        size_t wb = (size_t)rb * (size_t)c->rows;
-        uint8_t *w = malloc(wb);
-        fill_weights(c->type, w, wb);
-        float *x = rnd_vec(c->n_tok * c->cols, 1.0f);
-        void *dw = dev_put(w, wb), *dx = dev_put(x, (size_t)(c->n_tok * c->cols) * 4);
-        float *dy = dev_alloc((size_t)(c->n_tok * c->rows) * 4);
-        void *dact = dev_alloc(cuda_matmul_scratch_bytes(c->type, c->cols, c->n_tok) + 1);
-        ds4_status st = cuda_matmul(c->type, dw, c->rows, c->cols, dx, c->cols, c->n_tok, dact, dy, c->rows, &err);
-        cuda_sync(&err);
-        double t0 = now_s();
-        const int it = 10;
-        for (int k = 0; k < it && !st; k++)
-            st = cuda_matmul(c->type, dw, c->rows, c->cols, dx, c->cols, c->n_tok, dact, dy, c->rows, &err);
-        cuda_sync(&err);
-        double s = (now_s() - t0) / it;
-        if (st) printf("bench matmul %s failed: %s\n", q_type_name(c->type), err.msg);
-        else
-            printf("bench matmul (prefill) %-8s %5lld x %-5lld x %4lld tok %9.1f us  %6.2f TFLOP/s\n",
-                   q_type_name(c->type), (long long)c->rows, (long long)c->cols, (long long)c->n_tok,
-                   s * 1e6, 2.0 * c->rows * c->cols * c->n_tok / s / 1e12);
-        dev_free_all();
-        free(w); free(x);
-    }
+    bench_dense(Q_TYPE_Q8_0, 4096, 4096, 512);
+    bench_dense(Q_TYPE_Q8_0, 4096, 4096, 2048);
+    bench_dense(Q_TYPE_Q8_0, 32768, 1024, 512);
+    bench_dense(Q_TYPE_Q8_0, 32768, 1024, 2048);
+    bench_dense(Q_TYPE_Q2_K, 4096, 2048, 2048);
+    bench_dense(Q_TYPE_Q4_K, 4096, 4096, 2048);
+    bench_dense(Q_TYPE_IQ2_XXS, 2048, 4096, 2048);
+    bench_dense(Q_TYPE_F16, 4096, 4096, 512);
+    bench_grouped(Q_TYPE_IQ2_XXS, 2048, 4096, 256, 48);
+    bench_grouped(Q_TYPE_Q2_K, 4096, 2048, 256, 48);
 }

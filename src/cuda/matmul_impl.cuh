@@ -1,0 +1,104 @@
+/*
+ * cuda/matmul_impl.cuh — what the prefill matmul files share (matmul.cu: the public entries and
+ * argument checks; matmul_mma.cu: int8 tensor-core kernels for the quantized types;
+ * matmul_f32.cu: SIMT kernels for F32/F16/BF16; matmul_simt.cu: the old f32 kernel kept as the
+ * benchmark baseline): the token-tile scheduler of the dense and the grouped (routed experts)
+ * launches, and the host launchers.
+ *
+ * Token tiles: a dense launch cuts n_tok tokens into tiles of `bn`; a grouped launch cuts each
+ * expert's rows d_off[e] .. d_off[e+1] (rows of x sorted by expert) into tiles of `bn`, the
+ * tiles of all experts numbered in expert order. blockIdx.y is the tile number; the grid has an
+ * upper bound of tiles (ceil(n/bn) + n_expert) and the blocks past the last tile return.
+ * Must not: know tensor names or the model.
+ */
+#ifndef DS4_CUDA_MATMUL_IMPL_CUH
+#define DS4_CUDA_MATMUL_IMPL_CUH
+
+#include "common.cuh"
+
+/* What a tile block works on: weights of expert e, token (x/y row) range [t0, t1). */
+struct mm_tile {
+    int e;
+    int64_t t0, t1;
+};
+
+/* Finds tile number `tile` (all threads of the block call it; blockDim.x a multiple of 32, at
+ * most 1024). Returns false, in every thread, when the tile is past the last one. d_off NULL:
+ * dense, n_tok tokens. */
+__device__ inline bool mm_find_tile(const int32_t *d_off, int n_expert, int64_t n_tok, int bn,
+                                    int64_t tile, mm_tile *out) {
+    if (!d_off) {
+        out->e = 0;
+        out->t0 = tile * bn;
+        out->t1 = out->t0 + bn < n_tok ? out->t0 + bn : n_tok;
+        return out->t0 < n_tok;
+    }
+    __shared__ int64_t s_warp[32];
+    __shared__ mm_tile s_hit;
+    __shared__ int s_found;
+    int tid = threadIdx.x, nt = blockDim.x, lane = tid & 31, warp = tid >> 5;
+    int per = (n_expert + nt - 1) / nt, e0 = tid * per;
+    int e1 = e0 + per < n_expert ? e0 + per : n_expert;
+    int64_t mine = 0;
+    for (int e = e0; e < e1; e++) mine += (d_off[e + 1] - d_off[e] + bn - 1) / bn;
+    /* Exclusive prefix over threads: inclusive warp scan, then the warp totals. */
+    int64_t inc = mine;
+    for (int o = 1; o < 32; o <<= 1) {
+        int64_t v = __shfl_up_sync(0xffffffffu, inc, o);
+        if (lane >= o) inc += v;
+    }
+    if (tid == 0) s_found = 0;
+    if (lane == 31) s_warp[warp] = inc;
+    __syncthreads();
+    int64_t before = 0;
+    for (int w = 0; w < warp; w++) before += s_warp[w];
+    int64_t excl = before + inc - mine;
+    if (tile >= excl && tile < excl + mine) {
+        int64_t k = tile - excl;
+        for (int e = e0; e < e1; e++) {
+            int64_t n = (d_off[e + 1] - d_off[e] + bn - 1) / bn;
+            if (k < n) {
+                s_hit.e = e;
+                s_hit.t0 = d_off[e] + k * bn;
+                s_hit.t1 = s_hit.t0 + bn < d_off[e + 1] ? s_hit.t0 + bn : d_off[e + 1];
+                s_found = 1;
+                break;
+            }
+            k -= n;
+        }
+    }
+    __syncthreads();
+    *out = s_hit;
+    return s_found != 0;
+}
+
+/* One launch over the (dense or grouped) tiles. act: quantized activations (Q8_0 records for
+ * Q8_0, Q8_K blocks otherwise), act_stride bytes per x row; float types read x (ldx floats). */
+struct mm_args {
+    int type;
+    const uint8_t *w;
+    int64_t rows, cols;
+    uint64_t row_bytes, expert_stride;
+    const int32_t *d_off; /* NULL: dense */
+    int n_expert;
+    const uint8_t *act;
+    size_t act_stride;
+    const float *x;
+    int64_t ldx;
+    int64_t n_tok; /* dense: tokens; grouped: rows of x in all */
+    float *y;
+    int64_t ldy;
+};
+
+/* Row bytes of a `type` row of `cols` values, and the shape checks every entry makes. */
+ds4_status mm_check(int type, int64_t rows, int64_t cols, int64_t ldx, int64_t ldy,
+                    uint64_t *row_bytes, ds4_error *err);
+/* Quantizes n rows of x (ldx floats apart) per row as cpu_matmul does into d_act, *stride bytes
+ * per row (quantized types); float types leave d_act alone (*stride 0). */
+ds4_status mm_quantize(int type, const float *d_x, int64_t ldx, int64_t n, int64_t cols,
+                       void *d_act, size_t *stride, ds4_error *err);
+
+ds4_status mm_launch_mma(const mm_args *a, ds4_error *err);  /* Q8_0, Q2_K, Q4_K, IQ2_XXS */
+ds4_status mm_launch_float(const mm_args *a, ds4_error *err); /* F32, F16, BF16 */
+
+#endif
