@@ -56,14 +56,17 @@ ds4_status mm_quantize(int type, const float *d_x, int64_t ldx, int64_t n, int64
 }
 
 extern "C" size_t cuda_matmul_scratch_bytes(int type, int64_t cols, int64_t n_tok) {
-    return (size_t)(n_tok > 0 ? n_tok : 0) * cuda_matvec_scratch_bytes(type, cols);
+    size_t rec = (size_t)(n_tok > 0 ? n_tok : 0) * cuda_matvec_scratch_bytes(type, cols);
+    return rec ? rec + MM_PLANES_SLACK : 0; /* the planes hold the records' bytes, aligned */
 }
 
 static ds4_status mm_run(mm_args *a, ds4_error *err) {
-    ds4_status st = mm_quantize(a->type, a->x, a->ldx, a->n_tok, a->cols, (void *)a->act,
-                                &a->act_stride, err);
-    if (st) return st;
-    return cuda_act_kind(a->type) == CUDA_ACT_F32 ? mm_launch_float(a, err) : mm_launch_mma(a, err);
+    int kind = cuda_act_kind(a->type);
+    if (kind == CUDA_ACT_F32) return mm_launch_float(a, err);
+    a->planes = mm_planes_of((void *)a->act, kind, a->n_tok, a->cols);
+    ds4_status st = mm_quantize_planes(kind, a->x, a->ldx, a->n_tok, a->cols, &a->planes, err);
+    if (st) return ds4_err_prefix(err, "cuda_matmul");
+    return mm_launch_mma(a, err);
 }
 
 extern "C" ds4_status cuda_matmul(int type, const void *d_w, int64_t rows, int64_t cols,

@@ -72,6 +72,21 @@ __device__ inline bool mm_find_tile(const int32_t *d_off, int n_expert, int64_t 
     return s_found != 0;
 }
 
+/* Activations of the int8 kernels in planes (matmul_quant.cu), inside the d_act scratch:
+ * codes int8 [n][cols] (16-byte aligned), scales f32 [n][nblk], Q8_K bsums int16 [n][nblk][16]
+ * (16-byte aligned). Same values as quantize.cu's Q8_K blocks / Q8_0 activation records. */
+enum { MM_ACT_Q8_0 = 1, MM_ACT_Q8_K = 2 }; /* = CUDA_ACT_Q8_0 / CUDA_ACT_Q8_K */
+struct mm_planes {
+    int8_t *codes;
+    float *d;
+    int16_t *bsums;
+    int64_t nblk; /* blocks (32 or 256 values) per x row */
+};
+#define MM_PLANES_SLACK 32 /* alignment bytes on top of the record bytes */
+mm_planes mm_planes_of(void *d_act, int kind, int64_t n, int64_t cols);
+ds4_status mm_quantize_planes(int kind, const float *d_x, int64_t ldx, int64_t n, int64_t cols,
+                              const mm_planes *p, ds4_error *err);
+
 /* One launch over the (dense or grouped) tiles. act: quantized activations (Q8_0 records for
  * Q8_0, Q8_K blocks otherwise), act_stride bytes per x row; float types read x (ldx floats). */
 struct mm_args {
@@ -81,8 +96,9 @@ struct mm_args {
     uint64_t row_bytes, expert_stride;
     const int32_t *d_off; /* NULL: dense */
     int n_expert;
-    const uint8_t *act;
+    const uint8_t *act; /* quantized records (matmul_simt.cu) */
     size_t act_stride;
+    mm_planes planes; /* quantized planes (matmul_mma.cu) */
     const float *x;
     int64_t ldx;
     int64_t n_tok; /* dense: tokens; grouped: rows of x in all */

@@ -8,7 +8,7 @@
  * after each block's mma every thread does the CPU's f32 steps (explicit __fmul_rn/__fadd_rn,
  * never contracted) for the (row, token) pairs its accumulator fragment holds, blocks in order.
  *
- * Per type (one 256-column step = one K-quant block or eight Q8_0 blocks):
+ * Per type (one step = one 256-column K-quant block or four Q8_0 blocks):
  *   Q8_0     per 32-block: isum by one mma; acc += (d_w·d_x)·isum.
  *   Q2_K     the 4-bit scale is folded into the 2-bit value (≤ 45 fits int8): isum by 8 chained
  *            mmas; summs = Σ_j bsums[j]·m_j by m16n8k16 mmas on the bsums split exactly as
@@ -18,28 +18,31 @@
  *   IQ2_XXS  per 32-group: s by one mma on the signed grid values, bsum += (2·s4 + 1)·s;
  *            acc += (d·d_x)·bsum; the output is 0.125·acc.
  *
- * Tiles: 128 weight rows x 64 tokens per block of 8 warps (warp tile 32 x 32), 256 columns per
- * step; weight blocks are unpacked to int8 rows in shared memory (288-byte row pitch: the 8-byte
- * fragment loads hit 32 distinct banks). The k order inside one mma is permuted the same way
- * for both operands (each thread loads 8 consecutive bytes), which leaves every sum unchanged.
+ * Tiles: 128 weight rows x 64 tokens per block of 8 warps (warp tile 32 x 32), one step of
+ * columns at a time. Pipeline: the activation tile of step s+1 is copied by cp.async into the second of two
+ * buffers and the raw weight blocks of step s+1 are loaded into registers while step s is
+ * multiplied; the weights are then unpacked to int8 rows in shared memory (272-byte row pitch:
+ * the 8 rows of an ldmatrix phase hit 32 distinct banks). Activations come quantized in planes
+ * (matmul_quant.cu), so their tile is plain 16-byte copies.
  * Must not: know tensor names or the model.
  */
 #include "matmul_impl.cuh"
 
 #define MQ_BM 128 /* weight rows per block */
 #define MQ_BN 64  /* tokens per block */
-#define MQ_LD 288 /* bytes per int8 row in shared memory (256 + 32 pad) */
+#define MQ_LD 272 /* bytes per int8 row in shared memory (256 + 16 pad) */
 #define MQ_THREADS 256
+#define MQ_Q8_STEP 4 /* Q8_0 blocks per step */
 
-/* Shared memory layout (bytes). */
-#define MQ_OFF_X (MQ_BM * MQ_LD)
-#define MQ_OFF_WF (MQ_OFF_X + MQ_BN * MQ_LD)  /* float [BM][8]: block scales of a row */
-#define MQ_OFF_WI (MQ_OFF_WF + MQ_BM * 8 * 4) /* int8 [BM][16]: sub-block integer scales */
-#define MQ_OFF_WM (MQ_OFF_WI + MQ_BM * 16)    /* int8 [BM][16]: mins, A of the summs mma */
-#define MQ_OFF_XF (MQ_OFF_WM + MQ_BM * 16)    /* float [BN][8]: activation scales */
-#define MQ_OFF_XL (MQ_OFF_XF + MQ_BN * 8 * 4) /* int8 [BN][16]: bsums & 127 */
-#define MQ_OFF_XH (MQ_OFF_XL + MQ_BN * 16)    /* int8 [BN][16]: bsums >> 7 */
-#define MQ_OFF_GRID (MQ_OFF_XH + MQ_BN * 16)  /* IQ2_XXS grid u64[256], signs u8[128] */
+/* Shared memory layout (bytes); the activation parts (X, XF, XB) come twice. */
+#define MQ_X_BYTES (MQ_BN * MQ_LD)
+#define MQ_OFF_X (MQ_BM * MQ_LD)                  /* int8 [2][BN][LD] */
+#define MQ_OFF_XF (MQ_OFF_X + 2 * MQ_X_BYTES)     /* float [2][BN][8]: activation scales */
+#define MQ_OFF_XB (MQ_OFF_XF + 2 * MQ_BN * 32)    /* int16 [2][BN][16]: Q8_K bsums */
+#define MQ_OFF_WF (MQ_OFF_XB + 2 * MQ_BN * 32)    /* float [BM][8]: block scales of a row */
+#define MQ_OFF_WI (MQ_OFF_WF + MQ_BM * 32)        /* int8 [BM][16]: sub-block integer scales */
+#define MQ_OFF_WM (MQ_OFF_WI + MQ_BM * 16)        /* int8 [BM][16]: mins, A of the summs mma */
+#define MQ_OFF_GRID (MQ_OFF_WM + MQ_BM * 16)      /* IQ2_XXS grid u64[256], signs u8[128] */
 #define MQ_SMEM (MQ_OFF_GRID + 256 * 8 + 128)
 
 __device__ uint64_t mq_iq2_grid[256];
@@ -62,171 +65,296 @@ __device__ __forceinline__ void mq_mma16(int (&d)[4], uint32_t a0, uint32_t a1, 
                  : "r"(a0), "r"(a1), "r"(b0));
 }
 
-/* Unpacks step s of the weight tile (rows r0 .. r0+BM of expert base wb) to int8 rows and the
- * per-row scales. Rows past `rows` and Q8_0 blocks past the row end become zeros. */
-template <int TYPE>
-__device__ __forceinline__ void mq_load_w(uint8_t *sm, const uint8_t *wb, int64_t r0,
-                                          int64_t rows, uint64_t row_bytes, int64_t s,
-                                          int64_t nblk) {
-    int tid = threadIdx.x;
-    uint8_t *W = sm;
-    float *wf = (float *)(sm + MQ_OFF_WF);
-    int8_t *wi = (int8_t *)(sm + MQ_OFF_WI), *wm = (int8_t *)(sm + MQ_OFF_WM);
-    if constexpr (TYPE == CU_T_Q8_0) {
-        int64_t nbv = nblk - 8 * s < 8 ? nblk - 8 * s : 8;
-        for (int idx = tid; idx < MQ_BM * 32; idx += MQ_THREADS) {
-            int r = idx >> 5, b = (idx >> 2) & 7, q4 = idx & 3;
-            uint32_t lo = 0, hi = 0;
-            float d = 0.0f;
+/* 4 bytes global -> shared, asynchronously; n_src 0 writes zeros (and reads nothing). */
+__device__ __forceinline__ void mq_cp4(void *dst, const void *src, int n_src) {
+    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;" ::"r"(d), "l"(src), "r"(n_src));
+}
+__device__ __forceinline__ void mq_cp16(void *dst, const void *src, int n_src) {
+    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(n_src));
+}
+/* Four 8x8 b16 matrices from shared memory: lanes 8i .. 8i+7 give the row addresses of
+ * matrix i; register i holds matrix i's fragment (row lane/4, bytes 4·(lane%4) .. +3). */
+__device__ __forceinline__ void mq_ldm4(uint32_t (&r)[4], unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr)
+                 : "memory");
+}
+__device__ __forceinline__ void mq_cp_commit() { asm volatile("cp.async.commit_group;"); }
+__device__ __forceinline__ void mq_cp_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+
+/* ---- Weights: raw blocks of this thread's tasks (registers), then unpacked to shared ---- */
+
+/* Tasks per thread and raw words per task. A thread's task k is idx = tid + 256k, so the low
+ * bits of idx (which part of a row) are those of tid for every k. */
+template <int TYPE> struct mq_w;
+
+template <> struct mq_w<CU_T_Q8_0> {
+    /* A Q8_0 step is MQ_Q8_STEP blocks (128 columns: the raw words of 256 would not fit the
+     * registers next to the accumulators). idx < BM·16: row idx>>4, block (idx>>2)&3, bytes
+     * 8·(idx&3) .. +7 of the 32 codes; scale task idx < BM·4: row idx>>2, block idx&3. */
+    uint32_t q[8][2];
+    uint32_t d[2];
+    __device__ void fetch(const uint8_t *wb, int64_t r0, int64_t rows, uint64_t rb, int64_t s, int64_t nblk) {
+        int tid = threadIdx.x;
+        int64_t b0 = MQ_Q8_STEP * s, nbv = nblk - b0 < MQ_Q8_STEP ? nblk - b0 : MQ_Q8_STEP;
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            int idx = tid + 256 * k, r = idx >> 4, b = (idx >> 2) & 3;
+            q[k][0] = q[k][1] = 0;
             if (r0 + r < rows && b < nbv) {
-                const uint8_t *p = wb + (uint64_t)(r0 + r) * row_bytes + (uint64_t)(8 * s + b) * CU_Q8_0_BYTES;
-                lo = cu_ld_u32_a2(p + 2 + 8 * q4);
-                hi = cu_ld_u32_a2(p + 6 + 8 * q4);
-                d = cu_f16(p);
+                const uint8_t *p = wb + (uint64_t)(r0 + r) * rb + (uint64_t)(b0 + b) * CU_Q8_0_BYTES + 2 + 8 * (idx & 3);
+                q[k][0] = cu_ld_u32_a2(p);
+                q[k][1] = cu_ld_u32_a2(p + 4);
             }
-            *(uint2 *)(W + r * MQ_LD + 32 * b + 8 * q4) = make_uint2(lo, hi);
-            if (q4 == 0) wf[r * 8 + b] = d;
         }
-    } else if constexpr (TYPE == CU_T_Q2_K) {
-        /* Task (row, h, half): qs bytes 32h+16half .. +15 hold elements 128h + 32sub + 16half
-         * + l (bits 2sub), sub-block j = 8h + 2sub + half (GGUF_LAYOUT §4.3). */
-        for (int idx = tid; idx < MQ_BM * 4; idx += MQ_THREADS) {
-            int r = idx >> 2, h = (idx >> 1) & 1, half = idx & 1;
-            uint32_t q[4] = {0, 0, 0, 0}, sc[2] = {0, 0};
-            const uint8_t *p = wb + (uint64_t)(r0 + r) * row_bytes + (uint64_t)s * CU_Q2_K_BYTES;
+#pragma unroll
+        for (int k = 0; k < 2; k++) {
+            int idx = tid + 256 * k, r = idx >> 2, b = idx & 3;
+            d[k] = r0 + r < rows && b < nbv
+                       ? *(const uint16_t *)(wb + (uint64_t)(r0 + r) * rb + (uint64_t)(b0 + b) * CU_Q8_0_BYTES)
+                       : 0u; /* f16 +0 */
+        }
+    }
+    __device__ void store(uint8_t *sm) const {
+        int tid = threadIdx.x;
+        float *wf = (float *)(sm + MQ_OFF_WF);
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            int idx = tid + 256 * k;
+            *(uint2 *)(sm + (idx >> 4) * MQ_LD + 32 * ((idx >> 2) & 3) + 8 * (idx & 3)) = make_uint2(q[k][0], q[k][1]);
+        }
+#pragma unroll
+        for (int k = 0; k < 2; k++) {
+            int idx = tid + 256 * k;
+            wf[(idx >> 2) * 8 + (idx & 3)] = __half2float(__ushort_as_half((uint16_t)d[k]));
+        }
+    }
+};
+
+template <> struct mq_w<CU_T_Q2_K> {
+    /* idx < BM·4: row idx>>2, h = (idx>>1)&1, half = idx&1: qs bytes 32h+16half .. +15 hold
+     * elements 128h + 32sub + 16half + l (bits 2sub), sub-block 8h + 2sub + half (§4.3). */
+    uint32_t q[2][4], sc[2][2], dd[2];
+    __device__ void fetch(const uint8_t *wb, int64_t r0, int64_t rows, uint64_t rb, int64_t s, int64_t) {
+        int tid = threadIdx.x, h = (tid >> 1) & 1, half = tid & 1;
+#pragma unroll
+        for (int k = 0; k < 2; k++) {
+            int r = (tid + 256 * k) >> 2;
             bool ok = r0 + r < rows;
-            if (ok) {
-                for (int i = 0; i < 4; i++) q[i] = cu_ld_u32_a2(p + 16 + 32 * h + 16 * half + 4 * i);
-                sc[0] = cu_ld_u32_a2(p + 8 * h); /* scales of sub-blocks 8h .. 8h+7 */
-                sc[1] = cu_ld_u32_a2(p + 8 * h + 4);
-            }
+            const uint8_t *p = wb + (uint64_t)(r0 + r) * rb + (uint64_t)s * CU_Q2_K_BYTES;
+#pragma unroll
+            for (int i = 0; i < 4; i++) q[k][i] = ok ? cu_ld_u32_a2(p + 16 + 32 * h + 16 * half + 4 * i) : 0u;
+            sc[k][0] = ok ? cu_ld_u32_a2(p + 8 * h) : 0u; /* scales of sub-blocks 8h .. 8h+7 */
+            sc[k][1] = ok ? cu_ld_u32_a2(p + 8 * h + 4) : 0u;
+            dd[k] = ok && (tid & 3) == 0 ? cu_ld_u32_a2(p + 80) : 0u; /* d, dmin */
+        }
+    }
+    __device__ void store(uint8_t *sm) const {
+        int tid = threadIdx.x, h = (tid >> 1) & 1, half = tid & 1;
+        float *wf = (float *)(sm + MQ_OFF_WF);
+        int8_t *wm = (int8_t *)(sm + MQ_OFF_WM);
+#pragma unroll
+        for (int k = 0; k < 2; k++) {
+            int r = (tid + 256 * k) >> 2;
 #pragma unroll
             for (int sub = 0; sub < 4; sub++) {
-                /* sub-block 8h + 2sub + half: byte 2sub + half of sc */
-                uint32_t m = (sc[sub >> 1] >> (8 * (2 * (sub & 1) + half))) & 15u;
+                uint32_t m = (sc[k][sub >> 1] >> (8 * (2 * (sub & 1) + half))) & 15u;
                 /* 2-bit value x 4-bit scale <= 45 per byte: no carry between bytes. */
-                uint32_t *dst = (uint32_t *)(W + r * MQ_LD + 128 * h + 32 * sub + 16 * half);
-#pragma unroll
-                for (int i = 0; i < 4; i++) dst[i] = ((q[i] >> (2 * sub)) & 0x03030303u) * m;
+                uint4 v;
+                v.x = ((q[k][0] >> (2 * sub)) & 0x03030303u) * m;
+                v.y = ((q[k][1] >> (2 * sub)) & 0x03030303u) * m;
+                v.z = ((q[k][2] >> (2 * sub)) & 0x03030303u) * m;
+                v.w = ((q[k][3] >> (2 * sub)) & 0x03030303u) * m;
+                *(uint4 *)(sm + r * MQ_LD + 128 * h + 32 * sub + 16 * half) = v;
             }
-            if (half == 0) { /* mins of sub-blocks 8h .. 8h+7; the row's d, dmin */
-                ((uint32_t *)(wm + r * 16 + 8 * h))[0] = (sc[0] >> 4) & 0x0F0F0F0Fu;
-                ((uint32_t *)(wm + r * 16 + 8 * h))[1] = (sc[1] >> 4) & 0x0F0F0F0Fu;
-                if (h == 0) {
-                    wf[r * 8] = ok ? cu_f16(p + 80) : 0.0f;
-                    wf[r * 8 + 1] = ok ? cu_f16(p + 82) : 0.0f;
-                }
+            if (half == 0) /* mins of sub-blocks 8h .. 8h+7 */
+                *(uint2 *)(wm + r * 16 + 8 * h) = make_uint2((sc[k][0] >> 4) & 0x0F0F0F0Fu, (sc[k][1] >> 4) & 0x0F0F0F0Fu);
+            if ((tid & 3) == 0) {
+                wf[r * 8] = __half2float(__ushort_as_half((uint16_t)dd[k]));
+                wf[r * 8 + 1] = __half2float(__ushort_as_half((uint16_t)(dd[k] >> 16)));
             }
         }
-    } else if constexpr (TYPE == CU_T_Q4_K) {
-        /* Task (row, p): qs bytes 32p .. 32p+31, low nibbles sub-block 2p, high 2p+1. */
-        for (int idx = tid; idx < MQ_BM * 4; idx += MQ_THREADS) {
-            int r = idx >> 2, pq = idx & 3;
-            const uint8_t *p = wb + (uint64_t)(r0 + r) * row_bytes + (uint64_t)s * CU_Q4_K_BYTES;
+    }
+};
+
+template <> struct mq_w<CU_T_Q4_K> {
+    /* idx < BM·4: row idx>>2, p = idx&3: qs bytes 32p .. +31, low nibbles sub-block 2p, high
+     * 2p+1 (§4.4); the p = 0 task also the 12 scale bytes and d, dmin. */
+    uint32_t q[2][8], sb[2][3], dd[2];
+    __device__ void fetch(const uint8_t *wb, int64_t r0, int64_t rows, uint64_t rb, int64_t s, int64_t) {
+        int tid = threadIdx.x, pq = tid & 3;
+#pragma unroll
+        for (int k = 0; k < 2; k++) {
+            int r = (tid + 256 * k) >> 2;
             bool ok = r0 + r < rows;
-            uint32_t *lo = (uint32_t *)(W + r * MQ_LD + 64 * pq), *hi = lo + 8;
+            const uint8_t *p = wb + (uint64_t)(r0 + r) * rb + (uint64_t)s * CU_Q4_K_BYTES;
+#pragma unroll
+            for (int i = 0; i < 8; i++) q[k][i] = ok ? cu_ld_u32_a2(p + 16 + 32 * pq + 4 * i) : 0u;
+            bool sc = ok && pq == 0;
+#pragma unroll
+            for (int i = 0; i < 3; i++) sb[k][i] = sc ? cu_ld_u32_a2(p + 4 + 4 * i) : 0u;
+            dd[k] = sc ? cu_ld_u32_a2(p) : 0u;
+        }
+    }
+    __device__ void store(uint8_t *sm) const {
+        int tid = threadIdx.x, pq = tid & 3;
+        float *wf = (float *)(sm + MQ_OFF_WF);
+        int8_t *wi = (int8_t *)(sm + MQ_OFF_WI), *wm = (int8_t *)(sm + MQ_OFF_WM);
+#pragma unroll
+        for (int k = 0; k < 2; k++) {
+            int r = (tid + 256 * k) >> 2;
+            uint32_t *lo = (uint32_t *)(sm + r * MQ_LD + 64 * pq), *hi = lo + 8;
+#pragma unroll
             for (int i = 0; i < 8; i++) {
-                uint32_t v = ok ? cu_ld_u32_a2(p + 16 + 32 * pq + 4 * i) : 0u;
-                lo[i] = v & 0x0F0F0F0Fu;
-                hi[i] = (v >> 4) & 0x0F0F0F0Fu;
+                lo[i] = q[k][i] & 0x0F0F0F0Fu;
+                hi[i] = (q[k][i] >> 4) & 0x0F0F0F0Fu;
             }
             if (pq == 0) {
-                uint8_t sb[12];
-                for (int i = 0; i < 12; i++) sb[i] = ok ? p[4 + i] : 0;
+#pragma unroll
                 for (int j = 0; j < 8; j++) {
-                    int sc, m; /* format/quant_impl.h q_q4k_scale_min */
-                    if (j < 4) { sc = sb[j] & 63; m = sb[j + 4] & 63; }
+                    /* format/quant_impl.h q_q4k_scale_min over the bytes s[0..11] */
+#define MQ_SB(i) ((int)((sb[k][(i) >> 2] >> (8 * ((i) & 3))) & 255u))
+                    int sc, m;
+                    if (j < 4) { sc = MQ_SB(j) & 63; m = MQ_SB(j + 4) & 63; }
                     else {
-                        sc = (sb[j + 4] & 15) | ((sb[j - 4] >> 6) << 4);
-                        m = (sb[j + 4] >> 4) | ((sb[j] >> 6) << 4);
+                        sc = (MQ_SB(j + 4) & 15) | ((MQ_SB(j - 4) >> 6) << 4);
+                        m = (MQ_SB(j + 4) >> 4) | ((MQ_SB(j) >> 6) << 4);
                     }
+#undef MQ_SB
                     wi[r * 16 + j] = (int8_t)sc;
                     wm[r * 16 + 2 * j] = wm[r * 16 + 2 * j + 1] = (int8_t)m;
                 }
-                wf[r * 8] = ok ? cu_f16(p) : 0.0f;
-                wf[r * 8 + 1] = ok ? cu_f16(p + 2) : 0.0f;
+                wf[r * 8] = __half2float(__ushort_as_half((uint16_t)dd[k]));
+                wf[r * 8 + 1] = __half2float(__ushort_as_half((uint16_t)(dd[k] >> 16)));
             }
         }
-    } else { /* IQ2_XXS: task (row, group g) -> 32 signed grid values, ls = 2·s4 + 1 */
+    }
+};
+
+template <> struct mq_w<CU_T_IQ2_XXS> {
+    /* idx < BM·8: row idx>>3, group g = idx&7: A = 4 grid indices, B = 4 x 7 sign bits + s4;
+     * the g = 0 task also d. */
+    uint32_t A[4], B[4], d[4];
+    __device__ void fetch(const uint8_t *wb, int64_t r0, int64_t rows, uint64_t rb, int64_t s, int64_t) {
+        int tid = threadIdx.x, g = tid & 7;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            int r = (tid + 256 * k) >> 3;
+            bool ok = r0 + r < rows;
+            const uint8_t *p = wb + (uint64_t)(r0 + r) * rb + (uint64_t)s * CU_IQ2_XXS_BYTES;
+            A[k] = ok ? cu_ld_u32_a2(p + 2 + 8 * g) : 0u;
+            B[k] = ok ? cu_ld_u32_a2(p + 6 + 8 * g) : 0u;
+            d[k] = ok && g == 0 ? *(const uint16_t *)p : 0u;
+        }
+    }
+    __device__ void store(uint8_t *sm) const {
+        int tid = threadIdx.x, g = tid & 7;
         const uint64_t *grid = (const uint64_t *)(sm + MQ_OFF_GRID);
         const uint8_t *signs = sm + MQ_OFF_GRID + 256 * 8;
-        for (int idx = tid; idx < MQ_BM * 8; idx += MQ_THREADS) {
-            int r = idx >> 3, g = idx & 7;
-            uint32_t A = 0, B = 0;
-            const uint8_t *p = wb + (uint64_t)(r0 + r) * row_bytes + (uint64_t)s * CU_IQ2_XXS_BYTES;
-            bool ok = r0 + r < rows;
-            if (ok) {
-                A = cu_ld_u32_a2(p + 2 + 8 * g);
-                B = cu_ld_u32_a2(p + 6 + 8 * g);
-            }
-            uint32_t *dst = (uint32_t *)(W + r * MQ_LD + 32 * g);
-            for (int k = 0; k < 4; k++) {
-                uint64_t gv = ok ? grid[(A >> (8 * k)) & 255u] : 0;
-                uint32_t sg = signs[(B >> (7 * k)) & 127u];
+        float *wf = (float *)(sm + MQ_OFF_WF);
+        int8_t *wi = (int8_t *)(sm + MQ_OFF_WI);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            int r = (tid + 256 * k) >> 3;
+            uint32_t out[8];
+#pragma unroll
+            for (int j = 0; j < 4; j++) {
+                uint64_t gv = grid[(A[k] >> (8 * j)) & 255u];
+                uint32_t sg = signs[(B[k] >> (7 * j)) & 127u];
+#pragma unroll
                 for (int hw = 0; hw < 2; hw++) {
-                    uint32_t v = (uint32_t)(gv >> (32 * hw)), out = 0;
+                    uint32_t v = (uint32_t)(gv >> (32 * hw)), o = 0;
+#pragma unroll
                     for (int l = 0; l < 4; l++) {
                         int b = (int)((v >> (8 * l)) & 255u);
                         if ((sg >> (4 * hw + l)) & 1) b = -b;
-                        out |= (uint32_t)(uint8_t)b << (8 * l);
+                        o |= (uint32_t)(uint8_t)b << (8 * l);
                     }
-                    dst[2 * k + hw] = out;
+                    out[2 * j + hw] = o;
                 }
             }
-            wi[r * 16 + g] = (int8_t)(ok ? 2 * (B >> 28) + 1 : 0);
-            if (g == 0) wf[r * 8] = ok ? cu_f16(p) : 0.0f;
+            uint4 *dst = (uint4 *)(sm + r * MQ_LD + 32 * g);
+            dst[0] = make_uint4(out[0], out[1], out[2], out[3]);
+            dst[1] = make_uint4(out[4], out[5], out[6], out[7]);
+            wi[r * 16 + g] = (int8_t)(2 * (B[k] >> 28) + 1);
+            if (g == 0) wf[r * 8] = __half2float(__ushort_as_half((uint16_t)d[k]));
+        }
+    }
+};
+
+/* ---- Activations: step s of tokens t0 .. t1 into buffer `buf` by cp.async from the planes
+ * (zeros past the end): int8 codes at the same column positions as the weights, the scales,
+ * the Q8_K bsums. ---- */
+template <int TYPE>
+__device__ __forceinline__ void mq_issue_x(uint8_t *sm, int buf, const mm_planes &pl, int64_t cols,
+                                           int64_t t0, int64_t t1, int64_t s) {
+    int tid = threadIdx.x;
+    uint8_t *X = sm + MQ_OFF_X + buf * MQ_X_BYTES;
+    float *xf = (float *)(sm + MQ_OFF_XF) + buf * MQ_BN * 8;
+    if constexpr (TYPE == CU_T_Q8_0) {
+        int64_t b0 = MQ_Q8_STEP * s, nbv = pl.nblk - b0 < MQ_Q8_STEP ? pl.nblk - b0 : MQ_Q8_STEP;
+#pragma unroll
+        for (int k = 0; k < MQ_BN * 2 * MQ_Q8_STEP / MQ_THREADS; k++) { /* 16-byte pieces */
+            int idx = tid + MQ_THREADS * k, t = idx / (2 * MQ_Q8_STEP), c = idx % (2 * MQ_Q8_STEP);
+            bool ok = t0 + t < t1 && (c >> 1) < nbv;
+            const int8_t *src = ok ? pl.codes + (t0 + t) * cols + 32 * b0 + 16 * c : pl.codes;
+            mq_cp16(X + t * MQ_LD + 16 * c, src, ok ? 16 : 0);
+        }
+        for (int idx = tid; idx < MQ_BN * MQ_Q8_STEP; idx += MQ_THREADS) {
+            int t = idx / MQ_Q8_STEP, b = idx % MQ_Q8_STEP;
+            bool ok = t0 + t < t1 && b < nbv;
+            mq_cp4(xf + t * 8 + b, ok ? pl.d + (t0 + t) * pl.nblk + b0 + b : pl.d, ok ? 4 : 0);
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < MQ_BN * 16 / MQ_THREADS; k++) {
+            int idx = tid + MQ_THREADS * k, t = idx >> 4, c = idx & 15;
+            bool ok = t0 + t < t1;
+            const int8_t *src = ok ? pl.codes + (t0 + t) * cols + 256 * s + 16 * c : pl.codes;
+            mq_cp16(X + t * MQ_LD + 16 * c, src, ok ? 16 : 0);
+        }
+        if (tid < MQ_BN) {
+            bool ok = t0 + tid < t1;
+            mq_cp4(xf + tid * 8, ok ? pl.d + (t0 + tid) * pl.nblk + s : pl.d, ok ? 4 : 0);
+        }
+        if constexpr (TYPE != CU_T_IQ2_XXS) {
+            int16_t *xb = (int16_t *)(sm + MQ_OFF_XB) + buf * MQ_BN * 16;
+            if (tid < 2 * MQ_BN) {
+                int t = tid >> 1, h = tid & 1;
+                bool ok = t0 + t < t1;
+                const int16_t *src = ok ? pl.bsums + ((t0 + t) * pl.nblk + s) * 16 + 8 * h : pl.bsums;
+                mq_cp16(xb + t * 16 + 8 * h, src, ok ? 16 : 0);
+            }
         }
     }
 }
 
-/* Step s of the activation tile: tokens t0 .. t1 (x rows), int8 values, scales, bsums. */
-template <int TYPE>
-__device__ __forceinline__ void mq_load_x(uint8_t *sm, const uint8_t *act, size_t stride,
-                                          int64_t t0, int64_t t1, int64_t s, int64_t nblk) {
-    int tid = threadIdx.x;
-    uint8_t *X = sm + MQ_OFF_X;
-    float *xf = (float *)(sm + MQ_OFF_XF);
-    if constexpr (TYPE == CU_T_Q8_0) {
-        int64_t nbv = nblk - 8 * s < 8 ? nblk - 8 * s : 8;
-        for (int idx = tid; idx < MQ_BN * 64; idx += MQ_THREADS) {
-            int t = idx >> 6, b = (idx >> 3) & 7, i = idx & 7;
-            uint32_t v = 0;
-            const uint8_t *rec = act + (size_t)(t0 + t) * stride + (size_t)(8 * s + b) * CU_Q8_0ACT_BYTES;
-            bool ok = t0 + t < t1 && b < nbv;
-            if (ok) v = *(const uint32_t *)(rec + 4 + 4 * i);
-            *(uint32_t *)(X + t * MQ_LD + 32 * b + 4 * i) = v;
-            if (i == 0) xf[t * 8 + b] = ok ? *(const float *)rec : 0.0f;
-        }
-    } else {
-        for (int idx = tid; idx < MQ_BN * 64; idx += MQ_THREADS) {
-            int t = idx >> 6, i = idx & 63;
-            const uint8_t *blk = act + (size_t)(t0 + t) * stride + (size_t)s * CU_Q8_K_BYTES;
-            bool ok = t0 + t < t1;
-            *(uint32_t *)(X + t * MQ_LD + 4 * i) = ok ? *(const uint32_t *)(blk + 4 + 4 * i) : 0u;
-            if (i == 0) xf[t * 8] = ok ? *(const float *)blk : 0.0f;
-        }
-        if constexpr (TYPE != CU_T_IQ2_XXS) {
-            int8_t *xl = (int8_t *)(sm + MQ_OFF_XL), *xh = (int8_t *)(sm + MQ_OFF_XH);
-            for (int idx = tid; idx < MQ_BN * 16; idx += MQ_THREADS) {
-                int t = idx >> 4, j = idx & 15;
-                int bs = 0;
-                if (t0 + t < t1)
-                    bs = *(const int16_t *)(act + (size_t)(t0 + t) * stride + (size_t)s * CU_Q8_K_BYTES + 260 + 2 * j);
-                /* bs = 128·(bs >> 7) + (bs & 127), both parts int8 (|bs| <= 2048). */
-                xl[t * 16 + j] = (int8_t)(bs & 127);
-                xh[t * 16 + j] = (int8_t)(bs >> 7);
-            }
-        }
+/* bsums of token row tb, entries 4tg .. 4tg+3, split exactly as 128·hi + lo (lo = bs & 127,
+ * hi = bs >> 7, both int8 since |bs| <= 2048), packed 4 to a register. */
+__device__ __forceinline__ void mq_bsums_split(const int16_t *xb, int tb, int tg, uint32_t *lo,
+                                               uint32_t *hi) {
+    uint2 u = *(const uint2 *)(xb + tb * 16 + 4 * tg);
+    int v[4] = {(int16_t)(u.x & 0xFFFFu), (int16_t)(u.x >> 16), (int16_t)(u.y & 0xFFFFu), (int16_t)(u.y >> 16)};
+    uint32_t l = 0, h = 0;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        l |= (uint32_t)(v[i] & 127) << (8 * i);
+        h |= (uint32_t)(uint8_t)(int8_t)(v[i] >> 7) << (8 * i);
     }
+    *lo = l;
+    *hi = h;
 }
 
 /* grid (ceil(rows/128), token-tile bound), 256 threads, MQ_SMEM bytes of dynamic shared memory.
  * Warp w owns rows 32(w%4) .. +31 and tokens 32(w/4) .. +31 of the tile. */
 template <int TYPE>
 __global__ void __launch_bounds__(MQ_THREADS, 2)
-k_matmul_mma(const uint8_t *w, int64_t rows, int64_t nblk, uint64_t row_bytes,
-             uint64_t e_stride, const int32_t *d_off, int n_expert, const uint8_t *act,
-             size_t act_stride, int64_t n_tok, float *y, int64_t ldy) {
+k_matmul_mma(const uint8_t *w, int64_t rows, int64_t cols, uint64_t row_bytes,
+             uint64_t e_stride, const int32_t *d_off, int n_expert, mm_planes pl,
+             int64_t n_tok, float *y, int64_t ldy) {
     extern __shared__ __align__(16) uint8_t sm[];
     mm_tile tl;
     if (!mm_find_tile(d_off, n_expert, n_tok, MQ_BN, blockIdx.y, &tl)) return;
@@ -234,12 +362,14 @@ k_matmul_mma(const uint8_t *w, int64_t rows, int64_t nblk, uint64_t row_bytes,
     const uint8_t *wb = w + (uint64_t)tl.e * e_stride;
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     int g = lane >> 2, tg = lane & 3, wr = 32 * (warp & 3), wt = 32 * (warp >> 2);
-    if (TYPE == CU_T_IQ2_XXS) {
+    if constexpr (TYPE == CU_T_IQ2_XXS) {
         for (int i = tid; i < 256; i += MQ_THREADS) ((uint64_t *)(sm + MQ_OFF_GRID))[i] = mq_iq2_grid[i];
         for (int i = tid; i < 128; i += MQ_THREADS) sm[MQ_OFF_GRID + 2048 + i] = mq_iq2_signs[i];
+        __syncthreads();
     }
-    const uint8_t *W = sm, *X = sm + MQ_OFF_X;
-    const float *wf = (const float *)(sm + MQ_OFF_WF), *xf = (const float *)(sm + MQ_OFF_XF);
+    const int64_t nblk = pl.nblk;
+    const uint8_t *W = sm;
+    const float *wf = (const float *)(sm + MQ_OFF_WF);
     const int8_t *wi = (const int8_t *)(sm + MQ_OFF_WI);
     float acc[2][4][4];
 #pragma unroll
@@ -248,13 +378,29 @@ k_matmul_mma(const uint8_t *w, int64_t rows, int64_t nblk, uint64_t row_bytes,
         for (int b = 0; b < 4; b++)
 #pragma unroll
             for (int c = 0; c < 4; c++) acc[a][b][c] = 0.0f;
-    int64_t nsteps = TYPE == CU_T_Q8_0 ? (nblk + 7) / 8 : nblk;
+    int64_t nsteps = TYPE == CU_T_Q8_0 ? (nblk + MQ_Q8_STEP - 1) / MQ_Q8_STEP : nblk;
+    mq_w<TYPE> raw;
+    raw.fetch(wb, r0, rows, row_bytes, 0, nblk);
+    mq_issue_x<TYPE>(sm, 0, pl, cols, tl.t0, tl.t1, 0);
+    mq_cp_commit();
     for (int64_t s = 0; s < nsteps; s++) {
+        int buf = (int)(s & 1);
+        raw.store(sm); /* the previous step's readers finished at the loop's closing barrier */
+        mq_cp_wait_all();
         __syncthreads();
-        mq_load_w<TYPE>(sm, wb, r0, rows, row_bytes, s, nblk);
-        mq_load_x<TYPE>(sm, act, act_stride, tl.t0, tl.t1, s, nblk);
-        __syncthreads();
-        int nchunk = TYPE == CU_T_Q8_0 ? (int)(nblk - 8 * s < 8 ? nblk - 8 * s : 8) : 8;
+        if (s + 1 < nsteps) { /* in flight while this step multiplies */
+            mq_issue_x<TYPE>(sm, buf ^ 1, pl, cols, tl.t0, tl.t1, s + 1);
+            mq_cp_commit();
+            raw.fetch(wb, r0, rows, row_bytes, s + 1, nblk);
+        }
+        const unsigned a_addr = (unsigned)__cvta_generic_to_shared(
+            W + (wr + (lane & 7) + 8 * ((lane >> 3) & 1)) * MQ_LD + 16 * (lane >> 4));
+        const unsigned b_addr = (unsigned)__cvta_generic_to_shared(
+            sm + MQ_OFF_X + buf * MQ_X_BYTES + (wt + (lane & 7) + 8 * (lane >> 4)) * MQ_LD + 16 * ((lane >> 3) & 1));
+        const float *xf = (const float *)(sm + MQ_OFF_XF) + buf * MQ_BN * 8;
+        int nchunk = 8;
+        if constexpr (TYPE == CU_T_Q8_0)
+            nchunk = (int)(nblk - MQ_Q8_STEP * s < MQ_Q8_STEP ? nblk - MQ_Q8_STEP * s : MQ_Q8_STEP);
         int isum[2][4][4];
 #pragma unroll
         for (int a = 0; a < 2; a++)
@@ -265,39 +411,57 @@ k_matmul_mma(const uint8_t *w, int64_t rows, int64_t nblk, uint64_t row_bytes,
 #pragma unroll 1
         for (int ch = 0; ch < nchunk; ch++) {
             uint32_t af[2][4], bf[4][2];
-#pragma unroll
-            for (int mt = 0; mt < 2; mt++) {
-                uint2 u0 = *(const uint2 *)(W + (wr + 16 * mt + g) * MQ_LD + 32 * ch + 8 * tg);
-                uint2 u1 = *(const uint2 *)(W + (wr + 16 * mt + g + 8) * MQ_LD + 32 * ch + 8 * tg);
-                af[mt][0] = u0.x; af[mt][1] = u1.x; af[mt][2] = u0.y; af[mt][3] = u1.y;
-            }
-#pragma unroll
-            for (int nt = 0; nt < 4; nt++) {
-                uint2 u = *(const uint2 *)(X + (wt + 8 * nt + g) * MQ_LD + 32 * ch + 8 * tg);
-                bf[nt][0] = u.x; bf[nt][1] = u.y;
-            }
+            /* A (16 rows x 32 codes): matrices rows 0-7 / 8-15 x bytes 0-15 / 16-31 = a0..a3;
+             * B (tokens 16p .. 16p+15): tokens 0-7 bytes 0-15 / 16-31, tokens 8-15 likewise. */
 #pragma unroll
             for (int mt = 0; mt < 2; mt++)
+                mq_ldm4(af[mt], a_addr + (unsigned)(16 * mt * MQ_LD + 32 * ch));
 #pragma unroll
-                for (int nt = 0; nt < 4; nt++) {
-                    if constexpr (TYPE == CU_T_Q2_K) { /* scales folded: one chained integer sum */
-                        mq_mma32(isum[mt][nt], af[mt], bf[nt][0], bf[nt][1]);
-                        } else {
+            for (int p = 0; p < 2; p++) {
+                uint32_t r[4];
+                mq_ldm4(r, b_addr + (unsigned)(16 * p * MQ_LD + 32 * ch));
+                bf[2 * p][0] = r[0]; bf[2 * p][1] = r[1]; bf[2 * p + 1][0] = r[2]; bf[2 * p + 1][1] = r[3];
+            }
+            if constexpr (TYPE == CU_T_Q2_K) { /* scales folded: one chained integer sum */
+#pragma unroll
+                for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+                    for (int nt = 0; nt < 4; nt++) mq_mma32(isum[mt][nt], af[mt], bf[nt][0], bf[nt][1]);
+            } else {
+                /* this thread's rows wr+16mt+g+8i and tokens wt+8nt+2tg+j: scales once */
+                float rs[2][2], ts[4][2];
+                int ri[2][2];
+#pragma unroll
+                for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+                    for (int i = 0; i < 2; i++) {
+                        int rl = wr + 16 * mt + g + 8 * i;
+                        if constexpr (TYPE == CU_T_Q8_0) rs[mt][i] = wf[rl * 8 + ch];
+                        else ri[mt][i] = wi[rl * 16 + ch];
+                    }
+                if constexpr (TYPE == CU_T_Q8_0) {
+#pragma unroll
+                    for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+                        for (int j = 0; j < 2; j++) ts[nt][j] = xf[(wt + 8 * nt + 2 * tg + j) * 8 + ch];
+                }
+#pragma unroll
+                for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+                    for (int nt = 0; nt < 4; nt++) {
                         int sv[4] = {0, 0, 0, 0};
                         mq_mma32(sv, af[mt], bf[nt][0], bf[nt][1]);
 #pragma unroll
                         for (int c = 0; c < 4; c++) {
-                            int rl = wr + 16 * mt + g + 8 * (c >> 1), tk = wt + 8 * nt + 2 * tg + (c & 1);
                             if constexpr (TYPE == CU_T_Q8_0) /* README §4.2: acc += (d_w·d_x)·isum */
                                 acc[mt][nt][c] = __fadd_rn(acc[mt][nt][c],
-                                                           __fmul_rn(__fmul_rn(wf[rl * 8 + ch], xf[tk * 8 + ch]), (float)sv[c]));
+                                                           __fmul_rn(__fmul_rn(rs[mt][c >> 1], ts[nt][c & 1]), (float)sv[c]));
                             else
-                                isum[mt][nt][c] += (int)wi[rl * 16 + ch] * sv[c];
+                                isum[mt][nt][c] += ri[mt][c >> 1] * sv[c];
                         }
                     }
-                }
+            }
         }
-        if constexpr (TYPE == CU_T_Q8_0) continue;
         if constexpr (TYPE == CU_T_IQ2_XXS) { /* acc += (d·d_x)·bsum */
 #pragma unroll
             for (int mt = 0; mt < 2; mt++)
@@ -309,31 +473,36 @@ k_matmul_mma(const uint8_t *w, int64_t rows, int64_t nblk, uint64_t row_bytes,
                         acc[mt][nt][c] = __fadd_rn(acc[mt][nt][c],
                                                    __fmul_rn(__fmul_rn(wf[rl * 8], xf[tk * 8]), (float)isum[mt][nt][c]));
                     }
-            continue;
-        }
-        /* Q2_K / Q4_K: summs = Σ_16 m·bsums = 128·Σ m·hi + Σ m·lo, then the f32 steps. */
-        const uint8_t *WM = sm + MQ_OFF_WM, *XL = sm + MQ_OFF_XL, *XH = sm + MQ_OFF_XH;
+        } else if constexpr (TYPE == CU_T_Q2_K || TYPE == CU_T_Q4_K) {
+            /* summs = Σ_16 m·bsums = 128·Σ m·hi + Σ m·lo, then the f32 steps. */
+            const uint8_t *WM = sm + MQ_OFF_WM;
+            const int16_t *xb = (const int16_t *)(sm + MQ_OFF_XB) + buf * MQ_BN * 16;
+            uint32_t blo[4], bhi[4];
 #pragma unroll
-        for (int mt = 0; mt < 2; mt++) {
-            uint32_t a0 = *(const uint32_t *)(WM + (wr + 16 * mt + g) * 16 + 4 * tg);
-            uint32_t a1 = *(const uint32_t *)(WM + (wr + 16 * mt + g + 8) * 16 + 4 * tg);
+            for (int nt = 0; nt < 4; nt++) mq_bsums_split(xb, wt + 8 * nt + g, tg, &blo[nt], &bhi[nt]);
 #pragma unroll
-            for (int nt = 0; nt < 4; nt++) {
-                int lo[4] = {0, 0, 0, 0}, hi[4] = {0, 0, 0, 0};
-                mq_mma16(lo, a0, a1, *(const uint32_t *)(XL + (wt + 8 * nt + g) * 16 + 4 * tg));
-                mq_mma16(hi, a0, a1, *(const uint32_t *)(XH + (wt + 8 * nt + g) * 16 + 4 * tg));
+            for (int mt = 0; mt < 2; mt++) {
+                uint32_t a0 = *(const uint32_t *)(WM + (wr + 16 * mt + g) * 16 + 4 * tg);
+                uint32_t a1 = *(const uint32_t *)(WM + (wr + 16 * mt + g + 8) * 16 + 4 * tg);
 #pragma unroll
-                for (int c = 0; c < 4; c++) {
-                    int rl = wr + 16 * mt + g + 8 * (c >> 1), tk = wt + 8 * nt + 2 * tg + (c & 1);
-                    int summs = hi[c] * 128 + lo[c];
-                    float dx = xf[tk * 8];
-                    float dall = __fmul_rn(dx, wf[rl * 8]), dmin = __fmul_rn(dx, wf[rl * 8 + 1]);
-                    acc[mt][nt][c] = __fadd_rn(acc[mt][nt][c],
-                                               __fsub_rn(__fmul_rn(dall, (float)isum[mt][nt][c]),
-                                                         __fmul_rn(dmin, (float)summs)));
+                for (int nt = 0; nt < 4; nt++) {
+                    int lo[4] = {0, 0, 0, 0}, hi[4] = {0, 0, 0, 0};
+                    mq_mma16(lo, a0, a1, blo[nt]);
+                    mq_mma16(hi, a0, a1, bhi[nt]);
+#pragma unroll
+                    for (int c = 0; c < 4; c++) {
+                        int rl = wr + 16 * mt + g + 8 * (c >> 1), tk = wt + 8 * nt + 2 * tg + (c & 1);
+                        int summs = hi[c] * 128 + lo[c];
+                        float dx = xf[tk * 8];
+                        float dall = __fmul_rn(dx, wf[rl * 8]), dmin = __fmul_rn(dx, wf[rl * 8 + 1]);
+                        acc[mt][nt][c] = __fadd_rn(acc[mt][nt][c],
+                                                   __fsub_rn(__fmul_rn(dall, (float)isum[mt][nt][c]),
+                                                             __fmul_rn(dmin, (float)summs)));
+                    }
                 }
             }
         }
+        __syncthreads();
     }
 #pragma unroll
     for (int mt = 0; mt < 2; mt++)
@@ -359,15 +528,14 @@ static ds4_status mq_run(const mm_args *a, ds4_error *err) {
                  err, "matmul smem attribute");
         attr_set = 1;
     }
-    int64_t nblk = TYPE == CU_T_Q8_0 ? a->cols / 32 : a->cols / 256;
     int64_t tiles = (a->n_tok + MQ_BN - 1) / MQ_BN + (a->d_off ? a->n_expert : 0);
     if (tiles > 65535)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_matmul: %lld token tiles (at most 65535)",
                           (long long)tiles);
     dim3 grid((unsigned)((a->rows + MQ_BM - 1) / MQ_BM), (unsigned)tiles);
     k_matmul_mma<TYPE><<<grid, MQ_THREADS, MQ_SMEM, cu_stream>>>(
-        a->w, a->rows, nblk, a->row_bytes, a->expert_stride, a->d_off, a->n_expert, a->act,
-        a->act_stride, a->n_tok, a->y, a->ldy);
+        a->w, a->rows, a->cols, a->row_bytes, a->expert_stride, a->d_off, a->n_expert, a->planes,
+        a->n_tok, a->y, a->ldy);
     CU_CHECK(cudaGetLastError(), err, "matmul mma launch");
     return DS4_OK;
 }
