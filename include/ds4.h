@@ -348,10 +348,28 @@ typedef struct ds4_engine_options {
     bool exact_activations;  /* checking mode: quantized weights dotted with f32 activations
                                 (decoded row by row) instead of ds4's Q8_0/Q8_K activations, so
                                 logits equal the dequantized-F32 model's; slower. Default false */
+    /* Backend "cuda" only (issue #7): how many layers keep their routed experts
+     * (ffn_{gate,up,down}_exps) in device memory; the experts of the other layers — the first
+     * ones — stay in pinned host memory that the kernels read over PCIe (slower per token;
+     * docs/BENCHMARKS.md "experts in host memory"), so a model larger than the card still runs
+     * (q2 Flash, 80.76 GiB, on one 80 GB H100). -1 (the default) = as many as fit: when the
+     * weights plus the state of gpu_ctx_tokens do not fit the device's free memory, the first
+     * layers' experts move to the host until they do (ds4_model_info says how many), and the
+     * open fails with DS4_ERR_NOMEM when even all of them on the host does not fit.
+     * 0..n_layer = exactly that many (DS4_ERR_INVALID_ARG beyond). Must stay -1 with "cpu".
+     * When -1, the environment variable DS4_GPU_LAYERS_EXPERTS (an integer) is used if set. */
+    int gpu_layers_experts;
+    /* Backend "cuda": context tokens of device state (summed over the sessions to come) the
+     * auto-fit leaves room for; 0 (default) = 32768. */
+    uint32_t gpu_ctx_tokens;
 } ds4_engine_options;
 
-/* Fills defaults: all cores, "cpu", no MTP, lazy page-in. */
+/* Fills defaults: all cores, "cpu", no MTP, lazy page-in, gpu_layers_experts -1 (auto). */
 void ds4_engine_options_init(ds4_engine_options *opt);
+
+/* The backend the tools use when none is asked for: "cuda" in a CUDA build (`make cuda`) with a
+ * usable GPU, else "cpu". A static string. */
+const char *ds4_default_backend(void);
 
 /* Opens a V4 GGUF. opt may be NULL (defaults). *out is owned by the caller until
  * ds4_engine_close, which must come after every session of it is freed. */
@@ -371,6 +389,10 @@ typedef struct ds4_model_info {
     uint64_t weight_bytes;   /* tensor data bytes of the main model */
     uint8_t model_id[32];    /* identity hash carried by snapshots (see ds4_engine_open docs in
                                 src/model/engine.c: metadata + tensor table + weight samples) */
+    /* Backend "cuda" (0 for "cpu"): layers whose routed experts are in device memory, and the
+     * bytes of the other layers' routed experts, in pinned host memory (gpu_layers_experts). */
+    uint32_t gpu_layers_experts;
+    uint64_t host_expert_bytes;
 } ds4_model_info;
 
 ds4_status ds4_engine_info(const ds4_engine *engine, ds4_model_info *out, ds4_error *err);

@@ -9,6 +9,13 @@
 #   scripts/gpu-check.sh --no-bench tests only
 #   scripts/gpu-check.sh --model-only   only the whole-model checks below (skips the op tests)
 #   DS4_GPU_SYN_FLASH=1 scripts/gpu-check.sh --model-only   adds the full-size in-memory Flash bench
+#     (all 43 layers x 256 experts; on a card under 100 GB the auto-fit keeps the first layers'
+#     routed experts in pinned host memory; DS4_GPU_LAYERS_EXPERTS=N forces N layers on the GPU)
+#   DS4_GPU_SKIP_MODEL=1 ...     skips the whole-model checks (e.g. only the full-size bench:
+#     DS4_GPU_SKIP_MODEL=1 DS4_GPU_SYN_FLASH=1 DS4_GPU_SYN_CTX=256 DS4_GPU_SYN_GEN=32
+#     DS4_CUDA_TESTS=/bin/true scripts/gpu-check.sh --model-only, the 80 GB H100 check)
+#   DS4_GPU_HOST_EXPERTS=1 ...   adds the 4-layer in-memory bench with 4, 3, 2, 0 layers' experts
+#     on the GPU (the rest in host memory): the speed cost of experts read over PCIe
 # Whole model (issue #7; needs `make cuda`'s $B/cuda/ds4-cuda-model-tests and $B/cuda/bin):
 # builds a synthetic Flash-width q2 model here (4 layers, 16 experts, V4 tokenizer), runs the
 # model tests (tiny-v4 golden, snapshots across backends, GPU vs CPU), then ds4-bench and
@@ -50,7 +57,7 @@ fi
 # ---- whole model on the GPU (model_cuda.h) ----
 MT=$B/cuda/ds4-cuda-model-tests
 CB=$B/cuda/bin
-if [ -x "$MT" ] && [ -x "$CB/ds4-convert" ]; then
+if [ -z "${DS4_GPU_SKIP_MODEL:-}" ] && [ -x "$MT" ] && [ -x "$CB/ds4-convert" ]; then
     SH=${DS4_SHARED:-../shared}
     SCR=${DS4_TMP:-/tmp/ds4-gpu-check}
     mkdir -p "$SCR"
@@ -94,21 +101,37 @@ if [ -x "$MT" ] && [ -x "$CB/ds4-convert" ]; then
         rm -f "$F43"
     fi
 fi
+# Experts in host memory (issue #7), 4-layer in-memory Flash-width q2 (16 experts: a token
+# still reads 6 routed experts per layer, ~44 MB, as with 256): the cost per layer moved.
+if [ -n "${DS4_GPU_HOST_EXPERTS:-}" ] && [ -x $B/cuda/bin/ds4-bench ]; then
+    for k in 4 3 2 0; do
+        timeout 120 $B/cuda/bin/ds4-bench --synthetic flash --layers 4 --experts 16 --preset q2 \
+            --backend cuda --gpu-layers-experts $k --ctx-start 512 --ctx-max 1024 --step-mul 2 \
+            --gen-tokens 64 --prefill-chunk 512 --no-membw --out "$LOGDIR/bench-hostexp-$k.csv" \
+            > "$LOGDIR/bench-hostexp-$k.log" 2>&1 || { echo "host experts bench ($k on GPU) failed"; rc=1; }
+        echo "4 layers, experts of $k on the GPU: $(grep -E 'ctx ' "$LOGDIR/bench-hostexp-$k.log" | tr -s ' ' | cut -c1-150 | tr '\n' ';')"
+    done
+fi
 # Full-size synthetic Flash built in memory / on the GPU (tools/ds4-bench/synth.c; no file):
-# DS4_GPU_SYN_FLASH=1 runs all 43 layers x 256 experts q2 (80.76 GiB) when the card has room,
-# else as many experts as fit ~75 GiB (200); DS4_GPU_SYN_EXPERTS overrides. Decode + prefill
-# at ctx 2048; the run fails when the logits are not finite.
+# DS4_GPU_SYN_FLASH=1 runs all 43 layers x 256 experts q2 (80.76 GiB). On a card under 100 GB
+# (an 80 GB H100) the auto-fit keeps the first layers' routed experts in pinned host memory
+# (issue #7; the bench prints how many); DS4_GPU_LAYERS_EXPERTS=N keeps exactly N layers'
+# experts on the GPU, DS4_GPU_SYN_EXPERTS shrinks the expert count instead. Context as
+# DS4_GPU_SYN_CTX (default 2048), generated tokens DS4_GPU_SYN_GEN (64); the run fails when the
+# logits are not finite.
 if [ -n "${DS4_GPU_SYN_FLASH:-}" ] && [ -x $B/cuda/bin/ds4-bench ]; then
     mem=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -n 1)
-    ne=${DS4_GPU_SYN_EXPERTS:-}
-    [ -z "$ne" ] && { [ "${mem:-0}" -gt 100000 ] && ne=256 || ne=200; }
-    echo "synthetic flash q2 in memory: 43 layers, $ne experts (card ${mem:-?} MiB)"
+    ne=${DS4_GPU_SYN_EXPERTS:-256}
+    ctx=${DS4_GPU_SYN_CTX:-2048}
+    gl=()
+    [ -n "${DS4_GPU_LAYERS_EXPERTS:-}" ] && gl=(--gpu-layers-experts "$DS4_GPU_LAYERS_EXPERTS")
+    echo "synthetic flash q2 in memory: 43 layers, $ne experts, ctx $ctx, ${gl[*]:-auto-fit} (card ${mem:-?} MiB)"
     timeout "${DS4_GPU_SYN_TIMEOUT:-300}" $B/cuda/bin/ds4-bench --synthetic flash --preset q2 \
-        --experts "$ne" --backend cuda --ctx-start 2048 --ctx-max 2048 --gen-tokens 64 \
+        --experts "$ne" --backend cuda ${gl[@]+"${gl[@]}"} --ctx-start "$ctx" --ctx-max "$ctx" --gen-tokens "${DS4_GPU_SYN_GEN:-64}" \
         --prefill-chunk 2048 --no-membw --out "$LOGDIR/bench-synflash-cuda.csv" \
         > "$LOGDIR/bench-synflash-cuda.log" 2>&1 || { echo "synthetic flash bench failed"; rc=1; }
     cat "$LOGDIR/bench-synflash-cuda.csv" 2>/dev/null
-    grep -E 'synthetic|GPU in|weights|logits|ctx ' "$LOGDIR/bench-synflash-cuda.log" | tail -n 8
+    grep -E 'synthetic|GPU in|host memory|weights|logits|ctx |ds4-bench: [a-z]' "$LOGDIR/bench-synflash-cuda.log" | tail -n 10
 fi
 echo "gpu-check: exit $rc, logs in $LOGDIR"
 exit $rc

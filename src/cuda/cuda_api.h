@@ -32,6 +32,16 @@ ds4_status cuda_upload(void *dst, const void *src, size_t n_bytes, ds4_error *er
 ds4_status cuda_download(void *dst, const void *src, size_t n_bytes, ds4_error *err);
 ds4_status cuda_sync(ds4_error *err);
 
+/* Device memory free / total now (cudaMemGetInfo; either pointer may be NULL). */
+ds4_status cuda_mem_info(size_t *free_bytes, size_t *total_bytes, ds4_error *err);
+/* Pinned host memory mapped into the device (issue #7: routed experts kept on the host): *host
+ * for the CPU, *dev for kernels, which read it in place over PCIe. DS4_ERR_NOMEM when it
+ * cannot be pinned (RAM, locked-memory limits). Freed by cuda_host_free(*host). */
+ds4_status cuda_host_alloc_mapped(void **host, void **dev, size_t n_bytes, ds4_error *err);
+void cuda_host_free(void *host);
+/* cudaMemcpy with the direction taken from the pointers (device, pinned or plain host). */
+ds4_status cuda_copy(void *dst, const void *src, size_t n_bytes, ds4_error *err);
+
 /* Activation quantizers, bit-identical to the CPU reference (quants README §4.4, §5.1):
  * n values of x (device f32) → Q8_K blocks (292 bytes / 256 values) or ds4's Q8_0 activation
  * records (36 bytes / 32 values). */

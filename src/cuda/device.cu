@@ -53,6 +53,50 @@ extern "C" ds4_status cuda_download(void *dst, const void *src, size_t n_bytes, 
     return DS4_OK;
 }
 
+/* Issue #7 (host-resident experts): what the auto-fit measures and what it allocates. */
+extern "C" ds4_status cuda_mem_info(size_t *free_bytes, size_t *total_bytes, ds4_error *err) {
+    size_t f = 0, t = 0;
+    CU_CHECK(cudaMemGetInfo(&f, &t), err, "cudaMemGetInfo");
+    if (free_bytes) *free_bytes = f;
+    if (total_bytes) *total_bytes = t;
+    return DS4_OK;
+}
+
+extern "C" ds4_status cuda_host_alloc_mapped(void **host, void **dev, size_t n_bytes,
+                                             ds4_error *err) {
+    *host = NULL;
+    *dev = NULL;
+    /* Portable: usable from any context; mapped: kernels read it in place over PCIe. */
+    cudaError_t e = cudaHostAlloc(host, n_bytes ? n_bytes : 1,
+                                  cudaHostAllocMapped | cudaHostAllocPortable);
+    if (e != cudaSuccess) {
+        *host = NULL;
+        cudaGetLastError();
+        return ds4_seterr(err, DS4_ERR_NOMEM, "cuda: cannot pin %zu bytes of host memory: %s",
+                          n_bytes, cudaGetErrorString(e));
+    }
+    e = cudaHostGetDevicePointer(dev, *host, 0);
+    if (e != cudaSuccess) {
+        cudaFreeHost(*host);
+        *host = NULL;
+        *dev = NULL;
+        cudaGetLastError();
+        return ds4_seterr(err, DS4_ERR_UNSUPPORTED,
+                          "cuda: pinned host memory is not mapped into the device: %s",
+                          cudaGetErrorString(e));
+    }
+    return DS4_OK;
+}
+
+extern "C" void cuda_host_free(void *host) {
+    if (host) cudaFreeHost(host);
+}
+
+extern "C" ds4_status cuda_copy(void *dst, const void *src, size_t n_bytes, ds4_error *err) {
+    CU_CHECK(cudaMemcpy(dst, src, n_bytes, cudaMemcpyDefault), err, "copy");
+    return DS4_OK;
+}
+
 extern "C" ds4_status cuda_sync(ds4_error *err) {
     CU_CHECK(cudaDeviceSynchronize(), err, "synchronize");
     return DS4_OK;

@@ -2,8 +2,11 @@
  * cuda/model_cuda.c — the GPU model's weights and state (model_cuda.h).
  *
  * Weights: the GGUF data region is copied to the device once, so every matrix the CPU model
- * binds (a pointer into the mapping) has a device twin at the same offset; the small f32
- * tables model_open decoded into owned copies are uploaded one by one.
+ * binds (a pointer into the mapping) has a device twin; the small f32 tables model_open
+ * decoded into owned copies are uploaded one by one. The routed experts of the first layers
+ * may instead live in pinned host memory mapped into the device (issue #7, cuda_model_opts):
+ * the region is then cut into pieces (cu_seg), device ones packed into one allocation, host
+ * ones into one pinned block, and a tensor's device address is looked up by its offset.
  * State: per layer the window ring, compressed rows and compressor streaming buffers, the
  * same arrays as model/kvstate.c; copies to and from the host state walk the same ranges
  * kvstate.c saves (whole ring, floor(pos/ratio) rows, both streaming buffers).
@@ -13,6 +16,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "core/safemath.h"
 #include "cuda/model_cuda_impl.h"
 #include "cuda/synth_cuda.h"
 
@@ -50,17 +54,29 @@ static ds4_status up_table(cuda_model *cm, const void *h, size_t n_bytes, void *
 #define UPF(dst, h, n) \
     do { void *p_; if ((st = up_table(cm, (h), (size_t)(n) * 4, &p_, err))) return st; (dst) = p_; } while (0)
 
+/* The piece holding bytes [off, off+n) of the data region whole, or NULL. */
+static const cu_seg *seg_of(const cuda_model *cm, uint64_t off, uint64_t n) {
+    for (int i = 0; i < cm->n_segs; i++) {
+        const cu_seg *s = &cm->segs[i];
+        if (off >= s->off && off - s->off <= s->n_bytes && n <= s->n_bytes - (off - s->off))
+            return s;
+    }
+    return NULL;
+}
+
 /* Device address of bytes [h, h+n) of the mapping; the name goes into the error. */
 static ds4_status dev_of(const cuda_model *cm, const uint8_t *h, uint64_t n, const char *name,
                          const uint8_t **out, ds4_error *err) {
     *out = NULL;
     if (!h) return DS4_OK;
-    if (h < cm->h_data || (uint64_t)(h - cm->h_data) > cm->data_bytes ||
-        n > cm->data_bytes - (uint64_t)(h - cm->h_data))
+    const cu_seg *s = NULL;
+    if (h >= cm->h_data && (uint64_t)(h - cm->h_data) <= cm->data_bytes)
+        s = seg_of(cm, (uint64_t)(h - cm->h_data), n);
+    if (!s)
         return ds4_seterr(err, DS4_ERR_UNSUPPORTED,
                           "cuda model: tensor '%s' is not in the uploaded GGUF data region",
                           name ? name : "?");
-    *out = cm->d_data + (h - cm->h_data);
+    *out = s->d + ((uint64_t)(h - cm->h_data) - s->off);
     return DS4_OK;
 }
 
@@ -129,43 +145,207 @@ static ds4_status layer_up(cuda_model *cm, int64_t il, ds4_error *err) {
     return DS4_OK;
 }
 
-/* Uploads [from, to) of the data region in 1 GiB pieces (the mapping is paged in as read). */
-static ds4_status upload_span(cuda_model *cm, uint64_t from, uint64_t to, ds4_error *err) {
-    for (uint64_t off = from; off < to;) {
-        uint64_t n = to - off < (1ull << 30) ? to - off : (1ull << 30);
-        ds4_status st = cuda_upload(cm->d_data + off, cm->h_data + off, (size_t)n, err);
-        if (st) return st;
-        off += n;
+/* ---- Placement: device memory or pinned host memory (issue #7) --------------------------- */
+
+typedef struct xspan {
+    uint64_t off, n;
+} xspan;
+
+static int xspan_cmp(const void *a, const void *b) {
+    const xspan *x = a, *y = b;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+/* The routed-expert tensors (gate, up, down) of layer il as spans of the data region. */
+static ds4_status layer_exp_spans(const cuda_model *cm, int64_t il, xspan out[3], int *n_out,
+                                  uint64_t *bytes, ds4_error *err) {
+    const layer_weights *L = &cm->m->w.layers[il];
+    const experts_mat *es[3] = {&L->gate_exps, &L->up_exps, &L->down_exps};
+    *n_out = 0;
+    *bytes = 0;
+    for (int i = 0; i < 3; i++) {
+        const experts_mat *e = es[i];
+        if (!e->data) continue;
+        uint64_t n = 0, off = e->data >= cm->h_data ? (uint64_t)(e->data - cm->h_data) : UINT64_MAX;
+        if (!ds4_mul_u64(&n, e->expert_bytes, (uint64_t)e->n_expert) ||
+            !ds4_range_ok(off, n, cm->data_bytes))
+            return ds4_seterr(err, DS4_ERR_UNSUPPORTED,
+                              "cuda model: layer %lld: tensor '%s' is not in the GGUF data region",
+                              (long long)il, e->name ? e->name : "?");
+        out[(*n_out)++] = (xspan){off, n};
+        *bytes += n;
     }
     return DS4_OK;
 }
 
-/* The data region: uploaded, except the spans `fills` lists (sorted, disjoint), which are made
- * on the device by cuda_synth_fill. */
+/* Decides how many of the first layers keep their experts on the host (cm->n_host_layers),
+ * cuts the data region into pieces and allocates both sides. */
+static ds4_status place(cuda_model *cm, const cuda_model_opts *o, ds4_error *err) {
+    int64_t L = cm->m->hp.n_layer;
+    int want = o ? o->gpu_layers_experts : -1;
+    uint64_t reserve = o ? o->reserve_bytes : 0;
+    if (want < -1 || want > L)
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG,
+                          "cuda model: gpu_layers_experts %d is outside [0, %lld] (the model's "
+                          "layers; -1 = as many as fit)", want, (long long)L);
+    xspan *sp = calloc((size_t)(3 * L) + 1, sizeof *sp);
+    uint64_t *lb = calloc((size_t)L + 1, sizeof *lb);
+    ds4_status st = DS4_OK;
+    if (!sp || !lb) {
+        st = ds4_seterr(err, DS4_ERR_NOMEM, "cuda model: out of host memory");
+        goto out;
+    }
+    int n_sp = 0;
+    for (int64_t il = 0; il < L; il++) {
+        int n;
+        if ((st = layer_exp_spans(cm, il, sp + n_sp, &n, &lb[il], err))) goto out;
+        n_sp += n;
+    }
+    int64_t n_host = want >= 0 ? L - want : 0;
+    if (want < 0) {
+        size_t fr = 0, tot = 0;
+        if ((st = cuda_mem_info(&fr, &tot, err))) goto out;
+        /* Auto-fit: move the first layers' experts to the host until weights + reserve fit. */
+        uint64_t need = cm->data_bytes + reserve + CUDA_FIT_MARGIN_BYTES, moved = 0;
+        while (n_host < L && need > fr) {
+            need -= lb[n_host];
+            moved += lb[n_host];
+            n_host++;
+        }
+        if (need > fr) {
+            st = ds4_seterr(err, DS4_ERR_NOMEM,
+                            "cuda model: does not fit on the device even with the routed experts "
+                            "of all %lld layers in host memory: %.2f GiB of other weights + %.2f "
+                            "GiB for state (reserve) + %.2f GiB margin, %.2f GiB free of %.2f GiB",
+                            (long long)L, (double)(cm->data_bytes - moved) / (1u << 30),
+                            (double)reserve / (1u << 30), (double)CUDA_FIT_MARGIN_BYTES / (1u << 30),
+                            (double)fr / (1u << 30), (double)tot / (1u << 30));
+            goto out;
+        }
+    }
+    /* Spans of the host layers, in data-region order: they are whole tensors, so a tensor is
+     * never split between device and host. */
+    int n_hs = 0;
+    for (int64_t il = 0; il < n_host; il++) {
+        int n;
+        uint64_t b;
+        if ((st = layer_exp_spans(cm, il, sp + n_hs, &n, &b, err))) goto out;
+        n_hs += n;
+    }
+    qsort(sp, (size_t)n_hs, sizeof *sp, xspan_cmp);
+    cm->segs = calloc((size_t)(2 * n_hs + 1), sizeof *cm->segs);
+    if (!cm->segs) {
+        st = ds4_seterr(err, DS4_ERR_NOMEM, "cuda model: out of host memory");
+        goto out;
+    }
+    uint64_t at = 0, dev_bytes = 0, host_bytes = 0;
+    for (int i = 0; i < n_hs; i++) {
+        if (sp[i].off < at) {
+            st = ds4_seterr(err, DS4_ERR_UNSUPPORTED, "cuda model: routed-expert tensors overlap "
+                            "at data offset %llu", (unsigned long long)sp[i].off);
+            goto out;
+        }
+        if (sp[i].off > at) {
+            cm->segs[cm->n_segs++] = (cu_seg){at, sp[i].off - at, NULL, NULL};
+            dev_bytes += sp[i].off - at;
+        }
+        cm->segs[cm->n_segs++] = (cu_seg){sp[i].off, sp[i].n, NULL, (uint8_t *)1};
+        host_bytes += sp[i].n;
+        at = sp[i].off + sp[i].n;
+    }
+    if (at < cm->data_bytes || !cm->n_segs) {
+        cm->segs[cm->n_segs++] = (cu_seg){at, cm->data_bytes - at, NULL, NULL};
+        dev_bytes += cm->data_bytes - at;
+    }
+    void *d = NULL, *hp = NULL, *hd = NULL;
+    if ((st = cuda_malloc(&d, (size_t)dev_bytes, err))) {
+        ds4_err_prefix(err, "cuda model: weights of %.2f GiB on the device (%.2f GiB of experts "
+                       "of %lld layers on the host) do not fit", (double)dev_bytes / (1u << 30),
+                       (double)host_bytes / (1u << 30), (long long)n_host);
+        goto out;
+    }
+    cm->d_data = d;
+    if (host_bytes && (st = cuda_host_alloc_mapped(&hp, &hd, (size_t)host_bytes, err))) {
+        ds4_err_prefix(err, "cuda model: the routed experts of %lld layers (%.2f GiB) in host "
+                       "memory", (long long)n_host, (double)host_bytes / (1u << 30));
+        goto out;
+    }
+    cm->h_pin = hp;
+    cm->n_host_layers = n_host;
+    cm->host_bytes = host_bytes;
+    uint64_t dat = 0, hat = 0;
+    for (int i = 0; i < cm->n_segs; i++) {
+        cu_seg *s = &cm->segs[i];
+        if (s->h) {
+            s->h = (uint8_t *)hp + hat;
+            s->d = (uint8_t *)hd + hat;
+            hat += s->n_bytes;
+        } else {
+            s->d = cm->d_data + dat;
+            dat += s->n_bytes;
+        }
+    }
+out:
+    free(sp);
+    free(lb);
+    return st;
+}
+
+/* Copies bytes [from, to) of the mapping to where the device reads them, piece by piece
+ * (uploads in 1 GiB steps: the mapping is paged in as read). */
+static ds4_status copy_range(cuda_model *cm, uint64_t from, uint64_t to, ds4_error *err) {
+    for (int i = 0; i < cm->n_segs && from < to; i++) {
+        const cu_seg *s = &cm->segs[i];
+        uint64_t end = s->off + s->n_bytes;
+        if (end <= from || s->off >= to) continue;
+        uint64_t b = from, e = end < to ? end : to;
+        if (s->h) {
+            memcpy(s->h + (b - s->off), cm->h_data + b, (size_t)(e - b));
+        } else {
+            for (uint64_t off = b; off < e;) {
+                uint64_t n = e - off < (1ull << 30) ? e - off : (1ull << 30);
+                ds4_status st = cuda_upload(s->d + (off - s->off), cm->h_data + off, (size_t)n,
+                                            err);
+                if (st) return st;
+                off += n;
+            }
+        }
+        from = e;
+    }
+    return DS4_OK;
+}
+
+/* The data region: copied, except the spans `fills` lists (sorted, disjoint), which are made
+ * by cuda_synth_fill where they live (on the device, or through the mapping of pinned host
+ * memory: the kernel writes them over PCIe). */
 static ds4_status data_up(cuda_model *cm, const cuda_synth_span *fills, int64_t n_fill,
                           ds4_error *err) {
     uint64_t at = 0;
     ds4_status st;
     for (int64_t i = 0; i < n_fill; i++) {
         const cuda_synth_span *f = &fills[i];
-        if (f->offset < at || f->n_bytes > cm->data_bytes - f->offset)
+        const cu_seg *s = NULL;
+        if (f->offset >= at && f->n_bytes <= cm->data_bytes - f->offset)
+            s = seg_of(cm, f->offset, f->n_bytes);
+        if (!s)
             return ds4_seterr(err, DS4_ERR_INVALID_ARG,
-                              "cuda model: synthetic span %lld [%llu, +%llu) is out of order or "
-                              "past the %llu-byte data region", (long long)i,
-                              (unsigned long long)f->offset, (unsigned long long)f->n_bytes,
-                              (unsigned long long)cm->data_bytes);
-        if ((st = upload_span(cm, at, f->offset, err))) return st;
-        if ((st = cuda_synth_fill(cm->d_data + f->offset, f->n_bytes, f->type, f->d_f16,
+                              "cuda model: synthetic span %lld [%llu, +%llu) is out of order, "
+                              "past the %llu-byte data region or across a tensor",
+                              (long long)i, (unsigned long long)f->offset,
+                              (unsigned long long)f->n_bytes, (unsigned long long)cm->data_bytes);
+        if ((st = copy_range(cm, at, f->offset, err))) return st;
+        if ((st = cuda_synth_fill(s->d + (f->offset - s->off), f->n_bytes, f->type, f->d_f16,
                                   f->dmin_f16, f->seed, err)))
             return st;
         at = f->offset + f->n_bytes;
     }
-    if ((st = upload_span(cm, at, cm->data_bytes, err))) return st;
+    if ((st = copy_range(cm, at, cm->data_bytes, err))) return st;
     return n_fill ? cuda_sync(err) : DS4_OK;
 }
 
 static ds4_status open_with(cuda_model **out, const model *m, const gguf_ctx *g, int dev,
-                            const cuda_synth_span *fills, int64_t n_fill, ds4_error *err) {
+                            const cuda_model_opts *opts, const cuda_synth_span *fills,
+                            int64_t n_fill, ds4_error *err) {
     *out = NULL;
     ds4_status st = cuda_init(dev, err);
     if (st) return st;
@@ -182,13 +362,7 @@ static ds4_status open_with(cuda_model **out, const model *m, const gguf_ctx *g,
         st = ds4_seterr(err, DS4_ERR_NOMEM, "cuda model: out of host memory");
         goto out_close;
     }
-    void *d;
-    if ((st = cuda_malloc(&d, (size_t)cm->data_bytes, err))) {
-        ds4_err_prefix(err, "cuda model: weights of %.2f GiB do not fit on the device",
-                       (double)cm->data_bytes / (1u << 30));
-        goto out_close;
-    }
-    cm->d_data = d;
+    if ((st = place(cm, opts, err))) goto out_close;
     if ((st = data_up(cm, fills, n_fill, err))) goto out_close;
     for (int64_t il = 0; il < hp->n_layer; il++)
         if ((st = layer_up(cm, il, err))) {
@@ -221,12 +395,44 @@ out_close:
 
 ds4_status cuda_model_open(cuda_model **out, const model *m, const gguf_ctx *g, int dev,
                            ds4_error *err) {
-    return open_with(out, m, g, dev, NULL, 0, err);
+    return open_with(out, m, g, dev, NULL, NULL, 0, err);
 }
 
 ds4_status cuda_model_open_synth(cuda_model **out, const model *m, const gguf_ctx *g, int dev,
                                  const cuda_synth_span *fills, int64_t n_fill, ds4_error *err) {
-    return open_with(out, m, g, dev, fills, n_fill, err);
+    return open_with(out, m, g, dev, NULL, fills, n_fill, err);
+}
+
+ds4_status cuda_model_open_ex(cuda_model **out, const model *m, const gguf_ctx *g, int dev,
+                              const cuda_model_opts *opts, const cuda_synth_span *fills,
+                              int64_t n_fill, ds4_error *err) {
+    return open_with(out, m, g, dev, opts, fills, n_fill, err);
+}
+
+int64_t cuda_model_gpu_layers_experts(const cuda_model *cm) {
+    return cm ? cm->m->hp.n_layer - cm->n_host_layers : 0;
+}
+
+uint64_t cuda_model_host_expert_bytes(const cuda_model *cm) { return cm ? cm->host_bytes : 0; }
+
+const void *cuda_model_data_addr(const cuda_model *cm, uint64_t off, uint64_t n_bytes) {
+    const cu_seg *s = cm ? seg_of(cm, off, n_bytes) : NULL;
+    return s ? s->d + (off - s->off) : NULL;
+}
+
+uint64_t cuda_state_device_bytes(const model *m, int64_t n_ctx) {
+    const model_hparams *hp = &m->hp;
+    if (n_ctx < 1) n_ctx = 1;
+    model_mem_estimate me;
+    model_memory_estimate(m, n_ctx, &me);
+    size_t attn = 0;
+    for (int64_t il = 0; il < hp->n_layer; il++) {
+        int ratio = (int)hparams_ratio(hp, il);
+        size_t a = cuda_attn_scratch_bytes(1, hp->n_head, hp->head_dim, hp->n_window, ratio,
+                                           hp->idx_topk, ratio == 4, n_ctx - 1);
+        if (a > attn) attn = a;
+    }
+    return me.total_bytes + attn + cuda_indexer_scratch_bytes(1, n_ctx - 1);
 }
 
 const void *cuda_model_device_data(const cuda_model *cm) { return cm ? cm->d_data : NULL; }
@@ -236,11 +442,15 @@ void cuda_model_close(cuda_model *cm) {
     for (int i = 0; i < cm->n_allocs; i++) cuda_free(cm->allocs[i]);
     free(cm->allocs);
     cuda_free(cm->d_data);
+    cuda_host_free(cm->h_pin);
+    free(cm->segs);
     free(cm->layers);
     free(cm);
 }
 
-uint64_t cuda_model_weight_bytes(const cuda_model *cm) { return cm ? cm->data_bytes : 0; }
+uint64_t cuda_model_weight_bytes(const cuda_model *cm) {
+    return cm ? cm->data_bytes - cm->host_bytes : 0;
+}
 
 /* ---- State -------------------------------------------------------------------------------- */
 

@@ -51,11 +51,56 @@ typedef struct cuda_synth_span {
  * host pages of the spans are never read (an anonymous mapping stays unallocated). */
 ds4_status cuda_model_open_synth(cuda_model **out, const model *m, const gguf_ctx *g, int dev,
                                  const cuda_synth_span *fills, int64_t n_fill, ds4_error *err);
+/* What the auto-fit keeps free beyond the weights and the caller's reserve: small f32 tables,
+ * the decode graph, library workspaces and the batched-prefill chunk workspace (forward_chunk.c,
+ * ~0.8 MB per token of a 512-token chunk at Flash width); the CUDA context already exists when
+ * free memory is read. */
+#define CUDA_FIT_MARGIN_BYTES (3ull << 29)
+
+/* Where the routed experts live (issue #7: q2 Flash, 80.76 GiB, on one 80 GB card). The
+ * ffn_{gate,up,down}_exps tensors of the FIRST n_layer - gpu_layers_experts layers are kept in
+ * pinned host memory mapped into the device, so the same kernels read a token's 6 selected
+ * experts over PCIe; everything else is in device memory. Why the first layers: Flash's first
+ * layers route by token id (hash layers, MODEL_MATH §9: tid2eid), so their experts are known
+ * when a step starts and could be prefetched ahead of use; and a layer's experts are the same
+ * bytes at any depth, so the choice costs nothing now (llama.cpp's --n-cpu-moe also counts
+ * from the first layer). */
+typedef struct cuda_model_opts {
+    /* Layers whose experts stay on the device: -1 = as many as fit (auto-fit: device free
+     * memory, from cudaMemGetInfo, must hold the weights + reserve_bytes); 0..n_layer = that
+     * many (the rest on the host, no fit check beyond the allocations themselves). */
+    int gpu_layers_experts;
+    /* Device bytes the auto-fit leaves free for states and workspaces (cuda_state_device_bytes
+     * of the contexts to come); a fixed margin for the CUDA context, small tables and libraries
+     * is added on top. */
+    uint64_t reserve_bytes;
+} cuda_model_opts;
+
+/* cuda_model_open / cuda_model_open_synth with placement options (NULL = all experts that
+ * fit on the device). DS4_ERR_NOMEM, naming the sizes, when even every layer's experts on the
+ * host does not fit the device, or the host memory cannot be pinned; DS4_ERR_INVALID_ARG for
+ * gpu_layers_experts outside [-1, n_layer]. Synthetic spans on the host are written by the
+ * device through the mapping (their host pages of g's buffer are never read either). */
+ds4_status cuda_model_open_ex(cuda_model **out, const model *m, const gguf_ctx *g, int dev,
+                              const cuda_model_opts *opts, const cuda_synth_span *fills,
+                              int64_t n_fill, ds4_error *err);
+/* Layers whose experts are on the device, and the bytes of experts in pinned host memory. */
+int64_t cuda_model_gpu_layers_experts(const cuda_model *cm);
+uint64_t cuda_model_host_expert_bytes(const cuda_model *cm);
+/* Address the device reads bytes [off, off + n_bytes) of the data region at (device memory or
+ * mapped host memory; copy with cuda_copy), NULL when out of range. */
+const void *cuda_model_data_addr(const cuda_model *cm, uint64_t off, uint64_t n_bytes);
+/* Estimated device bytes of cuda_state_create for a host state of n_ctx tokens of model m:
+ * the KV state (model_memory_estimate's, an upper bound of the device copy) plus the attention
+ * and indexer scratch at the last position. For the auto-fit's reserve. */
+uint64_t cuda_state_device_bytes(const model *m, int64_t n_ctx);
+
 /* Device address of the data region (offset 0 = gguf_tensor.offset 0), e.g. to read back what
- * cuda_model_open_synth made. */
+ * cuda_model_open_synth made. With experts on the host the device copy is compacted (host
+ * spans cut out): use cuda_model_data_addr. */
 const void *cuda_model_device_data(const cuda_model *cm);
 void cuda_model_close(cuda_model *cm);
-/* Device bytes the weights occupy. */
+/* Device bytes the weights occupy (the data region minus the experts kept on the host). */
 uint64_t cuda_model_weight_bytes(const cuda_model *cm);
 
 /* A device state mirroring `host` (same model and n_ctx): the host state stays the owner of

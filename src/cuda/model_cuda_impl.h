@@ -54,6 +54,15 @@ typedef struct cu_layer {
     cu_mat sh_gate, sh_up, sh_down;
 } cu_layer;
 
+/* A piece of the GGUF data region and where the device reads it (issue #7): a slice of the
+ * device copy, or of pinned host memory mapped into the device (routed experts of the layers
+ * kept on the host, model_cuda.h cuda_model_opts). The pieces tile [0, data_bytes) in order. */
+typedef struct cu_seg {
+    uint64_t off, n_bytes;    /* [off, off + n_bytes) of the data region */
+    uint8_t *d;               /* device address of off */
+    uint8_t *h;               /* host address of off (pinned block), NULL for device memory */
+} cu_seg;
+
 struct cuda_model {
     const model *m;
     const gguf_ctx *g;
@@ -68,6 +77,11 @@ struct cuda_model {
     float *freqs_plain, *freqs_comp;
     void **allocs;            /* small device tables, freed at close */
     int n_allocs, cap_allocs;
+    cu_seg *segs;             /* where each piece of the data region lives (d_data compacted) */
+    int n_segs;
+    void *h_pin;              /* pinned host block of the host-resident experts, NULL if none */
+    int64_t n_host_layers;    /* layers [0, n_host_layers) have their experts in h_pin */
+    uint64_t host_bytes;      /* bytes of h_pin in use */
 };
 
 typedef struct cu_kv_layer {

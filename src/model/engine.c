@@ -21,6 +21,7 @@
 
 #include "core/error.h"
 #ifdef DS4_CUDA
+#include "cuda/cuda_api.h"
 #include "cuda/model_cuda.h"
 #endif
 
@@ -32,6 +33,35 @@ void ds4_engine_options_init(ds4_engine_options *opt) {
     opt->mtp_path = NULL;
     opt->prefault = false;
     opt->exact_activations = false;
+    opt->gpu_layers_experts = -1;
+    opt->gpu_ctx_tokens = 0;
+}
+
+const char *ds4_default_backend(void) {
+#ifdef DS4_CUDA
+    if (cuda_device_count() > 0) return "cuda";
+#endif
+    return "cpu";
+}
+
+/* gpu_layers_experts, or DS4_GPU_LAYERS_EXPERTS when it is -1 (ds4-server's flag reaches the
+ * engine that way until its options carry it). */
+static ds4_status gpu_layers_opt(const ds4_engine_options *opt, int *out, ds4_error *err) {
+    *out = opt->gpu_layers_experts;
+    if (*out < -1)
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG,
+                          "engine_open: gpu_layers_experts %d: give a layer count >= 0, or -1 "
+                          "for as many as fit", *out);
+    const char *v = getenv("DS4_GPU_LAYERS_EXPERTS");
+    if (*out == -1 && v && *v) {
+        char *end;
+        long x = strtol(v, &end, 10);
+        if (*end || x < -1 || x > 1000000)
+            return ds4_seterr(err, DS4_ERR_INVALID_ARG,
+                              "engine_open: DS4_GPU_LAYERS_EXPERTS='%s' is not a layer count", v);
+        *out = (int)x;
+    }
+    return DS4_OK;
 }
 
 void engine_model_id(const gguf_ctx *g, uint8_t out[32]) {
@@ -90,6 +120,13 @@ ds4_status ds4_engine_open_ex(ds4_engine **out, const char *gguf_path, const ds4
     if (opt->backend && strcmp(opt->backend, "cpu") != 0 && !want_cuda)
         return ds4_seterr(err, DS4_ERR_UNSUPPORTED, "engine_open: backend '%s' is not available (use \"cpu\")",
                           opt->backend);
+    if (!want_cuda && opt->gpu_layers_experts != -1)
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG,
+                          "engine_open: gpu_layers_experts places routed experts on a GPU; it "
+                          "needs backend \"cuda\"");
+    int gpu_layers = -1;
+    ds4_status st = want_cuda ? gpu_layers_opt(opt, &gpu_layers, err) : DS4_OK;
+    if (st) return st;
     if (opt->mtp_path)
         return ds4_seterr(err, DS4_ERR_UNSUPPORTED,
                           "engine_open: a separate MTP GGUF (%s) is not supported yet; the MTP block is "
@@ -97,7 +134,7 @@ ds4_status ds4_engine_open_ex(ds4_engine **out, const char *gguf_path, const ds4
                           opt->mtp_path);
     ds4_engine *e = calloc(1, sizeof *e);
     if (!e) return ds4_seterr(err, DS4_ERR_NOMEM, "engine_open: out of memory");
-    ds4_status st = gguf_open(&e->gguf, gguf_path, err);
+    st = gguf_open(&e->gguf, gguf_path, err);
     if (st != DS4_OK) goto out_free_engine;
     model_options mo = {.n_threads = opt->n_threads, .idx_topk_override = idx_topk_override,
                         .exact_activations = opt->exact_activations};
@@ -109,11 +146,22 @@ ds4_status ds4_engine_open_ex(ds4_engine **out, const char *gguf_path, const ds4
 #ifdef DS4_CUDA
     /* Backend "cuda" (issue #7): weights and KV state on device 0; the CPU model stays open
      * (embedding rows, MTP block, the host copy of the state for snapshots). */
-    if (want_cuda && (st = cuda_model_open(&e->cuda, e->model, e->gguf, 0, err)) != DS4_OK) {
-        ds4_err_prefix(err, "%s", gguf_path);
-        model_close(e->model);
-        goto out_close_gguf;
+    if (want_cuda) {
+        /* Placement of the routed experts (issue #7): the auto-fit leaves room for the device
+         * state of gpu_ctx_tokens (cuda_state_device_bytes). */
+        uint32_t n_ctx = opt->gpu_ctx_tokens ? opt->gpu_ctx_tokens : 32768;
+        cuda_model_opts co = {.gpu_layers_experts = gpu_layers,
+                              .reserve_bytes = cuda_state_device_bytes(e->model, n_ctx)};
+        if ((st = cuda_model_open_ex(&e->cuda, e->model, e->gguf, 0, &co, NULL, 0, err))) {
+            ds4_err_prefix(err, "%s", gguf_path);
+            model_close(e->model);
+            goto out_close_gguf;
+        }
+        e->info.gpu_layers_experts = (uint32_t)cuda_model_gpu_layers_experts(e->cuda);
+        e->info.host_expert_bytes = cuda_model_host_expert_bytes(e->cuda);
     }
+#else
+    (void)gpu_layers;
 #endif
     if (opt->prefault) prefault(e->gguf);
     const model_hparams *hp = model_get_hparams(e->model);

@@ -812,6 +812,134 @@ out:
     free(a);
 }
 
+/* ---- Routed experts in pinned host memory (issue #7, cuda_model_opts) -------------------- */
+
+/* HX_T prompt tokens (token by token, or batched) then HX_N decode steps of fixed tokens, on a
+ * model opened with gpu_layers_experts = keep (the first n_layer - keep layers' experts in
+ * mapped host memory). The kernels read the same bytes from either place, so the logits must be
+ * bit-identical to all on the device. */
+#define HX_T 64
+#define HX_N 16
+static int host_experts_run(fixture *f, int keep, int batch, const int32_t *toks, float *l,
+                            double *t_pre, double *t_dec, int64_t *got_keep, uint64_t *host_bytes,
+                            ds4_error *err) {
+    int64_t V = model_get_hparams(f->m)->n_vocab;
+    cuda_model_opts co = {.gpu_layers_experts = keep, .reserve_bytes = 0};
+    cuda_model *cm = NULL;
+    model_state *host = NULL;
+    cuda_state *dev = NULL;
+    int rc = 1;
+    if (cuda_model_open_ex(&cm, f->m, f->g, 0, &co, NULL, 0, err) ||
+        model_state_create(&host, f->m, HX_T + HX_N, err) ||
+        cuda_state_create(&dev, cm, host, err))
+        goto out;
+    *got_keep = cuda_model_gpu_layers_experts(cm);
+    *host_bytes = cuda_model_host_expert_bytes(cm);
+    cuda_state_set_batch(dev, batch != 0);
+    double t0 = now_s();
+    model_eval_opts o = {MODEL_LOGITS_ALL, l, NULL, NULL};
+    if (cuda_model_eval(cm, dev, toks, HX_T, &o, err) || cuda_sync(err)) goto out;
+    double t1 = now_s();
+    for (int64_t i = 0; i < HX_N; i++) {
+        model_eval_opts od = {MODEL_LOGITS_LAST, l + (HX_T + i) * V, NULL, NULL};
+        if (cuda_model_eval(cm, dev, &toks[HX_T + i], 1, &od, err)) goto out;
+    }
+    *t_pre = t1 - t0;
+    *t_dec = now_s() - t1;
+    rc = 0;
+out:
+    cuda_state_free(dev);
+    model_state_free(host);
+    cuda_model_close(cm);
+    return rc;
+}
+
+static void host_experts_case(fixture *f) {
+    const model_hparams *hp = model_get_hparams(f->m);
+    int64_t V = hp->n_vocab, L = hp->n_layer, rows = HX_T + HX_N;
+    int32_t toks[HX_T + HX_N];
+    rand_tokens(toks, rows, V);
+    float *ref = malloc((size_t)(rows * V) * sizeof(float));
+    float *got = malloc((size_t)(rows * V) * sizeof(float));
+    ds4_error err = {0};
+    if (!ref || !got) {
+        result(0, "host experts", "out of memory");
+        goto out;
+    }
+    for (int batch = 0; batch < 2; batch++) {
+        const char *path = batch ? "batched prefill" : "token-by-token prefill";
+        double tp0, td0, tp, td;
+        int64_t k0;
+        uint64_t hb0;
+        if (host_experts_run(f, (int)L, batch, toks, ref, &tp0, &td0, &k0, &hb0, &err)) {
+            result(0, "host experts: all on the device", "%s: %s", path, err.msg);
+            continue;
+        }
+        printf("info: experts all on the device (%s): prefill %d tok in %.3f s, decode %.1f tok/s\n",
+               path, HX_T, tp0, HX_N / td0);
+        int keeps[2] = {(int)L - 1, 0};
+        for (int k = 0; k < 2; k++) {
+            char name[160];
+            snprintf(name, sizeof name, "host experts: %lld of %lld layers' experts in pinned host "
+                     "memory, %s + %d decode steps, logits bit-identical to all on the device",
+                     (long long)(L - keeps[k]), (long long)L, path, HX_N);
+            int64_t kk;
+            uint64_t hb;
+            if (host_experts_run(f, keeps[k], batch, toks, got, &tp, &td, &kk, &hb, &err)) {
+                result(0, name, "%s", err.msg);
+                continue;
+            }
+            printf("info: experts of %lld layers on the host (%.1f MiB pinned, %s): prefill %d tok "
+                   "in %.3f s, decode %.1f tok/s\n", (long long)(L - kk), (double)hb / (1 << 20),
+                   path, HX_T, tp, HX_N / td);
+            int64_t at = 0;
+            double e = max_abs(got, ref, rows * V, &at);
+            result(kk == keeps[k] && k0 == L && hb > 0 && hb0 == 0 && e == 0.0, name,
+                   "layers on the device %lld (want %d), max |diff| %.3g at position %lld (must "
+                   "be 0)", (long long)kk, keeps[k], e, (long long)(at / V));
+        }
+    }
+    /* Auto-fit: a reserve that leaves room for all but half of layer 0's experts moves
+     * exactly that layer to the host; one larger than the card is refused, naming sizes. */
+    {
+        const layer_weights *L0 = &f->m->w.layers[0];
+        uint64_t lb = 0, data = gguf_file_bytes(f->g) - gguf_data_offset(f->g);
+        const experts_mat *es[3] = {&L0->gate_exps, &L0->up_exps, &L0->down_exps};
+        for (int i = 0; i < 3; i++) lb += es[i]->expert_bytes * (uint64_t)es[i]->n_expert;
+        size_t fr = 0;
+        cuda_model *cm = NULL;
+        if (cuda_mem_info(&fr, NULL, &err) == DS4_OK && fr > data + CUDA_FIT_MARGIN_BYTES) {
+            cuda_model_opts ca = {.gpu_layers_experts = -1,
+                                  .reserve_bytes = fr - data - CUDA_FIT_MARGIN_BYTES + lb / 2};
+            ds4_status sa = cuda_model_open_ex(&cm, f->m, f->g, 0, &ca, NULL, 0, &err);
+            int64_t kk = sa ? -1 : cuda_model_gpu_layers_experts(cm);
+            result(sa == DS4_OK && kk == L - 1,
+                   "host experts: auto-fit moves the first layer's experts when half of them "
+                   "does not fit", "status %d (%s), layers on the device %lld (want %lld), "
+                   "%.1f MiB pinned", (int)sa, sa ? err.msg : "ok", (long long)kk, (long long)(L - 1),
+                   (double)cuda_model_host_expert_bytes(cm) / (1 << 20));
+            cuda_model_close(cm);
+            cm = NULL;
+        }
+        cuda_model_opts cb = {.gpu_layers_experts = -1, .reserve_bytes = 1ull << 50};
+        ds4_status sb = cuda_model_open_ex(&cm, f->m, f->g, 0, &cb, NULL, 0, &err);
+        result(sb == DS4_ERR_NOMEM && !cm && strstr(err.msg, "even with the routed experts"),
+               "host experts: auto-fit refuses a model that cannot fit at all",
+               "status %d: %s", (int)sb, err.msg);
+        cuda_model_close(cm);
+    }
+    /* Out-of-range counts are refused before anything is allocated. */
+    cuda_model *bad = NULL;
+    cuda_model_opts co = {.gpu_layers_experts = (int)L + 1};
+    ds4_status st = cuda_model_open_ex(&bad, f->m, f->g, 0, &co, NULL, 0, &err);
+    result(st == DS4_ERR_INVALID_ARG && !bad, "host experts: gpu_layers_experts > n_layer is refused",
+           "status %d: %s", (int)st, err.msg);
+    cuda_model_close(bad);
+out:
+    free(ref);
+    free(got);
+}
+
 static void synth_case(const char *path) {
     const char *name = "synthetic flash q2 (4 layers, 16 experts)";
     ds4_error err = {0};
@@ -832,6 +960,7 @@ static void synth_case(const char *path) {
     uint8_t *pay = NULL;
     rand_tokens(toks, SYN_T, V);
     synth_diagnose(&f, toks);
+    host_experts_case(&f);
     model_state *cpu = NULL;
     gpu_state g = {0}, g2 = {0};
     if (model_state_create(&cpu, f.m, rows, &err) || gpu_state_create(&g, &f, rows, &err) ||

@@ -32,6 +32,9 @@ typedef struct bench_opts {
     const char *synthetic;
     const char *preset;
     uint32_t syn_layers, syn_experts;
+    /* --gpu-layers-experts N (backend cuda, issue #7): layers whose routed experts stay in
+     * device memory, the first layers' in pinned host memory; -1 (default) = as many as fit. */
+    int gpu_layers_experts;
 } bench_opts;
 
 typedef struct bench_row {

@@ -181,12 +181,17 @@ int main(int argc, char **argv) {
     eo.n_threads = o.n_threads;
     eo.exact_activations = o.exact_act != 0; /* checking mode: measures its cost */
     if (o.backend) eo.backend = o.backend;
+    eo.gpu_layers_experts = o.gpu_layers_experts; /* issue #7: experts in host memory */
+    eo.gpu_ctx_tokens = o.ctx_alloc;
     double t0 = now_s();
     if (ds4_engine_open(&eng, o.model_path, &eo, &err) != DS4_OK) goto out_err;
     ds4_model_info info;
     ds4_engine_info(eng, &info, NULL);
     fprintf(stderr, "ds4-bench: loaded %s in %.2f s (%u layers, vocab %u, %.2f GiB weights)\n", o.model_path,
             now_s() - t0, info.n_layer, info.n_vocab, (double)info.weight_bytes / (1u << 30));
+    if (info.host_expert_bytes)
+        fprintf(stderr, "ds4-bench: routed experts of %u of %u layers in pinned host memory (%.2f GiB, read over PCIe)\n",
+                info.n_layer - info.gpu_layers_experts, info.n_layer, (double)info.host_expert_bytes / (1u << 30));
     uint64_t wpt = bench_weight_bytes_per_token(eng);
     double bound = 0;
     if (o.membw) {

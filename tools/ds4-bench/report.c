@@ -19,6 +19,9 @@ static void usage(FILE *f) {
             "                 [--exact-activations] [--backend cpu|cuda]\n"
             "       ds4-bench --synthetic flash|tiny|CONFIG.json [--layers N] [--experts N]\n"
             "                 [--preset q2|q4|q8_0|f16|...] [--backend cpu|cuda] [options above]\n"
+            "       --backend: default cuda when built with CUDA and a GPU is present, else cpu;\n"
+            "       --gpu-layers-experts N (cuda): layers whose routed experts stay on the GPU, the\n"
+            "                 first layers' in pinned host memory (default: as many as fit)\n"
             "Walks one token sequence to each context frontier with incremental prefill and\n"
             "measures prefill tokens/s of each interval and greedy generation tokens/s at each\n"
             "frontier (state snapshotted before and restored after the probe). Without a prompt\n"
@@ -51,6 +54,7 @@ int bench_parse_args(bench_opts *o, int argc, char **argv) {
     o->prefill_chunk = 2048;
     o->seed = 1;
     o->membw = 1;
+    o->gpu_layers_experts = -1;
     uint32_t threads = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -82,6 +86,14 @@ int bench_parse_args(bench_opts *o, int argc, char **argv) {
         else if (!strcmp(a, "--preset")) o->preset = v;
         else if (!strcmp(a, "--layers")) bad = num_u32(a, v, 1, &o->syn_layers);
         else if (!strcmp(a, "--experts")) bad = num_u32(a, v, 1, &o->syn_experts);
+        else if (!strcmp(a, "--gpu-layers-experts")) {
+            uint32_t n = 0;
+            if (!(bad = num_u32(a, v, 0, &n)) && n > 1000000) {
+                fprintf(stderr, "ds4-bench: --gpu-layers-experts %u is more layers than any model has\n", n);
+                bad = 2;
+            }
+            o->gpu_layers_experts = (int)n;
+        }
         else if (!strcmp(a, "--system") || !strcmp(a, "-sys")) o->system = v;
         else if (!strcmp(a, "--out") || !strcmp(a, "--csv")) o->csv_path = v;
         else if (!strcmp(a, "--svg")) o->svg_path = v;
@@ -138,6 +150,17 @@ int bench_parse_args(bench_opts *o, int argc, char **argv) {
     if (!o->system) o->system = "You are a helpful assistant.";
     if (o->ctx_start > o->ctx_max) {
         fprintf(stderr, "ds4-bench: --ctx-start %u is larger than --ctx-max %u\n", o->ctx_start, o->ctx_max);
+        return 2;
+    }
+    if (!o->backend) { /* issue #7: the GPU when there is one (CUDA builds), saying so */
+        o->backend = ds4_default_backend();
+#ifdef DS4_CUDA
+        fprintf(stderr, "ds4-bench: backend %s (%s; --backend cpu|cuda to choose)\n", o->backend,
+                strcmp(o->backend, "cuda") ? "no CUDA device found" : "a CUDA device is present");
+#endif
+    }
+    if (o->gpu_layers_experts >= 0 && strcmp(o->backend, "cuda")) {
+        fprintf(stderr, "ds4-bench: --gpu-layers-experts needs --backend cuda\n");
         return 2;
     }
     uint64_t need = (uint64_t)o->ctx_max + o->gen_tokens;

@@ -460,7 +460,6 @@ static int logits_sane(const float *l, uint32_t n, int32_t *argmax) {
 static ds4_status device_blocks_check(const synth_model *sm, const cuda_model *cm, ds4_error *err) {
     enum { N = 4096 };
     uint8_t got[N], want[N];
-    const uint8_t *d = cuda_model_device_data(cm);
     uint64_t checked = 0;
     for (int64_t i = 0; i < sm->n_q; i++) {
         uint64_t n = sm->q_bytes[i] < N ? sm->q_bytes[i] : N;
@@ -472,8 +471,14 @@ static ds4_status device_blocks_check(const synth_model *sm, const cuda_model *c
         for (int k = 0; k < 2; k++) {
             uint64_t m = k ? sm->q_bytes[i] - tail : n;
             if (m > N) m = N;
-            ds4_status st = cuda_download(got, d + sm->q_off[i] + from[k], m, err);
+            /* device memory or, for experts kept on the host, the pinned block */
+            const void *src = cuda_model_data_addr(cm, sm->q_off[i] + from[k], m);
+            if (!src)
+                return ds4_seterr(err, DS4_ERR_INTERNAL, "synthetic: quantized tensor %lld is not in the model's data",
+                                  (long long)i);
+            ds4_status st = cuda_copy(got, src, m, err);
             if (st) return st;
+
             m = m / bb * bb;
             if (!synth_fill_host(want, from[k], m, sm->q_type[i], sm->q_d[i], sm->q_d[i], sm->q_seed[i]) ||
                 memcmp(got, want, m))
@@ -528,9 +533,19 @@ int bench_synthetic(const bench_opts *o) {
         for (int64_t i = 0; i < e.sm.n_q; i++)
             sp[i] = (cuda_synth_span){.offset = e.sm.q_off[i], .n_bytes = e.sm.q_bytes[i], .seed = e.sm.q_seed[i],
                                       .type = e.sm.q_type[i], .d_f16 = e.sm.q_d[i], .dmin_f16 = e.sm.q_d[i]};
-        ds4_status st = cuda_model_open_synth(&e.cm, e.sm.m, e.sm.g, 0, sp, e.sm.n_q, &err);
+        /* Issue #7: the first layers' routed experts in pinned host memory when the model does
+         * not fit (auto-fit, room left for this state) or as --gpu-layers-experts says. */
+        cuda_model_opts co = {.gpu_layers_experts = o->gpu_layers_experts,
+                              .reserve_bytes = cuda_state_device_bytes(e.sm.m, o->ctx_alloc)};
+        ds4_status st = cuda_model_open_ex(&e.cm, e.sm.m, e.sm.g, 0, &co, sp, e.sm.n_q, &err);
         free(sp);
         if (st || cuda_state_create(&e.cs, e.cm, e.st, &err)) goto out_err;
+        if (cuda_model_host_expert_bytes(e.cm))
+            fprintf(stderr, "ds4-bench: routed experts of %lld of %u layers in pinned host memory (%.2f GiB, read "
+                    "over PCIe); %.2f GiB of weights on the device\n",
+                    (long long)(e.sm.shape.n_layers - cuda_model_gpu_layers_experts(e.cm)), e.sm.shape.n_layers,
+                    (double)cuda_model_host_expert_bytes(e.cm) / (1u << 30),
+                    (double)cuda_model_weight_bytes(e.cm) / (1u << 30));
         if (device_blocks_check(&e.sm, e.cm, &err)) goto out_err;
         fprintf(stderr, "ds4-bench: on the GPU in %.2f s (%lld quantized tensors made on the device)\n", now_s() - t1,
                 (long long)e.sm.n_q);

@@ -33,8 +33,11 @@ static void usage(FILE *f) {
         "  -c, --ctx N                 context tokens per slot (default 32768)\n"
         "  -n, --tokens N              default output limit when the client sets none (default 393216)\n"
         "  -t, --threads N             CPU threads (default: all cores)\n"
-        "      --backend cpu|cuda      where the forward pass runs (default cpu; cuda needs a\n"
-        "                              `make cuda` build and a GPU)\n"
+        "      --backend cpu|cuda      where the forward pass runs (default cuda in a `make cuda`\n"
+        "                              build when a GPU is present, else cpu)\n"
+        "      --gpu-layers-experts N  cuda: layers whose routed experts stay in GPU memory; the\n"
+        "                              first layers' are read from pinned host memory over PCIe\n"
+        "                              (slower; default: as many as fit)\n"
         "      --host ADDR             IPv4 address to bind (default 127.0.0.1; 0.0.0.0 exposes it)\n"
         "      --port N                TCP port (default 8000)\n"
         "      --api-key KEY           require 'Authorization: Bearer KEY' or 'x-api-key: KEY' (env DS4_API_KEY)\n"
@@ -88,11 +91,12 @@ static bool is_flag(const char *a, const char *s1, const char *s2) {
 
 int main(int argc, char **argv) {
     const char *model = "ds4flash.gguf", *host = "127.0.0.1", *kv_dir = NULL, *tokenizer = NULL;
-    const char *backend = "cpu";
+    const char *backend = NULL; /* default: ds4_default_backend() below */
     char *demo_path = NULL;
     const char *api_key = getenv("DS4_API_KEY");
     long ctx = 32768, tokens = 393216, threads = 0, port = 8000, slots = 0, queue = 32, timeout = 0;
     long body_mb = 64, kv_mb = 4096, kv_min = 512, kv_interval = 8192, tool_ids = 100000;
+    long gpu_layers = -1;
     bool cors = false, test_forced = false, demo = false, model_given = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -113,6 +117,7 @@ int main(int argc, char **argv) {
         INTFLAG("--kv-cache-min-tokens", NULL, kv_min, 1, INT_MAX)
         INTFLAG("--kv-cache-interval-tokens", NULL, kv_interval, 1, INT_MAX)
         INTFLAG("--tool-memory-max-ids", NULL, tool_ids, 1, 100000000)
+        INTFLAG("--gpu-layers-experts", NULL, gpu_layers, 0, 1000000)
 #undef INTFLAG
         if ((strcmp(a, "-m") == 0 || strcmp(a, "--model") == 0) && v) { model = v; model_given = true; i++; }
         else if (strcmp(a, "--host") == 0 && v) { host = v; i++; }
@@ -139,6 +144,25 @@ int main(int argc, char **argv) {
         fprintf(stderr, "ds4-server: --demo makes its own model; drop -m/--model\n");
         usage(stderr);
         return 2;
+    }
+    if (!backend) { /* issue #7: the GPU when there is one (CUDA builds), saying so */
+        backend = ds4_default_backend();
+#ifdef DS4_CUDA
+        fprintf(stderr, "ds4-server: backend %s (%s; --backend cpu|cuda to choose)\n", backend,
+                strcmp(backend, "cuda") ? "no CUDA device found" : "a CUDA device is present");
+#endif
+    }
+    if (gpu_layers >= 0) {
+        if (strcmp(backend, "cuda") != 0) {
+            fprintf(stderr, "ds4-server: --gpu-layers-experts places experts on the GPU: it needs --backend cuda\n");
+            usage(stderr);
+            return 2;
+        }
+        /* The server's engine options (serve/engine.h srv_ds4_opts) do not carry it yet: the
+         * engine reads DS4_GPU_LAYERS_EXPERTS when its option is left at -1 (include/ds4.h). */
+        char nb[32];
+        snprintf(nb, sizeof nb, "%ld", gpu_layers);
+        setenv("DS4_GPU_LAYERS_EXPERTS", nb, 1);
     }
     if (tokenizer && !demo) {
         fprintf(stderr, "ds4-server: --tokenizer only builds the --demo model (a GGUF carries its tokenizer)\n");

@@ -41,7 +41,8 @@ typedef struct chat_opts {
     ds4_sampling_params sp;    /* --temp --top-p --top-k --min-p --seed */
     bool seed_given;
     int n_threads;             /* --threads; 0 = engine default */
-    const char *backend;       /* --backend cpu|cuda */
+    const char *backend;       /* --backend cpu|cuda; NULL = ds4_default_backend() at open */
+    int gpu_layers_experts;    /* --gpu-layers-experts N (cuda); -1 = as many as fit */
     const char *mtp_path;      /* --mtp */
     const char *kv_disk_dir;   /* --kv-disk-dir */
     uint64_t kv_disk_mb;       /* --kv-disk-space-mb */

@@ -24,7 +24,11 @@ void chat_usage(FILE *f) {
             "  -m, --model FILE        GGUF model (default ./ds4flash.gguf)\n"
             "  -c, --ctx N             context tokens (default 32768, at most the model's)\n"
             "  -t, --threads N         CPU threads (default: one per core)\n"
-            "  --backend cpu|cuda      compute backend (--cpu, --cuda alike; default cpu)\n"
+            "  --backend cpu|cuda      compute backend (--cpu, --cuda alike; default cuda when\n"
+            "                          built with CUDA and a GPU is present, else cpu)\n"
+            "  --gpu-layers-experts N  cuda: layers whose routed experts stay in GPU memory; the\n"
+            "                          first layers' are read from pinned host memory over PCIe\n"
+            "                          (slower; default: as many as fit)\n"
             "  --mtp FILE              companion MTP GGUF\n"
             "  --warm-weights          read the whole model into the page cache first (with a\n"
             "                          progress bar); default when it fits in RAM on a terminal\n"
@@ -102,7 +106,8 @@ int chat_args_parse(chat_opts *o, int argc, char **argv) {
     o->system = CHAT_DEFAULT_SYSTEM;
     o->n_predict = 50000;
     o->thinking = DS4_THINKING_HIGH;
-    o->backend = "cpu";
+    o->backend = NULL; /* chat_open: the GPU when there is one (CUDA builds) */
+    o->gpu_layers_experts = -1;
     o->kv_disk_mb = 4096;
     o->kv_min_tokens = 512;
     o->warm = -1;
@@ -143,6 +148,7 @@ int chat_args_parse(chat_opts *o, int argc, char **argv) {
         else if (is(a, "--cpu", NULL)) o->backend = "cpu";
         else if (is(a, "--cuda", NULL)) o->backend = "cuda";
         else if (is(a, "--metal", NULL)) return bad("--metal: ds4 has no Metal backend; use --backend cpu or cuda", NULL, NULL);
+        else if (is(a, "--gpu-layers-experts", NULL)) { rc = parse_u64(a, v, 0, 1000000, &u); o->gpu_layers_experts = (int)u; i++; }
         else if (is(a, "--mtp", NULL)) { if (!v) return bad("%s needs a value", a, NULL); o->mtp_path = v; i++; }
         else if (is(a, "--kv-disk-dir", NULL)) { if (!v) return bad("%s needs a value", a, NULL); o->kv_disk_dir = v; i++; }
         else if (is(a, "--kv-disk-space-mb", NULL)) { rc = parse_u64(a, v, 1, 1u << 30, &o->kv_disk_mb); i++; }
@@ -159,6 +165,8 @@ int chat_args_parse(chat_opts *o, int argc, char **argv) {
     if (o->prompt && o->prompt_file) return bad("specify only one prompt source (-p or --prompt-file)", NULL, NULL);
     if (n_think > 1) return bad("give at most one of --think, --think-max, --nothink", NULL, NULL);
     if (o->demo && model_given) return bad("--demo makes its own model; drop -m", NULL, NULL);
+    if (o->gpu_layers_experts >= 0 && o->backend && strcmp(o->backend, "cuda"))
+        return bad("--gpu-layers-experts places experts on the GPU: it needs --backend cuda", NULL, NULL);
     if (o->tokenizer && !o->demo) return bad("--tokenizer is only for --demo (a GGUF carries its tokenizer)", NULL, NULL);
     if (!o->seed_given) {
         /* SERVER_CLI §10.2: time/pid based, never 0. */

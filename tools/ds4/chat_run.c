@@ -150,15 +150,33 @@ int chat_open(chat_state *st, chat_opts *o) {
         return 1;
     }
     chat_warm_file(o->model_path, o->warm);
+    if (!o->backend) { /* issue #7: the GPU when there is one, saying so (CUDA builds) */
+        o->backend = ds4_default_backend();
+#ifdef DS4_CUDA
+        fprintf(stderr, "ds4: backend %s (%s; --backend cpu|cuda to choose)\n", o->backend,
+                strcmp(o->backend, "cuda") ? "no CUDA device found" : "a CUDA device is present");
+#endif
+    }
+    if (o->gpu_layers_experts >= 0 && strcmp(o->backend, "cuda")) {
+        fprintf(stderr, "ds4: --gpu-layers-experts needs --backend cuda (no CUDA device here)\n");
+        return 1;
+    }
     ds4_engine_options eo;
     ds4_engine_options_init(&eo);
     eo.n_threads = o->n_threads;
     eo.backend = o->backend;
+    eo.gpu_layers_experts = o->gpu_layers_experts;
+    eo.gpu_ctx_tokens = o->n_ctx;
     eo.mtp_path = o->mtp_path;
     if (ds4_engine_open(&st->eng, o->model_path, &eo, &err)) {
+#ifdef DS4_CUDA
+        if (err.code == DS4_ERR_UNSUPPORTED && strcmp(o->backend, "cpu") != 0)
+            fprintf(stderr, "ds4: --backend %s: %s; use --backend cpu\n", o->backend, err.msg);
+#else
         if (err.code == DS4_ERR_UNSUPPORTED && strcmp(o->backend, "cpu") != 0)
             fprintf(stderr, "ds4: --backend %s: not built with CUDA (%s); use --backend cpu\n", o->backend,
                     err.msg);
+#endif
         else fprintf(stderr, "ds4: cannot load %s: %s\n", o->model_path, err.msg);
         return 1;
     }
@@ -166,6 +184,10 @@ int chat_open(chat_state *st, chat_opts *o) {
         fprintf(stderr, "ds4: %s: %s\n", o->model_path, err.msg);
         return 1;
     }
+    if (st->info.host_expert_bytes)
+        fprintf(stderr, "ds4: routed experts of %u of %u layers in pinned host memory (%.2f GiB, read over PCIe: "
+                "slower); --gpu-layers-experts N to choose\n", st->info.n_layer - st->info.gpu_layers_experts,
+                st->info.n_layer, (double)st->info.host_expert_bytes / (1u << 30));
     static const char hx[] = "0123456789abcdef";
     memcpy(st->model_id, "ds4:", 4);
     for (int i = 0; i < 32; i++) {
