@@ -432,7 +432,17 @@ uint64_t cuda_state_device_bytes(const model *m, int64_t n_ctx) {
                                            hp->idx_topk, ratio == 4, n_ctx - 1);
         if (a > attn) attn = a;
     }
-    return me.total_bytes + attn + cuda_indexer_scratch_bytes(1, n_ctx - 1);
+    /* The batched-prefill chunk workspace (forward_chunk.c bws_alloc, allocated at the first
+     * prompt): per token of a chunk of min(n_ctx, CUDA_CHUNK_TOKENS_EST) tokens the rows of
+     * model/forward.c fwd_ws_reserve plus the routed pairs (K rows of D and of F), ~1 MB at
+     * Flash width. An estimate of another file's sizes: kept high rather than exact. */
+    int64_t D = hp->n_embd, hc = hp->n_hc, K = hp->n_expert_used, F = hp->n_ff_exp;
+    int64_t per = 2 * hc * D + 2 * hp->n_head * hp->head_dim + 5 * K * D + 3 * K * F + 5 * D +
+                  hp->q_lora + hp->o_groups * hp->o_lora + hp->idx_n_head * (hp->idx_head_dim + 1) +
+                  hp->n_expert + 4 * hp->head_dim + (2 + hc) * hc + hc * hc + 64;
+    int64_t chunk = n_ctx < CUDA_CHUNK_TOKENS_EST ? n_ctx : CUDA_CHUNK_TOKENS_EST;
+    uint64_t bws = (uint64_t)(per * chunk) * 4 + (uint64_t)(K * chunk * D) * 2;
+    return me.total_bytes + attn + cuda_indexer_scratch_bytes(1, n_ctx - 1) + bws;
 }
 
 const void *cuda_model_device_data(const cuda_model *cm) { return cm ? cm->d_data : NULL; }

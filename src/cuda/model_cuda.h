@@ -52,10 +52,12 @@ typedef struct cuda_synth_span {
 ds4_status cuda_model_open_synth(cuda_model **out, const model *m, const gguf_ctx *g, int dev,
                                  const cuda_synth_span *fills, int64_t n_fill, ds4_error *err);
 /* What the auto-fit keeps free beyond the weights and the caller's reserve: small f32 tables,
- * the decode graph, library workspaces and the batched-prefill chunk workspace (forward_chunk.c,
- * ~0.8 MB per token of a 512-token chunk at Flash width); the CUDA context already exists when
- * free memory is read. */
-#define CUDA_FIT_MARGIN_BYTES (3ull << 29)
+ * the decode graph, library workspaces (the CUDA context already exists when free memory is
+ * read; the batched-prefill chunk is in cuda_state_device_bytes). */
+#define CUDA_FIT_MARGIN_BYTES (1ull << 30)
+/* Tokens of a batched-prefill chunk that cuda_state_device_bytes sizes the chunk workspace for
+ * (forward_chunk.c CHUNK_MAX, 2048 now; a larger CHUNK_MAX needs this raised). */
+#define CUDA_CHUNK_TOKENS_EST 2048
 
 /* Where the routed experts live (issue #7: q2 Flash, 80.76 GiB, on one 80 GB card). The
  * ffn_{gate,up,down}_exps tensors of the FIRST n_layer - gpu_layers_experts layers are kept in
@@ -91,8 +93,9 @@ uint64_t cuda_model_host_expert_bytes(const cuda_model *cm);
  * mapped host memory; copy with cuda_copy), NULL when out of range. */
 const void *cuda_model_data_addr(const cuda_model *cm, uint64_t off, uint64_t n_bytes);
 /* Estimated device bytes of cuda_state_create for a host state of n_ctx tokens of model m:
- * the KV state (model_memory_estimate's, an upper bound of the device copy) plus the attention
- * and indexer scratch at the last position. For the auto-fit's reserve. */
+ * the KV state (model_memory_estimate's, an upper bound of the device copy), the attention
+ * and indexer scratch at the last position, and the batched-prefill chunk workspace of
+ * min(n_ctx, CUDA_CHUNK_TOKENS_EST) tokens. For the auto-fit's reserve. */
 uint64_t cuda_state_device_bytes(const model *m, int64_t n_ctx);
 
 /* Device address of the data region (offset 0 = gguf_tensor.offset 0), e.g. to read back what
