@@ -160,6 +160,8 @@ void test_matmul(void) {
         {Q_TYPE_IQ2_XXS, 1, 256, 1, 256, 1},      {Q_TYPE_IQ2_XXS, 255, 2048, 129, 2048, 255},
         {Q_TYPE_F32, 70, 7, 33, 7, 71},           {Q_TYPE_F16, 1, 64, 1, 64, 1},
         {Q_TYPE_BF16, 129, 1024, 65, 1030, 130},
+        /* float types with many rows take the other kernel (matmul_f32.cu) */
+        {Q_TYPE_F16, 300, 512, 17, 512, 300},     {Q_TYPE_F32, 257, 72, 5, 72, 258},
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) run_mm_case(&cs[i]);
     static const int cnt7[] = {5, 0, 70, 1, 0, 33, 130};
@@ -262,6 +264,9 @@ void bench_matmul(void) {
     bench_dense(Q_TYPE_Q4_K, 4096, 4096, 2048);
     bench_dense(Q_TYPE_IQ2_XXS, 2048, 4096, 2048);
     bench_dense(Q_TYPE_F16, 4096, 4096, 512);
-    bench_grouped(Q_TYPE_IQ2_XXS, 2048, 4096, 256, 48);
+    bench_dense(Q_TYPE_F16, 24, 16384, 2048); /* hyper-connection fn shape (few rows) */
+    bench_grouped(Q_TYPE_IQ2_XXS, 2048, 4096, 256, 48); /* 2048-token chunks: 6 x 2048 / 256 */
     bench_grouped(Q_TYPE_Q2_K, 4096, 2048, 256, 48);
+    bench_grouped(Q_TYPE_IQ2_XXS, 2048, 4096, 256, 12); /* 512-token chunks */
+    bench_grouped(Q_TYPE_Q2_K, 4096, 2048, 256, 12);
 }
