@@ -1,32 +1,36 @@
 /*
  * cuda/forward_chunk.c — prefill on the GPU a chunk of n tokens per layer pass (issue #7),
  * the GPU twin of the CPU chunk path (model/forward.c, attention.c, moe.c with n > 1): every
- * dense product is one cuda_matmul over the chunk's rows, attention and the indexer run on the
- * whole chunk, the compressors advance token by token, and the routed experts run grouped by
- * expert (the chunk's (token, expert) pairs gathered per expert on the host from the n·K ids,
- * one cuda_matmul per used expert, SwiGLU with the routing weights, rows scattered back and
- * combined in ascending-k order like the decode step). Same formulas as forward_cuda.c; the
- * results differ from token by token only by the summation order of matmul vs matvec.
+ * dense product is one cuda_matmul over the chunk's rows (bit-identical to cpu_matmul),
+ * attention and the indexer run on the whole chunk, each compressor advances over the chunk in
+ * two launches (cuda_comp_push_chunk), and the routed experts run grouped by expert without a
+ * host round trip: cuda_moe_group orders the chunk's (token, expert) pairs by expert on the
+ * device, one cuda_matmul_experts per expert tensor, SwiGLU with the routing weights, rows
+ * scattered back and combined in ascending-k order like the decode step. Same formulas as
+ * forward_cuda.c and, op for op, the CPU's chunk path.
  *
- * Off by default (cuda_state_set_batch): cuda_matmul's sum order differs from the matvec's
- * (which follows the CPU's), and the indexer's FP4 round trip and top-k turn that ULP noise
- * into a different selection at near-ties (tiny-v4 `window`, position 67: 0.07 in the logits).
- * Batched prefill needs a matmul summing in the CPU's order before it can be the default.
+ * On by default for prompts of more than one token (cuda_state_set_batch(s, false) or
+ * DS4_CUDA_BATCH=0 force the token-by-token decode path). Chunks hold at most CHUNK_MAX tokens
+ * and never more than the state's context (the workspace is ~1 MB per token on Flash).
  *
+ * Capture hooks (model.h: layer rows, routed experts, indexer rows) and the verification hook
+ * (cuda_state_set_check: every product's rows, token by token, to the caller) are served per
+ * chunk; the writable kv_pre_fp8 is not.
  * Owns: the chunk workspace (cu_bws) and the order of the batched ops.
- * Must not: run kernels of its own (rows.cu moves rows), or serve the capture and check hooks
- * (forward_cuda.c runs those token by token).
+ * Must not: run kernels of its own (rows.cu moves rows).
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
+#include "cuda/chunk_ops.h"
 #include "cuda/model_cuda_impl.h"
 
-/* Tokens per layer pass: larger chunks are split (bounds the workspace, ~1 MB per token on
- * Flash; the GEMMs are already efficient at this size). */
-#define CHUNK_MAX 512
+/* Tokens per layer pass: larger prompts are split. Each chunk reads every routed expert once,
+ * so the longer the chunk the fewer passes over the 43 x 256 experts (issue #7); 2048 tokens
+ * keep the workspace near 2 GB on Flash. */
+#define CHUNK_MAX 2048
 
 typedef struct cu_bws {
     int64_t cap;              /* tokens the buffers hold */
@@ -34,13 +38,12 @@ typedef struct cu_bws {
     float *X, *X2, *a, *mix, *pre, *post, *comb, *qr, *q, *o, *kv, *cA, *cB, *iA, *iB, *iq, *iw,
         *oa, *f, *rl, *selw, *shg, *shu, *shy, *yexp, *xg, *pg, *pu, *yd, *pw, *y;
     int32_t *sel, *isel, *n_isel, *tok, *ptok, *pslot, *gidx;
+    int32_t *off;             /* [n_expert + 1] first grouped row of each expert (device) */
     void *act;                /* cuda_matmul activation scratch */
     float *attn_scr, *idx_scr, *logits;
     size_t attn_bytes, idx_bytes, logits_bytes;
-    /* host staging of the expert grouping */
-    int32_t *h_sel, *h_ptok, *h_pslot;
-    float *h_selw, *h_pw;
-    int64_t *h_off;           /* [n_expert + 1] first pair of each expert */
+    int32_t *h_gidx;          /* host staging of gidx */
+    int64_t il;               /* the layer being evaluated (verification hook) */
 } cu_bws;
 
 /* With profiling on (cuda_state_set_profile) every op is followed by an event tagged with
@@ -60,12 +63,7 @@ void cuda_chunk_free(cuda_state *s) {
     cuda_free(b->attn_scr);
     cuda_free(b->idx_scr);
     cuda_free(b->logits);
-    free(b->h_sel);
-    free(b->h_ptok);
-    free(b->h_pslot);
-    free(b->h_selw);
-    free(b->h_pw);
-    free(b->h_off);
+    free(b->h_gidx);
     free(b);
     s->bws = NULL;
 }
@@ -99,8 +97,8 @@ static ds4_status bws_alloc(cuda_state *s, int64_t cap, ds4_error *err) {
             if (b > act) act = b;
         }
         const cu_experts *es[] = {&L->gate_exps, &L->up_exps, &L->down_exps};
-        for (size_t i = 0; i < 3; i++) {
-            size_t b = cuda_matmul_scratch_bytes(es[i]->type, es[i]->cols, cap);
+        for (size_t i = 0; i < 3; i++) { /* the grouped product quantizes all n·K rows */
+            size_t b = cuda_matmul_scratch_bytes(es[i]->type, es[i]->cols, K * cap);
             if (b > act) act = b;
         }
     }
@@ -120,8 +118,9 @@ static ds4_status bws_alloc(cuda_state *s, int64_t cap, ds4_error *err) {
                     K * D, K * D, K * F, K * F, K * D, K, D};
     int32_t **ip[] = {&w->sel, &w->isel, &w->n_isel, &w->tok, &w->ptok, &w->pslot, &w->gidx};
     int64_t in[] = {K, topk, 1, 1, K, K, hp->o_groups > 0 ? hp->o_groups : 1};
+    size_t off_bytes = (size_t)(E + 1) * sizeof(int32_t);
 #define AL(x) (((size_t)(x) + 255) & ~(size_t)255)
-    size_t total = AL(act);
+    size_t total = AL(act) + AL(off_bytes);
     for (size_t i = 0; i < sizeof fn / sizeof fn[0]; i++) total += AL((size_t)(fn[i] * cap) * 4);
     for (size_t i = 0; i < sizeof in / sizeof in[0]; i++) total += AL((size_t)(in[i] * cap) * 4);
     ds4_status st = cuda_malloc(&w->block, total, err);
@@ -129,6 +128,8 @@ static ds4_status bws_alloc(cuda_state *s, int64_t cap, ds4_error *err) {
     uint8_t *p = w->block;
     w->act = p;
     p += AL(act);
+    w->off = (int32_t *)p;
+    p += AL(off_bytes);
     for (size_t i = 0; i < sizeof fn / sizeof fn[0]; i++) {
         *fp[i] = (float *)p;
         p += AL((size_t)(fn[i] * cap) * 4);
@@ -138,15 +139,9 @@ static ds4_status bws_alloc(cuda_state *s, int64_t cap, ds4_error *err) {
         p += AL((size_t)(in[i] * cap) * 4);
     }
 #undef AL
-    size_t np = (size_t)(K * cap);
-    w->h_sel = malloc(np * sizeof(int32_t));
-    w->h_ptok = malloc(np * sizeof(int32_t));
-    w->h_pslot = malloc(np * sizeof(int32_t));
-    w->h_selw = malloc(np * sizeof(float));
-    w->h_pw = malloc(np * sizeof(float));
-    w->h_off = malloc((size_t)(E + 1) * sizeof(int64_t));
-    if (!w->h_sel || !w->h_ptok || !w->h_pslot || !w->h_selw || !w->h_pw || !w->h_off)
-        return ds4_seterr(err, DS4_ERR_NOMEM, "cuda chunk: out of host memory");
+    int64_t G = hp->o_groups > 0 ? hp->o_groups : 1;
+    w->h_gidx = malloc((size_t)(G * cap) * sizeof(int32_t));
+    if (!w->h_gidx) return ds4_seterr(err, DS4_ERR_NOMEM, "cuda chunk: out of host memory");
     return DS4_OK;
 }
 
@@ -161,10 +156,42 @@ static ds4_status grow(float **p, size_t *have, size_t need, ds4_error *err) {
     return st;
 }
 
+/* The verification hook (cuda_state_set_check) on rows [0, n) of a product of host view hw:
+ * x rows ldx apart, y rows ldy apart (device), handed over one token row at a time. */
+static ds4_status check_rows(cuda_state *s, const char *what, const cpu_mat *hw, const float *x,
+                             int64_t ldx, int64_t n, const float *y, int64_t ldy,
+                             ds4_error *err) {
+    if (!s->check || !hw || n <= 0) return DS4_OK;
+    float *hx = malloc((size_t)(n * ldx) * sizeof(float)), *hy = malloc((size_t)(n * ldy) * sizeof(float));
+    ds4_status st = hx && hy ? DS4_OK : ds4_seterr(err, DS4_ERR_NOMEM, "cuda chunk: check buffers");
+    if (!st) st = cuda_download(hx, x, (size_t)((n - 1) * ldx + hw->n_in) * sizeof(float), err);
+    if (!st) st = cuda_download(hy, y, (size_t)((n - 1) * ldy + hw->n_out) * sizeof(float), err);
+    for (int64_t t = 0; t < n && !st; t++)
+        s->check(s->check_user, s->bws->il, what, hw, hx + t * ldx, hy + t * ldy);
+    free(hx);
+    free(hy);
+    return st;
+}
+
 /* y[t*ldy..] = W·x[t*ldx..] for the chunk's n rows. */
-static ds4_status mm(cuda_state *s, const cu_mat *w, const float *x, int64_t ldx, int64_t n,
-                     float *y, int64_t ldy, ds4_error *err) {
-    return cuda_matmul(w->type, w->d, w->rows, w->cols, x, ldx, n, s->bws->act, y, ldy, err);
+static ds4_status mm(cuda_state *s, const char *what, const cu_mat *w, const float *x,
+                     int64_t ldx, int64_t n, float *y, int64_t ldy, ds4_error *err) {
+    ds4_status st = cuda_matmul(w->type, w->d, w->rows, w->cols, x, ldx, n, s->bws->act, y, ldy,
+                                err);
+    if (st || !s->check) return st;
+    return check_rows(s, what, w->host, x, ldx, n, y, ldy, err);
+}
+
+/* The hyper-connection mixes: F32 weights of few rows over hc·D columns go to cuda_mix_f32
+ * (same results as cuda_matmul, which leaves such a product mostly idle). */
+static ds4_status mm_mix(cuda_state *s, const char *what, const cu_mat *w, const float *x,
+                         int64_t ldx, int64_t n, float *y, int64_t ldy, ds4_error *err) {
+    if (w->type != DS4_TYPE_F32 || w->rows > 64 || w->row_bytes != (uint64_t)w->cols * 4)
+        return mm(s, what, w, x, ldx, n, y, ldy, err);
+    ds4_status st = cuda_mix_f32((const float *)w->d, w->rows, w->cols, w->cols, x, ldx, n, y,
+                                 ldy, err);
+    if (st || !s->check) return st;
+    return check_rows(s, what, w->host, x, ldx, n, y, ldy, err);
 }
 
 /* fwd_hc_pre over n tokens (§4.1). */
@@ -173,7 +200,7 @@ static ds4_status hc_pre_n(cuda_state *s, const cu_mat *fn, const float *scale, 
     const model_hparams *hp = &s->cm->m->hp;
     cu_bws *w = s->bws;
     ds4_status st;
-    CK(mm(s, fn, w->X, fn->cols, n, w->mix, fn->rows, err));
+    CK(mm_mix(s, "hc_fn", fn, w->X, fn->cols, n, w->mix, fn->rows, err));
     return cuda_hc_pre(w->X, w->mix, scale, base, norm, n, (int)hp->n_hc, hp->n_embd,
                        (int)hp->sinkhorn_iters, hp->hc_eps, hp->norm_eps, w->pre, w->post,
                        w->comb, w->a, err);
@@ -204,35 +231,33 @@ static ds4_status attn_n(cuda_state *s, int64_t il, int64_t pos0, int64_t n, ds4
     float eps = hp->norm_eps;
     ds4_status st;
     /* §5.1 query path */
-    CK(mm(s, &L->wq_a, w->a, D, n, w->qr, ql, err));
+    CK(mm(s, "wq_a", &L->wq_a, w->a, D, n, w->qr, ql, err));
     CK(cuda_rmsnorm(w->qr, w->qr, L->q_norm, n, ql, eps, err));
-    CK(mm(s, &L->wq_b, w->qr, ql, n, w->q, H * Dh, err));
+    CK(mm(s, "wq_b", &L->wq_b, w->qr, ql, n, w->q, H * Dh, err));
     CK(cuda_rmsnorm(w->q, w->q, NULL, n * H, Dh, eps, err));
     CK(cuda_rope_tail(w->q, n * H, Dh, Dh - nr, H, nr, freqs, pos0, 0, err));
     /* §5.2 KV path */
-    CK(mm(s, &L->wkv, w->a, D, n, w->kv, Dh, err));
+    CK(mm(s, "wkv", &L->wkv, w->a, D, n, w->kv, Dh, err));
     CK(cuda_rmsnorm(w->kv, w->kv, L->kv_norm, n, Dh, eps, err));
     CK(cuda_rope_tail(w->kv, n, Dh, Dh - nr, 1, nr, freqs, pos0, 0, err));
     CK(cuda_fp8_roundtrip(w->kv, n, Dh, Dh - nr, 64, err));
     /* §7.3 steps 2-3: compressors advance token by token (§6.4) */
     if (L->has_comp) {
         int64_t cw = L->comp.kv.rows;
-        CK(mm(s, &L->comp.kv, w->a, D, n, w->cA, cw, err));
-        CK(mm(s, &L->comp.gate, w->a, D, n, w->cB, cw, err));
-        for (int64_t t = 0; t < n; t++)
-            CK(cuda_comp_push(&kvl->comp, w->cA + t * cw, w->cB + t * cw, L->comp.ape,
-                              L->comp.norm, pos0 + t, 0, freqs, nr, eps, NULL, err));
+        CK(mm(s, "comp.kv", &L->comp.kv, w->a, D, n, w->cA, cw, err));
+        CK(mm(s, "comp.gate", &L->comp.gate, w->a, D, n, w->cB, cw, err));
+        CK(cuda_comp_push_chunk(&kvl->comp, w->cA, w->cB, cw, L->comp.ape, L->comp.norm, pos0, n,
+                                0, freqs, nr, eps, err));
     }
     if (L->has_indexer) {
         int64_t id = hp->idx_head_dim, ih = hp->idx_n_head, iwd = L->idx_comp.kv.rows;
-        CK(mm(s, &L->idx_comp.kv, w->a, D, n, w->iA, iwd, err));
-        CK(mm(s, &L->idx_comp.gate, w->a, D, n, w->iB, iwd, err));
-        for (int64_t t = 0; t < n; t++)
-            CK(cuda_comp_push(&kvl->idx, w->iA + t * iwd, w->iB + t * iwd, L->idx_comp.ape,
-                              L->idx_comp.norm, pos0 + t, 1, freqs, nr, eps, NULL, err));
+        CK(mm(s, "idx_comp.kv", &L->idx_comp.kv, w->a, D, n, w->iA, iwd, err));
+        CK(mm(s, "idx_comp.gate", &L->idx_comp.gate, w->a, D, n, w->iB, iwd, err));
+        CK(cuda_comp_push_chunk(&kvl->idx, w->iA, w->iB, iwd, L->idx_comp.ape, L->idx_comp.norm,
+                                pos0, n, 1, freqs, nr, eps, err));
         /* §8 */
-        CK(mm(s, &L->idx_wq_b, w->qr, ql, n, w->iq, ih * id, err));
-        CK(mm(s, &L->idx_proj, w->a, D, n, w->iw, ih, err));
+        CK(mm(s, "idx_wq_b", &L->idx_wq_b, w->qr, ql, n, w->iq, ih * id, err));
+        CK(mm(s, "idx_proj", &L->idx_proj, w->a, D, n, w->iw, ih, err));
         CK(cuda_rope_tail(w->iq, n * ih, id, id - nr, ih, nr, freqs, pos0, 0, err));
         CK(cuda_hadamard(w->iq, n * ih, id, (int)id, err));
         CK(cuda_fp4_roundtrip(w->iq, n * ih, id, id, 32, err));
@@ -263,28 +288,35 @@ static ds4_status attn_n(cuda_state *s, int64_t il, int64_t pos0, int64_t n, ds4
     CK(cuda_rows_copy(w->q, w->gidx, w->o, NULL, n * G, hpg * Dh, err));
     for (int64_t g = 0; g < G; g++) {
         cu_mat wg = L->wo_a;
+        cpu_mat hg;
         wg.d += (uint64_t)(g * ol) * wg.row_bytes;
         wg.rows = ol;
-        CK(mm(s, &wg, w->q + g * n * hpg * Dh, hpg * Dh, n, w->oa + g * ol, G * ol, err));
+        if (wg.host) {
+            hg = cpu_mat_rows(wg.host, g * ol, ol);
+            wg.host = &hg;
+        }
+        CK(mm(s, "wo_a", &wg, w->q + g * n * hpg * Dh, hpg * Dh, n, w->oa + g * ol, G * ol, err));
     }
-    return mm(s, &L->wo_b, w->oa, G * ol, n, w->f, D, err);
+    return mm(s, "wo_b", &L->wo_b, w->oa, G * ol, n, w->f, D, err);
 }
 
-/* One expert tensor over the grouped pairs: rows [off_e, off_e + cnt_e) of x through expert e. */
-static ds4_status experts_mm(cuda_state *s, const cu_experts *e, const float *x, float *y,
-                             ds4_error *err) {
-    cu_bws *w = s->bws;
-    uint64_t eb = e->host->expert_bytes;
-    ds4_status st;
-    for (int64_t ex = 0; ex < e->n_expert; ex++) {
-        int64_t off = w->h_off[ex], cnt = w->h_off[ex + 1] - off;
-        if (!cnt) continue;
-        /* no per-expert profile mark: the caller's line stands for the whole tensor */
-        st = cuda_matmul(e->type, e->d + (uint64_t)ex * eb, e->rows, e->cols, x + off * e->cols,
-                         e->cols, cnt, w->act, y + off * e->rows, e->rows, err);
-        if (st) return st;
+/* One expert tensor over the np grouped rows (expert e owns rows off[e] .. off[e+1]). */
+static ds4_status experts_mm(cuda_state *s, const char *what, const cu_experts *e,
+                             const float *x, int64_t np, float *y, ds4_error *err) {
+    ds4_status st = cuda_matmul_experts(e->type, e->d, e->n_expert, e->rows, e->cols,
+                                        e->host->expert_bytes, s->bws->off, x, e->cols, np,
+                                        s->bws->act, y, e->rows, err);
+    if (st || !s->check) return st;
+    int32_t *off = malloc((size_t)(e->n_expert + 1) * sizeof(int32_t));
+    if (!off) return ds4_seterr(err, DS4_ERR_NOMEM, "cuda chunk: check buffers");
+    st = cuda_download(off, s->bws->off, (size_t)(e->n_expert + 1) * sizeof(int32_t), err);
+    for (int64_t ex = 0; ex < e->n_expert && !st; ex++) {
+        cpu_mat wk = experts_get(e->host, ex);
+        st = check_rows(s, what, &wk, x + (int64_t)off[ex] * e->cols, e->cols,
+                        off[ex + 1] - off[ex], y + (int64_t)off[ex] * e->rows, e->rows, err);
     }
-    return DS4_OK;
+    free(off);
+    return st;
 }
 
 /* model/moe.c moe_forward for n tokens. */
@@ -296,45 +328,25 @@ static ds4_status moe_n(cuda_state *s, int64_t il, int64_t n, ds4_error *err) {
     int64_t D = hp->n_embd, F = hp->n_ff_exp;
     int E = (int)hp->n_expert, K = (int)hp->n_expert_used;
     ds4_status st;
-    CK(mm(s, &L->gate_inp, w->a, D, n, w->rl, E, err));
+    CK(mm(s, "gate_inp", &L->gate_inp, w->a, D, n, w->rl, E, err));
     CK(cuda_moe_route(w->rl, L->tid2eid ? NULL : L->exp_bias, L->tid2eid, w->tok, n, E, K,
                       hp->route_scale, hp->expert_weights_norm, w->sel, w->selw, err));
-    /* Group the n·K (token, slot) pairs by expert, tokens ascending within an expert. */
+    /* The n·K (token, slot) pairs grouped by expert on the device, tokens ascending within an
+     * expert (no download of the ids, no sync). */
     int64_t np = n * K;
-    CK(cuda_download(w->h_sel, w->sel, (size_t)np * sizeof(int32_t), err));
-    CK(cuda_download(w->h_selw, w->selw, (size_t)np * sizeof(float), err));
-    memset(w->h_off, 0, (size_t)(E + 1) * sizeof(int64_t));
-    for (int64_t i = 0; i < np; i++) {
-        int32_t e = w->h_sel[i];
-        if (e < 0 || e >= E)
-            return ds4_seterr(err, DS4_ERR_INTERNAL, "cuda chunk: layer %lld routed to expert %d",
-                              (long long)il, e);
-        w->h_off[e + 1]++;
-    }
-    for (int e = 0; e < E; e++) w->h_off[e + 1] += w->h_off[e];
-    for (int64_t i = 0; i < np; i++) {
-        int64_t j = w->h_off[w->h_sel[i]]++;
-        w->h_ptok[j] = (int32_t)(i / K);
-        w->h_pslot[j] = (int32_t)i;
-        w->h_pw[j] = w->h_selw[i];
-    }
-    for (int e = E; e > 0; e--) w->h_off[e] = w->h_off[e - 1]; /* back to the starts */
-    w->h_off[0] = 0;
-    CK(cuda_upload(w->ptok, w->h_ptok, (size_t)np * sizeof(int32_t), err));
-    CK(cuda_upload(w->pslot, w->h_pslot, (size_t)np * sizeof(int32_t), err));
-    CK(cuda_upload(w->pw, w->h_pw, (size_t)np * sizeof(float), err));
+    CK(cuda_moe_group(w->sel, w->selw, n, K, E, w->off, w->ptok, w->pslot, w->pw, err));
     CK(cuda_rows_copy(w->xg, NULL, w->a, w->ptok, np, D, err));
-    CK(experts_mm(s, &L->gate_exps, w->xg, w->pg, err));
-    CK(experts_mm(s, &L->up_exps, w->xg, w->pu, err));
+    CK(experts_mm(s, "gate_exps", &L->gate_exps, w->xg, np, w->pg, err));
+    CK(experts_mm(s, "up_exps", &L->up_exps, w->xg, np, w->pu, err));
     CK(cuda_swiglu(w->pg, w->pu, w->pw, np, F, hp->swiglu_clamp[il], w->pg, err));
-    CK(experts_mm(s, &L->down_exps, w->pg, w->yd, err));
+    CK(experts_mm(s, "down_exps", &L->down_exps, w->pg, np, w->yd, err));
     CK(cuda_rows_copy(w->yexp, w->pslot, w->yd, NULL, np, D, err));
     if (L->has_shared) {
         int64_t Fs = L->sh_gate.rows;
-        CK(mm(s, &L->sh_gate, w->a, D, n, w->shg, Fs, err));
-        CK(mm(s, &L->sh_up, w->a, D, n, w->shu, Fs, err));
+        CK(mm(s, "sh_gate", &L->sh_gate, w->a, D, n, w->shg, Fs, err));
+        CK(mm(s, "sh_up", &L->sh_up, w->a, D, n, w->shu, Fs, err));
         CK(cuda_swiglu(w->shg, w->shu, NULL, n, Fs, hp->swiglu_clamp_shared[il], w->shg, err));
-        CK(mm(s, &L->sh_down, w->shg, Fs, n, w->shy, D, err));
+        CK(mm(s, "sh_down", &L->sh_down, w->shg, Fs, n, w->shy, D, err));
     }
     return cuda_moe_combine(w->yexp, L->has_shared ? w->shy : NULL, n, K, D, w->f, err);
 }
@@ -347,16 +359,54 @@ static ds4_status output_n(cuda_state *s, int64_t r0, int64_t nr, float *logits,
     int64_t hcD = hp->n_hc * hp->n_embd, V = hp->n_vocab, hc = hp->n_hc;
     ds4_status st;
     CK(grow(&w->logits, &w->logits_bytes, (size_t)(nr * V) * sizeof(float), err));
-    CK(mm(s, &cm->out_hc_fn, w->X + r0 * hcD, hcD, nr, w->mix, hc, err));
+    w->il = hp->n_layer; /* the output head, as the verification hook names it */
+    CK(mm_mix(s, "out_hc_fn", &cm->out_hc_fn, w->X + r0 * hcD, hcD, nr, w->mix, hc, err));
     CK(cuda_hc_head(w->X + r0 * hcD, w->mix, cm->out_hc_scale, cm->out_hc_base, cm->out_norm, nr,
                     (int)hc, hp->n_embd, hp->hc_eps, hp->norm_eps, w->y, err));
-    CK(mm(s, &cm->output, w->y, hp->n_embd, nr, w->logits, V, err));
+    CK(mm(s, "output", &cm->output, w->y, hp->n_embd, nr, w->logits, V, err));
     return cuda_download(logits, w->logits, (size_t)(nr * V) * sizeof(float), err);
+}
+
+/* Capture hooks (model.h) for the chunk's n tokens at pos0: rows [n][len] of a device buffer,
+ * or the per-token routing decisions (ids [n][stride], counts from d_cnt or `fixed`). */
+static ds4_status cap_rows(const model_capture *cap, int64_t il, const char *what, int64_t pos0,
+                           int64_t n, const float *d, int64_t len, ds4_error *err) {
+    if (!cap || !cap->layer) return DS4_OK;
+    float *h = malloc((size_t)(n * len) * sizeof(float));
+    if (!h) return ds4_seterr(err, DS4_ERR_NOMEM, "cuda chunk: capture buffers");
+    ds4_status st = cuda_download(h, d, (size_t)(n * len) * sizeof(float), err);
+    if (!st) cap->layer(cap->user, il, what, pos0, n, h, len);
+    free(h);
+    return st;
+}
+
+static ds4_status cap_ids(const model_capture *cap, int64_t il, int indexer, int64_t pos0,
+                          int64_t n, const int32_t *d, int64_t stride, const int32_t *d_cnt,
+                          ds4_error *err) {
+    void (*fn)(void *, int64_t, int64_t, const int32_t *, int) = indexer ? cap->indexer
+                                                                          : cap->experts;
+    if (!fn) return DS4_OK;
+    int32_t *h = malloc((size_t)(n * stride + n) * sizeof(int32_t));
+    if (!h) return ds4_seterr(err, DS4_ERR_NOMEM, "cuda chunk: capture buffers");
+    ds4_status st = cuda_download(h, d, (size_t)(n * stride) * sizeof(int32_t), err);
+    if (!st && d_cnt) st = cuda_download(h + n * stride, d_cnt, (size_t)n * sizeof(int32_t), err);
+    for (int64_t t = 0; t < n && !st; t++) {
+        int64_t c = d_cnt ? h[n * stride + t] : stride;
+        if (c < 0 || c > stride) {
+            st = ds4_seterr(err, DS4_ERR_INTERNAL, "cuda chunk: %lld ids at position %lld",
+                            (long long)c, (long long)(pos0 + t));
+            break;
+        }
+        fn(cap->user, il, pos0 + t, h + t * stride, (int)c);
+    }
+    free(h);
+    return st;
 }
 
 /* n (<= cap) tokens at the state's position. */
 static ds4_status chunk(cuda_state *s, const int32_t *tokens, int64_t n, float *logits_all,
-                        float *logits_last, float *hc_out, ds4_error *err) {
+                        float *logits_last, float *hc_out, const model_capture *cap,
+                        ds4_error *err) {
     cuda_model *cm = s->cm;
     const model_hparams *hp = &cm->m->hp;
     cu_bws *w = s->bws;
@@ -365,19 +415,15 @@ static ds4_status chunk(cuda_state *s, const int32_t *tokens, int64_t n, float *
     CK(cuda_upload(w->tok, tokens, (size_t)n * sizeof(int32_t), err));
     /* row (t, g) of o goes to row g·n + t of the regrouped copy (attn_n) */
     int64_t G = hp->o_groups;
-    int32_t *gi = malloc((size_t)(n * G) * sizeof(int32_t));
-    if (!gi) return ds4_seterr(err, DS4_ERR_NOMEM, "cuda chunk: out of host memory");
     for (int64_t t = 0; t < n; t++)
-        for (int64_t g = 0; g < G; g++) gi[t * G + g] = (int32_t)(g * n + t);
-    st = cuda_upload(w->gidx, gi, (size_t)(n * G) * sizeof(int32_t), err);
-    free(gi);
-    if (st) return st;
+        for (int64_t g = 0; g < G; g++) w->h_gidx[t * G + g] = (int32_t)(g * n + t);
+    CK(cuda_upload(w->gidx, w->h_gidx, (size_t)(n * G) * sizeof(int32_t), err));
     /* §2: X = [e, ..., e] per token */
-    for (int64_t t = 0; t < n; t++) {
-        if (cm->tok_embd.d) {
-            CK(cuda_embed_rows(cm->tok_embd.d, cm->tok_embd.type, cm->tok_embd.rows, D,
-                               w->tok + t, (int)hc, w->X + t * hcD, err));
-        } else {
+    if (cm->tok_embd.d) {
+        CK(cuda_embed_tokens(cm->tok_embd.d, cm->tok_embd.type, cm->tok_embd.rows, D, w->tok, n,
+                             (int)hc, w->X, err));
+    } else {
+        for (int64_t t = 0; t < n; t++) {
             float *h = s->ws.h_row;
             CK(cpu_mat_row_f32(&cm->m->w.tok_embd, tokens[t], h, err));
             for (int64_t k = 1; k < hc; k++) memcpy(h + k * D, h, (size_t)D * sizeof(float));
@@ -386,12 +432,20 @@ static ds4_status chunk(cuda_state *s, const int32_t *tokens, int64_t n, float *
     }
     for (int64_t il = 0; il < hp->n_layer; il++) {
         const cu_layer *L = &cm->layers[il];
+        w->il = il;
         CK(hc_pre_n(s, &L->hc_attn_fn, L->hc_attn_scale, L->hc_attn_base, L->attn_norm, n, err));
         CK(attn_n(s, il, pos0, n, err));
+        if (cap && L->has_indexer)
+            CK(cap_ids(cap, il, 1, pos0, n, w->isel, hp->idx_topk, w->n_isel, err));
         CK(hc_post_n(s, n, err));
+        CK(cap_rows(cap, il, "attn_out", pos0, n, w->f, D, err));
+        CK(cap_rows(cap, il, "h_attn", pos0, n, w->X, hcD, err));
         CK(hc_pre_n(s, &L->hc_ffn_fn, L->hc_ffn_scale, L->hc_ffn_base, L->ffn_norm, n, err));
         CK(moe_n(s, il, n, err));
+        if (cap) CK(cap_ids(cap, il, 0, pos0, n, w->sel, hp->n_expert_used, NULL, err));
         CK(hc_post_n(s, n, err));
+        CK(cap_rows(cap, il, "ffn_out", pos0, n, w->f, D, err));
+        CK(cap_rows(cap, il, "h_out", pos0, n, w->X, hcD, err));
     }
     s->host->kv.pos = pos0 + n;
     if (hc_out) CK(cuda_download(hc_out, w->X, (size_t)(n * hcD) * sizeof(float), err));
@@ -403,7 +457,8 @@ static ds4_status chunk(cuda_state *s, const int32_t *tokens, int64_t n, float *
 ds4_status cuda_eval_chunk(cuda_state *s, const int32_t *tokens, int64_t n_tokens,
                            const model_eval_opts *o, ds4_error *err) {
     const model_hparams *hp = &s->cm->m->hp;
-    int64_t cap = n_tokens < CHUNK_MAX ? n_tokens : CHUNK_MAX;
+    int64_t cap = n_tokens < CHUNK_MAX ? n_tokens : CHUNK_MAX, n_ctx = s->host->kv.n_ctx;
+    if (n_ctx > 0 && cap > n_ctx) cap = n_ctx; /* the workspace never exceeds the context */
     ds4_status st;
     if (s->bws && s->bws->cap < cap) cuda_chunk_free(s);
     if (!s->bws && (st = bws_alloc(s, cap, err))) {
@@ -417,7 +472,7 @@ ds4_status cuda_eval_chunk(cuda_state *s, const int32_t *tokens, int64_t n_token
         float *all = mode == MODEL_LOGITS_ALL ? o->logits + t * V : NULL;
         float *last = mode == MODEL_LOGITS_LAST && t + n == n_tokens ? o->logits : NULL;
         float *hco = o && o->hc_out ? o->hc_out + t * hcD : NULL;
-        if ((st = chunk(s, tokens + t, n, all, last, hco, err)))
+        if ((st = chunk(s, tokens + t, n, all, last, hco, o ? o->capture : NULL, err)))
             return ds4_err_prefix(err, "cuda: chunk of %lld tokens at position %lld",
                                   (long long)n, (long long)s->host->kv.pos);
     }

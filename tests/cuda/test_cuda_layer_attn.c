@@ -18,6 +18,10 @@
 
 #define EPS 1e-6f
 
+/* tests/cuda/test_cuda_chunk.c: the batched prefill ops vs the per-token ones checked here. */
+void test_chunk_ops(void);
+void bench_chunk_ops(void);
+
 static const cpu_rope_cfg yarn_cfg = {64, 160000.0, 16.0, 32.0, 1.0, 65536.0};
 
 /* The loop of model/attention.c attn_items (static there), from the same CPU primitives:
@@ -132,6 +136,7 @@ void test_attention(void) {
         {"Flash decode", 64, 1, 70000, 4, 1, 512},
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) run_attn_case(&cs[i]);
+    test_chunk_ops();
 }
 
 /* ---- compressor ---- */
@@ -334,4 +339,5 @@ void bench_attn_ops(void) {
     dev_free_all();
     free(h);
     free(sel);
+    bench_chunk_ops();
 }

@@ -1,0 +1,55 @@
+/*
+ * cuda/chunk_ops.h — the ops of a batched prefill chunk (issue #7) that have no per-token
+ * counterpart in cuda_api.h: the routed experts grouped on the device (chunk_moe.cu) and the
+ * compressor advanced over a whole chunk in two launches (compressor.cu), the chunk's token
+ * embeddings in one launch (rows.cu), the hyper-connection mixes (chunk_mix.cu). Every pointer is
+ * device memory; every call returns ds4_status and fills ds4_error, none prints or exits.
+ * Results are bit-identical to the per-token ops they replace (tests/cuda/test_cuda_chunk.c).
+ */
+#ifndef DS4_CUDA_CHUNK_OPS_H
+#define DS4_CUDA_CHUNK_OPS_H
+
+#include <stdint.h>
+
+#include "cuda/cuda_api.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Groups the n_tok·n_used (token, slot) pairs of a routed chunk by expert, on the device (no
+ * host round trip): sel [n_tok][n_used] expert ids (cuda_moe_route), w [n_tok][n_used] their
+ * routing weights. Writes off [n_expert + 1] (pairs of expert e are rows off[e] .. off[e+1] of
+ * the grouped order, experts ascending, tokens ascending within an expert), and per grouped
+ * row r: ptok[r] its token, pslot[r] its pair index t·n_used + k, pw[r] its weight. An id
+ * outside [0, n_expert) is counted in no expert (off[n_expert] < n_tok·n_used then). */
+ds4_status cuda_moe_group(const int32_t *d_sel, const float *d_w, int64_t n_tok, int n_used,
+                          int n_expert, int32_t *d_off, int32_t *d_ptok, int32_t *d_pslot,
+                          float *d_pw, ds4_error *err);
+
+/* cuda_comp_push for the n tokens at pos0 .. pos0+n-1 at once: A, B [n][ld] (ld >= coff·dim,
+ * B without ape). Entries the chunk completes are pooled from the chunk's rows and the state's
+ * earlier ones, finished (§6.3) one block per entry, then the streaming buffers are left as n
+ * token-by-token pushes leave them. Bit-identical to n calls of cuda_comp_push. */
+ds4_status cuda_comp_push_chunk(const cuda_comp_state *c, const float *d_A, const float *d_B,
+                                int64_t ld, const float *d_ape, const float *d_norm,
+                                int64_t pos0, int64_t n, int indexer, const float *d_freqs,
+                                int n_rope, float eps, ds4_error *err);
+
+/* The embeddings of n_tok (<= 65535) tokens (MODEL_MATH §2): X [n_tok][n_copies][D] = the
+ * table row of tok[t], decoded to f32 exactly as cuda_embed_rows does one token. */
+ds4_status cuda_embed_tokens(const void *d_table, int type, int64_t n_vocab, int64_t D,
+                             const int32_t *d_tok, int64_t n_tok, int n_copies, float *d_X,
+                             ds4_error *err);
+
+/* y[t*ldy + r] = Σ_i W[r][i]·x[t*ldx + i] for F32 weights W [rows][ldw] (chunk_mix.cu): the
+ * products of few rows over long rows (hyper-connection mixes), bit-identical to cpu_matmul. */
+ds4_status cuda_mix_f32(const float *d_w, int64_t rows, int64_t cols, int64_t ldw,
+                        const float *d_x, int64_t ldx, int64_t n_tok, float *d_y, int64_t ldy,
+                        ds4_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

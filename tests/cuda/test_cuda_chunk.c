@@ -1,0 +1,316 @@
+/*
+ * tests/cuda/test_cuda_chunk.c — the ops of a batched prefill chunk (issue #7) against the
+ * per-token ops they replace, which test_cuda_layer*.c check against the CPU: the routed pairs
+ * grouped by expert on the device (cuda_moe_group vs the host grouping), the compressor over a
+ * whole chunk (cuda_comp_push_chunk vs one cuda_comp_push per token) and the chunk attention
+ * kernel (cuda_attn on >= 16 tokens vs the split path token by token), and the F32 mixes
+ * (cuda_mix_f32 vs the CPU's q_dot_f32_ref). All bit-identical.
+ * Called from test_cuda_layer_attn.c (test_attention / bench_attn_ops); test code only.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/ops.h"
+#include "cuda/chunk_ops.h"
+#include "cuda/cuda_api.h"
+#include "format/quant_impl.h"
+
+#include "layer_check.h"
+
+void test_chunk_ops(void);
+void bench_chunk_ops(void);
+
+static const cpu_rope_cfg chunk_rope = {64, 160000.0, 16.0, 32.0, 1.0, 65536.0};
+
+/* Exact equality (+0 == -0): how many differ, the first one. */
+static void cmp_exact(const char *name, const float *ref, const float *got, int64_t n) {
+    int64_t bad = 0, at = -1;
+    for (int64_t i = 0; i < n; i++)
+        if (!(ref[i] == got[i]) && !(isnan(ref[i]) && isnan(got[i])) &&
+            !(isinf(ref[i]) && ref[i] == got[i])) {
+            if (at < 0) at = i;
+            bad++;
+        }
+    char buf[256];
+    if (!bad) snprintf(buf, sizeof buf, "n=%lld, bit-identical", (long long)n);
+    else snprintf(buf, sizeof buf, "n=%lld, %lld differ, first at %lld (ref %.9g, got %.9g)",
+                  (long long)n, (long long)bad, (long long)at, (double)ref[at], (double)got[at]);
+    result(bad == 0, name, buf);
+}
+
+/* ---- expert grouping ---- */
+
+static void run_group_case(int64_t n, int K, int E) {
+    ds4_error err;
+    int64_t np = n * K;
+    int32_t *sel = malloc((size_t)np * 4), *off = malloc((size_t)(E + 1) * 4);
+    int32_t *ptok = malloc((size_t)np * 4), *pslot = malloc((size_t)np * 4);
+    float *w = rnd_vec(np, 1.0f), *pw = malloc((size_t)np * 4);
+    for (int64_t t = 0; t < n; t++) { /* K distinct ascending ids, half of them from the
+                                        * lowest quarter of the experts (uneven groups) */
+        int32_t *s = sel + t * K;
+        for (int got = 0; got < K;) {
+            int lo = E / 4 > K ? E / 4 : E;
+            int32_t e = (int32_t)(rnd_u64() % 2 ? rnd_u64() % (uint64_t)lo : rnd_u64() % (uint64_t)E);
+            int dup = 0;
+            for (int k = 0; k < got; k++) dup |= s[k] == e;
+            if (!dup) s[got++] = e;
+        }
+        for (int a = 1; a < K; a++)
+            for (int b = a; b > 0 && s[b - 1] > s[b]; b--) {
+                int32_t x = s[b]; s[b] = s[b - 1]; s[b - 1] = x;
+            }
+    }
+    /* the host grouping the chunk path used before */
+    memset(off, 0, (size_t)(E + 1) * 4);
+    for (int64_t i = 0; i < np; i++) off[sel[i] + 1]++;
+    for (int e = 0; e < E; e++) off[e + 1] += off[e];
+    int32_t *cur = malloc((size_t)(E + 1) * 4);
+    memcpy(cur, off, (size_t)(E + 1) * 4);
+    for (int64_t i = 0; i < np; i++) {
+        int64_t j = cur[sel[i]]++;
+        ptok[j] = (int32_t)(i / K);
+        pslot[j] = (int32_t)i;
+        pw[j] = w[i];
+    }
+    int32_t *dsel = dev_put(sel, np * 4), *doff = dev_alloc((E + 1) * 4);
+    int32_t *dptok = dev_alloc(np * 4), *dpslot = dev_alloc(np * 4);
+    float *dw = dev_put(w, np * 4), *dpw = dev_alloc(np * 4);
+    char name[160];
+    snprintf(name, sizeof name, "moe_group: %lld tokens x %d of %d experts", (long long)n, K, E);
+    if (ok_call(cuda_moe_group(dsel, dw, n, K, E, doff, dptok, dpslot, dpw, &err), name, &err)) {
+        int32_t *g = malloc((size_t)(np > E + 1 ? np : E + 1) * 4);
+        float *gf = malloc((size_t)np * 4);
+        char nm[200];
+        dev_get(g, doff, (E + 1) * 4);
+        snprintf(nm, sizeof nm, "%s: offsets", name);
+        cmp_i32(nm, off, g, E + 1);
+        dev_get(g, dptok, np * 4);
+        snprintf(nm, sizeof nm, "%s: tokens", name);
+        cmp_i32(nm, ptok, g, np);
+        dev_get(g, dpslot, np * 4);
+        snprintf(nm, sizeof nm, "%s: slots", name);
+        cmp_i32(nm, pslot, g, np);
+        dev_get(gf, dpw, np * 4);
+        snprintf(nm, sizeof nm, "%s: weights", name);
+        cmp_exact(nm, pw, gf, np);
+        free(g);
+        free(gf);
+    }
+    dev_free_all();
+    free(sel); free(off); free(ptok); free(pslot); free(w); free(pw); free(cur);
+}
+
+/* ---- compressor over a chunk ---- */
+
+static void run_comp_chunk_case(const char *what, int64_t ratio, int64_t coff, int64_t dim,
+                                int indexer, const int64_t *chunks, int n_chunks) {
+    ds4_error err;
+    const int n_rope = 64;
+    float freqs[32];
+    cpu_rope_freqs(&chunk_rope, freqs);
+    int64_t n_pos = 0;
+    for (int i = 0; i < n_chunks; i++) n_pos += chunks[i];
+    int64_t w = coff * dim, st_n = coff * ratio * w, cap = n_pos / ratio + 1;
+    float *st0 = malloc((size_t)st_n * 4);
+    for (int64_t i = 0; i < st_n; i++) st0[i] = -INFINITY; /* §6.4: scores -inf, kv 0 */
+    float *kv0 = calloc((size_t)st_n, 4);
+    float *A = rnd_vec(n_pos * w, 1.0f), *B = rnd_vec(n_pos * w, 1.0f);
+    float *ape = rnd_vec(ratio * w, 0.5f), *norm = rnd_vec(dim, 0.1f);
+    for (int64_t i = 0; i < dim; i++) norm[i] += 1.0f;
+    cuda_comp_state a = {ratio, coff, dim, cap, dev_alloc(cap * dim * 4), dev_put(kv0, st_n * 4),
+                         dev_put(st0, st_n * 4)};
+    cuda_comp_state b = {ratio, coff, dim, cap, dev_alloc(cap * dim * 4), dev_put(kv0, st_n * 4),
+                         dev_put(st0, st_n * 4)};
+    float *dA = dev_put(A, n_pos * w * 4), *dB = dev_put(B, n_pos * w * 4);
+    float *dape = dev_put(ape, ratio * w * 4), *dnorm = dev_put(norm, dim * 4);
+    float *dfreqs = dev_put(freqs, sizeof freqs);
+    char name[160];
+    snprintf(name, sizeof name, "comp_push_chunk %s: ratio %lld, dim %lld, %d chunks, %lld positions",
+             what, (long long)ratio, (long long)dim, n_chunks, (long long)n_pos);
+    int ok = a.rows && b.rows && dA && dB;
+    if (ok) { /* zero rows on both, so unfinished entries compare equal too */
+        float *z = calloc((size_t)(cap * dim), 4);
+        ok = !cuda_upload(a.rows, z, (size_t)(cap * dim) * 4, &err) &&
+             !cuda_upload(b.rows, z, (size_t)(cap * dim) * 4, &err);
+        free(z);
+    }
+    int64_t p = 0;
+    for (int c = 0; c < n_chunks && ok; c++) {
+        for (int64_t t = 0; t < chunks[c] && ok; t++)
+            ok = ok_call(cuda_comp_push(&a, dA + (p + t) * w, dB + (p + t) * w, dape, dnorm, p + t,
+                                        indexer, dfreqs, n_rope, 1e-6f, NULL, &err), name, &err);
+        if (ok)
+            ok = ok_call(cuda_comp_push_chunk(&b, dA + p * w, dB + p * w, w, dape, dnorm, p,
+                                              chunks[c], indexer, dfreqs, n_rope, 1e-6f, &err),
+                         name, &err);
+        p += chunks[c];
+    }
+    if (ok) {
+        size_t nb = (size_t)(cap * dim > st_n ? cap * dim : st_n) * 4;
+        float *ra = malloc(nb), *rb = malloc(nb);
+        char nm[200];
+        const float *pa[3] = {a.rows, a.st_kv, a.st_sc}, *pb[3] = {b.rows, b.st_kv, b.st_sc};
+        const char *what3[3] = {"entries", "streaming kv", "streaming scores"};
+        int64_t n3[3] = {cap * dim, st_n, st_n};
+        for (int k = 0; k < 3; k++) {
+            dev_get(ra, pa[k], n3[k] * 4);
+            dev_get(rb, pb[k], n3[k] * 4);
+            snprintf(nm, sizeof nm, "%s: %s", name, what3[k]);
+            cmp_exact(nm, ra, rb, n3[k]);
+        }
+        free(ra);
+        free(rb);
+    }
+    dev_free_all();
+    free(st0); free(kv0); free(A); free(B); free(ape); free(norm);
+}
+
+/* ---- chunk attention vs the split path token by token ---- */
+
+static void run_attn_chunk_case(const char *what, int64_t H, int64_t n, int64_t pos0, int ratio,
+                                int indexed, int64_t topk) {
+    ds4_error err;
+    const int64_t Dh = 512, W = 128;
+    const int n_rope = 64;
+    float freqs[32];
+    cpu_rope_freqs(&chunk_rope, freqs);
+    int64_t n_comp_rows = ratio ? (pos0 + n) / ratio + 1 : 1;
+    float *q = rnd_vec(n * H * Dh, 1.0f), *kv = rnd_vec(n * Dh, 1.0f), *ring = rnd_vec(W * Dh, 1.0f);
+    float *comp = rnd_vec(n_comp_rows * Dh, 1.0f), *sinks = rnd_vec(H, 1.0f);
+    if (!indexed) topk = 1;
+    int32_t *isel = calloc((size_t)(n * topk), 4), *n_isel = calloc((size_t)n, 4);
+    for (int64_t t = 0; t < n && indexed; t++) {
+        int64_t n_c = (pos0 + t + 1) / 4, k = n_c < topk ? n_c : topk - (t % 3), got = 0;
+        for (int64_t r = 0; r < n_c && got < k; r++)
+            if ((int64_t)(rnd_u64() % (uint64_t)(n_c - r)) < k - got) isel[t * topk + got++] = (int32_t)r;
+        n_isel[t] = (int32_t)k;
+    }
+    float *dq = dev_put(q, n * H * Dh * 4), *dkv = dev_put(kv, n * Dh * 4);
+    float *dring = dev_put(ring, W * Dh * 4), *dcomp = dev_put(comp, n_comp_rows * Dh * 4);
+    float *dsinks = dev_put(sinks, H * 4), *dfreqs = dev_put(freqs, sizeof freqs);
+    float *dout = dev_alloc(n * H * Dh * 4), *dref = dev_alloc(n * H * Dh * 4);
+    int32_t *disel = dev_put(isel, n * topk * 4), *dn = dev_put(n_isel, n * 4);
+    float *dscr_c = dev_alloc(cuda_attn_scratch_bytes(n, H, Dh, W, ratio, topk, indexed, pos0));
+    float *dscr_1 = dev_alloc(cuda_attn_scratch_bytes(1, H, Dh, W, ratio, topk, indexed, pos0 + n));
+    char name[200];
+    snprintf(name, sizeof name, "attn chunk kernel %s: %lld tok at pos %lld, %lld heads, ratio %d%s "
+             "vs the split path", what, (long long)n, (long long)pos0, (long long)H, ratio,
+             indexed ? ", indexed" : "");
+    int ok = ok_call(cuda_attn(dq, dkv, dring, W, dcomp, ratio, indexed ? disel : NULL, dn, topk,
+                               dsinks, n, pos0, H, Dh, n_rope, dfreqs, dscr_c, dout, &err),
+                     name, &err);
+    /* Token by token: the chunk's earlier rows go into the ring (they overwrite only slots
+     * outside the token's window), each token alone through the split kernels. */
+    for (int64_t t = 0; t < n && ok; t++) {
+        if (t > 0) memcpy(ring + ((pos0 + t - 1) % W) * Dh, kv + (t - 1) * Dh, (size_t)Dh * 4);
+        ok = ok_call(cuda_upload(dring, ring, (size_t)(W * Dh) * 4, &err), name, &err) &&
+             ok_call(cuda_attn(dq + t * H * Dh, dkv + t * Dh, dring, W, dcomp, ratio,
+                               indexed ? disel + t * topk : NULL, dn + t, topk, dsinks, 1,
+                               pos0 + t, H, Dh, n_rope, dfreqs, dscr_1, dref + t * H * Dh, &err),
+                     name, &err);
+    }
+    if (ok) {
+        float *a = malloc((size_t)(n * H * Dh) * 4), *b = malloc((size_t)(n * H * Dh) * 4);
+        dev_get(a, dref, n * H * Dh * 4);
+        dev_get(b, dout, n * H * Dh * 4);
+        cmp_exact(name, a, b, n * H * Dh);
+        free(a);
+        free(b);
+    }
+    dev_free_all();
+    free(q); free(kv); free(ring); free(comp); free(sinks); free(isel); free(n_isel);
+}
+
+/* ---- F32 mixes ---- */
+
+static void run_mix_case(int64_t rows, int64_t cols, int64_t n, int64_t ldx) {
+    ds4_error err;
+    float *w = rnd_vec(rows * cols, 0.05f), *x = rnd_vec(n * ldx, 1.0f);
+    float *ref = malloc((size_t)(n * rows) * 4), *got = malloc((size_t)(n * rows) * 4);
+    for (int64_t t = 0; t < n; t++)
+        for (int64_t r = 0; r < rows; r++)
+            ref[t * rows + r] = q_dot_f32_ref(w + r * cols, x + t * ldx, (uint64_t)cols);
+    float *dw = dev_put(w, rows * cols * 4), *dx = dev_put(x, n * ldx * 4), *dy = dev_alloc(n * rows * 4);
+    char name[160];
+    snprintf(name, sizeof name, "mix_f32 %lld x %lld, %lld tokens (ldx %lld) vs q_dot_f32_ref",
+             (long long)rows, (long long)cols, (long long)n, (long long)ldx);
+    if (ok_call(cuda_mix_f32(dw, rows, cols, cols, dx, ldx, n, dy, rows, &err), name, &err)) {
+        dev_get(got, dy, n * rows * 4);
+        cmp_exact(name, ref, got, n * rows);
+    }
+    dev_free_all();
+    free(w); free(x); free(ref); free(got);
+}
+
+void test_chunk_ops(void) {
+    run_mix_case(24, 16384, 37, 16384);
+    run_mix_case(4, 1024, 5, 1024);
+    run_mix_case(40, 1001, 17, 1100);
+    run_group_case(37, 6, 16);
+    run_group_case(2048, 6, 256);
+    run_group_case(1, 8, 8);
+    static const int64_t c4[] = {1, 3, 7, 64, 2, 201, 5, 16};
+    static const int64_t c128[] = {100, 27, 1, 300, 129, 2};
+    run_comp_chunk_case("attention, overlapping", 4, 2, 512, 0, c4, 8);
+    run_comp_chunk_case("attention, plain", 128, 1, 512, 0, c128, 6);
+    run_comp_chunk_case("indexer, overlapping", 4, 2, 128, 1, c4, 8);
+    run_attn_chunk_case("window only", 16, 40, 100, 0, 0, 0);
+    run_attn_chunk_case("ratio 128", 16, 33, 1000, 128, 0, 0);
+    run_attn_chunk_case("ratio 4 indexed", 64, 20, 3000, 4, 1, 512);
+    run_attn_chunk_case("from position 0", 12, 64, 0, 4, 1, 16);
+}
+
+/* ---- timings at Flash prefill shapes (2048 tokens) ---- */
+
+void bench_chunk_ops(void) {
+    const int64_t n = 2048, H = 64, Dh = 512, W = 128, topk = 512;
+    float *h = rnd_vec(n * Dh * 4, 1.0f);
+    float freqs[32];
+    cpu_rope_freqs(&chunk_rope, freqs);
+    int32_t *isel = malloc((size_t)(n * topk) * 4), *n_isel = malloc((size_t)n * 4);
+    for (int64_t t = 0; t < n; t++) {
+        int64_t k = (t + 1) / 4 < topk ? (t + 1) / 4 : topk;
+        for (int64_t i = 0; i < k; i++) isel[t * topk + i] = (int32_t)i;
+        n_isel[t] = (int32_t)k;
+    }
+    float *dq = dev_alloc(n * H * Dh * 4), *dout = dev_alloc(n * H * Dh * 4);
+    float *dkv = dev_put(h, n * Dh * 4), *dring = dev_put(h, W * Dh * 4);
+    float *dcomp = dev_put(h, 1024 * Dh * 4), *dsinks = dev_put(h, H * 4);
+    float *dfreqs = dev_put(freqs, sizeof freqs);
+    int32_t *disel = dev_put(isel, n * topk * 4), *dn = dev_put(n_isel, n * 4);
+    float *dscr = dev_alloc(cuda_attn_scratch_bytes(n, H, Dh, W, 4, topk, 1, 0));
+    ds4_error err;
+    for (int64_t i = 0; dq && i < H; i++) cuda_upload(dq + i * n * Dh, h, (size_t)(n * Dh) * 4, &err);
+    if (!dq || !dout || !dscr) {
+        printf("bench chunk: allocation failed\n");
+        dev_free_all();
+        free(h); free(isel); free(n_isel);
+        return;
+    }
+    BENCH("attn chunk 2048 tok x 64 heads, window only", 3,
+          cuda_attn(dq, dkv, dring, W, dcomp, 0, NULL, NULL, 0, dsinks, n, 0, H, Dh, 64, dfreqs, dscr, dout, &e_));
+    BENCH("attn chunk 2048 tok, ratio 4 + top-512", 3,
+          cuda_attn(dq, dkv, dring, W, dcomp, 4, disel, dn, topk, dsinks, n, 0, H, Dh, 64, dfreqs, dscr, dout, &e_));
+    BENCH("attn chunk 2048 tok, ratio 128 at 64k", 3,
+          cuda_attn(dq, dkv, dring, W, dcomp, 128, NULL, NULL, 0, dsinks, n, 63488, H, Dh, 64, dfreqs, dscr, dout, &e_));
+    float *crow = dev_alloc(1024 * 512 * 4), *st_a = dev_alloc(2 * 4 * 1024 * 4), *st_b = dev_alloc(2 * 4 * 1024 * 4);
+    float *dape = dev_put(h, 128 * 1024 * 4);
+    cuda_comp_state c4 = {4, 2, 512, 1024, crow, st_a, st_b};
+    if (crow && st_a && st_b && dape) {
+        BENCH("comp_push_chunk ratio 4 attn, 2048 tok", 10,
+              cuda_comp_push_chunk(&c4, dkv, dkv, 1024, dape, dkv, 0, 512, 0, dfreqs, 64, 1e-6f, &e_));
+    }
+    int32_t *sel = malloc((size_t)n * 6 * 4);
+    for (int64_t i = 0; i < n * 6; i++) sel[i] = (int32_t)((i % 6) * 40 + (i / 6) % 40);
+    int32_t *dsel = dev_put(sel, n * 6 * 4), *doff = dev_alloc(257 * 4);
+    int32_t *dpt = dev_alloc(n * 6 * 4), *dps = dev_alloc(n * 6 * 4);
+    float *dpw = dev_alloc(n * 6 * 4);
+    if (dsel && doff && dpt && dps && dpw)
+        BENCH("moe_group 2048 tok x 6 of 256 experts", 20,
+              cuda_moe_group(dsel, dkv, n, 6, 256, doff, dpt, dps, dpw, &e_));
+    dev_free_all();
+    free(h); free(isel); free(n_isel); free(sel);
+}
