@@ -12,6 +12,7 @@
  * kvstate.c saves (whole ring, floor(pos/ratio) rows, both streaming buffers).
  * Must not: compute anything (forward_cuda.c) or define a payload format of its own.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -178,6 +179,19 @@ static ds4_status layer_exp_spans(const cuda_model *cm, int64_t il, xspan out[3]
     return DS4_OK;
 }
 
+/* MemAvailable of /proc/meminfo in bytes, 0 when unknown: pinning more than that would make the
+ * kernel swap or kill the process instead of failing the allocation. */
+static uint64_t host_available_bytes(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    if (!f) return 0;
+    char line[256];
+    unsigned long long kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+    fclose(f);
+    return (uint64_t)kb * 1024;
+}
+
 /* Decides how many of the first layers keep their experts on the host (cm->n_host_layers),
  * cuts the data region into pieces and allocates both sides. */
 static ds4_status place(cuda_model *cm, const cuda_model_opts *o, ds4_error *err) {
@@ -265,6 +279,15 @@ static ds4_status place(cuda_model *cm, const cuda_model_opts *o, ds4_error *err
         goto out;
     }
     cm->d_data = d;
+    uint64_t avail = host_bytes ? host_available_bytes() : 0;
+    if (avail && host_bytes > avail) {
+        st = ds4_seterr(err, DS4_ERR_NOMEM,
+                        "cuda model: the routed experts of %lld layers need %.2f GiB of pinned host "
+                        "memory, %.2f GiB is available (MemAvailable): keep more layers' experts "
+                        "on the GPU (gpu_layers_experts) or free host memory", (long long)n_host,
+                        (double)host_bytes / (1u << 30), (double)avail / (1u << 30));
+        goto out;
+    }
     if (host_bytes && (st = cuda_host_alloc_mapped(&hp, &hd, (size_t)host_bytes, err))) {
         ds4_err_prefix(err, "cuda model: the routed experts of %lld layers (%.2f GiB) in host "
                        "memory", (long long)n_host, (double)host_bytes / (1u << 30));
