@@ -356,8 +356,7 @@ typedef struct ds4_engine_options {
      * weights plus the state of gpu_ctx_tokens do not fit the device's free memory, the first
      * layers' experts move to the host until they do (ds4_model_info says how many), and the
      * open fails with DS4_ERR_NOMEM when even all of them on the host does not fit.
-     * 0..n_layer = exactly that many (DS4_ERR_INVALID_ARG beyond). Must stay -1 with "cpu".
-     * When -1, the environment variable DS4_GPU_LAYERS_EXPERTS (an integer) is used if set. */
+     * 0..n_layer = exactly that many (DS4_ERR_INVALID_ARG beyond). Must stay -1 with "cpu". */
     int gpu_layers_experts;
     /* Backend "cuda": context tokens of device state (summed over the sessions to come) the
      * auto-fit leaves room for; 0 (default) = 32768. */
@@ -413,9 +412,12 @@ ds4_status ds4_session_create(ds4_session **out, ds4_engine *engine, uint32_t n_
                               ds4_error *err);
 void ds4_session_free(ds4_session *s);
 
-/* Tokens per forward-pass call during sync / eval_tokens (default 256). Results do not depend on
- * it (MODEL_MATH §7.4); it trades memory for speed. */
+/* Tokens per forward-pass call during sync / eval_tokens (default 256 on the CPU, 2048 on the
+ * GPU, where batched prefill needs large chunks). Results do not depend on it (MODEL_MATH §7.4);
+ * it trades memory for speed. ds4_session_prefill_chunk returns the current value (0 for NULL):
+ * callers that sync in steps (progress bars) should step by at least that much. */
 ds4_status ds4_session_set_prefill_chunk(ds4_session *s, uint32_t n_tokens, ds4_error *err);
+uint32_t ds4_session_prefill_chunk(const ds4_session *s);
 
 /* What a sync / rewind did. */
 typedef struct ds4_sync_stats {

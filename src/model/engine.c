@@ -44,23 +44,13 @@ const char *ds4_default_backend(void) {
     return "cpu";
 }
 
-/* gpu_layers_experts, or DS4_GPU_LAYERS_EXPERTS when it is -1 (ds4-server's flag reaches the
- * engine that way until its options carry it). */
+/* gpu_layers_experts checked: a layer count >= 0, or -1 for as many as fit. */
 static ds4_status gpu_layers_opt(const ds4_engine_options *opt, int *out, ds4_error *err) {
     *out = opt->gpu_layers_experts;
     if (*out < -1)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG,
                           "engine_open: gpu_layers_experts %d: give a layer count >= 0, or -1 "
                           "for as many as fit", *out);
-    const char *v = getenv("DS4_GPU_LAYERS_EXPERTS");
-    if (*out == -1 && v && *v) {
-        char *end;
-        long x = strtol(v, &end, 10);
-        if (*end || x < -1 || x > 1000000)
-            return ds4_seterr(err, DS4_ERR_INVALID_ARG,
-                              "engine_open: DS4_GPU_LAYERS_EXPERTS='%s' is not a layer count", v);
-        *out = (int)x;
-    }
     return DS4_OK;
 }
 

@@ -29,6 +29,9 @@
 #endif
 
 #define SESSION_DEFAULT_CHUNK 256u
+/* The GPU prefills a chunk as batched matmuls (cuda/forward_chunk.c): the routed experts see
+ * ~6·chunk/256 rows each, so small chunks starve the tensor cores (docs/BENCHMARKS.md). */
+#define SESSION_GPU_CHUNK 2048u
 #define PAYLOAD_VERSION 1u   /* model_state_serialize layout as of model.h v1 */
 
 typedef struct checkpoint {
@@ -100,6 +103,7 @@ ds4_status ds4_session_create(ds4_session **out, ds4_engine *e, uint32_t n_ctx, 
     ds4_status st = model_state_create(&s->st, e->model, n_ctx, err);
 #ifdef DS4_CUDA
     if (st == DS4_OK && e->cuda) st = cuda_state_create(&s->gst, e->cuda, s->st, err);
+    if (s->gst) s->chunk = SESSION_GPU_CHUNK;
 #endif
     if (st != DS4_OK) {
         ds4_session_free(s);
@@ -147,6 +151,8 @@ ds4_status ds4_session_set_prefill_chunk(ds4_session *s, uint32_t n_tokens, ds4_
     s->chunk = n_tokens;
     return DS4_OK;
 }
+
+uint32_t ds4_session_prefill_chunk(const ds4_session *s) { return s ? s->chunk : 0; }
 
 void ds4_session_set_capture(ds4_session *s, const model_capture *cap) {
     if (s) s->capture = cap;

@@ -25,6 +25,10 @@ typedef struct srv_engine {
     int32_t eos;            /* end-of-sentence token id */
     int32_t user_tok;       /* user-turn marker id (cold-anchor saves), -1 if none */
     char model_id[80];      /* identity written into disk-cache files */
+    /* Backend "cuda": layers whose routed experts are in device memory, of n_layer; the rest
+     * (host_expert_bytes) in pinned host memory (ds4_model_info). */
+    uint32_t n_layer, gpu_layers_experts;
+    uint64_t host_expert_bytes;
 
     /* The prompt ids for req (CHAT_ENCODING §3-§6; completions: §3.4 wrapper): template
      * markers are control tokens, client text never is (serve/prompt.c). *toks malloc'd. */
@@ -60,6 +64,8 @@ typedef struct srv_ds4_opts {
     int n_ctx;
     int n_threads;
     const char *backend;  /* "cpu" or "cuda" (ds4_engine_options.backend); NULL = cpu */
+    int gpu_layers_experts;      /* ds4_engine_options.gpu_layers_experts: -1 = as many as fit */
+    uint32_t gpu_ctx_tokens;     /* device state the auto-fit leaves room for (ctx x slots) */
 } srv_ds4_opts;
 ds4_status srv_engine_ds4_open(srv_engine *out, const srv_ds4_opts *o, ds4_error *err);
 void srv_engine_ds4_close(srv_engine *e);

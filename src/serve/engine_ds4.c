@@ -71,6 +71,8 @@ ds4_status srv_engine_ds4_open(srv_engine *out, const srv_ds4_opts *o, ds4_error
     ds4_engine_options_init(&eo);
     eo.n_threads = o->n_threads;
     if (o->backend) eo.backend = o->backend;
+    eo.gpu_layers_experts = o->gpu_layers_experts;
+    eo.gpu_ctx_tokens = o->gpu_ctx_tokens;
     ds4_status st = ds4_engine_open(&c->engine, o->model_path, &eo, err);
     if (st) { free(c); return st; }
     if ((st = ds4_tokenizer_open(&c->tok, o->model_path, err))) goto out_engine;
@@ -88,6 +90,9 @@ ds4_status srv_engine_ds4_open(srv_engine *out, const srv_ds4_opts *o, ds4_error
     out->ctx = c;
     out->n_ctx = o->n_ctx;
     out->n_vocab = info.n_vocab;
+    out->n_layer = info.n_layer;
+    out->gpu_layers_experts = info.gpu_layers_experts;
+    out->host_expert_bytes = info.host_expert_bytes;
     static const char hx[] = "0123456789abcdef";
     memcpy(out->model_id, "ds4:", 4);
     for (int i = 0; i < 32; i++) {

@@ -158,11 +158,6 @@ int main(int argc, char **argv) {
             usage(stderr);
             return 2;
         }
-        /* The server's engine options (serve/engine.h srv_ds4_opts) do not carry it yet: the
-         * engine reads DS4_GPU_LAYERS_EXPERTS when its option is left at -1 (include/ds4.h). */
-        char nb[32];
-        snprintf(nb, sizeof nb, "%ld", gpu_layers);
-        setenv("DS4_GPU_LAYERS_EXPERTS", nb, 1);
     }
     if (tokenizer && !demo) {
         fprintf(stderr, "ds4-server: --tokenizer only builds the --demo model (a GGUF carries its tokenizer)\n");
@@ -205,14 +200,21 @@ int main(int argc, char **argv) {
         fprintf(stderr, "ds4-server: WARNING: listening on %s without --api-key\n", host);
 
     srv_engine eng;
+    bool on_gpu = strcmp(backend, "cuda") == 0;
     srv_ds4_opts eo = {.model_path = model, .n_ctx = (int)ctx, .n_threads = (int)threads,
-                       .backend = backend};
+                       .backend = backend, .gpu_layers_experts = (int)gpu_layers,
+                       .gpu_ctx_tokens = (uint32_t)((uint64_t)ctx * (uint64_t)(slots ? slots : 1) > UINT32_MAX
+                                                        ? UINT32_MAX : (uint64_t)ctx * (uint64_t)(slots ? slots : 1))};
     if (srv_engine_ds4_open(&eng, &eo, &err)) {
         fprintf(stderr, "ds4-server: %s\n", err.msg);
         srv_http_stop(http);
         free(demo_path);
         return 1;
     }
+    if (eng.host_expert_bytes)
+        fprintf(stderr, "ds4-server: routed experts of %u of %u layers in host memory (%.2f GiB, read over "
+                        "PCIe: slower); --gpu-layers-experts N to choose\n",
+                eng.n_layer - eng.gpu_layers_experts, eng.n_layer, (double)eng.host_expert_bytes / (1u << 30));
     if (slots == 0) {
         /* Default: as many slots as half the free memory holds, 1..8 (issue #6). */
         uint64_t per = 0;
@@ -237,7 +239,9 @@ int main(int argc, char **argv) {
     if (kv) srv_kv_each_trailer(kv, import_trailer, tm); /* exact replay survives restarts */
     srv_sched_opts so = {.n_slots = (int)slots, .queue_max = (int)queue, .timeout_s = (int)timeout, .kv = kv,
                          .kv_min_tokens = (size_t)kv_min,
-                         .kv_interval_tokens = (size_t)kv_interval, .toolmem = tm, .metrics = &metrics, .prefill_chunk = 512,
+                         .kv_interval_tokens = (size_t)kv_interval, .toolmem = tm, .metrics = &metrics,
+                         /* GPU: batched prefill wants 2048-token chunks (ds4_session_prefill_chunk) */
+                         .prefill_chunk = on_gpu ? 2048 : 512,
                          .on_done = log_done};
     if (srv_sched_create(&sched, &eng, &so, &err)) { fprintf(stderr, "ds4-server: %s\n", err.msg); goto out; }
     srv_limits lim = {.max_depth = 64, .n_ctx = (int)ctx, .default_max_tokens = (int)tokens};

@@ -17,7 +17,8 @@
 
 #define STYLE_REASONING "\033[2;3m" /* dim italic: visibly not the answer */
 #define STYLE_RESET "\033[0m"
-#define PREFILL_CHUNK 256u          /* tokens per sync call when the bar is shown */
+#define PREFILL_CHUNK 256u          /* tokens per sync call when the bar is shown (at least the
+                                       session's own chunk: 2048 on the GPU) */
 
 /* ---- Token buffers -------------------------------------------------------------------------- */
 
@@ -345,7 +346,9 @@ static int prefill(chat_state *st, const int32_t *toks, uint32_t n, chat_turn_st
     uint32_t start = live_prefix(st, toks, n);
     /* A long prefill can be interrupted: keep the state before it as the rewind checkpoint, so
      * the next sync resumes from there instead of token 0. */
-    bool chunked = n - start > 2 * PREFILL_CHUNK;
+    uint32_t step = ds4_session_prefill_chunk(st->sess);
+    if (step < PREFILL_CHUNK) step = PREFILL_CHUNK;
+    bool chunked = n - start > 2 * step;
     if (chunked && start > 0 && ds4_session_checkpoint(st->sess, &err) != DS4_OK) chunked = false;
     chat_bar bar;
     chat_bar_start(&bar, "prefill", "tokens", 1);
@@ -355,7 +358,7 @@ static int prefill(chat_state *st, const int32_t *toks, uint32_t n, chat_turn_st
     uint32_t at = start;
     int rc = 0;
     do {
-        uint32_t end = chunked && n - at > PREFILL_CHUNK ? at + PREFILL_CHUNK : n;
+        uint32_t end = chunked && n - at > step ? at + step : n;
         ds4_sync_stats ss;
         if (ds4_session_sync(st->sess, toks, end, &ss, &err) != DS4_OK) {
             chat_bar_end(&bar);
