@@ -78,6 +78,28 @@ ds4_status cuda_matvec_experts_preq(int type, const void *d_w, int64_t n_experts
                                     int64_t cols, const int32_t *d_ids, int n_sel,
                                     const void *d_act, float *d_y, ds4_error *err);
 
+/* Issue #7, fewer launches per decode step: two products of one type and shape reading one
+ * quantized input (gate and up) in one launch, alone or as the selected experts; the results
+ * equal two cuda_matvec_preq / cuda_matvec_experts_preq calls (same kernel per row).
+ * _preq_x: the selected experts with per-expert inputs quantized beforehand ([n_sel] records
+ * of cuda_matvec_scratch_bytes(type, cols) bytes), e.g. by cuda_swiglu_quant. */
+ds4_status cuda_matvec_pair_preq(int type, const void *d_w1, const void *d_w2, int64_t rows,
+                                 int64_t cols, const void *d_act, float *d_y1, float *d_y2,
+                                 ds4_error *err);
+ds4_status cuda_matvec_experts_pair_preq(int type, const void *d_w1, const void *d_w2,
+                                         int64_t n_experts, int64_t rows, int64_t cols,
+                                         const int32_t *d_ids, int n_sel, const void *d_act,
+                                         float *d_y1, float *d_y2, ds4_error *err);
+ds4_status cuda_matvec_experts_preq_x(int type, const void *d_w, int64_t n_experts, int64_t rows,
+                                      int64_t cols, const int32_t *d_ids, int n_sel,
+                                      const void *d_act, float *d_y, ds4_error *err);
+/* cuda_swiglu, and its output h quantized as activation kind `kind` (CUDA_ACT_Q8_K / _Q8_0,
+ * F a multiple of the block) into d_q, row by row: bit-identical to cuda_swiglu followed by
+ * cuda_quantize_act on each row. */
+ds4_status cuda_swiglu_quant(int kind, const float *d_g, const float *d_u, const float *d_rw,
+                             int64_t n_rows, int64_t F, float clamp, float *d_h, void *d_q,
+                             ds4_error *err);
+
 /* Elapsed milliseconds of `iters` back-to-back cuda_matvec calls (CUDA events), for benchmarks. */
 ds4_status cuda_matvec_time(int type, const void *d_w, int64_t rows, int64_t cols,
                             const float *d_x, void *d_act, float *d_y, int iters, float *out_ms,
@@ -124,6 +146,15 @@ ds4_status cuda_hc_pre(const float *d_X, const float *d_mix, const float *d_scal
                        const float *d_base, const float *d_norm, int64_t n_tok, int hc, int64_t d,
                        int iters, float hc_eps, float norm_eps, float *d_pre, float *d_post,
                        float *d_comb, float *d_a, ds4_error *err);
+/* cuda_hc_pre that also writes a quantized for the products that read it (issue #7: no
+ * quantize launches of their own): d_q80 (nullable) Q8_0 activation records, d_q8k (nullable)
+ * Q8_K blocks, [n_tok] rows of cuda_matvec_scratch_bytes(Q8_0 / Q2_K, d) bytes; bit-identical to
+ * cuda_quantize_act of a. */
+ds4_status cuda_hc_pre_quant(const float *d_X, const float *d_mix, const float *d_scale,
+                             const float *d_base, const float *d_norm, int64_t n_tok, int hc,
+                             int64_t d, int iters, float hc_eps, float norm_eps, float *d_pre,
+                             float *d_post, float *d_comb, float *d_a, void *d_q80, void *d_q8k,
+                             ds4_error *err);
 ds4_status cuda_hc_post(const float *d_f, const float *d_X, const float *d_post,
                         const float *d_comb, int64_t n_tok, int hc, int64_t d, float *d_Xout,
                         ds4_error *err);
@@ -244,6 +275,12 @@ void cuda_prof_mark(cuda_prof *p, int tag);
 ds4_status cuda_prof_collect(cuda_prof *p, void (*fn)(void *user, int tag, float ms), void *user,
                              ds4_error *err);
 void cuda_prof_free(cuda_prof *p);
+/* Gate (issue #7: GPU time, not launch gaps): hold queues a kernel that waits on a host-mapped
+ * flag (and a mark whose interval is dropped); ops queued after it run back to back once
+ * release sets the flag. Queue at most a few hundred ops between the two (the launch queue
+ * must not fill while the device waits). Negative tags are never passed to collect's fn. */
+ds4_status cuda_prof_gate_hold(cuda_prof *p, ds4_error *err);
+void cuda_prof_gate_release(cuda_prof *p);
 
 /* ---- Position on the device (issue #7: one captured decode step serves every position).
  * These take the position of the (first) token from device memory (int64 at d_pos) instead

@@ -18,12 +18,41 @@
 #include "cuda/model_cuda_impl.h"
 
 /* With profiling on (cuda_state_set_profile) every op is followed by a CUDA event tagged with
- * this file's line, so a step's time breaks down per call site. */
+ * its call site (this file's line and the call's text, or the product's name), so a step's
+ * time breaks down per call site. */
 #define CK(x)                                                                                  \
     do {                                                                                       \
         if ((st = (x)) != DS4_OK) return st;                                                   \
-        if (s->prof) cuda_prof_mark(s->prof, __LINE__);                                        \
+        if (s->prof) prof_mark(s, __LINE__, #x);                                               \
     } while (0)
+
+/* The tag of call site (line, name): an index into the state's site table, added on first
+ * use (profiling only; marks past CU_PROF_SITES sites are dropped). */
+static void prof_mark(cuda_state *s, int line, const char *expr) {
+    const char *name = s->prof_what ? s->prof_what : expr;
+    s->prof_what = NULL;
+    int i = 0;
+    while (i < s->n_prof_site && (s->prof_line[i] != line || s->prof_name[i] != name)) i++;
+    if (i == s->n_prof_site) {
+        if (i == CU_PROF_SITES) return;
+        s->prof_line[i] = line;
+        s->prof_name[i] = name;
+        s->n_prof_site++;
+    }
+    cuda_prof_mark(s->prof, i);
+}
+
+/* Profiling without hooks holds the stream at a gate while a layer's ops are queued, so the
+ * events time the GPU running them back to back (prof.cu); hooks download mid-layer: no gate. */
+static bool prof_gated(const cuda_state *s, const model_capture *cap) {
+    return s->prof && !cap && !s->check;
+}
+
+const char *cuda_state_profile_site(const cuda_state *s, int tag, int *line) {
+    if (!s || tag < 0 || tag >= s->n_prof_site) return NULL;
+    if (line) *line = s->prof_line[tag];
+    return s->prof_name[tag];
+}
 
 /* Hands the last product to the verification hook (host copies of x [n_x][cols], y). */
 static ds4_status check_mv(cuda_state *s, int64_t il, const char *what, const cpu_mat *w,
@@ -46,6 +75,7 @@ static ds4_status check_mv(cuda_state *s, int64_t il, const char *what, const cp
 static ds4_status mv(cuda_state *s, int64_t il, const char *what, const cu_mat *w,
                      const float *x, float *y, ds4_error *err) {
     ds4_status st = cuda_matvec(w->type, w->d, w->rows, w->cols, x, s->ws.act, y, err);
+    s->prof_what = what;
     if (st || !s->check || !w->host) return st;
     return check_mv(s, il, what, w->host, x, y, 1, err);
 }
@@ -72,7 +102,8 @@ static ds4_status mv_a(cuda_state *s, int64_t il, const char *what, const cu_mat
     ds4_status st;
     CK(act_of_a(s, w->type, w->cols, &q, err));
     if (!q) return mv(s, il, what, w, s->ws.a, y, err);
-    CK(cuda_matvec_preq(w->type, w->d, w->rows, w->cols, q, y, err));
+    if ((st = cuda_matvec_preq(w->type, w->d, w->rows, w->cols, q, y, err))) return st;
+    s->prof_what = what;
     if (!s->check || !w->host) return DS4_OK;
     return check_mv(s, il, what, w->host, s->ws.a, y, 1, err);
 }
@@ -90,6 +121,7 @@ static ds4_status mv_experts(cuda_state *s, int64_t il, const char *what, const 
     else
         st = cuda_matvec_experts(e->type, e->d, e->n_expert, e->rows, e->cols, s->ws.sel, K, x,
                                  per_expert_x, s->ws.act, y, err);
+    s->prof_what = what;
     if (st || !s->check) return st;
     int32_t ids[64];
     if (K > 64) return DS4_OK;
@@ -111,10 +143,15 @@ static ds4_status hc_pre(cuda_state *s, int64_t il, const char *what, const cu_m
     cu_ws *w = &s->ws;
     ds4_status st;
     CK(mv(s, il, what, fn, w->X, w->mix, err));
-    s->qa_ok[0] = s->qa_ok[1] = s->qa_ok[2] = false; /* a is rewritten */
-    return cuda_hc_pre(w->X, w->mix, scale, base, norm, 1, (int)hp->n_hc, hp->n_embd,
-                       (int)hp->sinkhorn_iters, hp->hc_eps, hp->norm_eps, w->pre, w->post,
-                       w->comb, w->a, err);
+    /* a is rewritten; its quantized copies come with it (issue #7: no launches of their own),
+     * except under the verification hook (act_of_a then quantizes, as before). */
+    void *q80 = s->check ? NULL : s->qa[CUDA_ACT_Q8_0], *q8k = s->check ? NULL : s->qa[CUDA_ACT_Q8_K];
+    s->qa_ok[0] = false;
+    s->qa_ok[CUDA_ACT_Q8_0] = q80 != NULL;
+    s->qa_ok[CUDA_ACT_Q8_K] = q8k != NULL;
+    return cuda_hc_pre_quant(w->X, w->mix, scale, base, norm, 1, (int)hp->n_hc, hp->n_embd,
+                             (int)hp->sinkhorn_iters, hp->hc_eps, hp->norm_eps, w->pre, w->post,
+                             w->comb, w->a, q80, q8k, err);
 }
 
 /* model/forward.c fwd_hc_post: X2 = hc_post(f, X), then swap (§4.3). */
@@ -218,6 +255,7 @@ static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
     int64_t G = hp->o_groups, hpg = H / G, ol = hp->o_lora;
     if (!s->check && s->grp_ids) {
         const cu_mat *wa = &L->wo_a;
+        s->prof_what = "wo_a (groups)";
         CK(cuda_matvec_experts(wa->type, wa->d, G, ol, hpg * Dh, s->grp_ids, (int)G, w->o, 1,
                                s->qo, w->oa, err));
         return mv(s, il, "wo_b", &L->wo_b, w->oa, w->f, err);
@@ -236,6 +274,12 @@ static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
     return mv(s, il, "wo_b", &L->wo_b, w->oa, w->f, err);
 }
 
+/* SwiGLU can hand its rows to a product of `type` already quantized (cuda_swiglu_quant). */
+static bool swiglu_quant_ok(int type, int64_t F) {
+    int k = cuda_act_kind(type);
+    return (k == CUDA_ACT_Q8_K && F % 256 == 0) || (k == CUDA_ACT_Q8_0 && F % 32 == 0);
+}
+
 /* model/moe.c moe_forward for one token: router, the K selected experts in grouped launches,
  * clamped SwiGLU with the routing weight, shared expert, sum in ascending expert order. */
 static ds4_status moe(cuda_state *s, int64_t il, ds4_error *err) {
@@ -251,22 +295,58 @@ static ds4_status moe(cuda_state *s, int64_t il, ds4_error *err) {
     CK(cuda_moe_route(w->rl, L->tid2eid ? NULL : L->exp_bias, L->tid2eid, w->tok, 1, E, K,
                       hp->route_scale, hp->expert_weights_norm, w->sel, w->selw, err));
     const cu_experts *eg = &L->gate_exps, *eu = &L->up_exps, *ed = &L->down_exps;
-    CK(mv_experts(s, il, "gate_exps", eg, w->a, 0, w->g, err));
-    CK(mv_experts(s, il, "up_exps", eu, w->a, 0, w->u, err));
-    CK(cuda_swiglu(w->g, w->u, w->selw, K, F, hp->swiglu_clamp[il], w->g, err));
-    CK(mv_experts(s, il, "down_exps", ed, w->g, 1, w->yexp, err));
+    const void *q = NULL;
+    /* Issue #7 (fewer launches; off under the verification hook, which checks each product):
+     * gate and up of the K experts in one launch, SwiGLU fused with the quantizer of down's
+     * input, the same per-row kernels and rounding as the separate calls. */
+    if (!s->check) CK(act_of_a(s, eg->type, eg->cols, &q, err));
+    if (q && eu->type == eg->type && eu->rows == eg->rows && eu->cols == eg->cols &&
+        eu->n_expert == eg->n_expert) {
+        s->prof_what = "gate+up_exps";
+        CK(cuda_matvec_experts_pair_preq(eg->type, eg->d, eu->d, eg->n_expert, eg->rows, eg->cols,
+                                         w->sel, K, q, w->g, w->u, err));
+    } else {
+        CK(mv_experts(s, il, "gate_exps", eg, w->a, 0, w->g, err));
+        CK(mv_experts(s, il, "up_exps", eu, w->a, 0, w->u, err));
+    }
+    if (!s->check && swiglu_quant_ok(ed->type, F)) {
+        CK(cuda_swiglu_quant(cuda_act_kind(ed->type), w->g, w->u, w->selw, K, F,
+                             hp->swiglu_clamp[il], w->g, w->act, err));
+        s->prof_what = "down_exps";
+        CK(cuda_matvec_experts_preq_x(ed->type, ed->d, ed->n_expert, ed->rows, ed->cols, w->sel,
+                                      K, w->act, w->yexp, err));
+    } else {
+        CK(cuda_swiglu(w->g, w->u, w->selw, K, F, hp->swiglu_clamp[il], w->g, err));
+        CK(mv_experts(s, il, "down_exps", ed, w->g, 1, w->yexp, err));
+    }
     if (L->has_shared) {
         int64_t Fs = L->sh_gate.rows;
-        CK(mv_a(s, il, "sh_gate", &L->sh_gate, w->shg, err));
-        CK(mv_a(s, il, "sh_up", &L->sh_up, w->shu, err));
-        CK(cuda_swiglu(w->shg, w->shu, NULL, 1, Fs, hp->swiglu_clamp_shared[il], w->shg, err));
-        CK(mv(s, il, "sh_down", &L->sh_down, w->shg, w->shy, err));
+        const cu_mat *sg = &L->sh_gate, *su = &L->sh_up, *sd = &L->sh_down;
+        q = NULL;
+        if (!s->check) CK(act_of_a(s, sg->type, sg->cols, &q, err));
+        if (q && su->type == sg->type && su->rows == sg->rows && su->cols == sg->cols) {
+            s->prof_what = "sh_gate+up";
+            CK(cuda_matvec_pair_preq(sg->type, sg->d, su->d, sg->rows, sg->cols, q, w->shg, w->shu,
+                                     err));
+        } else {
+            CK(mv_a(s, il, "sh_gate", sg, w->shg, err));
+            CK(mv_a(s, il, "sh_up", su, w->shu, err));
+        }
+        if (!s->check && swiglu_quant_ok(sd->type, Fs)) {
+            CK(cuda_swiglu_quant(cuda_act_kind(sd->type), w->shg, w->shu, NULL, 1, Fs,
+                                 hp->swiglu_clamp_shared[il], w->shg, w->act, err));
+            s->prof_what = "sh_down";
+            CK(cuda_matvec_preq(sd->type, sd->d, sd->rows, sd->cols, w->act, w->shy, err));
+        } else {
+            CK(cuda_swiglu(w->shg, w->shu, NULL, 1, Fs, hp->swiglu_clamp_shared[il], w->shg, err));
+            CK(mv(s, il, "sh_down", sd, w->shg, w->shy, err));
+        }
     }
     return cuda_moe_combine(w->yexp, L->has_shared ? w->shy : NULL, 1, K, hp->n_embd, w->f, err);
 }
 
-/* model/forward.c fwd_output for the current token: hc_head, norm, head; logits to host. */
-static ds4_status output(cuda_state *s, float *logits, ds4_error *err) {
+/* model/forward.c fwd_output for the current token: hc_head, norm, head into ws.logits. */
+static ds4_status head(cuda_state *s, ds4_error *err) {
     const cuda_model *cm = s->cm;
     const model_hparams *hp = &cm->m->hp;
     int64_t il = hp->n_layer;
@@ -276,7 +356,67 @@ static ds4_status output(cuda_state *s, float *logits, ds4_error *err) {
     CK(cuda_hc_head(w->X, w->mix, cm->out_hc_scale, cm->out_hc_base, cm->out_norm, 1,
                     (int)hp->n_hc, hp->n_embd, hp->hc_eps, hp->norm_eps, w->y, err));
     CK(mv(s, il, "output", &cm->output, w->y, w->logits, err));
+    return DS4_OK;
+}
+
+/* The head of the current token with its logits downloaded to the host. */
+static ds4_status output(cuda_state *s, float *logits, ds4_error *err) {
+    const model_hparams *hp = &s->cm->m->hp;
+    cu_ws *w = &s->ws;
+    ds4_status st;
+    bool gate = prof_gated(s, NULL);
+    if (gate && (st = cuda_prof_gate_hold(s->prof, err))) return st;
+    st = head(s, err);
+    if (gate) cuda_prof_gate_release(s->prof);
+    if (st) return st;
     return cuda_download(logits, w->logits, (size_t)hp->n_vocab * sizeof(float), err);
+}
+
+/* The greedy next token of the current one (model_eval_opts.token_out): head (unless the
+ * logits were just computed) and argmax on the device, only the id downloaded. Without hooks
+ * or profiling the head + argmax are one CUDA graph, captured once (no position in it). */
+static ds4_status greedy(cuda_state *s, bool need_head, int32_t *out, ds4_error *err) {
+    const model_hparams *hp = &s->cm->m->hp;
+    cu_ws *w = &s->ws;
+    ds4_status st;
+    if (!s->d_greedy) CK(cuda_malloc((void **)&s->d_greedy, sizeof(int32_t), err));
+    if (need_head && !s->check && !s->no_graph && !s->prof) {
+        if (!s->graph_head) {
+            CK(cuda_graph_begin(err));
+            st = head(s, err);
+            if (!st) st = cuda_argmax(w->logits, 1, hp->n_vocab, s->d_greedy, err);
+            if (st) {
+                cuda_graph_abort();
+                return st;
+            }
+            if ((st = cuda_graph_end(&s->graph_head, err))) {
+                cuda_graph_free(s->graph_head);
+                s->graph_head = NULL;
+                return st;
+            }
+        }
+        CK(cuda_graph_launch(s->graph_head, err));
+    } else {
+        bool gate = prof_gated(s, NULL);
+        if (gate && (st = cuda_prof_gate_hold(s->prof, err))) return st;
+        st = need_head ? head(s, err) : DS4_OK;
+        if (!st) {
+            s->prof_what = "argmax";
+            st = cuda_argmax(w->logits, 1, hp->n_vocab, s->d_greedy, err);
+            if (!st && s->prof) prof_mark(s, __LINE__, "argmax");
+        }
+        if (gate) cuda_prof_gate_release(s->prof);
+        if (st) return st;
+    }
+    return cuda_download(out, s->d_greedy, sizeof(int32_t), err);
+}
+
+void cuda_forward_free(cuda_state *s) {
+    if (!s) return;
+    cuda_graph_free(s->graph_head);
+    s->graph_head = NULL;
+    cuda_free(s->d_greedy);
+    s->d_greedy = NULL;
 }
 
 /* Capture hooks (model.h) for one token: the layer rows and routing decisions, downloaded. */
@@ -329,14 +469,14 @@ static ds4_status capture_indexer(cuda_state *s, const model_capture *cap, int64
     return st;
 }
 
-/* The layers of one token at pos (§2): attention and MoE sub-layers with their HC steps. */
-static ds4_status eval_layers(cuda_model *cm, cuda_state *s, int64_t pos, const model_capture *cap,
-                              ds4_error *err) {
+/* Layer il of one token at pos (§2): attention and MoE sub-layers with their HC steps. */
+static ds4_status eval_layer(cuda_model *cm, cuda_state *s, int64_t il, int64_t pos,
+                             const model_capture *cap, ds4_error *err) {
     const model_hparams *hp = &cm->m->hp;
     cu_ws *w = &s->ws;
     int64_t D = hp->n_embd, hc = hp->n_hc;
     ds4_status st;
-    for (int64_t il = 0; il < hp->n_layer; il++) {
+    {
         const cu_layer *L = &cm->layers[il];
         CK(hc_pre(s, il, "hc_attn_fn", &L->hc_attn_fn, L->hc_attn_scale, L->hc_attn_base,
                   L->attn_norm, err));
@@ -352,6 +492,20 @@ static ds4_status eval_layers(cuda_model *cm, cuda_state *s, int64_t pos, const 
         CK(hc_post(s, err));
         CK(capture_rows(s, cap, il, pos, "ffn_out", w->f, D, err));
         CK(capture_rows(s, cap, il, pos, "h_out", w->X, hc * D, err));
+    }
+    return DS4_OK;
+}
+
+/* The layers of one token at pos. */
+static ds4_status eval_layers(cuda_model *cm, cuda_state *s, int64_t pos, const model_capture *cap,
+                              ds4_error *err) {
+    ds4_status st;
+    for (int64_t il = 0; il < cm->m->hp.n_layer; il++) {
+        bool gate = prof_gated(s, cap);
+        if (gate && (st = cuda_prof_gate_hold(s->prof, err))) return st;
+        st = eval_layer(cm, s, il, pos, cap, err);
+        if (gate) cuda_prof_gate_release(s->prof);
+        if (st) return st;
     }
     return DS4_OK;
 }
@@ -465,8 +619,8 @@ static ds4_status eval_token(cuda_model *cm, cuda_state *s, int32_t tok, const m
     return DS4_OK;
 }
 
-ds4_status cuda_model_eval(cuda_model *cm, cuda_state *s, const int32_t *tokens,
-                           int64_t n_tokens, const model_eval_opts *o, ds4_error *err) {
+static ds4_status eval_tokens(cuda_model *cm, cuda_state *s, const int32_t *tokens,
+                              int64_t n_tokens, const model_eval_opts *o, ds4_error *err) {
     if (!cm || !s || s->cm != cm)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_model_eval: state does not belong to this model");
     if (n_tokens <= 0) return DS4_OK;
@@ -506,6 +660,45 @@ ds4_status cuda_model_eval(cuda_model *cm, cuda_state *s, const int32_t *tokens,
             CK(output(s, o->logits, err));
     }
     return DS4_OK;
+}
+
+/* ds4_argmax on the host (model/sampling.c semantics): the first largest finite logit, -1 if
+ * none is finite. */
+static int32_t host_argmax(const float *l, int64_t n) {
+    int32_t best = -1;
+    for (int64_t i = 0; i < n; i++)
+        if (isfinite(l[i]) && (best < 0 || l[i] > l[best])) best = (int32_t)i;
+    return best;
+}
+
+/* model_eval_opts.token_out (issue #7, greedy decode without the logits): with logits_mode
+ * NONE the last token runs as a decode step followed by head + argmax on the device (greedy),
+ * so only its id crosses the bus; with logits asked for, the argmax of the host copy. */
+ds4_status cuda_model_eval(cuda_model *cm, cuda_state *s, const int32_t *tokens,
+                           int64_t n_tokens, const model_eval_opts *o, ds4_error *err) {
+    if (!o || !o->token_out || n_tokens <= 0 || !cm || !s || s->cm != cm || !tokens)
+        return eval_tokens(cm, s, tokens, n_tokens, o, err);
+    const model_hparams *hp = &cm->m->hp;
+    ds4_status st;
+    if (o->logits_mode != MODEL_LOGITS_NONE) {
+        if ((st = eval_tokens(cm, s, tokens, n_tokens, o, err))) return st;
+        int64_t last = o->logits_mode == MODEL_LOGITS_ALL ? n_tokens - 1 : 0;
+        *o->token_out = host_argmax(o->logits + last * hp->n_vocab, hp->n_vocab);
+        return DS4_OK;
+    }
+    /* checked before the state changes, as eval_tokens does for one call */
+    const kv_state *kv = &s->host->kv;
+    int32_t lt = tokens[n_tokens - 1];
+    if (n_tokens > kv->n_ctx - kv->pos || lt < 0 || lt >= hp->n_vocab)
+        return eval_tokens(cm, s, tokens, n_tokens, o, err); /* reports the error */
+    model_eval_opts o1 = *o;
+    o1.token_out = NULL;
+    if (n_tokens > 1) {
+        if ((st = eval_tokens(cm, s, tokens, n_tokens - 1, &o1, err))) return st;
+        if (o1.hc_out) o1.hc_out += (n_tokens - 1) * hp->n_hc * hp->n_embd;
+    }
+    if ((st = eval_tokens(cm, s, tokens + n_tokens - 1, 1, &o1, err))) return st;
+    return greedy(s, true, o->token_out, err);
 }
 
 ds4_status cuda_state_set_profile(cuda_state *s, bool on, ds4_error *err) {

@@ -7,6 +7,7 @@
  */
 #include "cuda_api.h"
 #include "ops.cuh"
+#include "quant.cuh"
 
 #define HC_MAX 16
 
@@ -70,9 +71,13 @@ __device__ static void hc_split_warp(const float *m, const float *scale, const f
 }
 
 /* The same split with comb in registers when hc² <= 32 (Flash: hc = 4): lane j·hc+k holds
- * comb[j][k]; every row/column sum is gathered by shuffles in the CPU's order. */
-__device__ static void hc_split_reg(const float *m, const float *scale, const float *base, int hc,
+ * comb[j][k]; every row/column sum is gathered by shuffles in the CPU's order. HCT = hc known
+ * at compile time (0: use hc_rt): the 2·iters sums then issue their shuffles together instead
+ * of one after the other (issue #7: the Sinkhorn chain is the serial part of hc_pre). */
+template <int HCT>
+__device__ static void hc_split_reg(const float *m, const float *scale, const float *base, int hc_rt,
                                     int iters, float eps, float *pre, float *post, float *comb) {
+    const int hc = HCT ? HCT : hc_rt;
     int lane = threadIdx.x & 31, n2 = hc * hc, j = lane / hc, k = lane % hc;
     if (lane < hc) {
         pre[lane] = __fadd_rn(cu_sigmoid_ref(__fadd_rn(__fmul_rn(m[lane], scale[0]), base[lane])), eps);
@@ -118,10 +123,13 @@ __device__ static void hc_sum_norm(const float *X, const float *pre, int hc, int
     }
 }
 
-/* One block per token: model/forward.c fwd_hc_pre after its matmul. */
+/* One block per token: model/forward.c fwd_hc_pre after its matmul; with q80 / q8k (nullable)
+ * the block also writes a's Q8_0 records / Q8_K blocks (issue #7: the products' input quantized
+ * here instead of in launches of its own; the same quantizers, quant.cuh). */
 __global__ void k_hc_pre(const float *X, const float *mix, const float *scale, const float *base,
                          const float *norm, int hc, int64_t d, int iters, float hc_eps,
-                         float norm_eps, float *pre, float *post, float *comb, float *a) {
+                         float norm_eps, float *pre, float *post, float *comb, float *a,
+                         uint8_t *q80, uint8_t *q8k) {
     __shared__ double shd[32];
     __shared__ float s_pre[HC_MAX], s_post[HC_MAX], s_m[(2 + HC_MAX) * HC_MAX];
     __shared__ float s_c[HC_MAX * HC_MAX];
@@ -131,7 +139,8 @@ __global__ void k_hc_pre(const float *X, const float *mix, const float *scale, c
     if (threadIdx.x < 32) {
         for (int64_t i = threadIdx.x; i < nmix; i += 32) s_m[i] = __fmul_rn(mix[t * nmix + i], rho);
         __syncwarp();
-        if (hc * hc <= 32) hc_split_reg(s_m, scale, base, hc, iters, hc_eps, s_pre, s_post, s_c);
+        if (hc == 4) hc_split_reg<4>(s_m, scale, base, hc, iters, hc_eps, s_pre, s_post, s_c);
+        else if (hc * hc <= 32) hc_split_reg<0>(s_m, scale, base, hc, iters, hc_eps, s_pre, s_post, s_c);
         else hc_split_warp(s_m, scale, base, hc, iters, hc_eps, s_pre, s_post, s_c);
         __syncwarp();
         for (int k = threadIdx.x; k < hc; k += 32) {
@@ -142,6 +151,19 @@ __global__ void k_hc_pre(const float *X, const float *mix, const float *scale, c
     }
     __syncthreads();
     hc_sum_norm(Xt, s_pre, hc, d, norm, norm_eps, a + t * d, shd);
+    if (!q80 && !q8k) return;
+    __syncthreads(); /* a is complete */
+    const float *at = a + t * d;
+    const int warp = threadIdx.x >> 5, nw = blockDim.x >> 5, lane = threadIdx.x & 31;
+    if (q80)
+        for (int64_t r = warp; r < d / 32; r += nw)
+            q8act_warp(at[r * 32 + lane], q80 + (t * (d / 32) + r) * CU_Q8_0ACT_BYTES);
+    if (q8k)
+        for (int64_t b = warp; b < d / 256; b += nw) {
+            float v[8];
+            for (int i = 0; i < 8; i++) v[i] = at[b * 256 + lane * 8 + i];
+            q8k_warp(v, q8k + (t * (d / 256) + b) * CU_Q8_K_BYTES);
+        }
 }
 
 /* Decode (a few tokens) puts one block on the whole row: more threads, shorter chains. */
@@ -163,7 +185,25 @@ extern "C" ds4_status cuda_hc_pre(const float *d_X, const float *d_mix, const fl
     ds4_status st = hc_check("cuda_hc_pre", n_tok, hc, d, err);
     if (st) return st;
     k_hc_pre<<<(unsigned)n_tok, hc_threads(n_tok), 0, cu_stream>>>(d_X, d_mix, d_scale, d_base, d_norm, hc, d, iters,
-                                       hc_eps, norm_eps, d_pre, d_post, d_comb, d_a);
+                                       hc_eps, norm_eps, d_pre, d_post, d_comb, d_a, NULL, NULL);
+    CU_LAUNCH_CHECK(err, "hc_pre launch");
+    return DS4_OK;
+}
+
+extern "C" ds4_status cuda_hc_pre_quant(const float *d_X, const float *d_mix, const float *d_scale,
+                                        const float *d_base, const float *d_norm, int64_t n_tok,
+                                        int hc, int64_t d, int iters, float hc_eps, float norm_eps,
+                                        float *d_pre, float *d_post, float *d_comb, float *d_a,
+                                        void *d_q80, void *d_q8k, ds4_error *err) {
+    if (n_tok <= 0) return DS4_OK;
+    ds4_status st = hc_check("cuda_hc_pre_quant", n_tok, hc, d, err);
+    if (st) return st;
+    if ((d_q80 && d % 32) || (d_q8k && d % 256))
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_hc_pre_quant: d = %lld is not a multiple of "
+                          "the quantizer's block", (long long)d);
+    k_hc_pre<<<(unsigned)n_tok, hc_threads(n_tok), 0, cu_stream>>>(d_X, d_mix, d_scale, d_base, d_norm, hc, d, iters,
+                                       hc_eps, norm_eps, d_pre, d_post, d_comb, d_a,
+                                       (uint8_t *)d_q80, (uint8_t *)d_q8k);
     CU_LAUNCH_CHECK(err, "hc_pre launch");
     return DS4_OK;
 }

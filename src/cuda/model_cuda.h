@@ -139,6 +139,11 @@ void cuda_state_set_graph(cuda_state *s, bool on);
 ds4_status cuda_state_set_profile(cuda_state *s, bool on, ds4_error *err);
 ds4_status cuda_state_profile_collect(cuda_state *s, void (*fn)(void *user, int line, float ms),
                                       void *user, ds4_error *err);
+/* The call site behind a tag that collect passed as `line` (tags index the state's table of
+ * sites): the call's source text or the product's name ("wq_a"), and its line in
+ * cuda/forward_cuda.c; NULL for an unknown tag. Without hooks each layer's ops run behind a
+ * gate (prof.cu), so the times are GPU time back to back, not launch gaps. */
+const char *cuda_state_profile_site(const cuda_state *s, int tag, int *line);
 
 /* model_eval on the GPU: same arguments, checks and results (logits within the tolerances of
  * tests/cuda/test_cuda_model.c). Tokens are evaluated one at a time; the host state's

@@ -89,6 +89,9 @@ typedef struct cu_kv_layer {
     cuda_comp_state comp, idx;
 } cu_kv_layer;
 
+/* Call sites a profile tells apart (forward_cuda.c has ~80). */
+#define CU_PROF_SITES 512
+
 /* Per-token workspace (decode: one token at a time). */
 typedef struct cu_ws {
     float *X, *X2, *a, *mix, *pre, *post, *comb, *qr, *q, *o, *kv, *cA, *cB, *iA, *iB, *iq,
@@ -124,7 +127,18 @@ struct cuda_state {
     struct cu_bws *bws;       /* forward_chunk.c: workspace of a prefill chunk, NULL until used */
     bool batch;               /* cuda_state_set_batch(s, true): prefill chunks batched (off by
                                * default: see forward_chunk.c on the indexer's selection) */
+    /* Profile call sites (forward_cuda.c prof_mark): tag i = (prof_line[i], prof_name[i]);
+     * prof_what names the product the next mark closes (set by the mv helpers). */
+    int prof_line[CU_PROF_SITES];
+    const char *prof_name[CU_PROF_SITES];
+    int n_prof_site;
+    const char *prof_what;
+    cuda_graph *graph_head;   /* forward_cuda.c: output head + argmax of the current token */
+    int32_t *d_greedy;        /* device: the argmax the head graph writes */
 };
+
+/* forward_cuda.c: frees what the forward allocated in the state (graph_head, d_greedy). */
+void cuda_forward_free(cuda_state *s);
 
 /* Uploads the host state when it changed since the last upload (model_cuda.c). */
 ds4_status cuda_state_sync_device(cuda_state *s, ds4_error *err);

@@ -10,8 +10,9 @@
 
 #define MOE_MAX_USED 32
 
-/* One warp per token (E <= 1024: lane l owns experts l, l+32, ...); p_e in dynamic shared
- * memory [E]. The selection rounds are warp reductions, no block barriers. */
+/* One block per token: its threads compute p_e into dynamic shared memory [E] (one expert per
+ * thread: the sqrt-softplus in double is a long dependent chain, issue #7), then warp 0 selects
+ * (lane l owns experts l, l+32, ...; E <= 1024) by warp reductions, no block barriers. */
 __global__ void k_moe_route(const float *logits, const float *bias, const int32_t *tid2eid,
                             const int32_t *tokens, int E, int K, float route_scale, int norm,
                             int32_t *sel_out, float *w_out) {
@@ -19,8 +20,9 @@ __global__ void k_moe_route(const float *logits, const float *bias, const int32_
     __shared__ int32_t sel[MOE_MAX_USED];
     int64_t t = blockIdx.x;
     int lane = threadIdx.x;
-    for (int e = lane; e < E; e += 32) p[e] = __fsqrt_rn(cu_softplus_ref(logits[t * E + e]));
-    __syncwarp();
+    for (int e = threadIdx.x; e < E; e += blockDim.x) p[e] = __fsqrt_rn(cu_softplus_ref(logits[t * E + e]));
+    __syncthreads();
+    if (threadIdx.x >= 32) return;
     if (tid2eid) {
         if (lane < K) sel[lane] = tid2eid[(int64_t)tokens[t] * K + lane];
     } else {
@@ -75,7 +77,7 @@ extern "C" ds4_status cuda_moe_route(const float *d_logits, const float *d_bias,
                           "cuda_moe_route: neither a selection bias nor a tid2eid table");
     if (d_tid2eid && !d_tokens)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_moe_route: hash routing without tokens");
-    k_moe_route<<<(unsigned)n_tok, 32, (size_t)n_expert * sizeof(float), cu_stream>>>(
+    k_moe_route<<<(unsigned)n_tok, 32 * ((n_expert + 31) / 32), (size_t)n_expert * sizeof(float), cu_stream>>>(
         d_logits, d_bias, d_tid2eid, d_tokens, n_expert, n_used, route_scale, norm_weights,
         d_sel, d_w);
     CU_LAUNCH_CHECK(err, "moe_route launch");

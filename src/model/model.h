@@ -122,6 +122,10 @@ typedef struct model_eval_opts {
     float *hc_out;               /* optional [n_tokens][hc*D]: final HC state before hc_head
                                     (the MTP block's input, MODEL_MATH §11) */
     const model_capture *capture;/* optional */
+    int32_t *token_out;          /* optional (issue #7): the greedy next token, ds4_argmax of
+                                    the last token's logits; with logits_mode NONE the CUDA
+                                    backend runs head + argmax on the device and downloads only
+                                    this id (the CPU backend does not fill it yet) */
 } model_eval_opts;
 
 /* Evaluates tokens[0..n_tokens) at positions pos..pos+n_tokens-1 and advances the state.

@@ -718,8 +718,51 @@ static void graph_case(fixture *f, const int32_t *toks, const float *lg, double 
     free(lo);
 }
 
+/* Greedy decode without the logits (model_eval_opts.token_out, issue #7): head + argmax on the
+ * device, only the id downloaded, as the graph (graph on) and op by op (off). The same kernels
+ * give the free-running run's logits bit for bit, so every id must equal their host argmax. */
+static void greedy_case(fixture *f, const int32_t *toks, const float *lg) {
+    int64_t V = model_get_hparams(f->m)->n_vocab;
+    for (int graph = 1; graph >= 0; graph--) {
+        const char *name = graph ? "synthetic flash q2: token_out (head + argmax on the device, graph) "
+                                   "equals the host argmax of the logits"
+                                 : "synthetic flash q2: token_out op by op equals the host argmax";
+        ds4_error err = {0};
+        gpu_state g = {0};
+        if (gpu_state_create(&g, f, SYN_T + SYN_N, &err)) {
+            result(0, name, "state: %s", err.msg);
+            continue;
+        }
+        cuda_state_set_batch(g.dev, false);
+        cuda_state_set_graph(g.dev, graph);
+        int bad = 0, rc = 0;
+        int64_t first_bad = -1;
+        for (int64_t i = -1; !rc && i < SYN_N; i++) { /* i = -1: the prompt's last token */
+            int32_t tok = -2;
+            model_eval_opts o = {MODEL_LOGITS_NONE, NULL, NULL, NULL, &tok};
+            rc = i < 0 ? cuda_model_eval(f->cm, g.dev, toks, SYN_T, &o, &err) != DS4_OK
+                       : cuda_model_eval(f->cm, g.dev, &toks[SYN_T + i], 1, &o, &err) != DS4_OK;
+            const float *row = lg + (SYN_T + i) * V;
+            int32_t want = -1;
+            for (int64_t k = 0; k < V; k++)
+                if (isfinite(row[k]) && (want < 0 || row[k] > row[want])) want = (int32_t)k;
+            if (!rc && tok != want) {
+                bad++;
+                if (first_bad < 0) first_bad = SYN_T + i;
+            }
+        }
+        if (rc)
+            result(0, name, "eval: %s", err.msg);
+        else
+            result(bad == 0, name, "%d positions, %d differ (first at position %lld)", SYN_N + 1, bad,
+                   (long long)first_bad);
+        gpu_state_free(&g);
+    }
+}
+
 /* Per-op breakdown of a decode step (issue #7): 8 steps op by op with CUDA events after every
- * op, summed per call site (line of src/cuda/forward_cuda.c); printed, never asserted. */
+ * op (each layer queued behind a gate: GPU time), summed per call site (tag of
+ * cuda_state_profile_site: line of src/cuda/forward_cuda.c and name); printed, never asserted. */
 #define PROF_STEPS 8
 #define PROF_LINES 4096
 typedef struct prof_acc {
@@ -761,7 +804,10 @@ static void prof_case(fixture *f, const int32_t *toks) {
         for (int i = 0; i < PROF_LINES; i++)
             if (a->n[i] && (best < 0 || a->ms[i] > a->ms[best])) best = i;
         if (best < 0) break;
-        printf("info:   line %4d: %.4f ms  %5.1f%%  x%.1f\n", best, a->ms[best] / PROF_STEPS,
+        int line = 0;
+        const char *site = cuda_state_profile_site(g.dev, best, &line);
+        printf("info:   line %4d %.40s: %.4f ms  %5.1f%%  x%.1f\n", line, site ? site : "?",
+               a->ms[best] / PROF_STEPS,
                total > 0 ? 100.0 * a->ms[best] / total : 0.0, (double)a->n[best] / PROF_STEPS);
         a->n[best] = 0;
     }
@@ -1001,6 +1047,7 @@ static void synth_case(const char *path) {
     }
     double t_dec = now_s() - t1;
     graph_case(&f, toks, lg, t_dec);
+    greedy_case(&f, toks, lg);
     prof_case(&f, toks);
     prof_chunk_case(&f, toks);
     /* Noise floor: the CPU again with every element of layer 0's attn_norm one ULP up or down

@@ -216,6 +216,123 @@ static int test_experts(int type, int64_t rows, int64_t cols, int per_expert_x) 
 
 /* One token's routed experts at Flash shape: 6 gate + 6 up (IQ2_XXS 2048x4096, shared x) and
  * 6 down (Q2_K 4096x2048, per-expert x), as grouped launches out of 256 experts. */
+/* Issue #7 fusions must not change a bit: the gate+up pair launch against two preq launches,
+ * cuda_swiglu_quant against cuda_swiglu + cuda_quantize_act, and the per-expert quantized
+ * down product against cuda_matvec_experts with per-expert inputs. */
+static int test_fused(int type, int down_type, int64_t F, int64_t D) {
+    ds4_error err;
+    const int n_exp = 8, n_sel = 6;
+    const int32_t ids[6] = {2, 6, 0, 6, 7, 4};
+    uint64_t rb, rbd;
+    q_row_bytes(type, (uint64_t)D, &rb, &err);
+    q_row_bytes(down_type, (uint64_t)F, &rbd, &err);
+    size_t wb = (size_t)rb * F * n_exp, wbd = (size_t)rbd * D * n_exp;
+    uint8_t *w = malloc(2 * wb), *wd = malloc(wbd);
+    fill_blocks(type, w, 2 * wb);
+    fill_blocks(down_type, wd, wbd);
+    float *x = malloc(sizeof(float) * D), *rw = malloc(sizeof(float) * n_sel);
+    for (int64_t i = 0; i < D; i++) x[i] = rng_normal();
+    for (int j = 0; j < n_sel; j++) rw[j] = rng_unit();
+    int k_in = cuda_act_kind(type), k_dn = cuda_act_kind(down_type);
+    size_t sa = cuda_matvec_scratch_bytes(type, D), sd = cuda_matvec_scratch_bytes(down_type, F);
+    size_t ny = (size_t)n_sel * F, nd = (size_t)n_sel * D;
+    float *h1 = malloc(4 * ny), *h2 = malloc(4 * ny), *y1 = malloc(4 * nd), *y2 = malloc(4 * nd);
+    float *g1 = malloc(4 * ny), *g2 = malloc(4 * ny);
+    uint8_t *q1 = malloc(sd * n_sel), *q2 = malloc(sd * n_sel);
+    void *dw, *dwd, *dx, *da, *dids, *drw, *dg, *du, *dg2, *du2, *dh, *dq, *dq2, *dy, *dy2;
+    int bad = cuda_malloc(&dw, 2 * wb, &err) || cuda_malloc(&dwd, wbd, &err) || cuda_malloc(&dx, 4 * D, &err) ||
+              cuda_malloc(&da, sa, &err) || cuda_malloc(&dids, sizeof ids, &err) ||
+              cuda_malloc(&drw, 4 * n_sel, &err) || cuda_malloc(&dg, 4 * ny, &err) ||
+              cuda_malloc(&du, 4 * ny, &err) || cuda_malloc(&dg2, 4 * ny, &err) || cuda_malloc(&du2, 4 * ny, &err) ||
+              cuda_malloc(&dh, 4 * ny, &err) || cuda_malloc(&dq, sd * n_sel, &err) ||
+              cuda_malloc(&dq2, sd * n_sel, &err) || cuda_malloc(&dy, 4 * nd, &err) || cuda_malloc(&dy2, 4 * nd, &err) ||
+              cuda_upload(dw, w, 2 * wb, &err) || cuda_upload(dwd, wd, wbd, &err) || cuda_upload(dx, x, 4 * D, &err) ||
+              cuda_upload(dids, ids, sizeof ids, &err) || cuda_upload(drw, rw, 4 * n_sel, &err) ||
+              cuda_quantize_act(k_in, dx, da, D, &err) ||
+              /* reference: separate launches */
+              cuda_matvec_experts_preq(type, dw, n_exp, F, D, dids, n_sel, da, dg, &err) ||
+              cuda_matvec_experts_preq(type, (uint8_t *)dw + wb, n_exp, F, D, dids, n_sel, da, du, &err) ||
+              cuda_download(g1, dg, 4 * ny, &err) ||
+              cuda_swiglu(dg, du, drw, n_sel, F, 7.0f, dh, &err) || cuda_download(h1, dh, 4 * ny, &err);
+    for (int j = 0; !bad && j < n_sel; j++)
+        bad = cuda_quantize_act(k_dn, (float *)dh + j * F, (uint8_t *)dq + j * sd, F, &err);
+    bad = bad || cuda_download(q1, dq, sd * n_sel, &err) ||
+          cuda_matvec_experts(down_type, dwd, n_exp, D, F, dids, n_sel, dh, 1, dq2, dy, &err) ||
+          cuda_download(y1, dy, 4 * nd, &err) ||
+          /* fused */
+          cuda_matvec_experts_pair_preq(type, dw, (uint8_t *)dw + wb, n_exp, F, D, dids, n_sel, da, dg2, du2,
+                                        &err) ||
+          cuda_download(g2, dg2, 4 * ny, &err) ||
+          cuda_swiglu_quant(k_dn, dg2, du2, drw, n_sel, F, 7.0f, dg2, dq2, &err) ||
+          cuda_download(h2, dg2, 4 * ny, &err) || cuda_download(q2, dq2, sd * n_sel, &err) ||
+          cuda_matvec_experts_preq_x(down_type, dwd, n_exp, D, F, dids, n_sel, dq2, dy2, &err) ||
+          cuda_download(y2, dy2, 4 * nd, &err);
+    if (bad) {
+        printf("cuda fused %s/%s: %s\n", q_type_name(type), q_type_name(down_type), err.msg);
+        return 1;
+    }
+    char name[128];
+    snprintf(name, sizeof name, "fused gate+up pair, swiglu+quantize, down (%s %lldx%lld, %s): bit-identical",
+             q_type_name(type), (long long)F, (long long)D, q_type_name(down_type));
+    int ok = !memcmp(g1, g2, 4 * ny) && !memcmp(h1, h2, 4 * ny) && !memcmp(q1, q2, sd * n_sel) &&
+             !memcmp(y1, y2, 4 * nd);
+    check(ok, "gate %g, h/q/down %g differ", name, (double)!memcmp(g1, g2, 4 * ny),
+          (double)(!memcmp(h1, h2, 4 * ny) + 2 * !memcmp(q1, q2, sd * n_sel) + 4 * !memcmp(y1, y2, 4 * nd)));
+    if (ok) printf("ok   %s\n", name);
+    void *dv[] = {dw, dwd, dx, da, dids, drw, dg, du, dg2, du2, dh, dq, dq2, dy, dy2};
+    for (size_t i = 0; i < sizeof dv / sizeof dv[0]; i++) cuda_free(dv[i]);
+    free(w); free(wd); free(x); free(rw); free(h1); free(h2); free(y1); free(y2); free(g1); free(g2);
+    free(q1); free(q2);
+    return 0;
+}
+
+/* cuda_hc_pre_quant = cuda_hc_pre followed by cuda_quantize_act of a (Q8_0 and Q8_K), bit
+ * for bit (issue #7: the quantizers moved into hc_pre's epilogue). Flash widths: hc 4, d 4096. */
+static int test_hc_pre_quant(void) {
+    ds4_error err;
+    const int hc = 4, iters = 20;
+    const int64_t d = 4096, nm = (2 + hc) * hc;
+    size_t s80 = cuda_matvec_scratch_bytes(Q_TYPE_Q8_0, d), s8k = cuda_matvec_scratch_bytes(Q_TYPE_Q2_K, d);
+    float *X = malloc(sizeof(float) * hc * d), *norm = malloc(sizeof(float) * d), mix[24], scale[3], base[24];
+    for (int64_t i = 0; i < hc * d; i++) X[i] = rng_normal();
+    for (int64_t i = 0; i < d; i++) norm[i] = 1.0f + 0.1f * rng_normal();
+    for (int i = 0; i < nm; i++) mix[i] = rng_normal(), base[i] = 0.1f * rng_normal();
+    for (int i = 0; i < 3; i++) scale[i] = 0.5f + rng_unit();
+    uint8_t *h1 = malloc(s80 + s8k), *h2 = malloc(s80 + s8k);
+    float *a1 = malloc(sizeof(float) * d), *a2 = malloc(sizeof(float) * d), o1[48], o2[48];
+    void *dX, *dn, *dm, *ds, *db, *dp, *da, *dq1, *dq2;
+    int bad = cuda_malloc(&dX, sizeof(float) * hc * d, &err) || cuda_malloc(&dn, sizeof(float) * d, &err) ||
+              cuda_malloc(&dm, sizeof mix, &err) || cuda_malloc(&ds, sizeof scale, &err) ||
+              cuda_malloc(&db, sizeof base, &err) || cuda_malloc(&dp, sizeof o1, &err) ||
+              cuda_malloc(&da, sizeof(float) * d, &err) || cuda_malloc(&dq1, s80 + s8k, &err) ||
+              cuda_malloc(&dq2, s80 + s8k, &err) || cuda_upload(dX, X, sizeof(float) * hc * d, &err) ||
+              cuda_upload(dn, norm, sizeof(float) * d, &err) || cuda_upload(dm, mix, sizeof mix, &err) ||
+              cuda_upload(ds, scale, sizeof scale, &err) || cuda_upload(db, base, sizeof base, &err);
+    float *P = dp;
+    bad = bad || cuda_hc_pre(dX, dm, ds, db, dn, 1, hc, d, iters, 1e-6f, 1e-6f, P, P + hc, P + 2 * hc, da, &err) ||
+          cuda_quantize_act(CUDA_ACT_Q8_0, da, dq1, d, &err) ||
+          cuda_quantize_act(CUDA_ACT_Q8_K, da, (uint8_t *)dq1 + s80, d, &err) ||
+          cuda_download(a1, da, sizeof(float) * d, &err) || cuda_download(o1, dp, sizeof o1, &err) ||
+          cuda_download(h1, dq1, s80 + s8k, &err) ||
+          cuda_hc_pre_quant(dX, dm, ds, db, dn, 1, hc, d, iters, 1e-6f, 1e-6f, P, P + hc, P + 2 * hc, da, dq2,
+                            (uint8_t *)dq2 + s80, &err) ||
+          cuda_download(a2, da, sizeof(float) * d, &err) || cuda_download(o2, dp, sizeof o2, &err) ||
+          cuda_download(h2, dq2, s80 + s8k, &err);
+    if (bad) {
+        printf("cuda hc_pre_quant: %s\n", err.msg);
+        return 1;
+    }
+    const char *name = "hc_pre_quant (hc 4 x 4096, Sinkhorn 20) = hc_pre + quantize Q8_0 and Q8_K: bit-identical";
+    int ok_a = !memcmp(a1, a2, sizeof(float) * d) && !memcmp(o1, o2, sizeof(float) * (2 * hc + hc * hc));
+    int ok_q = !memcmp(h1, h2, s80 + s8k);
+    check(ok_a && ok_q, "a/pre/post/comb equal %g, quantized equal %g", name, ok_a, ok_q);
+    if (ok_a && ok_q) printf("ok   %s\n", name);
+    void *dv[] = {dX, dn, dm, ds, db, dp, da, dq1, dq2};
+    for (size_t i = 0; i < sizeof dv / sizeof dv[0]; i++) cuda_free(dv[i]);
+    free(X); free(norm); free(h1); free(h2); free(a1); free(a2);
+    return 0;
+}
+
 static void bench_experts(void) {
     ds4_error err;
     const int n_exp = 256, n_sel = 6;
@@ -319,6 +436,10 @@ int main(int argc, char **argv) {
         {Q_TYPE_Q2_K, 33, 768},      {Q_TYPE_Q4_K, 131, 4096},   {Q_TYPE_Q4_K, 5, 256},
         {Q_TYPE_Q8_0, 300, 4096},    {Q_TYPE_Q8_0, 7, 96},       {Q_TYPE_F16, 77, 1000},
         {Q_TYPE_BF16, 65, 512},      {Q_TYPE_F32, 9, 333},
+        /* few rows, long rows: 4 or 16 warps per row (issue #7), 16-byte float units */
+        {Q_TYPE_F32, 24, 16384},     {Q_TYPE_F32, 4, 16384},     {Q_TYPE_F16, 64, 4096},
+        {Q_TYPE_F16, 256, 4096},     {Q_TYPE_BF16, 3, 8192},     {Q_TYPE_Q8_0, 1024, 4096},
+        {Q_TYPE_IQ2_XXS, 5, 16384},  {Q_TYPE_Q2_K, 3, 16384},    {Q_TYPE_Q4_K, 600, 4096},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         if (test_matvec(&cases[i])) return 1;
@@ -327,6 +448,14 @@ int main(int argc, char **argv) {
         if (test_experts(ex_types[i], 96, 512, 0)) return 1;
         if (test_experts(ex_types[i], 64, 256, 1)) return 1;
     }
+    if (test_hc_pre_quant()) return 1;
+    /* Flash's routed experts (IQ2_XXS gate/up, Q2_K down) and the shared expert's Q8_0 */
+    if (test_fused(Q_TYPE_IQ2_XXS, Q_TYPE_Q2_K, 512, 1024) || test_fused(Q_TYPE_Q8_0, Q_TYPE_Q8_0, 256, 512))
+        return 1;
+    /* few rows per expert: several warps per row, partial sums across warps */
+    if (test_experts(Q_TYPE_F32, 16, 4096, 1) || test_experts(Q_TYPE_IQ2_XXS, 8, 16384, 0) ||
+        test_experts(Q_TYPE_Q8_0, 40, 4096, 1))
+        return 1;
     if (do_bench) {
         bench_experts();
         /* Flash decode shapes (GGUF_LAYOUT §3.3): routed gate/up 2048x4096 IQ2_XXS, down
@@ -339,6 +468,12 @@ int main(int argc, char **argv) {
         bench_matvec(Q_TYPE_Q4_K, 2048 * 64, 4096);
         bench_matvec(Q_TYPE_Q8_0, 4096 * 16, 4096);
         bench_matvec(Q_TYPE_F16, 4096 * 8, 4096);
+        /* Flash's few-row products: HC mix (24 x 4·4096 F32), indexer weights (64 x 4096 F16),
+         * router (256 x 4096 F16), wq_a (1024 x 4096 Q8_0) */
+        bench_matvec(Q_TYPE_F32, 24, 16384);
+        bench_matvec(Q_TYPE_F16, 64, 4096);
+        bench_matvec(Q_TYPE_F16, 256, 4096);
+        bench_matvec(Q_TYPE_Q8_0, 1024, 4096);
     }
     /* The layer op table (test_cuda_layer*.c): norm .. indexer against the CPU reference. */
     test_cuda_layer_ops(do_bench, &n_pass, &n_fail);

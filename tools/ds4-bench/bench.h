@@ -35,6 +35,7 @@ typedef struct bench_opts {
     /* --gpu-layers-experts N (backend cuda, issue #7): layers whose routed experts stay in
      * device memory, the first layers' in pinned host memory; -1 (default) = as many as fit. */
     int gpu_layers_experts;
+    uint32_t profile_steps;     /* --profile N: per-op breakdown of N decode steps (CUDA) */
 } bench_opts;
 
 typedef struct bench_row {
@@ -67,6 +68,15 @@ int32_t *bench_random_tokens(uint64_t seed, uint32_t n, uint32_t n_vocab);
 /* The whole run for --synthetic (synth.c): builds the model, measures like main.c, writes the
  * same CSV. Returns the exit status. */
 int bench_synthetic(const bench_opts *o);
+
+/* --profile (profile.c, CUDA builds): from the state at the current position, times
+ * o->profile_steps graph decode steps, then the same count op by op with CUDA events after
+ * every op (each layer queued behind a gate so the GPU runs it back to back), and prints the
+ * per-call-site breakdown to stderr. Advances the state by 4·profile_steps tokens from toks.
+ * The model and state are cuda_model / cuda_state (void: this header does not include the CUDA
+ * ones). Returns 0 or 1. */
+int bench_profile_cuda(void *cuda_model, void *cuda_state, const int32_t *toks, uint32_t n_steps,
+                       uint32_t n_vocab, double weight_bytes_per_token);
 
 /* Memory-bandwidth bound for decode (membw.c). */
 /* Weight bytes one decoded token reads: every tensor once, routed experts n_used / n_expert of

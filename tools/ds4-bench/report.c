@@ -18,7 +18,8 @@ static void usage(FILE *f) {
             "                 [--out CSV] [--svg FILE] [--title T] [--seed S] [--no-membw]\n"
             "                 [--exact-activations] [--backend cpu|cuda]\n"
             "       ds4-bench --synthetic flash|tiny|CONFIG.json [--layers N] [--experts N]\n"
-            "                 [--preset q2|q4|q8_0|f16|...] [--backend cpu|cuda] [options above]\n"
+            "                 [--preset q2|q4|q8_0|f16|...] [--backend cpu|cuda] [--profile N]\n"
+            "                 [options above]\n"
             "       --backend: default cuda when built with CUDA and a GPU is present, else cpu;\n"
             "       --gpu-layers-experts N (cuda): layers whose routed experts stay on the GPU, the\n"
             "                 first layers' in pinned host memory (default: as many as fit)\n"
@@ -29,7 +30,11 @@ static void usage(FILE *f) {
             "--out is given; progress goes to stderr, with the decode bound (weight bytes\n"
             "read per token / measured read bandwidth) unless --no-membw.\n"
             "--synthetic builds random weights of that shape in memory (no file; quantized\n"
-            "blocks made on the GPU with --backend cuda) and checks the logits stay finite.\n");
+            "blocks made on the GPU with --backend cuda) and checks the logits stay finite.\n"
+            "--profile N (with --synthetic, --backend cuda): after the last frontier, the time of\n"
+            "N decode steps as one CUDA graph, then N steps op by op with CUDA events, each\n"
+            "layer's ops held at a device-side gate until all are queued (GPU time back to\n"
+            "back, not launch gaps); prints ms per call site, share of the step, calls per step.\n");
 }
 
 static int num_u32(const char *flag, const char *v, uint32_t lo, uint32_t *out) {
@@ -94,6 +99,7 @@ int bench_parse_args(bench_opts *o, int argc, char **argv) {
             }
             o->gpu_layers_experts = (int)n;
         }
+        else if (!strcmp(a, "--profile")) bad = num_u32(a, v, 2, &o->profile_steps);
         else if (!strcmp(a, "--system") || !strcmp(a, "-sys")) o->system = v;
         else if (!strcmp(a, "--out") || !strcmp(a, "--csv")) o->csv_path = v;
         else if (!strcmp(a, "--svg")) o->svg_path = v;
@@ -163,7 +169,12 @@ int bench_parse_args(bench_opts *o, int argc, char **argv) {
         fprintf(stderr, "ds4-bench: --gpu-layers-experts needs --backend cuda\n");
         return 2;
     }
-    uint64_t need = (uint64_t)o->ctx_max + o->gen_tokens;
+    if (o->profile_steps && !(o->synthetic && o->backend && !strcmp(o->backend, "cuda"))) {
+        fprintf(stderr, "ds4-bench: --profile needs --synthetic and --backend cuda\n");
+        return 2;
+    }
+    /* --profile decodes 4 x N tokens after the last frontier (3 graph timings, op by op) */
+    uint64_t need = (uint64_t)o->ctx_max + o->gen_tokens + 4ull * o->profile_steps;
     if (o->ctx_alloc == 0) o->ctx_alloc = need > UINT32_MAX ? UINT32_MAX : (uint32_t)need;
     if (o->ctx_alloc < need) {
         fprintf(stderr, "ds4-bench: --ctx-alloc %u must be at least ctx-max + gen-tokens = %llu\n", o->ctx_alloc,

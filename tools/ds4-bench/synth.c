@@ -410,6 +410,25 @@ static ds4_status eng_eval(synth_eng *e, const int32_t *tok, int64_t n, float *l
     return model_eval(e->sm.m, e->st, tok, n, &eo, err);
 }
 
+/* One decode step and its greedy next token. On the GPU only the token id is downloaded
+ * (model_eval_opts.token_out: head and argmax on the device, issue #7); on the CPU the
+ * argmax of the logits (first largest). */
+static ds4_status eng_greedy(synth_eng *e, int32_t tok, float *logits, uint32_t n_vocab, int32_t *next,
+                             ds4_error *err) {
+#ifdef DS4_CUDA
+    if (e->cuda) {
+        model_eval_opts eo = {.logits_mode = MODEL_LOGITS_NONE, .token_out = next};
+        return cuda_model_eval(e->cm, e->cs, &tok, 1, &eo, err);
+    }
+#endif
+    ds4_status st = eng_eval(e, &tok, 1, logits, err);
+    if (st) return st;
+    *next = 0;
+    for (uint32_t i = 1; i < n_vocab; i++)
+        if (logits[i] > logits[*next]) *next = (int32_t)i;
+    return DS4_OK;
+}
+
 static ds4_status eng_save(synth_eng *e, uint8_t **buf, size_t *n, ds4_error *err) {
 #ifdef DS4_CUDA
     ds4_status st;
@@ -594,15 +613,13 @@ int bench_synthetic(const bench_opts *o) {
         distinct = 0;
         a = now_s();
         for (uint32_t g = 0; g < o->gen_tokens; g++) {
-            if (eng_eval(&e, &next, 1, logits, &err)) {
+            int32_t tok = next;
+            if (eng_greedy(&e, tok, logits, n_vocab, &next, &err)) {
                 free(snap);
                 goto out_err;
             }
-            distinct += next != last;
-            last = next;
-            next = 0;
-            for (uint32_t i = 1; i < n_vocab; i++)
-                if (logits[i] > logits[next]) next = (int32_t)i;
+            distinct += tok != last;
+            last = tok;
         }
         dt = now_s() - a;
         r->gen_tps = dt > 0 && o->gen_tokens ? o->gen_tokens / dt : 0;
@@ -616,6 +633,14 @@ int bench_synthetic(const bench_opts *o) {
         prev = front[fi];
     }
     if (o->svg_path && bench_write_svg(o->svg_path, o->title ? o->title : o->synthetic, rows, n_front)) goto out;
+#ifdef DS4_CUDA
+    if (o->profile_steps && e.cuda) { /* profile.c: decode steps after the last frontier */
+        int32_t *pt = bench_random_tokens(o->seed + 1, 4 * o->profile_steps, n_vocab);
+        int bad = !pt || bench_profile_cuda(e.cm, e.cs, pt, o->profile_steps, n_vocab, (double)wpt);
+        free(pt);
+        if (bad) goto out;
+    }
+#endif
     rc = 0;
     goto out;
 out_err:
