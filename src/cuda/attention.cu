@@ -11,7 +11,8 @@
  *
  * Numerics vs model/attention.c attn_items: the scores tau·(q·k) are bit-identical (the dot
  * follows cpu_dot_f32's order); the softmax uses per-split maxima and the splits' sums are
- * merged, so the outputs agree to a few f32 ULP, not bit for bit.
+ * merged, so the outputs agree to a few f32 ULP, not bit for bit. Two or more query tokens (a
+ * prefill chunk) take k_attn_chunk instead: the CPU's order step for step, bit-identical.
  *
  * Must not: project, normalise or round q/kv (other ops do), or write the window ring (the
  * caller appends the chunk's rows after attention, MODEL_MATH §7.1).
@@ -186,58 +187,52 @@ __global__ void __launch_bounds__(256) k_attn_merge(attn_args a) {
     for (int64_t d = threadIdx.x; d < Dh; d += blockDim.x) o[d] = so[d];
 }
 
-/* ---- Prefill chunks: one block per (token, ATT_HB heads), every split in turn ---------------
- * At thousands of query tokens the split/merge pair above is bound by its partials (n_tok · H ·
- * splits · Dh floats, written then read back) and by reloading q per split. This kernel keeps
- * the token's q in shared memory and replays the same arithmetic: phase 1 the scores of every
- * key (the split kernel's lane groups and shuffles), phase 2 each split's max, exp and sum (its
- * warp reductions), phase 3 the merge's maximum, weights and denominator (its block reductions
- * over 256 threads, split s on thread s mod 256), phase 4 each split's Σ e·k in key order added
- * into the output with the split's weight, split by split as the merge does. So the output is
- * bit-identical to cuda_attn's split path (tests/cuda/test_cuda_chunk.c). */
+/* ---- Prefill chunks: one block per (token, ATT_HB heads), the CPU's order ------------------
+ * For two or more query tokens (a prefill chunk; not the graph's dpos calls) one block takes a
+ * token and ATT_HB heads with q in shared memory and follows model/attention.c attn_items
+ * step for step, so the output is bit-identical to the CPU (tests/cuda/test_cuda_chunk.c):
+ * scores tau·(q·k) in cpu_dot_f32's order (the split kernel's lane groups and shuffles), the
+ * maximum over the keys (sink excluded), den = exp(sink - max) then + e_i key by key, acc[d]
+ * = Σ e_i·k_i[d] key by key from 0, out = acc·(1/den), inverse RoPE. No partials buffer: the
+ * split/merge pair above (per-split maxima, so a few ULP off the CPU) keeps the single-token
+ * decode step, whose one token needs the splits' parallelism. */
 #define ATTC_SMEM_MAX (200 * 1024)
 
 static size_t attc_smem(int64_t Dh, int64_t keys) {
-    int64_t S = (keys + ATT_KS - 1) / ATT_KS, nk = S * ATT_KS;
-    return (size_t)(ATT_HB * Dh + ATT_HB * nk + 3 * ATT_HB * S) * sizeof(float) +
-           (size_t)nk * sizeof(const float *);
+    int64_t nk = (keys + ATT_KS - 1) / ATT_KS * ATT_KS;
+    return (size_t)(ATT_HB * Dh + ATT_HB * nk) * sizeof(float) + (size_t)nk * sizeof(const float *);
 }
 
-/* The fused path serves chunks (not the graph's dpos calls, not single tokens: a decode step
- * needs the splits' parallelism) whose attended rows fit shared memory. */
 static int attc_use(int64_t n_tok, int64_t Dh, int64_t keys, int dpos) {
-    return !dpos && n_tok >= 16 && Dh <= 256 * 16 && attc_smem(Dh, keys) <= ATTC_SMEM_MAX;
+    return !dpos && n_tok >= 2 && Dh <= 256 * 16 && attc_smem(Dh, keys) <= ATTC_SMEM_MAX;
 }
 
 template <int ND>
 __global__ void __launch_bounds__(256) k_attn_chunk(attn_args a, int64_t nk_cap) {
     extern __shared__ float sm_[];
     __shared__ float red[32];
-    __shared__ float s_inv[ATT_HB];
-    const int64_t Dh = a.Dh, S_cap = nk_cap / ATT_KS;
-    float *sq = sm_;                           /* [ATT_HB][Dh]; the output after phase 4 */
+    __shared__ float s_mx[ATT_HB], s_inv[ATT_HB];
+    const int64_t Dh = a.Dh;
+    float *sq = sm_;                           /* [ATT_HB][Dh]; the output after the sums */
     float *sc = sq + ATT_HB * Dh;              /* [ATT_HB][nk_cap]: scores, then exp */
-    float *sm = sc + ATT_HB * nk_cap;          /* [ATT_HB][S]: split max */
-    float *sl = sm + ATT_HB * S_cap;           /* split Σexp */
-    float *sw = sl + ATT_HB * S_cap;           /* merge weight of the split */
-    const float **kp = (const float **)(sw + ATT_HB * S_cap); /* [nk_cap] key rows */
+    const float **kp = (const float **)(sc + ATT_HB * nk_cap); /* [nk_cap] key rows */
     int64_t t = blockIdx.y, h0 = (int64_t)blockIdx.x * ATT_HB, p = a.pos0 + t;
     int nh = (int)(a.H - h0 < ATT_HB ? a.H - h0 : ATT_HB);
     int64_t s0, n_win, n_keys;
     const int32_t *sel;
     attn_span(a, t, &s0, &n_win, &n_keys, &sel);
-    int64_t S = (n_keys + ATT_KS - 1) / ATT_KS;
+    int64_t nk32 = (n_keys + ATT_KS - 1) / ATT_KS * ATT_KS;
     for (int64_t i = threadIdx.x; i < (int64_t)nh * Dh; i += blockDim.x)
         sq[i] = a.q[(t * a.H + h0) * Dh + i];
-    for (int64_t i = threadIdx.x; i < S * ATT_KS; i += blockDim.x)
-        kp[i] = attn_key(a, s0, n_win, sel, i < n_keys ? i : (i / ATT_KS) * ATT_KS);
+    for (int64_t i = threadIdx.x; i < nk32; i += blockDim.x)
+        kp[i] = attn_key(a, s0, n_win, sel, i < n_keys ? i : 0);
     __syncthreads();
-    /* Phase 1: as k_attn_split, lane group g takes key g of each split. */
+    /* Scores: lane group g (8 lanes) takes keys g, g+32, ...; cpu_dot_f32's 8-lane chains. */
     const float tau = (float)(1.0 / sqrt((double)Dh)); /* MODEL_MATH §5.5 */
     {
         int g = threadIdx.x >> 3, k = threadIdx.x & 7;
         int64_t n8 = Dh & ~(int64_t)7;
-        for (int64_t k0 = 0; k0 < S * ATT_KS; k0 += ATT_KS) {
+        for (int64_t k0 = 0; k0 < nk32; k0 += ATT_KS) {
             const float *kr = kp[k0 + g];
             float acc[ATT_HB];
 #pragma unroll
@@ -256,79 +251,51 @@ __global__ void __launch_bounds__(256) k_attn_chunk(attn_args a, int64_t nk_cap)
                 v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 1));
                 v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 2));
                 for (int64_t i = n8; i < Dh; i++) v = __fadd_rn(v, __fmul_rn(sq[h * Dh + i], kr[i]));
-                if (k == 0 && h < nh) sc[h * nk_cap + k0 + g] = k0 + g < n_keys ? __fmul_rn(tau, v) : -INFINITY;
+                if (k == 0 && h < nh && k0 + g < n_keys) sc[h * nk_cap + k0 + g] = __fmul_rn(tau, v);
             }
         }
     }
     __syncthreads();
-    /* Phase 2: warp w takes (head, split) pairs; lane i key i of the split. */
-    {
-        int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-        for (int64_t ps = w; ps < (int64_t)nh * S; ps += blockDim.x >> 5) {
-            int64_t h = ps / S, s = ps % S;
-            float v = sc[h * nk_cap + s * ATT_KS + lane], m = v;
-            for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-            float e = s * ATT_KS + lane < n_keys ? cu_exp_ref(__fsub_rn(v, m)) : 0.0f;
-            sc[h * nk_cap + s * ATT_KS + lane] = e;
-            float l = cu_warp_sum(e);
-            if (lane == 0) {
-                sm[h * S_cap + s] = m;
-                sl[h * S_cap + s] = l;
-            }
-        }
-    }
-    __syncthreads();
-    /* Phase 3: as k_attn_merge, per head (block reductions over the same 256 threads). */
+    /* The maximum over the keys (exact in any order), then e_i = exp(z_i - max). */
     for (int h = 0; h < nh; h++) {
         float m = -INFINITY;
-        for (int64_t s = threadIdx.x; s < S; s += blockDim.x) m = fmaxf(m, sm[h * S_cap + s]);
-        float M = fmaxf(cu_block_max(m, red), a.sinks[h0 + h]);
-        float dl = 0.0f;
-        for (int64_t s = threadIdx.x; s < S; s += blockDim.x) {
-            float wv = cu_exp_ref(__fsub_rn(sm[h * S_cap + s], M));
-            sw[h * S_cap + s] = wv;
-            dl = __fadd_rn(dl, __fmul_rn(wv, sl[h * S_cap + s]));
-        }
-        dl = cu_block_sum(dl, red);
-        if (threadIdx.x == 0)
-            s_inv[h] = __fdiv_rn(1.0f, __fadd_rn(cu_exp_ref(__fsub_rn(a.sinks[h0 + h], M)), dl));
+        for (int64_t i = threadIdx.x; i < n_keys; i += blockDim.x) m = fmaxf(m, sc[h * nk_cap + i]);
+        m = cu_block_max(m, red);
+        if (threadIdx.x == 0) s_mx[h] = m;
     }
     __syncthreads();
-    /* Phase 4: thread owns dims d = threadIdx.x + 256 j; per split Σ e_i·k_i[d] in key order,
-     * then acc += w_s · that, splits in order (k_attn_split's and k_attn_merge's sums). */
+    for (int64_t x = threadIdx.x; x < (int64_t)nh * n_keys; x += blockDim.x) {
+        int64_t h = x / n_keys, i = x % n_keys;
+        sc[h * nk_cap + i] = cu_exp_ref(__fsub_rn(sc[h * nk_cap + i], s_mx[h]));
+    }
+    __syncthreads();
+    /* den in the CPU's order: the sink's term, then the keys one by one (a thread per head). */
+    if (threadIdx.x < nh) {
+        int h = threadIdx.x;
+        float den = cu_exp_ref(__fsub_rn(a.sinks[h0 + h], s_mx[h]));
+        for (int64_t i = 0; i < n_keys; i++) den = __fadd_rn(den, sc[h * nk_cap + i]);
+        s_inv[h] = __fdiv_rn(1.0f, den);
+    }
+    /* acc[d] = Σ_i e_i·k_i[d], keys in order; thread owns dims d = threadIdx.x + 256 j. */
     float acc[ND][ATT_HB];
 #pragma unroll
     for (int j = 0; j < ND; j++)
 #pragma unroll
         for (int h = 0; h < ATT_HB; h++) acc[j][h] = 0.0f;
-    for (int64_t s = 0; s < S; s++) {
-        int nks = (int)(n_keys - s * ATT_KS < ATT_KS ? n_keys - s * ATT_KS : ATT_KS);
-        float part[ND][ATT_HB];
+    for (int64_t i = 0; i < n_keys; i++) {
+        const float *kr = kp[i];
+        float e[ATT_HB];
 #pragma unroll
-        for (int j = 0; j < ND; j++)
+        for (int h = 0; h < ATT_HB; h++) e[h] = h < nh ? sc[h * nk_cap + i] : 0.0f;
 #pragma unroll
-            for (int h = 0; h < ATT_HB; h++) part[j][h] = 0.0f;
-        for (int i = 0; i < nks; i++) {
-            const float *kr = kp[s * ATT_KS + i];
-            float e[ATT_HB];
+        for (int j = 0; j < ND; j++) {
+            int64_t d = threadIdx.x + 256 * j;
+            float kv = d < Dh ? kr[d] : 0.0f;
 #pragma unroll
-            for (int h = 0; h < ATT_HB; h++) e[h] = sc[h * nk_cap + s * ATT_KS + i];
-#pragma unroll
-            for (int j = 0; j < ND; j++) {
-                int64_t d = threadIdx.x + 256 * j;
-                float kv = d < Dh ? kr[d] : 0.0f;
-#pragma unroll
-                for (int h = 0; h < ATT_HB; h++) part[j][h] = __fadd_rn(part[j][h], __fmul_rn(e[h], kv));
-            }
-        }
-#pragma unroll
-        for (int h = 0; h < ATT_HB; h++) {
-            float wv = h < nh ? sw[h * S_cap + s] : 0.0f;
-#pragma unroll
-            for (int j = 0; j < ND; j++) acc[j][h] = __fadd_rn(acc[j][h], __fmul_rn(wv, part[j][h]));
+            for (int h = 0; h < ATT_HB; h++) acc[j][h] = __fadd_rn(acc[j][h], __fmul_rn(e[h], kv));
         }
     }
-    __syncthreads(); /* every thread is done with q: sq becomes the output */
+    __syncthreads(); /* every thread is done with q (and s_inv is written): sq becomes the output */
 #pragma unroll
     for (int j = 0; j < ND; j++) {
         int64_t d = threadIdx.x + 256 * j;

@@ -2,9 +2,11 @@
  * tests/cuda/test_cuda_chunk.c — the ops of a batched prefill chunk (issue #7) against the
  * per-token ops they replace, which test_cuda_layer*.c check against the CPU: the routed pairs
  * grouped by expert on the device (cuda_moe_group vs the host grouping), the compressor over a
- * whole chunk (cuda_comp_push_chunk vs one cuda_comp_push per token) and the chunk attention
- * kernel (cuda_attn on >= 16 tokens vs the split path token by token), and the F32 mixes
- * (cuda_mix_f32 vs the CPU's q_dot_f32_ref). All bit-identical.
+ * whole chunk (cuda_comp_push_chunk vs one cuda_comp_push per token), the chunk attention
+ * kernel (cuda_attn on >= 2 tokens vs the CPU loop attn_ref of test_cuda_layer_attn.c) and the
+ * F32 mixes (cuda_mix_f32 vs the CPU's q_dot_f32_ref). Bit-identical, except where the
+ * attention's exp (exp in double, rounded) and glibc's expf differ by an ULP (see
+ * cmp_order).
  * Called from test_cuda_layer_attn.c (test_attention / bench_attn_ops); test code only.
  */
 #include <math.h>
@@ -21,6 +23,10 @@
 
 void test_chunk_ops(void);
 void bench_chunk_ops(void);
+void attn_ref(const float *q, const float *kv_chunk, const float *ring, int64_t W,
+              const float *comp, int ratio, const int32_t *isel, const int32_t *n_isel,
+              int64_t topk, const float *sinks, int64_t n_tok, int64_t pos0, int64_t H,
+              int64_t Dh, int n_rope, const float *freqs, float *out);
 
 static const cpu_rope_cfg chunk_rope = {64, 160000.0, 16.0, 32.0, 1.0, 65536.0};
 
@@ -38,6 +44,30 @@ static void cmp_exact(const char *name, const float *ref, const float *got, int6
     else snprintf(buf, sizeof buf, "n=%lld, %lld differ, first at %lld (ref %.9g, got %.9g)",
                   (long long)n, (long long)bad, (long long)at, (double)ref[at], (double)got[at]);
     result(bad == 0, name, buf);
+}
+
+/* The chunk attention follows the CPU's order step for step; its only other difference is
+ * exp: the device rounds exp in double, glibc's expf is not always correctly rounded, so a
+ * rare weight differs by an ULP and moves a few outputs by about as much (measured on an
+ * H200: 0.2-0.9% of the values, by a few ULP). A different summation order would move most
+ * values: the test allows 2% of the values off by a few ULP, no more. */
+static void cmp_order(const char *name, const float *ref, const float *got, int64_t n) {
+    int64_t bad = 0, off = 0, at = -1;
+    double worst = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (ref[i] == got[i]) continue;
+        off++;
+        double d = fabs((double)got[i] - (double)ref[i]);
+        if (!(d <= 4e-7 * fabs((double)ref[i]) + 1e-6)) bad++;
+        if (!(d <= worst)) { worst = d; at = i; }
+    }
+    char buf[256];
+    if (!off) snprintf(buf, sizeof buf, "n=%lld, bit-identical", (long long)n);
+    else snprintf(buf, sizeof buf, "n=%lld, %lld not bit-equal (limit %lld), %lld beyond "
+                  "4e-7*|ref|+1e-6, worst at %lld (ref %.9g, got %.9g)", (long long)n,
+                  (long long)off, (long long)(n / 50), (long long)bad, (long long)at,
+                  (double)ref[at], (double)got[at]);
+    result(bad == 0 && off <= n / 50, name, buf);
 }
 
 /* ---- expert grouping ---- */
@@ -168,12 +198,12 @@ static void run_comp_chunk_case(const char *what, int64_t ratio, int64_t coff, i
     free(st0); free(kv0); free(A); free(B); free(ape); free(norm);
 }
 
-/* ---- chunk attention vs the split path token by token ---- */
+/* ---- chunk attention vs the CPU's loop ---- */
 
-static void run_attn_chunk_case(const char *what, int64_t H, int64_t n, int64_t pos0, int ratio,
-                                int indexed, int64_t topk) {
+static void run_attn_chunk_case(const char *what, int64_t H, int64_t Dh, int64_t n, int64_t pos0,
+                                int ratio, int indexed, int64_t topk) {
     ds4_error err;
-    const int64_t Dh = 512, W = 128;
+    const int64_t W = 128;
     const int n_rope = 64;
     float freqs[32];
     cpu_rope_freqs(&chunk_rope, freqs);
@@ -191,32 +221,21 @@ static void run_attn_chunk_case(const char *what, int64_t H, int64_t n, int64_t 
     float *dq = dev_put(q, n * H * Dh * 4), *dkv = dev_put(kv, n * Dh * 4);
     float *dring = dev_put(ring, W * Dh * 4), *dcomp = dev_put(comp, n_comp_rows * Dh * 4);
     float *dsinks = dev_put(sinks, H * 4), *dfreqs = dev_put(freqs, sizeof freqs);
-    float *dout = dev_alloc(n * H * Dh * 4), *dref = dev_alloc(n * H * Dh * 4);
+    float *dout = dev_alloc(n * H * Dh * 4);
     int32_t *disel = dev_put(isel, n * topk * 4), *dn = dev_put(n_isel, n * 4);
-    float *dscr_c = dev_alloc(cuda_attn_scratch_bytes(n, H, Dh, W, ratio, topk, indexed, pos0));
-    float *dscr_1 = dev_alloc(cuda_attn_scratch_bytes(1, H, Dh, W, ratio, topk, indexed, pos0 + n));
+    float *dscr = dev_alloc(cuda_attn_scratch_bytes(n, H, Dh, W, ratio, topk, indexed, pos0));
     char name[200];
-    snprintf(name, sizeof name, "attn chunk kernel %s: %lld tok at pos %lld, %lld heads, ratio %d%s "
-             "vs the split path", what, (long long)n, (long long)pos0, (long long)H, ratio,
-             indexed ? ", indexed" : "");
-    int ok = ok_call(cuda_attn(dq, dkv, dring, W, dcomp, ratio, indexed ? disel : NULL, dn, topk,
-                               dsinks, n, pos0, H, Dh, n_rope, dfreqs, dscr_c, dout, &err),
-                     name, &err);
-    /* Token by token: the chunk's earlier rows go into the ring (they overwrite only slots
-     * outside the token's window), each token alone through the split kernels. */
-    for (int64_t t = 0; t < n && ok; t++) {
-        if (t > 0) memcpy(ring + ((pos0 + t - 1) % W) * Dh, kv + (t - 1) * Dh, (size_t)Dh * 4);
-        ok = ok_call(cuda_upload(dring, ring, (size_t)(W * Dh) * 4, &err), name, &err) &&
-             ok_call(cuda_attn(dq + t * H * Dh, dkv + t * Dh, dring, W, dcomp, ratio,
-                               indexed ? disel + t * topk : NULL, dn + t, topk, dsinks, 1,
-                               pos0 + t, H, Dh, n_rope, dfreqs, dscr_1, dref + t * H * Dh, &err),
-                     name, &err);
-    }
-    if (ok) {
+    snprintf(name, sizeof name, "attn chunk kernel %s: %lld tok at pos %lld, %lld heads x %lld, "
+             "ratio %d%s vs the CPU loop", what, (long long)n, (long long)pos0, (long long)H,
+             (long long)Dh, ratio, indexed ? ", indexed" : "");
+    if (ok_call(cuda_attn(dq, dkv, dring, W, dcomp, ratio, indexed ? disel : NULL, dn, topk,
+                          dsinks, n, pos0, H, Dh, n_rope, dfreqs, dscr, dout, &err),
+                name, &err)) {
         float *a = malloc((size_t)(n * H * Dh) * 4), *b = malloc((size_t)(n * H * Dh) * 4);
-        dev_get(a, dref, n * H * Dh * 4);
+        attn_ref(q, kv, ring, W, comp, ratio, indexed ? isel : NULL, n_isel, topk, sinks, n, pos0,
+                 H, Dh, n_rope, freqs, a);
         dev_get(b, dout, n * H * Dh * 4);
-        cmp_exact(name, a, b, n * H * Dh);
+        cmp_order(name, a, b, n * H * Dh);
         free(a);
         free(b);
     }
@@ -257,10 +276,12 @@ void test_chunk_ops(void) {
     run_comp_chunk_case("attention, overlapping", 4, 2, 512, 0, c4, 8);
     run_comp_chunk_case("attention, plain", 128, 1, 512, 0, c128, 6);
     run_comp_chunk_case("indexer, overlapping", 4, 2, 128, 1, c4, 8);
-    run_attn_chunk_case("window only", 16, 40, 100, 0, 0, 0);
-    run_attn_chunk_case("ratio 128", 16, 33, 1000, 128, 0, 0);
-    run_attn_chunk_case("ratio 4 indexed", 64, 20, 3000, 4, 1, 512);
-    run_attn_chunk_case("from position 0", 12, 64, 0, 4, 1, 16);
+    run_attn_chunk_case("window only", 16, 512, 40, 100, 0, 0, 0);
+    run_attn_chunk_case("ratio 128", 16, 512, 33, 1000, 128, 0, 0);
+    run_attn_chunk_case("ratio 4 indexed", 64, 512, 20, 3000, 4, 1, 512);
+    run_attn_chunk_case("from position 0", 12, 512, 64, 0, 4, 1, 16);
+    run_attn_chunk_case("two tokens, tiny-v4 heads", 8, 128, 2, 250, 4, 1, 16);
+    run_attn_chunk_case("tiny-v4 heads, ratio 128", 8, 128, 7, 120, 128, 0, 0);
 }
 
 /* ---- timings at Flash prefill shapes (2048 tokens) ---- */

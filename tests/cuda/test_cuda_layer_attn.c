@@ -26,8 +26,13 @@ static const cpu_rope_cfg yarn_cfg = {64, 160000.0, 16.0, 32.0, 1.0, 65536.0};
 
 /* The loop of model/attention.c attn_items (static there), from the same CPU primitives:
  * window rows by position (this chunk's from kv_chunk, earlier from the ring), then compressed
- * rows (selection or all complete), scores tau·dot, sink in the denominator, inverse RoPE. */
-static void attn_ref(const float *q, const float *kv_chunk, const float *ring, int64_t W,
+ * rows (selection or all complete), scores tau·dot, sink in the denominator, inverse RoPE.
+ * Also the reference of the chunk kernel (test_cuda_chunk.c), which must equal it bit for bit. */
+void attn_ref(const float *q, const float *kv_chunk, const float *ring, int64_t W,
+              const float *comp, int ratio, const int32_t *isel, const int32_t *n_isel,
+              int64_t topk, const float *sinks, int64_t n_tok, int64_t pos0, int64_t H,
+              int64_t Dh, int n_rope, const float *freqs, float *out);
+void attn_ref(const float *q, const float *kv_chunk, const float *ring, int64_t W,
                      const float *comp, int ratio, const int32_t *isel, const int32_t *n_isel,
                      int64_t topk, const float *sinks, int64_t n_tok, int64_t pos0, int64_t H,
                      int64_t Dh, int n_rope, const float *freqs, float *out) {
