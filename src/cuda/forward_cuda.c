@@ -643,9 +643,9 @@ static ds4_status eval_tokens(cuda_model *cm, cuda_state *s, const int32_t *toke
     CK(cuda_state_sync_device(s, err));
     CK(eval_prepare(s, err));
     s->dev_newer = true;
-    /* With cuda_state_set_batch on: a prefill chunk through the batched ops (forward_chunk.c);
-     * hooks run token by token. */
-    if (n_tokens > 1 && s->batch && !(o && o->capture) && !s->check)
+    /* A prompt goes through the batched ops (forward_chunk.c, hooks included; the default,
+     * cuda_state_set_batch / DS4_CUDA_BATCH=0 turn it off); single tokens run the decode step. */
+    if (n_tokens > 1 && s->batch)
         return cuda_eval_chunk(s, tokens, n_tokens, o, err);
     for (int64_t t = 0; t < n_tokens; t++) {
         if ((st = eval_token(cm, s, tokens[t], o ? o->capture : NULL, err)))

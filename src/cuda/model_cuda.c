@@ -615,10 +615,10 @@ ds4_status cuda_state_create(cuda_state **out, cuda_model *cm, model_state *host
         if (h->ratio == 4 && (st = comp_alloc(&d->idx, &h->idx, err))) goto out_free;
     }
     if ((st = ws_carve(s, err))) goto out_free;
-    /* Batched prefill (forward_chunk.c) is off by default; DS4_CUDA_BATCH=1 turns it on for
-     * measurements (ds4-bench) until it is exact enough to be the default. */
+    /* Batched prefill (forward_chunk.c) is the default for prompts; DS4_CUDA_BATCH=0 forces
+     * token by token (the decode path), e.g. to compare the two. */
     const char *batch = getenv("DS4_CUDA_BATCH");
-    s->batch = batch && strcmp(batch, "1") == 0;
+    s->batch = !(batch && strcmp(batch, "0") == 0);
     s->host_newer = true;
     if ((st = cuda_state_sync_device(s, err))) goto out_free;
     *out = s;

@@ -125,8 +125,8 @@ struct cuda_state {
     bool no_graph;            /* cuda_state_set_graph(s, false): launch op by op */
     bool graphing;            /* a capture is open: ops read the position from d_pos */
     struct cu_bws *bws;       /* forward_chunk.c: workspace of a prefill chunk, NULL until used */
-    bool batch;               /* cuda_state_set_batch(s, true): prefill chunks batched (off by
-                               * default: see forward_chunk.c on the indexer's selection) */
+    bool batch;               /* prefill chunks batched (forward_chunk.c; on by default,
+                               * cuda_state_set_batch(s, false) / DS4_CUDA_BATCH=0: off) */
     /* Profile call sites (forward_cuda.c prof_mark): tag i = (prof_line[i], prof_name[i]);
      * prof_what names the product the next mark closes (set by the mv helpers). */
     int prof_line[CU_PROF_SITES];
@@ -152,11 +152,11 @@ ds4_status cuda_rows_copy(float *d_dst, const int32_t *d_dst_idx, const float *d
 
 /* forward_chunk.c: n_tokens (> 1) at the state's position through the layers with the batched
  * ops (cuda_matmul, chunk attention, grouped experts); hc_out / logits as cuda_model_eval.
- * No capture or check hooks (the caller falls back to token by token for those). */
+ * Capture hooks (o->capture) and the verification hook (cuda_state_set_check) per chunk. */
 ds4_status cuda_eval_chunk(cuda_state *s, const int32_t *tokens, int64_t n_tokens,
                            const model_eval_opts *o, ds4_error *err);
 void cuda_chunk_free(cuda_state *s);
-/* Batched prefill on, or off (the default: token by token, the decode path). */
+/* Batched prefill on (the default), or off (token by token, the decode path). */
 void cuda_state_set_batch(cuda_state *s, bool on);
 
 #ifdef __cplusplus
