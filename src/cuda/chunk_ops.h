@@ -48,6 +48,10 @@ ds4_status cuda_mix_f32(const float *d_w, int64_t rows, int64_t cols, int64_t ld
                         const float *d_x, int64_t ldx, int64_t n_tok, float *d_y, int64_t ldy,
                         ds4_error *err);
 
+/* Resets the CUDA runtime's last error (rows.cu): after a cudaMalloc failure the caller recovers
+ * from (forward_chunk.c halves its chunk), so the next launch check does not report it. */
+void cuda_clear_last_error(void);
+
 #ifdef __cplusplus
 }
 #endif

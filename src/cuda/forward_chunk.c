@@ -461,9 +461,13 @@ ds4_status cuda_eval_chunk(cuda_state *s, const int32_t *tokens, int64_t n_token
     if (n_ctx > 0 && cap > n_ctx) cap = n_ctx; /* the workspace never exceeds the context */
     ds4_status st;
     if (s->bws && s->bws->cap < cap) cuda_chunk_free(s);
-    if (!s->bws && (st = bws_alloc(s, cap, err))) {
+    /* A card nearly full (experts resident, long context) gets fewer tokens per pass rather
+     * than no batched prefill: halve the chunk while the workspace does not fit. */
+    while (!s->bws && (st = bws_alloc(s, cap, err))) {
         cuda_chunk_free(s);
-        return st;
+        if (st != DS4_ERR_NOMEM || cap <= 64) return st;
+        cuda_clear_last_error(); /* the failed cudaMalloc must not fail the next launch check */
+        cap /= 2;
     }
     int64_t V = hp->n_vocab, hcD = hp->n_hc * hp->n_embd;
     int mode = o ? (int)o->logits_mode : (int)MODEL_LOGITS_NONE;

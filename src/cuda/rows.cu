@@ -2,7 +2,8 @@
  * cuda/rows.cu — row movement for a prefill chunk (issue #7): gather/scatter between token and
  * expert order (dst[dst_idx[i]] = src[src_idx[i]] for i < n rows of D floats, an index NULL =
  * identity) and the token embeddings of a whole chunk broadcast to the hyper-connection copies
- * (MODEL_MATH §2) in one launch. Pure data movement, bit-exact.
+ * (MODEL_MATH §2) in one launch. Pure data movement, bit-exact. Also clears the runtime's
+ * last error after a failed allocation the chunk path recovers from.
  * Must not: know what the rows mean.
  */
 #include "chunk_ops.h"
@@ -68,3 +69,5 @@ extern "C" ds4_status cuda_embed_tokens(const void *d_table, int type, int64_t n
     CU_LAUNCH_CHECK(err, "embed_tokens launch");
     return DS4_OK;
 }
+
+extern "C" void cuda_clear_last_error(void) { (void)cudaGetLastError(); }
