@@ -6,9 +6,11 @@
  *
  * Cases:
  *  1. tiny-v4 converted to F32 (../shared/testdata/tiny-v4, golden_topk16): `short` and
- *     `window` prompts evaluated on the GPU token by token, then greedy decode fed with the
- *     golden tokens; every logit within 1e-3 of the golden (README "How to compare") and
- *     every greedy choice equal.
+ *     `window` prompts evaluated on the GPU (batched, the default), then greedy decode fed with
+ *     the golden tokens; every logit within 1e-3 of the golden (README "How to compare") and
+ *     every greedy choice equal. Batched prefill (forward_chunk.c): chunks of 1, 7, 64 and the
+ *     whole prompt vs the golden and token by token; `window`'s per-layer captures vs the CPU
+ *     (first departure printed) and every batched product recomputed on the CPU (bit-identical).
  *  2. Snapshots cross backends: `window` prefilled on the GPU, saved (kvstate payload), restored
  *     into a CPU state, decoded on the CPU — and the reverse; both within 1e-3 of the golden.
  *     The GPU payload equals the CPU one in layout (same bytes of header, values within 1e-4).
