@@ -11,7 +11,8 @@
  *
  * On by default for prompts of more than one token (cuda_state_set_batch(s, false) or
  * DS4_CUDA_BATCH=0 force the token-by-token decode path). Chunks hold at most CHUNK_MAX tokens
- * and never more than the state's context (the workspace is ~1 MB per token on Flash).
+ * and never more than the state's context (the workspace is ~1 MB per token on Flash); when
+ * the workspace does not fit, the chunk is halved (down to 64 tokens).
  *
  * Capture hooks (model.h: layer rows, routed experts, indexer rows) and the verification hook
  * (cuda_state_set_check: every product's rows, token by token, to the caller) are served per
@@ -47,7 +48,8 @@ typedef struct cu_bws {
 } cu_bws;
 
 /* With profiling on (cuda_state_set_profile) every op is followed by an event tagged with
- * this file's line, as in forward_cuda.c. */
+ * this file's line (prof_chunk_case in the model tests prints them by line; the decode step's
+ * tags in forward_cuda.c are named call sites instead). */
 #define CK(x)                                                                                  \
     do {                                                                                       \
         if ((st = (x)) != DS4_OK) return st;                                                   \
