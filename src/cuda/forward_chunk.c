@@ -33,6 +33,9 @@
  * keep the workspace near 2 GB on Flash. */
 #define CHUNK_MAX 2048
 
+/* Most bytes of attention partials per cuda_attn call (split path only, attn_n). */
+#define ATTN_SCR_MAX ((size_t)1 << 30)
+
 typedef struct cu_bws {
     int64_t cap;              /* tokens the buffers hold */
     void *block;
@@ -219,6 +222,21 @@ static ds4_status hc_post_n(cuda_state *s, int64_t n, ds4_error *err) {
     return DS4_OK;
 }
 
+/* §7.1: rows [t0, t1) of the chunk at pos0 (kv [n][Dh]) into the window ring at slot
+ * pos mod W; only the last W of them can be read again (at most two runs of slots). */
+static ds4_status ring_store(float *ring, const float *kv, int64_t W, int64_t Dh, int64_t pos0,
+                             int64_t t0, int64_t t1, ds4_error *err) {
+    ds4_status st;
+    for (int64_t t = t1 - t0 > W ? t1 - W : t0; t < t1;) {
+        int64_t slot = (pos0 + t) % W, run = W - slot;
+        if (run > t1 - t) run = t1 - t;
+        st = cuda_copy_d2d(ring + slot * Dh, kv + t * Dh, (size_t)(run * Dh) * sizeof(float), err);
+        if (st) return st;
+        t += run;
+    }
+    return DS4_OK;
+}
+
 /* model/attention.c attn_forward for n tokens at pos0. */
 static ds4_status attn_n(cuda_state *s, int64_t il, int64_t pos0, int64_t n, ds4_error *err) {
     const cuda_model *cm = s->cm;
@@ -268,21 +286,29 @@ static ds4_status attn_n(cuda_state *s, int64_t il, int64_t pos0, int64_t n, ds4
         CK(cuda_indexer_topk(w->iq, w->iw, kvl->idx.rows, n, pos0, ih, id, hp->idx_topk,
                              w->idx_scr, w->isel, w->n_isel, err));
     }
-    /* §5.4-5.6 */
+    /* §5.4-5.6. The chunk kernel needs no scratch; past ~4700 attended rows (ratio 128 beyond
+     * ~590k positions) cuda_attn takes the split path, whose partials grow with tokens x rows:
+     * then the queries go in slices of at most ATTN_SCR_MAX bytes of partials, the chunk's
+     * earlier rows moved to the ring first (same keys, so the same results). */
     const float *comp = ratio ? kvl->comp.rows : NULL;
     const int32_t *isel = ratio == 4 ? w->isel : NULL;
-    CK(grow(&w->attn_scr, &w->attn_bytes,
-            cuda_attn_scratch_bytes(n, H, Dh, W, ratio, hp->idx_topk, ratio == 4, pos0), err));
-    CK(cuda_attn(w->q, w->kv, kvl->raw, W, comp, ratio, isel, w->n_isel, hp->idx_topk, L->sinks,
-                 n, pos0, H, Dh, nr, freqs, w->attn_scr, w->o, err));
-    /* §7.1: the ring keeps the last min(n, W) rows at slot pos mod W (at most two runs). */
-    for (int64_t t = n > W ? n - W : 0; t < n;) {
-        int64_t slot = (pos0 + t) % W, run = W - slot;
-        if (run > n - t) run = n - t;
-        CK(cuda_copy_d2d(kvl->raw + slot * Dh, w->kv + t * Dh, (size_t)(run * Dh) * sizeof(float),
-                         err));
-        t += run;
+    int64_t topk = hp->idx_topk, step = n;
+    size_t need = cuda_attn_scratch_bytes(n, H, Dh, W, ratio, topk, ratio == 4, pos0);
+    if (need > ATTN_SCR_MAX) {
+        step = (int64_t)(ATTN_SCR_MAX / (need / (size_t)n + 1));
+        if (step < 1) step = 1;
     }
+    for (int64_t t0 = 0; t0 < n; t0 += step) {
+        int64_t m = n - t0 < step ? n - t0 : step;
+        if (t0 > 0) CK(ring_store(kvl->raw, w->kv, W, Dh, pos0, 0, t0, err));
+        CK(grow(&w->attn_scr, &w->attn_bytes,
+                cuda_attn_scratch_bytes(m, H, Dh, W, ratio, topk, ratio == 4, pos0 + t0), err));
+        CK(cuda_attn(w->q + t0 * H * Dh, w->kv + t0 * Dh, kvl->raw, W, comp, ratio,
+                     isel ? isel + t0 * topk : NULL, w->n_isel + t0, topk, L->sinks, m, pos0 + t0,
+                     H, Dh, nr, freqs, w->attn_scr, w->o + t0 * H * Dh, err));
+    }
+    /* §7.1: the ring keeps the last min(n, W) rows at slot pos mod W. */
+    CK(ring_store(kvl->raw, w->kv, W, Dh, pos0, 0, n, err));
     /* §5.6 grouped output projection: group g reads heads [g·H/G, (g+1)·H/G). */
     /* o is first regrouped [G][n][H/G·Dh] into q's buffer (free now) so that each group's
      * product reads contiguous rows (one activation quantization per group, not per token). */
