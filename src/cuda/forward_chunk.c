@@ -51,13 +51,27 @@ typedef struct cu_bws {
 } cu_bws;
 
 /* With profiling on (cuda_state_set_profile) every op is followed by an event tagged with
- * this file's line (prof_chunk_case in the model tests prints them by line; the decode step's
- * tags in forward_cuda.c are named call sites instead). */
+ * its call site in the state's site table (cuda_state_profile_site: this file's line and the
+ * call's text, or the product's name), as forward_cuda.c tags the decode step's. */
 #define CK(x)                                                                                  \
     do {                                                                                       \
         if ((st = (x)) != DS4_OK) return st;                                                   \
-        if (s->prof) cuda_prof_mark(s->prof, __LINE__);                                        \
+        if (s->prof) prof_site(s, __LINE__, #x);                                               \
     } while (0)
+
+static void prof_site(cuda_state *s, int line, const char *expr) {
+    const char *name = s->prof_what ? s->prof_what : expr;
+    s->prof_what = NULL;
+    int i = 0;
+    while (i < s->n_prof_site && (s->prof_line[i] != line || s->prof_name[i] != name)) i++;
+    if (i == s->n_prof_site) {
+        if (i == CU_PROF_SITES) return; /* table full: the mark is dropped */
+        s->prof_line[i] = line;
+        s->prof_name[i] = name;
+        s->n_prof_site++;
+    }
+    cuda_prof_mark(s->prof, i);
+}
 
 void cuda_state_set_batch(cuda_state *s, bool on) { s->batch = on; }
 
@@ -183,6 +197,7 @@ static ds4_status mm(cuda_state *s, const char *what, const cu_mat *w, const flo
                      int64_t ldx, int64_t n, float *y, int64_t ldy, ds4_error *err) {
     ds4_status st = cuda_matmul(w->type, w->d, w->rows, w->cols, x, ldx, n, s->bws->act, y, ldy,
                                 err);
+    s->prof_what = what;
     if (st || !s->check) return st;
     return check_rows(s, what, w->host, x, ldx, n, y, ldy, err);
 }
@@ -195,6 +210,7 @@ static ds4_status mm_mix(cuda_state *s, const char *what, const cu_mat *w, const
         return mm(s, what, w, x, ldx, n, y, ldy, err);
     ds4_status st = cuda_mix_f32((const float *)w->d, w->rows, w->cols, w->cols, x, ldx, n, y,
                                  ldy, err);
+    s->prof_what = what;
     if (st || !s->check) return st;
     return check_rows(s, what, w->host, x, ldx, n, y, ldy, err);
 }
@@ -334,6 +350,7 @@ static ds4_status experts_mm(cuda_state *s, const char *what, const cu_experts *
     ds4_status st = cuda_matmul_experts(e->type, e->d, e->n_expert, e->rows, e->cols,
                                         e->host->expert_bytes, s->bws->off, x, e->cols, np,
                                         s->bws->act, y, e->rows, err);
+    s->prof_what = what;
     if (st || !s->check) return st;
     int32_t *off = malloc((size_t)(e->n_expert + 1) * sizeof(int32_t));
     if (!off) return ds4_seterr(err, DS4_ERR_NOMEM, "cuda chunk: check buffers");

@@ -1002,8 +1002,10 @@ static void prof_chunk_case(fixture *f, const int32_t *toks, int64_t n) {
         for (int i = 0; i < PROF_LINES; i++)
             if (a->n[i] && (best < 0 || a->ms[i] > a->ms[best])) best = i;
         if (best < 0) break;
-        printf("info:   line %4d: %.4f ms  %5.1f%%  x%d\n", best, a->ms[best],
-               total > 0 ? 100.0 * a->ms[best] / total : 0.0, a->n[best]);
+        int line = 0;
+        const char *site = cuda_state_profile_site(g.dev, best, &line);
+        printf("info:   line %4d %.40s: %.4f ms  %5.1f%%  x%d\n", line, site ? site : "?",
+               a->ms[best], total > 0 ? 100.0 * a->ms[best] / total : 0.0, a->n[best]);
         a->n[best] = 0;
     }
 out:
