@@ -155,6 +155,14 @@ ds4_status cuda_hc_pre_quant(const float *d_X, const float *d_mix, const float *
                              int64_t d, int iters, float hc_eps, float norm_eps, float *d_pre,
                              float *d_post, float *d_comb, float *d_a, void *d_q80, void *d_q8k,
                              ds4_error *err);
+/* normfuse.cu (issue #7, one launch for a row chain): in place on n_rows rows of n (<= 8192)
+ * values: cuda_rmsnorm (d_w nullable), cuda_rope_tail of the last n_rope values at position pos
+ * (or *d_pos when d_pos is not NULL; n_rope 0: none), cuda_fp8_roundtrip of the first fp8_n
+ * values in blocks of fp8_block (0: none), and Q8_0 activation records of the rows into d_q80
+ * (nullable); bit-identical to those ops in that order. */
+ds4_status cuda_norm_rope_qat(float *d_x, const float *d_w, int64_t n_rows, int64_t n, float eps,
+                              int n_rope, const float *d_freqs, int64_t pos, const int64_t *d_pos,
+                              int64_t fp8_n, int fp8_block, void *d_q80, ds4_error *err);
 ds4_status cuda_hc_post(const float *d_f, const float *d_X, const float *d_post,
                         const float *d_comb, int64_t n_tok, int hc, int64_t d, float *d_Xout,
                         ds4_error *err);

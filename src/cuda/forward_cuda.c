@@ -185,6 +185,33 @@ static ds4_status rope(cuda_state *s, float *x, int64_t n_rows, int64_t stride, 
     return cuda_rope_tail(x, n_rows, stride, off, per_pos, nr, freqs, pos, 0, err);
 }
 
+/* RMSNorm of n_rows rows of n (weight nullable), RoPE on their last nr values at pos, FP8 round
+ * trip of their first fp8_n values (0: none) or Q8_0 records into q80 (nullable): one launch
+ * (normfuse.cu), bit-identical to the ops one after the other, which rows too long for it use. */
+static ds4_status norm_rope(cuda_state *s, float *x, const float *w, int64_t n_rows, int64_t n,
+                            int nr, const float *freqs, int64_t pos, int64_t fp8_n, void *q80,
+                            ds4_error *err) {
+    float eps = s->cm->m->hp.norm_eps;
+    ds4_status st;
+    if (n <= 8192)
+        return cuda_norm_rope_qat(x, w, n_rows, n, eps, nr, freqs, pos, s->graphing ? s->d_pos : NULL,
+                                  fp8_n, 64, q80, err);
+    if ((st = cuda_rmsnorm(x, x, w, n_rows, n, eps, err))) return st;
+    if (nr && (st = rope(s, x, n_rows, n, n - nr, n_rows, nr, freqs, pos, err))) return st;
+    if (fp8_n && (st = cuda_fp8_roundtrip(x, n_rows, n, fp8_n, 64, err))) return st;
+    return q80 ? cuda_quantize_act(CUDA_ACT_Q8_0, x, q80, n_rows * n, err) : DS4_OK;
+}
+
+/* mv with x's quantized copy q made beforehand (x itself for the verification hook). */
+static ds4_status mv_preq(cuda_state *s, int64_t il, const char *what, const cu_mat *w,
+                          const float *x, const void *q, float *y, ds4_error *err) {
+    ds4_status st;
+    if ((st = cuda_matvec_preq(w->type, w->d, w->rows, w->cols, q, y, err))) return st;
+    s->prof_what = what;
+    if (!s->check || !w->host) return DS4_OK;
+    return check_mv(s, il, what, w->host, x, y, 1, err);
+}
+
 /* model/attention.c attn_forward for one token at pos. */
 static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
     const cuda_model *cm = s->cm;
@@ -200,15 +227,31 @@ static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
     ds4_status st;
     /* §5.1: query path; per-head norm without weight (§3.2), RoPE on the tail. */
     CK(mv_a(s, il, "wq_a", &L->wq_a, w->qr, err));
-    CK(cuda_rmsnorm(w->qr, w->qr, L->q_norm, 1, hp->q_lora, eps, err));
-    CK(mv(s, il, "wq_b", &L->wq_b, w->qr, w->q, err));
-    CK(cuda_rmsnorm(w->q, w->q, NULL, H, Dh, eps, err));
-    CK(rope(s, w->q, H, Dh, Dh - nr, H, nr, freqs, pos, err));
-    /* §5.2: KV path, FP8 round trip of the non-RoPE dims (§12 #1). */
-    CK(mv_a(s, il, "wkv", &L->wkv, w->kv, err));
-    CK(cuda_rmsnorm(w->kv, w->kv, L->kv_norm, 1, Dh, eps, err));
-    CK(rope(s, w->kv, 1, Dh, Dh - nr, 1, nr, freqs, pos, err));
-    CK(cuda_fp8_roundtrip(w->kv, 1, Dh, Dh - nr, 64, err));
+    if (s->fuse_norm) {
+        /* normfuse.cu: each row chain in one launch; the norm hands wq_b its input already
+         * quantized when wq_b reads Q8_0 records. */
+        void *qr8 = cuda_act_kind(L->wq_b.type) == CUDA_ACT_Q8_0 && hp->q_lora % 32 == 0 ? w->act : NULL;
+        CK(norm_rope(s, w->qr, L->q_norm, 1, hp->q_lora, 0, NULL, pos, 0, qr8, err));
+        if (qr8) {
+            CK(mv_preq(s, il, "wq_b", &L->wq_b, w->qr, qr8, w->q, err));
+        } else {
+            CK(mv(s, il, "wq_b", &L->wq_b, w->qr, w->q, err));
+        }
+        CK(norm_rope(s, w->q, NULL, H, Dh, nr, freqs, pos, 0, NULL, err));
+        /* §5.2: KV path, FP8 round trip of the non-RoPE dims in blocks of 64 (§12 #1). */
+        CK(mv_a(s, il, "wkv", &L->wkv, w->kv, err));
+        CK(norm_rope(s, w->kv, L->kv_norm, 1, Dh, nr, freqs, pos, Dh - nr, NULL, err));
+    } else {
+        CK(cuda_rmsnorm(w->qr, w->qr, L->q_norm, 1, hp->q_lora, eps, err));
+        CK(mv(s, il, "wq_b", &L->wq_b, w->qr, w->q, err));
+        CK(cuda_rmsnorm(w->q, w->q, NULL, H, Dh, eps, err));
+        CK(rope(s, w->q, H, Dh, Dh - nr, H, nr, freqs, pos, err));
+        /* §5.2: KV path, FP8 round trip of the non-RoPE dims (§12 #1). */
+        CK(mv_a(s, il, "wkv", &L->wkv, w->kv, err));
+        CK(cuda_rmsnorm(w->kv, w->kv, L->kv_norm, 1, Dh, eps, err));
+        CK(rope(s, w->kv, 1, Dh, Dh - nr, 1, nr, freqs, pos, err));
+        CK(cuda_fp8_roundtrip(w->kv, 1, Dh, Dh - nr, 64, err));
+    }
     /* §7.3 steps 2-3: the compressors advance (§6.4). */
     if (L->has_comp) {
         CK(mv_a(s, il, "comp.kv", &L->comp.kv, w->cA, err));
@@ -528,7 +571,13 @@ static ds4_status eval_prepare(cuda_state *s, ds4_error *err) {
     const model_hparams *hp = &s->cm->m->hp;
     const cu_mat *wa = &s->cm->layers[0].wo_a;
     ds4_status st;
-    if (!s->d_pos) CK(cuda_malloc((void **)&s->d_pos, sizeof(int64_t), err));
+    if (!s->d_pos) {
+        CK(cuda_malloc((void **)&s->d_pos, sizeof(int64_t), err));
+        /* The fused norm chains (normfuse.cu) stay off until their op tests (ds4-cuda-tests:
+         * norm_rope_qat cases) and the model tests have run on a GPU: DS4_CUDA_FUSE_NORM=1. */
+        const char *e = getenv("DS4_CUDA_FUSE_NORM");
+        s->fuse_norm = e && e[0] == '1';
+    }
     /* ggml ids 8 = Q8_0 (Q8_0 records), 10 = Q2_K (Q8_K blocks): any type of each kind */
     if (!s->qa[CUDA_ACT_Q8_0] && hp->n_embd % 32 == 0)
         CK(cuda_malloc(&s->qa[CUDA_ACT_Q8_0], cuda_matvec_scratch_bytes(8, hp->n_embd), err));

@@ -135,6 +135,7 @@ struct cuda_state {
     const char *prof_what;
     cuda_graph *graph_head;   /* forward_cuda.c: output head + argmax of the current token */
     int32_t *d_greedy;        /* device: the argmax the head graph writes */
+    bool fuse_norm;           /* forward_cuda.c: attention's norm chains as normfuse.cu launches */
 };
 
 /* forward_cuda.c: frees what the forward allocated in the state (graph_head, d_greedy). */

@@ -333,6 +333,52 @@ static int test_hc_pre_quant(void) {
     return 0;
 }
 
+/* cuda_norm_rope_qat = cuda_rmsnorm, cuda_rope_tail, cuda_fp8_roundtrip / cuda_quantize_act in
+ * that order, bit for bit: Flash's q heads (64 x 512, no weight, RoPE 64), kv (1 x 512, weight,
+ * RoPE, FP8 of 448) and qr (1 x 1024, weight, Q8_0 records); position from the host and the
+ * device. */
+static int test_norm_rope(int64_t rows, int64_t n, int weighted, int nr, int64_t fp8_n, int q80, int dpos) {
+    ds4_error err;
+    int64_t N = rows * n, pos = 1234;
+    size_t sq = (size_t)(N / 32) * 36;
+    float *x = malloc(sizeof(float) * N), *w = malloc(sizeof(float) * n), fr[64];
+    float *r1 = malloc(sizeof(float) * N), *r2 = malloc(sizeof(float) * N);
+    uint8_t *q1 = malloc(sq + 1), *q2 = malloc(sq + 1);
+    for (int64_t i = 0; i < N; i++) x[i] = 3.0f * rng_normal();
+    for (int64_t i = 0; i < n; i++) w[i] = 1.0f + 0.2f * rng_normal();
+    for (int i = 0; i < 64; i++) fr[i] = powf(10000.0f, -(float)i / 32.0f);
+    void *dx, *dw, *df, *dq, *dp;
+    int bad = cuda_malloc(&dx, sizeof(float) * N, &err) || cuda_malloc(&dw, sizeof(float) * n, &err) ||
+              cuda_malloc(&df, sizeof fr, &err) || cuda_malloc(&dq, sq + 1, &err) ||
+              cuda_malloc(&dp, sizeof pos, &err) || cuda_upload(dx, x, sizeof(float) * N, &err) ||
+              cuda_upload(dw, w, sizeof(float) * n, &err) || cuda_upload(df, fr, sizeof fr, &err) ||
+              cuda_upload(dp, &pos, sizeof pos, &err);
+    const float *wp = weighted ? dw : NULL;
+    bad = bad || cuda_rmsnorm(dx, dx, wp, rows, n, 1e-6f, &err) ||
+          (nr && cuda_rope_tail(dx, rows, n, n - nr, rows, nr, df, pos, 0, &err)) ||
+          (fp8_n && cuda_fp8_roundtrip(dx, rows, n, fp8_n, 64, &err)) ||
+          (q80 && cuda_quantize_act(CUDA_ACT_Q8_0, dx, dq, N, &err)) ||
+          cuda_download(r1, dx, sizeof(float) * N, &err) || (q80 && cuda_download(q1, dq, sq, &err)) ||
+          cuda_upload(dx, x, sizeof(float) * N, &err) ||
+          cuda_norm_rope_qat(dx, wp, rows, n, 1e-6f, nr, df, dpos ? 0 : pos, dpos ? dp : NULL, fp8_n, 64,
+                             q80 ? dq : NULL, &err) ||
+          cuda_download(r2, dx, sizeof(float) * N, &err) || (q80 && cuda_download(q2, dq, sq, &err));
+    if (bad) {
+        printf("cuda norm_rope_qat: %s\n", err.msg);
+        return 1;
+    }
+    char name[160];
+    snprintf(name, sizeof name, "norm_rope_qat %lld x %lld%s, rope %d, fp8 %lld%s (%s position) = the ops in turn: "
+             "bit-identical", (long long)rows, (long long)n, weighted ? " weighted" : "", nr, (long long)fp8_n,
+             q80 ? ", Q8_0 records" : "", dpos ? "device" : "host");
+    int ok_x = !memcmp(r1, r2, sizeof(float) * N), ok_q = !q80 || !memcmp(q1, q2, sq);
+    check(ok_x && ok_q, "rows equal %g, records equal %g", name, ok_x, ok_q);
+    if (ok_x && ok_q) printf("ok   %s\n", name);
+    cuda_free(dx); cuda_free(dw); cuda_free(df); cuda_free(dq); cuda_free(dp);
+    free(x); free(w); free(r1); free(r2); free(q1); free(q2);
+    return 0;
+}
+
 static void bench_experts(void) {
     ds4_error err;
     const int n_exp = 256, n_sel = 6;
@@ -449,6 +495,9 @@ int main(int argc, char **argv) {
         if (test_experts(ex_types[i], 64, 256, 1)) return 1;
     }
     if (test_hc_pre_quant()) return 1;
+    if (test_norm_rope(64, 512, 0, 64, 0, 0, 0) || test_norm_rope(1, 512, 1, 64, 448, 0, 1) ||
+        test_norm_rope(1, 1024, 1, 0, 0, 1, 0) || test_norm_rope(3, 256, 1, 16, 192, 1, 1))
+        return 1;
     /* Flash's routed experts (IQ2_XXS gate/up, Q2_K down) and the shared expert's Q8_0 */
     if (test_fused(Q_TYPE_IQ2_XXS, Q_TYPE_Q2_K, 512, 1024) || test_fused(Q_TYPE_Q8_0, Q_TYPE_Q8_0, 256, 512))
         return 1;
