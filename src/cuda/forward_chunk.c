@@ -30,8 +30,8 @@
 
 /* Tokens per layer pass: larger prompts are split. Each chunk reads every routed expert once,
  * so the longer the chunk the fewer passes over the 43 x 256 experts (issue #7); 2048 tokens
- * keep the workspace near 2 GB on Flash. */
-#define CHUNK_MAX 2048
+ * keep the workspace near 2 GB on Flash. One constant with the auto-fit's reserve (model_cuda.h). */
+#define CHUNK_MAX CUDA_CHUNK_TOKENS_EST
 
 /* Most bytes of attention partials per cuda_attn call (split path only, attn_n). */
 #define ATTN_SCR_MAX ((size_t)1 << 30)

@@ -55,8 +55,8 @@ ds4_status cuda_model_open_synth(cuda_model **out, const model *m, const gguf_ct
  * the decode graph, library workspaces (the CUDA context already exists when free memory is
  * read; the batched-prefill chunk is in cuda_state_device_bytes). */
 #define CUDA_FIT_MARGIN_BYTES (1ull << 30)
-/* Tokens of a batched-prefill chunk that cuda_state_device_bytes sizes the chunk workspace for
- * (forward_chunk.c CHUNK_MAX, 2048 now; a larger CHUNK_MAX needs this raised). */
+/* Most tokens of a batched-prefill chunk: forward_chunk.c's CHUNK_MAX is this constant, and
+ * cuda_state_device_bytes sizes the chunk workspace the auto-fit reserves for it. */
 #define CUDA_CHUNK_TOKENS_EST 2048
 
 /* Where the routed experts live (issue #7: q2 Flash, 80.76 GiB, on one 80 GB card). The
