@@ -20,8 +20,9 @@
  *
  * Tiles: 128 weight rows x 64 tokens per block of 8 warps (warp tile 32 x 32), one step of
  * columns at a time. Pipeline: the activation tile of step s+1 is copied by cp.async into the second of two
- * buffers and the raw weight blocks of step s+1 are loaded into registers while step s is
- * multiplied; the weights are then unpacked to int8 rows in shared memory (272-byte row pitch:
+ * buffers and the raw weight blocks of step s+1 are loaded (IQ2_XXS, Q2_K: cp.async into a
+ * two-stage raw ring, mq_ring; Q8_0, Q4_K: into registers) while step s is multiplied; the
+ * weights are then unpacked to int8 rows in shared memory (272-byte row pitch:
  * the 8 rows of an ldmatrix phase hit 32 distinct banks). Activations come quantized in planes
  * (matmul_quant.cu), so their tile is plain 16-byte copies.
  * Must not: know tensor names or the model.
@@ -35,15 +36,37 @@
 #define MQ_Q8_STEP 4 /* Q8_0 blocks per step */
 
 /* Shared memory layout (bytes); the activation parts (X, XF, XB) come twice. */
+#define MQ_XFS 4 /* floats per token of activation scales (Q8_0: the 4 blocks of a step) */
+#define MQ_WFS 4 /* floats per weight row: Q8_0 the 4 block scales, K-quants d and dmin */
 #define MQ_X_BYTES (MQ_BN * MQ_LD)
-#define MQ_OFF_X (MQ_BM * MQ_LD)                  /* int8 [2][BN][LD] */
-#define MQ_OFF_XF (MQ_OFF_X + 2 * MQ_X_BYTES)     /* float [2][BN][8]: activation scales */
-#define MQ_OFF_XB (MQ_OFF_XF + 2 * MQ_BN * 32)    /* int16 [2][BN][16]: Q8_K bsums */
-#define MQ_OFF_WF (MQ_OFF_XB + 2 * MQ_BN * 32)    /* float [BM][8]: block scales of a row */
-#define MQ_OFF_WI (MQ_OFF_WF + MQ_BM * 32)        /* int8 [BM][16]: sub-block integer scales */
-#define MQ_OFF_WM (MQ_OFF_WI + MQ_BM * 16)        /* int8 [BM][16]: mins, A of the summs mma */
-#define MQ_OFF_GRID (MQ_OFF_WM + MQ_BM * 16)      /* IQ2_XXS grid u64[256], signs u8[128] */
-#define MQ_SMEM (MQ_OFF_GRID + 256 * 8 + 128)
+#define MQ_OFF_X (MQ_BM * MQ_LD)                      /* int8 [2][BN][LD] */
+#define MQ_OFF_XF (MQ_OFF_X + 2 * MQ_X_BYTES)         /* float [2][BN][XFS]: activation scales */
+#define MQ_OFF_XB (MQ_OFF_XF + 2 * MQ_BN * MQ_XFS * 4) /* int16 [2][BN][16]: Q8_K bsums */
+#define MQ_OFF_WF (MQ_OFF_XB + 2 * MQ_BN * 32)        /* float [BM][WFS]: block scales of a row */
+#define MQ_OFF_WI (MQ_OFF_WF + MQ_BM * MQ_WFS * 4)    /* int8 [BM][16]: sub-block integer scales */
+#define MQ_OFF_WM (MQ_OFF_WI + MQ_BM * 16)            /* int8 [BM][16]: mins, A of the summs mma */
+#define MQ_OFF_GRID (MQ_OFF_WM + MQ_BM * 16)          /* IQ2_XXS grid u64[256], sign masks u64[128] */
+#define MQ_OFF_RAW (MQ_OFF_GRID + 256 * 8 + 128 * 8)  /* raw weight ring (IQ2_XXS, Q2_K) */
+
+/* The raw weight ring (IQ2_XXS and Q2_K, the routed experts' types): the step's block of every
+ * row (66 / 84 bytes, only 2-byte aligned) comes by 16-byte cp.async of the aligned chunks that
+ * cover it, two stages, so the weights of the next step are in flight while this one
+ * multiplies without holding registers, and a row's block is a few 16-byte copies instead of
+ * a dozen 2-byte loads; the unpack then reads it from shared memory. Q8_0 / Q4_K keep the
+ * register prefetch (their 136 / 144-byte steps would not fit two blocks per SM). Measured
+ * (docs/BENCHMARKS.md): -6% / -12% for grouped Q2_K, +-3% for IQ2_XXS; deeper L2 prefetch of
+ * the rows (cp.async.bulk.prefetch, 2-4 steps ahead) was slower, the limit is not DRAM. */
+template <int TYPE> struct mq_ring {
+    static constexpr bool on = TYPE == CU_T_IQ2_XXS || TYPE == CU_T_Q2_K;
+    static constexpr int sb = TYPE == CU_T_IQ2_XXS ? CU_IQ2_XXS_BYTES : CU_Q2_K_BYTES;
+    static constexpr int nch = (14 + sb + 15) / 16; /* chunks covering sb bytes at any even offset */
+    static constexpr int slot = 16 * nch;           /* bytes per row and stage */
+    static constexpr int smem = MQ_OFF_RAW + (on ? 2 * MQ_BM * slot : 0);
+};
+static_assert(MQ_OFF_RAW % 16 == 0, "ring chunks are 16-byte cp.async targets");
+/* 228 KiB per SM, 1 KiB reserved per block, mm_find_tile's static 288 bytes */
+static_assert(mq_ring<CU_T_Q2_K>::smem <= 113 * 1024 - 512 && mq_ring<CU_T_IQ2_XXS>::smem <= 113 * 1024 - 512,
+              "two blocks per SM (the launch bounds) must fit");
 
 __device__ uint64_t mq_iq2_grid[256];
 __device__ uint8_t mq_iq2_signs[128];
@@ -84,6 +107,37 @@ __device__ __forceinline__ void mq_ldm4(uint32_t (&r)[4], unsigned addr) {
 }
 __device__ __forceinline__ void mq_cp_commit() { asm volatile("cp.async.commit_group;"); }
 __device__ __forceinline__ void mq_cp_wait_all() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+
+/* ---- Raw weight ring (mq_ring): issue and address ---- */
+
+/* Copies step s of rows r0 .. r0+127 into ring stage st: per row the 16-byte aligned chunks that
+ * cover its block (the block keeps its offset within the chunk); rows past the matrix and chunks
+ * past the block are zero-filled (src-size 0 reads nothing; zsrc is any 16-byte aligned pointer). */
+template <int TYPE>
+__device__ __forceinline__ void mq_issue_w(uint8_t *sm, int st, const uint8_t *wb, int64_t r0,
+                                           int64_t rows, uint64_t rb, int64_t s, const void *zsrc) {
+    constexpr int NCH = mq_ring<TYPE>::nch, SB = mq_ring<TYPE>::sb, SLOT = mq_ring<TYPE>::slot;
+    uint8_t *dst = sm + MQ_OFF_RAW + st * MQ_BM * SLOT;
+#pragma unroll
+    for (int k = 0; k < (MQ_BM * NCH + MQ_THREADS - 1) / MQ_THREADS; k++) {
+        int idx = threadIdx.x + MQ_THREADS * k;
+        if (idx < MQ_BM * NCH) {
+            int r = idx / NCH, c = idx % NCH;
+            uintptr_t g = (uintptr_t)wb + (uint64_t)(r0 + r) * rb + (uint64_t)s * SB;
+            uintptr_t a = (g & ~(uintptr_t)15) + 16 * c;
+            bool ok = r0 + r < rows && a < g + SB;
+            mq_cp16(dst + r * SLOT + 16 * c, ok ? (const void *)a : zsrc, ok ? 16 : 0);
+        }
+    }
+}
+
+/* Row r's block of step s in ring stage st. */
+template <int TYPE>
+__device__ __forceinline__ const uint8_t *mq_ring_row(const uint8_t *sm, int st, const uint8_t *wb,
+                                                      int64_t r0, int r, uint64_t rb, int64_t s) {
+    uintptr_t g = (uintptr_t)wb + (uint64_t)(r0 + r) * rb + (uint64_t)s * mq_ring<TYPE>::sb;
+    return sm + MQ_OFF_RAW + (st * MQ_BM + r) * mq_ring<TYPE>::slot + (int)(g & 15);
+}
 
 /* ---- Weights: raw blocks of this thread's tasks (registers), then unpacked to shared ---- */
 
@@ -129,7 +183,7 @@ template <> struct mq_w<CU_T_Q8_0> {
 #pragma unroll
         for (int k = 0; k < 2; k++) {
             int idx = tid + 256 * k;
-            wf[(idx >> 2) * 8 + (idx & 3)] = __half2float(__ushort_as_half((uint16_t)d[k]));
+            wf[(idx >> 2) * MQ_WFS + (idx & 3)] = __half2float(__ushort_as_half((uint16_t)d[k]));
         }
     }
 };
@@ -138,18 +192,17 @@ template <> struct mq_w<CU_T_Q2_K> {
     /* idx < BM·4: row idx>>2, h = (idx>>1)&1, half = idx&1: qs bytes 32h+16half .. +15 hold
      * elements 128h + 32sub + 16half + l (bits 2sub), sub-block 8h + 2sub + half (§4.3). */
     uint32_t q[2][4], sc[2][2], dd[2];
-    __device__ void fetch(const uint8_t *wb, int64_t r0, int64_t rows, uint64_t rb, int64_t s, int64_t) {
+    /* From ring stage st (rows past the matrix are zeros there). */
+    __device__ void fetch_sh(const uint8_t *sm, int st, const uint8_t *wb, int64_t r0, uint64_t rb, int64_t s) {
         int tid = threadIdx.x, h = (tid >> 1) & 1, half = tid & 1;
 #pragma unroll
         for (int k = 0; k < 2; k++) {
-            int r = (tid + 256 * k) >> 2;
-            bool ok = r0 + r < rows;
-            const uint8_t *p = wb + (uint64_t)(r0 + r) * rb + (uint64_t)s * CU_Q2_K_BYTES;
+            const uint8_t *p = mq_ring_row<CU_T_Q2_K>(sm, st, wb, r0, (tid + 256 * k) >> 2, rb, s);
 #pragma unroll
-            for (int i = 0; i < 4; i++) q[k][i] = ok ? cu_ld_u32_a2(p + 16 + 32 * h + 16 * half + 4 * i) : 0u;
-            sc[k][0] = ok ? cu_ld_u32_a2(p + 8 * h) : 0u; /* scales of sub-blocks 8h .. 8h+7 */
-            sc[k][1] = ok ? cu_ld_u32_a2(p + 8 * h + 4) : 0u;
-            dd[k] = ok && (tid & 3) == 0 ? cu_ld_u32_a2(p + 80) : 0u; /* d, dmin */
+            for (int i = 0; i < 4; i++) q[k][i] = cu_ld_u32_a2(p + 16 + 32 * h + 16 * half + 4 * i);
+            sc[k][0] = cu_ld_u32_a2(p + 8 * h); /* scales of sub-blocks 8h .. 8h+7 */
+            sc[k][1] = cu_ld_u32_a2(p + 8 * h + 4);
+            dd[k] = (tid & 3) == 0 ? cu_ld_u32_a2(p + 80) : 0u; /* d, dmin */
         }
     }
     __device__ void store(uint8_t *sm) const {
@@ -173,8 +226,8 @@ template <> struct mq_w<CU_T_Q2_K> {
             if (half == 0) /* mins of sub-blocks 8h .. 8h+7 */
                 *(uint2 *)(wm + r * 16 + 8 * h) = make_uint2((sc[k][0] >> 4) & 0x0F0F0F0Fu, (sc[k][1] >> 4) & 0x0F0F0F0Fu);
             if ((tid & 3) == 0) {
-                wf[r * 8] = __half2float(__ushort_as_half((uint16_t)dd[k]));
-                wf[r * 8 + 1] = __half2float(__ushort_as_half((uint16_t)(dd[k] >> 16)));
+                wf[r * MQ_WFS] = __half2float(__ushort_as_half((uint16_t)dd[k]));
+                wf[r * MQ_WFS + 1] = __half2float(__ushort_as_half((uint16_t)(dd[k] >> 16)));
             }
         }
     }
@@ -227,8 +280,8 @@ template <> struct mq_w<CU_T_Q4_K> {
                     wi[r * 16 + j] = (int8_t)sc;
                     wm[r * 16 + 2 * j] = wm[r * 16 + 2 * j + 1] = (int8_t)m;
                 }
-                wf[r * 8] = __half2float(__ushort_as_half((uint16_t)dd[k]));
-                wf[r * 8 + 1] = __half2float(__ushort_as_half((uint16_t)(dd[k] >> 16)));
+                wf[r * MQ_WFS] = __half2float(__ushort_as_half((uint16_t)dd[k]));
+                wf[r * MQ_WFS + 1] = __half2float(__ushort_as_half((uint16_t)(dd[k] >> 16)));
             }
         }
     }
@@ -238,22 +291,21 @@ template <> struct mq_w<CU_T_IQ2_XXS> {
     /* idx < BM·8: row idx>>3, group g = idx&7: A = 4 grid indices, B = 4 x 7 sign bits + s4;
      * the g = 0 task also d. */
     uint32_t A[4], B[4], d[4];
-    __device__ void fetch(const uint8_t *wb, int64_t r0, int64_t rows, uint64_t rb, int64_t s, int64_t) {
+    __device__ void fetch_sh(const uint8_t *sm, int st, const uint8_t *wb, int64_t r0, uint64_t rb, int64_t s) {
         int tid = threadIdx.x, g = tid & 7;
 #pragma unroll
         for (int k = 0; k < 4; k++) {
-            int r = (tid + 256 * k) >> 3;
-            bool ok = r0 + r < rows;
-            const uint8_t *p = wb + (uint64_t)(r0 + r) * rb + (uint64_t)s * CU_IQ2_XXS_BYTES;
-            A[k] = ok ? cu_ld_u32_a2(p + 2 + 8 * g) : 0u;
-            B[k] = ok ? cu_ld_u32_a2(p + 6 + 8 * g) : 0u;
-            d[k] = ok && g == 0 ? *(const uint16_t *)p : 0u;
+            const uint8_t *p = mq_ring_row<CU_T_IQ2_XXS>(sm, st, wb, r0, (tid + 256 * k) >> 3, rb, s);
+            A[k] = cu_ld_u32_a2(p + 2 + 8 * g);
+            B[k] = cu_ld_u32_a2(p + 6 + 8 * g);
+            d[k] = g == 0 ? *(const uint16_t *)p : 0u;
         }
     }
+    /* Signs by byte masks (MQ_OFF_GRID: u64 per 7-bit sign index, 0xFF where the CPU negates):
+     * -v = (v ^ 0xFF) + 1 per byte; grid values are 8, 25 or 43, so no byte carries. */
     __device__ void store(uint8_t *sm) const {
         int tid = threadIdx.x, g = tid & 7;
-        const uint64_t *grid = (const uint64_t *)(sm + MQ_OFF_GRID);
-        const uint8_t *signs = sm + MQ_OFF_GRID + 256 * 8;
+        const uint2 *grid = (const uint2 *)(sm + MQ_OFF_GRID), *smask = grid + 256;
         float *wf = (float *)(sm + MQ_OFF_WF);
         int8_t *wi = (int8_t *)(sm + MQ_OFF_WI);
 #pragma unroll
@@ -262,25 +314,15 @@ template <> struct mq_w<CU_T_IQ2_XXS> {
             uint32_t out[8];
 #pragma unroll
             for (int j = 0; j < 4; j++) {
-                uint64_t gv = grid[(A[k] >> (8 * j)) & 255u];
-                uint32_t sg = signs[(B[k] >> (7 * j)) & 127u];
-#pragma unroll
-                for (int hw = 0; hw < 2; hw++) {
-                    uint32_t v = (uint32_t)(gv >> (32 * hw)), o = 0;
-#pragma unroll
-                    for (int l = 0; l < 4; l++) {
-                        int b = (int)((v >> (8 * l)) & 255u);
-                        if ((sg >> (4 * hw + l)) & 1) b = -b;
-                        o |= (uint32_t)(uint8_t)b << (8 * l);
-                    }
-                    out[2 * j + hw] = o;
-                }
+                uint2 gv = grid[(A[k] >> (8 * j)) & 255u], m = smask[(B[k] >> (7 * j)) & 127u];
+                out[2 * j] = (gv.x ^ m.x) + (m.x & 0x01010101u);
+                out[2 * j + 1] = (gv.y ^ m.y) + (m.y & 0x01010101u);
             }
             uint4 *dst = (uint4 *)(sm + r * MQ_LD + 32 * g);
             dst[0] = make_uint4(out[0], out[1], out[2], out[3]);
             dst[1] = make_uint4(out[4], out[5], out[6], out[7]);
             wi[r * 16 + g] = (int8_t)(2 * (B[k] >> 28) + 1);
-            if (g == 0) wf[r * 8] = __half2float(__ushort_as_half((uint16_t)d[k]));
+            if (g == 0) wf[r * MQ_WFS] = __half2float(__ushort_as_half((uint16_t)d[k]));
         }
     }
 };
@@ -293,7 +335,7 @@ __device__ __forceinline__ void mq_issue_x(uint8_t *sm, int buf, const mm_planes
                                            int64_t t0, int64_t t1, int64_t s) {
     int tid = threadIdx.x;
     uint8_t *X = sm + MQ_OFF_X + buf * MQ_X_BYTES;
-    float *xf = (float *)(sm + MQ_OFF_XF) + buf * MQ_BN * 8;
+    float *xf = (float *)(sm + MQ_OFF_XF) + buf * MQ_BN * MQ_XFS;
     if constexpr (TYPE == CU_T_Q8_0) {
         int64_t b0 = MQ_Q8_STEP * s, nbv = pl.nblk - b0 < MQ_Q8_STEP ? pl.nblk - b0 : MQ_Q8_STEP;
 #pragma unroll
@@ -306,7 +348,7 @@ __device__ __forceinline__ void mq_issue_x(uint8_t *sm, int buf, const mm_planes
         for (int idx = tid; idx < MQ_BN * MQ_Q8_STEP; idx += MQ_THREADS) {
             int t = idx / MQ_Q8_STEP, b = idx % MQ_Q8_STEP;
             bool ok = t0 + t < t1 && b < nbv;
-            mq_cp4(xf + t * 8 + b, ok ? pl.d + (t0 + t) * pl.nblk + b0 + b : pl.d, ok ? 4 : 0);
+            mq_cp4(xf + t * MQ_XFS + b, ok ? pl.d + (t0 + t) * pl.nblk + b0 + b : pl.d, ok ? 4 : 0);
         }
     } else {
 #pragma unroll
@@ -318,7 +360,7 @@ __device__ __forceinline__ void mq_issue_x(uint8_t *sm, int buf, const mm_planes
         }
         if (tid < MQ_BN) {
             bool ok = t0 + tid < t1;
-            mq_cp4(xf + tid * 8, ok ? pl.d + (t0 + tid) * pl.nblk + s : pl.d, ok ? 4 : 0);
+            mq_cp4(xf + tid * MQ_XFS, ok ? pl.d + (t0 + tid) * pl.nblk + s : pl.d, ok ? 4 : 0);
         }
         if constexpr (TYPE != CU_T_IQ2_XXS) {
             int16_t *xb = (int16_t *)(sm + MQ_OFF_XB) + buf * MQ_BN * 16;
@@ -348,23 +390,38 @@ __device__ __forceinline__ void mq_bsums_split(const int16_t *xb, int tb, int tg
     *hi = h;
 }
 
-/* grid (ceil(rows/128), token-tile bound), 256 threads, MQ_SMEM bytes of dynamic shared memory.
- * Warp w owns rows 32(w%4) .. +31 and tokens 32(w/4) .. +31 of the tile. */
+/* Exact int -> f32 for |v| < 2^22 without the conversion unit (a quarter-rate pipe): v added
+ * to the mantissa of 1.5·2^23 (ulp 1 in that binade), then 1.5·2^23 subtracted exactly; the
+ * same value as __int2float_rn. Each use states its bound. */
+__device__ __forceinline__ float mq_i2f22(int v) {
+    return __fsub_rn(__int_as_float(0x4B400000 + v), 12582912.0f);
+}
+
+/* grid (ceil(rows/128), token-tile bound), 256 threads, mq_ring<TYPE>::smem bytes of dynamic
+ * shared memory. Warp w owns rows 32(w%4) .. +31 and tokens 32(w/4) .. +31 of the tile. */
 template <int TYPE, bool SKIP>
 __global__ void __launch_bounds__(MQ_THREADS, 2)
 k_matmul_mma(const uint8_t *w, int64_t rows, int64_t cols, uint64_t row_bytes,
              uint64_t e_stride, const int32_t *d_off, int n_expert, mm_planes pl,
              int64_t n_tok, float *y, int64_t ldy) {
     extern __shared__ __align__(16) uint8_t sm[];
+    constexpr bool RING = mq_ring<TYPE>::on;
     mm_tile tl;
     if (!mm_find_tile(d_off, n_expert, n_tok, MQ_BN, blockIdx.y, &tl)) return;
     int64_t r0 = (int64_t)blockIdx.x * MQ_BM;
     const uint8_t *wb = w + (uint64_t)tl.e * e_stride;
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     int g = lane >> 2, tg = lane & 3, wr = 32 * (warp & 3), wt = 32 * (warp >> 2);
-    if constexpr (TYPE == CU_T_IQ2_XXS) {
-        for (int i = tid; i < 256; i += MQ_THREADS) ((uint64_t *)(sm + MQ_OFF_GRID))[i] = mq_iq2_grid[i];
-        for (int i = tid; i < 128; i += MQ_THREADS) sm[MQ_OFF_GRID + 2048 + i] = mq_iq2_signs[i];
+    if constexpr (TYPE == CU_T_IQ2_XXS) { /* grid, then the sign byte masks of mq_w::store */
+        uint64_t *gr = (uint64_t *)(sm + MQ_OFF_GRID);
+        for (int i = tid; i < 256; i += MQ_THREADS) gr[i] = mq_iq2_grid[i];
+        if (tid < 128) {
+            uint32_t sg = mq_iq2_signs[tid];
+            uint64_t m = 0;
+            for (int l = 0; l < 8; l++)
+                if ((sg >> l) & 1) m |= (uint64_t)0xFF << (8 * l);
+            gr[256 + tid] = m;
+        }
         __syncthreads();
     }
     const int64_t nblk = pl.nblk;
@@ -384,24 +441,38 @@ k_matmul_mma(const uint8_t *w, int64_t rows, int64_t cols, uint64_t row_bytes,
             for (int c = 0; c < 4; c++) acc[a][b][c] = 0.0f;
     int64_t nsteps = TYPE == CU_T_Q8_0 ? (nblk + MQ_Q8_STEP - 1) / MQ_Q8_STEP : nblk;
     mq_w<TYPE> raw;
-    raw.fetch(wb, r0, rows, row_bytes, 0, nblk);
+    if constexpr (RING) mq_issue_w<TYPE>(sm, 0, wb, r0, rows, row_bytes, 0, pl.codes);
+    else raw.fetch(wb, r0, rows, row_bytes, 0, nblk);
     mq_issue_x<TYPE>(sm, 0, pl, cols, tl.t0, tl.t1, 0);
     mq_cp_commit();
     for (int64_t s = 0; s < nsteps; s++) {
         int buf = (int)(s & 1);
-        raw.store(sm); /* the previous step's readers finished at the loop's closing barrier */
-        mq_cp_wait_all();
-        __syncthreads();
-        if (s + 1 < nsteps) { /* in flight while this step multiplies */
-            mq_issue_x<TYPE>(sm, buf ^ 1, pl, cols, tl.t0, tl.t1, s + 1);
-            mq_cp_commit();
-            raw.fetch(wb, r0, rows, row_bytes, s + 1, nblk);
+        if constexpr (RING) {
+            mq_cp_wait_all();
+            __syncthreads(); /* step s landed everywhere; every reader of step s-1 is done */
+            if (s + 1 < nsteps) { /* in flight while this step unpacks and multiplies */
+                mq_issue_w<TYPE>(sm, buf ^ 1, wb, r0, rows, row_bytes, s + 1, pl.codes);
+                mq_issue_x<TYPE>(sm, buf ^ 1, pl, cols, tl.t0, tl.t1, s + 1);
+                mq_cp_commit();
+            }
+            raw.fetch_sh(sm, buf, wb, r0, row_bytes, s);
+            raw.store(sm);
+            __syncthreads();
+        } else {
+            raw.store(sm); /* the previous step's readers finished at the loop's closing barrier */
+            mq_cp_wait_all();
+            __syncthreads();
+            if (s + 1 < nsteps) { /* in flight while this step multiplies */
+                mq_issue_x<TYPE>(sm, buf ^ 1, pl, cols, tl.t0, tl.t1, s + 1);
+                mq_cp_commit();
+                raw.fetch(wb, r0, rows, row_bytes, s + 1, nblk);
+            }
         }
         const unsigned a_addr = (unsigned)__cvta_generic_to_shared(
             W + (wr + (lane & 7) + 8 * ((lane >> 3) & 1)) * MQ_LD + 16 * (lane >> 4));
         const unsigned b_addr = (unsigned)__cvta_generic_to_shared(
             sm + MQ_OFF_X + buf * MQ_X_BYTES + (wt + (lane & 7) + 8 * (lane >> 4)) * MQ_LD + 16 * ((lane >> 3) & 1));
-        const float *xf = (const float *)(sm + MQ_OFF_XF) + buf * MQ_BN * 8;
+        const float *xf = (const float *)(sm + MQ_OFF_XF) + buf * MQ_BN * MQ_XFS;
         int nchunk = 8;
         if constexpr (TYPE == CU_T_Q8_0)
             nchunk = (int)(nblk - MQ_Q8_STEP * s < MQ_Q8_STEP ? nblk - MQ_Q8_STEP * s : MQ_Q8_STEP);
@@ -442,14 +513,14 @@ k_matmul_mma(const uint8_t *w, int64_t rows, int64_t cols, uint64_t row_bytes,
 #pragma unroll
                     for (int i = 0; i < 2; i++) {
                         int rl = wr + 16 * mt + g + 8 * i;
-                        if constexpr (TYPE == CU_T_Q8_0) rs[mt][i] = wf[rl * 8 + ch];
+                        if constexpr (TYPE == CU_T_Q8_0) rs[mt][i] = wf[rl * MQ_WFS + ch];
                         else ri[mt][i] = wi[rl * 16 + ch];
                     }
                 if constexpr (TYPE == CU_T_Q8_0) {
 #pragma unroll
                     for (int nt = 0; nt < 4; nt++)
 #pragma unroll
-                        for (int j = 0; j < 2; j++) ts[nt][j] = xf[(wt + 8 * nt + 2 * tg + j) * 8 + ch];
+                        for (int j = 0; j < 2; j++) ts[nt][j] = xf[(wt + 8 * nt + 2 * tg + j) * MQ_XFS + ch];
                 }
 #pragma unroll
                 for (int mt = 0; mt < 2; mt++)
@@ -460,7 +531,9 @@ k_matmul_mma(const uint8_t *w, int64_t rows, int64_t cols, uint64_t row_bytes,
                         mq_mma32(sv, af[mt], bf[nt][0], bf[nt][1]);
 #pragma unroll
                         for (int c = 0; c < 4; c++) {
-                            if constexpr (TYPE == CU_T_Q8_0) /* README §4.2: acc += (d_w·d_x)·isum */
+                            /* README §4.2: acc += (d_w·d_x)·isum. (float) here: the exact
+                             * add-based conversion (mq_i2f22) measured 6-16% slower for Q8_0. */
+                            if constexpr (TYPE == CU_T_Q8_0)
                                 acc[mt][nt][c] = __fadd_rn(acc[mt][nt][c],
                                                            __fmul_rn(__fmul_rn(rs[mt][c >> 1], ts[nt][c & 1]), (float)sv[c]));
                             else
@@ -469,49 +542,67 @@ k_matmul_mma(const uint8_t *w, int64_t rows, int64_t cols, uint64_t row_bytes,
                     }
             }
         }
-        if constexpr (TYPE == CU_T_IQ2_XXS) { /* acc += (d·d_x)·bsum */
+        if constexpr (TYPE != CU_T_Q8_0) {
+            /* The scales of this thread's rows and tokens, once per step. */
+            float wd[2][2], wm[2][2], xd[4][2];
 #pragma unroll
             for (int mt = 0; mt < 2; mt++)
 #pragma unroll
-                for (int nt = 0; nt < 4; nt++)
+                for (int i = 0; i < 2; i++) {
+                    int rl = wr + 16 * mt + g + 8 * i;
+                    wd[mt][i] = wf[rl * MQ_WFS];
+                    wm[mt][i] = TYPE == CU_T_IQ2_XXS ? 0.0f : wf[rl * MQ_WFS + 1];
+                }
 #pragma unroll
-                    for (int c = 0; c < 4; c++) {
+            for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+                for (int j = 0; j < 2; j++) xd[nt][j] = xf[(wt + 8 * nt + 2 * tg + j) * MQ_XFS];
+            if constexpr (TYPE == CU_T_IQ2_XXS) { /* acc += (d·d_x)·bsum; |bsum| may pass 2^22 */
+#pragma unroll
+                for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+                    for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+                        for (int c = 0; c < 4; c++) {
+                            if (SKIP && nt >= ntv) continue;
+                            acc[mt][nt][c] = __fadd_rn(acc[mt][nt][c],
+                                                       __fmul_rn(__fmul_rn(wd[mt][c >> 1], xd[nt][c & 1]),
+                                                                 (float)isum[mt][nt][c]));
+                        }
+            } else {
+                /* summs = Σ_16 m·bsums = 128·Σ m·hi + Σ m·lo, then the f32 steps. Q2_K converts
+                 * by mq_i2f22: |isum| <= 256·45·128 and |summs| <= 16·15·2048, both < 2^22
+                 * (Q4_K keeps the conversion unit: its isum reaches 8·63·32·15·128). */
+                const uint8_t *WM = sm + MQ_OFF_WM;
+                const int16_t *xb = (const int16_t *)(sm + MQ_OFF_XB) + buf * MQ_BN * 16;
+                uint32_t blo[4], bhi[4];
+#pragma unroll
+                for (int nt = 0; nt < 4; nt++) mq_bsums_split(xb, wt + 8 * nt + g, tg, &blo[nt], &bhi[nt]);
+#pragma unroll
+                for (int mt = 0; mt < 2; mt++) {
+                    uint32_t a0 = *(const uint32_t *)(WM + (wr + 16 * mt + g) * 16 + 4 * tg);
+                    uint32_t a1 = *(const uint32_t *)(WM + (wr + 16 * mt + g + 8) * 16 + 4 * tg);
+#pragma unroll
+                    for (int nt = 0; nt < 4; nt++) {
                         if (SKIP && nt >= ntv) continue;
-                        int rl = wr + 16 * mt + g + 8 * (c >> 1), tk = wt + 8 * nt + 2 * tg + (c & 1);
-                        acc[mt][nt][c] = __fadd_rn(acc[mt][nt][c],
-                                                   __fmul_rn(__fmul_rn(wf[rl * 8], xf[tk * 8]), (float)isum[mt][nt][c]));
-                    }
-        } else if constexpr (TYPE == CU_T_Q2_K || TYPE == CU_T_Q4_K) {
-            /* summs = Σ_16 m·bsums = 128·Σ m·hi + Σ m·lo, then the f32 steps. */
-            const uint8_t *WM = sm + MQ_OFF_WM;
-            const int16_t *xb = (const int16_t *)(sm + MQ_OFF_XB) + buf * MQ_BN * 16;
-            uint32_t blo[4], bhi[4];
+                        int lo[4] = {0, 0, 0, 0}, hi[4] = {0, 0, 0, 0};
+                        mq_mma16(lo, a0, a1, blo[nt]);
+                        mq_mma16(hi, a0, a1, bhi[nt]);
 #pragma unroll
-            for (int nt = 0; nt < 4; nt++) mq_bsums_split(xb, wt + 8 * nt + g, tg, &blo[nt], &bhi[nt]);
-#pragma unroll
-            for (int mt = 0; mt < 2; mt++) {
-                uint32_t a0 = *(const uint32_t *)(WM + (wr + 16 * mt + g) * 16 + 4 * tg);
-                uint32_t a1 = *(const uint32_t *)(WM + (wr + 16 * mt + g + 8) * 16 + 4 * tg);
-#pragma unroll
-                for (int nt = 0; nt < 4; nt++) {
-                    if (SKIP && nt >= ntv) continue;
-                    int lo[4] = {0, 0, 0, 0}, hi[4] = {0, 0, 0, 0};
-                    mq_mma16(lo, a0, a1, blo[nt]);
-                    mq_mma16(hi, a0, a1, bhi[nt]);
-#pragma unroll
-                    for (int c = 0; c < 4; c++) {
-                        int rl = wr + 16 * mt + g + 8 * (c >> 1), tk = wt + 8 * nt + 2 * tg + (c & 1);
-                        int summs = hi[c] * 128 + lo[c];
-                        float dx = xf[tk * 8];
-                        float dall = __fmul_rn(dx, wf[rl * 8]), dmin = __fmul_rn(dx, wf[rl * 8 + 1]);
-                        acc[mt][nt][c] = __fadd_rn(acc[mt][nt][c],
-                                                   __fsub_rn(__fmul_rn(dall, (float)isum[mt][nt][c]),
-                                                             __fmul_rn(dmin, (float)summs)));
+                        for (int c = 0; c < 4; c++) {
+                            float dx = xd[nt][c & 1];
+                            float dall = __fmul_rn(dx, wd[mt][c >> 1]), dmin = __fmul_rn(dx, wm[mt][c >> 1]);
+                            int summs = hi[c] * 128 + lo[c];
+                            float fi = TYPE == CU_T_Q2_K ? mq_i2f22(isum[mt][nt][c]) : (float)isum[mt][nt][c];
+                            float fs = TYPE == CU_T_Q2_K ? mq_i2f22(summs) : (float)summs;
+                            acc[mt][nt][c] = __fadd_rn(acc[mt][nt][c],
+                                                       __fsub_rn(__fmul_rn(dall, fi), __fmul_rn(dmin, fs)));
+                        }
                     }
                 }
             }
         }
-        __syncthreads();
+        if constexpr (!RING) __syncthreads();
     }
 #pragma unroll
     for (int mt = 0; mt < 2; mt++)
@@ -533,12 +624,15 @@ template <int TYPE>
 static ds4_status mq_run(const mm_args *a, ds4_error *err) {
     static int attr_set;
     if (!attr_set) {
-        CU_CHECK(cudaFuncSetAttribute(k_matmul_mma<TYPE, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, MQ_SMEM),
+        CU_CHECK(cudaFuncSetAttribute(k_matmul_mma<TYPE, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, mq_ring<TYPE>::smem),
                  err, "matmul smem attribute");
-        CU_CHECK(cudaFuncSetAttribute(k_matmul_mma<TYPE, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, MQ_SMEM),
+        CU_CHECK(cudaFuncSetAttribute(k_matmul_mma<TYPE, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, mq_ring<TYPE>::smem),
                  err, "matmul smem attribute");
         attr_set = 1;
     }
+    /* GGUF blocks start at even addresses (f16 scales); the ring's chunk count assumes it. */
+    if (((uintptr_t)a->w | a->row_bytes | a->expert_stride) & 1)
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_matmul: weights at an odd address or stride");
     int64_t tiles = (a->n_tok + MQ_BN - 1) / MQ_BN + (a->d_off ? a->n_expert : 0);
     if (tiles > 65535)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_matmul: %lld token tiles (at most 65535)",
@@ -549,7 +643,7 @@ static ds4_status mq_run(const mm_args *a, ds4_error *err) {
      * with it). */
     bool skip = a->d_off && a->n_tok < 32 * (int64_t)a->n_expert;
     auto kern = skip ? k_matmul_mma<TYPE, true> : k_matmul_mma<TYPE, false>;
-    kern<<<grid, MQ_THREADS, MQ_SMEM, cu_stream>>>(a->w, a->rows, a->cols, a->row_bytes,
+    kern<<<grid, MQ_THREADS, mq_ring<TYPE>::smem, cu_stream>>>(a->w, a->rows, a->cols, a->row_bytes,
                                                   a->expert_stride, a->d_off, a->n_expert,
                                                   a->planes, a->n_tok, a->y, a->ldy);
     CU_CHECK(cudaGetLastError(), err, "matmul mma launch");

@@ -67,29 +67,32 @@ static void check_exact(const char *name, const float *ref, const float *got, in
     result(n_diff == 0 && n_gap == 0, name, detail);
 }
 
-typedef struct mm_case { int type; int64_t rows, cols, n_tok, ldx, ldy; } mm_case;
+/* woff: the weights start woff bytes past a 256-byte aligned allocation (GGUF blocks are only
+ * 2-byte aligned; the int8 kernels copy the 16-byte chunks around them). */
+typedef struct mm_case { int type; int64_t rows, cols, n_tok, ldx, ldy, woff; } mm_case;
 
 static void run_mm_case(const mm_case *c) {
     ds4_error err;
     uint64_t rb;
     if (q_row_bytes(c->type, (uint64_t)c->cols, &rb, &err)) { result(0, "matmul row bytes", err.msg); return; }
     size_t wb = (size_t)rb * (size_t)c->rows;
-    uint8_t *w = malloc(wb);
-    fill_weights(c->type, w, wb);
+    uint8_t *w = malloc(wb + (size_t)c->woff);
+    fill_weights(c->type, w + c->woff, wb);
     float *x = rnd_vec(c->n_tok * c->ldx, 1.0f), *ref = malloc((size_t)(c->n_tok * c->ldy) * 4);
     float *got = malloc((size_t)(c->n_tok * c->ldy) * 4);
     for (int64_t i = 0; i < c->n_tok * c->ldy; i++) ref[i] = got[i] = -7.0f; /* untouched gaps */
-    cpu_mat m = {"test", c->type, c->cols, c->rows, rb, w};
+    cpu_mat m = {"test", c->type, c->cols, c->rows, rb, w + c->woff};
     cpu_buf buf = {0};
     char name[128];
-    snprintf(name, sizeof name, "matmul %s %lldx%lld x %lld tok (ldx %lld, ldy %lld) bit-exact",
+    snprintf(name, sizeof name, "matmul %s %lldx%lld x %lld tok (ldx %lld, ldy %lld, w +%lld) bit-exact",
              q_type_name(c->type), (long long)c->rows, (long long)c->cols, (long long)c->n_tok,
-             (long long)c->ldx, (long long)c->ldy);
+             (long long)c->ldx, (long long)c->ldy, (long long)c->woff);
     if (cpu_matmul(NULL, &m, x, c->ldx, c->n_tok, ref, c->ldy, &buf, &err)) {
         result(0, name, err.msg);
         goto out;
     }
-    void *dw = dev_put(w, wb), *dx = dev_put(x, (size_t)(c->n_tok * c->ldx) * 4);
+    uint8_t *dw = (uint8_t *)dev_put(w, wb + (size_t)c->woff) + c->woff;
+    void *dx = dev_put(x, (size_t)(c->n_tok * c->ldx) * 4);
     float *dy = dev_put(got, (size_t)(c->n_tok * c->ldy) * 4);
     void *dact = dev_alloc(cuda_matmul_scratch_bytes(c->type, c->cols, c->n_tok) + 1);
     if (!ok_call(cuda_matmul(c->type, dw, c->rows, c->cols, dx, c->ldx, c->n_tok, dact, dy, c->ldy, &err),
@@ -104,35 +107,39 @@ out:
 }
 
 /* Grouped: n_expert experts with the given row counts (x rows sorted by expert); the reference
- * is cpu_matmul on each expert's slice with that expert's weights. */
-static void run_experts_case(int type, int64_t rows, int64_t cols, int n_expert, const int *cnt,
-                             int64_t ldy) {
+ * is cpu_matmul on each expert's slice with that expert's weights. The experts start woff bytes
+ * into the allocation and lie wpad bytes more than their size apart. */
+static void run_experts_case_at(int type, int64_t rows, int64_t cols, int n_expert, const int *cnt,
+                                int64_t ldy, int woff, int wpad) {
     ds4_error err;
     uint64_t rb;
     if (q_row_bytes(type, (uint64_t)cols, &rb, &err)) { result(0, "experts row bytes", err.msg); return; }
-    size_t eb = (size_t)rb * (size_t)rows, wb = eb * (size_t)n_expert;
+    size_t eb = (size_t)rb * (size_t)rows + (size_t)wpad, wb = eb * (size_t)n_expert + (size_t)woff;
     int32_t *off = malloc((size_t)(n_expert + 1) * 4);
     off[0] = 0;
     for (int e = 0; e < n_expert; e++) off[e + 1] = off[e] + cnt[e];
     int64_t n = off[n_expert];
     uint8_t *w = malloc(wb);
-    fill_weights(type, w, wb);
+    memset(w, 0x55, wb);
+    for (int e = 0; e < n_expert; e++) fill_weights(type, w + woff + (size_t)e * eb, eb - (size_t)wpad);
     float *x = rnd_vec(n * cols, 1.0f), *ref = malloc((size_t)(n * ldy) * 4 + 4);
     float *got = malloc((size_t)(n * ldy) * 4 + 4);
     for (int64_t i = 0; i < n * ldy; i++) ref[i] = got[i] = -7.0f;
     cpu_buf buf = {0};
     char name[160];
-    snprintf(name, sizeof name, "matmul_experts %s %lldx%lld, %d experts, %lld rows (ldy %lld) bit-exact",
-             q_type_name(type), (long long)rows, (long long)cols, n_expert, (long long)n, (long long)ldy);
+    snprintf(name, sizeof name, "matmul_experts %s %lldx%lld, %d experts, %lld rows (ldy %lld, w +%d, "
+             "pad %d) bit-exact", q_type_name(type), (long long)rows, (long long)cols, n_expert,
+             (long long)n, (long long)ldy, woff, wpad);
     for (int e = 0; e < n_expert; e++) {
-        cpu_mat m = {"test", type, cols, rows, rb, w + (size_t)e * eb};
+        cpu_mat m = {"test", type, cols, rows, rb, w + woff + (size_t)e * eb};
         if (cnt[e] && cpu_matmul(NULL, &m, x + (int64_t)off[e] * cols, cols, cnt[e],
                                  ref + (int64_t)off[e] * ldy, ldy, &buf, &err)) {
             result(0, name, err.msg);
             goto out;
         }
     }
-    void *dw = dev_put(w, wb), *dx = dev_put(x, (size_t)(n * cols) * 4);
+    uint8_t *dw = (uint8_t *)dev_put(w, wb) + woff;
+    void *dx = dev_put(x, (size_t)(n * cols) * 4);
     int32_t *doff = dev_put(off, (size_t)(n_expert + 1) * 4);
     float *dy = dev_put(got, (size_t)(n * ldy) * 4);
     void *dact = dev_alloc(cuda_matmul_scratch_bytes(type, cols, n) + 1);
@@ -145,6 +152,11 @@ out:
     dev_free_all();
     cpu_buf_free(&buf);
     free(off); free(w); free(x); free(ref); free(got);
+}
+
+static void run_experts_case(int type, int64_t rows, int64_t cols, int n_expert, const int *cnt,
+                             int64_t ldy) {
+    run_experts_case_at(type, rows, cols, n_expert, cnt, ldy, 0, 0);
 }
 
 void test_matmul(void) {
@@ -162,6 +174,11 @@ void test_matmul(void) {
         {Q_TYPE_BF16, 129, 1024, 65, 1030, 130},
         /* float types with many rows take the other kernel (matmul_f32.cu) */
         {Q_TYPE_F16, 300, 512, 17, 512, 300},     {Q_TYPE_F32, 257, 72, 5, 72, 258},
+        /* weights at 2-byte (not 4- or 16-byte) aligned addresses: every chunk offset of the
+         * IQ2_XXS / Q2_K weight ring, and the register loads of the other types */
+        {Q_TYPE_IQ2_XXS, 131, 768, 70, 768, 131, 6}, {Q_TYPE_Q2_K, 130, 512, 65, 512, 130, 2},
+        {Q_TYPE_Q2_K, 3, 256, 5, 256, 3, 14},        {Q_TYPE_IQ2_XXS, 129, 256, 64, 256, 129, 10},
+        {Q_TYPE_Q8_0, 65, 160, 9, 160, 65, 2},       {Q_TYPE_Q4_K, 33, 512, 7, 512, 33, 6},
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) run_mm_case(&cs[i]);
     static const int cnt7[] = {5, 0, 70, 1, 0, 33, 130};
@@ -174,6 +191,10 @@ void test_matmul(void) {
     for (int e = 0; e < 300; e++) cnt[e] = (int)(rnd_u64() % 4 == 0 ? rnd_u64() % 70 : 0);
     cnt[299] = 3;
     run_experts_case(Q_TYPE_Q2_K, 64, 256, 300, cnt, 64);
+    /* experts at 2-byte aligned starts and strides (odd multiples of 2 bytes apart) */
+    run_experts_case_at(Q_TYPE_IQ2_XXS, 130, 512, 7, cnt7, 131, 10, 6);
+    run_experts_case_at(Q_TYPE_Q2_K, 130, 768, 7, cnt7, 130, 2, 2);
+    run_experts_case_at(Q_TYPE_Q2_K, 70, 256, 7, cnt7, 70, 14, 30);
     static const int cnt_empty[] = {0, 0, 2, 0};
     run_experts_case(Q_TYPE_Q8_0, 33, 64, 4, cnt_empty, 33);
 }
@@ -189,6 +210,12 @@ static void bench_line(const char *what, int type, int64_t rows, int64_t cols, i
                2.0 * rows * cols * n_tok / s / 1e12);
 }
 
+/* DS4_MM_BENCH_QUICK set: the new kernels only (no SIMT "before"), e.g. under a profiler. */
+static int bench_quick(void) {
+    const char *q = getenv("DS4_MM_BENCH_QUICK");
+    return q && *q && *q != '0';
+}
+
 static void bench_dense(int type, int64_t rows, int64_t cols, int64_t n_tok) {
     ds4_error err;
     uint64_t rb;
@@ -200,7 +227,7 @@ static void bench_dense(int type, int64_t rows, int64_t cols, int64_t n_tok) {
     void *dw = dev_put(w, wb), *dx = dev_put(x, (size_t)(n_tok * cols) * 4);
     float *dy = dev_alloc((size_t)(n_tok * rows) * 4);
     void *dact = dev_alloc(cuda_matmul_scratch_bytes(type, cols, n_tok) + 1);
-    for (int k = 0; k < 2; k++) {
+    for (int k = bench_quick(); k < 2; k++) {
         ds4_status (*fn)(int, const void *, int64_t, int64_t, const float *, int64_t, int64_t,
                          void *, float *, int64_t, ds4_error *) = k ? cuda_matmul : cuda_matmul_simt;
         ds4_status st = fn(type, dw, rows, cols, dx, cols, n_tok, dact, dy, rows, &err);
@@ -234,7 +261,7 @@ static void bench_grouped(int type, int64_t rows, int64_t cols, int n_expert, in
     int32_t *doff = dev_put(off, (size_t)(n_expert + 1) * 4);
     void *dact = dev_alloc(cuda_matmul_scratch_bytes(type, cols, n) + 1);
     char what[64];
-    for (int k = 0; k < 2; k++) {
+    for (int k = bench_quick(); k < 2; k++) {
         ds4_status st = DS4_OK;
         const int it = 3;
         double t0 = 0;
