@@ -118,16 +118,19 @@ fi
 # (issue #7; the bench prints how many); DS4_GPU_LAYERS_EXPERTS=N keeps exactly N layers'
 # experts on the GPU, DS4_GPU_SYN_EXPERTS shrinks the expert count instead. Context as
 # DS4_GPU_SYN_CTX (default 2048), generated tokens DS4_GPU_SYN_GEN (64); the run fails when the
-# logits are not finite.
+# logits are not finite. DS4_GPU_SYN_CTX_MAX walks the frontiers ctx, 2ctx, ... up to it (the
+# issue's 2k -> 64k table); DS4_GPU_SYN_PROFILE=N adds ds4-bench --profile N (per-op decode step).
 if [ -n "${DS4_GPU_SYN_FLASH:-}" ] && [ -x $B/cuda/bin/ds4-bench ]; then
     mem=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -n 1)
     ne=${DS4_GPU_SYN_EXPERTS:-256}
     ctx=${DS4_GPU_SYN_CTX:-2048}
     gl=()
     [ -n "${DS4_GPU_LAYERS_EXPERTS:-}" ] && gl=(--gpu-layers-experts "$DS4_GPU_LAYERS_EXPERTS")
+    [ -n "${DS4_GPU_SYN_PROFILE:-}" ] && gl+=(--profile "$DS4_GPU_SYN_PROFILE")
+    cmax=${DS4_GPU_SYN_CTX_MAX:-$ctx}
     echo "synthetic flash q2 in memory: 43 layers, $ne experts, ctx $ctx, ${gl[*]:-auto-fit} (card ${mem:-?} MiB)"
     timeout "${DS4_GPU_SYN_TIMEOUT:-300}" $B/cuda/bin/ds4-bench --synthetic flash --preset q2 \
-        --experts "$ne" --backend cuda ${gl[@]+"${gl[@]}"} --ctx-start "$ctx" --ctx-max "$ctx" --gen-tokens "${DS4_GPU_SYN_GEN:-64}" \
+        --experts "$ne" --backend cuda ${gl[@]+"${gl[@]}"} --ctx-start "$ctx" --ctx-max "$cmax" --step-mul 2 --gen-tokens "${DS4_GPU_SYN_GEN:-64}" \
         --prefill-chunk 2048 --no-membw --out "$LOGDIR/bench-synflash-cuda.csv" \
         > "$LOGDIR/bench-synflash-cuda.log" 2>&1 || { echo "synthetic flash bench failed"; rc=1; }
     cat "$LOGDIR/bench-synflash-cuda.csv" 2>/dev/null
