@@ -62,6 +62,32 @@ __device__ __forceinline__ const float *attn_key(const attn_args &a, int64_t s0,
     return a.comp + r * a.Dh;
 }
 
+/* q·k for the ATT_HB heads of shared q sq [ATT_HB][Dh] against key row kr, in cu_dot8_ref's
+ * order (8-lane chains, then the CPU's pairwise lane sum), so each score is cpu_dot_f32 bit for
+ * bit; lane k of an 8-lane group holds chain k. Every lane of the group returns the sums. */
+__device__ __forceinline__ void attn_dot_heads(const float *sq, const float *kr, int64_t Dh, int k,
+                                               float v[ATT_HB]) {
+    int64_t n8 = Dh & ~(int64_t)7;
+    float acc[ATT_HB];
+#pragma unroll
+    for (int h = 0; h < ATT_HB; h++) acc[h] = 0.0f;
+#pragma unroll 4
+    for (int64_t i = 0; i < n8; i += 8) {
+        float kv = kr[i + k];
+#pragma unroll
+        for (int h = 0; h < ATT_HB; h++) acc[h] = __fadd_rn(acc[h], __fmul_rn(sq[h * Dh + i + k], kv));
+    }
+#pragma unroll
+    for (int h = 0; h < ATT_HB; h++) {
+        float x = acc[h];
+        x = __fadd_rn(x, __shfl_xor_sync(0xffffffffu, x, 4));
+        x = __fadd_rn(x, __shfl_xor_sync(0xffffffffu, x, 1));
+        x = __fadd_rn(x, __shfl_xor_sync(0xffffffffu, x, 2));
+        for (int64_t i = n8; i < Dh; i++) x = __fadd_rn(x, __fmul_rn(sq[h * Dh + i], kr[i]));
+        v[h] = x;
+    }
+}
+
 /* grid (head groups, splits, tokens), 256 threads; shared q [ATT_HB][Dh]. */
 __global__ void __launch_bounds__(256) k_attn_split(attn_args a) {
     extern __shared__ float sq[];
@@ -93,27 +119,11 @@ __global__ void __launch_bounds__(256) k_attn_split(attn_args a) {
     const float tau = (float)(1.0 / sqrt((double)Dh)); /* MODEL_MATH §5.5 */
     {
         int g = threadIdx.x >> 3, k = threadIdx.x & 7;
-        const float *kr = kp[g];
-        int64_t n8 = Dh & ~(int64_t)7;
-        float acc[ATT_HB];
+        float v[ATT_HB];
+        attn_dot_heads(sq, kp[g], Dh, k, v);
 #pragma unroll
-        for (int h = 0; h < ATT_HB; h++) acc[h] = 0.0f;
-#pragma unroll 4
-        for (int64_t i = 0; i < n8; i += 8) {
-            float kv = kr[i + k];
-#pragma unroll
-            for (int h = 0; h < ATT_HB; h++)
-                acc[h] = __fadd_rn(acc[h], __fmul_rn(sq[h * Dh + i + k], kv));
-        }
-#pragma unroll
-        for (int h = 0; h < ATT_HB; h++) {
-            float v = acc[h];
-            v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 4));
-            v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 1));
-            v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 2));
-            for (int64_t i = n8; i < Dh; i++) v = __fadd_rn(v, __fmul_rn(sq[h * Dh + i], kr[i]));
-            if (k == 0 && h < nh) sc[h][g] = g < nk ? __fmul_rn(tau, v) : -INFINITY;
-        }
+        for (int h = 0; h < ATT_HB; h++)
+            if (k == 0 && h < nh) sc[h][g] = g < nk ? __fmul_rn(tau, v[h]) : -INFINITY;
     }
     __syncthreads();
     /* Warp h takes head h, lane i key i: split max, exp(s - max) (rounded from double), sum. */
@@ -231,28 +241,12 @@ __global__ void __launch_bounds__(256) k_attn_chunk(attn_args a, int64_t nk_cap)
     const float tau = (float)(1.0 / sqrt((double)Dh)); /* MODEL_MATH §5.5 */
     {
         int g = threadIdx.x >> 3, k = threadIdx.x & 7;
-        int64_t n8 = Dh & ~(int64_t)7;
         for (int64_t k0 = 0; k0 < nk32; k0 += ATT_KS) {
-            const float *kr = kp[k0 + g];
-            float acc[ATT_HB];
+            float v[ATT_HB];
+            attn_dot_heads(sq, kp[k0 + g], Dh, k, v);
 #pragma unroll
-            for (int h = 0; h < ATT_HB; h++) acc[h] = 0.0f;
-#pragma unroll 4
-            for (int64_t i = 0; i < n8; i += 8) {
-                float kv = kr[i + k];
-#pragma unroll
-                for (int h = 0; h < ATT_HB; h++)
-                    acc[h] = __fadd_rn(acc[h], __fmul_rn(sq[h * Dh + i + k], kv));
-            }
-#pragma unroll
-            for (int h = 0; h < ATT_HB; h++) {
-                float v = acc[h];
-                v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 4));
-                v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 1));
-                v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 2));
-                for (int64_t i = n8; i < Dh; i++) v = __fadd_rn(v, __fmul_rn(sq[h * Dh + i], kr[i]));
-                if (k == 0 && h < nh && k0 + g < n_keys) sc[h * nk_cap + k0 + g] = __fmul_rn(tau, v);
-            }
+            for (int h = 0; h < ATT_HB; h++)
+                if (k == 0 && h < nh && k0 + g < n_keys) sc[h * nk_cap + k0 + g] = __fmul_rn(tau, v[h]);
         }
     }
     __syncthreads();
