@@ -215,3 +215,32 @@ Test(model_state, thread_count_does_not_change_results, .timeout = 120) {
     gguf_close(g);
     fx_close(&fx);
 }
+
+/* model_eval_opts.token_out (issue #7): the greedy token is ds4_argmax of the last token's
+ * logits, with the logits asked for (LAST, ALL) or not (NONE: the head runs into scratch). */
+Test(model_state, token_out_is_argmax_of_last_logits, .timeout = 120) {
+    fixture fx;
+    fx_open(&fx);
+    ds4_error err = {0};
+    const model_logits_mode modes[] = {MODEL_LOGITS_NONE, MODEL_LOGITS_LAST, MODEL_LOGITS_ALL};
+    float *lg = malloc((size_t)(fx.T * fx.V) * sizeof(float));
+    for (int mi = 0; mi < 3; mi++) {
+        model_state *st;
+        cr_assert_eq(model_state_create(&st, fx.tm.m, fx.T, &err), DS4_OK, "%s", err.msg);
+        /* a prefill of 40 tokens, then single decode steps */
+        for (int64_t p = 0; p < 48;) {
+            int64_t n = p == 0 ? 40 : 1;
+            int32_t tok = -7;
+            model_eval_opts o = {modes[mi], lg, NULL, NULL, &tok};
+            cr_assert_eq(model_eval(fx.tm.m, st, fx.toks + p, n, &o, &err), DS4_OK, "%s", err.msg);
+            p += n;
+            int32_t want = ds4_argmax(fx.ref + (p - 1) * fx.V, (uint32_t)fx.V);
+            cr_assert(want >= 0);
+            cr_assert_eq(tok, want, "mode %d, position %lld: token_out %d, argmax of the reference %d",
+                         mi, (long long)(p - 1), tok, want);
+        }
+        model_state_free(st);
+    }
+    free(lg);
+    fx_close(&fx);
+}

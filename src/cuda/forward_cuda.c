@@ -719,15 +719,6 @@ static ds4_status eval_tokens(cuda_model *cm, cuda_state *s, const int32_t *toke
     return DS4_OK;
 }
 
-/* ds4_argmax on the host (model/sampling.c semantics): the first largest finite logit, -1 if
- * none is finite. */
-static int32_t host_argmax(const float *l, int64_t n) {
-    int32_t best = -1;
-    for (int64_t i = 0; i < n; i++)
-        if (isfinite(l[i]) && (best < 0 || l[i] > l[best])) best = (int32_t)i;
-    return best;
-}
-
 /* model_eval_opts.token_out (issue #7, greedy decode without the logits): with logits_mode
  * NONE the last token runs as a decode step followed by head + argmax on the device (greedy),
  * so only its id crosses the bus; with logits asked for, the argmax of the host copy. */
@@ -740,7 +731,7 @@ ds4_status cuda_model_eval(cuda_model *cm, cuda_state *s, const int32_t *tokens,
     if (o->logits_mode != MODEL_LOGITS_NONE) {
         if ((st = eval_tokens(cm, s, tokens, n_tokens, o, err))) return st;
         int64_t last = o->logits_mode == MODEL_LOGITS_ALL ? n_tokens - 1 : 0;
-        *o->token_out = host_argmax(o->logits + last * hp->n_vocab, hp->n_vocab);
+        *o->token_out = ds4_argmax(o->logits + last * hp->n_vocab, (uint32_t)hp->n_vocab);
         return DS4_OK;
     }
     /* checked before the state changes, as eval_tokens does for one call */

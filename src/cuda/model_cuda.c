@@ -639,6 +639,7 @@ void cuda_state_free(cuda_state *s) {
     }
     free(s->layers);
     cuda_graph_free(s->graph);
+    cuda_forward_free(s); /* the head + argmax graph of token_out */
     cuda_free(s->d_pos);
     for (int k = 0; k < 3; k++) cuda_free(s->qa[k]);
     cuda_free(s->qo);

@@ -191,8 +191,34 @@ static ds4_status eval_chunk(model *m, model_state *s, const int32_t *tokens, in
                       n, false, o->logits + done * hp->n_vocab, ws, err);
 }
 
+static ds4_status model_eval_run(model *m, model_state *s, const int32_t *tokens, int64_t n_tokens,
+                                 const model_eval_opts *o, ds4_error *err);
+
+/* model_eval_opts.token_out: ds4_argmax of the last token's logits; with logits mode NONE the
+ * head runs into a scratch row (the CUDA backend keeps that on the device). */
 ds4_status model_eval(model *m, model_state *s, const int32_t *tokens, int64_t n_tokens,
                       const model_eval_opts *o, ds4_error *err) {
+    if (!o || !o->token_out || !m || n_tokens <= 0) return model_eval_run(m, s, tokens, n_tokens, o, err);
+    int64_t V = m->hp.n_vocab;
+    model_eval_opts o1 = *o;
+    float *row = NULL;
+    if (o->logits_mode == MODEL_LOGITS_NONE) {
+        if (!(row = malloc((size_t)V * sizeof(float))))
+            return ds4_seterr(err, DS4_ERR_NOMEM, "model_eval: greedy token: out of memory");
+        o1.logits_mode = MODEL_LOGITS_LAST;
+        o1.logits = row;
+    }
+    ds4_status st = model_eval_run(m, s, tokens, n_tokens, &o1, err);
+    if (!st) {
+        const float *last = o1.logits + (o1.logits_mode == MODEL_LOGITS_ALL ? (n_tokens - 1) * V : 0);
+        *o->token_out = ds4_argmax(last, (uint32_t)V);
+    }
+    free(row);
+    return st;
+}
+
+static ds4_status model_eval_run(model *m, model_state *s, const int32_t *tokens, int64_t n_tokens,
+                                 const model_eval_opts *o, ds4_error *err) {
     if (!m || !s || s->m != m)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "model_eval: state does not belong to this model");
     if (n_tokens <= 0) return DS4_OK;

@@ -125,7 +125,7 @@ typedef struct model_eval_opts {
     int32_t *token_out;          /* optional (issue #7): the greedy next token, ds4_argmax of
                                     the last token's logits; with logits_mode NONE the CUDA
                                     backend runs head + argmax on the device and downloads only
-                                    this id (the CPU backend does not fill it yet) */
+                                    this id; the CPU backend computes the head and argmax) */
 } model_eval_opts;
 
 /* Evaluates tokens[0..n_tokens) at positions pos..pos+n_tokens-1 and advances the state.
