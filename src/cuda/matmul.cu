@@ -69,23 +69,33 @@ static ds4_status mm_run(mm_args *a, ds4_error *err) {
     return mm_launch_mma(a, err);
 }
 
+/* The arguments both entry points share, checked (mm_check) and filled into a. */
+static ds4_status mm_args_of(mm_args *a, int type, const void *d_w, int64_t rows, int64_t cols,
+                             const float *d_x, int64_t ldx, int64_t n_tok, void *d_act,
+                             float *d_y, int64_t ldy, ds4_error *err) {
+    *a = mm_args{};
+    ds4_status st = mm_check(type, rows, cols, ldx, ldy, &a->row_bytes, err);
+    if (st) return st;
+    a->type = type;
+    a->w = (const uint8_t *)d_w;
+    a->rows = rows;
+    a->cols = cols;
+    a->act = (const uint8_t *)d_act;
+    a->x = d_x;
+    a->ldx = ldx;
+    a->n_tok = n_tok;
+    a->y = d_y;
+    a->ldy = ldy;
+    return DS4_OK;
+}
+
 extern "C" ds4_status cuda_matmul(int type, const void *d_w, int64_t rows, int64_t cols,
                                   const float *d_x, int64_t ldx, int64_t n_tok, void *d_act,
                                   float *d_y, int64_t ldy, ds4_error *err) {
     if (n_tok <= 0 || rows <= 0) return DS4_OK;
-    mm_args a = {};
-    ds4_status st = mm_check(type, rows, cols, ldx, ldy, &a.row_bytes, err);
+    mm_args a;
+    ds4_status st = mm_args_of(&a, type, d_w, rows, cols, d_x, ldx, n_tok, d_act, d_y, ldy, err);
     if (st) return st;
-    a.type = type;
-    a.w = (const uint8_t *)d_w;
-    a.rows = rows;
-    a.cols = cols;
-    a.act = (const uint8_t *)d_act;
-    a.x = d_x;
-    a.ldx = ldx;
-    a.n_tok = n_tok;
-    a.y = d_y;
-    a.ldy = ldy;
     return mm_run(&a, err);
 }
 
@@ -95,8 +105,9 @@ extern "C" ds4_status cuda_matmul_experts(int type, const void *d_w, int64_t n_e
                                           int64_t n_rows_total, void *d_act, float *d_y,
                                           int64_t ldy, ds4_error *err) {
     if (n_rows_total <= 0 || rows <= 0 || n_expert <= 0) return DS4_OK;
-    mm_args a = {};
-    ds4_status st = mm_check(type, rows, cols, ldx, ldy, &a.row_bytes, err);
+    mm_args a;
+    ds4_status st = mm_args_of(&a, type, d_w, rows, cols, d_x, ldx, n_rows_total, d_act, d_y, ldy,
+                               err);
     if (st) return st;
     if (n_expert > 65535 || expert_stride_bytes < a.row_bytes * (uint64_t)rows)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG,
@@ -104,18 +115,8 @@ extern "C" ds4_status cuda_matmul_experts(int type, const void *d_w, int64_t n_e
                           "below the %llu of one expert", (long long)n_expert,
                           (unsigned long long)expert_stride_bytes,
                           (unsigned long long)(a.row_bytes * (uint64_t)rows));
-    a.type = type;
-    a.w = (const uint8_t *)d_w;
-    a.rows = rows;
-    a.cols = cols;
     a.expert_stride = expert_stride_bytes;
     a.d_off = d_off;
     a.n_expert = (int)n_expert;
-    a.act = (const uint8_t *)d_act;
-    a.x = d_x;
-    a.ldx = ldx;
-    a.n_tok = n_rows_total;
-    a.y = d_y;
-    a.ldy = ldy;
     return mm_run(&a, err);
 }
