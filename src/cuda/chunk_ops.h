@@ -2,7 +2,7 @@
  * cuda/chunk_ops.h — the ops of a batched prefill chunk (issue #7) that have no per-token
  * counterpart in cuda_api.h: the routed experts grouped on the device (chunk_moe.cu) and the
  * compressor advanced over a whole chunk in two launches (compressor.cu), the chunk's token
- * embeddings in one launch (rows.cu), the hyper-connection mixes (chunk_mix.cu). Every pointer is
+ * embeddings in one launch and the row gathers / scatters (rows.cu). Every pointer is
  * device memory; every call returns ds4_status and fills ds4_error, none prints or exits.
  * Results are bit-identical to the per-token ops they replace (tests/cuda/test_cuda_chunk.c).
  */
@@ -42,11 +42,11 @@ ds4_status cuda_embed_tokens(const void *d_table, int type, int64_t n_vocab, int
                              const int32_t *d_tok, int64_t n_tok, int n_copies, float *d_X,
                              ds4_error *err);
 
-/* y[t*ldy + r] = Σ_i W[r][i]·x[t*ldx + i] for F32 weights W [rows][ldw] (chunk_mix.cu): the
- * products of few rows over long rows (hyper-connection mixes), bit-identical to cpu_matmul. */
-ds4_status cuda_mix_f32(const float *d_w, int64_t rows, int64_t cols, int64_t ldw,
-                        const float *d_x, int64_t ldx, int64_t n_tok, float *d_y, int64_t ldy,
-                        ds4_error *err);
+/* rows.cu: dst[dst_idx[i]] = src[src_idx[i]], n rows of D floats (NULL index = identity); rows
+ * of a multiple of 4 floats at 16-byte aligned bases move 16 bytes at a time. (Also declared in
+ * model_cuda_impl.h for the forward files; here for the tests.) */
+ds4_status cuda_rows_copy(float *d_dst, const int32_t *d_dst_idx, const float *d_src,
+                          const int32_t *d_src_idx, int64_t n, int64_t D, ds4_error *err);
 
 /* Resets the CUDA runtime's last error (rows.cu): after a cudaMalloc failure the caller recovers
  * from (forward_chunk.c halves its chunk), so the next launch check does not report it. */

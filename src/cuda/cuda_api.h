@@ -252,6 +252,9 @@ ds4_status cuda_matmul_experts(int type, const void *d_w, int64_t n_expert, int6
 ds4_status cuda_matmul_simt(int type, const void *d_w, int64_t rows, int64_t cols,
                             const float *d_x, int64_t ldx, int64_t n_tok, void *d_act,
                             float *d_y, int64_t ldy, ds4_error *err);
+/* Bench/tests: force the float kernels' tile (rt rows x tt tokens per thread; 0, 0: by shape).
+ * Tiles: (1,4) (2,4) (3,4) (4,4) (3,2) (4,8) (8,8) (2,8); others fail the launch. */
+void cuda_matmul_float_tile(int rt, int tt);
 
 /* ds4_argmax per row: out[r] = index of the largest finite logit (lowest on ties), -1 if none.
  * Two passes through a fixed device buffer: one call at a time. */

@@ -202,26 +202,13 @@ static ds4_status mm(cuda_state *s, const char *what, const cu_mat *w, const flo
     return check_rows(s, what, w->host, x, ldx, n, y, ldy, err);
 }
 
-/* The hyper-connection mixes: F32 weights of few rows over hc·D columns go to cuda_mix_f32
- * (same results as cuda_matmul, which leaves such a product mostly idle). */
-static ds4_status mm_mix(cuda_state *s, const char *what, const cu_mat *w, const float *x,
-                         int64_t ldx, int64_t n, float *y, int64_t ldy, ds4_error *err) {
-    if (w->type != DS4_TYPE_F32 || w->rows > 64 || w->row_bytes != (uint64_t)w->cols * 4)
-        return mm(s, what, w, x, ldx, n, y, ldy, err);
-    ds4_status st = cuda_mix_f32((const float *)w->d, w->rows, w->cols, w->cols, x, ldx, n, y,
-                                 ldy, err);
-    s->prof_what = what;
-    if (st || !s->check) return st;
-    return check_rows(s, what, w->host, x, ldx, n, y, ldy, err);
-}
-
 /* fwd_hc_pre over n tokens (§4.1). */
 static ds4_status hc_pre_n(cuda_state *s, const cu_mat *fn, const float *scale, const float *base,
                            const float *norm, int64_t n, ds4_error *err) {
     const model_hparams *hp = &s->cm->m->hp;
     cu_bws *w = s->bws;
     ds4_status st;
-    CK(mm_mix(s, "hc_fn", fn, w->X, fn->cols, n, w->mix, fn->rows, err));
+    CK(mm(s, "hc_fn", fn, w->X, fn->cols, n, w->mix, fn->rows, err));
     return cuda_hc_pre(w->X, w->mix, scale, base, norm, n, (int)hp->n_hc, hp->n_embd,
                        (int)hp->sinkhorn_iters, hp->hc_eps, hp->norm_eps, w->pre, w->post,
                        w->comb, w->a, err);
@@ -405,7 +392,7 @@ static ds4_status output_n(cuda_state *s, int64_t r0, int64_t nr, float *logits,
     ds4_status st;
     CK(grow(&w->logits, &w->logits_bytes, (size_t)(nr * V) * sizeof(float), err));
     w->il = hp->n_layer; /* the output head, as the verification hook names it */
-    CK(mm_mix(s, "out_hc_fn", &cm->out_hc_fn, w->X + r0 * hcD, hcD, nr, w->mix, hc, err));
+    CK(mm(s, "out_hc_fn", &cm->out_hc_fn, w->X + r0 * hcD, hcD, nr, w->mix, hc, err));
     CK(cuda_hc_head(w->X + r0 * hcD, w->mix, cm->out_hc_scale, cm->out_hc_base, cm->out_norm, nr,
                     (int)hc, hp->n_embd, hp->hc_eps, hp->norm_eps, w->y, err));
     CK(mm(s, "output", &cm->output, w->y, hp->n_embd, nr, w->logits, V, err));

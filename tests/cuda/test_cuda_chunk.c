@@ -4,7 +4,7 @@
  * grouped by expert on the device (cuda_moe_group vs the host grouping), the compressor over a
  * whole chunk (cuda_comp_push_chunk vs one cuda_comp_push per token), the chunk attention
  * kernel (cuda_attn on >= 2 tokens vs the CPU loop attn_ref of test_cuda_layer_attn.c) and the
- * F32 mixes (cuda_mix_f32 vs the CPU's q_dot_f32_ref). Bit-identical, except where the
+ * row gathers / scatters (cuda_rows_copy vs the host). Bit-identical, except where the
  * attention's exp (exp in double, rounded) and glibc's expf differ by an ULP (see
  * cmp_order).
  * Called from test_cuda_layer_attn.c (test_attention / bench_attn_ops); test code only.
@@ -243,31 +243,41 @@ static void run_attn_chunk_case(const char *what, int64_t H, int64_t Dh, int64_t
     free(q); free(kv); free(ring); free(comp); free(sinks); free(isel); free(n_isel);
 }
 
-/* ---- F32 mixes ---- */
+/* ---- row gather / scatter (cuda_rows_copy) ---- */
 
-static void run_mix_case(int64_t rows, int64_t cols, int64_t n, int64_t ldx) {
+/* dst[di[i]] = src[si[i]] for n rows of D floats: a permutation gather into a scatter, against
+ * the host; D a multiple of 4 takes the 16-byte path, odd D (or offset bases) the plain one. */
+static void run_rows_case(int64_t n, int64_t D, int64_t off) {
     ds4_error err;
-    float *w = rnd_vec(rows * cols, 0.05f), *x = rnd_vec(n * ldx, 1.0f);
-    float *ref = malloc((size_t)(n * rows) * 4), *got = malloc((size_t)(n * rows) * 4);
-    for (int64_t t = 0; t < n; t++)
-        for (int64_t r = 0; r < rows; r++)
-            ref[t * rows + r] = q_dot_f32_ref(w + r * cols, x + t * ldx, (uint64_t)cols);
-    float *dw = dev_put(w, rows * cols * 4), *dx = dev_put(x, n * ldx * 4), *dy = dev_alloc(n * rows * 4);
-    char name[160];
-    snprintf(name, sizeof name, "mix_f32 %lld x %lld, %lld tokens (ldx %lld) vs q_dot_f32_ref",
-             (long long)rows, (long long)cols, (long long)n, (long long)ldx);
-    if (ok_call(cuda_mix_f32(dw, rows, cols, cols, dx, ldx, n, dy, rows, &err), name, &err)) {
-        dev_get(got, dy, n * rows * 4);
-        cmp_exact(name, ref, got, n * rows);
+    float *src = rnd_vec(n * D + off, 1.0f), *got = malloc((size_t)(n * D + off) * 4);
+    float *ref = malloc((size_t)(n * D + off) * 4);
+    int32_t *si = malloc((size_t)n * 4), *di = malloc((size_t)n * 4);
+    for (int64_t i = 0; i < n; i++) si[i] = di[i] = (int32_t)i;
+    for (int64_t i = n - 1; i > 0; i--) { /* two random permutations */
+        int64_t j = (int64_t)(rnd_u64() % (uint64_t)(i + 1)), k = (int64_t)(rnd_u64() % (uint64_t)(i + 1));
+        int32_t t = si[i]; si[i] = si[j]; si[j] = t;
+        t = di[i]; di[i] = di[k]; di[k] = t;
+    }
+    for (int64_t i = 0; i < n * D + off; i++) ref[i] = got[i] = -7.0f;
+    for (int64_t i = 0; i < n; i++) memcpy(ref + off + di[i] * D, src + off + si[i] * D, (size_t)D * 4);
+    float *ds = dev_put(src, (n * D + off) * 4), *dd = dev_put(got, (n * D + off) * 4);
+    int32_t *dsi = dev_put(si, n * 4), *ddi = dev_put(di, n * 4);
+    char name[128];
+    snprintf(name, sizeof name, "rows_copy %lld rows of %lld (+%lld floats) vs host", (long long)n,
+             (long long)D, (long long)off);
+    if (ok_call(cuda_rows_copy(dd + off, ddi, ds + off, dsi, n, D, &err), name, &err)) {
+        dev_get(got, dd, (n * D + off) * 4);
+        cmp_exact(name, ref, got, n * D + off);
     }
     dev_free_all();
-    free(w); free(x); free(ref); free(got);
+    free(src); free(got); free(ref); free(si); free(di);
 }
 
 void test_chunk_ops(void) {
-    run_mix_case(24, 16384, 37, 16384);
-    run_mix_case(4, 1024, 5, 1024);
-    run_mix_case(40, 1001, 17, 1100);
+    run_rows_case(300, 4096, 0);
+    run_rows_case(65, 7, 0);
+    run_rows_case(33, 64, 1);
+    run_rows_case(5, 1024 + 4, 0);
     run_group_case(37, 6, 16);
     run_group_case(2048, 6, 256);
     run_group_case(1, 8, 8);

@@ -159,6 +159,32 @@ static void run_experts_case(int type, int64_t rows, int64_t cols, int n_expert,
     run_experts_case_at(type, rows, cols, n_expert, cnt, ldy, 0, 0);
 }
 
+/* The float kernels (matmul_f32.cu) at the q2 model's F16 shapes (HC fn 24 x 16384, compressor
+ * 1024 x 4096, router 256 x 4096) and every tile shape forced in turn (cuda_matmul_float_tile),
+ * each with rows, tokens and columns cut inside a tile, 16-byte aligned (cp.async) and not. */
+static void test_matmul_float(void) {
+    static const mm_case big[] = {
+        {Q_TYPE_F16, 24, 16384, 37, 16384, 24}, {Q_TYPE_F16, 1024, 4096, 21, 4096, 1024},
+        {Q_TYPE_F16, 256, 4096, 35, 4096, 256}, {Q_TYPE_F32, 24, 16384, 19, 16384, 24},
+        {Q_TYPE_F16, 4, 16384, 3, 16384, 4},
+    };
+    for (size_t i = 0; i < sizeof big / sizeof big[0]; i++) run_mm_case(&big[i]);
+    static const int tiles[][2] = {{1, 4}, {2, 4}, {3, 4}, {4, 4}, {3, 2}, {4, 8}, {8, 8}, {2, 8}};
+    static const mm_case small[] = {
+        {Q_TYPE_F16, 40, 520, 45, 520, 41},  {Q_TYPE_F32, 33, 200, 19, 204, 33},
+        {Q_TYPE_BF16, 17, 264, 9, 264, 17},  {Q_TYPE_F16, 70, 1001, 38, 1003, 70},
+        {Q_TYPE_F32, 9, 67, 70, 67, 9},      {Q_TYPE_F16, 65, 4096, 66, 4100, 66, 2},
+    };
+    for (size_t k = 0; k < sizeof tiles / sizeof tiles[0]; k++) {
+        cuda_matmul_float_tile(tiles[k][0], tiles[k][1]);
+        printf("float tile %d x %d:\n", tiles[k][0], tiles[k][1]);
+        for (size_t i = 0; i < sizeof small / sizeof small[0]; i++) run_mm_case(&small[i]);
+        static const int cnt5[] = {3, 0, 40, 1, 17};
+        run_experts_case(Q_TYPE_F16, 33, 264, 5, cnt5, 35);
+    }
+    cuda_matmul_float_tile(0, 0);
+}
+
 void test_matmul(void) {
     static const mm_case cs[] = {
         {Q_TYPE_IQ2_XXS, 130, 512, 37, 512, 130}, {Q_TYPE_Q2_K, 70, 768, 5, 1024, 73},
@@ -197,6 +223,7 @@ void test_matmul(void) {
     run_experts_case_at(Q_TYPE_Q2_K, 70, 256, 7, cnt7, 70, 14, 30);
     static const int cnt_empty[] = {0, 0, 2, 0};
     run_experts_case(Q_TYPE_Q8_0, 33, 64, 4, cnt_empty, 33);
+    test_matmul_float();
 }
 
 /* ---- throughput ---- */
@@ -282,7 +309,49 @@ static void bench_grouped(int type, int64_t rows, int64_t cols, int n_expert, in
     free(w); free(x); free(off);
 }
 
+/* The float kernels at the q2 model's F16 shapes and an F32 HC fn: cuda_matmul with the tile
+ * picked by shape, then (tiles set) each tile forced (cuda_matmul_float_tile). The kernels of
+ * commit 2ac978b took 721 / 1468 / 753 / 723 / 201 / 690 us on these shapes (H200; see
+ * docs/BENCHMARKS.md "prefill: F32 products"). */
+static void bench_float(int type, int64_t rows, int64_t cols, int64_t n_tok, int tiles) {
+    ds4_error err;
+    uint64_t rb;
+    q_row_bytes(type, (uint64_t)cols, &rb, &err);
+    size_t wb = (size_t)rb * (size_t)rows;
+    uint8_t *w = malloc(wb);
+    fill_weights(type, w, wb);
+    float *x = rnd_vec(n_tok * cols, 1.0f);
+    void *dw = dev_put(w, wb), *dx = dev_put(x, (size_t)(n_tok * cols) * 4);
+    float *dy = dev_alloc((size_t)(n_tok * rows) * 4);
+    static const int tl[][2] = {{0, 0}, {3, 4}, {3, 2}, {4, 4}, {4, 8}, {8, 8}, {2, 8}};
+    for (int k = 0; k < (tiles ? 7 : 1); k++) {
+        char what[48];
+        if (k == 0) snprintf(what, sizeof what, "float, by shape");
+        else snprintf(what, sizeof what, "float, tile %dx%d", tl[k][0], tl[k][1]);
+        cuda_matmul_float_tile(tl[k][0], tl[k][1]);
+        ds4_status st = DS4_OK;
+        const int it = 5;
+        double t0 = 0;
+        for (int i = 0; i <= it && !st; i++) {
+            if (i == 1) { cuda_sync(&err); t0 = now_s(); }
+            st = cuda_matmul(type, dw, rows, cols, dx, cols, n_tok, NULL, dy, rows, &err);
+        }
+        cuda_sync(&err);
+        bench_line(what, type, rows, cols, n_tok, (now_s() - t0) / it, st, &err);
+    }
+    cuda_matmul_float_tile(0, 0);
+    dev_free_all();
+    free(w); free(x);
+}
+
 void bench_matmul(void) {
+    bench_float(Q_TYPE_F16, 24, 16384, 2048, 1); /* HC fn (hc_attn_fn / hc_ffn_fn) */
+    bench_float(Q_TYPE_F16, 1024, 4096, 2048, 1); /* compressor kv/gate, ratio 4 */
+    bench_float(Q_TYPE_F16, 512, 4096, 2048, 0);  /* compressor kv/gate, ratio 128 */
+    bench_float(Q_TYPE_F16, 256, 4096, 2048, 1); /* router, indexer compressor */
+    bench_float(Q_TYPE_F16, 64, 4096, 2048, 1);  /* indexer weights proj */
+    bench_float(Q_TYPE_F32, 24, 16384, 2048, 0); /* f32 models' HC fn */
+    if (getenv("DS4_MM_BENCH_FLOAT")) return;
     bench_dense(Q_TYPE_Q8_0, 4096, 4096, 512);
     bench_dense(Q_TYPE_Q8_0, 4096, 4096, 2048);
     bench_dense(Q_TYPE_Q8_0, 32768, 1024, 512);
