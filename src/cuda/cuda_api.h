@@ -207,7 +207,9 @@ ds4_status cuda_comp_push(const cuda_comp_state *c, const float *d_A, const floa
 /* model/indexer.c indexer_select for n_tok tokens at pos0..: q [n_tok][ih][id] (prepared:
  * RoPE, Hadamard, FP4), w [n_tok][ih] (scaled), rows [..][id] indexer entries. Writes
  * isel [n_tok][topk] (ascending rows) and n_isel [n_tok]. d_scores: scratch of
- * cuda_indexer_scratch_bytes(n_tok, pos0). Scores and selection are bit-identical. */
+ * cuda_indexer_scratch_bytes(n_tok, pos0). Scores and selection are bit-identical. The scratch
+ * holds the scores [n_tok][(pos0+n_tok)/4+1] first, then (1-2 tokens) the multi-block top-k's
+ * histograms (issue #7); size it only with cuda_indexer_scratch_bytes. */
 ds4_status cuda_indexer_topk(const float *d_q, const float *d_w, const float *d_rows,
                              int64_t n_tok, int64_t pos0, int64_t ih, int64_t id, int64_t topk,
                              float *d_scores, int32_t *d_isel, int32_t *d_n_isel,

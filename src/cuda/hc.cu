@@ -166,6 +166,111 @@ __global__ void k_hc_pre(const float *X, const float *mix, const float *scale, c
         }
 }
 
+/* ---- decode: X in registers, the Sinkhorn in a block of its own (issue #7) ----
+ * k_hc_pre ran ρ, then the 20-round Sinkhorn in one warp while the other 31 warps waited at a
+ * barrier, then read X again for the sum. Only pre feeds a; post/comb feed hc_post later. So
+ * grid (n_tok, 2): block y=1 computes ρ and the split and writes post/comb; block y=0 computes
+ * the same ρ (same code, same order: the same bits), pre (each warp for itself, no barrier),
+ * the sum, the norm and the quantized a from registers. The two run side by side on two SMs.
+ * Needs blockDim.x == HCD_THREADS and d == EPT·HCD_THREADS; otherwise k_hc_pre runs. */
+#define HCD_THREADS 1024
+
+/* Σ x² of this thread's values in double, accumulated exactly as cu_block_rms_inv does on
+ * the flat row (values f·blockDim + tid, f ascending; four partial sums while four remain,
+ * the tail into the first), so ρ and the norm keep the bits of k_hc_pre. */
+template <int NF>
+__device__ __forceinline__ double hcd_sumsq(const float *v) {
+    double s[4] = {0.0, 0.0, 0.0, 0.0};
+    const int n4 = NF / 4 * 4;
+#pragma unroll
+    for (int f = 0; f < NF; f++) s[f < n4 ? (f & 3) : 0] += (double)v[f] * v[f];
+    return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
+template <int HC, int EPT>
+__global__ void __launch_bounds__(HCD_THREADS)
+k_hc_pre_dec(const float *X, const float *mix, const float *scale, const float *base,
+             const float *norm, int64_t d, int iters, float hc_eps, float norm_eps, float *pre,
+             float *post, float *comb, float *a, uint8_t *q80, uint8_t *q8k) {
+    __shared__ double shd[32];
+    __shared__ float s_m[(2 + HC) * HC], s_pre[HC], s_post[HC], s_c[HC * HC];
+    const int64_t t = blockIdx.x, nmix = (2 + HC) * HC;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const float *Xt = X + t * HC * d;
+    float x[HC * EPT]; /* x[k·EPT + j] = X[k][j·blockDim + tid]: flat index (k·EPT+j)·blockDim + tid */
+#pragma unroll
+    for (int f = 0; f < HC * EPT; f++) x[f] = Xt[(int64_t)f * HCD_THREADS + tid];
+    double ss = cu_block_sum_d(hcd_sumsq<HC * EPT>(x), shd);
+    const float rho = (float)(1.0 / sqrt(ss / (double)(HC * d) + (double)norm_eps));
+    if (blockIdx.y == 1) { /* the split: pre/post/comb of MODEL_MATH §4.1-4.2 */
+        if (warp) return;
+        for (int64_t i = lane; i < nmix; i += 32) s_m[i] = __fmul_rn(mix[t * nmix + i], rho);
+        __syncwarp();
+        if (HC * HC <= 32) hc_split_reg<HC>(s_m, scale, base, HC, iters, hc_eps, s_pre, s_post, s_c);
+        else hc_split_warp(s_m, scale, base, HC, iters, hc_eps, s_pre, s_post, s_c);
+        __syncwarp();
+        for (int k = lane; k < HC; k += 32) post[t * HC + k] = s_post[k];
+        for (int k = lane; k < HC * HC; k += 32) comb[t * HC * HC + k] = s_c[k];
+        return;
+    }
+    /* pre[k] as hc_split computes it, by lane k of every warp, shared by shuffles. */
+    float pl = 0.0f;
+    if (lane < HC)
+        pl = __fadd_rn(cu_sigmoid_ref(__fadd_rn(__fmul_rn(__fmul_rn(mix[t * nmix + lane], rho),
+                                                          scale[0]), base[lane])), hc_eps);
+    float p[HC];
+#pragma unroll
+    for (int k = 0; k < HC; k++) p[k] = __shfl_sync(0xffffffffu, pl, k);
+    if (warp == 0 && lane < HC) pre[t * HC + lane] = pl;
+    /* a = Σ_k pre[k]·X[k] (k ascending from 0.0f), then norm ⊙ a·rms_inv(a) (hc_sum_norm). */
+    float v[EPT];
+#pragma unroll
+    for (int j = 0; j < EPT; j++) {
+        float s = 0.0f;
+#pragma unroll
+        for (int k = 0; k < HC; k++) s = __fadd_rn(s, __fmul_rn(p[k], x[k * EPT + j]));
+        v[j] = s;
+    }
+    ss = cu_block_sum_d(hcd_sumsq<EPT>(v), shd);
+    const float r = (float)(1.0 / sqrt(ss / (double)d + (double)norm_eps));
+    float *at = a + t * d;
+#pragma unroll
+    for (int j = 0; j < EPT; j++) {
+        int64_t i = (int64_t)j * HCD_THREADS + tid;
+        float y = __fmul_rn(v[j], r);
+        v[j] = norm ? __fmul_rn(norm[i], y) : y;
+        at[i] = v[j];
+    }
+    /* Q8_0 record j·(blockDim/32) + warp is this warp's 32 values of slot j. */
+    if (q80)
+#pragma unroll
+        for (int j = 0; j < EPT; j++)
+            q8act_warp(v[j], q80 + (t * (d / 32) + j * (HCD_THREADS / 32) + warp) * CU_Q8_0ACT_BYTES);
+    if (q8k) { /* Q8_K wants 8 consecutive values per lane: through shared memory */
+        __shared__ float s_a[EPT * HCD_THREADS];
+#pragma unroll
+        for (int j = 0; j < EPT; j++) s_a[j * HCD_THREADS + tid] = v[j];
+        __syncthreads();
+        for (int64_t b = warp; b < d / 256; b += HCD_THREADS / 32) {
+            float w8[8];
+            for (int i = 0; i < 8; i++) w8[i] = s_a[b * 256 + lane * 8 + i];
+            q8k_warp(w8, q8k + (t * (d / 256) + b) * CU_Q8_K_BYTES);
+        }
+    }
+}
+
+/* Launches the decode kernel when (hc, d, n_tok) has an instance; 0 when it does not. */
+static int hc_pre_dec(const float *X, const float *mix, const float *scale, const float *base,
+                      const float *norm, int64_t n_tok, int hc, int64_t d, int iters,
+                      float hc_eps, float norm_eps, float *pre, float *post, float *comb,
+                      float *a, uint8_t *q80, uint8_t *q8k) {
+    if (n_tok >= 32 || hc != 4 || d != 4 * HCD_THREADS || n_tok > 65535) return 0;
+    /* MODEL_MATH §0: Flash's hc_mult 4, n_embd 4096 */
+    k_hc_pre_dec<4, 4><<<dim3((unsigned)n_tok, 2), HCD_THREADS, 0, cu_stream>>>(
+        X, mix, scale, base, norm, d, iters, hc_eps, norm_eps, pre, post, comb, a, q80, q8k);
+    return 1;
+}
+
 /* Decode (a few tokens) puts one block on the whole row: more threads, shorter chains. */
 static int hc_threads(int64_t n_tok) { return n_tok < 32 ? 1024 : 256; }
 
@@ -184,8 +289,10 @@ extern "C" ds4_status cuda_hc_pre(const float *d_X, const float *d_mix, const fl
     if (n_tok <= 0) return DS4_OK;
     ds4_status st = hc_check("cuda_hc_pre", n_tok, hc, d, err);
     if (st) return st;
-    k_hc_pre<<<(unsigned)n_tok, hc_threads(n_tok), 0, cu_stream>>>(d_X, d_mix, d_scale, d_base, d_norm, hc, d, iters,
-                                       hc_eps, norm_eps, d_pre, d_post, d_comb, d_a, NULL, NULL);
+    if (!hc_pre_dec(d_X, d_mix, d_scale, d_base, d_norm, n_tok, hc, d, iters, hc_eps, norm_eps,
+                    d_pre, d_post, d_comb, d_a, NULL, NULL))
+        k_hc_pre<<<(unsigned)n_tok, hc_threads(n_tok), 0, cu_stream>>>(d_X, d_mix, d_scale, d_base, d_norm, hc, d,
+                                           iters, hc_eps, norm_eps, d_pre, d_post, d_comb, d_a, NULL, NULL);
     CU_LAUNCH_CHECK(err, "hc_pre launch");
     return DS4_OK;
 }
@@ -201,9 +308,11 @@ extern "C" ds4_status cuda_hc_pre_quant(const float *d_X, const float *d_mix, co
     if ((d_q80 && d % 32) || (d_q8k && d % 256))
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_hc_pre_quant: d = %lld is not a multiple of "
                           "the quantizer's block", (long long)d);
-    k_hc_pre<<<(unsigned)n_tok, hc_threads(n_tok), 0, cu_stream>>>(d_X, d_mix, d_scale, d_base, d_norm, hc, d, iters,
-                                       hc_eps, norm_eps, d_pre, d_post, d_comb, d_a,
-                                       (uint8_t *)d_q80, (uint8_t *)d_q8k);
+    if (!hc_pre_dec(d_X, d_mix, d_scale, d_base, d_norm, n_tok, hc, d, iters, hc_eps, norm_eps,
+                    d_pre, d_post, d_comb, d_a, (uint8_t *)d_q80, (uint8_t *)d_q8k))
+        k_hc_pre<<<(unsigned)n_tok, hc_threads(n_tok), 0, cu_stream>>>(d_X, d_mix, d_scale, d_base, d_norm, hc, d,
+                                           iters, hc_eps, norm_eps, d_pre, d_post, d_comb, d_a,
+                                           (uint8_t *)d_q80, (uint8_t *)d_q8k);
     CU_LAUNCH_CHECK(err, "hc_pre launch");
     return DS4_OK;
 }

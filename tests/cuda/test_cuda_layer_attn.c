@@ -262,7 +262,7 @@ static void run_idx_case(const char *what, int64_t ih, int64_t id, int64_t n, in
         cmp_i32(nm, ws.isel, gsel, total);
         int64_t nc_last = (pos0 + n) / 4;
         if (nc_last > topk) { /* the CPU scratch holds the last token's scores */
-            size_t ld = cuda_indexer_scratch_bytes(n, pos0) / (size_t)n / 4;
+            size_t ld = (size_t)((pos0 + n) / 4 + 1); /* scores lead the scratch (indexer.cu) */
             float *gs = malloc((size_t)nc_last * 4);
             dev_get(gs, dsc + (size_t)(n - 1) * ld, nc_last * 4);
             snprintf(nm, sizeof nm, "%s: scores of the last token", name);
@@ -283,6 +283,10 @@ void test_indexer(void) {
     run_idx_case("Flash decode at 64k", 64, 128, 1, 65535, 512, 0);
     run_idx_case("other shape (generic kernel)", 6, 72, 2, 3000, 100, 50);
     run_idx_case("beyond the shared-memory cache", 8, 64, 1, 240000, 512, 0);
+    /* decode (1-2 tokens) selects over several blocks (issue #7); more tokens: one block each */
+    run_idx_case("ties at the cut, 5 tokens (one block per token)", 64, 128, 5, 4000, 512, 700);
+    run_idx_case("decode, 2 uneven slices", 16, 128, 1, 20001, 512, 40);
+    run_idx_case("cut in a bin past the gather (16000 zero rows)", 8, 128, 1, 65535, 512, 16000);
 }
 
 /* ---- timings ---- */

@@ -11,6 +11,7 @@
 
 #include "cpu/ops.h"
 #include "cuda/cuda_api.h"
+#include "format/quant.h"
 #include "model/hc.h"
 
 #include "layer_check.h"
@@ -262,8 +263,54 @@ static void run_hc_case(const int hc, const int64_t d, const int64_t n) {
     free(mx); free(g1); free(g2); free(f); free(Xo); free(mixh); free(baseh); free(y);
 }
 
+/* hc_pre of few tokens (hc 4 x 4096: the two-block decode kernel, X in registers) against the
+ * one-block-per-token kernel that runs from 32 tokens on: token 0 of a 32-token call holds the
+ * same inputs, and every output (pre, post, comb, a, its Q8_0 and Q8_K) must match bit for bit. */
+static void run_hc_dec_same(void) {
+    ds4_error err;
+    const int hc = 4, nmix = 24;
+    const int64_t d = 4096, n = 32;
+    size_t s80 = cuda_matvec_scratch_bytes(Q_TYPE_Q8_0, d), s8k = cuda_matvec_scratch_bytes(Q_TYPE_Q2_K, d);
+    float *X = rnd_vec(n * hc * d, 1.0f), *mix = rnd_vec(n * nmix, 1.0f), *base = rnd_vec(nmix, 0.5f);
+    float *norm = rnd_vec(d, 0.1f), scale[3] = {0.75f, 1.25f, 2.0f};
+    for (int64_t i = 0; i < d; i++) norm[i] += 1.0f;
+    float *dX = dev_put(X, n * hc * d * 4), *dmix = dev_put(mix, n * nmix * 4);
+    float *dscale = dev_put(scale, sizeof scale), *dbase = dev_put(base, nmix * 4), *dnorm = dev_put(norm, d * 4);
+    float *o[2], *da[2];
+    uint8_t *dq[2], *hq[2] = {malloc(s80 + s8k), malloc(s80 + s8k)};
+    float ho[2][48], *ha[2] = {malloc(d * 4), malloc(d * 4)};
+    int ok = 1;
+    for (int v = 0; v < 2; v++) {
+        int64_t nt = v ? n : 1;
+        o[v] = dev_alloc(nt * 24 * 4);
+        da[v] = dev_alloc(nt * d * 4);
+        dq[v] = dev_alloc(nt * (s80 + s8k));
+        ok = ok && o[v] && da[v] && dq[v] &&
+             ok_call(cuda_hc_pre_quant(dX, dmix, dscale, dbase, dnorm, nt, hc, d, 20, EPS, EPS, o[v],
+                                       o[v] + nt * hc, o[v] + 2 * nt * hc, da[v], dq[v], dq[v] + nt * s80, &err),
+                     "hc_pre_quant", &err);
+        if (!ok) break;
+        dev_get(ho[v], o[v], hc * 4);
+        dev_get(ho[v] + hc, o[v] + nt * hc, hc * 4);
+        dev_get(ho[v] + 2 * hc, o[v] + 2 * nt * hc, hc * hc * 4);
+        dev_get(ha[v], da[v], d * 4);
+        dev_get(hq[v], dq[v], s80);
+        dev_get(hq[v] + s80, dq[v] + nt * s80, s8k);
+    }
+    if (ok) {
+        const char *nm = "hc_pre decode kernel (1 token) = per-token kernel (32 tokens), bit for bit";
+        int same = !memcmp(ho[0], ho[1], (2 * hc + hc * hc) * 4) && !memcmp(ha[0], ha[1], d * 4) &&
+                   !memcmp(hq[0], hq[1], s80 + s8k);
+        result(same, nm, same ? "" : "pre/post/comb, a or its Q8_0/Q8_K differ");
+    }
+    dev_free_all();
+    free(X); free(mix); free(base); free(norm); free(hq[0]); free(hq[1]); free(ha[0]); free(ha[1]);
+}
+
 void test_hc(void) {
-    run_hc_case(4, 4096, 3); /* Flash: comb in registers */
+    run_hc_case(4, 4096, 3); /* Flash: comb in registers (the decode kernel) */
+    run_hc_case(4, 4096, 33); /* Flash widths, one block per token */
+    run_hc_dec_same();
     run_hc_case(6, 512, 2);  /* hc² > 32: the shared-memory Sinkhorn */
 }
 
