@@ -41,12 +41,11 @@ typedef struct cu_bws {
     void *block;
     float *X, *X2, *a, *mix, *pre, *post, *comb, *qr, *q, *o, *kv, *cA, *cB, *iA, *iB, *iq, *iw,
         *oa, *f, *rl, *selw, *shg, *shu, *shy, *yexp, *xg, *pg, *pu, *yd, *pw, *y;
-    int32_t *sel, *isel, *n_isel, *tok, *ptok, *pslot, *gidx;
+    int32_t *sel, *isel, *n_isel, *tok, *ptok, *pslot;
     int32_t *off;             /* [n_expert + 1] first grouped row of each expert (device) */
     void *act;                /* cuda_matmul activation scratch */
     float *attn_scr, *idx_scr, *logits;
     size_t attn_bytes, idx_bytes, logits_bytes;
-    int32_t *h_gidx;          /* host staging of gidx */
     int64_t il;               /* the layer being evaluated (verification hook) */
 } cu_bws;
 
@@ -82,7 +81,6 @@ void cuda_chunk_free(cuda_state *s) {
     cuda_free(b->attn_scr);
     cuda_free(b->idx_scr);
     cuda_free(b->logits);
-    free(b->h_gidx);
     free(b);
     s->bws = NULL;
 }
@@ -135,8 +133,8 @@ static ds4_status bws_alloc(cuda_state *s, int64_t cap, ds4_error *err) {
     int64_t fn[] = {hc * D, hc * D, D, nmix, hc, hc, hc * hc, hp->q_lora, H * Dh, H * Dh, Dh,
                     cw, cw, iwd, iwd, ih * id, ih, hp->o_groups * hp->o_lora, D, E, K, Fs, Fs, D,
                     K * D, K * D, K * F, K * F, K * D, K, D};
-    int32_t **ip[] = {&w->sel, &w->isel, &w->n_isel, &w->tok, &w->ptok, &w->pslot, &w->gidx};
-    int64_t in[] = {K, topk, 1, 1, K, K, hp->o_groups > 0 ? hp->o_groups : 1};
+    int32_t **ip[] = {&w->sel, &w->isel, &w->n_isel, &w->tok, &w->ptok, &w->pslot};
+    int64_t in[] = {K, topk, 1, 1, K, K};
     size_t off_bytes = (size_t)(E + 1) * sizeof(int32_t);
 #define AL(x) (((size_t)(x) + 255) & ~(size_t)255)
     size_t total = AL(act) + AL(off_bytes);
@@ -158,9 +156,6 @@ static ds4_status bws_alloc(cuda_state *s, int64_t cap, ds4_error *err) {
         p += AL((size_t)(in[i] * cap) * 4);
     }
 #undef AL
-    int64_t G = hp->o_groups > 0 ? hp->o_groups : 1;
-    w->h_gidx = malloc((size_t)(G * cap) * sizeof(int32_t));
-    if (!w->h_gidx) return ds4_seterr(err, DS4_ERR_NOMEM, "cuda chunk: out of host memory");
     return DS4_OK;
 }
 
@@ -312,11 +307,10 @@ static ds4_status attn_n(cuda_state *s, int64_t il, int64_t pos0, int64_t n, ds4
     }
     /* §7.1: the ring keeps the last min(n, W) rows at slot pos mod W. */
     CK(ring_store(kvl->raw, w->kv, W, Dh, pos0, 0, n, err));
-    /* §5.6 grouped output projection: group g reads heads [g·H/G, (g+1)·H/G). */
-    /* o is first regrouped [G][n][H/G·Dh] into q's buffer (free now) so that each group's
-     * product reads contiguous rows (one activation quantization per group, not per token). */
+    /* §5.6 grouped output projection: group g reads heads [g·H/G, (g+1)·H/G), i.e. columns
+     * g·H/G·Dh .. of each token's o row: x rows H·Dh apart (cuda_matmul quantizes strided rows
+     * in one launch, so no regrouped copy of o is needed). */
     int64_t G = hp->o_groups, hpg = H / G, ol = hp->o_lora;
-    CK(cuda_rows_copy(w->q, w->gidx, w->o, NULL, n * G, hpg * Dh, err));
     for (int64_t g = 0; g < G; g++) {
         cu_mat wg = L->wo_a;
         cpu_mat hg;
@@ -326,7 +320,7 @@ static ds4_status attn_n(cuda_state *s, int64_t il, int64_t pos0, int64_t n, ds4
             hg = cpu_mat_rows(wg.host, g * ol, ol);
             wg.host = &hg;
         }
-        CK(mm(s, "wo_a", &wg, w->q + g * n * hpg * Dh, hpg * Dh, n, w->oa + g * ol, G * ol, err));
+        CK(mm(s, "wo_a", &wg, w->o + g * hpg * Dh, H * Dh, n, w->oa + g * ol, G * ol, err));
     }
     return mm(s, "wo_b", &L->wo_b, w->oa, G * ol, n, w->f, D, err);
 }
@@ -445,11 +439,6 @@ static ds4_status chunk(cuda_state *s, const int32_t *tokens, int64_t n, float *
     int64_t D = hp->n_embd, hc = hp->n_hc, hcD = hc * D, pos0 = s->host->kv.pos;
     ds4_status st;
     CK(cuda_upload(w->tok, tokens, (size_t)n * sizeof(int32_t), err));
-    /* row (t, g) of o goes to row g·n + t of the regrouped copy (attn_n) */
-    int64_t G = hp->o_groups;
-    for (int64_t t = 0; t < n; t++)
-        for (int64_t g = 0; g < G; g++) w->h_gidx[t * G + g] = (int32_t)(g * n + t);
-    CK(cuda_upload(w->gidx, w->h_gidx, (size_t)(n * G) * sizeof(int32_t), err));
     /* §2: X = [e, ..., e] per token */
     if (cm->tok_embd.d) {
         CK(cuda_embed_tokens(cm->tok_embd.d, cm->tok_embd.type, cm->tok_embd.rows, D, w->tok, n,
