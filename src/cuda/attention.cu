@@ -65,21 +65,20 @@ __device__ __forceinline__ const float *attn_key(const attn_args &a, int64_t s0,
 /* q·k for the ATT_HB heads of shared q sq [ATT_HB][Dh] against key row kr, in cu_dot8_ref's
  * order (8-lane chains, then the CPU's pairwise lane sum), so each score is cpu_dot_f32 bit for
  * bit; lane k of an 8-lane group holds chain k. Every lane of the group returns the sums. */
-template <int HB = ATT_HB>
 __device__ __forceinline__ void attn_dot_heads(const float *sq, const float *kr, int64_t Dh, int k,
-                                               float v[HB]) {
+                                               float v[ATT_HB]) {
     int64_t n8 = Dh & ~(int64_t)7;
-    float acc[HB];
+    float acc[ATT_HB];
 #pragma unroll
-    for (int h = 0; h < HB; h++) acc[h] = 0.0f;
+    for (int h = 0; h < ATT_HB; h++) acc[h] = 0.0f;
 #pragma unroll 4
     for (int64_t i = 0; i < n8; i += 8) {
         float kv = kr[i + k];
 #pragma unroll
-        for (int h = 0; h < HB; h++) acc[h] = __fadd_rn(acc[h], __fmul_rn(sq[h * Dh + i + k], kv));
+        for (int h = 0; h < ATT_HB; h++) acc[h] = __fadd_rn(acc[h], __fmul_rn(sq[h * Dh + i + k], kv));
     }
 #pragma unroll
-    for (int h = 0; h < HB; h++) {
+    for (int h = 0; h < ATT_HB; h++) {
         float x = acc[h];
         x = __fadd_rn(x, __shfl_xor_sync(0xffffffffu, x, 4));
         x = __fadd_rn(x, __shfl_xor_sync(0xffffffffu, x, 1));
@@ -198,9 +197,9 @@ __global__ void __launch_bounds__(256) k_attn_merge(attn_args a) {
     for (int64_t d = threadIdx.x; d < Dh; d += blockDim.x) o[d] = so[d];
 }
 
-/* ---- Prefill chunks: one block per (token, 16 or 8 heads), the CPU's order ------------------
+/* ---- Prefill chunks: one block per (token, ATT_HB heads), the CPU's order ------------------
  * For two or more query tokens (a prefill chunk; not the graph's dpos calls) one block takes a
- * token and HB heads with q in shared memory and follows model/attention.c attn_items
+ * token and ATT_HB heads with q in shared memory and follows model/attention.c attn_items
  * step for step, so the output is bit-identical to the CPU (tests/cuda/test_cuda_chunk.c):
  * scores tau·(q·k) in cpu_dot_f32's order (the split kernel's lane groups and shuffles), the
  * maximum over the keys (sink excluded), den = exp(sink - max) then + e_i key by key, acc[d]
@@ -209,31 +208,26 @@ __global__ void __launch_bounds__(256) k_attn_merge(attn_args a) {
  * decode step, whose one token needs the splits' parallelism. */
 #define ATTC_SMEM_MAX (200 * 1024)
 
-/* Heads per chunk block: the ATTC_HB heads of a block read each key row once, so more heads per
- * block mean fewer passes over the keys (V4 shares one KV head across its 64 query heads);
- * 16 while their scores fit shared memory, else ATT_HB (8). */
-#define ATTC_HB 16
-
-static size_t attc_smem(int64_t Dh, int64_t keys, int hb) {
+static size_t attc_smem(int64_t Dh, int64_t keys) {
     int64_t nk = (keys + ATT_KS - 1) / ATT_KS * ATT_KS;
-    return (size_t)(hb * Dh + hb * nk) * sizeof(float) + (size_t)nk * sizeof(const float *);
+    return (size_t)(ATT_HB * Dh + ATT_HB * nk) * sizeof(float) + (size_t)nk * sizeof(const float *);
 }
 
 static int attc_use(int64_t n_tok, int64_t Dh, int64_t keys, int dpos) {
-    return !dpos && n_tok >= 2 && Dh <= 256 * 16 && attc_smem(Dh, keys, ATT_HB) <= ATTC_SMEM_MAX;
+    return !dpos && n_tok >= 2 && Dh <= 256 * 16 && attc_smem(Dh, keys) <= ATTC_SMEM_MAX;
 }
 
-template <int ND, int HB>
+template <int ND>
 __global__ void __launch_bounds__(256) k_attn_chunk(attn_args a, int64_t nk_cap) {
     extern __shared__ float sm_[];
     __shared__ float red[32];
-    __shared__ float s_mx[HB], s_inv[HB];
+    __shared__ float s_mx[ATT_HB], s_inv[ATT_HB];
     const int64_t Dh = a.Dh;
-    float *sq = sm_;                           /* [HB][Dh]; the output after the sums */
-    float *sc = sq + HB * Dh;                  /* [HB][nk_cap]: scores, then exp */
-    const float **kp = (const float **)(sc + HB * nk_cap); /* [nk_cap] key rows */
-    int64_t t = blockIdx.y, h0 = (int64_t)blockIdx.x * HB, p = a.pos0 + t;
-    int nh = (int)(a.H - h0 < HB ? a.H - h0 : HB);
+    float *sq = sm_;                           /* [ATT_HB][Dh]; the output after the sums */
+    float *sc = sq + ATT_HB * Dh;              /* [ATT_HB][nk_cap]: scores, then exp */
+    const float **kp = (const float **)(sc + ATT_HB * nk_cap); /* [nk_cap] key rows */
+    int64_t t = blockIdx.y, h0 = (int64_t)blockIdx.x * ATT_HB, p = a.pos0 + t;
+    int nh = (int)(a.H - h0 < ATT_HB ? a.H - h0 : ATT_HB);
     int64_t s0, n_win, n_keys;
     const int32_t *sel;
     attn_span(a, t, &s0, &n_win, &n_keys, &sel);
@@ -248,10 +242,10 @@ __global__ void __launch_bounds__(256) k_attn_chunk(attn_args a, int64_t nk_cap)
     {
         int g = threadIdx.x >> 3, k = threadIdx.x & 7;
         for (int64_t k0 = 0; k0 < nk32; k0 += ATT_KS) {
-            float v[HB];
-            attn_dot_heads<HB>(sq, kp[k0 + g], Dh, k, v);
+            float v[ATT_HB];
+            attn_dot_heads(sq, kp[k0 + g], Dh, k, v);
 #pragma unroll
-            for (int h = 0; h < HB; h++)
+            for (int h = 0; h < ATT_HB; h++)
                 if (k == 0 && h < nh && k0 + g < n_keys) sc[h * nk_cap + k0 + g] = __fmul_rn(tau, v[h]);
         }
     }
@@ -277,22 +271,22 @@ __global__ void __launch_bounds__(256) k_attn_chunk(attn_args a, int64_t nk_cap)
         s_inv[h] = __fdiv_rn(1.0f, den);
     }
     /* acc[d] = Σ_i e_i·k_i[d], keys in order; thread owns dims d = threadIdx.x + 256 j. */
-    float acc[ND][HB];
+    float acc[ND][ATT_HB];
 #pragma unroll
     for (int j = 0; j < ND; j++)
 #pragma unroll
-        for (int h = 0; h < HB; h++) acc[j][h] = 0.0f;
+        for (int h = 0; h < ATT_HB; h++) acc[j][h] = 0.0f;
     for (int64_t i = 0; i < n_keys; i++) {
         const float *kr = kp[i];
-        float e[HB];
+        float e[ATT_HB];
 #pragma unroll
-        for (int h = 0; h < HB; h++) e[h] = h < nh ? sc[h * nk_cap + i] : 0.0f;
+        for (int h = 0; h < ATT_HB; h++) e[h] = h < nh ? sc[h * nk_cap + i] : 0.0f;
 #pragma unroll
         for (int j = 0; j < ND; j++) {
             int64_t d = threadIdx.x + 256 * j;
             float kv = d < Dh ? kr[d] : 0.0f;
 #pragma unroll
-            for (int h = 0; h < HB; h++) acc[j][h] = __fadd_rn(acc[j][h], __fmul_rn(e[h], kv));
+            for (int h = 0; h < ATT_HB; h++) acc[j][h] = __fadd_rn(acc[j][h], __fmul_rn(e[h], kv));
         }
     }
     __syncthreads(); /* every thread is done with q (and s_inv is written): sq becomes the output */
@@ -312,33 +306,26 @@ __global__ void __launch_bounds__(256) k_attn_chunk(attn_args a, int64_t nk_cap)
         a.out[(t * a.H + h0) * Dh + i] = sq[i];
 }
 
-template <int ND, int HB>
+template <int ND>
 static ds4_status attc_launch(const attn_args &a, int64_t n_tok, int64_t keys, ds4_error *err) {
     int64_t nk_cap = (keys + ATT_KS - 1) / ATT_KS * ATT_KS;
-    size_t smem = attc_smem(a.Dh, keys, HB);
-    CU_CHECK(cudaFuncSetAttribute(k_attn_chunk<ND, HB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    size_t smem = attc_smem(a.Dh, keys);
+    CU_CHECK(cudaFuncSetAttribute(k_attn_chunk<ND>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   (int)smem),
              err, "attn chunk shared memory");
-    dim3 g((unsigned)((a.H + HB - 1) / HB), (unsigned)n_tok);
-    k_attn_chunk<ND, HB><<<g, 256, smem, cu_stream>>>(a, nk_cap);
+    dim3 g((unsigned)((a.H + ATT_HB - 1) / ATT_HB), (unsigned)n_tok);
+    k_attn_chunk<ND><<<g, 256, smem, cu_stream>>>(a, nk_cap);
     CU_LAUNCH_CHECK(err, "attn chunk launch");
     return DS4_OK;
 }
 
-template <int ND>
-static ds4_status attc_nd(const attn_args &a, int64_t n_tok, int64_t keys, ds4_error *err) {
-    if (a.H >= ATTC_HB && ND <= 4 && attc_smem(a.Dh, keys, ATTC_HB) <= ATTC_SMEM_MAX)
-        return attc_launch<ND, ATTC_HB>(a, n_tok, keys, err);
-    return attc_launch<ND, ATT_HB>(a, n_tok, keys, err);
-}
-
 static ds4_status attc(const attn_args &a, int64_t n_tok, int64_t keys, ds4_error *err) {
     int64_t nd = (a.Dh + 255) / 256;
-    if (nd <= 1) return attc_nd<1>(a, n_tok, keys, err);
-    if (nd <= 2) return attc_nd<2>(a, n_tok, keys, err);
-    if (nd <= 4) return attc_nd<4>(a, n_tok, keys, err);
-    if (nd <= 8) return attc_nd<8>(a, n_tok, keys, err);
-    return attc_nd<16>(a, n_tok, keys, err);
+    if (nd <= 1) return attc_launch<1>(a, n_tok, keys, err);
+    if (nd <= 2) return attc_launch<2>(a, n_tok, keys, err);
+    if (nd <= 4) return attc_launch<4>(a, n_tok, keys, err);
+    if (nd <= 8) return attc_launch<8>(a, n_tok, keys, err);
+    return attc_launch<16>(a, n_tok, keys, err);
 }
 
 extern "C" size_t cuda_attn_max_keys(int64_t W, int ratio, int64_t topk, int indexed,
