@@ -246,26 +246,33 @@ static inline __m128 kq_values4(const uint8_t *b, size_t bbytes, size_t d_off, c
     return _mm_sub_ps(_mm_mul_ps(dall, _mm_cvtepi32_ps(isum)), _mm_mul_ps(dmin, _mm_cvtepi32_ps(summs)));
 }
 
-float q_dot_q2_k_avx2(const void *w, const void *act, uint64_t n) {
-    const uint8_t *b = w;
-    const q8k_block *y = act;
-    uint64_t nb = n / Q_QK_K, i = 0;
-    float acc = 0.0f;
-    for (; i + 4 <= nb; i += 4, b += 4 * Q_Q2_K_BYTES) {
-        __m256i m0, m1, m2, m3;
-        __m256i v0 = q2k_block(b, &y[i], &m0);
-        __m256i v1 = q2k_block(b + Q_Q2_K_BYTES, &y[i + 1], &m1);
-        __m256i v2 = q2k_block(b + 2 * Q_Q2_K_BYTES, &y[i + 2], &m2);
-        __m256i v3 = q2k_block(b + 3 * Q_Q2_K_BYTES, &y[i + 3], &m3);
-        acc = add4_in_order(acc, kq_values4(b, Q_Q2_K_BYTES, 80, &y[i], hsum4_i32(v0, v1, v2, v3),
-                                            hsum4_i32(m0, m1, m2, m3)));
+/* The single-row K-quant dot: 4 blocks at a time (integer sums reduced together, the f32
+ * steps lane by lane, added into acc in block order), then the remaining blocks one by one.
+ * BLOCK/VALUE are the type's block kernel and scalar f32 step, D_OFF its f16 d's offset. */
+#define Q_DEFINE_KQ_DOT(NAME, BLOCK, VALUE, BYTES, D_OFF)                                      \
+    float NAME(const void *w, const void *act, uint64_t n) {                                   \
+        const uint8_t *b = w;                                                                  \
+        const q8k_block *y = act;                                                              \
+        uint64_t nb = n / Q_QK_K, i = 0;                                                       \
+        float acc = 0.0f;                                                                      \
+        for (; i + 4 <= nb; i += 4, b += 4 * (BYTES)) {                                        \
+            __m256i m0, m1, m2, m3;                                                            \
+            __m256i v0 = BLOCK(b, &y[i], &m0);                                                 \
+            __m256i v1 = BLOCK(b + (BYTES), &y[i + 1], &m1);                                   \
+            __m256i v2 = BLOCK(b + 2 * (BYTES), &y[i + 2], &m2);                               \
+            __m256i v3 = BLOCK(b + 3 * (BYTES), &y[i + 3], &m3);                               \
+            acc = add4_in_order(acc, kq_values4(b, (BYTES), (D_OFF), &y[i],                    \
+                                                hsum4_i32(v0, v1, v2, v3),                     \
+                                                hsum4_i32(m0, m1, m2, m3)));                   \
+        }                                                                                      \
+        for (; i < nb; i++, b += (BYTES)) {                                                    \
+            __m256i m0, v0 = BLOCK(b, &y[i], &m0);                                             \
+            acc += VALUE(b, &y[i], hsum_i32(v0), hsum_i32(m0));                                \
+        }                                                                                      \
+        return acc;                                                                            \
     }
-    for (; i < nb; i++, b += Q_Q2_K_BYTES) {
-        __m256i m0, v0 = q2k_block(b, &y[i], &m0);
-        acc += q2k_value(b, &y[i], hsum_i32(v0), hsum_i32(m0));
-    }
-    return acc;
-}
+
+Q_DEFINE_KQ_DOT(q_dot_q2_k_avx2, q2k_block, q2k_value, Q_Q2_K_BYTES, 80)
 
 /* Q4_K block b (README §4.2 Q4_K). The 6-bit scales and mins of GGUF_LAYOUT §4.4 unpacked
  * four at a time in 32-bit words (byte j of each word is sub-block j or j+4). */
@@ -306,26 +313,7 @@ static inline float q4k_value(const uint8_t *b, const q8k_block *y, int32_t isum
     return (dall * (float)isum) - (dmin * (float)summs);
 }
 
-float q_dot_q4_k_avx2(const void *w, const void *act, uint64_t n) {
-    const uint8_t *b = w;
-    const q8k_block *y = act;
-    uint64_t nb = n / Q_QK_K, i = 0;
-    float acc = 0.0f;
-    for (; i + 4 <= nb; i += 4, b += 4 * Q_Q4_K_BYTES) {
-        __m256i m0, m1, m2, m3;
-        __m256i v0 = q4k_block(b, &y[i], &m0);
-        __m256i v1 = q4k_block(b + Q_Q4_K_BYTES, &y[i + 1], &m1);
-        __m256i v2 = q4k_block(b + 2 * Q_Q4_K_BYTES, &y[i + 2], &m2);
-        __m256i v3 = q4k_block(b + 3 * Q_Q4_K_BYTES, &y[i + 3], &m3);
-        acc = add4_in_order(acc, kq_values4(b, Q_Q4_K_BYTES, 0, &y[i], hsum4_i32(v0, v1, v2, v3),
-                                            hsum4_i32(m0, m1, m2, m3)));
-    }
-    for (; i < nb; i++, b += Q_Q4_K_BYTES) {
-        __m256i m0, v0 = q4k_block(b, &y[i], &m0);
-        acc += q4k_value(b, &y[i], hsum_i32(v0), hsum_i32(m0));
-    }
-    return acc;
-}
+Q_DEFINE_KQ_DOT(q_dot_q4_k_avx2, q4k_block, q4k_value, Q_Q4_K_BYTES, 0)
 
 /* ---- IQ2_XXS ----
  * Group g of a block: A = u32 at 2+8g (4 grid indices), B = u32 at 6+8g (4×7 sign bits,
