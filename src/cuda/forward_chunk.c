@@ -55,22 +55,8 @@ typedef struct cu_bws {
 #define CK(x)                                                                                  \
     do {                                                                                       \
         if ((st = (x)) != DS4_OK) return st;                                                   \
-        if (s->prof) prof_site(s, __LINE__, #x);                                               \
+        if (s->prof) cuda_prof_site(s, __LINE__, #x);                                               \
     } while (0)
-
-static void prof_site(cuda_state *s, int line, const char *expr) {
-    const char *name = s->prof_what ? s->prof_what : expr;
-    s->prof_what = NULL;
-    int i = 0;
-    while (i < s->n_prof_site && (s->prof_line[i] != line || s->prof_name[i] != name)) i++;
-    if (i == s->n_prof_site) {
-        if (i == CU_PROF_SITES) return; /* table full: the mark is dropped */
-        s->prof_line[i] = line;
-        s->prof_name[i] = name;
-        s->n_prof_site++;
-    }
-    cuda_prof_mark(s->prof, i);
-}
 
 void cuda_state_set_batch(cuda_state *s, bool on) { s->batch = on; }
 

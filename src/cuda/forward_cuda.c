@@ -23,7 +23,7 @@
 #define CK(x)                                                                                  \
     do {                                                                                       \
         if ((st = (x)) != DS4_OK) return st;                                                   \
-        if (s->prof) prof_mark(s, __LINE__, #x);                                               \
+        if (s->prof) cuda_prof_site(s, __LINE__, #x);                                               \
     } while (0)
 
 /* A call whose own ops are marked inside it (or that launches nothing): no mark of its own,
@@ -34,8 +34,8 @@
     } while (0)
 
 /* The tag of call site (line, name): an index into the state's site table, added on first
- * use (profiling only; marks past CU_PROF_SITES sites are dropped). */
-static void prof_mark(cuda_state *s, int line, const char *expr) {
+ * use (profiling only; marks past CU_PROF_SITES sites are dropped). Also forward_chunk.c's. */
+void cuda_prof_site(cuda_state *s, int line, const char *expr) {
     const char *name = s->prof_what ? s->prof_what : expr;
     s->prof_what = NULL;
     int i = 0;
@@ -454,7 +454,7 @@ static ds4_status greedy(cuda_state *s, bool need_head, int32_t *out, ds4_error 
         if (!st) {
             s->prof_what = "argmax";
             st = cuda_argmax(w->logits, 1, hp->n_vocab, s->d_greedy, err);
-            if (!st && s->prof) prof_mark(s, __LINE__, "argmax");
+            if (!st && s->prof) cuda_prof_site(s, __LINE__, "argmax");
         }
         if (gate) cuda_prof_gate_release(s->prof);
         if (st) return st;

@@ -127,7 +127,7 @@ struct cuda_state {
     struct cu_bws *bws;       /* forward_chunk.c: workspace of a prefill chunk, NULL until used */
     bool batch;               /* prefill chunks batched (forward_chunk.c; on by default,
                                * cuda_state_set_batch(s, false) / DS4_CUDA_BATCH=0: off) */
-    /* Profile call sites (forward_cuda.c prof_mark): tag i = (prof_line[i], prof_name[i]);
+    /* Profile call sites (cuda_prof_site): tag i = (prof_line[i], prof_name[i]);
      * prof_what names the product the next mark closes (set by the mv helpers). */
     int prof_line[CU_PROF_SITES];
     const char *prof_name[CU_PROF_SITES];
@@ -140,6 +140,9 @@ struct cuda_state {
 
 /* forward_cuda.c: frees what the forward allocated in the state (graph_head, d_greedy). */
 void cuda_forward_free(cuda_state *s);
+/* Marks the end of the op at (line, expr) of forward_cuda.c / forward_chunk.c with a CUDA event
+ * tagged by its call site (profiling on; s->prof_what names a product instead of expr). */
+void cuda_prof_site(cuda_state *s, int line, const char *expr);
 
 /* Uploads the host state when it changed since the last upload (model_cuda.c). */
 ds4_status cuda_state_sync_device(cuda_state *s, ds4_error *err);
