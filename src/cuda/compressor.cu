@@ -40,15 +40,7 @@ __device__ void comp_finish_entry(float *E, float *E_out, int64_t d, const float
         for (int64_t b = threadIdx.x >> 5; b < (d - n_rope) / 64; b += blockDim.x >> 5)
             cu_qat_block_warp(E + b * 64, 64, 0);
     } else {
-        for (int h = 1; h < d; h <<= 1) { /* cpu_hadamard's butterflies */
-            for (int64_t q = threadIdx.x; q < d / 2; q += blockDim.x) {
-                int64_t j = (q / h) * 2 * h + (q % h);
-                float x0 = E[j], x1 = E[j + h];
-                E[j] = __fadd_rn(x0, x1);
-                E[j + h] = __fsub_rn(x0, x1);
-            }
-            __syncthreads();
-        }
+        cu_hadamard_butterflies(E, d);
         float s = (float)(1.0 / sqrt((double)d));
         for (int64_t i = threadIdx.x; i < d; i += blockDim.x) E[i] = __fmul_rn(E[i], s);
         __syncthreads();

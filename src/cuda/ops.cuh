@@ -150,6 +150,21 @@ __device__ __forceinline__ void cu_qat_block_warp(float *x, int block, int fp4) 
     }
 }
 
+/* cpu_hadamard's butterflies on x[0..n) (n a power of two) by the whole block, every stage in
+ * the CPU's order (each element sees the same additions); ends synchronised. The 1/sqrt(n)
+ * scale is the caller's. */
+__device__ __forceinline__ void cu_hadamard_butterflies(float *x, int64_t n) {
+    for (int64_t h = 1; h < n; h <<= 1) {
+        for (int64_t q = threadIdx.x; q < n / 2; q += blockDim.x) {
+            int64_t j = (q / h) * 2 * h + (q % h);
+            float a = x[j], b = x[j + h];
+            x[j] = __fadd_rn(a, b);
+            x[j + h] = __fsub_rn(a, b);
+        }
+        __syncthreads();
+    }
+}
+
 /* cpu_dot_f32 with its exact summation order, computed by the 8 lanes of an aligned lane group:
  * lane k accumulates a[i+k]·b[i+k] over i, then ((s0+s4)+(s1+s5))+((s2+s6)+(s3+s7)) and the
  * tail in order. All 32 lanes must call it (each group with its own a, b); every lane of the

@@ -13,15 +13,7 @@ __global__ void k_hadamard(float *x, int64_t row_stride, int n) {
     float *row = x + (int64_t)blockIdx.x * row_stride;
     for (int i = threadIdx.x; i < n; i += blockDim.x) sh[i] = row[i];
     __syncthreads();
-    for (int h = 1; h < n; h <<= 1) {
-        for (int q = threadIdx.x; q < n / 2; q += blockDim.x) {
-            int j = (q / h) * 2 * h + (q % h);
-            float a = sh[j], b = sh[j + h];
-            sh[j] = __fadd_rn(a, b);
-            sh[j + h] = __fsub_rn(a, b);
-        }
-        __syncthreads();
-    }
+    cu_hadamard_butterflies(sh, n);
     float s = (float)(1.0 / sqrt((double)n));
     for (int i = threadIdx.x; i < n; i += blockDim.x) row[i] = __fmul_rn(sh[i], s);
 }
