@@ -37,7 +37,7 @@ ds4_status cuda_comp_push_chunk(const cuda_comp_state *c, const float *d_A, cons
                                 int n_rope, float eps, ds4_error *err);
 
 /* The embeddings of n_tok (<= 65535) tokens (MODEL_MATH §2): X [n_tok][n_copies][D] = the
- * table row of tok[t], decoded to f32 exactly as cuda_embed_rows does one token. */
+ * table row of tok[t], decoded to f32 exactly (cuda_embed_rows is the one-token case). */
 ds4_status cuda_embed_tokens(const void *d_table, int type, int64_t n_vocab, int64_t D,
                              const int32_t *d_tok, int64_t n_tok, int n_copies, float *d_X,
                              ds4_error *err);

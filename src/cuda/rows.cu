@@ -48,8 +48,8 @@ extern "C" ds4_status cuda_rows_copy(float *d_dst, const int32_t *d_dst_idx, con
     return DS4_OK;
 }
 
-/* grid (ceil(D/256), n_tok): X[t][k][i] = f32(table[tok[t]][i]) for k < copies; the same exact
- * widening as cuda_embed_rows (devpos.cu). */
+/* grid (ceil(D/256), n_tok): X[t][k][i] = f32(table[tok[t]][i]) for k < copies; the
+ * conversions are exact (f16/bf16 widen). cuda_embed_rows (devpos.cu) is its one-token case. */
 __global__ void k_embed_tokens(const uint8_t *table, int type, int64_t n_vocab, int64_t D,
                                const int32_t *tok, int copies, float *X) {
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, t = blockIdx.y;
