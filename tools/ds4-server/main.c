@@ -201,10 +201,11 @@ int main(int argc, char **argv) {
 
     srv_engine eng;
     bool on_gpu = strcmp(backend, "cuda") == 0;
+    /* device state the GPU auto-fit leaves room for: every slot's context (one by default) */
+    uint64_t gpu_ctx = (uint64_t)ctx * (uint64_t)(slots ? slots : 1);
     srv_ds4_opts eo = {.model_path = model, .n_ctx = (int)ctx, .n_threads = (int)threads,
                        .backend = backend, .gpu_layers_experts = (int)gpu_layers,
-                       .gpu_ctx_tokens = (uint32_t)((uint64_t)ctx * (uint64_t)(slots ? slots : 1) > UINT32_MAX
-                                                        ? UINT32_MAX : (uint64_t)ctx * (uint64_t)(slots ? slots : 1))};
+                       .gpu_ctx_tokens = gpu_ctx > UINT32_MAX ? UINT32_MAX : (uint32_t)gpu_ctx};
     if (srv_engine_ds4_open(&eng, &eo, &err)) {
         fprintf(stderr, "ds4-server: %s\n", err.msg);
         srv_http_stop(http);
