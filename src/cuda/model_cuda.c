@@ -203,9 +203,10 @@ static ds4_status place(cuda_model *cm, const cuda_model_opts *o, ds4_error *err
                           "cuda model: gpu_layers_experts %d is outside [0, %lld] (the model's "
                           "layers; -1 = as many as fit)", want, (long long)L);
     xspan *sp = calloc((size_t)(3 * L) + 1, sizeof *sp);
-    uint64_t *lb = calloc((size_t)L + 1, sizeof *lb);
+    uint64_t *lb = calloc((size_t)L + 1, sizeof *lb); /* layer il's expert bytes */
+    int *le = calloc((size_t)L + 1, sizeof *le);       /* its spans end at sp[le[il]] */
     ds4_status st = DS4_OK;
-    if (!sp || !lb) {
+    if (!sp || !lb || !le) {
         st = ds4_seterr(err, DS4_ERR_NOMEM, "cuda model: out of host memory");
         goto out;
     }
@@ -214,6 +215,7 @@ static ds4_status place(cuda_model *cm, const cuda_model_opts *o, ds4_error *err
         int n;
         if ((st = layer_exp_spans(cm, il, sp + n_sp, &n, &lb[il], err))) goto out;
         n_sp += n;
+        le[il] = n_sp;
     }
     int64_t n_host = want >= 0 ? L - want : 0;
     if (want < 0) {
@@ -237,15 +239,9 @@ static ds4_status place(cuda_model *cm, const cuda_model_opts *o, ds4_error *err
             goto out;
         }
     }
-    /* Spans of the host layers, in data-region order: they are whole tensors, so a tensor is
-     * never split between device and host. */
-    int n_hs = 0;
-    for (int64_t il = 0; il < n_host; il++) {
-        int n;
-        uint64_t b;
-        if ((st = layer_exp_spans(cm, il, sp + n_hs, &n, &b, err))) goto out;
-        n_hs += n;
-    }
+    /* Spans of the host layers (the first n_host layers' spans lead sp), in data-region order:
+     * they are whole tensors, so a tensor is never split between device and host. */
+    int n_hs = n_host ? le[n_host - 1] : 0;
     qsort(sp, (size_t)n_hs, sizeof *sp, xspan_cmp);
     cm->segs = calloc((size_t)(2 * n_hs + 1), sizeof *cm->segs);
     if (!cm->segs) {
@@ -311,6 +307,7 @@ static ds4_status place(cuda_model *cm, const cuda_model_opts *o, ds4_error *err
 out:
     free(sp);
     free(lb);
+    free(le);
     return st;
 }
 
