@@ -90,6 +90,7 @@ __device__ __forceinline__ void attn_dot_heads(const float *sq, const float *kr,
 
 /* grid (head groups, splits, tokens), 256 threads; shared q [ATT_HB][Dh]. */
 __global__ void __launch_bounds__(256) k_attn_split(attn_args a) {
+    cu_pdl_wait();
     extern __shared__ float sq[];
     __shared__ const float *kp[ATT_KS];
     __shared__ float sc[ATT_HB][ATT_KS];
@@ -161,6 +162,7 @@ __global__ void __launch_bounds__(256) k_attn_split(attn_args a) {
 
 /* grid (H, tokens): merge the splits with the sink (a zero-value key), inverse RoPE. */
 __global__ void __launch_bounds__(256) k_attn_merge(attn_args a) {
+    cu_pdl_wait();
     if (a.dpos) a.pos0 = *a.dpos;
     extern __shared__ float so[];
     __shared__ float sw[1024];
@@ -219,6 +221,7 @@ static int attc_use(int64_t n_tok, int64_t Dh, int64_t keys, int dpos) {
 
 template <int ND>
 __global__ void __launch_bounds__(256) k_attn_chunk(attn_args a, int64_t nk_cap) {
+    cu_pdl_wait();
     extern __shared__ float sm_[];
     __shared__ float red[32];
     __shared__ float s_mx[ATT_HB], s_inv[ATT_HB];
@@ -314,7 +317,7 @@ static ds4_status attc_launch(const attn_args &a, int64_t n_tok, int64_t keys, d
                                   (int)smem),
              err, "attn chunk shared memory");
     dim3 g((unsigned)((a.H + ATT_HB - 1) / ATT_HB), (unsigned)n_tok);
-    k_attn_chunk<ND><<<g, 256, smem, cu_stream>>>(a, nk_cap);
+    cu_launch(k_attn_chunk<ND>, g, 256, smem, a, nk_cap);
     CU_LAUNCH_CHECK(err, "attn chunk launch");
     return DS4_OK;
 }
@@ -378,9 +381,9 @@ static ds4_status attn(const float *d_q, const float *d_kv_chunk, const float *d
                                       (int)smem),
                  err, "attn shared memory");
     dim3 g1((unsigned)((H + ATT_HB - 1) / ATT_HB), (unsigned)S, (unsigned)n_tok);
-    k_attn_split<<<g1, 256, smem, cu_stream>>>(a);
+    cu_launch(k_attn_split, g1, 256, smem, a);
     CU_LAUNCH_CHECK(err, "attn split launch");
-    k_attn_merge<<<dim3((unsigned)H, (unsigned)n_tok), 256, (size_t)Dh * sizeof(float), cu_stream>>>(a);
+    cu_launch(k_attn_merge, dim3((unsigned)H, (unsigned)n_tok), 256, (size_t)Dh * sizeof(float), a);
     CU_LAUNCH_CHECK(err, "attn merge launch");
     return DS4_OK;
 }

@@ -19,6 +19,7 @@ __global__ void __launch_bounds__(GRP_THREADS) k_moe_group(const int32_t *sel, c
                                                            int64_t np, int K, int E,
                                                            int32_t *off, int32_t *ptok,
                                                            int32_t *pslot, float *pw) {
+    cu_pdl_wait();
     __shared__ int s_warp[GRP_THREADS / 32];
     __shared__ int s_tot;
     int e = blockIdx.x, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -79,7 +80,7 @@ extern "C" ds4_status cuda_moe_group(const int32_t *d_sel, const float *d_w, int
         n_tok * (int64_t)n_used > INT32_MAX)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_moe_group: %lld tokens x %d of %d experts",
                           (long long)n_tok, n_used, n_expert);
-    k_moe_group<<<(unsigned)n_expert + 1, GRP_THREADS, 0, cu_stream>>>(
+    cu_launch(k_moe_group, (unsigned)n_expert + 1, GRP_THREADS, 0, 
         d_sel, d_w, n_tok * n_used, n_used, n_expert, d_off, d_ptok, d_pslot, d_pw);
     CU_LAUNCH_CHECK(err, "moe_group launch");
     return DS4_OK;

@@ -32,6 +32,48 @@ enum {
 #define CU_IQ2_XXS_BYTES 66
 #define CU_Q8_K_BYTES 292
 
+/* Programmatic dependent launch (sm_90+, issue #7): a decode step is ~2,400 small kernels in
+ * one graph, and the gap between two dependent kernels (drain, launch, ramp) is of the order of
+ * a small kernel's whole run. With PDL the next kernel is launched while the current one still
+ * runs; it waits in cu_pdl_wait() until the previous grid has finished and its writes are
+ * visible. Hence the rule for every kernel: cu_pdl_wait() is its first statement, before any
+ * global memory read or write (a kernel started early must neither read the previous kernel's
+ * output nor overwrite what that kernel still reads). cu_pdl_wait() also orders the kernel
+ * after everything the previous grid waited for, so the ordering stays transitive. Right after
+ * it, cu_pdl_wait() lets the next grid launch (griddepcontrol.launch_dependents): the next
+ * kernel's blocks then wait on this one's completion, which keeps correctness while hiding the
+ * launch. Both are no-ops on older cards and when the launch was not a PDL launch. */
+__device__ __forceinline__ void cu_pdl_wait(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+/* Whether launches ask for PDL (device.cu: on for sm_90+ unless DS4_CUDA_PDL=0). */
+extern int cu_pdl_on;
+
+/* Every kernel launch of src/cuda: kernel k on cu_stream. PDL only while a graph is captured
+ * (the decode step, cu_stream != 0): measured on an H200 (docs/BENCHMARKS.md, "Programmatic
+ * dependent launch"), it takes the step from 8.87 to 8.66 ms, while the prefill chunk's
+ * multi-wave kernels lose ~2% to blocks of the next kernel waiting resident. Returns
+ * the launch's error (the callers check cudaGetLastError as with <<<>>>, which this also sets). */
+template <typename... KArgs, typename... Args>
+static inline cudaError_t cu_launch(void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem,
+                                    Args... args) {
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = cu_stream;
+    cfg.attrs = at;
+    cfg.numAttrs = cu_pdl_on && cu_stream ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, k, ((KArgs)args)...);
+}
+
 #define CU_CHECK(call, err, what)                                                              \
     do {                                                                                       \
         cudaError_t e_ = (call);                                                               \

@@ -14,6 +14,7 @@
 __global__ void k_comp_store(float *st_kv, float *st_sc, const float *A, const float *B,
                              const float *ape, int64_t row, int64_t in_win, int64_t w,
                              const int64_t *dpos, int64_t r, int64_t coff) {
+    cu_pdl_wait();
     if (dpos) { /* cuda_comp_push_dpos: the slot from the device position */
         in_win = *dpos % r;
         row = (coff == 2 ? r : 0) + in_win;
@@ -56,6 +57,7 @@ __global__ void k_comp_finish(float *st_kv, float *st_sc, float *E_out, int64_t 
                               int64_t d, const float *norm, const float *freqs, int n_rope,
                               int64_t pos, int indexer, float eps, int active,
                               const int64_t *dpos) {
+    cu_pdl_wait();
     if (dpos) { /* cuda_comp_push_dpos: launched every step, works when the window completes */
         int64_t p1 = *dpos + 1;
         if (p1 % r) return;
@@ -105,7 +107,7 @@ static ds4_status comp_push(const cuda_comp_state *c, const float *d_A, const fl
                           (long long)r, (long long)c->coff, (long long)d, n_rope,
                           indexer ? "indexer" : "attention");
     int64_t in_win = pos % r, row = (c->coff == 2 ? r : 0) + in_win;
-    k_comp_store<<<cu_blocks(w, 256), 256, 0, cu_stream>>>(c->st_kv, c->st_sc, d_A, d_B, d_ape,
+    cu_launch(k_comp_store, cu_blocks(w, 256), 256, 0, c->st_kv, c->st_sc, d_A, d_B, d_ape,
                                                            row, in_win, w, d_pos, r, c->coff);
     CU_LAUNCH_CHECK(err, "comp_store launch");
     int active = (pos + 1) % r == 0;
@@ -115,7 +117,7 @@ static ds4_status comp_push(const cuda_comp_state *c, const float *d_A, const fl
         return ds4_seterr(err, DS4_ERR_RANGE, "cuda_comp_push: entry %lld past capacity %lld",
                           (long long)j, (long long)c->cap);
     int threads = d >= 512 ? 512 : (int)((d + 31) / 32 * 32);
-    k_comp_finish<<<1, threads, (size_t)d * sizeof(float), cu_stream>>>(
+    cu_launch(k_comp_finish, 1, threads, (size_t)d * sizeof(float), 
         c->st_kv, c->st_sc, d_pos ? c->rows : c->rows + j * d, r, c->coff, d, d_norm, d_freqs,
         n_rope, r * j, indexer, eps, 1, d_pos);
     CU_LAUNCH_CHECK(err, "comp_finish launch");
@@ -176,6 +178,7 @@ __device__ __forceinline__ void comp_chunk_val(const comp_chunk_args &a, int64_t
 
 /* grid: the entries the chunk completes (j0 + blockIdx.x); the entry in shared memory [d]. */
 __global__ void k_comp_chunk_finish(comp_chunk_args a) {
+    cu_pdl_wait();
     extern __shared__ float E[];
     __shared__ double shd[32];
     int64_t j = a.j0 + blockIdx.x, r = a.r, d = a.d, ns = a.coff * r;
@@ -208,6 +211,7 @@ __global__ void k_comp_chunk_finish(comp_chunk_args a) {
  * chunk completed entries, rows 0..r-1 hold the last completed window. One thread per (s, i)
  * reads the old open-window value before writing both rows. */
 __global__ void k_comp_chunk_state(comp_chunk_args a, int64_t j_last) {
+    cu_pdl_wait();
     int64_t w = a.coff * a.d, r = a.r, pe = a.pos0 + a.n;
     int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (idx >= r * w) return;
@@ -259,11 +263,10 @@ extern "C" ds4_status cuda_comp_push_chunk(const cuda_comp_state *c, const float
                               "cuda_comp_push_chunk: entry %lld past capacity %lld",
                               (long long)j1, (long long)c->cap);
         int threads = d >= 512 ? 512 : (int)((d + 31) / 32 * 32);
-        k_comp_chunk_finish<<<(unsigned)(j1 - j0 + 1), threads, (size_t)d * sizeof(float),
-                              cu_stream>>>(a);
+        cu_launch(k_comp_chunk_finish, (unsigned)(j1 - j0 + 1), threads, (size_t)d * sizeof(float), a);
         CU_LAUNCH_CHECK(err, "comp_chunk_finish launch");
     }
-    k_comp_chunk_state<<<cu_blocks(r * w, 256), 256, 0, cu_stream>>>(a, j1 >= j0 ? j1 : -1);
+    cu_launch(k_comp_chunk_state, cu_blocks(r * w, 256), 256, 0, a, j1 >= j0 ? j1 : -1);
     CU_LAUNCH_CHECK(err, "comp_chunk_state launch");
     return DS4_OK;
 }

@@ -5,8 +5,10 @@
 #include "cuda_api.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 cudaStream_t cu_stream = 0;
+int cu_pdl_on = 0;
 
 extern "C" int cuda_device_count(void) {
     int n = 0;
@@ -114,5 +116,12 @@ extern "C" ds4_status cuda_init(int dev, ds4_error *err) {
     if (dev < 0 || dev >= n)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda: device %d does not exist (%d present)", dev, n);
     CU_CHECK(cudaSetDevice(dev), err, "cudaSetDevice");
+    /* Programmatic dependent launch (common.cuh) needs sm_90; DS4_CUDA_PDL=0 turns it off to
+     * compare. */
+    int major = 0;
+    CU_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), err,
+             "cudaDeviceGetAttribute");
+    const char *pdl = getenv("DS4_CUDA_PDL");
+    cu_pdl_on = major >= 9 && !(pdl && pdl[0] == '0');
     return cuda_iq2_tables_upload(q_iq2xxs_grid, q_iq2xxs_signs, err);
 }

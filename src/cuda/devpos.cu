@@ -12,6 +12,7 @@
 
 __global__ void k_ring_store(float *ring, const float *row, int64_t W, int64_t Dh,
                              const int64_t *pos) {
+    cu_pdl_wait();
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i < Dh) ring[(*pos % W) * Dh + i] = row[i];
 }
@@ -21,7 +22,7 @@ extern "C" ds4_status cuda_ring_store_dpos(float *d_ring, const float *d_row, in
     if (W < 1 || Dh < 1 || !d_pos)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_ring_store_dpos: W %lld, Dh %lld",
                           (long long)W, (long long)Dh);
-    k_ring_store<<<cu_blocks(Dh, 256), 256, 0, cu_stream>>>(d_ring, d_row, W, Dh, d_pos);
+    cu_launch(k_ring_store, cu_blocks(Dh, 256), 256, 0, d_ring, d_row, W, Dh, d_pos);
     CU_LAUNCH_CHECK(err, "ring store launch");
     return DS4_OK;
 }

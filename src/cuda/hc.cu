@@ -130,6 +130,7 @@ __global__ void k_hc_pre(const float *X, const float *mix, const float *scale, c
                          const float *norm, int hc, int64_t d, int iters, float hc_eps,
                          float norm_eps, float *pre, float *post, float *comb, float *a,
                          uint8_t *q80, uint8_t *q8k) {
+    cu_pdl_wait();
     __shared__ double shd[32];
     __shared__ float s_pre[HC_MAX], s_post[HC_MAX], s_m[(2 + HC_MAX) * HC_MAX];
     __shared__ float s_c[HC_MAX * HC_MAX];
@@ -192,6 +193,7 @@ __global__ void __launch_bounds__(HCD_THREADS)
 k_hc_pre_dec(const float *X, const float *mix, const float *scale, const float *base,
              const float *norm, int64_t d, int iters, float hc_eps, float norm_eps, float *pre,
              float *post, float *comb, float *a, uint8_t *q80, uint8_t *q8k) {
+    cu_pdl_wait();
     __shared__ double shd[32];
     __shared__ float s_m[(2 + HC) * HC], s_pre[HC], s_post[HC], s_c[HC * HC];
     const int64_t t = blockIdx.x, nmix = (2 + HC) * HC;
@@ -266,7 +268,7 @@ static int hc_pre_dec(const float *X, const float *mix, const float *scale, cons
                       float *a, uint8_t *q80, uint8_t *q8k) {
     if (n_tok >= 32 || hc != 4 || d != 4 * HCD_THREADS || n_tok > 65535) return 0;
     /* MODEL_MATH §0: Flash's hc_mult 4, n_embd 4096 */
-    k_hc_pre_dec<4, 4><<<dim3((unsigned)n_tok, 2), HCD_THREADS, 0, cu_stream>>>(
+    cu_launch(k_hc_pre_dec<4, 4>, dim3((unsigned)n_tok, 2), HCD_THREADS, 0, 
         X, mix, scale, base, norm, d, iters, hc_eps, norm_eps, pre, post, comb, a, q80, q8k);
     return 1;
 }
@@ -291,7 +293,7 @@ extern "C" ds4_status cuda_hc_pre(const float *d_X, const float *d_mix, const fl
     if (st) return st;
     if (!hc_pre_dec(d_X, d_mix, d_scale, d_base, d_norm, n_tok, hc, d, iters, hc_eps, norm_eps,
                     d_pre, d_post, d_comb, d_a, NULL, NULL))
-        k_hc_pre<<<(unsigned)n_tok, hc_threads(n_tok), 0, cu_stream>>>(d_X, d_mix, d_scale, d_base, d_norm, hc, d,
+        cu_launch(k_hc_pre, (unsigned)n_tok, hc_threads(n_tok), 0, d_X, d_mix, d_scale, d_base, d_norm, hc, d,
                                            iters, hc_eps, norm_eps, d_pre, d_post, d_comb, d_a, NULL, NULL);
     CU_LAUNCH_CHECK(err, "hc_pre launch");
     return DS4_OK;
@@ -310,7 +312,7 @@ extern "C" ds4_status cuda_hc_pre_quant(const float *d_X, const float *d_mix, co
                           "the quantizer's block", (long long)d);
     if (!hc_pre_dec(d_X, d_mix, d_scale, d_base, d_norm, n_tok, hc, d, iters, hc_eps, norm_eps,
                     d_pre, d_post, d_comb, d_a, (uint8_t *)d_q80, (uint8_t *)d_q8k))
-        k_hc_pre<<<(unsigned)n_tok, hc_threads(n_tok), 0, cu_stream>>>(d_X, d_mix, d_scale, d_base, d_norm, hc, d,
+        cu_launch(k_hc_pre, (unsigned)n_tok, hc_threads(n_tok), 0, d_X, d_mix, d_scale, d_base, d_norm, hc, d,
                                            iters, hc_eps, norm_eps, d_pre, d_post, d_comb, d_a,
                                            (uint8_t *)d_q80, (uint8_t *)d_q8k);
     CU_LAUNCH_CHECK(err, "hc_pre launch");
@@ -320,6 +322,7 @@ extern "C" ds4_status cuda_hc_pre_quant(const float *d_X, const float *d_mix, co
 /* MODEL_MATH §4.3: Xout[k] = post[k]·f + Σ_j comb[j][k]·X[j] (j ascending). */
 __global__ void k_hc_post(const float *f, const float *X, const float *post, const float *comb,
                           int64_t n_tok, int hc, int64_t d, float *Xout) {
+    cu_pdl_wait();
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n_tok * hc * d) return;
     int64_t t = i / (hc * d), k = (i / d) % hc, c = i % d;
@@ -336,7 +339,7 @@ extern "C" ds4_status cuda_hc_post(const float *d_f, const float *d_X, const flo
     ds4_status st = hc_check("cuda_hc_post", n_tok, hc, d, err);
     if (st) return st;
     int64_t n = n_tok * hc * d;
-    k_hc_post<<<cu_blocks(n, 256), 256, 0, cu_stream>>>(d_f, d_X, d_post, d_comb, n_tok, hc, d, d_Xout);
+    cu_launch(k_hc_post, cu_blocks(n, 256), 256, 0, d_f, d_X, d_post, d_comb, n_tok, hc, d, d_Xout);
     CU_LAUNCH_CHECK(err, "hc_post launch");
     return DS4_OK;
 }
@@ -345,6 +348,7 @@ extern "C" ds4_status cuda_hc_post(const float *d_f, const float *d_X, const flo
 __global__ void k_hc_head(const float *X, const float *mix, const float *scale, const float *base,
                           const float *norm, int hc, int64_t d, float hc_eps, float norm_eps,
                           float *y) {
+    cu_pdl_wait();
     __shared__ double shd[32];
     __shared__ float s_pre[HC_MAX];
     int64_t t = blockIdx.x;
@@ -366,7 +370,7 @@ extern "C" ds4_status cuda_hc_head(const float *d_X, const float *d_mix, const f
     if (n_tok <= 0) return DS4_OK;
     ds4_status st = hc_check("cuda_hc_head", n_tok, hc, d, err);
     if (st) return st;
-    k_hc_head<<<(unsigned)n_tok, hc_threads(n_tok), 0, cu_stream>>>(d_X, d_mix, d_scale, d_base, d_norm, hc, d, hc_eps,
+    cu_launch(k_hc_head, (unsigned)n_tok, hc_threads(n_tok), 0, d_X, d_mix, d_scale, d_base, d_norm, hc, d, hc_eps,
                                         norm_eps, d_y);
     CU_LAUNCH_CHECK(err, "hc_head launch");
     return DS4_OK;

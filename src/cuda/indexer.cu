@@ -19,6 +19,7 @@
 __global__ void k_idx_score(const float *q, const float *wts, const float *rows, int64_t pos0,
                             int64_t ih, int64_t id, int64_t topk, int64_t ld_scores,
                             float *scores, const int64_t *dpos) {
+    cu_pdl_wait();
     if (dpos) pos0 = *dpos; /* cuda_indexer_topk_dpos */
     extern __shared__ float sh[];
     float *sq = sh, *sw = sh + ih * id;
@@ -53,6 +54,7 @@ __global__ void __launch_bounds__(256) k_idx_score_reg(const float *q, const flo
                                                        int64_t ih, int64_t topk,
                                                        int64_t ld_scores, float *scores,
                                                        const int64_t *dpos) {
+    cu_pdl_wait();
     if (dpos) pos0 = *dpos;
     extern __shared__ float sh[];
     float *sq = sh, *sw = sh + ih * ID;
@@ -186,6 +188,7 @@ __global__ void __launch_bounds__(1024) k_idx_topk(const float *scores, int64_t 
                                                    int64_t topk, int64_t ld_scores, int cached,
                                                    int32_t *isel, int32_t *n_isel,
                                                    const int64_t *dpos) {
+    cu_pdl_wait();
     if (dpos) pos0 = *dpos;
     extern __shared__ float s_sc[];
     __shared__ unsigned hist[256];
@@ -268,6 +271,7 @@ __device__ __forceinline__ idx_slices idx_slices_of(int64_t pos0, int64_t t, int
 
 __global__ void __launch_bounds__(1024) k_idx_hist(const float *scores, int64_t pos0, int topk,
                                                    int64_t ld, unsigned *mb, const int64_t *dpos) {
+    cu_pdl_wait();
     if (dpos) pos0 = *dpos;
     __shared__ unsigned h[IDX_NB];
     const int t = blockIdx.y, G = gridDim.x;
@@ -291,6 +295,7 @@ __global__ void __launch_bounds__(1024) k_idx_hist(const float *scores, int64_t 
 __global__ void __launch_bounds__(1024) k_idx_cut(const float *scores, int64_t pos0, int topk,
                                                   int64_t ld, int G, unsigned *mb, int32_t *isel,
                                                   int32_t *n_isel, const int64_t *dpos) {
+    cu_pdl_wait();
     if (dpos) pos0 = *dpos;
     __shared__ unsigned h[IDX_NB], hist[256], cnt[2 * IDX_MAX_G];
     __shared__ uint32_t cand[IDX_CAP];
@@ -388,6 +393,7 @@ __global__ void __launch_bounds__(1024) k_idx_cut(const float *scores, int64_t p
 __global__ void __launch_bounds__(1024) k_idx_write(const float *scores, int64_t pos0, int topk,
                                                     int64_t ld, const unsigned *mb, int32_t *isel,
                                                     const int64_t *dpos) {
+    cu_pdl_wait();
     if (dpos) pos0 = *dpos;
     __shared__ unsigned long long s_warp[32];
     const int t = blockIdx.y, G = gridDim.x;
@@ -466,14 +472,14 @@ static ds4_status indexer_topk(const float *d_q, const float *d_w, const float *
                 CU_CHECK(cudaFuncSetAttribute(k_idx_score_reg<128>,
                                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
                          err, "indexer shared memory");
-            k_idx_score_reg<128><<<dim3(gx, (unsigned)n_tok), 256, smem, cu_stream>>>(
+            cu_launch(k_idx_score_reg<128>, dim3(gx, (unsigned)n_tok), 256, smem, 
                 d_q, d_w, d_rows, pos0, ih, topk, ld, d_scores, d_pos0);
         } else {
             if (smem > 48 * 1024)
                 CU_CHECK(cudaFuncSetAttribute(k_idx_score, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                               (int)smem),
                          err, "indexer shared memory");
-            k_idx_score<<<dim3(gx, (unsigned)n_tok), 256, smem, cu_stream>>>(d_q, d_w, d_rows, pos0, ih, id,
+            cu_launch(k_idx_score, dim3(gx, (unsigned)n_tok), 256, smem, d_q, d_w, d_rows, pos0, ih, id,
                                                                    topk, ld, d_scores, d_pos0);
         }
         CU_LAUNCH_CHECK(err, "indexer score launch");
@@ -483,11 +489,11 @@ static ds4_status indexer_topk(const float *d_q, const float *d_w, const float *
         int G = (int)idx_groups(max_c);
         size_t off = (idx_scores_floats(n_tok, pos0) * sizeof(float) + 15) / 16 * 16;
         unsigned *mb = (unsigned *)((uint8_t *)d_scores + off);
-        k_idx_hist<<<dim3((unsigned)G, (unsigned)n_tok), 1024, 0, cu_stream>>>(d_scores, pos0, (int)topk,
+        cu_launch(k_idx_hist, dim3((unsigned)G, (unsigned)n_tok), 1024, 0, d_scores, pos0, (int)topk,
                                                                            ld, mb, d_pos0);
-        k_idx_cut<<<(unsigned)n_tok, 1024, 0, cu_stream>>>(d_scores, pos0, (int)topk, ld, G, mb, d_isel,
+        cu_launch(k_idx_cut, (unsigned)n_tok, 1024, 0, d_scores, pos0, (int)topk, ld, G, mb, d_isel,
                                                            d_n_isel, d_pos0);
-        k_idx_write<<<dim3((unsigned)G, (unsigned)n_tok), 1024, 0, cu_stream>>>(d_scores, pos0, (int)topk,
+        cu_launch(k_idx_write, dim3((unsigned)G, (unsigned)n_tok), 1024, 0, d_scores, pos0, (int)topk,
                                                                             ld, mb, d_isel, d_pos0);
         CU_LAUNCH_CHECK(err, "indexer top-k launch");
         return DS4_OK;
@@ -506,7 +512,7 @@ static ds4_status indexer_topk(const float *d_q, const float *d_w, const float *
                                           (int)tk_smem),
                      err, "indexer top-k shared memory");
     }
-    k_idx_topk<<<(unsigned)n_tok, 1024, cached ? tk_smem : 0, cu_stream>>>(d_scores, pos0, topk, ld, cached,
+    cu_launch(k_idx_topk, (unsigned)n_tok, 1024, cached ? tk_smem : 0, d_scores, pos0, topk, ld, cached,
                                                               d_isel, d_n_isel, d_pos0);
     CU_LAUNCH_CHECK(err, "indexer top-k launch");
     return DS4_OK;

@@ -113,6 +113,7 @@ __device__ __forceinline__ void mf_load(const mf_args &a, const uint8_t *wb, int
 
 template <int TY, int RT, int TT>
 __global__ void __launch_bounds__(MF_THREADS) k_mf(mf_args a) {
+    cu_pdl_wait();
     constexpr int BR = 8 * RT, BT = 4 * TT, ES = mf_el<TY>::bytes;
     constexpr int WST = BR * MF_BK * ES, XST = BT * MF_PX * 4; /* stage bytes, multiples of 16 */
     extern __shared__ __align__(16) uint8_t mf_smem[];
@@ -196,7 +197,7 @@ static ds4_status mf_run(const mf_args &a, ds4_error *err) {
         smem_set = true;
     }
     dim3 grid((unsigned)((a.rows + BR - 1) / BR), (unsigned)tiles);
-    k_mf<TY, RT, TT><<<grid, MF_THREADS, smem, cu_stream>>>(a);
+    cu_launch(k_mf<TY, RT, TT>, grid, MF_THREADS, smem, a);
     CU_CHECK(cudaGetLastError(), err, "matmul float launch");
     return DS4_OK;
 }

@@ -404,6 +404,7 @@ __global__ void __launch_bounds__(MQ_THREADS, 2)
 k_matmul_mma(const uint8_t *w, int64_t rows, int64_t cols, uint64_t row_bytes,
              uint64_t e_stride, const int32_t *d_off, int n_expert, mm_planes pl,
              int64_t n_tok, float *y, int64_t ldy) {
+    cu_pdl_wait();
     extern __shared__ __align__(16) uint8_t sm[];
     constexpr bool RING = mq_ring<TYPE>::on;
     mm_tile tl;
@@ -643,7 +644,7 @@ static ds4_status mq_run(const mm_args *a, ds4_error *err) {
      * with it). */
     bool skip = a->d_off && a->n_tok < 32 * (int64_t)a->n_expert;
     auto kern = skip ? k_matmul_mma<TYPE, true> : k_matmul_mma<TYPE, false>;
-    kern<<<grid, MQ_THREADS, mq_ring<TYPE>::smem, cu_stream>>>(a->w, a->rows, a->cols, a->row_bytes,
+    cu_launch(kern, grid, MQ_THREADS, mq_ring<TYPE>::smem, a->w, a->rows, a->cols, a->row_bytes,
                                                   a->expert_stride, a->d_off, a->n_expert,
                                                   a->planes, a->n_tok, a->y, a->ldy);
     CU_CHECK(cudaGetLastError(), err, "matmul mma launch");

@@ -25,6 +25,7 @@ mm_planes mm_planes_of(void *d_act, int kind, int64_t n, int64_t cols) {
 /* One warp per 256-value block (x row t = b / nblk, block j = b % nblk); lane l owns 8l .. 8l+7. */
 __global__ void k_mm_quant_q8k(const float *__restrict__ x, int64_t ldx, int64_t n_blocks,
                                int64_t nblk, int64_t cols, int8_t *codes, float *dd, int16_t *bs) {
+    cu_pdl_wait();
     int64_t b = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
     int lane = threadIdx.x & 31;
     if (b >= n_blocks) return;
@@ -66,6 +67,7 @@ __global__ void k_mm_quant_q8k(const float *__restrict__ x, int64_t ldx, int64_t
 /* 8 lanes per 32-value record (4 values each), 4 records per warp, 32 per block of 256. */
 __global__ void k_mm_quant_q8_0(const float *__restrict__ x, int64_t ldx, int64_t n_blocks,
                                 int64_t nblk, int64_t cols, int vec, int8_t *codes, float *dd) {
+    cu_pdl_wait();
     int64_t b = (int64_t)blockIdx.x * 32 + (threadIdx.x >> 3);
     int l = threadIdx.x & 7;
     bool ok = b < n_blocks;
@@ -94,11 +96,11 @@ ds4_status mm_quantize_planes(int kind, const float *d_x, int64_t ldx, int64_t n
                               const mm_planes *p, ds4_error *err) {
     int64_t n_blocks = n * p->nblk;
     if (kind == MM_ACT_Q8_K) {
-        k_mm_quant_q8k<<<(unsigned)((n_blocks + 7) / 8), 256, 0, cu_stream>>>(
+        cu_launch(k_mm_quant_q8k, (unsigned)((n_blocks + 7) / 8), 256, 0, 
             d_x, ldx, n_blocks, p->nblk, cols, p->codes, p->d, p->bsums);
     } else {
         int vec = ((uintptr_t)d_x & 15) == 0 && (ldx & 3) == 0; /* float4 loads */
-        k_mm_quant_q8_0<<<(unsigned)((n_blocks + 31) / 32), 256, 0, cu_stream>>>(
+        cu_launch(k_mm_quant_q8_0, (unsigned)((n_blocks + 31) / 32), 256, 0, 
             d_x, ldx, n_blocks, p->nblk, cols, vec, p->codes, p->d);
     }
     CU_CHECK(cudaGetLastError(), err, "matmul quantize launch");

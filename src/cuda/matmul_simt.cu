@@ -112,6 +112,7 @@ __global__ void __launch_bounds__(256) k_matmul(int type, const uint8_t *w, int6
                                                 const uint8_t *act, size_t act_stride,
                                                 int64_t ldx, int64_t n_tok, float *y,
                                                 int64_t ldy) {
+    cu_pdl_wait();
     __shared__ float Ws[MM_BM][MM_BK + 1];
     __shared__ float Xs[MM_BN][MM_BK + 1];
     int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
@@ -175,7 +176,7 @@ extern "C" ds4_status cuda_matmul_simt(int type, const void *d_w, int64_t rows, 
     int kind = cuda_act_kind(type);
     const uint8_t *act = kind ? (const uint8_t *)d_act : (const uint8_t *)d_x;
     dim3 grid((unsigned)((rows + MM_BM - 1) / MM_BM), (unsigned)((n_tok + MM_BN - 1) / MM_BN));
-    k_matmul<<<grid, 256, 0, cu_stream>>>(type, (const uint8_t *)d_w, rows, cols, row_bytes, kind, act, stride,
+    cu_launch(k_matmul, grid, 256, 0, type, (const uint8_t *)d_w, rows, cols, row_bytes, kind, act, stride,
                             ldx, n_tok, d_y, ldy);
     CU_LAUNCH_CHECK(err, "matmul launch");
     return DS4_OK;

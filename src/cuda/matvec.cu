@@ -124,6 +124,7 @@ __device__ __forceinline__ void iq2_sign_masks(uint32_t s7, uint32_t *lo, uint32
  * integer sums combine exactly (cu_sum8_i) into the block sum. */
 template <int WPR>
 __global__ void __launch_bounds__(32 * mv_shape<WPR>::warps) k_matvec_iq2_xxs(mv_args a) {
+    cu_pdl_wait();
     const int lane = threadIdx.x & 31;
     const int64_t nb = a.cols / 256, ng = nb * 8;
     mv_ptrs p;
@@ -227,6 +228,7 @@ struct q4k_layout { /* GGUF_LAYOUT §4.4 */
  * a unit is a lane's 32 values of a block (8 units per block in adjacent lanes). */
 template <class L, int WPR>
 __global__ void __launch_bounds__(32 * mv_shape<WPR>::warps) k_matvec_kquant(mv_args a) {
+    cu_pdl_wait();
     const int lane = threadIdx.x & 31;
     const int64_t nb = a.cols / 256, nparts = nb * 8;
     mv_ptrs p;
@@ -284,6 +286,7 @@ __device__ __forceinline__ float q8_0_load(const uint8_t *bp, uint32_t q[8]) {
  * aligned (q8_0_load), else 16-bit loads. */
 template <int WPR, bool A4>
 __global__ void __launch_bounds__(32 * mv_shape<WPR>::warps) k_matvec_q8_0(mv_args a) {
+    cu_pdl_wait();
     const int64_t nb = a.cols / 32;
     mv_ptrs p;
     const bool ok = mv_select<WPR>(a, &p, nb * CU_Q8_0_BYTES);
@@ -358,6 +361,7 @@ __device__ __forceinline__ float cu_dot16(const uint8_t *wr, const float *x, int
  * value. */
 template <int T, bool VEC, int WPR>
 __global__ void __launch_bounds__(32 * mv_shape<WPR>::warps) k_matvec_float(mv_args a) {
+    cu_pdl_wait();
     mv_ptrs p;
     const bool ok = mv_select<WPR>(a, &p, a.cols * (T == CU_T_F32 ? 4 : 2));
     const float *x = (const float *)p.act;
@@ -409,19 +413,19 @@ static ds4_status mv_dispatch(int type, int vec, int64_t rows, int n_sel, const 
     const dim3 grid((unsigned)((rows + rpb - 1) / rpb), (unsigned)(a.w2 ? 2 * n_sel : n_sel));
     const dim3 block(32 * mv_shape<WPR>::warps);
     switch (type) {
-    case CU_T_IQ2_XXS: k_matvec_iq2_xxs<WPR><<<grid, block, 0, cu_stream>>>(a); break;
-    case CU_T_Q2_K: k_matvec_kquant<q2k_layout, WPR><<<grid, block, 0, cu_stream>>>(a); break;
-    case CU_T_Q4_K: k_matvec_kquant<q4k_layout, WPR><<<grid, block, 0, cu_stream>>>(a); break;
+    case CU_T_IQ2_XXS: cu_launch(k_matvec_iq2_xxs<WPR>, grid, block, 0, a); break;
+    case CU_T_Q2_K: cu_launch(k_matvec_kquant<q2k_layout, WPR>, grid, block, 0, a); break;
+    case CU_T_Q4_K: cu_launch(k_matvec_kquant<q4k_layout, WPR>, grid, block, 0, a); break;
     case CU_T_Q8_0:
         if (((uintptr_t)a.w & 3) == 0 && (a.w2 == NULL || ((uintptr_t)a.w2 & 3) == 0) &&
             (a.cols / 32) % 2 == 0 && (a.w_stride & 3) == 0)
-            k_matvec_q8_0<WPR, true><<<grid, block, 0, cu_stream>>>(a);
+            cu_launch(k_matvec_q8_0<WPR, true>, grid, block, 0, a);
         else
-            k_matvec_q8_0<WPR, false><<<grid, block, 0, cu_stream>>>(a);
+            cu_launch(k_matvec_q8_0<WPR, false>, grid, block, 0, a);
         break;
 #define MV_FLOAT(T)                                                                            \
-    if (vec) k_matvec_float<T, true, WPR><<<grid, block, 0, cu_stream>>>(a);                   \
-    else k_matvec_float<T, false, WPR><<<grid, block, 0, cu_stream>>>(a);                      \
+    if (vec) cu_launch(k_matvec_float<T, true, WPR>, grid, block, 0, a);                       \
+    else cu_launch(k_matvec_float<T, false, WPR>, grid, block, 0, a);                          \
     break;
     case CU_T_F32: MV_FLOAT(CU_T_F32)
     case CU_T_F16: MV_FLOAT(CU_T_F16)

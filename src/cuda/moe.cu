@@ -16,6 +16,7 @@
 __global__ void k_moe_route(const float *logits, const float *bias, const int32_t *tid2eid,
                             const int32_t *tokens, int E, int K, float route_scale, int norm,
                             int32_t *sel_out, float *w_out) {
+    cu_pdl_wait();
     extern __shared__ float p[];
     __shared__ int32_t sel[MOE_MAX_USED];
     int64_t t = blockIdx.x;
@@ -77,7 +78,7 @@ extern "C" ds4_status cuda_moe_route(const float *d_logits, const float *d_bias,
                           "cuda_moe_route: neither a selection bias nor a tid2eid table");
     if (d_tid2eid && !d_tokens)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_moe_route: hash routing without tokens");
-    k_moe_route<<<(unsigned)n_tok, 32 * ((n_expert + 31) / 32), (size_t)n_expert * sizeof(float), cu_stream>>>(
+    cu_launch(k_moe_route, (unsigned)n_tok, 32 * ((n_expert + 31) / 32), (size_t)n_expert * sizeof(float), 
         d_logits, d_bias, d_tid2eid, d_tokens, n_expert, n_used, route_scale, norm_weights,
         d_sel, d_w);
     CU_LAUNCH_CHECK(err, "moe_route launch");
@@ -87,6 +88,7 @@ extern "C" ds4_status cuda_moe_route(const float *d_logits, const float *d_bias,
 /* MODEL_MATH §9.4: h = silu(min(g, c))·clamp(u, -c, c)·w, the expression of model/moe.c. */
 __global__ void k_swiglu(const float *g, const float *u, const float *rw, int64_t n_rows,
                          int64_t F, float clamp, float *h) {
+    cu_pdl_wait();
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n_rows * F) return;
     float gv = g[i] > clamp ? clamp : g[i];
@@ -100,7 +102,7 @@ extern "C" ds4_status cuda_swiglu(const float *d_g, const float *d_u, const floa
                                   ds4_error *err) {
     if (n_rows <= 0 || F <= 0) return DS4_OK;
     int64_t n = n_rows * F;
-    k_swiglu<<<cu_blocks(n, 256), 256, 0, cu_stream>>>(d_g, d_u, d_rw, n_rows, F, clamp, d_h);
+    cu_launch(k_swiglu, cu_blocks(n, 256), 256, 0, d_g, d_u, d_rw, n_rows, F, clamp, d_h);
     CU_LAUNCH_CHECK(err, "swiglu launch");
     return DS4_OK;
 }
@@ -109,6 +111,7 @@ extern "C" ds4_status cuda_swiglu(const float *d_g, const float *d_u, const floa
  * order as model/moe.c sums them. */
 __global__ void k_moe_combine(const float *y, const float *shared, int64_t n_tok, int K,
                               int64_t D, float *out) {
+    cu_pdl_wait();
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n_tok * D) return;
     int64_t t = i / D, c = i % D;
@@ -124,7 +127,7 @@ extern "C" ds4_status cuda_moe_combine(const float *d_y, const float *d_shared, 
     if (n_used < 0)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_moe_combine: n_used = %d", n_used);
     int64_t n = n_tok * D;
-    k_moe_combine<<<cu_blocks(n, 256), 256, 0, cu_stream>>>(d_y, d_shared, n_tok, n_used, D, d_out);
+    cu_launch(k_moe_combine, cu_blocks(n, 256), 256, 0, d_y, d_shared, n_tok, n_used, D, d_out);
     CU_LAUNCH_CHECK(err, "moe_combine launch");
     return DS4_OK;
 }

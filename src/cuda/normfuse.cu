@@ -18,6 +18,7 @@
 __global__ void __launch_bounds__(NF_THREADS)
     k_norm_rope_qat(float *x, const float *w, int64_t n, float eps, int n_rope, const float *freqs,
                     int64_t pos, const int64_t *dpos, int64_t fp8_n, int fp8_block, uint8_t *q80) {
+    cu_pdl_wait();
     __shared__ double sh[32];
     __shared__ float row[NF_MAX];
     float *xr = x + (int64_t)blockIdx.x * n;
@@ -55,7 +56,7 @@ extern "C" ds4_status cuda_norm_rope_qat(float *d_x, const float *d_w, int64_t n
         return ds4_seterr(err, DS4_ERR_INVALID_ARG,
                           "cuda_norm_rope_qat: %lld rows of %lld, rope %d, fp8 %lld in blocks of %d",
                           (long long)n_rows, (long long)n, n_rope, (long long)fp8_n, fp8_block);
-    k_norm_rope_qat<<<(unsigned)n_rows, NF_THREADS, 0, cu_stream>>>(
+    cu_launch(k_norm_rope_qat, (unsigned)n_rows, NF_THREADS, 0, 
         d_x, d_w, n, eps, n_rope, d_freqs, pos, d_pos, fp8_n, fp8_block, (uint8_t *)d_q80);
     CU_LAUNCH_CHECK(err, "norm_rope_qat launch");
     return DS4_OK;

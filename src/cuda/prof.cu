@@ -27,6 +27,7 @@ struct cuda_prof {
  * (a flag reset to 0 could, and with a full launch queue that is a deadlock). Bounded by ~2 s
  * of device time (globaltimer) so a host that never releases cannot hang the device. */
 __global__ void k_prof_gate(const volatile int *flag, int k) {
+    cu_pdl_wait();
     uint64_t t0, t;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
     do {
@@ -83,7 +84,7 @@ extern "C" ds4_status cuda_prof_gate_hold(cuda_prof *p, ds4_error *err) {
         p->d_flag = (int *)d;
         *p->h_flag = p->seq = 0;
     }
-    k_prof_gate<<<1, 1, 0, cu_stream>>>(p->d_flag, ++p->seq);
+    cu_launch(k_prof_gate, 1, 1, 0, p->d_flag, ++p->seq);
     CU_CHECK(cudaGetLastError(), err, "profile gate launch");
     cuda_prof_mark(p, -1); /* the time before it (the wait) belongs to no op */
     return DS4_OK;

@@ -9,6 +9,7 @@
 /* One block per row, the row in shared memory; the butterflies of cpu_hadamard in the same
  * order (each element sees the same additions), then the 1/sqrt(n) scale. */
 __global__ void k_hadamard(float *x, int64_t row_stride, int n) {
+    cu_pdl_wait();
     extern __shared__ float sh[];
     float *row = x + (int64_t)blockIdx.x * row_stride;
     for (int i = threadIdx.x; i < n; i += blockDim.x) sh[i] = row[i];
@@ -25,7 +26,7 @@ extern "C" ds4_status cuda_hadamard(float *d_x, int64_t n_rows, int64_t row_stri
         return ds4_seterr(err, DS4_ERR_INVALID_ARG,
                           "cuda_hadamard: n = %d (need a power of two <= 8192, stride %lld)", n,
                           (long long)row_stride);
-    k_hadamard<<<(unsigned)n_rows, 256, (size_t)n * sizeof(float), cu_stream>>>(d_x, row_stride, n);
+    cu_launch(k_hadamard, (unsigned)n_rows, 256, (size_t)n * sizeof(float), d_x, row_stride, n);
     CU_LAUNCH_CHECK(err, "hadamard launch");
     return DS4_OK;
 }
@@ -33,6 +34,7 @@ extern "C" ds4_status cuda_hadamard(float *d_x, int64_t n_rows, int64_t row_stri
 /* One warp per block of `block` values (cu_qat_block_warp). */
 __global__ void k_qat(float *x, int64_t n_rows, int64_t row_stride, int64_t n, int block,
                       int fp4) {
+    cu_pdl_wait();
     int64_t nb = n / block;
     int64_t wi = ((int64_t)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     if (wi >= n_rows * nb) return; /* whole warps leave together */
@@ -49,7 +51,7 @@ static ds4_status qat_launch(float *d_x, int64_t n_rows, int64_t row_stride, int
                           "(stride %lld)",
                           fp4 ? "fp4" : "fp8", (long long)n, block, (long long)row_stride);
     int64_t total = n_rows * (n / block);
-    k_qat<<<cu_blocks(total * 32, 128), 128, 0, cu_stream>>>(d_x, n_rows, row_stride, n, block, fp4);
+    cu_launch(k_qat, cu_blocks(total * 32, 128), 128, 0, d_x, n_rows, row_stride, n, block, fp4);
     CU_LAUNCH_CHECK(err, "qat launch");
     return DS4_OK;
 }

@@ -9,6 +9,7 @@
 
 /* One warp per 256-value block; lane l owns values 8l..8l+7. */
 __global__ void k_quantize_q8_K(const float *__restrict__ x, uint8_t *__restrict__ out) {
+    cu_pdl_wait();
     const int b = blockIdx.x, lane = threadIdx.x;
     const float *xb = x + (int64_t)b * 256 + lane * 8;
     float v[8];
@@ -18,6 +19,7 @@ __global__ void k_quantize_q8_K(const float *__restrict__ x, uint8_t *__restrict
 
 /* One warp per 32-value record; lane l owns value l. */
 __global__ void k_quantize_q8_0_act(const float *__restrict__ x, uint8_t *__restrict__ out) {
+    cu_pdl_wait();
     const int b = blockIdx.x;
     q8act_warp(x[(int64_t)b * 32 + threadIdx.x], out + (int64_t)b * CU_Q8_0ACT_BYTES);
 }
@@ -37,6 +39,7 @@ __device__ __forceinline__ float swiglu_at(const float *g, const float *u, const
 template <int KIND>
 __global__ void k_swiglu_quant(const float *g, const float *u, const float *rw, int64_t F,
                                float clamp, float *h, uint8_t *out) {
+    cu_pdl_wait();
     const int64_t b = blockIdx.x;
     const int lane = threadIdx.x;
     if (KIND == CUDA_ACT_Q8_K) {
@@ -64,9 +67,9 @@ extern "C" ds4_status cuda_swiglu_quant(int kind, const float *d_g, const float 
                           kind, (long long)n_rows, (long long)F);
     const unsigned nb = (unsigned)(n_rows * F / blk);
     if (kind == CUDA_ACT_Q8_K)
-        k_swiglu_quant<CUDA_ACT_Q8_K><<<nb, 32, 0, cu_stream>>>(d_g, d_u, d_rw, F, clamp, d_h, (uint8_t *)d_q);
+        cu_launch(k_swiglu_quant<CUDA_ACT_Q8_K>, nb, 32, 0, d_g, d_u, d_rw, F, clamp, d_h, (uint8_t *)d_q);
     else
-        k_swiglu_quant<CUDA_ACT_Q8_0><<<nb, 32, 0, cu_stream>>>(d_g, d_u, d_rw, F, clamp, d_h, (uint8_t *)d_q);
+        cu_launch(k_swiglu_quant<CUDA_ACT_Q8_0>, nb, 32, 0, d_g, d_u, d_rw, F, clamp, d_h, (uint8_t *)d_q);
     CU_CHECK(cudaGetLastError(), err, "swiglu_quant launch");
     return DS4_OK;
 }
@@ -75,7 +78,7 @@ extern "C" ds4_status cuda_quantize_q8_K(const float *d_x, void *d_q, int64_t n,
     if (n <= 0 || n % 256 != 0)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda q8_K: n=%lld is not a positive multiple of 256",
                           (long long)n);
-    k_quantize_q8_K<<<(unsigned)(n / 256), 32, 0, cu_stream>>>(d_x, (uint8_t *)d_q);
+    cu_launch(k_quantize_q8_K, (unsigned)(n / 256), 32, 0, d_x, (uint8_t *)d_q);
     CU_CHECK(cudaGetLastError(), err, "quantize q8_K launch");
     return DS4_OK;
 }
@@ -84,7 +87,7 @@ extern "C" ds4_status cuda_quantize_q8_0_act(const float *d_x, void *d_q, int64_
     if (n <= 0 || n % 32 != 0)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda q8_0 act: n=%lld is not a positive multiple of 32",
                           (long long)n);
-    k_quantize_q8_0_act<<<(unsigned)(n / 32), 32, 0, cu_stream>>>(d_x, (uint8_t *)d_q);
+    cu_launch(k_quantize_q8_0_act, (unsigned)(n / 32), 32, 0, d_x, (uint8_t *)d_q);
     CU_CHECK(cudaGetLastError(), err, "quantize q8_0 act launch");
     return DS4_OK;
 }

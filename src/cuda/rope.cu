@@ -11,6 +11,7 @@
 __global__ void k_rope_tail(float *x, int64_t n_rows, int64_t row_stride, int64_t tail_off,
                             int64_t rows_per_pos, int n_rope, const float *freqs, int64_t pos0,
                             int inverse, const int64_t *dpos) {
+    cu_pdl_wait();
     if (dpos) pos0 = *dpos; /* cuda_rope_tail_dpos: the position lives on the device */
     int64_t half = n_rope / 2;
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
@@ -31,7 +32,7 @@ static ds4_status rope_tail(float *d_x, int64_t n_rows, int64_t row_stride, int6
                           n_rope, (long long)tail_off, (long long)row_stride,
                           (long long)rows_per_pos);
     int64_t n = n_rows * (n_rope / 2);
-    k_rope_tail<<<cu_blocks(n, 256), 256, 0, cu_stream>>>(d_x, n_rows, row_stride, tail_off, rows_per_pos,
+    cu_launch(k_rope_tail, cu_blocks(n, 256), 256, 0, d_x, n_rows, row_stride, tail_off, rows_per_pos,
                                             n_rope, d_freqs, pos0, inverse, d_pos0);
     CU_LAUNCH_CHECK(err, "rope launch");
     return DS4_OK;

@@ -12,6 +12,7 @@
 
 __global__ void k_rows_copy(float *dst, const int32_t *dst_idx, const float *src,
                             const int32_t *src_idx, int64_t D) {
+    cu_pdl_wait();
     int64_t i = blockIdx.x;
     int64_t di = dst_idx ? dst_idx[i] : i, si = src_idx ? src_idx[i] : i;
     float *d = dst + di * D;
@@ -22,6 +23,7 @@ __global__ void k_rows_copy(float *dst, const int32_t *dst_idx, const float *src
 /* The same with 16-byte moves (rows of a multiple of 4 floats at 16-byte aligned bases). */
 __global__ void k_rows_copy4(float4 *dst, const int32_t *dst_idx, const float4 *src,
                              const int32_t *src_idx, int64_t D4) {
+    cu_pdl_wait();
     int64_t i = blockIdx.x;
     int64_t di = dst_idx ? dst_idx[i] : i, si = src_idx ? src_idx[i] : i;
     float4 *d = dst + di * D4;
@@ -39,10 +41,10 @@ extern "C" ds4_status cuda_rows_copy(float *d_dst, const int32_t *d_dst_idx, con
     if (D % 4 == 0 && (uintptr_t)d_dst % 16 == 0 && (uintptr_t)d_src % 16 == 0) {
         int64_t D4 = D / 4;
         unsigned th = D4 >= 256 ? 256 : (unsigned)((D4 + 31) / 32 * 32);
-        k_rows_copy4<<<(unsigned)n, th, 0, cu_stream>>>((float4 *)d_dst, d_dst_idx,
+        cu_launch(k_rows_copy4, (unsigned)n, th, 0, (float4 *)d_dst, d_dst_idx,
                                                         (const float4 *)d_src, d_src_idx, D4);
     } else {
-        k_rows_copy<<<(unsigned)n, 256, 0, cu_stream>>>(d_dst, d_dst_idx, d_src, d_src_idx, D);
+        cu_launch(k_rows_copy, (unsigned)n, 256, 0, d_dst, d_dst_idx, d_src, d_src_idx, D);
     }
     CU_LAUNCH_CHECK(err, "rows_copy launch");
     return DS4_OK;
@@ -52,6 +54,7 @@ extern "C" ds4_status cuda_rows_copy(float *d_dst, const int32_t *d_dst_idx, con
  * conversions are exact (f16/bf16 widen). cuda_embed_rows (devpos.cu) is its one-token case. */
 __global__ void k_embed_tokens(const uint8_t *table, int type, int64_t n_vocab, int64_t D,
                                const int32_t *tok, int copies, float *X) {
+    cu_pdl_wait();
     int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, t = blockIdx.y;
     if (i >= D) return;
     int64_t id = tok[t];
@@ -81,7 +84,7 @@ extern "C" ds4_status cuda_embed_tokens(const void *d_table, int type, int64_t n
                           "cuda_embed_tokens: %lld tokens, D %lld, %d copies", (long long)n_tok,
                           (long long)D, n_copies);
     dim3 g(cu_blocks(D, 256), (unsigned)n_tok);
-    k_embed_tokens<<<g, 256, 0, cu_stream>>>((const uint8_t *)d_table, type, n_vocab, D, d_tok,
+    cu_launch(k_embed_tokens, g, 256, 0, (const uint8_t *)d_table, type, n_vocab, D, d_tok,
                                              n_copies, d_X);
     CU_LAUNCH_CHECK(err, "embed_tokens launch");
     return DS4_OK;

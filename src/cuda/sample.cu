@@ -27,6 +27,7 @@ __device__ __forceinline__ void am_block(float &bv, int &bi, float *s_v, int *s_
 }
 
 __global__ void k_argmax_part(const float *x, int64_t n, int64_t slice) {
+    cu_pdl_wait();
     __shared__ float s_v[32];
     __shared__ int s_i[32];
     const float *row = x + (int64_t)blockIdx.y * n;
@@ -45,6 +46,7 @@ __global__ void k_argmax_part(const float *x, int64_t n, int64_t slice) {
 }
 
 __global__ void k_argmax_final(int n_slices, int32_t *out) {
+    cu_pdl_wait();
     __shared__ float s_v[32];
     __shared__ int s_i[32];
     float bv = -INFINITY;
@@ -68,9 +70,9 @@ extern "C" ds4_status cuda_argmax(const float *d_x, int64_t n_rows, int64_t n, i
     int64_t slice = (n + slices - 1) / slices;
     for (int64_t r0 = 0; r0 < n_rows; r0 += AM_ROWS) {
         int64_t nr = n_rows - r0 < AM_ROWS ? n_rows - r0 : AM_ROWS;
-        k_argmax_part<<<dim3((unsigned)slices, (unsigned)nr), 256, 0, cu_stream>>>(d_x + r0 * n, n, slice);
+        cu_launch(k_argmax_part, dim3((unsigned)slices, (unsigned)nr), 256, 0, d_x + r0 * n, n, slice);
         CU_LAUNCH_CHECK(err, "argmax launch");
-        k_argmax_final<<<(unsigned)nr, AM_SLICES, 0, cu_stream>>>((int)slices, d_out + r0);
+        cu_launch(k_argmax_final, (unsigned)nr, AM_SLICES, 0, (int)slices, d_out + r0);
         CU_LAUNCH_CHECK(err, "argmax merge launch");
     }
     return DS4_OK;

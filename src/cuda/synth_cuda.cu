@@ -10,6 +10,7 @@
  * any block that overlaps it are rewritten from the block's view (a second kernel), so the
  * result does not depend on the launch shape. */
 __global__ void k_synth_bytes(uint8_t *dst, uint64_t n_bytes, uint64_t seed) {
+    cu_pdl_wait();
     uint64_t w = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
     uint64_t i = w * 8;
     if (i >= n_bytes) return;
@@ -23,6 +24,7 @@ __global__ void k_synth_bytes(uint8_t *dst, uint64_t n_bytes, uint64_t seed) {
 
 __global__ void k_synth_scales(uint8_t *dst, uint64_t n_blocks, uint32_t bb, int d_off,
                                int m_off, uint16_t d, uint16_t dmin) {
+    cu_pdl_wait();
     uint64_t b = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
     if (b >= n_blocks) return;
     uint8_t *p = dst + b * bb; /* blocks are 2-byte aligned (34, 66, 84, 144 bytes) */
@@ -40,10 +42,10 @@ extern "C" ds4_status cuda_synth_fill(void *d_dst, uint64_t n_bytes, uint32_t ty
                           type, (unsigned long long)n_bytes);
     if (!n_bytes) return DS4_OK;
     uint64_t n_words = (n_bytes + 7) / 8, n_blocks = n_bytes / bb;
-    k_synth_bytes<<<(unsigned)((n_words + 255) / 256), 256, 0, cu_stream>>>((uint8_t *)d_dst,
+    cu_launch(k_synth_bytes, (unsigned)((n_words + 255) / 256), 256, 0, (uint8_t *)d_dst,
                                                                               n_bytes, seed);
     CU_CHECK(cudaGetLastError(), err, "synth bytes launch");
-    k_synth_scales<<<(unsigned)((n_blocks + 255) / 256), 256, 0, cu_stream>>>(
+    cu_launch(k_synth_scales, (unsigned)((n_blocks + 255) / 256), 256, 0, 
         (uint8_t *)d_dst, n_blocks, bb, d_off, m_off, d_f16, dmin_f16);
     CU_CHECK(cudaGetLastError(), err, "synth scales launch");
     return DS4_OK;
