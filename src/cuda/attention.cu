@@ -17,8 +17,11 @@
  * Must not: project, normalise or round q/kv (other ops do), or write the window ring (the
  * caller appends the chunk's rows after attention, MODEL_MATH §7.1).
  */
+#include "attention_dec.cuh"
 #include "cuda_api.h"
 #include "ops.cuh"
+
+#include <stdlib.h>
 
 #define ATT_HB 8   /* heads per block */
 #define ATT_KS 32  /* keys per split: one per lane group of a 256-thread block, one per lane */
@@ -309,6 +312,225 @@ __global__ void __launch_bounds__(256) k_attn_chunk(attn_args a, int64_t nk_cap)
         a.out[(t * a.H + h0) * Dh + i] = sq[i];
 }
 
+/* ---- Prefill chunks, register-tiled (h5): the same steps per head as k_attn_chunk --------
+ * What made k_attn_chunk slow is the work per instruction, not the key traffic (16 heads per
+ * block, which halves the passes over the keys, was no faster): in the scores each lane group
+ * took one key, so every multiply-add paid its own q load from shared memory and a key load
+ * with nothing independent in flight; the value sums paid one shared-memory load per head per
+ * key. Here a lane group takes up to ATC2_RK keys at once (one q load serves RK keys, RK key
+ * loads in flight), the scores are stored key-major ([key][HB]) so the value sums read a key's
+ * HB weights as float4s, and the value sums load 4 keys ahead. Per (head, key) and per (head,
+ * dimension) the float steps and their order are exactly k_attn_chunk's (cpu_dot_f32's lane
+ * chains and pairwise lane sum; max; exp; den from the sink then key by key; acc key by key),
+ * so the output is the same bits (tests/cuda/test_cuda_chunk.c compares the two). */
+#define ATC2_RK 4
+
+/* Scores of the keys k0 + r·32 + g (r < RK) against the block's HB heads; lane k of the
+ * 8-lane group g holds chain k. Keys past n_keys read row 0 and are not written. */
+template <int HB, int RK>
+__device__ __forceinline__ void attc2_scores(const float *sq, const float *const *kp, float *sc,
+                                             int64_t Dh, int64_t k0, int64_t n_keys, int nh,
+                                             float tau) {
+    int g = threadIdx.x >> 3, k = threadIdx.x & 7;
+    const float *kr[RK];
+    float acc[RK][HB];
+#pragma unroll
+    for (int r = 0; r < RK; r++) {
+        kr[r] = kp[k0 + r * ATT_KS + g];
+#pragma unroll
+        for (int h = 0; h < HB; h++) acc[r][h] = 0.0f;
+    }
+    int64_t n8 = Dh & ~(int64_t)7;
+#pragma unroll 2
+    for (int64_t i = 0; i < n8; i += 8) {
+        float kv[RK];
+#pragma unroll
+        for (int r = 0; r < RK; r++) kv[r] = kr[r][i + k];
+#pragma unroll
+        for (int h = 0; h < HB; h++) {
+            float qv = sq[h * Dh + i + k];
+#pragma unroll
+            for (int r = 0; r < RK; r++) acc[r][h] = __fadd_rn(acc[r][h], __fmul_rn(qv, kv[r]));
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < RK; r++) {
+        int64_t j = k0 + r * ATT_KS + g;
+#pragma unroll
+        for (int h = 0; h < HB; h++) {
+            float x = acc[r][h];
+            x = __fadd_rn(x, __shfl_xor_sync(0xffffffffu, x, 4));
+            x = __fadd_rn(x, __shfl_xor_sync(0xffffffffu, x, 1));
+            x = __fadd_rn(x, __shfl_xor_sync(0xffffffffu, x, 2));
+            for (int64_t i = n8; i < Dh; i++) x = __fadd_rn(x, __fmul_rn(sq[h * Dh + i], kr[r][i]));
+            if (k == 0 && h < nh && j < n_keys) sc[j * HB + h] = __fmul_rn(tau, x);
+        }
+    }
+}
+
+static size_t attc2_smem(int64_t Dh, int64_t keys, int hb) {
+    int64_t nk = (keys + ATT_KS - 1) / ATT_KS * ATT_KS;
+    return (size_t)(hb * Dh + hb * nk) * sizeof(float) + (size_t)nk * sizeof(const float *);
+}
+
+/* grid (head groups of HB, tokens), 256 threads; the thread owns dims threadIdx.x + 256 j. */
+template <int ND, int HB>
+__global__ void __launch_bounds__(256) k_attn_chunk2(attn_args a, int64_t nk_cap) {
+    cu_pdl_wait();
+    extern __shared__ __align__(16) float sm2_[];
+    __shared__ float s_red[8][HB];
+    __shared__ float s_mx[HB], s_inv[HB];
+    const int64_t Dh = a.Dh;
+    float *sq = sm2_;                          /* [HB][Dh]; the output after the sums */
+    float *sc = sq + HB * Dh;                  /* [nk_cap][HB]: scores, then exp (0 past nh) */
+    const float **kp = (const float **)(sc + HB * nk_cap); /* [nk_cap] key rows */
+    int64_t t = blockIdx.y, h0 = (int64_t)blockIdx.x * HB, p = a.pos0 + t;
+    int nh = (int)(a.H - h0 < HB ? a.H - h0 : HB);
+    int64_t s0, n_win, n_keys;
+    const int32_t *sel;
+    attn_span(a, t, &s0, &n_win, &n_keys, &sel);
+    int64_t nk32 = (n_keys + ATT_KS - 1) / ATT_KS * ATT_KS;
+    for (int64_t i = threadIdx.x; i < (int64_t)nh * Dh; i += blockDim.x)
+        sq[i] = a.q[(t * a.H + h0) * Dh + i];
+    for (int64_t i = threadIdx.x; i < nk32; i += blockDim.x)
+        kp[i] = attn_key(a, s0, n_win, sel, i < n_keys ? i : 0);
+    __syncthreads();
+    const float tau = (float)(1.0 / sqrt((double)Dh)); /* MODEL_MATH §5.5 */
+    for (int64_t k0 = 0; k0 < n_keys;) { /* as many keys per lane group as are left, up to RK */
+        int64_t rem = n_keys - k0;
+        if (rem > 3 * ATT_KS) {
+            attc2_scores<HB, 4>(sq, kp, sc, Dh, k0, n_keys, nh, tau);
+            k0 += 4 * ATT_KS;
+        } else if (rem > 2 * ATT_KS) {
+            attc2_scores<HB, 3>(sq, kp, sc, Dh, k0, n_keys, nh, tau);
+            k0 += 3 * ATT_KS;
+        } else if (rem > ATT_KS) {
+            attc2_scores<HB, 2>(sq, kp, sc, Dh, k0, n_keys, nh, tau);
+            k0 += 2 * ATT_KS;
+        } else {
+            attc2_scores<HB, 1>(sq, kp, sc, Dh, k0, n_keys, nh, tau);
+            k0 += ATT_KS;
+        }
+    }
+    __syncthreads();
+    /* The maximum over the keys per head (exact in any order): thread x takes head x mod HB. */
+    {
+        int h = threadIdx.x % HB;
+        float m = -INFINITY;
+        for (int64_t x = threadIdx.x; x < n_keys * HB; x += blockDim.x) m = fmaxf(m, sc[x]);
+        for (int o = HB; o < 32; o <<= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+        if ((threadIdx.x & 31) < HB) s_red[threadIdx.x >> 5][h] = m;
+        __syncthreads();
+        if (threadIdx.x < HB) {
+            float v = s_red[0][threadIdx.x];
+            for (int w = 1; w < (int)(blockDim.x >> 5); w++) v = fmaxf(v, s_red[w][threadIdx.x]);
+            s_mx[threadIdx.x] = v;
+        }
+        __syncthreads();
+    }
+    for (int64_t x = threadIdx.x; x < n_keys * HB; x += blockDim.x) {
+        int h = (int)(x % HB);
+        sc[x] = h < nh ? cu_exp_ref(__fsub_rn(sc[x], s_mx[h])) : 0.0f;
+    }
+    __syncthreads();
+    /* den in the CPU's order: the sink's term, then the keys one by one (a thread per head). */
+    if (threadIdx.x < nh) {
+        int h = threadIdx.x;
+        float den = cu_exp_ref(__fsub_rn(a.sinks[h0 + h], s_mx[h]));
+        for (int64_t i = 0; i < n_keys; i++) den = __fadd_rn(den, sc[i * HB + h]);
+        s_inv[h] = __fdiv_rn(1.0f, den);
+    }
+    /* acc[d] = Σ_i e_i·k_i[d], keys in order, four keys' rows loaded ahead. */
+    float acc[ND][HB];
+#pragma unroll
+    for (int j = 0; j < ND; j++)
+#pragma unroll
+        for (int h = 0; h < HB; h++) acc[j][h] = 0.0f;
+    const int UK = HB > 8 ? 2 : 4;
+    int64_t i = 0;
+    for (; i + UK <= n_keys; i += UK) {
+        float kv[UK][ND];
+#pragma unroll
+        for (int u = 0; u < UK; u++) {
+            const float *kr = kp[i + u];
+#pragma unroll
+            for (int j = 0; j < ND; j++) {
+                int64_t d = threadIdx.x + 256 * j;
+                kv[u][j] = d < Dh ? kr[d] : 0.0f;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < UK; u++) {
+            float e[HB];
+            const float4 *e4 = (const float4 *)(sc + (i + u) * HB);
+#pragma unroll
+            for (int c = 0; c < HB / 4; c++) {
+                float4 v = e4[c];
+                e[4 * c] = v.x, e[4 * c + 1] = v.y, e[4 * c + 2] = v.z, e[4 * c + 3] = v.w;
+            }
+#pragma unroll
+            for (int j = 0; j < ND; j++)
+#pragma unroll
+                for (int h = 0; h < HB; h++) acc[j][h] = __fadd_rn(acc[j][h], __fmul_rn(e[h], kv[u][j]));
+        }
+    }
+    for (; i < n_keys; i++) {
+        const float *kr = kp[i];
+#pragma unroll
+        for (int j = 0; j < ND; j++) {
+            int64_t d = threadIdx.x + 256 * j;
+            float kv = d < Dh ? kr[d] : 0.0f;
+#pragma unroll
+            for (int h = 0; h < HB; h++) acc[j][h] = __fadd_rn(acc[j][h], __fmul_rn(sc[i * HB + h], kv));
+        }
+    }
+    __syncthreads(); /* every thread is done with q (and s_inv is written): sq becomes the output */
+#pragma unroll
+    for (int j = 0; j < ND; j++) {
+        int64_t d = threadIdx.x + 256 * j;
+        if (d < Dh) /* h unrolled: a runtime bound would put acc in local memory */
+#pragma unroll
+            for (int h = 0; h < HB; h++)
+                if (h < nh) sq[h * Dh + d] = __fmul_rn(acc[j][h], s_inv[h]);
+    }
+    __syncthreads();
+    /* MODEL_MATH §5.6: inverse RoPE of the value tail at the query position. */
+    int64_t tail = Dh - a.n_rope, npair = a.n_rope / 2;
+    for (int64_t x = threadIdx.x; x < (int64_t)nh * npair; x += blockDim.x)
+        cu_rope_pair(sq + (x / npair) * Dh + tail + 2 * (x % npair), a.freqs[x % npair], (float)p, 1);
+    __syncthreads();
+    for (int64_t x = threadIdx.x; x < (int64_t)nh * Dh; x += blockDim.x)
+        a.out[(t * a.H + h0) * Dh + x] = sq[x];
+}
+
+template <int ND, int HB>
+static ds4_status attc2_launch(const attn_args &a, int64_t n_tok, int64_t keys, ds4_error *err) {
+    int64_t nk_cap = (keys + ATT_KS - 1) / ATT_KS * ATT_KS;
+    size_t smem = attc2_smem(a.Dh, keys, HB);
+    CU_CHECK(cudaFuncSetAttribute(k_attn_chunk2<ND, HB>,
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
+             err, "attn chunk shared memory");
+    dim3 g((unsigned)((a.H + HB - 1) / HB), (unsigned)n_tok);
+    cu_launch(k_attn_chunk2<ND, HB>, g, 256, smem, a, nk_cap);
+    CU_LAUNCH_CHECK(err, "attn chunk launch");
+    return DS4_OK;
+}
+
+/* The chunk kernel to take (cuda_attn_chunk_set_variant): 0 = k_attn_chunk, 8 / 16 =
+ * k_attn_chunk2 with that many heads per block. */
+static int g_attc_variant = -1;
+
+extern "C" void cuda_attn_chunk_set_variant(int v) { g_attc_variant = v; }
+
+static int attc_variant(void) {
+    if (g_attc_variant < 0) {
+        const char *e = getenv("DS4_CUDA_ATTN_CHUNK");
+        int v = e ? atoi(e) : 0;
+        g_attc_variant = v == 8 || v == 16 ? v : 0;
+    }
+    return g_attc_variant;
+}
+
 template <int ND>
 static ds4_status attc_launch(const attn_args &a, int64_t n_tok, int64_t keys, ds4_error *err) {
     int64_t nk_cap = (keys + ATT_KS - 1) / ATT_KS * ATT_KS;
@@ -324,6 +546,14 @@ static ds4_status attc_launch(const attn_args &a, int64_t n_tok, int64_t keys, d
 
 static ds4_status attc(const attn_args &a, int64_t n_tok, int64_t keys, ds4_error *err) {
     int64_t nd = (a.Dh + 255) / 256;
+    int v = attc_variant();
+    /* k_attn_chunk2 for head dims up to 512 while its shared memory fits (else the first). */
+    if (v && nd <= 2 && attc2_smem(a.Dh, keys, v) <= ATTC_SMEM_MAX) {
+        if (v == 16) return nd <= 1 ? attc2_launch<1, 16>(a, n_tok, keys, err)
+                                    : attc2_launch<2, 16>(a, n_tok, keys, err);
+        return nd <= 1 ? attc2_launch<1, 8>(a, n_tok, keys, err)
+                       : attc2_launch<2, 8>(a, n_tok, keys, err);
+    }
     if (nd <= 1) return attc_launch<1>(a, n_tok, keys, err);
     if (nd <= 2) return attc_launch<2>(a, n_tok, keys, err);
     if (nd <= 4) return attc_launch<4>(a, n_tok, keys, err);
@@ -347,7 +577,15 @@ extern "C" size_t cuda_attn_scratch_bytes(int64_t n_tok, int64_t H, int64_t Dh, 
     int64_t S = attn_splits(W, ratio, topk, indexed, pos0 + n_tok);
     if (attc_use(n_tok, Dh, (int64_t)cuda_attn_max_keys(W, ratio, topk, indexed, pos0 + n_tok), 0))
         return sizeof(float); /* the chunk kernel needs no partials */
-    return (size_t)n_tok * (size_t)H * (size_t)S * (size_t)(Dh + 2) * sizeof(float);
+    size_t b = (size_t)n_tok * (size_t)H * (size_t)S * (size_t)(Dh + 2) * sizeof(float);
+    size_t d = n_tok == 1 ? attd_scratch_bytes(H, Dh, (int64_t)cuda_attn_max_keys(W, ratio, topk, indexed, pos0 + 1)) : 0;
+    return b > d ? b : d; /* either decode path (DS4_CUDA_ATTN_V1) */
+}
+
+/* DS4_CUDA_ATTN_V1=1: one-token attention by the split/merge kernels above (read per call). */
+static int attd_v1(void) {
+    const char *v = getenv("DS4_CUDA_ATTN_V1");
+    return v && atoi(v) == 1;
 }
 
 /* pos0: the position, or with d_pos0 a bound of it that sizes the splits (the kernels read
@@ -374,6 +612,12 @@ static ds4_status attn(const float *d_q, const float *d_kv_chunk, const float *d
     attn_args a = {d_q, d_kv_chunk, d_ring, d_comp, d_sinks, d_freqs, d_isel, d_n_isel,
                    W, topk, pos0, H, Dh, S, ratio, n_rope, d_scratch, d_out, d_pos0};
     int64_t keys = (int64_t)cuda_attn_max_keys(W, ratio, topk, d_isel != NULL, pos0 + n_tok);
+    if (n_tok == 1 && !attd_v1()) { /* attention_dec.cu: exact, three launches (h2) */
+        const attd_in in = {d_q, d_kv_chunk, d_ring, d_comp, d_sinks, d_freqs, d_isel, d_n_isel,
+                            W, topk, pos0, H, Dh, ratio, n_rope, d_pos0, keys, d_scratch, d_out};
+        ds4_status st = DS4_OK;
+        if (attd_launch(in, &st, err)) return st;
+    }
     if (attc_use(n_tok, Dh, keys, d_pos0 != NULL)) return attc(a, n_tok, keys, err);
     size_t smem = (size_t)ATT_HB * (size_t)Dh * sizeof(float);
     if (smem > 48 * 1024)

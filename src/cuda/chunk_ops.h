@@ -48,6 +48,13 @@ ds4_status cuda_embed_tokens(const void *d_table, int type, int64_t n_vocab, int
 ds4_status cuda_rows_copy(float *d_dst, const int32_t *d_dst_idx, const float *d_src,
                           const int32_t *d_src_idx, int64_t n, int64_t D, ds4_error *err);
 
+/* hc_post (MODEL_MATH §4.3) of n_tok tokens (hc_chunk.cu): Xout [n_tok][hc][d] from f
+ * [n_tok][d], X [n_tok][hc][d], post [n_tok][hc], comb [n_tok][hc][hc]; bit-identical to
+ * cuda_hc_post (which it calls for shapes it does not take). Xout must not alias X. */
+ds4_status cuda_hc_post_chunk(const float *d_f, const float *d_X, const float *d_post,
+                              const float *d_comb, int64_t n_tok, int hc, int64_t d,
+                              float *d_Xout, ds4_error *err);
+
 /* Resets the CUDA runtime's last error (rows.cu): after a cudaMalloc failure the caller recovers
  * from (forward_chunk.c halves its chunk), so the next launch check does not report it. */
 void cuda_clear_last_error(void);

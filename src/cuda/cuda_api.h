@@ -93,12 +93,29 @@ ds4_status cuda_matvec_experts_pair_preq(int type, const void *d_w1, const void 
 ds4_status cuda_matvec_experts_preq_x(int type, const void *d_w, int64_t n_experts, int64_t rows,
                                       int64_t cols, const int32_t *d_ids, int n_sel,
                                       const void *d_act, float *d_y, ds4_error *err);
+/* Two F32/F16/BF16 products of one shape on one f32 x in one launch (the compressor's kv and
+ * gate); the kernel (warps per row) is chosen for the pair's rows, as cuda_matvec_pair_preq. */
+ds4_status cuda_matvec_pair_f(int type, const void *d_w1, const void *d_w2, int64_t rows,
+                              int64_t cols, const float *d_x, float *d_y1, float *d_y2,
+                              ds4_error *err);
 /* cuda_swiglu, and its output h quantized as activation kind `kind` (CUDA_ACT_Q8_K / _Q8_0,
  * F a multiple of the block) into d_q, row by row: bit-identical to cuda_swiglu followed by
  * cuda_quantize_act on each row. */
 ds4_status cuda_swiglu_quant(int kind, const float *d_g, const float *d_u, const float *d_rw,
                              int64_t n_rows, int64_t F, float clamp, float *d_h, void *d_q,
                              ds4_error *err);
+
+/* matvec_exp.cu (issue #7): the selected routed experts of IQ2_XXS / Q2_K / Q4_K against Q8_K
+ * activations already quantized (n_x = 1 shared row or n_sel rows), gate and up as a pair (d_w2
+ * nullable), bit-identical to the CPU dot q_dot_row (block order kept). The cuda_matvec_experts*
+ * entry points call it whenever cuda_mvx_supports (cols/256 <= 32 blocks, the shared memory
+ * fits; DS4_CUDA_EXP_V1=1 in the environment: never). cuda_mvx_grid_upload: by cuda_init. */
+int cuda_mvx_supports(int type, int64_t cols, int n_x);
+ds4_status cuda_mvx_launch(int type, const void *d_w1, const void *d_w2, int64_t n_experts,
+                           int64_t w_stride, const int32_t *d_ids, int n_sel, int64_t rows,
+                           int64_t cols, const void *d_act, int n_x, float *d_y1, float *d_y2,
+                           ds4_error *err);
+ds4_status cuda_mvx_grid_upload(const uint64_t grid[256], ds4_error *err);
 
 /* Elapsed milliseconds of `iters` back-to-back cuda_matvec calls (CUDA events), for benchmarks. */
 ds4_status cuda_matvec_time(int type, const void *d_w, int64_t rows, int64_t cols,
@@ -163,9 +180,27 @@ ds4_status cuda_hc_pre_quant(const float *d_X, const float *d_mix, const float *
 ds4_status cuda_norm_rope_qat(float *d_x, const float *d_w, int64_t n_rows, int64_t n, float eps,
                               int n_rope, const float *d_freqs, int64_t pos, const int64_t *d_pos,
                               int64_t fp8_n, int fp8_block, void *d_q80, ds4_error *err);
+/* The same, one row (n_rows 1), whose result also goes to d_ring[(pos % W)][0..n) (the window
+ * ring store of MODEL_MATH §7.1 in the same launch; pos or *d_pos as above). */
+ds4_status cuda_norm_rope_qat_ring(float *d_x, const float *d_w, int64_t n_rows, int64_t n,
+                                   float eps, int n_rope, const float *d_freqs, int64_t pos,
+                                   const int64_t *d_pos, int64_t fp8_n, int fp8_block, void *d_q80,
+                                   float *d_ring, int64_t W, ds4_error *err);
 ds4_status cuda_hc_post(const float *d_f, const float *d_X, const float *d_post,
                         const float *d_comb, int64_t n_tok, int hc, int64_t d, float *d_Xout,
                         ds4_error *err);
+/* Issue #7 (hc.cu k_hc_mix): one decode token's pending hc_post, the next HC mix and hc_pre in
+ * one launch, bit-identical to cuda_hc_post (when d_f is not NULL: X2 = hc_post(f, X) into
+ * d_Xout, which must not alias d_X), cuda_matvec (F32 fn [rows][hc·d] · X2 into d_mix) and
+ * cuda_hc_pre_quant (when d_scale is not NULL; post/comb out may be the post/comb in). The mix
+ * is always fused with hc_post; hc_pre joins the launch when one_launch and the shape is
+ * Flash's (hc 4, d 4096), else it runs after as its own launch. Other shapes: the three ops. */
+ds4_status cuda_hc_mix_fused(const float *d_fn, int64_t rows, const float *d_X, const float *d_f,
+                             const float *d_post, const float *d_comb, float *d_Xout, int hc,
+                             int64_t d, float *d_mix, const float *d_scale, const float *d_base,
+                             const float *d_norm, int iters, float hc_eps, float norm_eps,
+                             float *d_pre, float *d_post_out, float *d_comb_out, float *d_a,
+                             void *d_q80, void *d_q8k, int one_launch, ds4_error *err);
 ds4_status cuda_hc_head(const float *d_X, const float *d_mix, const float *d_scale,
                         const float *d_base, const float *d_norm, int64_t n_tok, int hc,
                         int64_t d, float hc_eps, float norm_eps, float *d_y, ds4_error *err);
@@ -188,6 +223,11 @@ size_t cuda_attn_scratch_bytes(int64_t n_tok, int64_t H, int64_t Dh, int64_t W, 
                                int64_t topk, int indexed, int64_t pos0);
 /* Upper bound of the attended rows of a query before position pos_end. */
 size_t cuda_attn_max_keys(int64_t W, int ratio, int64_t topk, int indexed, int64_t pos_end);
+/* Which prefill-chunk attention kernel cuda_attn takes for two or more tokens (same bits
+ * whichever): 0 = the first one (8 heads per block, one key per lane group), 8 or 16 = the
+ * register-tiled one with that many heads per block; -1 = DS4_CUDA_ATTN_CHUNK from the
+ * environment, else the default. For benches and tests. */
+void cuda_attn_chunk_set_variant(int v);
 
 /* A compressor's device state (model/kvstate.h kv_comp): rows [cap][dim] finished entries,
  * st_kv / st_sc [coff*ratio][coff*dim] streaming buffers (initial state: kv 0, score -inf). */
@@ -215,6 +255,19 @@ ds4_status cuda_indexer_topk(const float *d_q, const float *d_w, const float *d_
                              float *d_scores, int32_t *d_isel, int32_t *d_n_isel,
                              ds4_error *err);
 size_t cuda_indexer_scratch_bytes(int64_t n_tok, int64_t pos0);
+/* One half of cuda_indexer_topk (benchmarks, tests): part 1 the scores only, part 2 the
+ * selection from the scores already in d_scores. */
+ds4_status cuda_indexer_part(int part, const float *d_q, const float *d_w, const float *d_rows,
+                             int64_t n_tok, int64_t pos0, int64_t ih, int64_t id, int64_t topk,
+                             float *d_scores, int32_t *d_isel, int32_t *d_n_isel, ds4_error *err);
+/* model/attention.c's indexer query steps for n_tok tokens at pos0 (or, with d_pos0 non-NULL,
+ * at the device position *d_pos0): per head row of q [n_tok][ih][id], RoPE on the last n_rope
+ * values, Hadamard, FP4 round trip in blocks of fp4_block (§12 #3); w [n_tok][ih] *=
+ * 1/sqrt(id·ih). One launch (indexer_prep.cu), bit-identical to cuda_rope_tail, cuda_hadamard,
+ * cuda_fp4_roundtrip, cuda_scale in turn (DS4_CUDA_IDX_V1=1 runs those four). */
+ds4_status cuda_indexer_qprep(float *d_q, float *d_w, int64_t n_tok, int64_t ih, int64_t id,
+                              int n_rope, const float *d_freqs, int64_t pos0,
+                              const int64_t *d_pos0, int fp4_block, ds4_error *err);
 
 /* MoE (MODEL_MATH §9; model/moe.c). Router: logits [n_tok][n_expert] = gate_inp·x →
  * sel [n_tok][n_used] ascending expert ids, w [n_tok][n_used] routing weights. Hash layers
@@ -309,6 +362,11 @@ ds4_status cuda_comp_push_dpos(const cuda_comp_state *c, const float *d_A, const
                                const float *d_ape, const float *d_norm, const int64_t *d_pos,
                                int64_t pos_bound, int indexer, const float *d_freqs, int n_rope,
                                float eps, ds4_error *err);
+/* The same step as one launch (issue #7): store and, when the window completes, the entry. */
+ds4_status cuda_comp_push_dpos1(const cuda_comp_state *c, const float *d_A, const float *d_B,
+                                const float *d_ape, const float *d_norm, const int64_t *d_pos,
+                                int64_t pos_bound, int indexer, const float *d_freqs, int n_rope,
+                                float eps, ds4_error *err);
 ds4_status cuda_indexer_topk_dpos(const float *d_q, const float *d_w, const float *d_rows,
                                   int64_t n_tok, const int64_t *d_pos0, int64_t pos_bound,
                                   int64_t ih, int64_t id, int64_t topk, float *d_scores,

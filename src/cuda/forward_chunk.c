@@ -47,6 +47,8 @@ typedef struct cu_bws {
     float *attn_scr, *idx_scr, *logits;
     size_t attn_bytes, idx_bytes, logits_bytes;
     int64_t il;               /* the layer being evaluated (verification hook) */
+    bool v1;                  /* DS4_CUDA_CHUNK_V1=1: the session-2 kernels (hc_post, attention)
+                               * instead of h5's, same bits; to time both in one binary */
 } cu_bws;
 
 /* With profiling on (cuda_state_set_profile) every op is followed by an event tagged with
@@ -112,6 +114,9 @@ static ds4_status bws_alloc(cuda_state *s, int64_t cap, ds4_error *err) {
     if (!w) return ds4_seterr(err, DS4_ERR_NOMEM, "cuda chunk: out of host memory");
     s->bws = w;
     w->cap = cap;
+    const char *v1 = getenv("DS4_CUDA_CHUNK_V1");
+    w->v1 = v1 && v1[0] == '1';
+    if (w->v1) cuda_attn_chunk_set_variant(0);
     float **fp[] = {&w->X, &w->X2, &w->a, &w->mix, &w->pre, &w->post, &w->comb, &w->qr, &w->q,
                     &w->o, &w->kv, &w->cA, &w->cB, &w->iA, &w->iB, &w->iq, &w->iw, &w->oa,
                     &w->f, &w->rl, &w->selw, &w->shg, &w->shu, &w->shy, &w->yexp, &w->xg,
@@ -199,7 +204,11 @@ static ds4_status hc_post_n(cuda_state *s, int64_t n, ds4_error *err) {
     const model_hparams *hp = &s->cm->m->hp;
     cu_bws *w = s->bws;
     ds4_status st;
-    CK(cuda_hc_post(w->f, w->X, w->post, w->comb, n, (int)hp->n_hc, hp->n_embd, w->X2, err));
+    if (w->v1)
+        CK(cuda_hc_post(w->f, w->X, w->post, w->comb, n, (int)hp->n_hc, hp->n_embd, w->X2, err));
+    else
+        CK(cuda_hc_post_chunk(w->f, w->X, w->post, w->comb, n, (int)hp->n_hc, hp->n_embd, w->X2,
+                              err));
     float *x = w->X;
     w->X = w->X2;
     w->X2 = x;
@@ -415,6 +424,31 @@ static ds4_status cap_ids(const model_capture *cap, int64_t il, int indexer, int
     return st;
 }
 
+/* Layer il over the chunk's n tokens at pos0 (model/forward.c's layer order). */
+static ds4_status layer_n(cuda_state *s, int64_t il, int64_t pos0, int64_t n,
+                          const model_capture *cap, ds4_error *err) {
+    const model_hparams *hp = &s->cm->m->hp;
+    const cu_layer *L = &s->cm->layers[il];
+    cu_bws *w = s->bws;
+    int64_t D = hp->n_embd, hcD = hp->n_hc * D;
+    ds4_status st;
+    w->il = il;
+    CK(hc_pre_n(s, &L->hc_attn_fn, L->hc_attn_scale, L->hc_attn_base, L->attn_norm, n, err));
+    CK(attn_n(s, il, pos0, n, err));
+    if (cap && L->has_indexer)
+        CK(cap_ids(cap, il, 1, pos0, n, w->isel, hp->idx_topk, w->n_isel, err));
+    CK(hc_post_n(s, n, err));
+    CK(cap_rows(cap, il, "attn_out", pos0, n, w->f, D, err));
+    CK(cap_rows(cap, il, "h_attn", pos0, n, w->X, hcD, err));
+    CK(hc_pre_n(s, &L->hc_ffn_fn, L->hc_ffn_scale, L->hc_ffn_base, L->ffn_norm, n, err));
+    CK(moe_n(s, il, n, err));
+    if (cap) CK(cap_ids(cap, il, 0, pos0, n, w->sel, hp->n_expert_used, NULL, err));
+    CK(hc_post_n(s, n, err));
+    CK(cap_rows(cap, il, "ffn_out", pos0, n, w->f, D, err));
+    CK(cap_rows(cap, il, "h_out", pos0, n, w->X, hcD, err));
+    return DS4_OK;
+}
+
 /* n (<= cap) tokens at the state's position. */
 static ds4_status chunk(cuda_state *s, const int32_t *tokens, int64_t n, float *logits_all,
                         float *logits_last, float *hc_out, const model_capture *cap,
@@ -437,22 +471,14 @@ static ds4_status chunk(cuda_state *s, const int32_t *tokens, int64_t n, float *
             CK(cuda_upload(w->X + t * hcD, h, (size_t)hcD * sizeof(float), err));
         }
     }
+    /* Profiling without hooks (they download mid-layer): each layer's ops are queued behind a
+     * device-side gate (prof.cu), so the events time the GPU back to back, not launch gaps. */
+    bool gate = s->prof && !cap && !s->check;
     for (int64_t il = 0; il < hp->n_layer; il++) {
-        const cu_layer *L = &cm->layers[il];
-        w->il = il;
-        CK(hc_pre_n(s, &L->hc_attn_fn, L->hc_attn_scale, L->hc_attn_base, L->attn_norm, n, err));
-        CK(attn_n(s, il, pos0, n, err));
-        if (cap && L->has_indexer)
-            CK(cap_ids(cap, il, 1, pos0, n, w->isel, hp->idx_topk, w->n_isel, err));
-        CK(hc_post_n(s, n, err));
-        CK(cap_rows(cap, il, "attn_out", pos0, n, w->f, D, err));
-        CK(cap_rows(cap, il, "h_attn", pos0, n, w->X, hcD, err));
-        CK(hc_pre_n(s, &L->hc_ffn_fn, L->hc_ffn_scale, L->hc_ffn_base, L->ffn_norm, n, err));
-        CK(moe_n(s, il, n, err));
-        if (cap) CK(cap_ids(cap, il, 0, pos0, n, w->sel, hp->n_expert_used, NULL, err));
-        CK(hc_post_n(s, n, err));
-        CK(cap_rows(cap, il, "ffn_out", pos0, n, w->f, D, err));
-        CK(cap_rows(cap, il, "h_out", pos0, n, w->X, hcD, err));
+        if (gate && (st = cuda_prof_gate_hold(s->prof, err))) return st;
+        st = layer_n(s, il, pos0, n, cap, err);
+        if (gate) cuda_prof_gate_release(s->prof);
+        if (st) return st;
     }
     s->host->kv.pos = pos0 + n;
     if (hc_out) CK(cuda_download(hc_out, w->X, (size_t)(n * hcD) * sizeof(float), err));

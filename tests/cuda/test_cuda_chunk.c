@@ -236,6 +236,20 @@ static void run_attn_chunk_case(const char *what, int64_t H, int64_t Dh, int64_t
                  H, Dh, n_rope, freqs, a);
         dev_get(b, dout, n * H * Dh * 4);
         cmp_order(name, a, b, n * H * Dh);
+        /* Every chunk kernel (cuda_attn_chunk_set_variant) gives the same bits. */
+        static const int variants[] = {0, 8, 16};
+        for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
+            char vn[240];
+            snprintf(vn, sizeof vn, "%s: kernel variant %d == default", name, variants[v]);
+            cuda_attn_chunk_set_variant(variants[v]);
+            if (ok_call(cuda_attn(dq, dkv, dring, W, dcomp, ratio, indexed ? disel : NULL, dn,
+                                  topk, dsinks, n, pos0, H, Dh, n_rope, dfreqs, dscr, dout, &err),
+                        vn, &err)) {
+                dev_get(a, dout, n * H * Dh * 4);
+                cmp_exact(vn, b, a, n * H * Dh);
+            }
+        }
+        cuda_attn_chunk_set_variant(-1);
         free(a);
         free(b);
     }
@@ -273,7 +287,33 @@ static void run_rows_case(int64_t n, int64_t D, int64_t off) {
     free(src); free(got); free(ref); free(si); free(di);
 }
 
+/* ---- hc_post over a chunk (cuda_hc_post_chunk) vs cuda_hc_post ---- */
+
+static void run_hc_post_case(int64_t n, int hc, int64_t d) {
+    ds4_error err;
+    float *f = rnd_vec(n * d, 1.0f), *X = rnd_vec(n * hc * d, 1.0f), *post = rnd_vec(n * hc, 1.0f);
+    float *comb = rnd_vec(n * hc * hc, 1.0f);
+    float *a = malloc((size_t)(n * hc * d) * 4), *b = malloc((size_t)(n * hc * d) * 4);
+    float *df = dev_put(f, n * d * 4), *dX = dev_put(X, n * hc * d * 4), *dp = dev_put(post, n * hc * 4);
+    float *dc = dev_put(comb, n * hc * hc * 4), *d1 = dev_alloc(n * hc * d * 4), *d2 = dev_alloc(n * hc * d * 4);
+    char name[128];
+    snprintf(name, sizeof name, "hc_post_chunk %lld tok, hc %d, d %lld == cuda_hc_post", (long long)n, hc,
+             (long long)d);
+    if (ok_call(cuda_hc_post(df, dX, dp, dc, n, hc, d, d1, &err), name, &err) &&
+        ok_call(cuda_hc_post_chunk(df, dX, dp, dc, n, hc, d, d2, &err), name, &err)) {
+        dev_get(a, d1, n * hc * d * 4);
+        dev_get(b, d2, n * hc * d * 4);
+        cmp_exact(name, a, b, n * hc * d);
+    }
+    dev_free_all();
+    free(f); free(X); free(post); free(comb); free(a); free(b);
+}
+
 void test_chunk_ops(void) {
+    run_hc_post_case(37, 4, 4096);
+    run_hc_post_case(5, 4, 1000);
+    run_hc_post_case(3, 2, 4100);
+    run_hc_post_case(9, 3, 256);
     run_rows_case(300, 4096, 0);
     run_rows_case(65, 7, 0);
     run_rows_case(33, 64, 1);
@@ -327,6 +367,23 @@ void bench_chunk_ops(void) {
           cuda_attn(dq, dkv, dring, W, dcomp, 4, disel, dn, topk, dsinks, n, 0, H, Dh, 64, dfreqs, dscr, dout, &e_));
     BENCH("attn chunk 2048 tok, ratio 128 at 64k", 3,
           cuda_attn(dq, dkv, dring, W, dcomp, 128, NULL, NULL, 0, dsinks, n, 63488, H, Dh, 64, dfreqs, dscr, dout, &e_));
+    static const int variants[] = {0, 16}; /* the other chunk kernels, same bits (h5) */
+    for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
+        cuda_attn_chunk_set_variant(variants[v]);
+        printf("bench: attn chunk kernel variant %d:\n", variants[v]);
+        BENCH("attn chunk 2048 tok x 64 heads, window only", 3,
+              cuda_attn(dq, dkv, dring, W, dcomp, 0, NULL, NULL, 0, dsinks, n, 0, H, Dh, 64, dfreqs, dscr, dout, &e_));
+        BENCH("attn chunk 2048 tok, ratio 4 + top-512", 3,
+              cuda_attn(dq, dkv, dring, W, dcomp, 4, disel, dn, topk, dsinks, n, 0, H, Dh, 64, dfreqs, dscr, dout, &e_));
+    }
+    cuda_attn_chunk_set_variant(-1);
+    float *hX = dev_alloc(n * 4 * 4096 * 4), *hX2 = dev_alloc(n * 4 * 4096 * 4), *hf = dev_alloc(n * 4096 * 4);
+    if (hX && hX2 && hf) { /* hc_post at Flash's chunk shape: post / comb read from any floats */
+        BENCH("hc_post 2048 tok x 4 x 4096 (per value)", 10,
+              cuda_hc_post(hf, hX, dkv, dkv, n, 4, 4096, hX2, &e_));
+        BENCH("hc_post_chunk 2048 tok x 4 x 4096", 10,
+              cuda_hc_post_chunk(hf, hX, dkv, dkv, n, 4, 4096, hX2, &e_));
+    }
     float *crow = dev_alloc(1024 * 512 * 4), *st_a = dev_alloc(2 * 4 * 1024 * 4), *st_b = dev_alloc(2 * 4 * 1024 * 4);
     float *dape = dev_put(h, 128 * 1024 * 4);
     cuda_comp_state c4 = {4, 2, 512, 1024, crow, st_a, st_b};

@@ -36,6 +36,8 @@ typedef struct bench_opts {
      * device memory, the first layers' in pinned host memory; -1 (default) = as many as fit. */
     int gpu_layers_experts;
     uint32_t profile_steps;     /* --profile N: per-op breakdown of N decode steps (CUDA) */
+    int profile_prefill;        /* --profile-prefill: per-op breakdown of one prefill chunk (CUDA) */
+    int sample;                 /* --sample (synth.c): decode also with the sampler's defaults */
 } bench_opts;
 
 typedef struct bench_row {
@@ -77,6 +79,11 @@ int bench_synthetic(const bench_opts *o);
  * ones). Returns 0 or 1. */
 int bench_profile_cuda(void *cuda_model, void *cuda_state, const int32_t *toks, uint32_t n_steps,
                        uint32_t n_vocab, double weight_bytes_per_token);
+
+/* --profile-prefill (profile.c, CUDA builds): evaluates the n tokens (one chunk) from the
+ * state as it is, op by op with CUDA events (each layer gated as above), and prints the
+ * per-call-site breakdown of the chunk to stderr. Returns 0 or 1. */
+int bench_profile_prefill_cuda(void *cuda_model, void *cuda_state, const int32_t *toks, uint32_t n);
 
 /* Memory-bandwidth bound for decode (membw.c). */
 /* Weight bytes one decoded token reads: every tensor once, routed experts n_used / n_expert of

@@ -143,11 +143,57 @@ out:
     free(a);
     return rc;
 }
+
+int bench_profile_prefill_cuda(void *model_v, void *state_v, const int32_t *toks, uint32_t n) {
+    cuda_model *cm = model_v;
+    cuda_state *cs = state_v;
+    ds4_error err = {0};
+    prof_sum *a = calloc(1, sizeof *a);
+    if (!a) return 1;
+    model_eval_opts eo = {.logits_mode = MODEL_LOGITS_NONE};
+    double t0 = mono_s();
+    if (cuda_state_set_profile(cs, true, &err) || cuda_model_eval(cm, cs, toks, n, &eo, &err) ||
+        cuda_state_profile_collect(cs, prof_add, a, &err) || cuda_state_set_profile(cs, false, &err)) {
+        fprintf(stderr, "ds4-bench: prefill profile: %s\n", err.msg);
+        free(a);
+        return 1;
+    }
+    double wall = mono_s() - t0, total = 0;
+    for (int i = 0; i < PROF_TAGS; i++) total += a->ms[i];
+    fprintf(stderr,
+            "ds4-bench: profile of one prefill chunk of %u tokens from position 0 (op by op, events\n"
+            "  after every op, each layer's ops queued behind a device-side gate): sum of the ops' GPU\n"
+            "  time %.3f ms (%.1f tok/s); wall %.3f ms with the events\n"
+            "| op (call site) | forward_chunk.c line | ms per chunk | share | calls | us per call |\n"
+            "|---|---:|---:|---:|---:|---:|\n",
+            n, total, total > 0 ? 1e3 * n / total : 0.0, wall * 1e3);
+    for (;;) {
+        int best = -1;
+        for (int i = 0; i < PROF_TAGS; i++)
+            if (a->n[i] && (best < 0 || a->ms[i] > a->ms[best])) best = i;
+        if (best < 0) break;
+        int line = 0;
+        const char *src = cuda_state_profile_site(cs, best, &line);
+        char nm[96];
+        short_name(src ? src : "?", nm, sizeof nm);
+        fprintf(stderr, "| %s | %d | %.3f | %.1f%% | %ld | %.1f |\n", nm, line, a->ms[best],
+                total > 0 ? 100.0 * a->ms[best] / total : 0.0, a->n[best], 1e3 * a->ms[best] / a->n[best]);
+        a->n[best] = 0;
+    }
+    free(a);
+    return 0;
+}
 #else
 int bench_profile_cuda(void *cm, void *cs, const int32_t *toks, uint32_t n_steps, uint32_t n_vocab,
                        double wpt) {
     (void)cm, (void)cs, (void)toks, (void)n_steps, (void)n_vocab, (void)wpt;
     fprintf(stderr, "ds4-bench: --profile needs a CUDA build (make cuda)\n");
+    return 1;
+}
+
+int bench_profile_prefill_cuda(void *cm, void *cs, const int32_t *toks, uint32_t n) {
+    (void)cm, (void)cs, (void)toks, (void)n;
+    fprintf(stderr, "ds4-bench: --profile-prefill needs a CUDA build (make cuda)\n");
     return 1;
 }
 #endif

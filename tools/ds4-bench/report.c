@@ -19,6 +19,7 @@ static void usage(FILE *f) {
             "                 [--exact-activations] [--backend cpu|cuda]\n"
             "       ds4-bench --synthetic flash|tiny|CONFIG.json [--layers N] [--experts N]\n"
             "                 [--preset q2|q4|q8_0|f16|...] [--backend cpu|cuda] [--profile N]\n"
+            "                 [--profile-prefill] [--sample]\n"
             "                 [options above]\n"
             "       --backend: default cuda when built with CUDA and a GPU is present, else cpu;\n"
             "       --gpu-layers-experts N (cuda): layers whose routed experts stay on the GPU, the\n"
@@ -34,7 +35,13 @@ static void usage(FILE *f) {
             "--profile N (with --synthetic, --backend cuda): after the last frontier, the time of\n"
             "N decode steps as one CUDA graph, then N steps op by op with CUDA events, each\n"
             "layer's ops held at a device-side gate until all are queued (GPU time back to\n"
-            "back, not launch gaps); prints ms per call site, share of the step, calls per step.\n");
+            "back, not launch gaps); prints ms per call site, share of the step, calls per step.\n"
+            "--profile-prefill (with --synthetic, --backend cuda): at the end, one prefill chunk\n"
+            "(min(--prefill-chunk, --ctx-max) tokens) from position 0 again, op by op with CUDA\n"
+            "events, each layer gated the same way; prints ms per call site of the chunk.\n"
+            "--sample (with --synthetic): at each frontier the same decode steps again, drawn by\n"
+            "the sampler at its defaults (T 1, min_p 0.05): with --backend cuda once on the\n"
+            "device (only the id downloaded) and once through the logits and the host sampler.\n");
 }
 
 static int num_u32(const char *flag, const char *v, uint32_t lo, uint32_t *out) {
@@ -74,6 +81,14 @@ int bench_parse_args(bench_opts *o, int argc, char **argv) {
         }
         if (!strcmp(a, "--exact-activations")) {
             o->exact_act = 1;
+            continue;
+        }
+        if (!strcmp(a, "--profile-prefill")) {
+            o->profile_prefill = 1;
+            continue;
+        }
+        if (!strcmp(a, "--sample")) {
+            o->sample = 1;
             continue;
         }
         if (!v) {
@@ -169,8 +184,8 @@ int bench_parse_args(bench_opts *o, int argc, char **argv) {
         fprintf(stderr, "ds4-bench: --gpu-layers-experts needs --backend cuda\n");
         return 2;
     }
-    if (o->profile_steps && !(o->synthetic && o->backend && !strcmp(o->backend, "cuda"))) {
-        fprintf(stderr, "ds4-bench: --profile needs --synthetic and --backend cuda\n");
+    if ((o->profile_steps || o->profile_prefill) && !(o->synthetic && o->backend && !strcmp(o->backend, "cuda"))) {
+        fprintf(stderr, "ds4-bench: --profile and --profile-prefill need --synthetic and --backend cuda\n");
         return 2;
     }
     /* --profile decodes 4 x N tokens after the last frontier (3 graph timings, op by op) */

@@ -35,6 +35,7 @@
 #ifdef DS4_CUDA
 #include "cuda/cuda_api.h"
 #include "cuda/model_cuda.h"
+#include "cuda/sample_dev.h"
 #endif
 
 typedef struct synth_model {
@@ -514,6 +515,55 @@ static ds4_status device_blocks_check(const synth_model *sm, const cuda_model *c
 }
 #endif
 
+/* --sample (issue #7, sampling on the device): o->gen_tokens decode steps from the snapshot,
+ * each next token drawn by a sampler at the defaults (T 1, min_p 0.05, seed --seed): on the GPU
+ * first by cuda_state_sample (head and draw on the device, only the id downloaded), then
+ * through the downloaded logits and ds4_sampler_sample; one rate line each. */
+static ds4_status gen_sampled(synth_eng *e, const bench_opts *o, uint32_t ctx, const uint8_t *snap,
+                              size_t snap_bytes, int32_t first, float *logits, uint32_t n_vocab, ds4_error *err) {
+    ds4_sampling_params p;
+    ds4_sampling_params_init(&p);
+    p.seed = o->seed;
+    int dev = 0;
+#ifdef DS4_CUDA
+    dev = e->cuda ? 1 : 0;
+#endif
+    for (; dev >= 0; dev--) {
+        ds4_sampler *smp = NULL;
+        ds4_status st = ds4_sampler_create(&smp, &p, n_vocab, err);
+        if (!st) st = eng_load(e, snap, snap_bytes, err);
+        int32_t tok = first, next = -1;
+        uint32_t changes = 0, n_host = 0;
+        double a = now_s();
+#ifdef DS4_CUDA
+        cuda_sampler *ds = NULL;
+        model_eval_opts eo = {.logits_mode = MODEL_LOGITS_NONE};
+        for (uint32_t g = 0; g < o->gen_tokens && !st && dev; g++) {
+            bool on_host = false;
+            st = cuda_model_eval(e->cm, e->cs, &tok, 1, &eo, err);
+            if (!st) st = cuda_state_sample(e->cs, &ds, smp, true, logits, &on_host, &next, err);
+            n_host += on_host;
+            changes += next != tok;
+            tok = next;
+        }
+        cuda_sampler_free(ds);
+#endif
+        for (uint32_t g = 0; g < o->gen_tokens && !st && !dev; g++) {
+            st = eng_eval(e, &tok, 1, logits, err);
+            if (!st) st = ds4_sampler_sample(smp, logits, &next, err);
+            changes += next != tok;
+            tok = next;
+        }
+        double dt = now_s() - a;
+        ds4_sampler_free(smp);
+        if (st) return st;
+        fprintf(stderr, "ds4-bench: ctx %6u  gen %4u tok %8.2f tok/s sampled (T 1, min_p 0.05) %s (%u token changes, "
+                "%u drawn on the host)\n", ctx, o->gen_tokens, dt > 0 ? o->gen_tokens / dt : 0,
+                dev ? "on the device" : "from the logits on the host", changes, n_host);
+    }
+    return DS4_OK;
+}
+
 int bench_synthetic(const bench_opts *o) {
     synth_eng e;
     memset(&e, 0, sizeof e);
@@ -524,6 +574,8 @@ int bench_synthetic(const bench_opts *o) {
     int32_t *tokens = NULL;
     float *logits = NULL;
     bench_row *rows = NULL;
+    uint8_t *snap0 = NULL; /* --profile-prefill: the state at position 0 */
+    size_t snap0_bytes = 0;
     FILE *csv = stdout;
     uint32_t distinct = 0;
 #ifndef DS4_CUDA
@@ -583,6 +635,7 @@ int bench_synthetic(const bench_opts *o) {
         goto out;
     }
     bench_csv_header(csv);
+    if (o->profile_prefill && e.cuda && eng_save(&e, &snap0, &snap0_bytes, &err)) goto out_err;
     uint32_t prev = 0;
     for (uint32_t fi = 0; fi < n_front; fi++) {
         bench_row *r = &rows[fi];
@@ -609,7 +662,7 @@ int bench_synthetic(const bench_opts *o) {
         }
         r->kvcache_bytes = snap_bytes;
         r->gen_tokens = o->gen_tokens;
-        int32_t last = -1;
+        int32_t last = -1, first = next;
         distinct = 0;
         a = now_s();
         for (uint32_t g = 0; g < o->gen_tokens; g++) {
@@ -623,6 +676,10 @@ int bench_synthetic(const bench_opts *o) {
         }
         dt = now_s() - a;
         r->gen_tps = dt > 0 && o->gen_tokens ? o->gen_tokens / dt : 0;
+        if (o->sample && gen_sampled(&e, o, r->ctx_tokens, snap, snap_bytes, first, logits, n_vocab, &err)) {
+            free(snap);
+            goto out_err;
+        }
         ds4_status st = eng_load(&e, snap, snap_bytes, &err);
         free(snap);
         if (st) goto out_err;
@@ -640,6 +697,11 @@ int bench_synthetic(const bench_opts *o) {
         free(pt);
         if (bad) goto out;
     }
+    if (o->profile_prefill && e.cuda && snap0) { /* profile.c: the first chunk again, from position 0 */
+        uint32_t n = o->prefill_chunk < o->ctx_max ? o->prefill_chunk : o->ctx_max;
+        if (eng_load(&e, snap0, snap0_bytes, &err)) goto out_err;
+        if (bench_profile_prefill_cuda(e.cm, e.cs, tokens, n)) goto out;
+    }
 #endif
     rc = 0;
     goto out;
@@ -648,6 +710,7 @@ out_err:
 out:
     if (csv != stdout && fclose(csv) != 0) rc = 1;
     free(rows);
+    free(snap0);
     free(front);
     free(tokens);
     free(logits);
