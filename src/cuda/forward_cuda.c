@@ -273,10 +273,9 @@ static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
         /* §8: queries from the normalised qr, head weights from a; RoPE, Hadamard, FP4. */
         CK(mv(s, il, "idx_wq_b", &L->idx_wq_b, w->qr, w->iq, err));
         CK(mv_a(s, il, "idx_proj", &L->idx_proj, w->iw, err));
-        CK(rope(s, w->iq, ih, id, id - nr, ih, nr, freqs, pos, err));
-        CK(cuda_hadamard(w->iq, ih, id, (int)id, err));
-        CK(cuda_fp4_roundtrip(w->iq, ih, id, id, 32, err));
-        CK(cuda_scale(w->iw, ih, (float)(1.0 / sqrt((double)(id * ih))), err));
+        /* RoPE, Hadamard, FP4 (§12 #3, blocks of 32) and the weight scale in one launch. */
+        CK(cuda_indexer_qprep(w->iq, w->iw, 1, ih, id, nr, freqs, pos, s->graphing ? s->d_pos : NULL,
+                              32, err));
         if (s->graphing)
             CK(cuda_indexer_topk_dpos(w->iq, w->iw, kvl->idx.rows, 1, s->d_pos, s->graph_bound,
                                       ih, id, hp->idx_topk, w->idx_scr, w->isel, w->n_isel, err));

@@ -11,7 +11,10 @@
  * (k_idx_hist / k_idx_cut / k_idx_write, issue #7): the same rows in the same order.
  * Must not: prepare the queries (RoPE, Hadamard, FP4, weight scale are separate ops, §8).
  */
+#include <stdlib.h>
+
 #include "cuda_api.h"
+#include "indexer_impl.cuh"
 #include "ops.cuh"
 
 /* grid (row blocks, n_tok), 256 threads; shared: q [ih][id], w [ih]. One warp per row, the 4
@@ -88,35 +91,6 @@ __global__ void __launch_bounds__(256) k_idx_score_reg(const float *q, const flo
         }
         if (lane == 0) scores[t * ld_scores + r] = s;
     }
-}
-
-/* Order-preserving 32-bit key of a score (larger score, larger key); -0 == +0. */
-__device__ __forceinline__ uint32_t idx_key(float s) {
-    uint32_t u = s == 0.0f ? 0u : __float_as_uint(s);
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
-
-/* Exclusive block-wide prefix of a 64-bit count (1024 threads); s_warp holds 32 values. */
-__device__ __forceinline__ unsigned long long idx_block_excl(unsigned long long v,
-                                                             unsigned long long *s_warp) {
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    unsigned long long incl = v;
-    for (int o = 1; o < 32; o <<= 1) {
-        unsigned long long u = __shfl_up_sync(0xffffffffu, incl, o);
-        if (lane >= o) incl += u;
-    }
-    if (lane == 31) s_warp[warp] = incl;
-    __syncthreads();
-    if (warp == 0) {
-        unsigned long long w = lane < (int)(blockDim.x >> 5) ? s_warp[lane] : 0, x = w;
-        for (int o = 1; o < 32; o <<= 1) {
-            unsigned long long u = __shfl_up_sync(0xffffffffu, x, o);
-            if (lane >= o) x += u;
-        }
-        s_warp[lane] = x - w;
-    }
-    __syncthreads();
-    return s_warp[warp] + incl - v;
 }
 
 /* Block-wide radix select (every thread calls): among the n keys (keys[i], or idx_key(sc[i])
@@ -451,11 +425,23 @@ static size_t idx_smem_optin(void) {
 
 /* pos0: the position, or with d_pos0 an upper bound of it (grids and scratch are sized for it;
  * the kernels read the position from d_pos0). */
+/* DS4_CUDA_IDX_V1=1: the first kernels (k_idx_score_reg, k_idx_topk / the multi-block
+ * select) instead of indexer_tile.cu's, for before/after timings in one process. Read at each
+ * call: only eager calls and graph captures reach it. */
+int cuda_indexer_v1(void) {
+    const char *v = getenv("DS4_CUDA_IDX_V1");
+    return v && v[0] == '1';
+}
+
+/* parts: IDX_SCORES | IDX_SELECT (cuda_indexer_part times them apart). */
+#define IDX_SCORES 1
+#define IDX_SELECT 2
 static ds4_status indexer_topk(const float *d_q, const float *d_w, const float *d_rows,
                                int64_t n_tok, int64_t pos0, const int64_t *d_pos0, int64_t ih,
                                int64_t id, int64_t topk, float *d_scores, int32_t *d_isel,
-                               int32_t *d_n_isel, ds4_error *err) {
+                               int32_t *d_n_isel, int parts, ds4_error *err) {
     if (n_tok <= 0) return DS4_OK;
+    const int v1 = cuda_indexer_v1();
     size_t smem = (size_t)(ih * id + ih) * sizeof(float);
     if (ih < 1 || id < 1 || topk < 1 || pos0 < 0 || n_tok > 65535 || smem > 200 * 1024 ||
         (pos0 + n_tok) / 4 >= 0xFFFFFFFFll)
@@ -464,7 +450,10 @@ static ds4_status indexer_topk(const float *d_q, const float *d_w, const float *
                           (long long)ih, (long long)id, (long long)topk, (long long)n_tok,
                           (long long)pos0);
     int64_t ld = (pos0 + n_tok) / 4 + 1, max_c = (pos0 + n_tok) / 4;
-    if (max_c > topk) {
+    if (max_c > topk && (parts & IDX_SCORES) && !v1 && idx_tile_fits(d_q, d_rows, ih, id)) {
+        CU_CHECK(idx_score_tile_launch(d_q, d_w, d_rows, n_tok, pos0, d_pos0, ih, topk, ld, d_scores),
+                 err, "indexer score launch");
+    } else if (max_c > topk && (parts & IDX_SCORES)) {
         unsigned gx = cu_blocks(max_c, 8);
         if (gx > 512) gx = 512; /* each block loads the token's 32 KiB of queries once */
         if (id == 128) { /* MODEL_MATH §0: index_head_dim */
@@ -483,6 +472,12 @@ static ds4_status indexer_topk(const float *d_q, const float *d_w, const float *
                                                                    topk, ld, d_scores, d_pos0);
         }
         CU_LAUNCH_CHECK(err, "indexer score launch");
+    }
+    if (!(parts & IDX_SELECT)) return DS4_OK;
+    if (!v1 && max_c > topk && idx_select1_fits(max_c)) {
+        CU_CHECK(idx_select1_launch(d_scores, n_tok, pos0, d_pos0, max_c, topk, ld, d_isel, d_n_isel),
+                 err, "indexer top-k launch");
+        return DS4_OK;
     }
     if (n_tok <= IDX_MB_TOK && max_c >= IDX_MB_MIN && max_c > topk && max_c < INT32_MAX &&
         topk < INT32_MAX) {
@@ -523,7 +518,17 @@ extern "C" ds4_status cuda_indexer_topk(const float *d_q, const float *d_w, cons
                                         int64_t topk, float *d_scores, int32_t *d_isel,
                                         int32_t *d_n_isel, ds4_error *err) {
     return indexer_topk(d_q, d_w, d_rows, n_tok, pos0, NULL, ih, id, topk, d_scores, d_isel,
-                        d_n_isel, err);
+                        d_n_isel, IDX_SCORES | IDX_SELECT, err);
+}
+
+extern "C" ds4_status cuda_indexer_part(int part, const float *d_q, const float *d_w,
+                                        const float *d_rows, int64_t n_tok, int64_t pos0,
+                                        int64_t ih, int64_t id, int64_t topk, float *d_scores,
+                                        int32_t *d_isel, int32_t *d_n_isel, ds4_error *err) {
+    if (part != IDX_SCORES && part != IDX_SELECT)
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_indexer_part: part %d", part);
+    return indexer_topk(d_q, d_w, d_rows, n_tok, pos0, NULL, ih, id, topk, d_scores, d_isel,
+                        d_n_isel, part, err);
 }
 
 extern "C" ds4_status cuda_indexer_topk_dpos(const float *d_q, const float *d_w,
@@ -535,5 +540,5 @@ extern "C" ds4_status cuda_indexer_topk_dpos(const float *d_q, const float *d_w,
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_indexer_topk_dpos: bound %lld",
                           (long long)pos_bound);
     return indexer_topk(d_q, d_w, d_rows, n_tok, pos_bound - n_tok, d_pos0, ih, id, topk,
-                        d_scores, d_isel, d_n_isel, err);
+                        d_scores, d_isel, d_n_isel, IDX_SCORES | IDX_SELECT, err);
 }

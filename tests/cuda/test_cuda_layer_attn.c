@@ -21,6 +21,9 @@
 /* tests/cuda/test_cuda_chunk.c: the batched prefill ops vs the per-token ones checked here. */
 void test_chunk_ops(void);
 void bench_chunk_ops(void);
+/* tests/cuda/test_cuda_indexer.c: the indexer's query preparation and long-context timings. */
+void test_indexer_prep(void);
+void bench_indexer(void);
 
 static const cpu_rope_cfg yarn_cfg = {64, 160000.0, 16.0, 32.0, 1.0, 65536.0};
 
@@ -287,6 +290,20 @@ void test_indexer(void) {
     run_idx_case("ties at the cut, 5 tokens (one block per token)", 64, 128, 5, 4000, 512, 700);
     run_idx_case("decode, 2 uneven slices", 16, 128, 1, 20001, 512, 40);
     run_idx_case("cut in a bin past the gather (16000 zero rows)", 8, 128, 1, 65535, 512, 16000);
+    /* Flash shapes for indexer_tile.cu (issue #7): 520 / 4096 / 16384 / 32768 rows; chunks
+     * whose tokens straddle the first row past top-k and the 4-token groups; then the first
+     * kernels (DS4_CUDA_IDX_V1=1) at the same shapes. */
+    run_idx_case("Flash decode at 2k", 64, 128, 1, 2079, 512, 0);
+    run_idx_case("Flash decode at 16k, ties at the cut", 64, 128, 1, 16383, 512, 3000);
+    run_idx_case("Flash decode at 128k", 64, 128, 1, 131071, 512, 0);
+    run_idx_case("chunk across top-k rows", 64, 128, 9, 2043, 512, 0);
+    run_idx_case("chunk at 16k, ties", 64, 128, 6, 16378, 512, 2000);
+    run_idx_case("past one-block top-k (32769 rows)", 64, 128, 1, 131076, 512, 100);
+    setenv("DS4_CUDA_IDX_V1", "1", 1);
+    run_idx_case("v1 kernels: Flash decode at 64k", 64, 128, 1, 65535, 512, 0);
+    run_idx_case("v1 kernels: chunk at 16k, ties", 64, 128, 6, 16378, 512, 2000);
+    unsetenv("DS4_CUDA_IDX_V1");
+    test_indexer_prep();
 }
 
 /* ---- timings ---- */
@@ -348,5 +365,6 @@ void bench_attn_ops(void) {
     dev_free_all();
     free(h);
     free(sel);
+    bench_indexer();
     bench_chunk_ops();
 }
