@@ -538,6 +538,14 @@ void ds4_sampler_accept(ds4_sampler *smp, int32_t token);
 /* Forgets the penalty history and reseeds the PRNG with seed. */
 void ds4_sampler_reset(ds4_sampler *smp, uint64_t seed);
 
+/* The next token drawn by smp from the logits after the session's last evaluated token: the
+ * token (and PRNG advance) of ds4_session_logits + ds4_sampler_sample, without recording it
+ * (call ds4_sampler_accept). With backend "cuda" the draw runs on the GPU and only the token id
+ * crosses the bus (issue #7); the logits stay available through ds4_session_logits.
+ * DS4_ERR_STATE when the session is empty; DS4_ERR_INVALID_ARG when smp is for another
+ * vocabulary size or no logit is finite. */
+ds4_status ds4_session_sample(ds4_session *s, ds4_sampler *smp, int32_t *out_token, ds4_error *err);
+
 /* Index of the largest finite logit (lowest index on ties); -1 if none is finite. */
 int32_t ds4_argmax(const float *logits, uint32_t n_vocab);
 

@@ -16,6 +16,7 @@
 
 #include "core/error.h"
 #include "cuda/model_cuda_impl.h"
+#include "cuda/sample_dev.h"
 
 /* With profiling on (cuda_state_set_profile) every op is followed by a CUDA event tagged with
  * its call site (this file's line and the call's text, or the product's name), so a step's
@@ -459,6 +460,51 @@ static ds4_status greedy(cuda_state *s, bool need_head, int32_t *out, ds4_error 
         if (st) return st;
     }
     return cuda_download(out, s->d_greedy, sizeof(int32_t), err);
+}
+
+/* sample_dev.h: the current token's logits to the host, the head run first when need_head. */
+ds4_status cuda_state_logits(cuda_state *s, bool need_head, float *logits, ds4_error *err) {
+    if (!s || !logits) return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_state_logits: NULL argument");
+    if (need_head) return output(s, logits, err);
+    return cuda_download(logits, s->ws.logits, (size_t)s->cm->m->hp.n_vocab * sizeof(float), err);
+}
+
+/* sample_dev.h: the next token drawn by smp from the current token's logits, on the device
+ * (sample_dev.cu) with only the id downloaded; the host sampler when the device answers that
+ * the candidate set is too large. The plan's uniform is put back whenever the device's draw
+ * did not happen, so the PRNG sequence is ds4_sampler_sample's in every case. */
+ds4_status cuda_state_sample(cuda_state *s, cuda_sampler **ds, ds4_sampler *smp, bool need_head,
+                             float *host_logits, bool *logits_on_host, int32_t *tok, ds4_error *err) {
+    if (!s || !ds || !smp || !host_logits || !logits_on_host || !tok)
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_state_sample: NULL argument");
+    const model_hparams *hp = &s->cm->m->hp;
+    ds4_status st;
+    *logits_on_host = false;
+    if (!*ds && (st = cuda_sampler_create(ds, hp->n_vocab, err))) return st;
+    if (need_head) {
+        bool gate = prof_gated(s, NULL);
+        if (gate && (st = cuda_prof_gate_hold(s->prof, err))) return st;
+        st = head(s, err);
+        if (gate) cuda_prof_gate_release(s->prof);
+        if (st) return st;
+    }
+    smp_plan plan;
+    smp_plan_next(smp, &plan);
+    if ((int64_t)plan.n_vocab != hp->n_vocab) {
+        smp_plan_undo(smp, &plan);
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_state_sample: sampler for %u tokens, model has %lld",
+                          plan.n_vocab, (long long)hp->n_vocab);
+    }
+    s->prof_what = "sample";
+    st = cuda_sample_logits(*ds, s->ws.logits, &plan, tok, err);
+    if (!st && s->prof) cuda_prof_site(s, __LINE__, "sample");
+    if (!st && *tok >= 0) return DS4_OK;
+    smp_plan_undo(smp, &plan);
+    if (st) return st;
+    if (*tok != CUDA_SAMPLE_HOST) return ds4_seterr(err, DS4_ERR_INVALID_ARG, "sample: no finite logit");
+    if ((st = cuda_download(host_logits, s->ws.logits, (size_t)hp->n_vocab * sizeof(float), err))) return st;
+    *logits_on_host = true;
+    return ds4_sampler_sample(smp, host_logits, tok, err);
 }
 
 void cuda_forward_free(cuda_state *s) {

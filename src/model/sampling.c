@@ -9,8 +9,15 @@
  *     filter result is independent of qsort's instability.
  *  2. Probabilities are computed in double from (l - l_max) / T, so the best token has p = 1
  *     exactly and min-p compares against it without a normalising sum (SERVER_CLI §3.2.3).
+ *     The exp is smp_exp (model/smp_exp.h), not libm's: the device sampler (cuda/sample_dev.cu)
+ *     computes the same bits, so the two draw the same token (issue #7).
  *  3. The draw walks the kept set in a fixed order and always returns a kept token (a u that
  *     rounds past the last cumulative bound takes the last kept token).
+ *  4. The cumulative probabilities (top-p mass and cut, total, draw) are sums by blocks of
+ *     SMP_SUM_BLOCK candidates (running_sums): a block's own sum in order, plus the sum of the
+ *     blocks before it. Blocks are of positions in the sorted order, or of token ids when the
+ *     set stays in id order (top_k 0, top_p 1), so the device sampler sums a whole vocabulary's
+ *     blocks in parallel and gets the same doubles (cuda/sample_dev.cu).
  */
 #include "model/sampling.h"
 
@@ -19,6 +26,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "model/smp_exp.h"
 
 /* ---- PRNG ---------------------------------------------------------------------------------- */
 
@@ -155,6 +163,8 @@ struct ds4_sampler {
     float *work;          /* scratch: penalised logits (n_vocab) */
     smp_cand *cand;       /* scratch: candidates (n_vocab) */
     double *prob;         /* scratch: relative probabilities of candidates (n_vocab) */
+    int32_t *pen_tok;     /* scratch of smp_plan_next: distinct history tokens (repeat_last_n) */
+    uint32_t *pen_count;  /* and their counts */
 };
 
 void ds4_sampling_params_init(ds4_sampling_params *p) {
@@ -207,7 +217,9 @@ ds4_status ds4_sampler_create(ds4_sampler **out, const ds4_sampling_params *p, u
         s->hist = malloc((size_t)p->repeat_last_n * sizeof *s->hist);
         s->counts = calloc(n_vocab, sizeof *s->counts);
         s->work = malloc((size_t)n_vocab * sizeof *s->work);
-        if (!s->hist || !s->counts || !s->work) goto out_free_sampler;
+        s->pen_tok = malloc((size_t)p->repeat_last_n * sizeof *s->pen_tok);
+        s->pen_count = malloc((size_t)p->repeat_last_n * sizeof *s->pen_count);
+        if (!s->hist || !s->counts || !s->work || !s->pen_tok || !s->pen_count) goto out_free_sampler;
     }
     smp_rng_seed(&s->rng, p->seed);
     *out = s;
@@ -225,6 +237,8 @@ void ds4_sampler_free(ds4_sampler *s) {
     free(s->work);
     free(s->cand);
     free(s->prob);
+    free(s->pen_tok);
+    free(s->pen_count);
     free(s);
 }
 
@@ -260,6 +274,24 @@ static const float *apply_penalties(ds4_sampler *s, const float *logits) {
     return s->work;
 }
 
+/* Invariant 4: p[i] := acc(i) = P_b + s_b(i), b = i's block (by position in sorted order, else
+ * by token id), P_b the sum of the blocks before it, s_b(i) the sum of b's members up to i;
+ * every sum in double, in list order. */
+static void running_sums(const smp_cand *c, double *p, uint32_t n, bool by_pos) {
+    double before = 0.0, in = 0.0;
+    uint32_t cur = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint32_t b = by_pos ? i / SMP_SUM_BLOCK : (uint32_t)c[i].id / SMP_SUM_BLOCK;
+        if (b != cur) { /* the blocks between hold nothing: adding their 0.0 changes nothing */
+            before += in;
+            in = 0.0;
+            cur = b;
+        }
+        in += p[i];
+        p[i] = before + in;
+    }
+}
+
 ds4_status ds4_sampler_sample(ds4_sampler *s, const float *logits, int32_t *out_token,
                               ds4_error *err) {
     if (!s || !logits || !out_token) return ds4_seterr(err, DS4_ERR_INVALID_ARG, "sample: NULL argument");
@@ -286,46 +318,80 @@ ds4_status ds4_sampler_sample(ds4_sampler *s, const float *logits, int32_t *out_
     for (uint32_t i = 1; i < m; i++)
         if (s->cand[i].logit > lmax) lmax = s->cand[i].logit;
     double inv_t = 1.0 / (double)s->p.temperature;
+    /* p >= min_p needs x >= ln(min_p); below x_cut (1e-9 under it, far more than smp_exp's
+     * ~1e-15 relative error) p < min_p for certain, so the exp is skipped: the same kept set,
+     * without an exp per token of the vocabulary. */
+    double x_cut = s->p.min_p > 0.0f ? log((double)s->p.min_p) - 1e-9 : -INFINITY;
     /* min-p against p_best = 1 (invariant 2); compacts cand/prob in place, order kept. */
     uint32_t kept = 0;
     for (uint32_t i = 0; i < m; i++) {
-        double p = exp(((double)s->cand[i].logit - (double)lmax) * inv_t);
+        double x = ((double)s->cand[i].logit - (double)lmax) * inv_t;
+        if (x < x_cut) continue;
+        double p = smp_exp(x);
         if (p < (double)s->p.min_p) continue;
         s->cand[kept] = s->cand[i];
         s->prob[kept] = p;
         kept++;
     }
     /* kept >= 1: the best token has p = 1 >= min_p. */
+    if (s->p.top_p < 1.0f && !sorted) {
+        qsort(s->cand, kept, sizeof *s->cand, cand_cmp);
+        for (uint32_t i = 0; i < kept; i++)
+            s->prob[i] = smp_exp(((double)s->cand[i].logit - (double)lmax) * inv_t);
+        sorted = true;
+    }
+    running_sums(s->cand, s->prob, kept, sorted); /* prob[i] := acc(i), invariant 4 */
     if (s->p.top_p < 1.0f) {
-        if (!sorted) {
-            qsort(s->cand, kept, sizeof *s->cand, cand_cmp);
-            for (uint32_t i = 0; i < kept; i++)
-                s->prob[i] = exp(((double)s->cand[i].logit - (double)lmax) * inv_t);
-        }
-        double total = 0.0;
-        for (uint32_t i = 0; i < kept; i++) total += s->prob[i];
-        double cum = 0.0, want = (double)s->p.top_p * total;
-        uint32_t cut = kept;
-        for (uint32_t i = 0; i < kept; i++) {
-            cum += s->prob[i];
-            if (cum >= want) {
-                cut = i + 1;
+        double want = (double)s->p.top_p * s->prob[kept - 1];
+        for (uint32_t i = 0; i < kept; i++)
+            if (s->prob[i] >= want) {
+                kept = i + 1;
                 break;
             }
-        }
-        kept = cut;
     }
-    double total = 0.0;
-    for (uint32_t i = 0; i < kept; i++) total += s->prob[i];
-    double u = smp_rng_uniform(&s->rng) * total, acc = 0.0;
+    double u = smp_rng_uniform(&s->rng) * s->prob[kept - 1];
     int32_t pick = s->cand[kept - 1].id; /* invariant 3 */
-    for (uint32_t i = 0; i < kept; i++) {
-        acc += s->prob[i];
-        if (u < acc) {
+    for (uint32_t i = 0; i < kept; i++)
+        if (u < s->prob[i]) {
             pick = s->cand[i].id;
             break;
         }
-    }
     *out_token = pick;
     return DS4_OK;
 }
+
+/* ---- The same draw as data (smp_plan, for the device sampler) ------------------------------- */
+
+void smp_plan_next(ds4_sampler *s, smp_plan *out) {
+    memset(out, 0, sizeof *out);
+    out->n_vocab = s->n_vocab;
+    out->greedy = s->p.temperature <= 0.0f || s->p.top_k == 1;
+    out->top_k = s->p.top_k > 0 && (uint32_t)s->p.top_k < s->n_vocab ? (uint32_t)s->p.top_k : 0;
+    out->inv_t = out->greedy ? 0.0 : 1.0 / (double)s->p.temperature;
+    out->min_p = (double)s->p.min_p;
+    out->top_p = (double)s->p.top_p;
+    out->top_p_on = s->p.top_p < 1.0f;
+    out->repeat_penalty = s->p.repeat_penalty;
+    out->presence_penalty = s->p.presence_penalty;
+    out->frequency_penalty = s->p.frequency_penalty;
+    /* apply_penalties' (token, count) pairs: each distinct token once, with its count */
+    if (s->hist && s->hist_len > 0) {
+        for (uint32_t i = 0; i < s->hist_len; i++) s->counts[s->hist[i]]++;
+        for (uint32_t i = 0; i < s->hist_len; i++) {
+            int32_t t = s->hist[i];
+            if (s->counts[t] == 0) continue;
+            s->pen_tok[out->n_pen] = t;
+            s->pen_count[out->n_pen] = s->counts[t];
+            out->n_pen++;
+            s->counts[t] = 0;
+        }
+    }
+    out->pen_tok = s->pen_tok;
+    out->pen_count = s->pen_count;
+    out->saved = s->rng;
+    if (!out->greedy) out->u = smp_rng_uniform(&s->rng);
+}
+
+void smp_plan_undo(ds4_sampler *s, const smp_plan *p) { s->rng = p->saved; }
+
+uint32_t smp_sampler_n_vocab(const ds4_sampler *s) { return s ? s->n_vocab : 0; }

@@ -12,6 +12,11 @@
  *  4. Reaching a target (sync, rewind) picks the start that keeps the most work: the live state
  *     when it is a prefix of the target, the checkpoint when it is, else position 0 — then
  *     evaluates the remainder in prefill chunks (MODEL_MATH §7.4: chunking never changes results).
+ *  5. Backend "cuda" (issue #7): after a one-token eval (a decode step) the current logits stay
+ *     on the device (logits_dev; the head not even run yet: head_pending) until something needs
+ *     them on the host (ds4_session_logits, checkpoint, snapshot); ds4_session_sample draws
+ *     there and downloads only the token id. DS4_CUDA_SAMPLE=0 turns this off (logits
+ *     downloaded after every eval, sampling on the host), for comparisons.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -23,9 +28,11 @@
 #include "core/error.h"
 #include "core/mapfile.h"
 #include "model/engine.h"
+#include "model/sampling.h"
 #include "model/snapshot.h"
 #ifdef DS4_CUDA
 #include "cuda/model_cuda.h"
+#include "cuda/sample_dev.h"
 #endif
 
 #define SESSION_DEFAULT_CHUNK 256u
@@ -55,6 +62,10 @@ struct ds4_session {
     const model_capture *capture;
     /* Backend "cuda": the device twin of st (st keeps the position and stages snapshots). */
     struct cuda_state *gst;
+    bool dev_sample;         /* invariant 5 on (backend cuda, DS4_CUDA_SAMPLE not 0) */
+    bool logits_dev;         /* invariant 5: s->logits stale, the current ones on the device */
+    bool head_pending;       /* ... and not computed yet */
+    struct cuda_sampler *dsmp; /* device scratch of ds4_session_sample, NULL until used */
 };
 
 /* Backend glue (issue #7): with the GPU model, evals run on the device state; the host state
@@ -104,6 +115,8 @@ ds4_status ds4_session_create(ds4_session **out, ds4_engine *e, uint32_t n_ctx, 
 #ifdef DS4_CUDA
     if (st == DS4_OK && e->cuda) st = cuda_state_create(&s->gst, e->cuda, s->st, err);
     if (s->gst) s->chunk = SESSION_GPU_CHUNK;
+    const char *ev = getenv("DS4_CUDA_SAMPLE");
+    s->dev_sample = s->gst && !(ev && strcmp(ev, "0") == 0);
 #endif
     if (st != DS4_OK) {
         ds4_session_free(s);
@@ -127,6 +140,7 @@ static void checkpoint_free(checkpoint *c) {
 void ds4_session_free(ds4_session *s) {
     if (!s) return;
 #ifdef DS4_CUDA
+    cuda_sampler_free(s->dsmp);
     cuda_state_free(s->gst);
 #endif
     model_state_free(s->st);
@@ -142,6 +156,7 @@ void ds4_session_reset(ds4_session *s) {
     state_host_changed(s);
     s->n_tokens = 0;
     s->has_logits = false;
+    s->logits_dev = s->head_pending = false;
 }
 
 ds4_status ds4_session_set_prefill_chunk(ds4_session *s, uint32_t n_tokens, ds4_error *err) {
@@ -183,21 +198,26 @@ static ds4_status append(ds4_session *s, const int32_t *tokens, uint32_t n, floa
                          float *hc_out, ds4_error *err) {
     const model_hparams *hp = model_get_hparams(s->eng->model);
     size_t hc_row = (size_t)(hp->n_hc * hp->n_embd);
+    bool keep_dev = false;
     for (uint32_t done = 0; done < n;) {
         uint32_t c = n - done < s->chunk ? n - done : s->chunk;
         bool last = done + c == n;
+        /* invariant 5: a decode step leaves its head to the device (one token: the decode path,
+         * whose workspace holds the token's final state for the head) */
+        keep_dev = s->dev_sample && last && c == 1 && !all_logits;
         model_eval_opts o = {0};
         o.capture = s->capture;
         if (hc_out) o.hc_out = hc_out + (size_t)done * hc_row;
         if (all_logits) {
             o.logits_mode = MODEL_LOGITS_ALL;
             o.logits = all_logits + (size_t)done * s->n_vocab;
-        } else if (last) {
+        } else if (last && !keep_dev) {
             o.logits_mode = MODEL_LOGITS_LAST;
             o.logits = s->logits;
         } else {
             o.logits_mode = MODEL_LOGITS_NONE;
         }
+        s->logits_dev = s->head_pending = false;
         pthread_mutex_lock(&s->eng->eval_mu);
         ds4_status st = state_eval(s, tokens + done, c, &o, err);
         pthread_mutex_unlock(&s->eng->eval_mu);
@@ -214,6 +234,23 @@ static ds4_status append(ds4_session *s, const int32_t *tokens, uint32_t n, floa
     if (all_logits && n)
         memcpy(s->logits, all_logits + (size_t)(n - 1) * s->n_vocab, (size_t)s->n_vocab * sizeof(float));
     s->has_logits = s->n_tokens > 0;
+    if (n > 0) s->logits_dev = s->head_pending = keep_dev;
+    return DS4_OK;
+}
+
+/* Invariant 5: brings the current logits to s->logits. Only the cache changes (the session's
+ * observable state does not), hence callable from the const entry points. */
+static ds4_status logits_to_host(ds4_session *s, ds4_error *err) {
+    if (!s->logits_dev) return DS4_OK;
+#ifdef DS4_CUDA
+    pthread_mutex_lock(&s->eng->eval_mu);
+    ds4_status st = cuda_state_logits(s->gst, s->head_pending, s->logits, err);
+    pthread_mutex_unlock(&s->eng->eval_mu);
+    if (st != DS4_OK) return ds4_err_prefix(err, "logits of position %u", s->n_tokens);
+#else
+    (void)err;
+#endif
+    s->logits_dev = s->head_pending = false;
     return DS4_OK;
 }
 
@@ -280,7 +317,8 @@ ds4_status ds4_session_checkpoint(ds4_session *s, ds4_error *err) {
         c->payload_cap = need;
     }
     c->valid = false;
-    ds4_status st = state_serialize(s, c->payload, need, err);
+    ds4_status st = logits_to_host(s, err);
+    if (st == DS4_OK) st = state_serialize(s, c->payload, need, err);
     if (st != DS4_OK) return ds4_err_prefix(err, "session_checkpoint");
     c->payload_bytes = need;
     c->n_tokens = s->n_tokens;
@@ -311,6 +349,7 @@ static ds4_status restore_checkpoint(ds4_session *s, ds4_error *err) {
     s->n_tokens = c->n_tokens;
     memcpy(s->logits, c->logits, (size_t)s->n_vocab * sizeof *s->logits);
     s->has_logits = c->n_tokens > 0;
+    s->logits_dev = s->head_pending = false;
     return DS4_OK;
 }
 
@@ -393,8 +432,33 @@ ds4_status ds4_session_logits(const ds4_session *s, const float **out, ds4_error
     *out = NULL;
     if (!s->has_logits)
         return ds4_seterr(err, DS4_ERR_STATE, "session_logits: no token evaluated yet (session is empty)");
+    ds4_status st = logits_to_host((ds4_session *)s, err);
+    if (st != DS4_OK) return st;
     *out = s->logits;
     return DS4_OK;
+}
+
+ds4_status ds4_session_sample(ds4_session *s, ds4_sampler *smp, int32_t *out_token, ds4_error *err) {
+    if (!s || !smp || !out_token) return ds4_seterr(err, DS4_ERR_INVALID_ARG, "session_sample: NULL argument");
+    if (!s->has_logits)
+        return ds4_seterr(err, DS4_ERR_STATE, "session_sample: no token evaluated yet (session is empty)");
+    if (smp_sampler_n_vocab(smp) != s->n_vocab)
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG, "session_sample: sampler for %u tokens, model has %u",
+                          smp_sampler_n_vocab(smp), s->n_vocab);
+#ifdef DS4_CUDA
+    if (s->logits_dev) {
+        bool on_host = false;
+        pthread_mutex_lock(&s->eng->eval_mu);
+        ds4_status st = cuda_state_sample(s->gst, &s->dsmp, smp, s->head_pending, s->logits, &on_host,
+                                          out_token, err);
+        pthread_mutex_unlock(&s->eng->eval_mu);
+        if (st != DS4_OK) return ds4_err_prefix(err, "session_sample at position %u", s->n_tokens);
+        s->head_pending = false;
+        if (on_host) s->logits_dev = false;
+        return DS4_OK;
+    }
+#endif
+    return ds4_sampler_sample(smp, s->logits, out_token, err);
 }
 
 ds4_status ds4_session_top_logprobs(const ds4_session *s, uint32_t k, ds4_token_logprob *out,
@@ -438,7 +502,9 @@ ds4_status ds4_session_snapshot(const ds4_session *s, uint8_t **out, uint64_t *o
     if (!buf)
         return ds4_seterr(err, DS4_ERR_NOMEM, "snapshot: cannot allocate %llu bytes", (unsigned long long)total);
     uint8_t *payload;
-    st = snap_write_head(buf, total, &m, s->tokens, s->has_logits ? s->logits : NULL, &payload, err);
+    st = logits_to_host((ds4_session *)s, err);
+    if (st == DS4_OK)
+        st = snap_write_head(buf, total, &m, s->tokens, s->has_logits ? s->logits : NULL, &payload, err);
     if (st == DS4_OK) st = state_serialize(s, payload, (size_t)m.payload_bytes, err);
     if (st != DS4_OK) {
         free(buf);
@@ -495,6 +561,7 @@ ds4_status ds4_session_restore(ds4_session *s, const uint8_t *buf, uint64_t n_by
     s->n_tokens = v.meta.n_tokens;
     if (v.meta.n_vocab) snap_copy_logits(&v, s->logits);
     s->has_logits = s->n_tokens > 0;
+    s->logits_dev = s->head_pending = false;
     return DS4_OK;
 }
 

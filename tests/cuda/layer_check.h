@@ -42,6 +42,7 @@ void test_qat(void);
 void test_hc(void);
 void test_moe(void);
 void test_argmax(void);
+void test_sample_dev(void);  /* test_cuda_sample.c */
 void test_attention(void);
 void test_compressor(void);
 void test_indexer(void);
@@ -62,6 +63,7 @@ void test_matmul(void);
     } while (0)
 
 void bench_elem_ops(void);
+void bench_sample_dev(void); /* test_cuda_sample.c */
 void bench_attn_ops(void);
 void bench_matmul(void);
 

@@ -185,12 +185,14 @@ int test_cuda_layer_ops(int do_bench, int *n_pass, int *n_fail) {
     test_hc();
     test_moe();
     test_argmax();
+    test_sample_dev();
     test_attention();
     test_compressor();
     test_indexer();
     test_matmul();
     if (do_bench) {
         bench_elem_ops();
+        bench_sample_dev();
         bench_attn_ops();
         bench_matmul();
     }

@@ -33,6 +33,7 @@
 #include "cuda/cuda_api.h"
 #include "cuda/model_cuda.h"
 #include "cuda/model_cuda_impl.h"
+#include "cuda/sample_dev.h"
 #include "format/gguf.h"
 #include "format/safetensors.h"
 #include "model/convert.h"
@@ -1377,6 +1378,102 @@ out:
     free(lg);
 }
 
+/* ---- Sampling on the device (issue #7, cuda/sample_dev.cu; h4, session 3) ------------------ */
+
+/* The prompt of golden case cs on a GPU state and a CPU state, then 24 tokens drawn on each
+ * side from the same seed for three parameter sets: on the GPU by cuda_state_sample (head and
+ * draw on the device, the id downloaded), on the CPU by ds4_sampler_sample on the CPU engine's
+ * logits. The device's token must equal ds4_sampler_sample on the GPU's own logits (exact, a
+ * third sampler) and the CPU engine's token; both sides continue with the GPU's token. */
+static void sample_case(fixture *f, st_file *gf, const char *cs) {
+    static const float prm[3][6] = {/* T, top_k, top_p, min_p, repeat, frequency */
+                                    {1.0f, 0, 1.0f, 0.05f, 1.0f, 0},
+                                    {1.5f, 50, 0.9f, 0.0f, 1.0f, 0},
+                                    {2.0f, 0, 1.0f, 0.01f, 1.4f, 0.3f}};
+    golden_case c;
+    char name[128];
+    snprintf(name, sizeof name, "tiny-v4 f32 %s: sampling on the device", cs);
+    if (golden_get(gf, cs, &c)) {
+        result(0, name, "golden tensors of case '%s' missing", cs);
+        return;
+    }
+    const int64_t V = model_get_hparams(f->m)->n_vocab, N = 24;
+    float *lc = malloc((size_t)V * sizeof(float)), *lg = malloc((size_t)V * sizeof(float));
+    for (int ps = 0; ps < 3 && lc && lg; ps++) {
+        ds4_error err = {0};
+        ds4_sampling_params p;
+        ds4_sampling_params_init(&p);
+        p.temperature = prm[ps][0];
+        p.top_k = (int32_t)prm[ps][1];
+        p.top_p = prm[ps][2];
+        p.min_p = prm[ps][3];
+        p.repeat_penalty = prm[ps][4];
+        p.frequency_penalty = prm[ps][5];
+        p.seed = 4242 + (uint64_t)ps;
+        ds4_sampler *sd = NULL, *sg = NULL, *sc = NULL;
+        cuda_sampler *ds = NULL;
+        gpu_state s = {0};
+        model_state *cpu = NULL;
+        int bad_exact = -1, bad_cpu = -1, n_host = 0;
+        int32_t td = -1, tg = -1, tc = -1;
+        if (ds4_sampler_create(&sd, &p, (uint32_t)V, &err) || ds4_sampler_create(&sg, &p, (uint32_t)V, &err) ||
+            ds4_sampler_create(&sc, &p, (uint32_t)V, &err) || gpu_state_create(&s, f, c.T + N, &err) ||
+            model_state_create(&cpu, f->m, c.T + N, &err)) {
+            result(0, name, "setup: %s", err.msg);
+            goto next;
+        }
+        model_eval_opts on = {MODEL_LOGITS_NONE, NULL, NULL, NULL};
+        model_eval_opts ol = {MODEL_LOGITS_LAST, lc, NULL, NULL};
+        if (cuda_model_eval(f->cm, s.dev, c.tokens, c.T - 1, &on, &err) ||
+            cuda_model_eval(f->cm, s.dev, c.tokens + c.T - 1, 1, &on, &err) ||
+            model_eval(f->m, cpu, c.tokens, c.T, &ol, &err)) {
+            result(0, name, "prefill: %s", err.msg);
+            goto next;
+        }
+        for (int64_t i = 0; i < c.T; i++) {
+            ds4_sampler_accept(sd, c.tokens[i]);
+            ds4_sampler_accept(sg, c.tokens[i]);
+            ds4_sampler_accept(sc, c.tokens[i]);
+        }
+        for (int64_t i = 0; i < N; i++) {
+            bool on_host = false;
+            if (cuda_state_sample(s.dev, &ds, sd, true, lg, &on_host, &td, &err) ||
+                cuda_state_logits(s.dev, false, lg, &err) || ds4_sampler_sample(sg, lg, &tg, &err) ||
+                ds4_sampler_sample(sc, lc, &tc, &err)) {
+                result(0, name, "step %lld: %s", (long long)i, err.msg);
+                goto next;
+            }
+            n_host += on_host;
+            if (td != tg && bad_exact < 0) bad_exact = (int)i;
+            if (td != tc && bad_cpu < 0) bad_cpu = (int)i;
+            if (bad_exact >= 0) break;
+            ds4_sampler_accept(sd, td);
+            ds4_sampler_accept(sg, td);
+            ds4_sampler_accept(sc, td);
+            if (cuda_model_eval(f->cm, s.dev, &td, 1, &on, &err) || model_eval(f->m, cpu, &td, 1, &ol, &err)) {
+                result(0, name, "step %lld eval: %s", (long long)i, err.msg);
+                goto next;
+            }
+        }
+        char nm[200];
+        snprintf(nm, sizeof nm, "%s, params %d: device draw = host draw on the GPU logits", name, ps);
+        if (bad_exact < 0) result(1, nm, "%lld tokens equal (%d finished on the host)", (long long)N, n_host);
+        else result(0, nm, "step %d: device %d, host sampler %d", bad_exact, td, tg);
+        snprintf(nm, sizeof nm, "%s, params %d: GPU session tokens = CPU session tokens", name, ps);
+        if (bad_cpu < 0) result(1, nm, "%lld tokens equal", (long long)N);
+        else result(0, nm, "first difference at step %d", bad_cpu);
+    next:
+        cuda_sampler_free(ds);
+        ds4_sampler_free(sd);
+        ds4_sampler_free(sg);
+        ds4_sampler_free(sc);
+        if (s.dev || s.host) gpu_state_free(&s);
+        model_state_free(cpu);
+    }
+    free(lc);
+    free(lg);
+}
+
 int main(void) {
     setvbuf(stdout, NULL, _IOLBF, 0); /* a crash must not swallow the lines before it */
     if (cuda_device_count() == 0) {
@@ -1410,6 +1507,7 @@ int main(void) {
         chunk_check_case(&f, gf, "window");
         snapshot_cases(&f, gf);
         graph_bounds_case(&f);
+        sample_case(&f, gf, "short");
         fixture_close(&f);
     }
     st_close(gf);
