@@ -52,6 +52,10 @@ typedef struct srv_engine {
     const int32_t *(*session_tokens)(void *sess, size_t *n);
     ds4_status (*session_eval)(void *sess, int32_t tok, ds4_error *err);
     ds4_status (*session_logits)(void *sess, const float **logits, ds4_error *err);
+    /* Optional (NULL: the scheduler samples session_logits itself): the next token drawn by smp
+     * where the logits are, ds4_session_sample (on the GPU only the id is downloaded, issue #7);
+     * the same token and PRNG advance as ds4_sampler_sample on session_logits. */
+    ds4_status (*session_sample)(void *sess, ds4_sampler *smp, int32_t *tok, ds4_error *err);
     void (*session_reset)(void *sess);
     /* Whole-state snapshot (malloc'd, caller frees) and restore. */
     ds4_status (*session_snapshot)(void *sess, uint8_t **out, uint64_t *n, ds4_error *err);

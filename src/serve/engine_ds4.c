@@ -59,6 +59,9 @@ static const int32_t *e_tokens(void *s, size_t *n) {
 
 static ds4_status e_eval(void *s, int32_t tok, ds4_error *err) { return ds4_session_eval(s, tok, err); }
 static ds4_status e_logits(void *s, const float **l, ds4_error *err) { return ds4_session_logits(s, l, err); }
+static ds4_status e_sample(void *s, ds4_sampler *smp, int32_t *t, ds4_error *err) {
+    return ds4_session_sample(s, smp, t, err);
+}
 static void e_reset(void *s) { ds4_session_reset(s); }
 static ds4_status e_snapshot(void *s, uint8_t **out, uint64_t *n, ds4_error *err) { return ds4_session_snapshot(s, out, n, err); }
 static ds4_status e_restore(void *s, const uint8_t *b, uint64_t n, ds4_error *err) { return ds4_session_restore(s, b, n, err); }
@@ -110,6 +113,7 @@ ds4_status srv_engine_ds4_open(srv_engine *out, const srv_ds4_opts *o, ds4_error
     out->session_tokens = e_tokens;
     out->session_eval = e_eval;
     out->session_logits = e_logits;
+    out->session_sample = e_sample;
     out->session_reset = e_reset;
     out->session_snapshot = e_snapshot;
     out->session_restore = e_restore;

@@ -379,11 +379,18 @@ static void run_job(srv_sched *s, srv_job *j) {
             if (s->o.metrics) atomic_fetch_add(&s->o.metrics->cancelled, 1);
             break;
         }
-        const float *logits;
+        const float *logits = NULL;
         int32_t tok;
-        if (s->eng.session_logits(sl->sess, &logits, &err)) { fin = SRV_FINISH_ERROR; fail = "decode failed"; break; }
+        /* Log-probabilities and the forced completion read the logits; a plain draw runs where
+         * the logits are (session_sample: on the GPU only the id crosses the bus, issue #7). */
+        bool on_host = forced || j->fmt.want_logprobs || !s->eng.session_sample;
+        if (on_host && s->eng.session_logits(sl->sess, &logits, &err)) { fin = SRV_FINISH_ERROR; fail = "decode failed"; break; }
         if (forced) tok = i < n_forced ? forced[i] : s->eng.eos;
-        else if (ds4_sampler_sample(smp, logits, &tok, &err)) { fin = SRV_FINISH_ERROR; fail = "sampling failed"; break; }
+        else if (on_host ? ds4_sampler_sample(smp, logits, &tok, &err) : s->eng.session_sample(sl->sess, smp, &tok, &err)) {
+            fin = SRV_FINISH_ERROR;
+            fail = "sampling failed";
+            break;
+        }
         if (tok == s->eng.eos) { fin = SRV_FINISH_STOP; break; }
         if (j->fmt.want_logprobs) record_logprobs(s, j, logits, tok);
         if (s->eng.session_eval(sl->sess, tok, &err)) { fin = SRV_FINISH_ERROR; fail = "decode failed"; break; }

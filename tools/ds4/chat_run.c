@@ -532,9 +532,9 @@ static int run_turn(chat_state *st, uint32_t body0, bool thinking, const char *t
     double t0 = chat_now_s();
     ts->stop = "limit";
     for (;;) {
-        const float *logits;
         int32_t t;
-        if (ds4_session_logits(st->sess, &logits, &err) || ds4_sampler_sample(st->smp, logits, &t, &err)) {
+        /* on the GPU only the token id crosses the bus (issue #7) */
+        if (ds4_session_sample(st->sess, st->smp, &t, &err)) {
             fprintf(stderr, "\nds4: sampling failed: %s\n", err.msg);
             ts->stop = "error";
             break;
