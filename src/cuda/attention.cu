@@ -327,7 +327,7 @@ __global__ void __launch_bounds__(256) k_attn_chunk(attn_args a, int64_t nk_cap)
 
 /* Scores of the keys k0 + r·32 + g (r < RK) against the block's HB heads; lane k of the
  * 8-lane group g holds chain k. Keys past n_keys read row 0 and are not written. */
-template <int HB, int RK>
+template <int HB, int RK, int NG, bool PF>
 __device__ __forceinline__ void attc2_scores(const float *sq, const float *const *kp, float *sc,
                                              int64_t Dh, int64_t k0, int64_t n_keys, int nh,
                                              float tau) {
@@ -336,26 +336,37 @@ __device__ __forceinline__ void attc2_scores(const float *sq, const float *const
     float acc[RK][HB];
 #pragma unroll
     for (int r = 0; r < RK; r++) {
-        kr[r] = kp[k0 + r * ATT_KS + g];
+        kr[r] = kp[k0 + r * NG + g];
 #pragma unroll
         for (int h = 0; h < HB; h++) acc[r][h] = 0.0f;
     }
     int64_t n8 = Dh & ~(int64_t)7;
+    float kv[RK];
+    if (PF && n8 > 0) /* PF: each step's key values are loaded one step ahead */
+#pragma unroll
+        for (int r = 0; r < RK; r++) kv[r] = kr[r][k];
 #pragma unroll 2
     for (int64_t i = 0; i < n8; i += 8) {
-        float kv[RK];
+        float kn[RK];
+        int64_t inext = i + 8 < n8 ? i + 8 : i;
 #pragma unroll
-        for (int r = 0; r < RK; r++) kv[r] = kr[r][i + k];
+        for (int r = 0; r < RK; r++) {
+            if (PF) kn[r] = kr[r][inext + k];
+            else kv[r] = kr[r][i + k];
+        }
 #pragma unroll
         for (int h = 0; h < HB; h++) {
             float qv = sq[h * Dh + i + k];
 #pragma unroll
             for (int r = 0; r < RK; r++) acc[r][h] = __fadd_rn(acc[r][h], __fmul_rn(qv, kv[r]));
         }
+        if (PF)
+#pragma unroll
+            for (int r = 0; r < RK; r++) kv[r] = kn[r];
     }
 #pragma unroll
     for (int r = 0; r < RK; r++) {
-        int64_t j = k0 + r * ATT_KS + g;
+        int64_t j = k0 + r * NG + g;
 #pragma unroll
         for (int h = 0; h < HB; h++) {
             float x = acc[r][h];
@@ -368,17 +379,22 @@ __device__ __forceinline__ void attc2_scores(const float *sq, const float *const
     }
 }
 
-static size_t attc2_smem(int64_t Dh, int64_t keys, int hb) {
-    int64_t nk = (keys + ATT_KS - 1) / ATT_KS * ATT_KS;
+/* Key slots: keys rounded up to the lane groups of a block (NT / 8). */
+static int64_t attc2_nk(int64_t keys, int nt) { return (keys + nt / 8 - 1) / (nt / 8) * (nt / 8); }
+
+static size_t attc2_smem(int64_t Dh, int64_t keys, int hb, int nt) {
+    int64_t nk = attc2_nk(keys, nt);
     return (size_t)(hb * Dh + hb * nk) * sizeof(float) + (size_t)nk * sizeof(const float *);
 }
 
-/* grid (head groups of HB, tokens), 256 threads; the thread owns dims threadIdx.x + 256 j. */
-template <int ND, int HB>
-__global__ void __launch_bounds__(256) k_attn_chunk2(attn_args a, int64_t nk_cap) {
+/* grid (head groups of HB, tokens), NT threads (NT / 8 lane groups; a lane group takes up to
+ * RKM keys at once); the thread owns dims threadIdx.x + NT j. */
+template <int ND, int HB, int NT, int RKM, bool PF>
+__global__ void __launch_bounds__(NT) k_attn_chunk2(attn_args a, int64_t nk_cap) {
     cu_pdl_wait();
     extern __shared__ __align__(16) float sm2_[];
-    __shared__ float s_red[8][HB];
+    __shared__ float s_red[NT / 32][HB];
+    const int NG = NT / 8;
     __shared__ float s_mx[HB], s_inv[HB];
     const int64_t Dh = a.Dh;
     float *sq = sm2_;                          /* [HB][Dh]; the output after the sums */
@@ -389,27 +405,27 @@ __global__ void __launch_bounds__(256) k_attn_chunk2(attn_args a, int64_t nk_cap
     int64_t s0, n_win, n_keys;
     const int32_t *sel;
     attn_span(a, t, &s0, &n_win, &n_keys, &sel);
-    int64_t nk32 = (n_keys + ATT_KS - 1) / ATT_KS * ATT_KS;
+    int64_t nkg = (n_keys + NG - 1) / NG * NG;
     for (int64_t i = threadIdx.x; i < (int64_t)nh * Dh; i += blockDim.x)
         sq[i] = a.q[(t * a.H + h0) * Dh + i];
-    for (int64_t i = threadIdx.x; i < nk32; i += blockDim.x)
+    for (int64_t i = threadIdx.x; i < nkg; i += blockDim.x)
         kp[i] = attn_key(a, s0, n_win, sel, i < n_keys ? i : 0);
     __syncthreads();
     const float tau = (float)(1.0 / sqrt((double)Dh)); /* MODEL_MATH §5.5 */
-    for (int64_t k0 = 0; k0 < n_keys;) { /* as many keys per lane group as are left, up to RK */
+    for (int64_t k0 = 0; k0 < n_keys;) { /* as many keys per lane group as are left, up to RKM */
         int64_t rem = n_keys - k0;
-        if (rem > 3 * ATT_KS) {
-            attc2_scores<HB, 4>(sq, kp, sc, Dh, k0, n_keys, nh, tau);
-            k0 += 4 * ATT_KS;
-        } else if (rem > 2 * ATT_KS) {
-            attc2_scores<HB, 3>(sq, kp, sc, Dh, k0, n_keys, nh, tau);
-            k0 += 3 * ATT_KS;
-        } else if (rem > ATT_KS) {
-            attc2_scores<HB, 2>(sq, kp, sc, Dh, k0, n_keys, nh, tau);
-            k0 += 2 * ATT_KS;
+        if (RKM >= 4 && rem > 3 * NG) {
+            attc2_scores<HB, RKM >= 4 ? 4 : 1, NG, PF>(sq, kp, sc, Dh, k0, n_keys, nh, tau);
+            k0 += 4 * NG;
+        } else if (RKM >= 3 && rem > 2 * NG) {
+            attc2_scores<HB, RKM >= 3 ? 3 : 1, NG, PF>(sq, kp, sc, Dh, k0, n_keys, nh, tau);
+            k0 += 3 * NG;
+        } else if (RKM >= 2 && rem > NG) {
+            attc2_scores<HB, 2, NG, PF>(sq, kp, sc, Dh, k0, n_keys, nh, tau);
+            k0 += 2 * NG;
         } else {
-            attc2_scores<HB, 1>(sq, kp, sc, Dh, k0, n_keys, nh, tau);
-            k0 += ATT_KS;
+            attc2_scores<HB, 1, NG, PF>(sq, kp, sc, Dh, k0, n_keys, nh, tau);
+            k0 += NG;
         }
     }
     __syncthreads();
@@ -423,7 +439,7 @@ __global__ void __launch_bounds__(256) k_attn_chunk2(attn_args a, int64_t nk_cap
         __syncthreads();
         if (threadIdx.x < HB) {
             float v = s_red[0][threadIdx.x];
-            for (int w = 1; w < (int)(blockDim.x >> 5); w++) v = fmaxf(v, s_red[w][threadIdx.x]);
+            for (int w = 1; w < NT / 32; w++) v = fmaxf(v, s_red[w][threadIdx.x]);
             s_mx[threadIdx.x] = v;
         }
         __syncthreads();
@@ -440,23 +456,34 @@ __global__ void __launch_bounds__(256) k_attn_chunk2(attn_args a, int64_t nk_cap
         for (int64_t i = 0; i < n_keys; i++) den = __fadd_rn(den, sc[i * HB + h]);
         s_inv[h] = __fdiv_rn(1.0f, den);
     }
-    /* acc[d] = Σ_i e_i·k_i[d], keys in order, four keys' rows loaded ahead. */
+    /* acc[d] = Σ_i e_i·k_i[d], keys in order, UK keys' rows loaded ahead. */
     float acc[ND][HB];
 #pragma unroll
     for (int j = 0; j < ND; j++)
 #pragma unroll
         for (int h = 0; h < HB; h++) acc[j][h] = 0.0f;
-    const int UK = HB > 8 ? 2 : 4;
+    const int UK = ND * HB > 16 ? 2 : 4;
     int64_t i = 0;
-    for (; i + UK <= n_keys; i += UK) {
-        float kv[UK][ND];
+    float kv[UK][ND], kn[UK][ND]; /* PF: the next UK keys' values load during these UK */
+    if (PF && UK <= n_keys)
 #pragma unroll
-        for (int u = 0; u < UK; u++) {
-            const float *kr = kp[i + u];
+        for (int u = 0; u < UK; u++)
 #pragma unroll
             for (int j = 0; j < ND; j++) {
-                int64_t d = threadIdx.x + 256 * j;
-                kv[u][j] = d < Dh ? kr[d] : 0.0f;
+                int64_t d = threadIdx.x + NT * j;
+                kv[u][j] = d < Dh ? kp[u][d] : 0.0f;
+            }
+    for (; i + UK <= n_keys; i += UK) {
+        int64_t inext = i + 2 * UK <= n_keys ? i + UK : i;
+#pragma unroll
+        for (int u = 0; u < UK; u++) {
+            const float *kr = kp[(PF ? inext : i) + u];
+#pragma unroll
+            for (int j = 0; j < ND; j++) {
+                int64_t d = threadIdx.x + NT * j;
+                float v = d < Dh ? kr[d] : 0.0f;
+                if (PF) kn[u][j] = v;
+                else kv[u][j] = v;
             }
         }
 #pragma unroll
@@ -473,12 +500,17 @@ __global__ void __launch_bounds__(256) k_attn_chunk2(attn_args a, int64_t nk_cap
 #pragma unroll
                 for (int h = 0; h < HB; h++) acc[j][h] = __fadd_rn(acc[j][h], __fmul_rn(e[h], kv[u][j]));
         }
+        if (PF)
+#pragma unroll
+            for (int u = 0; u < UK; u++)
+#pragma unroll
+                for (int j = 0; j < ND; j++) kv[u][j] = kn[u][j];
     }
     for (; i < n_keys; i++) {
         const float *kr = kp[i];
 #pragma unroll
         for (int j = 0; j < ND; j++) {
-            int64_t d = threadIdx.x + 256 * j;
+            int64_t d = threadIdx.x + NT * j;
             float kv = d < Dh ? kr[d] : 0.0f;
 #pragma unroll
             for (int h = 0; h < HB; h++) acc[j][h] = __fadd_rn(acc[j][h], __fmul_rn(sc[i * HB + h], kv));
@@ -487,7 +519,7 @@ __global__ void __launch_bounds__(256) k_attn_chunk2(attn_args a, int64_t nk_cap
     __syncthreads(); /* every thread is done with q (and s_inv is written): sq becomes the output */
 #pragma unroll
     for (int j = 0; j < ND; j++) {
-        int64_t d = threadIdx.x + 256 * j;
+        int64_t d = threadIdx.x + NT * j;
         if (d < Dh) /* h unrolled: a runtime bound would put acc in local memory */
 #pragma unroll
             for (int h = 0; h < HB; h++)
@@ -503,21 +535,23 @@ __global__ void __launch_bounds__(256) k_attn_chunk2(attn_args a, int64_t nk_cap
         a.out[(t * a.H + h0) * Dh + x] = sq[x];
 }
 
-template <int ND, int HB>
+template <int ND, int HB, int NT, int RKM, bool PF = false>
 static ds4_status attc2_launch(const attn_args &a, int64_t n_tok, int64_t keys, ds4_error *err) {
-    int64_t nk_cap = (keys + ATT_KS - 1) / ATT_KS * ATT_KS;
-    size_t smem = attc2_smem(a.Dh, keys, HB);
-    CU_CHECK(cudaFuncSetAttribute(k_attn_chunk2<ND, HB>,
+    int64_t nk_cap = attc2_nk(keys, NT);
+    size_t smem = attc2_smem(a.Dh, keys, HB, NT);
+    CU_CHECK(cudaFuncSetAttribute(k_attn_chunk2<ND, HB, NT, RKM, PF>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
              err, "attn chunk shared memory");
     dim3 g((unsigned)((a.H + HB - 1) / HB), (unsigned)n_tok);
-    cu_launch(k_attn_chunk2<ND, HB>, g, 256, smem, a, nk_cap);
+    cu_launch(k_attn_chunk2<ND, HB, NT, RKM, PF>, g, NT, smem, a, nk_cap);
     CU_LAUNCH_CHECK(err, "attn chunk launch");
     return DS4_OK;
 }
 
-/* The chunk kernel to take (cuda_attn_chunk_set_variant): 0 = k_attn_chunk, 8 / 16 =
- * k_attn_chunk2 with that many heads per block. */
+/* The chunk kernel to take (cuda_attn_chunk_set_variant): 0 = k_attn_chunk, 8 / 16 / 32 =
+ * k_attn_chunk2 with that many heads per block (32: 512 threads, 2 keys per lane group), 9 =
+ * 8 heads with the key values loaded one step ahead. Default 8: on the H200 (04:15 UTC) the
+ * chunk's attention took 183.8 ms with 8, 200.6 with 16, 255.0 with 32, 261.9 with 0. */
 static int g_attc_variant = -1;
 
 extern "C" void cuda_attn_chunk_set_variant(int v) { g_attc_variant = v; }
@@ -525,8 +559,8 @@ extern "C" void cuda_attn_chunk_set_variant(int v) { g_attc_variant = v; }
 static int attc_variant(void) {
     if (g_attc_variant < 0) {
         const char *e = getenv("DS4_CUDA_ATTN_CHUNK");
-        int v = e ? atoi(e) : 0;
-        g_attc_variant = v == 8 || v == 16 ? v : 0;
+        int v = e ? atoi(e) : 8;
+        g_attc_variant = v == 0 || v == 9 || v == 16 || v == 32 ? v : 8;
     }
     return g_attc_variant;
 }
@@ -548,11 +582,16 @@ static ds4_status attc(const attn_args &a, int64_t n_tok, int64_t keys, ds4_erro
     int64_t nd = (a.Dh + 255) / 256;
     int v = attc_variant();
     /* k_attn_chunk2 for head dims up to 512 while its shared memory fits (else the first). */
-    if (v && nd <= 2 && attc2_smem(a.Dh, keys, v) <= ATTC_SMEM_MAX) {
-        if (v == 16) return nd <= 1 ? attc2_launch<1, 16>(a, n_tok, keys, err)
-                                    : attc2_launch<2, 16>(a, n_tok, keys, err);
-        return nd <= 1 ? attc2_launch<1, 8>(a, n_tok, keys, err)
-                       : attc2_launch<2, 8>(a, n_tok, keys, err);
+    if (v == 32 && a.Dh <= 512 && attc2_smem(a.Dh, keys, 32, 512) <= ATTC_SMEM_MAX)
+        return attc2_launch<1, 32, 512, 2>(a, n_tok, keys, err);
+    if (v == 9 && nd <= 2 && attc2_smem(a.Dh, keys, 8, 256) <= ATTC_SMEM_MAX)
+        return nd <= 1 ? attc2_launch<1, 8, 256, 4, true>(a, n_tok, keys, err)
+                       : attc2_launch<2, 8, 256, 4, true>(a, n_tok, keys, err);
+    if ((v == 8 || v == 16) && nd <= 2 && attc2_smem(a.Dh, keys, v, 256) <= ATTC_SMEM_MAX) {
+        if (v == 16) return nd <= 1 ? attc2_launch<1, 16, 256, 4>(a, n_tok, keys, err)
+                                    : attc2_launch<2, 16, 256, 4>(a, n_tok, keys, err);
+        return nd <= 1 ? attc2_launch<1, 8, 256, 4>(a, n_tok, keys, err)
+                       : attc2_launch<2, 8, 256, 4>(a, n_tok, keys, err);
     }
     if (nd <= 1) return attc_launch<1>(a, n_tok, keys, err);
     if (nd <= 2) return attc_launch<2>(a, n_tok, keys, err);

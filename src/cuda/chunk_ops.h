@@ -55,6 +55,13 @@ ds4_status cuda_hc_post_chunk(const float *d_f, const float *d_X, const float *d
                               const float *d_comb, int64_t n_tok, int hc, int64_t d,
                               float *d_Xout, ds4_error *err);
 
+/* RMSNorm without weight (MODEL_MATH §3.2) of n_rows rows of n values in place, then RoPE on
+ * the n_rope values at tail_off of each row at position pos0 + row / rows_per_pos (§3.3), in
+ * one launch (qnorm_chunk.cu): bit-identical to cuda_rmsnorm then cuda_rope_tail. */
+ds4_status cuda_qnorm_rope_chunk(float *d_x, int64_t n_rows, int64_t n, float eps,
+                                 int64_t tail_off, int64_t rows_per_pos, int n_rope,
+                                 const float *d_freqs, int64_t pos0, ds4_error *err);
+
 /* Resets the CUDA runtime's last error (rows.cu): after a cudaMalloc failure the caller recovers
  * from (forward_chunk.c halves its chunk), so the next launch check does not report it. */
 void cuda_clear_last_error(void);

@@ -247,8 +247,12 @@ static ds4_status attn_n(cuda_state *s, int64_t il, int64_t pos0, int64_t n, ds4
     CK(mm(s, "wq_a", &L->wq_a, w->a, D, n, w->qr, ql, err));
     CK(cuda_rmsnorm(w->qr, w->qr, L->q_norm, n, ql, eps, err));
     CK(mm(s, "wq_b", &L->wq_b, w->qr, ql, n, w->q, H * Dh, err));
-    CK(cuda_rmsnorm(w->q, w->q, NULL, n * H, Dh, eps, err));
-    CK(cuda_rope_tail(w->q, n * H, Dh, Dh - nr, H, nr, freqs, pos0, 0, err));
+    if (w->v1) {
+        CK(cuda_rmsnorm(w->q, w->q, NULL, n * H, Dh, eps, err));
+        CK(cuda_rope_tail(w->q, n * H, Dh, Dh - nr, H, nr, freqs, pos0, 0, err));
+    } else { /* the same two ops in one launch, a warp per head row */
+        CK(cuda_qnorm_rope_chunk(w->q, n * H, Dh, eps, Dh - nr, H, nr, freqs, pos0, err));
+    }
     /* §5.2 KV path */
     CK(mm(s, "wkv", &L->wkv, w->a, D, n, w->kv, Dh, err));
     CK(cuda_rmsnorm(w->kv, w->kv, L->kv_norm, n, Dh, eps, err));

@@ -237,7 +237,7 @@ static void run_attn_chunk_case(const char *what, int64_t H, int64_t Dh, int64_t
         dev_get(b, dout, n * H * Dh * 4);
         cmp_order(name, a, b, n * H * Dh);
         /* Every chunk kernel (cuda_attn_chunk_set_variant) gives the same bits. */
-        static const int variants[] = {0, 8, 16};
+        static const int variants[] = {0, 8, 9, 16, 32};
         for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
             char vn[240];
             snprintf(vn, sizeof vn, "%s: kernel variant %d == default", name, variants[v]);
@@ -309,7 +309,36 @@ static void run_hc_post_case(int64_t n, int hc, int64_t d) {
     free(f); free(X); free(post); free(comb); free(a); free(b);
 }
 
+/* ---- query norm + RoPE in one launch (cuda_qnorm_rope_chunk) vs the two ops ---- */
+
+static void run_qnorm_case(int64_t n_tok, int64_t H, int64_t Dh, int n_rope, int64_t pos0,
+                           float scale) {
+    ds4_error err;
+    float freqs[64];
+    cpu_rope_freqs(&chunk_rope, freqs);
+    int64_t rows = n_tok * H;
+    float *x = rnd_vec(rows * Dh, scale), *a = malloc((size_t)(rows * Dh) * 4), *b = malloc((size_t)(rows * Dh) * 4);
+    float *d1 = dev_put(x, rows * Dh * 4), *d2 = dev_put(x, rows * Dh * 4), *df = dev_put(freqs, sizeof freqs);
+    char name[128];
+    snprintf(name, sizeof name, "qnorm_rope_chunk %lld tok x %lld heads x %lld, rope %d at %lld == rmsnorm, rope_tail",
+             (long long)n_tok, (long long)H, (long long)Dh, n_rope, (long long)pos0);
+    if (ok_call(cuda_rmsnorm(d1, d1, NULL, rows, Dh, 1e-6f, &err), name, &err) &&
+        ok_call(cuda_rope_tail(d1, rows, Dh, Dh - n_rope, H, n_rope, df, pos0, 0, &err), name, &err) &&
+        ok_call(cuda_qnorm_rope_chunk(d2, rows, Dh, 1e-6f, Dh - n_rope, H, n_rope, df, pos0, &err), name, &err)) {
+        dev_get(a, d1, rows * Dh * 4);
+        dev_get(b, d2, rows * Dh * 4);
+        cmp_exact(name, a, b, rows * Dh);
+    }
+    dev_free_all();
+    free(x); free(a); free(b);
+}
+
 void test_chunk_ops(void) {
+    run_qnorm_case(33, 64, 512, 64, 1000, 1.0f);
+    run_qnorm_case(5, 8, 128, 64, 0, 30.0f);
+    run_qnorm_case(3, 3, 1100, 64, 7, 0.01f);
+    run_qnorm_case(2, 4, 4096, 64, 9, 1.0f); /* < 32 rows of >= 2048: the two ops */
+    run_qnorm_case(40, 1, 3000, 0, 5, 1.0f);
     run_hc_post_case(37, 4, 4096);
     run_hc_post_case(5, 4, 1000);
     run_hc_post_case(3, 2, 4100);
@@ -367,7 +396,7 @@ void bench_chunk_ops(void) {
           cuda_attn(dq, dkv, dring, W, dcomp, 4, disel, dn, topk, dsinks, n, 0, H, Dh, 64, dfreqs, dscr, dout, &e_));
     BENCH("attn chunk 2048 tok, ratio 128 at 64k", 3,
           cuda_attn(dq, dkv, dring, W, dcomp, 128, NULL, NULL, 0, dsinks, n, 63488, H, Dh, 64, dfreqs, dscr, dout, &e_));
-    static const int variants[] = {0, 16}; /* the other chunk kernels, same bits (h5) */
+    static const int variants[] = {0, 8, 9, 16, 32}; /* every chunk kernel, same bits (h5) */
     for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
         cuda_attn_chunk_set_variant(variants[v]);
         printf("bench: attn chunk kernel variant %d:\n", variants[v]);
@@ -384,6 +413,10 @@ void bench_chunk_ops(void) {
         BENCH("hc_post_chunk 2048 tok x 4 x 4096", 10,
               cuda_hc_post_chunk(hf, hX, dkv, dkv, n, 4, 4096, hX2, &e_));
     }
+    BENCH("rmsnorm q 2048 tok x 64 heads x 512", 10, cuda_rmsnorm(dout, dout, NULL, n * H, Dh, 1e-6f, &e_));
+    BENCH("rope_tail q 2048 tok x 64 heads", 10, cuda_rope_tail(dout, n * H, Dh, Dh - 64, H, 64, dfreqs, 0, 0, &e_));
+    BENCH("qnorm_rope_chunk q 2048 tok x 64 heads x 512", 10,
+          cuda_qnorm_rope_chunk(dout, n * H, Dh, 1e-6f, Dh - 64, H, 64, dfreqs, 0, &e_));
     float *crow = dev_alloc(1024 * 512 * 4), *st_a = dev_alloc(2 * 4 * 1024 * 4), *st_b = dev_alloc(2 * 4 * 1024 * 4);
     float *dape = dev_put(h, 128 * 1024 * 4);
     cuda_comp_state c4 = {4, 2, 512, 1024, crow, st_a, st_b};
