@@ -178,8 +178,8 @@ void bench_sample_dev(void) {
         dev_free_all();
         return;
     }
-    for (int ci = 0; ci < 3; ci++) {
-        static const int idx[3] = {0, 3, 12};
+    for (int ci = 0; ci < 4; ci++) {
+        static const int idx[4] = {0, 3, 12, 9};
         const sd_case *c = &k_cases[idx[ci]];
         ds4_sampling_params p;
         ds4_sampling_params_init(&p);
