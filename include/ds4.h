@@ -456,7 +456,9 @@ ds4_status ds4_session_rewind(ds4_session *s, uint32_t pos, ds4_sync_stats *stat
 void ds4_session_reset(ds4_session *s);
 
 /* Logits after the last evaluated token: *out points at n_vocab floats owned by the session,
- * valid until the next eval/sync/rewind/restore/reset/free. DS4_ERR_STATE when empty. */
+ * valid until the next eval/sync/rewind/restore/reset/free. DS4_ERR_STATE when empty. With
+ * backend "cuda" a decode step leaves them on the GPU; the first call after it downloads them
+ * (ds4_session_sample draws without them). */
 ds4_status ds4_session_logits(const ds4_session *s, const float **out, ds4_error *err);
 
 /* Number of tokens in the stream (= position of the next token). */
