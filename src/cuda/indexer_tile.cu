@@ -159,45 +159,69 @@ cudaError_t idx_score_tile_launch(const float *d_q, const float *d_w, const floa
 
 /* ---- one-block top-k, keys in registers ---- */
 
-/* One radix digit (bits [shift, shift+width)) among the keys whose bits under mask equal
+/* One radix digit (bits [SHIFT, SHIFT+WIDTH)) among the keys whose bits above it equal
  * *prefix: the digit of the need-th largest is appended to *prefix and *need becomes its rank
- * among the keys of that digit. Every thread calls (1024); hist holds 2048 counters. */
-template <int KPT>
+ * among the keys of that digit. Every thread calls (1024). The first digit (sign and exponent
+ * bits) is hot, the scores sharing a few binades: each warp counts into a private histogram
+ * (hist: 32 x 256 counters; between warps no atomic meets another), one atomic per distinct bin
+ * of a warp step, and the 32 histograms are added after. Later digits see only the keys of the
+ * cut bin, spread over 4096 bins: plain shared atomics. */
+template <int KPT, int SHIFT, int WIDTH, bool FIRST>
 __device__ __forceinline__ void idx_sel_digit(const uint32_t (&k)[KPT], int wbase, int n_c,
-                                              int shift, int width, uint32_t mask,
                                               uint32_t *prefix, int *need, unsigned *hist,
                                               unsigned long long *s_warp, uint32_t *s_prefix,
                                               int *s_need) {
-    const int lane = threadIdx.x & 31, nb = 1 << width, per = nb >> 10;
-    const uint32_t dmask = (uint32_t)nb - 1u, pre = *prefix;
-    for (int i = threadIdx.x; i < nb; i += blockDim.x) hist[i] = 0;
-    __syncthreads();
+    constexpr int nb = 1 << WIDTH, per = nb > 1024 ? nb / 1024 : 1, owners = nb / per;
+    constexpr uint32_t dmask = (uint32_t)nb - 1u;
+    constexpr uint32_t mask = SHIFT + WIDTH >= 32 ? 0u : ~0u << (SHIFT + WIDTH < 32 ? SHIFT + WIDTH : 0);
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const uint32_t pre = *prefix;
+    if (FIRST) {
+        unsigned *wh = hist + warp * nb;
+        for (int i = lane; i < nb; i += 32) wh[i] = 0;
+        __syncwarp();
 #pragma unroll
-    for (int j = 0; j < KPT; j++) {
-        const int r = wbase + j * 32 + lane;
-        const int bin = r < n_c && (k[j] & mask) == pre ? (int)((k[j] >> shift) & dmask) : -1;
-        if (mask == 0u) {
-            /* Scores share their top bits, so the first digit's bins are hot: one atomic per
-             * distinct bin of a warp. Later digits see only the cut bin's few keys. */
+        for (int j = 0; j < KPT; j++) {
+            const int bin = wbase + j * 32 + lane < n_c ? (int)((k[j] >> SHIFT) & dmask) : -1;
             const unsigned peers = __match_any_sync(0xffffffffu, bin);
-            if (bin >= 0 && lane == __ffs(peers) - 1) atomicAdd(&hist[bin], (unsigned)__popc(peers));
-        } else if (bin >= 0) {
-            atomicAdd(&hist[bin], 1u);
+            if (bin >= 0 && lane == __ffs(peers) - 1) atomicAdd(&wh[bin], (unsigned)__popc(peers));
+        }
+    } else {
+        for (int i = threadIdx.x; i < nb; i += blockDim.x) hist[i] = 0;
+        __syncthreads();
+#pragma unroll
+        for (int j = 0; j < KPT; j++) {
+            const int r = wbase + j * 32 + lane;
+            if (r < n_c && (k[j] & mask) == pre) atomicAdd(&hist[(k[j] >> SHIFT) & dmask], 1u);
         }
     }
     __syncthreads();
-    /* Thread i owns bins nb-1-per·i downwards (descending keys); the bins above it are scanned. */
-    unsigned c[2] = {0, 0}, tot = 0;
-    for (int jj = 0; jj < per; jj++) { c[jj] = hist[nb - 1 - per * threadIdx.x - jj]; tot += c[jj]; }
+    /* Thread i < owners owns bins nb-1-per·i downwards (descending keys); the bins above it are
+     * scanned. */
+    unsigned c[per], tot = 0;
+#pragma unroll
+    for (int jj = 0; jj < per; jj++) {
+        c[jj] = 0;
+        if ((int)threadIdx.x < owners) {
+            const int b = nb - 1 - per * (int)threadIdx.x - jj;
+            if (FIRST)
+                for (int w = 0; w < 32; w++) c[jj] += hist[w * nb + b];
+            else
+                c[jj] = hist[b];
+        }
+        tot += c[jj];
+    }
     int above = (int)idx_block_excl(tot, s_warp);
     const int nd = *need;
     if (above < nd && nd <= above + (int)tot) {
-        int b = nb - 1 - per * threadIdx.x;
-        for (int jj = 0; jj < per; jj++, b--) {
+        int b = nb - 1 - per * (int)threadIdx.x;
+#pragma unroll
+        for (int jj = 0; jj < per; jj++) {
             if (above + (int)c[jj] >= nd) break;
             above += (int)c[jj];
+            b--;
         }
-        *s_prefix = pre | ((uint32_t)b << shift);
+        *s_prefix = pre | ((uint32_t)b << SHIFT);
         *s_need = nd - above;
     }
     __syncthreads();
@@ -212,7 +236,7 @@ __global__ void __launch_bounds__(1024)
                   int32_t *n_isel, const int64_t *dpos) {
     cu_pdl_wait();
     if (dpos) pos0 = *dpos;
-    __shared__ unsigned hist[2048], s_cnt[64];
+    __shared__ unsigned hist[32 * 256], s_cnt[64]; /* 32 warps x 256 bins, or 4096 bins */
     __shared__ unsigned long long s_warp[32];
     __shared__ uint32_t s_prefix;
     __shared__ int s_need;
@@ -234,11 +258,10 @@ __global__ void __launch_bounds__(1024)
     }
     uint32_t prefix = 0;
     int need = topk;
-    idx_sel_digit<KPT>(k, wbase, n_c, 21, 11, 0u, &prefix, &need, hist, s_warp, &s_prefix, &s_need);
-    idx_sel_digit<KPT>(k, wbase, n_c, 10, 11, 0xFFE00000u, &prefix, &need, hist, s_warp, &s_prefix,
-                       &s_need);
-    idx_sel_digit<KPT>(k, wbase, n_c, 0, 10, 0xFFFFFC00u, &prefix, &need, hist, s_warp, &s_prefix,
-                       &s_need);
+    /* 8 + 12 + 12 bits (MODEL_MATH §8: the k-th score exactly, ties counted) */
+    idx_sel_digit<KPT, 24, 8, true>(k, wbase, n_c, &prefix, &need, hist, s_warp, &s_prefix, &s_need);
+    idx_sel_digit<KPT, 12, 12, false>(k, wbase, n_c, &prefix, &need, hist, s_warp, &s_prefix, &s_need);
+    idx_sel_digit<KPT, 0, 12, false>(k, wbase, n_c, &prefix, &need, hist, s_warp, &s_prefix, &s_need);
     const uint32_t T = prefix; /* the k-th key; `rem` rows equal to it are kept */
     const int rem = need;
     /* Rows above T / equal to T per warp, then an exclusive scan over the 32 warps. */
