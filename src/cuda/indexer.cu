@@ -9,7 +9,9 @@
  * writes the selection ascending. One block per token (k_idx_topk), or for decode over 4096+
  * rows a histogram over several blocks, one block for the cut, several for the compaction
  * (k_idx_hist / k_idx_cut / k_idx_write, issue #7): the same rows in the same order.
- * Must not: prepare the queries (RoPE, Hadamard, FP4, weight scale are separate ops, §8).
+ * indexer_topk() dispatches: for id 128 the scores of indexer_tile.cu, and up to 32768 rows its
+ * one-block top-k; these first kernels serve the other shapes and DS4_CUDA_IDX_V1=1.
+ * Must not: prepare the queries (indexer_prep.cu, cuda_indexer_qprep; §8).
  */
 #include <stdlib.h>
 

@@ -1,18 +1,19 @@
 /*
  * cuda/indexer_tile.cu — the indexer's fast kernels at long context (issue #7; MODEL_MATH §8):
- * the scores of 32 rows x all heads per block with each row held in a lane's registers, and a
- * one-block top-k whose keys stay in registers. Called by indexer.cu's dispatcher, which keeps
- * the first kernels (DS4_CUDA_IDX_V1=1) and the shapes these do not take.
+ * the scores of 32 rows x all heads per block with the rows held in registers, and a one-block
+ * top-k whose keys stay in registers. Called by indexer.cu's dispatcher, which keeps the first
+ * kernels (DS4_CUDA_IDX_V1=1) and the shapes these do not take.
  *
  * Scores: s_r = Σ_h w_h·relu(q_h·e_r), heads in order, each dot in cpu_dot_f32's order (eight
- * accumulators a_k over the elements i ≡ k mod 8, then ((a0+a4)+(a1+a5))+((a2+a6)+(a3+a7))):
- * lane = row, so every lane of a warp reads the same query value (a shared-memory broadcast,
- * no bank conflicts; the first kernel's lane groups read 4 heads' rows at stride 128 floats,
- * 4-way conflicts) and one head's dot is 256 register FMUL/FADD per lane. The 4 warps of a
- * block take a quarter of the heads each; the first warp adds the other warps' products
- * (shared memory) after its own, in head order: bit-identical to model/indexer.c.
+ * accumulators a_k over the elements i ≡ k mod 8, then ((a0+a4)+(a1+a5))+((a2+a6)+(a3+a7))).
+ * Two lanes hold two rows, each lane the elements of 4 of the 8 accumulators of both; the
+ * warp's lanes read one of two adjacent query float4s (a shared-memory broadcast, no bank
+ * conflicts; the first kernel's lane groups read 4 heads' rows at stride 128 floats, 4-way
+ * conflicts), each serving two rows. The 4 warps of a block take a quarter of the heads each;
+ * the first warp adds the other warps' products (shared memory) after its own, in head order:
+ * bit-identical to model/indexer.c.
  *
- * Top-k: an exact radix select (11 + 11 + 10 bits of the order-preserving key) over keys read
+ * Top-k: an exact radix select (8 + 12 + 12 bits of the order-preserving key) over keys read
  * once into registers, warp w owning rows [w·32·KPT, (w+1)·32·KPT) in 32-row steps, then the
  * ordered compaction by ballots: rows above the cut, and the first `rem` rows equal to it
  * (lower rows win ties, MODEL_MATH §17 #2), ascending.
