@@ -269,19 +269,6 @@ ds4_status cuda_indexer_part(int part, const float *d_q, const float *d_w, const
 ds4_status cuda_indexer_qprep(float *d_q, float *d_w, int64_t n_tok, int64_t ih, int64_t id,
                               int n_rope, const float *d_freqs, int64_t pos0,
                               const int64_t *d_pos0, int fp4_block, ds4_error *err);
-/* One half of cuda_indexer_topk (benchmarks, tests): part 1 the scores only, part 2 the
- * selection from the scores already in d_scores. */
-ds4_status cuda_indexer_part(int part, const float *d_q, const float *d_w, const float *d_rows,
-                             int64_t n_tok, int64_t pos0, int64_t ih, int64_t id, int64_t topk,
-                             float *d_scores, int32_t *d_isel, int32_t *d_n_isel, ds4_error *err);
-/* model/attention.c's indexer query steps for n_tok tokens at pos0 (or, with d_pos0 non-NULL,
- * at the device position *d_pos0): per head row of q [n_tok][ih][id], RoPE on the last n_rope
- * values, Hadamard, FP4 round trip in blocks of fp4_block (§12 #3); w [n_tok][ih] *=
- * 1/sqrt(id·ih). One launch (indexer_prep.cu), bit-identical to cuda_rope_tail, cuda_hadamard,
- * cuda_fp4_roundtrip, cuda_scale in turn (DS4_CUDA_IDX_V1=1 runs those four). */
-ds4_status cuda_indexer_qprep(float *d_q, float *d_w, int64_t n_tok, int64_t ih, int64_t id,
-                              int n_rope, const float *d_freqs, int64_t pos0,
-                              const int64_t *d_pos0, int fp4_block, ds4_error *err);
 
 /* MoE (MODEL_MATH §9; model/moe.c). Router: logits [n_tok][n_expert] = gate_inp·x →
  * sel [n_tok][n_used] ascending expert ids, w [n_tok][n_used] routing weights. Hash layers
