@@ -52,20 +52,11 @@ __device__ void comp_finish_entry(float *E, float *E_out, int64_t d, const float
     for (int64_t i = threadIdx.x; i < d; i += blockDim.x) E_out[i] = E[i];
 }
 
-/* One block; the entry in dynamic shared memory [dim]. */
-__global__ void k_comp_finish(float *st_kv, float *st_sc, float *E_out, int64_t r, int64_t coff,
-                              int64_t d, const float *norm, const float *freqs, int n_rope,
-                              int64_t pos, int indexer, float eps, int active,
-                              const int64_t *dpos) {
-    cu_pdl_wait();
-    if (dpos) { /* cuda_comp_push_dpos: launched every step, works when the window completes */
-        int64_t p1 = *dpos + 1;
-        if (p1 % r) return;
-        E_out += (p1 / r - 1) * d; /* E_out is the rows base here */
-        pos = r * (p1 / r - 1);
-    } else if (!active) {
-        return;
-    }
+/* The pooling of a completed window (§6.1/§6.2), the overlap shift (§6.4) and the entry's
+ * finishing into E_out; one block, the entry in dynamic shared memory [d]. */
+__device__ void comp_pool_finish(float *st_kv, float *st_sc, float *E_out, int64_t r, int64_t coff,
+                                 int64_t d, const float *norm, const float *freqs, int n_rope,
+                                 int64_t pos, int indexer, float eps) {
     extern __shared__ float E[];
     __shared__ double shd[32];
     int64_t w = coff * d;
@@ -93,19 +84,65 @@ __global__ void k_comp_finish(float *st_kv, float *st_sc, float *E_out, int64_t 
     comp_finish_entry(E, E_out, d, norm, freqs, n_rope, pos, indexer, eps, shd);
 }
 
+/* One block; the entry in dynamic shared memory [dim]. */
+__global__ void k_comp_finish(float *st_kv, float *st_sc, float *E_out, int64_t r, int64_t coff,
+                              int64_t d, const float *norm, const float *freqs, int n_rope,
+                              int64_t pos, int indexer, float eps, int active,
+                              const int64_t *dpos) {
+    cu_pdl_wait();
+    if (dpos) { /* launched every step, works when the window completes */
+        int64_t p1 = *dpos + 1;
+        if (p1 % r) return;
+        E_out += (p1 / r - 1) * d; /* E_out is the rows base here */
+        pos = r * (p1 / r - 1);
+    } else if (!active) {
+        return;
+    }
+    comp_pool_finish(st_kv, st_sc, E_out, r, coff, d, norm, freqs, n_rope, pos, indexer, eps);
+}
+
+/* cuda_comp_push_dpos in one launch (issue #7: a decode step is mostly small launches): the
+ * block stores the token's row as k_comp_store does, then, when the token completes a window,
+ * pools and finishes the entry as k_comp_finish does (its stores are visible to the whole block
+ * after the barrier); the same operations on the same values. */
+__global__ void k_comp_push_dec(float *st_kv, float *st_sc, const float *A, const float *B,
+                                const float *ape, float *rows, int64_t r, int64_t coff, int64_t d,
+                                const float *norm, const float *freqs, int n_rope, int indexer,
+                                float eps, const int64_t *dpos) {
+    cu_pdl_wait();
+    const int64_t p = *dpos, in_win = p % r, row = (coff == 2 ? r : 0) + in_win, w = coff * d;
+    for (int64_t i = threadIdx.x; i < w; i += blockDim.x) {
+        st_kv[row * w + i] = A[i];
+        st_sc[row * w + i] = __fadd_rn(B[i], ape[in_win * w + i]);
+    }
+    if ((p + 1) % r) return; /* uniform over the block */
+    __syncthreads();
+    const int64_t j = (p + 1) / r - 1;
+    comp_pool_finish(st_kv, st_sc, rows + j * d, r, coff, d, norm, freqs, n_rope, r * j, indexer, eps);
+}
+
+static ds4_status comp_push_check(const cuda_comp_state *c, int indexer, int n_rope,
+                                  ds4_error *err) {
+    int64_t r = c->ratio, d = c->dim;
+    if (r < 1 || (c->coff != 1 && c->coff != 2) || d < 1 || d > 16384 || n_rope < 0 ||
+        (n_rope & 1) || n_rope > d || (!indexer && (d - n_rope) % 64) ||
+        (indexer && ((d & (d - 1)) || d % 32)))
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG,
+                          "cuda_comp_push: ratio %lld, coff %lld, dim %lld, n_rope %d, %s rows",
+                          (long long)r, (long long)c->coff, (long long)d, n_rope,
+                          indexer ? "indexer" : "attention");
+    return DS4_OK;
+}
+
 static ds4_status comp_push(const cuda_comp_state *c, const float *d_A, const float *d_B,
                             const float *d_ape, const float *d_norm, int64_t pos,
                             const int64_t *d_pos, int indexer, const float *d_freqs, int n_rope,
                             float eps, int *finished, ds4_error *err) {
     int64_t r = c->ratio, d = c->dim, w = c->coff * d;
     if (finished) *finished = 0;
-    if (r < 1 || (c->coff != 1 && c->coff != 2) || d < 1 || d > 16384 || pos < 0 ||
-        n_rope < 0 || (n_rope & 1) || n_rope > d || (!indexer && (d - n_rope) % 64) ||
-        (indexer && ((d & (d - 1)) || d % 32)))
-        return ds4_seterr(err, DS4_ERR_INVALID_ARG,
-                          "cuda_comp_push: ratio %lld, coff %lld, dim %lld, n_rope %d, %s rows",
-                          (long long)r, (long long)c->coff, (long long)d, n_rope,
-                          indexer ? "indexer" : "attention");
+    ds4_status st = comp_push_check(c, indexer, n_rope, err);
+    if (st) return st;
+    if (pos < 0) return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_comp_push: position %lld", (long long)pos);
     int64_t in_win = pos % r, row = (c->coff == 2 ? r : 0) + in_win;
     cu_launch(k_comp_store, cu_blocks(w, 256), 256, 0, c->st_kv, c->st_sc, d_A, d_B, d_ape,
                                                            row, in_win, w, d_pos, r, c->coff);
@@ -144,6 +181,25 @@ extern "C" ds4_status cuda_comp_push_dpos(const cuda_comp_state *c, const float 
                           (long long)pos_bound, (long long)c->cap);
     return comp_push(c, d_A, d_B, d_ape, d_norm, 0, d_pos, indexer, d_freqs, n_rope, eps, NULL,
                      err);
+}
+
+extern "C" ds4_status cuda_comp_push_dpos1(const cuda_comp_state *c, const float *d_A,
+                                           const float *d_B, const float *d_ape,
+                                           const float *d_norm, const int64_t *d_pos,
+                                           int64_t pos_bound, int indexer, const float *d_freqs,
+                                           int n_rope, float eps, ds4_error *err) {
+    ds4_status st = comp_push_check(c, indexer, n_rope, err);
+    if (st) return st;
+    if (!d_pos || pos_bound < 0 || pos_bound / (c->ratio > 0 ? c->ratio : 1) > c->cap)
+        return ds4_seterr(err, DS4_ERR_RANGE,
+                          "cuda_comp_push_dpos1: positions up to %lld exceed %lld entries",
+                          (long long)pos_bound, (long long)c->cap);
+    int64_t d = c->dim;
+    int threads = d >= 512 ? 512 : (int)((d + 31) / 32 * 32);
+    cu_launch(k_comp_push_dec, 1, threads, (size_t)d * sizeof(float), c->st_kv, c->st_sc, d_A, d_B,
+              d_ape, c->rows, c->ratio, c->coff, d, d_norm, d_freqs, n_rope, indexer, eps, d_pos);
+    CU_LAUNCH_CHECK(err, "comp_push_dec launch");
+    return DS4_OK;
 }
 
 /* ---- A whole prefill chunk (cuda_comp_push_chunk, chunk_ops.h) ------------------------------

@@ -191,16 +191,17 @@ ds4_status cuda_hc_post(const float *d_f, const float *d_X, const float *d_post,
                         ds4_error *err);
 /* Issue #7 (hc.cu k_hc_mix): one decode token's pending hc_post, the next HC mix and hc_pre in
  * one launch, bit-identical to cuda_hc_post (when d_f is not NULL: X2 = hc_post(f, X) into
- * d_Xout, which must not alias d_X), cuda_matvec (F32 fn [rows][hc·d] · X2 into d_mix) and
+ * d_Xout, which must not alias d_X), cuda_matvec (fn [rows][hc·d] of ggml type fn_type · X2
+ * into d_mix; F32 and F16 in the launch, BF16 as the separate ops, quantized types rejected) and
  * cuda_hc_pre_quant (when d_scale is not NULL; post/comb out may be the post/comb in). The mix
  * is always fused with hc_post; hc_pre joins the launch when one_launch and the shape is
  * Flash's (hc 4, d 4096), else it runs after as its own launch. Other shapes: the three ops. */
-ds4_status cuda_hc_mix_fused(const float *d_fn, int64_t rows, const float *d_X, const float *d_f,
-                             const float *d_post, const float *d_comb, float *d_Xout, int hc,
-                             int64_t d, float *d_mix, const float *d_scale, const float *d_base,
-                             const float *d_norm, int iters, float hc_eps, float norm_eps,
-                             float *d_pre, float *d_post_out, float *d_comb_out, float *d_a,
-                             void *d_q80, void *d_q8k, int one_launch, ds4_error *err);
+ds4_status cuda_hc_mix_fused(int fn_type, const void *d_fn, int64_t rows, const float *d_X,
+                             const float *d_f, const float *d_post, const float *d_comb,
+                             float *d_Xout, int hc, int64_t d, float *d_mix, const float *d_scale,
+                             const float *d_base, const float *d_norm, int iters, float hc_eps,
+                             float norm_eps, float *d_pre, float *d_post_out, float *d_comb_out,
+                             float *d_a, void *d_q80, void *d_q8k, int one_launch, ds4_error *err);
 ds4_status cuda_hc_head(const float *d_X, const float *d_mix, const float *d_scale,
                         const float *d_base, const float *d_norm, int64_t n_tok, int hc,
                         int64_t d, float hc_eps, float norm_eps, float *d_y, ds4_error *err);

@@ -143,13 +143,55 @@ static ds4_status mv_experts(cuda_state *s, int64_t il, const char *what, const 
     return DS4_OK;
 }
 
-/* model/forward.c fwd_hc_pre: mix = fn·X, then ρ, split, weighted sum and norm (§4.1). */
+/* Issue #7, fewer launches around the attention sub-layer (h3, session 3), a bit mask from
+ * DS4_CUDA_FUSE3 (0: none; default F3_DEFAULT): F3_POST = a sub-layer's hc_post waits and runs
+ * inside the next HC mix's launch (hc.cu cuda_hc_mix_fused), F3_PRE = hc_pre joins that launch,
+ * F3_CPAIR = the compressor's kv + gate as one launch, F3_CPUSH = a graph's compressor push as
+ * one launch, F3_RING = the window ring store inside the kv norm chain's launch. Each fused path
+ * is bit-identical to the separate ops. Off under the verification hook (it checks each
+ * product). */
+enum { F3_POST = 1, F3_PRE = 2, F3_CPAIR = 4, F3_CPUSH = 8, F3_RING = 16 };
+#define F3_DEFAULT (F3_POST | F3_PRE | F3_CPAIR | F3_CPUSH | F3_RING)
+
+static int fuse3(const cuda_state *s) {
+    if (s->check) return 0;
+    const char *e = getenv("DS4_CUDA_FUSE3");
+    return e && e[0] ? atoi(e) : F3_DEFAULT;
+}
+
+static ds4_status hc_post(cuda_state *s, ds4_error *err);
+
+/* model/forward.c fwd_hc_pre: mix = fn·X, then ρ, split, weighted sum and norm (§4.1).
+ * pend: the previous sub-layer's hc_post (f, post, comb) has not run yet (fuse3): it runs
+ * first, or inside the mix launch. */
 static ds4_status hc_pre(cuda_state *s, int64_t il, const char *what, const cu_mat *fn,
-                         const float *scale, const float *base, const float *norm,
+                         const float *scale, const float *base, const float *norm, bool pend,
                          ds4_error *err) {
     const model_hparams *hp = &s->cm->m->hp;
     cu_ws *w = &s->ws;
     ds4_status st;
+    int fz = fuse3(s);
+    if ((fz & (F3_POST | F3_PRE)) && cuda_act_kind(fn->type) == CUDA_ACT_F32 &&
+        fn->cols == hp->n_hc * hp->n_embd) {
+        void *q80 = s->qa[CUDA_ACT_Q8_0], *q8k = s->qa[CUDA_ACT_Q8_K];
+        s->qa_ok[0] = false;
+        s->qa_ok[CUDA_ACT_Q8_0] = q80 != NULL;
+        s->qa_ok[CUDA_ACT_Q8_K] = q8k != NULL;
+        /* no mark here: the caller's marks this site, hc_post and hc_pre included */
+        s->prof_what = what;
+        st = cuda_hc_mix_fused(fn->type, fn->d, fn->rows, w->X, pend ? w->f : NULL, w->post,
+                               w->comb, w->X2, (int)hp->n_hc, hp->n_embd, w->mix, scale, base,
+                               norm, (int)hp->sinkhorn_iters, hp->hc_eps, hp->norm_eps, w->pre,
+                               w->post, w->comb, w->a, q80, q8k, (fz & F3_PRE) != 0, err);
+        if (st) return st;
+        if (pend) {
+            float *x = w->X;
+            w->X = w->X2;
+            w->X2 = x;
+        }
+        return DS4_OK;
+    }
+    if (pend) CKQ(hc_post(s, err));
     CK(mv(s, il, what, fn, w->X, w->mix, err));
     /* a is rewritten; its quantized copies come with it (issue #7: no launches of their own),
      * except under the verification hook (act_of_a then quantizes, as before). */
@@ -175,10 +217,14 @@ static ds4_status hc_post(cuda_state *s, ds4_error *err) {
 }
 
 /* A compressor step; inside a graph capture the fixed-topology variant, so that the captured
- * step keeps the same launches at every position (the graph updates in place). */
+ * step keeps the same launches at every position (the graph updates in place); one launch of
+ * it with fuse3. */
 static ds4_status comp_push(cuda_state *s, const cuda_comp_state *c, const float *A,
                             const float *B, const cu_comp_w *cw, int64_t pos, int indexer,
                             const float *freqs, int nr, float eps, ds4_error *err) {
+    if (s->graphing && (fuse3(s) & F3_CPUSH))
+        return cuda_comp_push_dpos1(c, A, B, cw->ape, cw->norm, s->d_pos, s->graph_bound, indexer,
+                                    freqs, nr, eps, err);
     if (s->graphing)
         return cuda_comp_push_dpos(c, A, B, cw->ape, cw->norm, s->d_pos, s->graph_bound, indexer,
                                    freqs, nr, eps, err);
@@ -232,6 +278,8 @@ static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
     int ratio = (int)hparams_ratio(hp, il);
     const float *freqs = ratio ? cm->freqs_comp : cm->freqs_plain;
     float eps = hp->norm_eps;
+    int fz = fuse3(s);
+    bool ring_done = false; /* the kv chain also stored the window ring's row (fuse3) */
     ds4_status st;
     /* §5.1: query path; per-head norm without weight (§3.2), RoPE on the tail. */
     CK(mv_a(s, il, "wq_a", &L->wq_a, w->qr, err));
@@ -248,7 +296,14 @@ static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
         CK(norm_rope(s, w->q, NULL, H, Dh, nr, freqs, pos, 0, NULL, err));
         /* §5.2: KV path, FP8 round trip of the non-RoPE dims in blocks of 64 (§12 #1). */
         CK(mv_a(s, il, "wkv", &L->wkv, w->kv, err));
-        CK(norm_rope(s, w->kv, L->kv_norm, 1, Dh, nr, freqs, pos, Dh - nr, NULL, err));
+        if ((fz & F3_RING) && Dh <= 8192) { /* and §7.1's ring store in the same launch */
+            CK(cuda_norm_rope_qat_ring(w->kv, L->kv_norm, 1, Dh, eps, nr, freqs, pos,
+                                       s->graphing ? s->d_pos : NULL, Dh - nr, 64, NULL, kvl->raw, W,
+                                       err));
+            ring_done = true;
+        } else {
+            CK(norm_rope(s, w->kv, L->kv_norm, 1, Dh, nr, freqs, pos, Dh - nr, NULL, err));
+        }
     } else {
         CK(cuda_rmsnorm(w->qr, w->qr, L->q_norm, 1, hp->q_lora, eps, err));
         CK(mv(s, il, "wq_b", &L->wq_b, w->qr, w->q, err));
@@ -262,8 +317,15 @@ static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
     }
     /* §7.3 steps 2-3: the compressors advance (§6.4). */
     if (L->has_comp) {
-        CK(mv_a(s, il, "comp.kv", &L->comp.kv, w->cA, err));
-        CK(mv_a(s, il, "comp.gate", &L->comp.gate, w->cB, err));
+        const cu_mat *ck = &L->comp.kv, *cg = &L->comp.gate;
+        if ((fz & F3_CPAIR) && cuda_act_kind(ck->type) == CUDA_ACT_F32 && cg->type == ck->type &&
+            cg->rows == ck->rows && cg->cols == ck->cols && ck->cols == hp->n_embd) {
+            s->prof_what = "comp.kv+gate";
+            CK(cuda_matvec_pair_f(ck->type, ck->d, cg->d, ck->rows, ck->cols, w->a, w->cA, w->cB, err));
+        } else {
+            CK(mv_a(s, il, "comp.kv", ck, w->cA, err));
+            CK(mv_a(s, il, "comp.gate", cg, w->cB, err));
+        }
         CK(comp_push(s, &kvl->comp, w->cA, w->cB, &L->comp, pos, 0, freqs, nr, eps, err));
     }
     if (L->has_indexer) {
@@ -295,9 +357,9 @@ static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
         CK(cuda_attn(w->q, w->kv, kvl->raw, W, comp, ratio, isel, w->n_isel, hp->idx_topk,
                      L->sinks, 1, pos, H, Dh, nr, freqs, w->attn_scr, w->o, err));
     /* §7.1: the window ring keeps position pos at slot pos mod W. */
-    if (s->graphing)
+    if (!ring_done && s->graphing)
         CK(cuda_ring_store_dpos(kvl->raw, w->kv, W, Dh, s->d_pos, err));
-    else
+    else if (!ring_done)
         CK(cuda_copy_d2d(kvl->raw + (pos % W) * Dh, w->kv, (size_t)Dh * sizeof(float), err));
     /* §5.6: grouped output projection, group g reads heads [g·H/G, (g+1)·H/G). Without the
      * verification hook: the G groups as G "experts" of one launch (rows g·ol.. of wo_a read
@@ -572,20 +634,23 @@ static ds4_status eval_layer(cuda_model *cm, cuda_state *s, int64_t il, int64_t 
     cu_ws *w = &s->ws;
     int64_t D = hp->n_embd, hc = hp->n_hc;
     ds4_status st;
+    /* fuse3: each sub-layer's hc_post runs inside the next hc_pre's launch, except the last
+     * layer's (hc_out and the head read X); never with hooks, which read X in between. */
+    bool defer = (fuse3(s) & F3_POST) && !cap;
     {
         const cu_layer *L = &cm->layers[il];
         CK(hc_pre(s, il, "hc_attn_fn", &L->hc_attn_fn, L->hc_attn_scale, L->hc_attn_base,
-                  L->attn_norm, err));
+                  L->attn_norm, defer && il > 0, err));
         CK(attn(s, il, pos, err));
         CKQ(capture_indexer(s, cap, il, pos, err));
-        CKQ(hc_post(s, err));
+        if (!defer) CKQ(hc_post(s, err));
         CKQ(capture_rows(s, cap, il, pos, "attn_out", w->f, D, err));
         CKQ(capture_rows(s, cap, il, pos, "h_attn", w->X, hc * D, err));
         CK(hc_pre(s, il, "hc_ffn_fn", &L->hc_ffn_fn, L->hc_ffn_scale, L->hc_ffn_base, L->ffn_norm,
-                  err));
+                  defer, err));
         CK(moe(s, il, err));
         CKQ(capture_choices(s, cap, il, pos, err));
-        CKQ(hc_post(s, err));
+        if (!defer || il + 1 == hp->n_layer) CKQ(hc_post(s, err));
         CKQ(capture_rows(s, cap, il, pos, "ffn_out", w->f, D, err));
         CKQ(capture_rows(s, cap, il, pos, "h_out", w->X, hc * D, err));
     }

@@ -188,42 +188,40 @@ __device__ __forceinline__ double hcd_sumsq(const float *v) {
     return (s[0] + s[1]) + (s[2] + s[3]);
 }
 
+/* The part of k_hc_pre_dec after ρ, for block role 1 (the split: post/comb) or role 0 (pre,
+ * the weighted sum, the norm and the quantized a), x = this thread's X values as loaded by
+ * hcd_load; mix/pre/post/comb/a/q80/q8k of this token. Shared by k_hc_pre_dec and k_hc_mix
+ * (hcmix below), so both give the same bits. mix is read through L2 (__ldcg): in k_hc_mix
+ * other blocks of the same grid wrote it. */
 template <int HC, int EPT>
-__global__ void __launch_bounds__(HCD_THREADS)
-k_hc_pre_dec(const float *X, const float *mix, const float *scale, const float *base,
-             const float *norm, int64_t d, int iters, float hc_eps, float norm_eps, float *pre,
-             float *post, float *comb, float *a, uint8_t *q80, uint8_t *q8k) {
-    cu_pdl_wait();
-    __shared__ double shd[32];
+__device__ __forceinline__ void hcd_tail(int role, const float *x, float rho, const float *mix,
+                                         const float *scale, const float *base, const float *norm,
+                                         int64_t d, int iters, float hc_eps, float norm_eps,
+                                         float *pre, float *post, float *comb, float *a,
+                                         uint8_t *q80, uint8_t *q8k, double *shd) {
     __shared__ float s_m[(2 + HC) * HC], s_pre[HC], s_post[HC], s_c[HC * HC];
-    const int64_t t = blockIdx.x, nmix = (2 + HC) * HC;
+    const int64_t nmix = (2 + HC) * HC;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const float *Xt = X + t * HC * d;
-    float x[HC * EPT]; /* x[k·EPT + j] = X[k][j·blockDim + tid]: flat index (k·EPT+j)·blockDim + tid */
-#pragma unroll
-    for (int f = 0; f < HC * EPT; f++) x[f] = Xt[(int64_t)f * HCD_THREADS + tid];
-    double ss = cu_block_sum_d(hcd_sumsq<HC * EPT>(x), shd);
-    const float rho = (float)(1.0 / sqrt(ss / (double)(HC * d) + (double)norm_eps));
-    if (blockIdx.y == 1) { /* the split: pre/post/comb of MODEL_MATH §4.1-4.2 */
+    if (role == 1) { /* the split: pre/post/comb of MODEL_MATH §4.1-4.2 */
         if (warp) return;
-        for (int64_t i = lane; i < nmix; i += 32) s_m[i] = __fmul_rn(mix[t * nmix + i], rho);
+        for (int64_t i = lane; i < nmix; i += 32) s_m[i] = __fmul_rn(__ldcg(mix + i), rho);
         __syncwarp();
         if (HC * HC <= 32) hc_split_reg<HC>(s_m, scale, base, HC, iters, hc_eps, s_pre, s_post, s_c);
         else hc_split_warp(s_m, scale, base, HC, iters, hc_eps, s_pre, s_post, s_c);
         __syncwarp();
-        for (int k = lane; k < HC; k += 32) post[t * HC + k] = s_post[k];
-        for (int k = lane; k < HC * HC; k += 32) comb[t * HC * HC + k] = s_c[k];
+        for (int k = lane; k < HC; k += 32) post[k] = s_post[k];
+        for (int k = lane; k < HC * HC; k += 32) comb[k] = s_c[k];
         return;
     }
     /* pre[k] as hc_split computes it, by lane k of every warp, shared by shuffles. */
     float pl = 0.0f;
     if (lane < HC)
-        pl = __fadd_rn(cu_sigmoid_ref(__fadd_rn(__fmul_rn(__fmul_rn(mix[t * nmix + lane], rho),
+        pl = __fadd_rn(cu_sigmoid_ref(__fadd_rn(__fmul_rn(__fmul_rn(__ldcg(mix + lane), rho),
                                                           scale[0]), base[lane])), hc_eps);
     float p[HC];
 #pragma unroll
     for (int k = 0; k < HC; k++) p[k] = __shfl_sync(0xffffffffu, pl, k);
-    if (warp == 0 && lane < HC) pre[t * HC + lane] = pl;
+    if (warp == 0 && lane < HC) pre[lane] = pl;
     /* a = Σ_k pre[k]·X[k] (k ascending from 0.0f), then norm ⊙ a·rms_inv(a) (hc_sum_norm). */
     float v[EPT];
 #pragma unroll
@@ -233,21 +231,20 @@ k_hc_pre_dec(const float *X, const float *mix, const float *scale, const float *
         for (int k = 0; k < HC; k++) s = __fadd_rn(s, __fmul_rn(p[k], x[k * EPT + j]));
         v[j] = s;
     }
-    ss = cu_block_sum_d(hcd_sumsq<EPT>(v), shd);
+    double ss = cu_block_sum_d(hcd_sumsq<EPT>(v), shd);
     const float r = (float)(1.0 / sqrt(ss / (double)d + (double)norm_eps));
-    float *at = a + t * d;
 #pragma unroll
     for (int j = 0; j < EPT; j++) {
         int64_t i = (int64_t)j * HCD_THREADS + tid;
         float y = __fmul_rn(v[j], r);
         v[j] = norm ? __fmul_rn(norm[i], y) : y;
-        at[i] = v[j];
+        a[i] = v[j];
     }
     /* Q8_0 record j·(blockDim/32) + warp is this warp's 32 values of slot j. */
     if (q80)
 #pragma unroll
         for (int j = 0; j < EPT; j++)
-            q8act_warp(v[j], q80 + (t * (d / 32) + j * (HCD_THREADS / 32) + warp) * CU_Q8_0ACT_BYTES);
+            q8act_warp(v[j], q80 + (j * (HCD_THREADS / 32) + warp) * CU_Q8_0ACT_BYTES);
     if (q8k) { /* Q8_K wants 8 consecutive values per lane: through shared memory */
         __shared__ float s_a[EPT * HCD_THREADS];
 #pragma unroll
@@ -256,9 +253,36 @@ k_hc_pre_dec(const float *X, const float *mix, const float *scale, const float *
         for (int64_t b = warp; b < d / 256; b += HCD_THREADS / 32) {
             float w8[8];
             for (int i = 0; i < 8; i++) w8[i] = s_a[b * 256 + lane * 8 + i];
-            q8k_warp(w8, q8k + (t * (d / 256) + b) * CU_Q8_K_BYTES);
+            q8k_warp(w8, q8k + b * CU_Q8_K_BYTES);
         }
     }
+}
+
+/* ρ = rms_inv of the hc·d values of X held as x (hcd_tail's order of cu_block_rms_inv). */
+template <int HC, int EPT>
+__device__ __forceinline__ float hcd_rho(const float *x, int64_t d, float norm_eps, double *shd) {
+    double ss = cu_block_sum_d(hcd_sumsq<HC * EPT>(x), shd);
+    return (float)(1.0 / sqrt(ss / (double)(HC * d) + (double)norm_eps));
+}
+
+template <int HC, int EPT>
+__global__ void __launch_bounds__(HCD_THREADS)
+k_hc_pre_dec(const float *X, const float *mix, const float *scale, const float *base,
+             const float *norm, int64_t d, int iters, float hc_eps, float norm_eps, float *pre,
+             float *post, float *comb, float *a, uint8_t *q80, uint8_t *q8k) {
+    cu_pdl_wait();
+    __shared__ double shd[32];
+    const int64_t t = blockIdx.x, nmix = (2 + HC) * HC;
+    const int tid = threadIdx.x;
+    const float *Xt = X + t * HC * d;
+    float x[HC * EPT]; /* x[k·EPT + j] = X[k][j·blockDim + tid]: flat index (k·EPT+j)·blockDim + tid */
+#pragma unroll
+    for (int f = 0; f < HC * EPT; f++) x[f] = Xt[(int64_t)f * HCD_THREADS + tid];
+    const float rho = hcd_rho<HC, EPT>(x, d, norm_eps, shd);
+    hcd_tail<HC, EPT>((int)blockIdx.y, x, rho, mix + t * nmix, scale, base, norm, d, iters, hc_eps,
+                      norm_eps, pre + t * HC, post + t * HC, comb + t * HC * HC, a + t * d,
+                      q80 ? q80 + t * (d / 32) * CU_Q8_0ACT_BYTES : NULL,
+                      q8k ? q8k + t * (d / 256) * CU_Q8_K_BYTES : NULL, shd);
 }
 
 /* Launches the decode kernel when (hc, d, n_tok) has an instance; 0 when it does not. */
@@ -374,4 +398,272 @@ extern "C" ds4_status cuda_hc_head(const float *d_X, const float *d_mix, const f
                                         norm_eps, d_y);
     CU_LAUNCH_CHECK(err, "hc_head launch");
     return DS4_OK;
+}
+
+/* ---- hc_post, the next HC mix and hc_pre in one launch (issue #7: fewer decode launches) ----
+ * A decode layer ran hc_post (X2 = post·f + comb·X), the mix m = fn·X2 (cuda_matvec, F32,
+ * 24 x 16384 on Flash) and hc_pre (k_hc_pre_dec) as three launches of a few us each. k_hc_mix
+ * does the three: every mix block forms the X2 values of the units it reads with k_hc_post's
+ * operations (so the same bits; fn's rows read X2 anyway), and its products follow
+ * k_matvec_float<F32/F16, 16-byte units, WPR> step for step (lane chains of fmaf over the units
+ * u = sub·32 + lane, u += 32·WPR, the warp's butterfly, the row's warps added in warp order),
+ * so mix equals cuda_matvec's. With `pre` (Flash's hc 4 x 4096 only) two more blocks run
+ * k_hc_pre_dec's roles: they load X2 and compute ρ while the mix blocks work, then wait on a
+ * device counter for the mix rows (the grid is small, all its blocks are resident together:
+ * PDL releases the next grid only once every block of this one has started), and block role 0
+ * writes X2 to Xout. Role 1 overwrites post/comb, so it waits for role 0 too (the mix blocks
+ * read the old post/comb before they count). One counter serves every launch: launches on the
+ * stream never overlap (cu_pdl_wait), and the last of the two waiting blocks resets it. */
+
+#define HCM_MAXW 16 /* warps per mix row at most (matvec.cu's few-row shapes) */
+
+struct hcm_args {
+    const uint8_t *fn;                /* [rows][cols] F32 or F16, cols = hc·d */
+    const float *X, *f, *post, *comb; /* X [hc][d]; f NULL: no pending hc_post */
+    float *Xout;                      /* X2 (with f) */
+    float *mix;                       /* [rows] */
+    int64_t rows, cols, d;
+    int hc, n_mix_blocks;
+    /* hc_pre (k_hc_mix with PRE): as cuda_hc_pre_quant; post_out/comb_out may be post/comb */
+    const float *scale, *base, *norm;
+    int iters;
+    float hc_eps, norm_eps;
+    float *pre, *post_out, *comb_out, *a;
+    uint8_t *q80, *q8k;
+};
+
+__device__ unsigned int g_hcm_count;
+
+/* The 4 values of X2 at stream k, columns c..c+3 (c a multiple of 4): k_hc_post's operations
+ * per value (post·f first, then comb[j][k]·X[j] for j ascending). The caller tracks (k, c)
+ * without dividing (issue #7: a 64-bit division per unit cost more than the mix). */
+__device__ __forceinline__ float4 hcm_x4(const hcm_args &a, int64_t k, int64_t c) {
+    const float4 fv = *(const float4 *)(a.f + c);
+    const float pk = __ldg(a.post + k);
+    float4 s = make_float4(__fmul_rn(pk, fv.x), __fmul_rn(pk, fv.y), __fmul_rn(pk, fv.z), __fmul_rn(pk, fv.w));
+    for (int j = 0; j < a.hc; j++) {
+        const float cj = __ldg(a.comb + j * a.hc + k);
+        const float4 xv = *(const float4 *)(a.X + (int64_t)j * a.d + c);
+        s.x = __fadd_rn(s.x, __fmul_rn(cj, xv.x));
+        s.y = __fadd_rn(s.y, __fmul_rn(cj, xv.y));
+        s.z = __fadd_rn(s.z, __fmul_rn(cj, xv.z));
+        s.w = __fadd_rn(s.w, __fmul_rn(cj, xv.w));
+    }
+    return s;
+}
+
+/* Waits until the counter reaches `target` (thread 0; a bound turns a hang into an error). */
+__device__ __forceinline__ void hcm_wait(unsigned target) {
+    if (threadIdx.x == 0) {
+        unsigned n = 0;
+        while (*(volatile unsigned *)&g_hcm_count < target) {
+            __nanosleep(32);
+            if (++n == (1u << 28)) __trap();
+        }
+        __threadfence();
+    }
+    __syncthreads();
+}
+
+/* Role r of k_hc_pre_dec on X2 (see above). */
+template <int HC, int EPT>
+__device__ void hcm_pre_block(const hcm_args &a, int role) {
+    __shared__ double shd[32];
+    const int tid = threadIdx.x;
+    float x[HC * EPT]; /* flat index f·blockDim + tid: stream f / EPT, column (f % EPT)·blockDim + tid */
+    if (a.f) {
+        float pk[HC], cm[HC * HC];
+#pragma unroll
+        for (int k = 0; k < HC; k++) pk[k] = __ldg(a.post + k);
+#pragma unroll
+        for (int k = 0; k < HC * HC; k++) cm[k] = __ldg(a.comb + k);
+#pragma unroll
+        for (int f = 0; f < HC * EPT; f++) {
+            const int k = f / EPT;
+            const int64_t c = (int64_t)(f % EPT) * HCD_THREADS + tid;
+            float v = __fmul_rn(pk[k], a.f[c]);
+#pragma unroll
+            for (int j = 0; j < HC; j++) v = __fadd_rn(v, __fmul_rn(cm[j * HC + k], a.X[(int64_t)j * a.d + c]));
+            x[f] = v;
+            if (role == 0) a.Xout[(int64_t)f * HCD_THREADS + tid] = v;
+        }
+    } else {
+#pragma unroll
+        for (int f = 0; f < HC * EPT; f++) x[f] = a.X[(int64_t)f * HCD_THREADS + tid];
+    }
+    const unsigned P = (unsigned)a.n_mix_blocks + 1; /* mix blocks + role 0 */
+    if (role == 0) { /* role 0 has read post/comb: count it with the mix blocks */
+        __syncthreads();
+        if (tid == 0) atomicAdd(&g_hcm_count, 1u);
+    }
+    const float rho = hcd_rho<HC, EPT>(x, a.d, a.norm_eps, shd);
+    hcm_wait(P);
+    if (tid == 0 && atomicAdd(&g_hcm_count, 1u) == P + 1) atomicExch(&g_hcm_count, 0u);
+    hcd_tail<HC, EPT>(role, x, rho, a.mix, a.scale, a.base, a.norm, a.d, a.iters, a.hc_eps,
+                      a.norm_eps, a.pre, a.post_out, a.comb_out, a.a, a.q80, a.q8k, shd);
+}
+
+/* T: fn's type (F32, F16); NW warps per block, WPR per mix row; PRE: the last two blocks run
+ * hc_pre (NW = 32). A unit is 16 bytes of fn's row: 4 (F32) or 8 (F16) values. */
+template <int T, int WPR, int NW, bool PRE>
+__global__ void __launch_bounds__(32 * NW) k_hc_mix(hcm_args a) {
+    cu_pdl_wait();
+    if (PRE && (int)blockIdx.x >= a.n_mix_blocks) {
+        hcm_pre_block<4, 4>(a, (int)blockIdx.x - a.n_mix_blocks);
+        return;
+    }
+    /* rows per block: with PRE one (the 1024-thread block's other warps idle), so the mix keeps
+     * one SM per row as without */
+    constexpr int RPB = PRE ? 1 : NW / WPR;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    constexpr int VPU = T == CU_T_F32 ? 4 : 8; /* values per unit */
+    const int64_t row = (int64_t)blockIdx.x * RPB + warp / WPR, nu = a.cols / VPU;
+    const bool ok = warp / WPR < RPB && row < a.rows;
+    /* without PRE the first row's warps write X2 (they visit every unit once) */
+    const bool writer = !PRE && a.f && blockIdx.x == 0 && warp < WPR;
+    const uint4 *wr = (const uint4 *)(a.fn + (ok ? row : 0) * nu * 16);
+    const int64_t u0 = (int64_t)(warp % WPR) * 32 + lane;
+    int64_t k = 0, c = u0 * VPU; /* X2's stream and column of unit u (pending hc_post) */
+    if (a.f) {
+        k = c / a.d;
+        c -= k * a.d;
+    }
+    float acc = 0.0f;
+#pragma unroll 4
+    for (int64_t u = u0; ok && u < nu; u += 32 * WPR) {
+        const uint4 w = wr[u];
+        const uint32_t wv[4] = {w.x, w.y, w.z, w.w};
+        if (T == CU_T_F32) { /* matvec.cu cu_dot16<F32> */
+            const float4 xv = a.f ? hcm_x4(a, k, c) : ((const float4 *)a.X)[u];
+            if (writer) ((float4 *)a.Xout)[u] = xv;
+            acc = fmaf(__uint_as_float(wv[0]), xv.x, acc);
+            acc = fmaf(__uint_as_float(wv[1]), xv.y, acc);
+            acc = fmaf(__uint_as_float(wv[2]), xv.z, acc);
+            acc = fmaf(__uint_as_float(wv[3]), xv.w, acc);
+        } else { /* cu_dot16<F16>: 8 values, two float4 of x */
+            const float4 x0 = a.f ? hcm_x4(a, k, c) : ((const float4 *)a.X)[2 * u];
+            const float4 x1 = a.f ? hcm_x4(a, k, c + 4) : ((const float4 *)a.X)[2 * u + 1];
+            if (writer) {
+                ((float4 *)a.Xout)[2 * u] = x0;
+                ((float4 *)a.Xout)[2 * u + 1] = x1;
+            }
+            const float xs[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                const uint32_t h = (wv[i / 2] >> (16 * (i & 1))) & 0xFFFFu;
+                acc = fmaf(__half2float(__ushort_as_half((unsigned short)h)), xs[i], acc);
+            }
+        }
+        if (a.f) /* the next unit of this lane: 32·WPR units on */
+            for (c += 32 * WPR * VPU; c >= a.d; c -= a.d) k++;
+    }
+    /* matvec.cu mv_finish: the warp's butterfly, then the row's warps in warp order */
+    acc = cu_warp_sum(acc);
+    if (WPR == 1) {
+        if (ok && lane == 0) a.mix[row] = acc;
+    } else {
+        __shared__ float part[32];
+        if (lane == 0) part[warp] = acc;
+        __syncthreads();
+        if (ok && lane == 0 && warp % WPR == 0) {
+            float t = part[warp];
+            for (int q = 1; q < WPR; q++) t = __fadd_rn(t, part[warp + q]);
+            a.mix[row] = t;
+        }
+    }
+    if (PRE) { /* this block's rows are written: count it */
+        __threadfence();
+        __syncthreads();
+        if (threadIdx.x == 0) atomicAdd(&g_hcm_count, 1u);
+    }
+}
+
+template <int T, int WPR>
+static void hcm_launch(const hcm_args &a0, bool pre) {
+    hcm_args a = a0;
+    if (pre) {
+        a.n_mix_blocks = (int)a.rows;
+        cu_launch(k_hc_mix<T, WPR, 32, true>, a.n_mix_blocks + 2, 1024, 0, a);
+    } else {
+        constexpr int NW = WPR < 4 ? 4 : WPR;
+        a.n_mix_blocks = (int)((a.rows + NW / WPR - 1) / (NW / WPR));
+        cu_launch(k_hc_mix<T, WPR, NW, false>, a.n_mix_blocks, 32 * NW, 0, a);
+    }
+}
+
+template <int T>
+static void hcm_launch_t(const hcm_args &a, int wpr, bool pre) {
+    if (wpr == 16) hcm_launch<T, 16>(a, pre);
+    else if (wpr == 4) hcm_launch<T, 4>(a, pre);
+    else hcm_launch<T, 1>(a, pre);
+}
+
+extern "C" ds4_status cuda_hc_mix_fused(int fn_type, const void *d_fn, int64_t rows,
+                                        const float *d_X, const float *d_f, const float *d_post,
+                                        const float *d_comb, float *d_Xout, int hc, int64_t d,
+                                        float *d_mix,
+                                        const float *d_scale, const float *d_base,
+                                        const float *d_norm, int iters, float hc_eps,
+                                        float norm_eps, float *d_pre, float *d_post_out,
+                                        float *d_comb_out, float *d_a, void *d_q80, void *d_q8k,
+                                        int one_launch, ds4_error *err) {
+    ds4_status st = hc_check("cuda_hc_mix_fused", 1, hc, d, err);
+    if (st) return st;
+    const int64_t cols = hc * d;
+    if (rows <= 0 || cuda_act_kind(fn_type) != CUDA_ACT_F32 ||
+        (d_f && (!d_post || !d_comb || !d_Xout || d_Xout == d_X)) ||
+        (d_q80 && d % 32) || (d_q8k && d % 256))
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_hc_mix_fused: %lld rows, hc %d, d %lld",
+                          (long long)rows, hc, (long long)d);
+    const float *X2 = d_f ? d_Xout : d_X; /* the streams hc_pre and the mix read */
+    /* matvec.cu's choice for a float product of rows x cols: 16-byte units when aligned, WPR 16
+     * (rows < 512) while the row has 32·WPR units, else 4, else 1. Other types and shapes, and
+     * the unaligned cases (cuda_matvec would take 1-value units): the separate ops. */
+    const int vpu = fn_type == CU_T_F32 ? 4 : 8; /* values per 16-byte unit */
+    const int64_t nu = cols / vpu;
+    int wpr = rows >= 4096 ? 1 : rows >= 512 ? 4 : 16;
+    while (wpr > 1 && nu < 32 * wpr) wpr /= 4;
+    const bool vec = (fn_type == CU_T_F32 || fn_type == CU_T_F16) && d % vpu == 0 &&
+                     ((uintptr_t)d_fn & 15) == 0 && ((uintptr_t)d_X & 15) == 0 &&
+                     (!d_f || (((uintptr_t)d_f & 15) == 0 && ((uintptr_t)d_Xout & 15) == 0));
+    if (!vec || wpr > HCM_MAXW) {
+        if (d_f && (st = cuda_hc_post(d_f, d_X, d_post, d_comb, 1, hc, d, d_Xout, err))) return st;
+        if ((st = cuda_matvec(fn_type, d_fn, rows, cols, X2, NULL, d_mix, err))) return st;
+        if (!d_scale) return DS4_OK;
+        return cuda_hc_pre_quant(X2, d_mix, d_scale, d_base, d_norm, 1, hc, d, iters, hc_eps,
+                                 norm_eps, d_pre, d_post_out, d_comb_out, d_a, d_q80, d_q8k, err);
+    }
+    hcm_args a;
+    a.fn = (const uint8_t *)d_fn;
+    a.X = d_X;
+    a.f = d_f;
+    a.post = d_post;
+    a.comb = d_comb;
+    a.Xout = d_Xout;
+    a.mix = d_mix;
+    a.rows = rows;
+    a.cols = cols;
+    a.d = d;
+    a.hc = hc;
+    a.n_mix_blocks = 0;
+    a.scale = d_scale;
+    a.base = d_base;
+    a.norm = d_norm;
+    a.iters = iters;
+    a.hc_eps = hc_eps;
+    a.norm_eps = norm_eps;
+    a.pre = d_pre;
+    a.post_out = d_post_out;
+    a.comb_out = d_comb_out;
+    a.a = d_a;
+    a.q80 = (uint8_t *)d_q80;
+    a.q8k = (uint8_t *)d_q8k;
+    /* hc_pre inside: k_hc_pre_dec's shape (MODEL_MATH §0: Flash's hc 4, n_embd 4096) */
+    const bool pre = one_launch && d_scale && hc == 4 && d == 4 * HCD_THREADS;
+    if (fn_type == CU_T_F32) hcm_launch_t<CU_T_F32>(a, wpr, pre);
+    else hcm_launch_t<CU_T_F16>(a, wpr, pre);
+    CU_LAUNCH_CHECK(err, "hc_mix launch");
+    if (!d_scale || pre) return DS4_OK;
+    return cuda_hc_pre_quant(X2, d_mix, d_scale, d_base, d_norm, 1, hc, d, iters, hc_eps, norm_eps,
+                             d_pre, d_post_out, d_comb_out, d_a, d_q80, d_q8k, err);
 }

@@ -575,6 +575,16 @@ extern "C" ds4_status cuda_matvec_pair_preq(int type, const void *d_w1, const vo
                           d_y2, err);
 }
 
+/* Two float products (F32/F16/BF16) of one shape on the same f32 x in one launch (issue #7:
+ * the compressor's kv and gate); the kernel is chosen for the pair as for cuda_matvec_pair_preq. */
+extern "C" ds4_status cuda_matvec_pair_f(int type, const void *d_w1, const void *d_w2, int64_t rows,
+                                         int64_t cols, const float *d_x, float *d_y1, float *d_y2,
+                                         ds4_error *err) {
+    if (cuda_act_kind(type) != CUDA_ACT_F32 || !d_w1 || !d_w2 || !d_x)
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_matvec_pair_f: type %d", type);
+    return matvec_launch2(type, d_w1, d_w2, 1, 0, NULL, 1, rows, cols, d_x, 1, NULL, d_y1, d_y2, err);
+}
+
 extern "C" ds4_status cuda_matvec_experts_pair_preq(int type, const void *d_w1, const void *d_w2,
                                                     int64_t n_experts, int64_t rows, int64_t cols,
                                                     const int32_t *d_ids, int n_sel,

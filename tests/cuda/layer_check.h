@@ -47,6 +47,7 @@ void test_attention(void);
 void test_compressor(void);
 void test_indexer(void);
 void test_matmul(void);
+void test_fuse3(void); /* test_cuda_fuse3.c: decode launch fusions = the separate ops */
 /* Times `iters` back-to-back calls of one op (after one warm-up call) and prints a "bench"
  * line in microseconds per call, or the failure. */
 #define BENCH(label, iters, call)                                                              \

@@ -190,6 +190,7 @@ int test_cuda_layer_ops(int do_bench, int *n_pass, int *n_fail) {
     test_compressor();
     test_indexer();
     test_matmul();
+    test_fuse3();
     if (do_bench) {
         bench_elem_ops();
         bench_sample_dev();
