@@ -2,8 +2,10 @@
  * cuda/hc.cu — hyper-connections on the device (MODEL_MATH §4): hc_pre (ρ, the pre/post/comb
  * split with Sinkhorn, the weighted stream sum and the sub-layer RMSNorm), hc_post, hc_head.
  * The mixes m = fn·X are a plain matvec done by the caller (cuda_matvec), as in the CPU path
- * (model/forward.c fwd_hc_pre). Same steps and order as model/hc.c.
- * Must not: run the fn projection or know layer structure.
+ * (model/forward.c fwd_hc_pre), except in cuda_hc_mix_fused (decode, issue #7), which runs the
+ * pending hc_post, the mix and hc_pre in one launch with cuda_matvec's arithmetic. Same steps
+ * and order as model/hc.c.
+ * Must not: know layer structure (the caller says which hc_post is pending).
  */
 #include "cuda_api.h"
 #include "ops.cuh"
@@ -658,8 +660,14 @@ extern "C" ds4_status cuda_hc_mix_fused(int fn_type, const void *d_fn, int64_t r
     a.a = d_a;
     a.q80 = (uint8_t *)d_q80;
     a.q8k = (uint8_t *)d_q8k;
-    /* hc_pre inside: k_hc_pre_dec's shape (MODEL_MATH §0: Flash's hc 4, n_embd 4096) */
-    const bool pre = one_launch && d_scale && hc == 4 && d == 4 * HCD_THREADS;
+    /* hc_pre inside: k_hc_pre_dec's shape (MODEL_MATH §0: Flash's hc 4, n_embd 4096), and one
+     * SM for each of the grid's blocks (1024 threads at up to 64 registers: one block per SM),
+     * so the waiting blocks can never hold an SM a mix block needs */
+    int dev = 0, n_sm = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+        n_sm = 0;
+    const bool pre = one_launch && d_scale && hc == 4 && d == 4 * HCD_THREADS && n_sm >= rows + 2;
     if (fn_type == CU_T_F32) hcm_launch_t<CU_T_F32>(a, wpr, pre);
     else hcm_launch_t<CU_T_F16>(a, wpr, pre);
     CU_LAUNCH_CHECK(err, "hc_mix launch");
