@@ -2,9 +2,10 @@
 # scripts/gpu-pack.sh — one folder to carry to the GPU machine, small enough for the device
 # tool's 64 MiB limit: stripped copies of `make cuda BUILD=$B`'s programs and tests, the
 # libraries they load (scripts/gpu-carry.sh) minus those only the server links, and the test
-# data. Usage, here:  DS4_BUILD=build/x bash scripts/gpu-pack.sh   (makes $B/pack)
-# then carry ["build/x/pack"] and on the device:
-#   . build/x/pack/env.sh && OUT=$OUT scripts/gpu-check.sh
+# data, as a folder and as one xz archive. Usage, here:
+#   DS4_BUILD=build/x bash scripts/gpu-pack.sh   (makes $B/pack and $B/pack.tar.xz)
+# then carry ["build/x/pack.tar.xz"] (or the folder while it is under the limit) and on the
+# device:  tar xJf build/x/pack.tar.xz && . build/x/pack/env.sh && OUT=$OUT scripts/gpu-check.sh
 set -eu
 cd "$(dirname "$0")/.."
 B=${DS4_BUILD:-build}
@@ -30,4 +31,5 @@ done
 cat > "$P/env.sh" <<EOF
 export LD_LIBRARY_PATH=\$PWD/$P/gpu-carry/lib DS4_SHARED=\$PWD/$P/gpu-carry/shared DS4_BUILD=$P
 EOF
-du -sh "$P"
+tar cf - "$P" | xz -T2 -6 > "$P.tar.xz"
+du -sh "$P" "$P.tar.xz"
