@@ -116,6 +116,22 @@ ds4_status cuda_mvx_launch(int type, const void *d_w1, const void *d_w2, int64_t
                            int64_t cols, const void *d_act, int n_x, float *d_y1, float *d_y2,
                            ds4_error *err);
 ds4_status cuda_mvx_grid_upload(const uint64_t grid[256], ds4_error *err);
+/* The decode MoE's down product and combination in one launch (issue #7): d_y [n_sel][rows] =
+ * cuda_matvec_experts_preq_x, d_out [rows] = cuda_moe_combine(d_y, d_shared, 1, n_sel, rows),
+ * bit-identical to those two calls. DS4_ERR_UNSUPPORTED where cuda_mvx_supports(type, cols,
+ * n_sel) is false (call the two then). */
+ds4_status cuda_matvec_experts_down_combine(int type, const void *d_w, int64_t n_experts,
+                                            int64_t rows, int64_t cols, const int32_t *d_ids,
+                                            int n_sel, const void *d_act, float *d_y,
+                                            const float *d_shared, float *d_out, ds4_error *err);
+/* Two cuda_swiglu_quant problems in one launch (the routed experts' and the shared expert's
+ * SwiGLU of the decode MoE), bit-identical to the two calls. */
+ds4_status cuda_swiglu_quant_pair(int kind1, const float *d_g1, const float *d_u1,
+                                  const float *d_rw1, int64_t n_rows1, int64_t F1, float clamp1,
+                                  float *d_h1, void *d_q1, int kind2, const float *d_g2,
+                                  const float *d_u2, const float *d_rw2, int64_t n_rows2,
+                                  int64_t F2, float clamp2, float *d_h2, void *d_q2,
+                                  ds4_error *err);
 
 /* Elapsed milliseconds of `iters` back-to-back cuda_matvec calls (CUDA events), for benchmarks. */
 ds4_status cuda_matvec_time(int type, const void *d_w, int64_t rows, int64_t cols,

@@ -392,6 +392,56 @@ static bool swiglu_quant_ok(int type, int64_t F) {
     return (k == CUDA_ACT_Q8_K && F % 256 == 0) || (k == CUDA_ACT_Q8_0 && F % 32 == 0);
 }
 
+/* Issue #7, the MoE after the router in 5 launches instead of 7 (off under the verification hook,
+ * which checks each product, and with DS4_CUDA_MOE_FUSE=0): the shared expert's gate+up moves
+ * before the SwiGLUs so the routed and the shared SwiGLU+quantize share one launch, the shared
+ * down runs before the routed down, and the routed down also writes the combination
+ * (cuda_matvec_experts_down_combine). Same kernel per product and the same operations, so the
+ * same bits as moe()'s separate calls (tests/cuda/test_cuda_moe_dec.c). The shared down's
+ * quantized input lives in ws.yexp's bytes: free until the routed down writes yexp, which runs
+ * after the shared down has read them. *done = false (nothing launched) when the shapes or types
+ * do not allow it; its last launch is marked by the caller's CK, like moe()'s combine. */
+static ds4_status moe_fused(cuda_state *s, int64_t il, bool *done, ds4_error *err) {
+    const model_hparams *hp = &s->cm->m->hp;
+    const cu_layer *L = &s->cm->layers[il];
+    cu_ws *w = &s->ws;
+    const int64_t D = hp->n_embd, F = hp->n_ff_exp;
+    const int K = (int)hp->n_expert_used;
+    const cu_experts *eg = &L->gate_exps, *eu = &L->up_exps, *ed = &L->down_exps;
+    const cu_mat *sg = &L->sh_gate, *su = &L->sh_up, *sd = &L->sh_down;
+    const char *env = getenv("DS4_CUDA_MOE_FUSE");
+    ds4_status st;
+    *done = false;
+    if (s->check || !L->has_shared || (env && strcmp(env, "0") == 0)) return DS4_OK;
+    const int64_t Fs = sg->rows;
+    if (eu->type != eg->type || eu->rows != eg->rows || eu->cols != eg->cols ||
+        eu->n_expert != eg->n_expert || su->type != sg->type || su->rows != sg->rows ||
+        su->cols != sg->cols || ed->rows != D || sd->rows != D || !swiglu_quant_ok(ed->type, F) ||
+        !swiglu_quant_ok(sd->type, Fs) || !cuda_mvx_supports(ed->type, ed->cols, K) ||
+        cuda_matvec_scratch_bytes(sd->type, sd->cols) > (size_t)K * (size_t)D * sizeof(float))
+        return DS4_OK;
+    const void *q, *qs;
+    CKQ(act_of_a(s, eg->type, eg->cols, &q, err));
+    CKQ(act_of_a(s, sg->type, sg->cols, &qs, err));
+    if (!q || !qs) return DS4_OK;
+    *done = true;
+    s->prof_what = "gate+up_exps";
+    CK(cuda_matvec_experts_pair_preq(eg->type, eg->d, eu->d, eg->n_expert, eg->rows, eg->cols, w->sel,
+                                     K, q, w->g, w->u, err));
+    s->prof_what = "sh_gate+up";
+    CK(cuda_matvec_pair_preq(sg->type, sg->d, su->d, sg->rows, sg->cols, qs, w->shg, w->shu, err));
+    void *shq = w->yexp;
+    s->prof_what = "swiglu+quantize, experts and shared";
+    CK(cuda_swiglu_quant_pair(cuda_act_kind(ed->type), w->g, w->u, w->selw, K, F, hp->swiglu_clamp[il],
+                              w->g, w->act, cuda_act_kind(sd->type), w->shg, w->shu, NULL, 1, Fs,
+                              hp->swiglu_clamp_shared[il], w->shg, shq, err));
+    s->prof_what = "sh_down";
+    CK(cuda_matvec_preq(sd->type, sd->d, sd->rows, sd->cols, shq, w->shy, err));
+    s->prof_what = "down_exps + moe_combine";
+    return cuda_matvec_experts_down_combine(ed->type, ed->d, ed->n_expert, ed->rows, ed->cols, w->sel,
+                                            K, w->act, w->yexp, w->shy, w->f, err);
+}
+
 /* model/moe.c moe_forward for one token: router, the K selected experts in grouped launches,
  * clamped SwiGLU with the routing weight, shared expert, sum in ascending expert order. */
 static ds4_status moe(cuda_state *s, int64_t il, ds4_error *err) {
@@ -406,6 +456,9 @@ static ds4_status moe(cuda_state *s, int64_t il, ds4_error *err) {
     CK(mv_a(s, il, "gate_inp", &L->gate_inp, w->rl, err));
     CK(cuda_moe_route(w->rl, L->tid2eid ? NULL : L->exp_bias, L->tid2eid, w->tok, 1, E, K,
                       hp->route_scale, hp->expert_weights_norm, w->sel, w->selw, err));
+    bool fused;
+    CKQ(moe_fused(s, il, &fused, err));
+    if (fused) return DS4_OK;
     const cu_experts *eg = &L->gate_exps, *eu = &L->up_exps, *ed = &L->down_exps;
     const void *q = NULL;
     /* Issue #7 (fewer launches; off under the verification hook, which checks each product):

@@ -103,7 +103,7 @@ extern "C" ds4_status cuda_iq2_tables_upload(const uint64_t grid[256], const uin
                                              ds4_error *err) {
     (void)ksigns; /* the sign table is computed (parity rule, §4.5.2); checked by the tests */
     CU_CHECK(cudaMemcpyToSymbol(g_iq2_grid, grid, sizeof(uint64_t) * 256), err, "iq2 grid upload");
-    return DS4_OK;
+    return cuda_mvx_grid_upload(grid, err); /* matvec_exp.cu's copy of the grid */
 }
 
 /* Sign masks of a 7-bit IQ2 sign index: bit 7 = parity (KSIGNS, GGUF_LAYOUT §4.5.2); each bit
@@ -473,6 +473,11 @@ static ds4_status matvec_launch2(int type, const void *d_w, const void *d_w2, in
     } else {
         a.act = (const uint8_t *)d_x;
     }
+    /* The selected routed experts of IQ2_XXS / Q2_K / Q4_K: matvec_exp.cu (issue #7: wide
+     * coalesced loads, bit-identical to the CPU dot); DS4_CUDA_EXP_V1=1 keeps the kernels below. */
+    if (d_ids && cuda_mvx_supports(type, cols, n_x))
+        return cuda_mvx_launch(type, d_w, d_w2, n_experts, w_stride, d_ids, n_sel, rows, cols, a.act, n_x,
+                               d_y, d_y2, err);
     /* Warps per row: one when the launch has enough rows to fill the device, else 4 or 16,
      * never more than the row has units for (issue #7: few-row products). */
     const int vec = (type == CU_T_F32 || type == CU_T_F16 || type == CU_T_BF16) &&

@@ -37,10 +37,9 @@ __device__ __forceinline__ float swiglu_at(const float *g, const float *u, const
 /* SwiGLU and the quantizer of its output in one pass (issue #7: one launch instead of two):
  * warp b makes activation record b of h (KIND Q8_K: 256 values, Q8_0: 32). */
 template <int KIND>
-__global__ void k_swiglu_quant(const float *g, const float *u, const float *rw, int64_t F,
-                               float clamp, float *h, uint8_t *out) {
-    cu_pdl_wait();
-    const int64_t b = blockIdx.x;
+__device__ __forceinline__ void swiglu_quant_rec(const float *g, const float *u, const float *rw,
+                                                 int64_t F, float clamp, float *h, uint8_t *out,
+                                                 int64_t b) {
     const int lane = threadIdx.x;
     if (KIND == CUDA_ACT_Q8_K) {
         float v[8];
@@ -56,6 +55,56 @@ __global__ void k_swiglu_quant(const float *g, const float *u, const float *rw, 
         h[k] = v;
         q8act_warp(v, out + b * CU_Q8_0ACT_BYTES);
     }
+}
+
+template <int KIND>
+__global__ void k_swiglu_quant(const float *g, const float *u, const float *rw, int64_t F,
+                               float clamp, float *h, uint8_t *out) {
+    cu_pdl_wait();
+    swiglu_quant_rec<KIND>(g, u, rw, F, clamp, h, out, blockIdx.x);
+}
+
+/* Two SwiGLU+quantize problems in one launch (issue #7, the decode MoE: the routed experts' rows
+ * and the shared expert's): blocks [0, n_rec of the first) make its records, the rest the
+ * second's, each by the device function of the single launch (same operations, same bits). */
+struct swq_prob {
+    const float *g, *u, *rw;
+    int64_t F, n_rec;
+    float clamp;
+    float *h;
+    uint8_t *out;
+    int kind;
+};
+
+__global__ void k_swiglu_quant2(swq_prob p0, swq_prob p1) {
+    cu_pdl_wait();
+    int64_t b = blockIdx.x;
+    const bool second = b >= p0.n_rec;
+    const swq_prob p = second ? p1 : p0;
+    if (second) b -= p0.n_rec;
+    if (p.kind == CUDA_ACT_Q8_K) swiglu_quant_rec<CUDA_ACT_Q8_K>(p.g, p.u, p.rw, p.F, p.clamp, p.h, p.out, b);
+    else swiglu_quant_rec<CUDA_ACT_Q8_0>(p.g, p.u, p.rw, p.F, p.clamp, p.h, p.out, b);
+}
+
+static int swq_block(int kind) { return kind == CUDA_ACT_Q8_K ? 256 : kind == CUDA_ACT_Q8_0 ? 32 : 0; }
+
+extern "C" ds4_status cuda_swiglu_quant_pair(int kind1, const float *d_g1, const float *d_u1,
+                                             const float *d_rw1, int64_t n_rows1, int64_t F1,
+                                             float clamp1, float *d_h1, void *d_q1, int kind2,
+                                             const float *d_g2, const float *d_u2, const float *d_rw2,
+                                             int64_t n_rows2, int64_t F2, float clamp2, float *d_h2,
+                                             void *d_q2, ds4_error *err) {
+    const int64_t b1 = swq_block(kind1), b2 = swq_block(kind2);
+    if (!b1 || !b2 || n_rows1 <= 0 || F1 <= 0 || F1 % b1 || n_rows2 <= 0 || F2 <= 0 || F2 % b2 ||
+        n_rows1 * F1 / b1 + n_rows2 * F2 / b2 > INT32_MAX)
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG,
+                          "cuda_swiglu_quant_pair: kinds %d/%d, %lld rows of %lld, %lld rows of %lld", kind1,
+                          kind2, (long long)n_rows1, (long long)F1, (long long)n_rows2, (long long)F2);
+    const swq_prob p0 = {d_g1, d_u1, d_rw1, F1, n_rows1 * F1 / b1, clamp1, d_h1, (uint8_t *)d_q1, kind1};
+    const swq_prob p1 = {d_g2, d_u2, d_rw2, F2, n_rows2 * F2 / b2, clamp2, d_h2, (uint8_t *)d_q2, kind2};
+    cu_launch(k_swiglu_quant2, (unsigned)(p0.n_rec + p1.n_rec), 32, 0, p0, p1);
+    CU_CHECK(cudaGetLastError(), err, "swiglu_quant_pair launch");
+    return DS4_OK;
 }
 
 extern "C" ds4_status cuda_swiglu_quant(int kind, const float *d_g, const float *d_u,

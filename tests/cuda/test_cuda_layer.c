@@ -173,6 +173,8 @@ double now_s(void) {
     return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
 }
 
+void test_moe_dec(int do_bench); /* test_cuda_moe_dec.c: routed-expert products (h1) */
+
 int test_cuda_layer_ops(int do_bench, int *n_pass, int *n_fail) {
     g_pass = n_pass;
     g_fail = n_fail;
@@ -191,6 +193,7 @@ int test_cuda_layer_ops(int do_bench, int *n_pass, int *n_fail) {
     test_indexer();
     test_matmul();
     test_fuse3();
+    test_moe_dec(do_bench);
     if (do_bench) {
         bench_elem_ops();
         bench_sample_dev();
