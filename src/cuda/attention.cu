@@ -18,8 +18,10 @@
  * caller appends the chunk's rows after attention, MODEL_MATH §7.1).
  */
 #include "attention_dec.cuh"
+#include "chunk_ops.h"
 #include "cuda_api.h"
 #include "ops.cuh"
+#include "qnorm.cuh"
 
 #include <stdlib.h>
 
@@ -390,7 +392,7 @@ static size_t attc2_smem(int64_t Dh, int64_t keys, int hb, int nt) {
 /* grid (head groups of HB, tokens), NT threads (NT / 8 lane groups; a lane group takes up to
  * RKM keys at once); the thread owns dims threadIdx.x + NT j. */
 template <int ND, int HB, int NT, int RKM, bool PF>
-__global__ void __launch_bounds__(NT) k_attn_chunk2(attn_args a, int64_t nk_cap) {
+__global__ void __launch_bounds__(NT) k_attn_chunk2(attn_args a, int64_t nk_cap, float qn_eps) {
     cu_pdl_wait();
     extern __shared__ __align__(16) float sm2_[];
     __shared__ float s_red[NT / 32][HB];
@@ -411,6 +413,11 @@ __global__ void __launch_bounds__(NT) k_attn_chunk2(attn_args a, int64_t nk_cap)
     for (int64_t i = threadIdx.x; i < nkg; i += blockDim.x)
         kp[i] = attn_key(a, s0, n_win, sel, i < n_keys ? i : 0);
     __syncthreads();
+    if (qn_eps > 0.0f) { /* cuda_attn_qnorm: §3.2-3.3 on the staged q rows, a warp per head */
+        for (int h = (int)(threadIdx.x >> 5); h < nh; h += NT / 32)
+            cu_qnorm_rope_warp(sq + h * Dh, Dh, qn_eps, Dh - a.n_rope, a.n_rope, a.freqs, (float)p);
+        __syncthreads();
+    }
     const float tau = (float)(1.0 / sqrt((double)Dh)); /* MODEL_MATH §5.5 */
     for (int64_t k0 = 0; k0 < n_keys;) { /* as many keys per lane group as are left, up to RKM */
         int64_t rem = n_keys - k0;
@@ -536,14 +543,15 @@ __global__ void __launch_bounds__(NT) k_attn_chunk2(attn_args a, int64_t nk_cap)
 }
 
 template <int ND, int HB, int NT, int RKM, bool PF = false>
-static ds4_status attc2_launch(const attn_args &a, int64_t n_tok, int64_t keys, ds4_error *err) {
+static ds4_status attc2_launch(const attn_args &a, int64_t n_tok, int64_t keys, float qn_eps,
+                               ds4_error *err) {
     int64_t nk_cap = attc2_nk(keys, NT);
     size_t smem = attc2_smem(a.Dh, keys, HB, NT);
     CU_CHECK(cudaFuncSetAttribute(k_attn_chunk2<ND, HB, NT, RKM, PF>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
              err, "attn chunk shared memory");
     dim3 g((unsigned)((a.H + HB - 1) / HB), (unsigned)n_tok);
-    cu_launch(k_attn_chunk2<ND, HB, NT, RKM, PF>, g, NT, smem, a, nk_cap);
+    cu_launch(k_attn_chunk2<ND, HB, NT, RKM, PF>, g, NT, smem, a, nk_cap, qn_eps);
     CU_LAUNCH_CHECK(err, "attn chunk launch");
     return DS4_OK;
 }
@@ -578,20 +586,31 @@ static ds4_status attc_launch(const attn_args &a, int64_t n_tok, int64_t keys, d
     return DS4_OK;
 }
 
-static ds4_status attc(const attn_args &a, int64_t n_tok, int64_t keys, ds4_error *err) {
+/* Whether attc takes k_attn_chunk2 for head dim Dh and this many keys (variant v). */
+static bool attc2_takes(int v, int64_t Dh, int64_t keys) {
+    int64_t nd = (Dh + 255) / 256;
+    if (v == 32) return Dh <= 512 && attc2_smem(Dh, keys, 32, 512) <= ATTC_SMEM_MAX;
+    if (v == 8 || v == 9 || v == 16)
+        return nd <= 2 && attc2_smem(Dh, keys, v == 16 ? 16 : 8, 256) <= ATTC_SMEM_MAX;
+    return false;
+}
+
+/* qn_eps > 0 (cuda_attn_qnorm; only where attc2_takes): q's norm + RoPE in the kernel. */
+static ds4_status attc(const attn_args &a, int64_t n_tok, int64_t keys, ds4_error *err,
+                       float qn_eps = 0.0f) {
     int64_t nd = (a.Dh + 255) / 256;
     int v = attc_variant();
     /* k_attn_chunk2 for head dims up to 512 while its shared memory fits (else the first). */
     if (v == 32 && a.Dh <= 512 && attc2_smem(a.Dh, keys, 32, 512) <= ATTC_SMEM_MAX)
-        return attc2_launch<1, 32, 512, 2>(a, n_tok, keys, err);
+        return attc2_launch<1, 32, 512, 2>(a, n_tok, keys, qn_eps, err);
     if (v == 9 && nd <= 2 && attc2_smem(a.Dh, keys, 8, 256) <= ATTC_SMEM_MAX)
-        return nd <= 1 ? attc2_launch<1, 8, 256, 4, true>(a, n_tok, keys, err)
-                       : attc2_launch<2, 8, 256, 4, true>(a, n_tok, keys, err);
+        return nd <= 1 ? attc2_launch<1, 8, 256, 4, true>(a, n_tok, keys, qn_eps, err)
+                       : attc2_launch<2, 8, 256, 4, true>(a, n_tok, keys, qn_eps, err);
     if ((v == 8 || v == 16) && nd <= 2 && attc2_smem(a.Dh, keys, v, 256) <= ATTC_SMEM_MAX) {
-        if (v == 16) return nd <= 1 ? attc2_launch<1, 16, 256, 4>(a, n_tok, keys, err)
-                                    : attc2_launch<2, 16, 256, 4>(a, n_tok, keys, err);
-        return nd <= 1 ? attc2_launch<1, 8, 256, 4>(a, n_tok, keys, err)
-                       : attc2_launch<2, 8, 256, 4>(a, n_tok, keys, err);
+        if (v == 16) return nd <= 1 ? attc2_launch<1, 16, 256, 4>(a, n_tok, keys, qn_eps, err)
+                                    : attc2_launch<2, 16, 256, 4>(a, n_tok, keys, qn_eps, err);
+        return nd <= 1 ? attc2_launch<1, 8, 256, 4>(a, n_tok, keys, qn_eps, err)
+                       : attc2_launch<2, 8, 256, 4>(a, n_tok, keys, qn_eps, err);
     }
     if (nd <= 1) return attc_launch<1>(a, n_tok, keys, err);
     if (nd <= 2) return attc_launch<2>(a, n_tok, keys, err);
@@ -679,6 +698,35 @@ extern "C" ds4_status cuda_attn(const float *d_q, const float *d_kv_chunk, const
                                 ds4_error *err) {
     return attn(d_q, d_kv_chunk, d_ring, W, d_comp, ratio, d_isel, d_n_isel, topk, d_sinks, n_tok,
                 pos0, NULL, H, Dh, n_rope, d_freqs, d_scratch, d_out, err);
+}
+
+/* cuda_attn with q's per-head RMSNorm (no weight, eps q_eps) and RoPE at the token positions
+ * done first (MODEL_MATH §3.2-3.3, the ops cuda_rmsnorm + cuda_rope_tail would do on q): inside
+ * k_attn_chunk2 on the rows it stages when it takes the call, else as cuda_qnorm_rope_chunk on
+ * d_q then cuda_attn. d_q is left unnormalized in the first case. */
+extern "C" ds4_status cuda_attn_qnorm(float *d_q, const float *d_kv_chunk, const float *d_ring,
+                                      int64_t W, const float *d_comp, int ratio,
+                                      const int32_t *d_isel, const int32_t *d_n_isel,
+                                      int64_t topk, const float *d_sinks, int64_t n_tok,
+                                      int64_t pos0, int64_t H, int64_t Dh, int n_rope,
+                                      const float *d_freqs, float q_eps, float *d_scratch,
+                                      float *d_out, ds4_error *err) {
+    int64_t keys = (int64_t)cuda_attn_max_keys(W, ratio, topk, d_isel != NULL, pos0 + n_tok);
+    bool fused = q_eps > 0.0f && n_tok >= 2 && n_tok <= 65535 && W >= 1 && H >= 1 &&
+                 H <= 65535 && Dh < 2048 && n_rope >= 0 && !(n_rope & 1) && n_rope <= Dh && ratio >= 0 && pos0 >= 0 &&
+                 (!d_isel || (d_n_isel && topk >= 1)) && attc_use(n_tok, Dh, keys, 0) &&
+                 attc2_takes(attc_variant(), Dh, keys);
+    if (!fused) {
+        ds4_status st = cuda_qnorm_rope_chunk(d_q, n_tok * H, Dh, q_eps, Dh - n_rope, H, n_rope,
+                                              d_freqs, pos0, err);
+        return st ? st : cuda_attn(d_q, d_kv_chunk, d_ring, W, d_comp, ratio, d_isel, d_n_isel,
+                                   topk, d_sinks, n_tok, pos0, H, Dh, n_rope, d_freqs, d_scratch,
+                                   d_out, err);
+    }
+    int64_t S = attn_splits(W, ratio, topk, d_isel != NULL, pos0 + n_tok);
+    attn_args a = {d_q, d_kv_chunk, d_ring, d_comp, d_sinks, d_freqs, d_isel, d_n_isel,
+                   W, topk, pos0, H, Dh, S, ratio, n_rope, d_scratch, d_out, NULL};
+    return attc(a, n_tok, keys, err, q_eps);
 }
 
 extern "C" ds4_status cuda_attn_dpos(const float *d_q, const float *d_kv_chunk,

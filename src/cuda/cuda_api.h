@@ -246,6 +246,16 @@ size_t cuda_attn_max_keys(int64_t W, int ratio, int64_t topk, int indexed, int64
  * values loaded a step ahead; -1 = DS4_CUDA_ATTN_CHUNK from the environment, else the
  * default. For benches and tests. */
 void cuda_attn_chunk_set_variant(int v);
+/* cuda_attn for a prefill chunk with q [n_tok][H][Dh] not yet normalized: each head row's
+ * RMSNorm (MODEL_MATH §3.2, eps q_eps) and RoPE of its n_rope tail at its position (§3.3)
+ * come first, bit-identical to cuda_rmsnorm + cuda_rope_tail on d_q (inside the chunk kernel
+ * when it takes the call, d_q then left as it was; else on d_q in place). Head dims below 2048. */
+ds4_status cuda_attn_qnorm(float *d_q, const float *d_kv_chunk, const float *d_ring, int64_t W,
+                           const float *d_comp, int ratio, const int32_t *d_isel,
+                           const int32_t *d_n_isel, int64_t topk, const float *d_sinks,
+                           int64_t n_tok, int64_t pos0, int64_t H, int64_t Dh, int n_rope,
+                           const float *d_freqs, float q_eps, float *d_scratch, float *d_out,
+                           ds4_error *err);
 
 /* A compressor's device state (model/kvstate.h kv_comp): rows [cap][dim] finished entries,
  * st_kv / st_sc [coff*ratio][coff*dim] streaming buffers (initial state: kv 0, score -inf). */

@@ -49,6 +49,8 @@ typedef struct cu_bws {
     int64_t il;               /* the layer being evaluated (verification hook) */
     bool v1;                  /* DS4_CUDA_CHUNK_V1=1: the session-2 kernels (hc_post, attention)
                                * instead of h5's, same bits; to time both in one binary */
+    bool qfuse;               /* DS4_CUDA_ATTN_QNORM=1: q's norm + RoPE inside the attention
+                               * (cuda_attn_qnorm); off until timed and checked on a GPU */
 } cu_bws;
 
 /* With profiling on (cuda_state_set_profile) every op is followed by an event tagged with
@@ -115,7 +117,9 @@ static ds4_status bws_alloc(cuda_state *s, int64_t cap, ds4_error *err) {
     s->bws = w;
     w->cap = cap;
     const char *v1 = getenv("DS4_CUDA_CHUNK_V1");
+    const char *qf = getenv("DS4_CUDA_ATTN_QNORM");
     w->v1 = v1 && v1[0] == '1';
+    w->qfuse = qf && qf[0] == '1';
     if (w->v1) cuda_attn_chunk_set_variant(0);
     float **fp[] = {&w->X, &w->X2, &w->a, &w->mix, &w->pre, &w->post, &w->comb, &w->qr, &w->q,
                     &w->o, &w->kv, &w->cA, &w->cB, &w->iA, &w->iB, &w->iq, &w->iw, &w->oa,
@@ -247,10 +251,14 @@ static ds4_status attn_n(cuda_state *s, int64_t il, int64_t pos0, int64_t n, ds4
     CK(mm(s, "wq_a", &L->wq_a, w->a, D, n, w->qr, ql, err));
     CK(cuda_rmsnorm(w->qr, w->qr, L->q_norm, n, ql, eps, err));
     CK(mm(s, "wq_b", &L->wq_b, w->qr, ql, n, w->q, H * Dh, err));
+    /* q's per-head norm and RoPE: one launch here, a warp per head row (cuda_qnorm_rope_chunk);
+     * with DS4_CUDA_ATTN_QNORM=1 inside the attention below instead (cuda_attn_qnorm, on the
+     * rows it stages; head dims below 2048); DS4_CUDA_CHUNK_V1=1: the two separate ops. */
+    bool qfused = !w->v1 && w->qfuse && Dh < 2048;
     if (w->v1) {
         CK(cuda_rmsnorm(w->q, w->q, NULL, n * H, Dh, eps, err));
         CK(cuda_rope_tail(w->q, n * H, Dh, Dh - nr, H, nr, freqs, pos0, 0, err));
-    } else { /* the same two ops in one launch, a warp per head row */
+    } else if (!qfused) {
         CK(cuda_qnorm_rope_chunk(w->q, n * H, Dh, eps, Dh - nr, H, nr, freqs, pos0, err));
     }
     /* §5.2 KV path */
@@ -300,9 +308,15 @@ static ds4_status attn_n(cuda_state *s, int64_t il, int64_t pos0, int64_t n, ds4
         if (t0 > 0) CK(ring_store(kvl->raw, w->kv, W, Dh, pos0, 0, t0, err));
         CK(grow(&w->attn_scr, &w->attn_bytes,
                 cuda_attn_scratch_bytes(m, H, Dh, W, ratio, topk, ratio == 4, pos0 + t0), err));
-        CK(cuda_attn(w->q + t0 * H * Dh, w->kv + t0 * Dh, kvl->raw, W, comp, ratio,
-                     isel ? isel + t0 * topk : NULL, w->n_isel + t0, topk, L->sinks, m, pos0 + t0,
-                     H, Dh, nr, freqs, w->attn_scr, w->o + t0 * H * Dh, err));
+        if (qfused)
+            CK(cuda_attn_qnorm(w->q + t0 * H * Dh, w->kv + t0 * Dh, kvl->raw, W, comp, ratio,
+                               isel ? isel + t0 * topk : NULL, w->n_isel + t0, topk, L->sinks, m,
+                               pos0 + t0, H, Dh, nr, freqs, eps, w->attn_scr, w->o + t0 * H * Dh,
+                               err));
+        else
+            CK(cuda_attn(w->q + t0 * H * Dh, w->kv + t0 * Dh, kvl->raw, W, comp, ratio,
+                         isel ? isel + t0 * topk : NULL, w->n_isel + t0, topk, L->sinks, m,
+                         pos0 + t0, H, Dh, nr, freqs, w->attn_scr, w->o + t0 * H * Dh, err));
     }
     /* §7.1: the ring keeps the last min(n, W) rows at slot pos mod W. */
     CK(ring_store(kvl->raw, w->kv, W, Dh, pos0, 0, n, err));

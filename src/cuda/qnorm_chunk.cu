@@ -4,17 +4,14 @@
  * cuda_rmsnorm then cuda_rope_tail. k_rmsnorm takes a 256-thread block per row, which for
  * 2048 tokens x 64 heads of 512 values is 131072 blocks of two values per thread and two
  * barriers each (~350 us per layer). Here one warp takes a row and reproduces k_rmsnorm's
- * sum exactly: lane l plays the 8 block threads 32w + l (w < 8) with cu_block_rms_inv's
- * per-thread loop, each of the 8 warps' butterflies (cu_block_sum_d), then the first warp's
- * butterfly over the 8 warp sums written out; then x·r and the rotation of the tail pairs
- * (cu_rope_pair) at the row's position.
+ * sum exactly (cu_qnorm_rope_warp, qnorm.cuh; the chunk attention runs the same function on
+ * the q rows it stages, cuda_attn_qnorm), then x·r and the rotation of the tail pairs.
  * Must not: know which tensor the rows are (forward_chunk.c passes the query rows).
  */
 #include "chunk_ops.h"
 #include "cuda_api.h"
 #include "ops.cuh"
-
-#define QN_BD 256 /* the block size of k_rmsnorm this reproduces */
+#include "qnorm.cuh"
 
 /* 8 warps of rows per block; row r = t·rows_per_pos + head, position pos0 + r / rows_per_pos. */
 __global__ void __launch_bounds__(256) k_qnorm_rope(float *x, int64_t n_rows, int64_t n,
@@ -23,36 +20,8 @@ __global__ void __launch_bounds__(256) k_qnorm_rope(float *x, int64_t n_rows, in
                                                      const float *freqs, int64_t pos0) {
     cu_pdl_wait();
     int64_t r = (int64_t)blockIdx.x * 8 + (threadIdx.x >> 5);
-    int l = threadIdx.x & 31;
     if (r >= n_rows) return;
-    float *row = x + r * n;
-    double ws[QN_BD / 32];
-#pragma unroll
-    for (int w = 0; w < QN_BD / 32; w++) {
-        /* cu_block_rms_inv's loop for block thread 32w + l */
-        double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
-        int64_t bd = QN_BD, i = 32 * w + l;
-        for (; i + 3 * bd < n; i += 4 * bd) {
-            float a = row[i], b = row[i + bd], c = row[i + 2 * bd], d = row[i + 3 * bd];
-            s0 += (double)a * a;
-            s1 += (double)b * b;
-            s2 += (double)c * c;
-            s3 += (double)d * d;
-        }
-        for (; i < n; i += bd) s0 += (double)row[i] * row[i];
-        double v = (s0 + s1) + (s2 + s3);
-        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-        ws[w] = v;
-    }
-    /* cu_block_sum_d's second stage: lanes 0..7 hold the warp sums, the rest 0 (adding 0 to a
-     * sum of squares changes nothing), butterfly xor 16, 8 (no-ops), 4, 2, 1. */
-    double ss = ((ws[0] + ws[4]) + (ws[2] + ws[6])) + ((ws[1] + ws[5]) + (ws[3] + ws[7]));
-    float rinv = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
-    for (int64_t i = l; i < n; i += 32) row[i] = __fmul_rn(row[i], rinv);
-    __syncwarp();
-    float t = (float)(pos0 + r / rows_per_pos);
-    for (int p = l; p < n_rope / 2; p += 32)
-        cu_rope_pair(row + tail_off + 2 * p, freqs[p], t, 0);
+    cu_qnorm_rope_warp(x + r * n, n, eps, tail_off, n_rope, freqs, (float)(pos0 + r / rows_per_pos));
 }
 
 extern "C" ds4_status cuda_qnorm_rope_chunk(float *d_x, int64_t n_rows, int64_t n, float eps,

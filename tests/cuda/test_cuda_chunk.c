@@ -250,6 +250,30 @@ static void run_attn_chunk_case(const char *what, int64_t H, int64_t Dh, int64_t
             }
         }
         cuda_attn_chunk_set_variant(-1);
+        /* cuda_attn_qnorm (q's norm + RoPE inside the kernel) == cuda_qnorm_rope_chunk then
+         * cuda_attn, for every variant (0: the norm runs as its own launch). */
+        float *dq2 = dev_put(q, n * H * Dh * 4), *dq3 = dev_alloc(n * H * Dh * 4);
+        if (ok_call(cuda_qnorm_rope_chunk(dq2, n * H, Dh, 1e-6f, Dh - n_rope, H, n_rope, dfreqs,
+                                          pos0, &err), name, &err) &&
+            ok_call(cuda_attn(dq2, dkv, dring, W, dcomp, ratio, indexed ? disel : NULL, dn, topk,
+                              dsinks, n, pos0, H, Dh, n_rope, dfreqs, dscr, dout, &err), name, &err)) {
+            dev_get(b, dout, n * H * Dh * 4);
+            for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
+                char vn[320];
+                snprintf(vn, sizeof vn, "%s: attn_qnorm variant %d == qnorm_rope_chunk + attn", name,
+                         variants[v]);
+                cuda_attn_chunk_set_variant(variants[v]);
+                cuda_upload(dq3, q, (size_t)(n * H * Dh) * 4, &err);
+                if (ok_call(cuda_attn_qnorm(dq3, dkv, dring, W, dcomp, ratio, indexed ? disel : NULL,
+                                            dn, topk, dsinks, n, pos0, H, Dh, n_rope, dfreqs, 1e-6f,
+                                            dscr, dout, &err),
+                            vn, &err)) {
+                    dev_get(a, dout, n * H * Dh * 4);
+                    cmp_exact(vn, b, a, n * H * Dh);
+                }
+            }
+            cuda_attn_chunk_set_variant(-1);
+        }
         free(a);
         free(b);
     }
