@@ -330,8 +330,15 @@ static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
     }
     if (L->has_indexer) {
         int64_t id = hp->idx_head_dim, ih = hp->idx_n_head;
-        CK(mv_a(s, il, "idx_comp.kv", &L->idx_comp.kv, w->iA, err));
-        CK(mv_a(s, il, "idx_comp.gate", &L->idx_comp.gate, w->iB, err));
+        const cu_mat *ik = &L->idx_comp.kv, *ig = &L->idx_comp.gate;
+        if ((fz & F3_CPAIR) && cuda_act_kind(ik->type) == CUDA_ACT_F32 && ig->type == ik->type &&
+            ig->rows == ik->rows && ig->cols == ik->cols && ik->cols == hp->n_embd) {
+            s->prof_what = "idx_comp.kv+gate"; /* the attention compressor's pair launch */
+            CK(cuda_matvec_pair_f(ik->type, ik->d, ig->d, ik->rows, ik->cols, w->a, w->iA, w->iB, err));
+        } else {
+            CK(mv_a(s, il, "idx_comp.kv", ik, w->iA, err));
+            CK(mv_a(s, il, "idx_comp.gate", ig, w->iB, err));
+        }
         CK(comp_push(s, &kvl->idx, w->iA, w->iB, &L->idx_comp, pos, 1, freqs, nr, eps, err));
         /* §8: queries from the normalised qr, head weights from a; RoPE, Hadamard, FP4. */
         CK(mv(s, il, "idx_wq_b", &L->idx_wq_b, w->qr, w->iq, err));

@@ -278,5 +278,6 @@ void test_fuse3(void) {
     norm_ring_case(512, 128, 5, 1);
     pair_f_case(1, 1024, 4096);
     pair_f_case(1, 512, 4096);
+    pair_f_case(1, 256, 4096); /* the indexer's compressor */
     pair_f_case(0, 24, 1024);
 }
