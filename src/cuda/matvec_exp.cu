@@ -416,6 +416,9 @@ static ds4_status mvx_launch(int type, const void *d_w1, const void *d_w2, int64
     uint32_t fixed, slot;
     int lg;
     mvx_sizes(type, cols, n_x, &fixed, &slot, &lg);
+    /* Bench knobs (docs/BENCHMARKS.md "Decode MoE (h1, session 3)"): DS4_MVX_S slots per warp
+     * (2 or 4), DS4_MVX_NW warps per block (fewer than the shared memory allows), DS4_MVX_DIAG
+     * (1: no decode, 2: no weight fetch; results then wrong). */
     const char *sv = getenv("DS4_MVX_S");
     const int S = sv && (atoi(sv) == 2 || atoi(sv) == 4) ? atoi(sv) : slot <= 3072 ? 4 : 2;
     a.w0 = (const uint8_t *)d_w1;
