@@ -12,7 +12,10 @@
  * Numerics vs model/attention.c attn_items: the scores tau·(q·k) are bit-identical (the dot
  * follows cpu_dot_f32's order); the softmax uses per-split maxima and the splits' sums are
  * merged, so the outputs agree to a few f32 ULP, not bit for bit. Two or more query tokens (a
- * prefill chunk) take k_attn_chunk instead: the CPU's order step for step, bit-identical.
+ * prefill chunk) take k_attn_chunk2 (default; k_attn_chunk with DS4_CUDA_ATTN_CHUNK=0)
+ * instead: the CPU's order step for step, bit-identical. One
+ * token (decode) takes attention_dec.cu (the same steps as the chunk kernel, over the whole
+ * device) up to its row limit; the split/merge pair keeps longer lists and DS4_CUDA_ATTN_V1=1.
  *
  * Must not: project, normalise or round q/kv (other ops do), or write the window ring (the
  * caller appends the chunk's rows after attention, MODEL_MATH §7.1).
@@ -670,7 +673,7 @@ static ds4_status attn(const float *d_q, const float *d_kv_chunk, const float *d
     attn_args a = {d_q, d_kv_chunk, d_ring, d_comp, d_sinks, d_freqs, d_isel, d_n_isel,
                    W, topk, pos0, H, Dh, S, ratio, n_rope, d_scratch, d_out, d_pos0};
     int64_t keys = (int64_t)cuda_attn_max_keys(W, ratio, topk, d_isel != NULL, pos0 + n_tok);
-    if (n_tok == 1 && !attd_v1()) { /* attention_dec.cu: exact, three launches (h2) */
+    if (n_tok == 1 && !attd_v1()) { /* attention_dec.cu: the CPU's order, two launches (h2) */
         const attd_in in = {d_q, d_kv_chunk, d_ring, d_comp, d_sinks, d_freqs, d_isel, d_n_isel,
                             W, topk, pos0, H, Dh, ratio, n_rope, d_pos0, keys, d_scratch, d_out};
         ds4_status st = DS4_OK;

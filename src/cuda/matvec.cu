@@ -10,8 +10,11 @@
  * them into FMAs — each block's contribution is bit-identical to the CPU's; only the order of
  * the final sum over blocks differs (warp lanes hold interleaved partial sums).
  */
+#include <stdlib.h>
+
 #include "common.cuh"
 #include "cuda_api.h"
+#include "matvec_impl.cuh"
 
 /* Grouped launches: blockIdx.y = selection j, expert e = ids[j] (0 when ids is NULL); weights
  * of expert e start at w + e·w_stride, its activation at act + j·act_stride (0 = one shared
@@ -30,6 +33,7 @@ struct mv_args {
     const uint8_t *w2;
     float *y2;
     int n_sel;
+    int exact; /* Q8_0: sum the block terms in the CPU's order (k_matvec_q8_0) */
 };
 
 struct mv_ptrs {
@@ -266,32 +270,31 @@ __global__ void __launch_bounds__(32 * mv_shape<WPR>::warps) k_matvec_kquant(mv_
     mv_finish<WPR>(acc, ok, p.y);
 }
 
-/* The 34 bytes of Q8_0 block bp (2-byte aligned) from 9 aligned 32-bit loads (issue #7: half the
- * load instructions of 17 16-bit ones): the f16 scale and the 8 words of quants. Needs the row
- * 4-byte aligned (checked at launch); the last word may reach 2 bytes past the block, never
- * past the 4-byte word that holds its last byte. */
-__device__ __forceinline__ float q8_0_load(const uint8_t *bp, uint32_t q[8]) {
-    const bool odd = ((uintptr_t)bp & 2) != 0;
-    const uint32_t *wp = (const uint32_t *)(bp - (odd ? 2 : 0));
-    uint32_t w[9];
-#pragma unroll
-    for (int j = 0; j < 9; j++) w[j] = wp[j];
-#pragma unroll
-    for (int j = 0; j < 8; j++) q[j] = odd ? w[j + 1] : __funnelshift_r(w[j], w[j + 1], 16);
-    const uint32_t h = odd ? w[0] >> 16 : w[0] & 0xFFFFu;
-    return __half2float(__ushort_as_half((unsigned short)h));
-}
-
 /* Q8_0 weights × ds4 Q8_0 activation records: a unit is one 32-value block. A4: rows 4-byte
- * aligned (q8_0_load), else 16-bit loads. */
+ * aligned (q8_0_load), else 16-bit loads.
+ * Default: lane partial sums over the blocks, then the warp sum (each block's term is the CPU's,
+ * the order of the sum is not). a.exact (DS4_CUDA_MV_EXACT=1; issue #7, h2): the row is the
+ * CPU's q_dot_q8_0 bit for bit — the terms (d·yd)·isum added one after another from block 0.
+ * One warp per row: each group of 32 terms (one per lane) is added in lane order by every lane
+ * through shuffles; several warps per row: the terms go to shared memory (rows of up to
+ * MV_Q8_TERMS blocks), then thread 0 adds them in order. The shuffles cost as many
+ * instructions as the dot itself: +25% per product on an H200, 9% of the decode step
+ * (docs/BENCHMARKS.md "Decode matvecs and attention (h2, session 3)"), so it is not the
+ * default. */
+#define MV_Q8_TERMS 2048
 template <int WPR, bool A4>
 __global__ void __launch_bounds__(32 * mv_shape<WPR>::warps) k_matvec_q8_0(mv_args a) {
     cu_pdl_wait();
+    __shared__ float terms[WPR > 1 ? MV_Q8_TERMS : 1];
     const int64_t nb = a.cols / 32;
+    const int lane = threadIdx.x & 31;
+    const bool exact = a.exact && (WPR == 1 || nb <= MV_Q8_TERMS); /* uniform */
     mv_ptrs p;
     const bool ok = mv_select<WPR>(a, &p, nb * CU_Q8_0_BYTES);
     float acc = 0.0f;
-    for (int64_t b0 = mv_unit0<WPR>(); ok && b0 < nb; b0 += MV_U * MV_STEP(WPR)) {
+    /* base: the warp's first unit of the step (warp-uniform, so the shuffles see every lane) */
+    for (int64_t base = mv_unit0<WPR>() - lane; ok && base < nb; base += MV_U * MV_STEP(WPR)) {
+        const int64_t b0 = base + lane;
         int s[MV_U];
         float dw[MV_U];
 #pragma unroll
@@ -316,13 +319,34 @@ __global__ void __launch_bounds__(32 * mv_shape<WPR>::warps) k_matvec_q8_0(mv_ar
         }
 #pragma unroll
         for (int i = 0; i < MV_U; i++) {
-            const int64_t b = b0 + i * MV_STEP(WPR);
-            if (b < nb)
-                acc = __fadd_rn(acc, __fmul_rn(__fmul_rn(dw[i], cu_f32_at(p.act + b * CU_Q8_0ACT_BYTES)),
-                                               (float)s[i]));
+            const int64_t b = b0 + i * MV_STEP(WPR), bi = base + i * MV_STEP(WPR);
+            if (bi >= nb) break; /* warp-uniform */
+            const float t = b < nb ? __fmul_rn(__fmul_rn(dw[i], cu_f32_at(p.act + b * CU_Q8_0ACT_BYTES)),
+                                               (float)s[i])
+                                   : 0.0f;
+            if (!exact) {
+                if (b < nb) acc = __fadd_rn(acc, t);
+            } else if (WPR == 1) {
+                const int n = nb - bi < 32 ? (int)(nb - bi) : 32;
+                for (int j = 0; j < n; j++) acc = __fadd_rn(acc, __shfl_sync(0xffffffffu, t, j));
+            } else if (b < nb) {
+                terms[b] = t;
+            }
         }
     }
-    mv_finish<WPR>(acc, ok, p.y);
+    if (exact && WPR == 1) {
+        if (ok && lane == 0) *p.y = acc;
+    } else if (exact) { /* one row per block (WPR > 1): thread 0 adds the terms in order */
+        __syncthreads();
+        if (ok && threadIdx.x == 0) {
+            float r = 0.0f;
+#pragma unroll 8
+            for (int64_t b = 0; b < nb; b++) r = __fadd_rn(r, terms[b]);
+            *p.y = r;
+        }
+    } else {
+        mv_finish<WPR>(acc, ok, p.y);
+    }
 }
 
 /* Float weights × f32 activations. */
@@ -331,30 +355,6 @@ __device__ __forceinline__ float cu_wval(const uint8_t *wr, int64_t i) {
     if (T == CU_T_F32) return ((const float *)wr)[i];
     if (T == CU_T_F16) return __half2float(__ushort_as_half(((const uint16_t *)wr)[i]));
     return __uint_as_float((uint32_t)((const uint16_t *)wr)[i] << 16); /* BF16 */
-}
-
-/* 16 bytes of a float row at unit u (4 f32 or 8 f16/bf16 values) dotted with x, in order. */
-template <int T>
-__device__ __forceinline__ float cu_dot16(const uint8_t *wr, const float *x, int64_t u, float acc) {
-    const uint4 w = ((const uint4 *)wr)[u];
-    const uint32_t wv[4] = {w.x, w.y, w.z, w.w};
-    if (T == CU_T_F32) {
-        const float4 xv = ((const float4 *)x)[u];
-        acc = fmaf(__uint_as_float(wv[0]), xv.x, acc);
-        acc = fmaf(__uint_as_float(wv[1]), xv.y, acc);
-        acc = fmaf(__uint_as_float(wv[2]), xv.z, acc);
-        return fmaf(__uint_as_float(wv[3]), xv.w, acc);
-    }
-    const float4 x0 = ((const float4 *)x)[2 * u], x1 = ((const float4 *)x)[2 * u + 1];
-    const float xs[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-        const uint32_t h = (wv[i / 2] >> (16 * (i & 1))) & 0xFFFFu;
-        const float f = T == CU_T_F16 ? __half2float(__ushort_as_half((unsigned short)h))
-                                      : __uint_as_float(h << 16);
-        acc = fmaf(f, xs[i], acc);
-    }
-    return acc;
 }
 
 /* VEC: a unit is 16 bytes of the row (rows and x 16-byte aligned, checked at launch), else one
@@ -486,6 +486,18 @@ static ds4_status matvec_launch2(int type, const void *d_w, const void *d_w2, in
     const int64_t units = type == CU_T_Q8_0 ? cols / 32 : blk == 256 ? cols / 32
                           : vec ? weight_row_bytes(type, cols) / 16 : cols;
     const int64_t total = rows * n_sel * (d_w2 ? 2 : 1);
+    /* Q8_0 rows bit-identical to q_dot_row (the CPU's order), both slower than the default on an
+     * H200 and kept for measurement and checks: DS4_CUDA_MV_EXACT=1 (k_matvec_q8_0's exact
+     * sum), DS4_CUDA_MV_STREAM=1 (512+ rows through matvec_stream.cu). Read per call, so a test
+     * can compare them; decode calls happen once, at graph capture. */
+    const char *ex = getenv("DS4_CUDA_MV_EXACT"), *stream = getenv("DS4_CUDA_MV_STREAM");
+    a.exact = ex && atoi(ex) == 1;
+    if (stream && atoi(stream) == 1 && total >= 512) {
+        const mvs_shape sh = {a.w, a.w2, a.w_stride, a.ids, a.n_experts, a.act, a.act_stride,
+                              a.y, a.y2, rows, cols, n_sel};
+        ds4_status st = DS4_OK;
+        if (cu_mv_stream(type, sh, &st, err)) return st;
+    }
     int wpr = total >= 4096 ? 1 : total >= 512 ? 4 : 16;
     while (wpr > 1 && units < 32 * wpr) wpr /= 4;
     switch (wpr) {

@@ -21,6 +21,8 @@
 /* tests/cuda/test_cuda_chunk.c: the batched prefill ops vs the per-token ones checked here. */
 void test_chunk_ops(void);
 void bench_chunk_ops(void);
+/* tests/cuda/test_cuda_dec.c: the one-token attention (attention_dec.cu), decode matvecs. */
+void test_attn_dec(void);
 /* tests/cuda/test_cuda_indexer.c: the indexer's query preparation and long-context timings. */
 void test_indexer_prep(void);
 void bench_indexer(void);
@@ -145,6 +147,7 @@ void test_attention(void) {
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) run_attn_case(&cs[i]);
     test_chunk_ops();
+    test_attn_dec(); /* test_cuda_dec.c: decode attention bit for bit, decode matvecs */
 }
 
 /* ---- compressor ---- */

@@ -431,6 +431,8 @@ static void bench_experts(void) {
     free(h); free(x);
 }
 
+void bench_attn_dec(void); /* test_cuda_dec.c */
+
 /* Bandwidth of the decode matvec at a Flash-like size: the weight bytes read per call / time. */
 static void bench_matvec(int type, int64_t rows, int64_t cols) {
     ds4_error err;
@@ -476,6 +478,20 @@ int main(int argc, char **argv) {
         return 1;
     }
     q_set_simd(true);
+    if (argc > 1 && strcmp(argv[1], "--bench-dec") == 0) { /* decode matvecs + attention only */
+        static const mv_case bs[] = {
+            {Q_TYPE_Q8_0, 32768, 1024}, {Q_TYPE_Q8_0, 4096, 8192}, {Q_TYPE_Q8_0, 8192, 4096},
+            {Q_TYPE_Q8_0, 1024, 4096},  {Q_TYPE_Q8_0, 512, 4096},  {Q_TYPE_Q8_0, 2048, 4096},
+            {Q_TYPE_Q8_0, 4096, 2048},  {Q_TYPE_F16, 1024, 4096},  {Q_TYPE_F16, 512, 4096},
+            {Q_TYPE_Q8_0, 65536, 4096},
+        };
+        /* argument: one matvec shape, or 99 for the attention alone (e.g. under ncu) */
+        const int only = argc > 2 ? atoi(argv[2]) : -1;
+        for (size_t i = 0; i < sizeof bs / sizeof bs[0]; i++)
+            if (only < 0 || (size_t)only == i) bench_matvec(bs[i].type, bs[i].rows, bs[i].cols);
+        if (only < 0 || only == 99) bench_attn_dec();
+        return 0;
+    }
     if (test_quantizers()) return 1;
     static const mv_case cases[] = {
         {Q_TYPE_IQ2_XXS, 257, 4096}, {Q_TYPE_IQ2_XXS, 64, 256},  {Q_TYPE_Q2_K, 129, 2048},
@@ -486,6 +502,12 @@ int main(int argc, char **argv) {
         {Q_TYPE_F32, 24, 16384},     {Q_TYPE_F32, 4, 16384},     {Q_TYPE_F16, 64, 4096},
         {Q_TYPE_F16, 256, 4096},     {Q_TYPE_BF16, 3, 8192},     {Q_TYPE_Q8_0, 1024, 4096},
         {Q_TYPE_IQ2_XXS, 5, 16384},  {Q_TYPE_Q2_K, 3, 16384},    {Q_TYPE_Q4_K, 600, 4096},
+        /* Flash decode shapes: wq_b, wo_b, wkv, the compressors (F16); odd row counts; a long
+         * row (the CPU-order variants: test_cuda_dec.c) */
+        {Q_TYPE_Q8_0, 32768, 1024},  {Q_TYPE_Q8_0, 4096, 8192},  {Q_TYPE_Q8_0, 512, 4096},
+        {Q_TYPE_F16, 1024, 4096},    {Q_TYPE_F16, 512, 4096},    {Q_TYPE_Q8_0, 2051, 1024},
+        {Q_TYPE_F16, 777, 2048},     {Q_TYPE_BF16, 600, 1024},   {Q_TYPE_F32, 520, 512},
+        {Q_TYPE_Q8_0, 600, 65536},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         if (test_matvec(&cases[i])) return 1;

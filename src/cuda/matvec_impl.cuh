@@ -1,0 +1,69 @@
+/*
+ * cuda/matvec_impl.cuh — what the decode matvec files share (matvec.cu: one warp or a few per
+ * row, straight from global memory; matvec_stream.cu: Q8_0 rows staged through shared memory
+ * and summed in the CPU's order): the per-unit load and dot steps, and the streaming launch's
+ * entry. Must not: know the model.
+ */
+#ifndef DS4_CUDA_MATVEC_IMPL_CUH
+#define DS4_CUDA_MATVEC_IMPL_CUH
+
+#include "common.cuh"
+
+/* The 34 bytes of Q8_0 block bp (2-byte aligned) from 9 aligned 32-bit loads (issue #7: half the
+ * load instructions of 17 16-bit ones): the f16 scale and the 8 words of quants. Needs the row
+ * 4-byte aligned (checked at launch); the last word may reach 2 bytes past the block, never
+ * past the 4-byte word that holds its last byte. Works on global and shared memory. */
+__device__ __forceinline__ float q8_0_load(const uint8_t *bp, uint32_t q[8]) {
+    const bool odd = ((uintptr_t)bp & 2) != 0;
+    const uint32_t *wp = (const uint32_t *)(bp - (odd ? 2 : 0));
+    uint32_t w[9];
+#pragma unroll
+    for (int j = 0; j < 9; j++) w[j] = wp[j];
+#pragma unroll
+    for (int j = 0; j < 8; j++) q[j] = odd ? w[j + 1] : __funnelshift_r(w[j], w[j + 1], 16);
+    const uint32_t h = odd ? w[0] >> 16 : w[0] & 0xFFFFu;
+    return __half2float(__ushort_as_half((unsigned short)h));
+}
+
+/* 16 bytes of a float row at unit u (4 f32 or 8 f16/bf16 values) dotted with x, in order. */
+template <int T>
+__device__ __forceinline__ float cu_dot16(const uint8_t *wr, const float *x, int64_t u, float acc) {
+    const uint4 w = ((const uint4 *)wr)[u];
+    const uint32_t wv[4] = {w.x, w.y, w.z, w.w};
+    if (T == CU_T_F32) {
+        const float4 xv = ((const float4 *)x)[u];
+        acc = fmaf(__uint_as_float(wv[0]), xv.x, acc);
+        acc = fmaf(__uint_as_float(wv[1]), xv.y, acc);
+        acc = fmaf(__uint_as_float(wv[2]), xv.z, acc);
+        return fmaf(__uint_as_float(wv[3]), xv.w, acc);
+    }
+    const float4 x0 = ((const float4 *)x)[2 * u], x1 = ((const float4 *)x)[2 * u + 1];
+    const float xs[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        const uint32_t h = (wv[i / 2] >> (16 * (i & 1))) & 0xFFFFu;
+        const float f = T == CU_T_F16 ? __half2float(__ushort_as_half((unsigned short)h))
+                                      : __uint_as_float(h << 16);
+        acc = fmaf(f, xs[i], acc);
+    }
+    return acc;
+}
+
+/* One streaming launch (matvec_stream.cu): the same grouped shape as matvec.cu's mv_args. */
+struct mvs_shape {
+    const uint8_t *w, *w2;  /* w2: second matrix of a pair (groups n_sel..2·n_sel-1), or NULL */
+    int64_t w_stride;       /* bytes between experts */
+    const int32_t *ids;     /* expert of selection j, or NULL (0) */
+    int64_t n_experts;
+    const uint8_t *act;     /* Q8_0 records or f32 x */
+    int64_t act_stride;     /* bytes between selections' activations (0: shared) */
+    float *y, *y2;
+    int64_t rows, cols;
+    int n_sel;
+};
+
+/* Launches the streaming kernel when the shape suits it (Q8_0, 16-byte aligned rows that fit
+ * the stages): returns 1 with *st set, else 0 (the caller keeps its kernel). */
+int cu_mv_stream(int type, const mvs_shape &s, ds4_status *st, ds4_error *err);
+
+#endif

@@ -1,0 +1,234 @@
+/*
+ * tests/cuda/test_cuda_dec.c — the one-token decode attention (src/cuda/attention_dec.cu)
+ * against the CPU loop attn_ref (test_cuda_layer_attn.c) BIT FOR BIT, at Flash shapes and at
+ * the edges of its tiling (rows not a multiple of the 64-row tile, heads not a multiple of 8,
+ * the position from the device with a larger bound, a list too long for it: the split/merge
+ * kernels, a few ULP); plus the decode benches used by `ds4-cuda-tests --bench-dec`.
+ * Called from test_attention() / the runner; timing is printed, never asserted.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu/ops.h"
+#include "cuda/cuda_api.h"
+#include "format/quant.h"
+
+#include "layer_check.h"
+
+void attn_ref(const float *q, const float *kv_chunk, const float *ring, int64_t W,
+              const float *comp, int ratio, const int32_t *isel, const int32_t *n_isel,
+              int64_t topk, const float *sinks, int64_t n_tok, int64_t pos0, int64_t H,
+              int64_t Dh, int n_rope, const float *freqs, float *out);
+void test_attn_dec(void);
+void bench_attn_dec(void);
+void test_mv_dec(void);
+
+static const cpu_rope_cfg dec_yarn = {64, 160000.0, 16.0, 32.0, 1.0, 65536.0};
+
+typedef struct {
+    const char *what;
+    int64_t H, pos, bound; /* bound > 0: cuda_attn_dpos with the position on the device */
+    int ratio, indexed, exact;
+    int64_t topk, n_sel;
+} dec_case;
+
+/* One decode case: the CPU loop attn_ref (exp there is glibc's expf, here (float)exp(double):
+ * a few values may differ in the last bits, counted and bounded), and, with c->exact, the
+ * prefill chunk kernel on a 2-token chunk whose second token is this query (positions pos-1,
+ * pos; the ring then lacks pos-1, the chunk brings it), which must give the same bits. */
+static void run_dec_case(const dec_case *c) {
+    ds4_error err;
+    const int64_t Dh = 512, W = 128, H = c->H, p = c->pos;
+    const int n_rope = 64;
+    float freqs[32];
+    cpu_rope_freqs(&dec_yarn, freqs);
+    int64_t n_comp_rows = c->ratio ? (p + 1) / c->ratio + 1 : 1;
+    float *q2 = rnd_vec(2 * H * Dh, 1.0f), *kv2 = rnd_vec(2 * Dh, 1.0f), *ring = rnd_vec(W * Dh, 1.0f);
+    float *comp = rnd_vec(n_comp_rows * Dh, 1.0f), *sinks = rnd_vec(H, 1.0f);
+    float *q = q2 + H * Dh, *kv = kv2 + Dh; /* the decode token: the chunk's second */
+    int64_t topk = c->indexed ? c->topk : 1;
+    int32_t *isel2 = calloc((size_t)(2 * topk), sizeof *isel2), n_isel2[2] = {0, 0};
+    for (int t = 0; t < 2 && c->indexed; t++) { /* n_sel distinct ascending complete rows */
+        int64_t n_c = (p + t) / 4, k = c->n_sel - 7 * (1 - t);
+        for (int64_t r = 0; r < n_c && n_isel2[t] < k; r++)
+            if ((int64_t)(rnd_u64() % (uint64_t)(n_c - r)) < k - n_isel2[t]) isel2[t * topk + n_isel2[t]++] = (int32_t)r;
+    }
+    int32_t *isel = isel2 + topk, *n_isel = &n_isel2[1];
+    float *ring_dec = malloc((size_t)(W * Dh) * sizeof *ring_dec); /* the ring after pos-1 was stored */
+    memcpy(ring_dec, ring, (size_t)(W * Dh) * sizeof *ring_dec);
+    memcpy(ring_dec + ((p - 1) % W) * Dh, kv2, (size_t)Dh * sizeof *ring_dec);
+    float *ref = malloc((size_t)(H * Dh) * sizeof *ref), *got = malloc((size_t)(H * Dh) * sizeof *got);
+    float *chk = malloc((size_t)(2 * H * Dh) * sizeof *chk);
+    attn_ref(q, kv, ring_dec, W, comp, c->ratio, c->indexed ? isel : NULL, n_isel, topk, sinks, 1, p,
+             H, Dh, n_rope, freqs, ref);
+    int64_t sb = c->bound > 0 ? c->bound - 1 : p;
+    float *dq2 = dev_put(q2, 2 * H * Dh * 4), *dkv2 = dev_put(kv2, 2 * Dh * 4), *dring = dev_put(ring, W * Dh * 4);
+    float *dring_dec = dev_put(ring_dec, W * Dh * 4);
+    float *dcomp = dev_put(comp, n_comp_rows * Dh * 4), *dsinks = dev_put(sinks, H * 4);
+    float *dfreqs = dev_put(freqs, sizeof freqs), *dout = dev_alloc(H * Dh * 4), *dout2 = dev_alloc(2 * H * Dh * 4);
+    float *dscr = dev_alloc(cuda_attn_scratch_bytes(1, H, Dh, W, c->ratio, topk, c->indexed, sb));
+    float *dscr2 = dev_alloc(cuda_attn_scratch_bytes(2, H, Dh, W, c->ratio, topk, c->indexed, p - 1));
+    int32_t *disel2 = dev_put(isel2, 2 * topk * 4), *dn2 = dev_put(n_isel2, 8);
+    int64_t *dpos = dev_put(&p, sizeof p);
+    float *dq = dq2 ? dq2 + H * Dh : NULL, *dkv = dkv2 ? dkv2 + Dh : NULL;
+    int32_t *disel = disel2 ? disel2 + topk : NULL, *dn = dn2 ? dn2 + 1 : NULL;
+    char name[200];
+    snprintf(name, sizeof name, "attn decode %s: pos %lld%s, %lld heads x 512, ratio %d, %lld rows",
+             c->what, (long long)p, c->bound > 0 ? " (device, bound)" : "", (long long)H, c->ratio,
+             (long long)(p - (p >= W ? p - W + 1 : 0) + 1 + (c->indexed ? *n_isel : c->ratio ? (p + 1) / c->ratio : 0)));
+    ds4_status st = c->bound > 0
+        ? cuda_attn_dpos(dq, dkv, dring_dec, W, dcomp, c->ratio, c->indexed ? disel : NULL, dn, topk, dsinks, 1,
+                         dpos, c->bound, H, Dh, n_rope, dfreqs, dscr, dout, &err)
+        : cuda_attn(dq, dkv, dring_dec, W, dcomp, c->ratio, c->indexed ? disel : NULL, dn, topk, dsinks, 1,
+                    p, H, Dh, n_rope, dfreqs, dscr, dout, &err);
+    if (ok_call(st, name, &err)) {
+        dev_get(got, dout, H * Dh * 4);
+        double m = 0;
+        for (int64_t i = 0; i < H * Dh; i++) m = fmax(m, fabs(ref[i]));
+        char nm[240];
+        snprintf(nm, sizeof nm, "%s vs CPU", name);
+        /* exact: only exp's last bit (a few values in a thousand, ~1e-8); split/merge: per-split
+         * maxima (most values, ~1e-7) */
+        cmp_f32(nm, ref, got, H * Dh, 1e-5, c->exact ? 2e-7 * m : 1e-6 * m);
+        snprintf(nm, sizeof nm, "%s vs the chunk kernel, bit-identical", name);
+        if (c->exact &&
+            ok_call(cuda_attn(dq2, dkv2, dring, W, dcomp, c->ratio, c->indexed ? disel2 : NULL, dn2, topk, dsinks, 2,
+                              p - 1, H, Dh, n_rope, dfreqs, dscr2, dout2, &err), nm, &err)) {
+            dev_get(chk, dout2, 2 * H * Dh * 4);
+            cmp_f32(nm, chk + H * Dh, got, H * Dh, 0, 0);
+        }
+    }
+    dev_free_all();
+    free(q2); free(kv2); free(ring); free(ring_dec); free(comp); free(sinks); free(isel2); free(ref); free(got); free(chk);
+}
+
+void test_attn_dec(void) {
+    /* With DS4_CUDA_ATTN_V1=1 the split/merge kernels run every case: a few ULP. */
+    const char *v1 = getenv("DS4_CUDA_ATTN_V1");
+    const int exact = !(v1 && atoi(v1) == 1);
+    const dec_case cs[] = {
+        {"Flash ratio 4, 512 indexed", 64, 70000, 0, 4, 1, exact, 512, 512},
+        {"Flash ratio 4, 300 indexed (dpos)", 64, 70000, 1 << 20, 4, 1, exact, 512, 300},
+        {"Flash ratio 128 at 64k", 64, 65535, 0, 128, 0, exact, 0, 0},
+        {"Flash ratio 128 at 2k (dpos)", 64, 2047, 2048, 128, 0, exact, 0, 0},
+        {"window only, partial window", 64, 50, 0, 0, 0, exact, 0, 0},
+        {"window only, ring wrapped", 12, 1000, 0, 0, 0, exact, 0, 0},
+        {"ratio 128, 909 rows", 8, 100000, 0, 128, 0, exact, 0, 0},
+        {"ratio 128 past the exact kernel's rows (split/merge)", 8, 300000, 0, 128, 0, 0, 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) run_dec_case(&cs[i]);
+    if (exact) { /* the first kernels, still reachable: two cases */
+        setenv("DS4_CUDA_ATTN_V1", "1", 1);
+        dec_case c0 = cs[0], c3 = cs[3];
+        c0.exact = c3.exact = 0;
+        c0.what = "v1 split/merge: Flash ratio 4";
+        c3.what = "v1 split/merge: Flash ratio 128 at 2k (dpos)";
+        run_dec_case(&c0);
+        run_dec_case(&c3);
+        unsetenv("DS4_CUDA_ATTN_V1");
+    }
+    test_mv_dec();
+}
+
+void bench_attn_dec(void) {
+    const int64_t H = 64, Dh = 512, W = 128, nc = 8192;
+    float *h = rnd_vec(nc * Dh, 1.0f);
+    float freqs[32];
+    cpu_rope_freqs(&dec_yarn, freqs);
+    int32_t *sel = malloc(512 * 4), n512 = 512;
+    for (int i = 0; i < 512; i++) sel[i] = i * 13;
+    float *dq = dev_put(h, H * Dh * 4), *dkv = dev_put(h, Dh * 4), *dring = dev_put(h, W * Dh * 4);
+    float *dcomp = dev_put(h, nc * Dh * 4), *dsinks = dev_put(h, H * 4);
+    float *dfreqs = dev_put(freqs, sizeof freqs), *dout = dev_alloc(H * Dh * 4);
+    float *dscr = dev_alloc(cuda_attn_scratch_bytes(1, H, Dh, W, 128, 0, 0, 1048575));
+    int32_t *dsel = dev_put(sel, 512 * 4), *dn = dev_put(&n512, 4);
+    if (dscr && dcomp) {
+        BENCH("attn decode window only (128 rows)", 200,
+              cuda_attn(dq, dkv, dring, W, dcomp, 0, NULL, NULL, 0, dsinks, 1, 70000, H, Dh, 64, dfreqs, dscr, dout, &e_));
+        BENCH("attn decode ratio 4, 128 + 512 indexed rows", 200,
+              cuda_attn(dq, dkv, dring, W, dcomp, 4, dsel, dn, 512, dsinks, 1, 70000, H, Dh, 64, dfreqs, dscr, dout, &e_));
+        BENCH("attn decode ratio 128 at 2k (128 + 16 rows)", 200,
+              cuda_attn(dq, dkv, dring, W, dcomp, 128, NULL, NULL, 0, dsinks, 1, 2047, H, Dh, 64, dfreqs, dscr, dout, &e_));
+        BENCH("attn decode ratio 128 at 64k (128 + 512 rows)", 200,
+              cuda_attn(dq, dkv, dring, W, dcomp, 128, NULL, NULL, 0, dsinks, 1, 65535, H, Dh, 64, dfreqs, dscr, dout, &e_));
+        BENCH("attn decode ratio 128 at 480k (128 + 3840 rows)", 50,
+              cuda_attn(dq, dkv, dring, W, dcomp, 128, NULL, NULL, 0, dsinks, 1, 491519, H, Dh, 64, dfreqs, dscr, dout, &e_));
+        BENCH("attn decode ratio 128 at 1M (128 + 8192 rows)", 20,
+              cuda_attn(dq, dkv, dring, W, dcomp, 128, NULL, NULL, 0, dsinks, 1, 1048575, H, Dh, 64, dfreqs, dscr, dout, &e_));
+    }
+    dev_free_all();
+    free(h);
+    free(sel);
+}
+
+/* ---- decode matvecs: the streaming kernel (matvec_stream.cu) against the CPU dot ----------
+ * Bit for bit against q_dot_row on the Q8_0 activation records the engine quantizes, by
+ * k_matvec_q8_0 in the CPU's order (DS4_CUDA_MV_EXACT=1) and the streaming kernel
+ * (DS4_CUDA_MV_STREAM=1); then the default order (lane partials, warp sum) within 1e-5 of the
+ * largest |y|. */
+static void run_mv_dec(int type, int64_t rows, int64_t cols, int groups) {
+    ds4_error err;
+    uint64_t rb64 = 0;
+    q_row_bytes(type, (uint64_t)cols, &rb64, &err);
+    const size_t rb = (size_t)rb64, wb = rb * (size_t)rows * (size_t)groups;
+    uint8_t *w = malloc(wb);
+    for (size_t i = 0; i < wb; i++) w[i] = (uint8_t)rnd_u64();
+    if (type == Q_TYPE_Q8_0) /* scales ~2^-9 .. 2^-8 */
+        for (size_t i = 0; i < wb; i += 34) { w[i] = (uint8_t)rnd_u64(); w[i + 1] = (uint8_t)(0x18 + rnd_u64() % 8); }
+    else if (type != Q_TYPE_F32) /* f16 / bf16 exponent bytes of modest values */
+        for (size_t i = 1; i < wb; i += 2) w[i] = (uint8_t)((type == Q_TYPE_F16 ? 0x28 : 0x3C) + (w[i] & 0x83));
+    else
+        for (size_t i = 3; i < wb; i += 4) w[i] = (uint8_t)(0x3C + (w[i] & 0x81));
+    float *x = rnd_vec(cols * groups, 1.0f);
+    const size_t ab = type == Q_TYPE_Q8_0 ? (size_t)cols / 32 * sizeof(q8act_block) : (size_t)cols * 4;
+    uint8_t *act = malloc(ab * (size_t)groups);
+    float *ref = malloc((size_t)(rows * groups) * 4), *got = malloc((size_t)(rows * groups) * 4);
+    for (int g = 0; g < groups; g++) {
+        if (type == Q_TYPE_Q8_0) q_quantize_q8act(x + g * cols, (q8act_block *)(act + g * ab), (uint64_t)cols, &err);
+        else memcpy(act + g * ab, x + g * cols, ab);
+        for (int64_t r = 0; r < rows; r++)
+            q_dot_row(type, w + ((size_t)g * rows + r) * rb, act + g * ab, (uint64_t)cols, &ref[g * rows + r], &err);
+    }
+    int32_t ids[16];
+    for (int g = 0; g < groups; g++) ids[g] = g;
+    void *dw = dev_put(w, wb), *dx = dev_put(x, (size_t)(cols * groups) * 4);
+    void *dact = dev_alloc((size_t)groups * cuda_matvec_scratch_bytes(type, cols) + 16);
+    float *dy = dev_alloc((size_t)(rows * groups) * 4);
+    int32_t *dids = dev_put(ids, sizeof ids);
+    double m = 0;
+    for (int64_t i = 0; i < rows * groups; i++) m = fmax(m, fabs(ref[i]));
+    static const char *const what[3] = {", CPU order (DS4_CUDA_MV_EXACT), bit-identical",
+                                        ", streaming kernel (DS4_CUDA_MV_STREAM), bit-identical",
+                                        ", default order (lane partials, warp sum)"};
+    static const char *const env[3] = {"DS4_CUDA_MV_EXACT", "DS4_CUDA_MV_STREAM", NULL};
+    for (int v = 0; v < 3; v++) {
+        char name[160];
+        snprintf(name, sizeof name, "matvec decode %s %d x %lld x %lld%s", q_type_name(type), groups,
+                 (long long)rows, (long long)cols, what[v]);
+        if (env[v]) setenv(env[v], "1", 1);
+        ds4_status st = groups > 1
+            ? cuda_matvec_experts(type, dw, groups, rows, cols, dids, groups, dx, 1, dact, dy, &err)
+            : cuda_matvec(type, dw, rows, cols, dx, dact, dy, &err);
+        if (env[v]) unsetenv(env[v]);
+        if (!ok_call(st, name, &err)) break;
+        dev_get(got, dy, (size_t)(rows * groups) * 4);
+        if (v == 2) cmp_f32(name, ref, got, rows * groups, 0, 1e-5 * m); /* another sum order */
+        else cmp_f32(name, ref, got, rows * groups, 0, 0);
+    }
+    dev_free_all();
+    free(w); free(x); free(act); free(ref); free(got);
+}
+
+void test_mv_dec(void) {
+    run_mv_dec(Q_TYPE_Q8_0, 32768, 1024, 1); /* wq_b */
+    run_mv_dec(Q_TYPE_Q8_0, 4096, 8192, 1);  /* wo_b */
+    run_mv_dec(Q_TYPE_Q8_0, 1024, 4096, 8);  /* wo_a: 8 groups, one launch */
+    run_mv_dec(Q_TYPE_Q8_0, 512, 4096, 1);   /* wkv: 4 warps per row */
+    run_mv_dec(Q_TYPE_Q8_0, 100, 4096, 1);   /* 16 warps per row */
+    run_mv_dec(Q_TYPE_Q8_0, 7, 96, 1);       /* 3 blocks per row, one warp */
+    run_mv_dec(Q_TYPE_Q8_0, 4099, 4096, 1);  /* rows not a multiple of the tile */
+    run_mv_dec(Q_TYPE_Q8_0, 600, 3072, 1);   /* an odd number of 16-byte units per row */
+    run_mv_dec(Q_TYPE_Q8_0, 2048, 4096, 2);  /* gate + up of the shared expert as 2 groups */
+}
