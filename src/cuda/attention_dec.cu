@@ -249,10 +249,17 @@ int attd_launch(const attd_in &in, ds4_status *st, ds4_error *err) {
     a.nkp = attd_nkp(in.max_keys);
     const size_t s1 = attd_scores_smem(in.Dh);
     const size_t s2 = (size_t)ATD_AH * a.nkp * sizeof(float) + (in.isel ? (size_t)in.topk * sizeof(int32_t) : 0);
+    /* opt-in shared memory, set once per size (not on every eager call) */
+    static size_t set1 = 0, set2 = 0;
     cudaError_t e = cudaSuccess;
-    if (s1 > 48 * 1024) e = cudaFuncSetAttribute(k_attd_scores, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)s1);
-    if (e == cudaSuccess && s2 > 16 * 1024)
+    if (s1 > 48 * 1024 && s1 > set1) {
+        e = cudaFuncSetAttribute(k_attd_scores, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)s1);
+        if (e == cudaSuccess) set1 = s1;
+    }
+    if (e == cudaSuccess && s2 > 16 * 1024 && s2 > set2) {
         e = cudaFuncSetAttribute(k_attd_av, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)s2);
+        if (e == cudaSuccess) set2 = s2;
+    }
     if (e == cudaSuccess) {
         cu_launch(k_attd_scores, dim3((unsigned)((in.H + ATD_HB - 1) / ATD_HB), (unsigned)((in.max_keys + ATD_KS - 1) / ATD_KS)),
                   dim3(256), s1, a);
