@@ -3,8 +3,8 @@
 # speed switches turned off in turn (issue #7): what each piece of work is worth, measured in
 # one call on one card. Needs an H200-class card (the full-size synthetic Flash q2, 80.76 GiB,
 # built in memory). Usage on the device: . $B/env.sh && B=$B scripts/gpu-switches.sh
-# (logs under $OUT when set). Rows: the default; each switch alone; all of them together (the
-# kernels of the start of session 3, less what has no switch).
+# (logs under $OUT when set). Rows: the default; each switch alone (PDL, off by default, on);
+# all the others together (the kernels of the start of session 3, less what has no switch).
 set -u
 cd "$(dirname "$0")/.."
 B=${B:-${DS4_BUILD:-build}}
@@ -21,10 +21,10 @@ run() { # name, env assignments...
     l=$(grep -E "ctx +$CTX +prefill" "$LOG/sw-$name.log" | sed -E 's/.*prefill +[0-9]+ tok +([0-9.]+) tok\/s +gen +[0-9]+ tok +([0-9.]+) tok\/s.*/\1 \2/')
     printf '%-12s %-70s prefill/decode tok/s: %s\n' "$name" "$*" "${l:-FAILED}"
 }
-ALL_OFF=(DS4_CUDA_PDL=0 DS4_CUDA_FUSE3=0 DS4_CUDA_EXP_V1=1 DS4_CUDA_MOE_FUSE=0 DS4_CUDA_ATTN_V1=1
+ALL_OFF=(DS4_CUDA_FUSE3=0 DS4_CUDA_EXP_V1=1 DS4_CUDA_MOE_FUSE=0 DS4_CUDA_ATTN_V1=1
          DS4_CUDA_IDX_V1=1 DS4_CUDA_CHUNK_V1=1)
 run default X=1
-run pdl-off DS4_CUDA_PDL=0
+run pdl-on DS4_CUDA_PDL=1
 run fuse3-off DS4_CUDA_FUSE3=0
 run exp-v1 DS4_CUDA_EXP_V1=1
 run moefuse-off DS4_CUDA_MOE_FUSE=0

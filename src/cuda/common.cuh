@@ -50,13 +50,14 @@ __device__ __forceinline__ void cu_pdl_wait(void) {
 #endif
 }
 
-/* Whether launches ask for PDL (device.cu: on for sm_90+ unless DS4_CUDA_PDL=0). */
+/* Whether launches ask for PDL (device.cu: sm_90+ and DS4_CUDA_PDL=1; off by default since the
+ * fused kernels of session 3 made it a loss). */
 extern int cu_pdl_on;
 
-/* Every kernel launch of src/cuda: kernel k on cu_stream. PDL only while a graph is captured
- * (the decode step, cu_stream != 0): measured on an H200 (docs/BENCHMARKS.md, "Programmatic
- * dependent launch"), it takes the step from 8.87 to 8.66 ms, while the prefill chunk's
- * multi-wave kernels lose ~2% to blocks of the next kernel waiting resident. Returns
+/* Every kernel launch of src/cuda: kernel k on cu_stream. PDL (when on) only while a graph is
+ * captured (the decode step, cu_stream != 0): the prefill chunk's multi-wave kernels lost ~2% to
+ * blocks of the next kernel waiting resident (docs/BENCHMARKS.md, "Programmatic dependent
+ * launch"). Returns
  * the launch's error (the callers check cudaGetLastError as with <<<>>>, which this also sets). */
 template <typename... KArgs, typename... Args>
 static inline cudaError_t cu_launch(void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem,

@@ -116,12 +116,13 @@ extern "C" ds4_status cuda_init(int dev, ds4_error *err) {
     if (dev < 0 || dev >= n)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda: device %d does not exist (%d present)", dev, n);
     CU_CHECK(cudaSetDevice(dev), err, "cudaSetDevice");
-    /* Programmatic dependent launch (common.cuh) needs sm_90; DS4_CUDA_PDL=0 turns it off to
-     * compare. */
+    /* Programmatic dependent launch (common.cuh) needs sm_90; opt-in with DS4_CUDA_PDL=1: it
+     * took 2.4% off the decode step of the start of session 3, but with that session's fused
+     * kernels it costs 2.8% (docs/BENCHMARKS.md, "Programmatic dependent launch"). */
     int major = 0;
     CU_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), err,
              "cudaDeviceGetAttribute");
     const char *pdl = getenv("DS4_CUDA_PDL");
-    cu_pdl_on = major >= 9 && !(pdl && pdl[0] == '0');
+    cu_pdl_on = major >= 9 && pdl && pdl[0] == '1';
     return cuda_iq2_tables_upload(q_iq2xxs_grid, q_iq2xxs_signs, err);
 }

@@ -283,10 +283,9 @@ static ds4_status attn_n(cuda_state *s, int64_t il, int64_t pos0, int64_t n, ds4
         /* §8 */
         CK(mm(s, "idx_wq_b", &L->idx_wq_b, w->qr, ql, n, w->iq, ih * id, err));
         CK(mm(s, "idx_proj", &L->idx_proj, w->a, D, n, w->iw, ih, err));
-        CK(cuda_rope_tail(w->iq, n * ih, id, id - nr, ih, nr, freqs, pos0, 0, err));
-        CK(cuda_hadamard(w->iq, n * ih, id, (int)id, err));
-        CK(cuda_fp4_roundtrip(w->iq, n * ih, id, id, 32, err));
-        CK(cuda_scale(w->iw, n * ih, (float)(1.0 / sqrt((double)(id * ih))), err));
+        /* RoPE, Hadamard, FP4 round trip and the weights' scale in one launch (bit-identical to
+         * the four ops; the decode step uses the same kernel). */
+        CK(cuda_indexer_qprep(w->iq, w->iw, n, ih, id, nr, freqs, pos0, NULL, 32, err));
         CK(grow(&w->idx_scr, &w->idx_bytes, cuda_indexer_scratch_bytes(n, pos0), err));
         CK(cuda_indexer_topk(w->iq, w->iw, kvl->idx.rows, n, pos0, ih, id, hp->idx_topk,
                              w->idx_scr, w->isel, w->n_isel, err));

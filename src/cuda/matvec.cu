@@ -485,13 +485,18 @@ static ds4_status matvec_launch2(int type, const void *d_w, const void *d_w2, in
                     ((uintptr_t)a.act & 15) == 0 && (a.act_stride & 15) == 0 && (a.w_stride & 15) == 0;
     const int64_t units = type == CU_T_Q8_0 ? cols / 32 : blk == 256 ? cols / 32
                           : vec ? weight_row_bytes(type, cols) / 16 : cols;
-    const int64_t total = rows * n_sel * (d_w2 ? 2 : 1);
+    /* A pair of float products counts as one matrix: its warps per row, hence its summation
+     * order, must be each single product's (cuda_matvec_pair_f == two cuda_matvec, bit for bit;
+     * at 256 rows the pair would otherwise take 4 warps per row where one product takes 16). */
+    const int64_t total = rows * n_sel * (d_w2 && cuda_act_kind(type) != CUDA_ACT_F32 ? 2 : 1);
     /* Q8_0 rows bit-identical to q_dot_row (the CPU's order), both slower than the default on an
      * H200 and kept for measurement and checks: DS4_CUDA_MV_EXACT=1 (k_matvec_q8_0's exact
      * sum), DS4_CUDA_MV_STREAM=1 (512+ rows through matvec_stream.cu). Read per call, so a test
      * can compare them; decode calls happen once, at graph capture. */
     const char *ex = getenv("DS4_CUDA_MV_EXACT"), *stream = getenv("DS4_CUDA_MV_STREAM");
-    a.exact = ex && atoi(ex) == 1;
+    /* The streaming kernel only takes 512+ rows; shorter products under DS4_CUDA_MV_STREAM get
+     * the exact sum too, so the switch always means "bit-identical to q_dot_row". */
+    a.exact = (ex && atoi(ex) == 1) || (stream && atoi(stream) == 1);
     if (stream && atoi(stream) == 1 && total >= 512) {
         const mvs_shape sh = {a.w, a.w2, a.w_stride, a.ids, a.n_experts, a.act, a.act_stride,
                               a.y, a.y2, rows, cols, n_sel};
