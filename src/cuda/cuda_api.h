@@ -116,6 +116,11 @@ ds4_status cuda_mvx_launch(int type, const void *d_w1, const void *d_w2, int64_t
                            int64_t cols, const void *d_act, int n_x, float *d_y1, float *d_y2,
                            ds4_error *err);
 ds4_status cuda_mvx_grid_upload(const uint64_t grid[256], ds4_error *err);
+/* Experts in host memory (issue #7, expert_stage.cu): d_dst [k] = the expert d_ids[k] of the
+ * n_expert experts of expert_bytes each at d_src (pinned, mapped), for k < n_sel; the decode
+ * products then read the staged copies with ids 0..n_sel-1. */
+ds4_status cuda_expert_stage(void *d_dst, const void *d_src, int64_t expert_bytes,
+                             int64_t n_expert, const int32_t *d_ids, int n_sel, ds4_error *err);
 /* The decode MoE's down product and combination in one launch (issue #7): d_y [n_sel][rows] =
  * cuda_matvec_experts_preq_x, d_out [rows] = cuda_moe_combine(d_y, d_shared, 1, n_sel, rows),
  * bit-identical to those two calls. DS4_ERR_UNSUPPORTED where cuda_mvx_supports(type, cols,

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "format/types.h"
 #include "cuda/model_cuda_impl.h"
 #include "cuda/sample_dev.h"
 
@@ -408,9 +409,9 @@ static bool swiglu_quant_ok(int type, int64_t F) {
  * quantized input lives in ws.yexp's bytes: free until the routed down writes yexp, which runs
  * after the shared down has read them. *done = false (nothing launched) when the shapes or types
  * do not allow it; its last launch is marked by the caller's CK, like moe()'s combine. */
-static ds4_status moe_fused(cuda_state *s, int64_t il, bool *done, ds4_error *err) {
+static ds4_status moe_fused(cuda_state *s, int64_t il, const cu_layer *L, bool *done,
+                            ds4_error *err) {
     const model_hparams *hp = &s->cm->m->hp;
-    const cu_layer *L = &s->cm->layers[il];
     cu_ws *w = &s->ws;
     const int64_t D = hp->n_embd, F = hp->n_ff_exp;
     const int K = (int)hp->n_expert_used;
@@ -451,20 +452,16 @@ static ds4_status moe_fused(cuda_state *s, int64_t il, bool *done, ds4_error *er
 
 /* model/moe.c moe_forward for one token: router, the K selected experts in grouped launches,
  * clamped SwiGLU with the routing weight, shared expert, sum in ascending expert order. */
-static ds4_status moe(cuda_state *s, int64_t il, ds4_error *err) {
-    const cuda_model *cm = s->cm;
-    const model_hparams *hp = &cm->m->hp;
-    const cu_layer *L = &cm->layers[il];
+/* The experts and the shared expert of moe() after the router, L's experts read at the ids in
+ * ws.sel. */
+static ds4_status moe_experts(cuda_state *s, int64_t il, const cu_layer *L, ds4_error *err) {
+    const model_hparams *hp = &s->cm->m->hp;
     cu_ws *w = &s->ws;
-    int64_t D = hp->n_embd, F = hp->n_ff_exp;
-    int E = (int)hp->n_expert, K = (int)hp->n_expert_used;
+    int64_t F = hp->n_ff_exp;
+    int K = (int)hp->n_expert_used;
     ds4_status st;
-    (void)D;
-    CK(mv_a(s, il, "gate_inp", &L->gate_inp, w->rl, err));
-    CK(cuda_moe_route(w->rl, L->tid2eid ? NULL : L->exp_bias, L->tid2eid, w->tok, 1, E, K,
-                      hp->route_scale, hp->expert_weights_norm, w->sel, w->selw, err));
     bool fused;
-    CKQ(moe_fused(s, il, &fused, err));
+    CKQ(moe_fused(s, il, L, &fused, err));
     if (fused) return DS4_OK;
     const cu_experts *eg = &L->gate_exps, *eu = &L->up_exps, *ed = &L->down_exps;
     const void *q = NULL;
@@ -516,6 +513,32 @@ static ds4_status moe(cuda_state *s, int64_t il, ds4_error *err) {
     }
     s->prof_what = "moe_combine"; /* marked by the caller's CK */
     return cuda_moe_combine(w->yexp, L->has_shared ? w->shy : NULL, 1, K, hp->n_embd, w->f, err);
+}
+
+static ds4_status stage_layer(cuda_state *s, const cu_layer *L, cu_layer *Ls, ds4_error *err);
+
+/* model/moe.c moe_forward for one token: router, then moe_experts. A layer whose experts live
+ * in host memory (issue #7) has the K selected ones staged on the device first, so that its
+ * products are the device layers' kernels on the same bytes (not under the verification
+ * hook, which checks each product against the host experts by their real ids). */
+static ds4_status moe(cuda_state *s, int64_t il, ds4_error *err) {
+    const cuda_model *cm = s->cm;
+    const model_hparams *hp = &cm->m->hp;
+    const cu_layer *L = &cm->layers[il];
+    cu_ws *w = &s->ws;
+    int E = (int)hp->n_expert, K = (int)hp->n_expert_used;
+    ds4_status st;
+    CK(mv_a(s, il, "gate_inp", &L->gate_inp, w->rl, err));
+    CK(cuda_moe_route(w->rl, L->tid2eid ? NULL : L->exp_bias, L->tid2eid, w->tok, 1, E, K,
+                      hp->route_scale, hp->expert_weights_norm, w->sel, w->selw, err));
+    if (s->check || il >= cm->n_host_layers || !s->d_stage) return moe_experts(s, il, L, err);
+    cu_layer Ls;
+    CK(stage_layer(s, L, &Ls, err));
+    int32_t *sel = w->sel;
+    w->sel = s->stage_ids;
+    st = moe_experts(s, il, &Ls, err);
+    w->sel = sel;
+    return st;
 }
 
 /* model/forward.c fwd_output for the current token: hc_head, norm, head into ws.logits. */
@@ -742,6 +765,68 @@ static ds4_status embed_host(cuda_model *cm, cuda_state *s, int32_t tok, ds4_err
     return cuda_upload(w->X, w->h_row, (size_t)(hc * D) * sizeof(float), err);
 }
 
+/* Bytes of one expert of e (rows of its type), 0 when the type is unknown. */
+static int64_t expert_bytes(const cu_experts *e) {
+    uint64_t rb = 0;
+    if (ds4_type_row_bytes((uint32_t)e->type, (uint64_t)e->cols, &rb, NULL) != DS4_OK) return 0;
+    return (int64_t)rb * e->rows;
+}
+
+/* Experts in host memory (issue #7): the staging buffer of the selected experts of a
+ * host-resident layer (K experts of gate, up and down) and the ids 0..K-1 they then have. */
+static ds4_status stage_prepare(cuda_state *s, ds4_error *err) {
+    const int K = (int)s->cm->m->hp.n_expert_used;
+    ds4_status st;
+    int64_t total = 0;
+    for (int64_t il = 0; il < s->cm->n_host_layers; il++) {
+        const cu_layer *L = &s->cm->layers[il];
+        const cu_experts *e[3] = {&L->gate_exps, &L->up_exps, &L->down_exps};
+        for (int i = 0; i < 3; i++) {
+            int64_t b = (expert_bytes(e[i]) + 255) & ~(int64_t)255;
+            if (b > s->stage_each[i]) s->stage_each[i] = b;
+        }
+    }
+    for (int i = 0; i < 3; i++) total += s->stage_each[i] * K;
+    if (total <= 0 || K <= 0) return DS4_OK;
+    int32_t *ids = malloc((size_t)K * sizeof(int32_t));
+    if (!ids) return ds4_seterr(err, DS4_ERR_NOMEM, "cuda: staged expert ids");
+    for (int k = 0; k < K; k++) ids[k] = k;
+    st = cuda_malloc((void **)&s->d_stage, (size_t)total, err);
+    if (!st) st = cuda_malloc((void **)&s->stage_ids, (size_t)K * sizeof(int32_t), err);
+    if (!st) st = cuda_upload(s->stage_ids, ids, (size_t)K * sizeof(int32_t), err);
+    free(ids);
+    if (st) {
+        cuda_free(s->d_stage);
+        cuda_free(s->stage_ids);
+        s->d_stage = NULL;
+        s->stage_ids = NULL;
+        return ds4_err_prefix(err, "cuda: staging for the host-resident experts (%lld bytes)",
+                              (long long)total);
+    }
+    return DS4_OK;
+}
+
+/* Ls = L with its routed experts replaced by the staged copies of the K selected ones
+ * (ws.sel), copied from host memory now (cuda_expert_stage). */
+static ds4_status stage_layer(cuda_state *s, const cu_layer *L, cu_layer *Ls, ds4_error *err) {
+    const int K = (int)s->cm->m->hp.n_expert_used;
+    ds4_status st;
+    *Ls = *L;
+    cu_experts *e[3] = {&Ls->gate_exps, &Ls->up_exps, &Ls->down_exps};
+    uint8_t *p = s->d_stage;
+    for (int i = 0; i < 3; i++) {
+        int64_t b = expert_bytes(e[i]);
+        if (b <= 0 || b > s->stage_each[i])
+            return ds4_seterr(err, DS4_ERR_INTERNAL, "cuda: staged expert of %lld bytes", (long long)b);
+        s->prof_what = "stage host experts";
+        CK(cuda_expert_stage(p, e[i]->d, b, e[i]->n_expert, s->ws.sel, K, err));
+        e[i]->d = p;
+        e[i]->n_expert = K;
+        p += s->stage_each[i] * K;
+    }
+    return DS4_OK;
+}
+
 /* Device buffers the graph steps and the shared-input products use, allocated before any
  * capture (no allocation may happen inside one): position, a's quantized copies, o's
  * quantized copy and the group ids 0..G-1 of the grouped output projection. */
@@ -768,6 +853,7 @@ static ds4_status eval_prepare(cuda_state *s, ds4_error *err) {
         const cu_mat *m = &s->cm->layers[il].wo_a;
         same &= m->type == wa->type && m->rows == G * hp->o_lora && m->cols == HD / G;
     }
+    if (!s->d_stage && s->cm->n_host_layers > 0) CK(stage_prepare(s, err));
     if (!s->grp_ids && same && G > 0 && G <= 65535 && HD % G == 0) {
         int32_t *ids = malloc((size_t)G * sizeof(int32_t));
         if (!ids) return ds4_seterr(err, DS4_ERR_NOMEM, "cuda: group ids");

@@ -641,6 +641,8 @@ void cuda_state_free(cuda_state *s) {
     for (int k = 0; k < 3; k++) cuda_free(s->qa[k]);
     cuda_free(s->qo);
     cuda_free(s->grp_ids);
+    cuda_free(s->d_stage);
+    cuda_free(s->stage_ids);
     cuda_prof_free(s->prof);
     cuda_chunk_free(s);
     cuda_free(s->block);

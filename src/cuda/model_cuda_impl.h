@@ -121,6 +121,9 @@ struct cuda_state {
     bool qa_ok[3];            /* qa[k] holds the current a */
     void *qo;                 /* o quantized for the grouped output projection */
     int32_t *grp_ids;         /* device 0..o_groups-1: wo_a's groups as one grouped launch */
+    uint8_t *d_stage;         /* the selected experts of a host-resident layer, staged (decode) */
+    int32_t *stage_ids;       /* device 0..n_expert_used-1: the staged experts' ids */
+    int64_t stage_each[3];    /* bytes of one expert of gate, up, down (the host layers' max) */
     cuda_prof *prof;          /* cuda_state_set_profile: events after every op, NULL = off */
     bool no_graph;            /* cuda_state_set_graph(s, false): launch op by op */
     bool graphing;            /* a capture is open: ops read the position from d_pos */
