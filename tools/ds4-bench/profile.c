@@ -83,6 +83,25 @@ static int time_steps(cuda_model *cm, cuda_state *cs, const int32_t *toks, uint3
     return 0;
 }
 
+/* The table rows of a profile, the costliest call site first: ms per run (of n_runs), its
+ * share of total (ms per run), calls per run and us per call. Empties a. */
+static void print_sites(cuda_state *cs, prof_sum *a, uint32_t n_runs, double total) {
+    for (;;) {
+        int best = -1;
+        for (int i = 0; i < PROF_TAGS; i++)
+            if (a->n[i] && (best < 0 || a->ms[i] > a->ms[best])) best = i;
+        if (best < 0) break;
+        int line = 0;
+        const char *src = cuda_state_profile_site(cs, best, &line);
+        char nm[96];
+        short_name(src ? src : "?", nm, sizeof nm);
+        double ms = a->ms[best] / n_runs, calls = (double)a->n[best] / n_runs;
+        fprintf(stderr, "| %s | %d | %.4f | %.1f%% | %.0f | %.2f |\n", nm, line, ms,
+                total > 0 ? 100.0 * ms / total : 0.0, calls, calls > 0 ? 1e3 * ms / calls : 0.0);
+        a->n[best] = 0;
+    }
+}
+
 int bench_profile_cuda(void *model_v, void *state_v, const int32_t *toks, uint32_t n_steps,
                        uint32_t n_vocab, double wpt) {
     cuda_model *cm = model_v;
@@ -120,20 +139,7 @@ int bench_profile_cuda(void *model_v, void *state_v, const int32_t *toks, uint32
             "|---|---:|---:|---:|---:|---:|\n",
             n_steps, t_graph * 1e3, 1.0 / t_graph, t_head * 1e3, 1.0 / t_head, t_tok * 1e3, 1.0 / t_tok,
             wpt / t_tok / 1e9, total);
-    for (;;) {
-        int best = -1;
-        for (int i = 0; i < PROF_TAGS; i++)
-            if (a->n[i] && (best < 0 || a->ms[i] > a->ms[best])) best = i;
-        if (best < 0) break;
-        int line = 0;
-        const char *src = cuda_state_profile_site(cs, best, &line);
-        char nm[96];
-        short_name(src ? src : "?", nm, sizeof nm);
-        double ms = a->ms[best] / n_steps, calls = (double)a->n[best] / n_steps;
-        fprintf(stderr, "| %s | %d | %.4f | %.1f%% | %.0f | %.2f |\n", nm, line, ms,
-                total > 0 ? 100.0 * ms / total : 0.0, calls, calls > 0 ? 1e3 * ms / calls : 0.0);
-        a->n[best] = 0;
-    }
+    print_sites(cs, a, n_steps, total);
     rc = 0;
     goto out;
 out_err:
@@ -167,19 +173,7 @@ int bench_profile_prefill_cuda(void *model_v, void *state_v, const int32_t *toks
             "| op (call site) | forward_chunk.c line | ms per chunk | share | calls | us per call |\n"
             "|---|---:|---:|---:|---:|---:|\n",
             n, total, total > 0 ? 1e3 * n / total : 0.0, wall * 1e3);
-    for (;;) {
-        int best = -1;
-        for (int i = 0; i < PROF_TAGS; i++)
-            if (a->n[i] && (best < 0 || a->ms[i] > a->ms[best])) best = i;
-        if (best < 0) break;
-        int line = 0;
-        const char *src = cuda_state_profile_site(cs, best, &line);
-        char nm[96];
-        short_name(src ? src : "?", nm, sizeof nm);
-        fprintf(stderr, "| %s | %d | %.3f | %.1f%% | %ld | %.1f |\n", nm, line, a->ms[best],
-                total > 0 ? 100.0 * a->ms[best] / total : 0.0, a->n[best], 1e3 * a->ms[best] / a->n[best]);
-        a->n[best] = 0;
-    }
+    print_sites(cs, a, 1, total);
     free(a);
     return 0;
 }
