@@ -1,7 +1,7 @@
 /*
  * cuda/forward_cuda.c — the V4 forward pass on the GPU, one token at a time (MODEL_MATH §2):
- * embedding, per layer hc_pre -> attention -> hc_post and hc_pre -> MoE -> hc_post, then
- * hc_head, final norm and the output head (§10). Each step is the op-table call
+ * embedding, per layer hc_pre -> attention -> hc_post and hc_pre -> MoE (forward_moe.c) ->
+ * hc_post, then hc_head, final norm and the output head (§10). Each step is the op-table call
  * (cuda/cuda_api.h) standing for the CPU step of model/forward.c, attention.c, moe.c, in the
  * same order, so the GPU result differs from the CPU only by the summation order inside the
  * ops (see their tolerances) — never by a different formula.
@@ -16,24 +16,9 @@
 
 #include "core/error.h"
 #include "format/types.h"
+#include "cuda/forward_impl.h"
 #include "cuda/model_cuda_impl.h"
 #include "cuda/sample_dev.h"
-
-/* With profiling on (cuda_state_set_profile) every op is followed by a CUDA event tagged with
- * its call site (this file's line and the call's text, or the product's name), so a step's
- * time breaks down per call site. */
-#define CK(x)                                                                                  \
-    do {                                                                                       \
-        if ((st = (x)) != DS4_OK) return st;                                                   \
-        if (s->prof) cuda_prof_site(s, __LINE__, #x);                                               \
-    } while (0)
-
-/* A call whose own ops are marked inside it (or that launches nothing): no mark of its own,
- * else the profile shows a row of pure event overhead (~1.5 us) for it. */
-#define CKQ(x)                                                                                 \
-    do {                                                                                       \
-        if ((st = (x)) != DS4_OK) return st;                                                   \
-    } while (0)
 
 /* The tag of call site (line, name): an index into the state's site table, added on first
  * use (profiling only; marks past CU_PROF_SITES sites are dropped). Also forward_chunk.c's. */
@@ -64,7 +49,7 @@ const char *cuda_state_profile_site(const cuda_state *s, int tag, int *line) {
 }
 
 /* Hands the last product to the verification hook (host copies of x [n_x][cols], y). */
-static ds4_status check_mv(cuda_state *s, int64_t il, const char *what, const cpu_mat *w,
+ds4_status cuda_fwd_check_mv(cuda_state *s, int64_t il, const char *what, const cpu_mat *w,
                            const float *x, const float *y, int n_x, ds4_error *err) {
     size_t need = (size_t)n_x * (size_t)(w->n_in > w->n_out ? w->n_in : w->n_out);
     if (need > s->h_cap) {
@@ -81,17 +66,17 @@ static ds4_status check_mv(cuda_state *s, int64_t il, const char *what, const cp
     return DS4_OK;
 }
 
-static ds4_status mv(cuda_state *s, int64_t il, const char *what, const cu_mat *w,
+ds4_status cuda_fwd_mv(cuda_state *s, int64_t il, const char *what, const cu_mat *w,
                      const float *x, float *y, ds4_error *err) {
     ds4_status st = cuda_matvec(w->type, w->d, w->rows, w->cols, x, s->ws.act, y, err);
     s->prof_what = what;
     if (st || !s->check || !w->host) return st;
-    return check_mv(s, il, what, w->host, x, y, 1, err);
+    return cuda_fwd_check_mv(s, il, what, w->host, x, y, 1, err);
 }
 
 /* The sub-layer input a, quantized once per activation kind for all the products that read it
  * (issue #7: fewer launches); NULL for kinds that read f32. hc_pre invalidates it. */
-static ds4_status act_of_a(cuda_state *s, int type, int64_t cols, const void **out,
+ds4_status cuda_fwd_act_of_a(cuda_state *s, int type, int64_t cols, const void **out,
                            ds4_error *err) {
     *out = NULL;
     int k = cuda_act_kind(type);
@@ -105,43 +90,16 @@ static ds4_status act_of_a(cuda_state *s, int type, int64_t cols, const void **o
 }
 
 /* mv with x = a, reusing a's quantized copy. */
-static ds4_status mv_a(cuda_state *s, int64_t il, const char *what, const cu_mat *w, float *y,
+ds4_status cuda_fwd_mv_a(cuda_state *s, int64_t il, const char *what, const cu_mat *w, float *y,
                        ds4_error *err) {
     const void *q;
     ds4_status st;
-    CKQ(act_of_a(s, w->type, w->cols, &q, err));
-    if (!q) return mv(s, il, what, w, s->ws.a, y, err);
+    CKQ(cuda_fwd_act_of_a(s, w->type, w->cols, &q, err));
+    if (!q) return cuda_fwd_mv(s, il, what, w, s->ws.a, y, err);
     if ((st = cuda_matvec_preq(w->type, w->d, w->rows, w->cols, q, y, err))) return st;
     s->prof_what = what;
     if (!s->check || !w->host) return DS4_OK;
-    return check_mv(s, il, what, w->host, s->ws.a, y, 1, err);
-}
-
-/* The K selected experts of e (ids on the device) in one launch; x shared or per expert. */
-static ds4_status mv_experts(cuda_state *s, int64_t il, const char *what, const cu_experts *e,
-                             const float *x, int per_expert_x, float *y, ds4_error *err) {
-    int K = (int)s->cm->m->hp.n_expert_used;
-    const void *q = NULL;
-    ds4_status st;
-    if (!per_expert_x && x == s->ws.a) CKQ(act_of_a(s, e->type, e->cols, &q, err));
-    if (q)
-        st = cuda_matvec_experts_preq(e->type, e->d, e->n_expert, e->rows, e->cols, s->ws.sel, K, q,
-                                      y, err);
-    else
-        st = cuda_matvec_experts(e->type, e->d, e->n_expert, e->rows, e->cols, s->ws.sel, K, x,
-                                 per_expert_x, s->ws.act, y, err);
-    s->prof_what = what;
-    if (st || !s->check) return st;
-    int32_t ids[64];
-    if (K > 64) return DS4_OK;
-    CK(cuda_download(ids, s->ws.sel, (size_t)K * sizeof(int32_t), err));
-    for (int k = 0; k < K; k++) {
-        cpu_mat wk = experts_get(e->host, ids[k]);
-        char nm[64];
-        snprintf(nm, sizeof nm, "%s[%d]", what, k);
-        CK(check_mv(s, il, nm, &wk, x + (per_expert_x ? k * e->cols : 0), y + k * e->rows, 1, err));
-    }
-    return DS4_OK;
+    return cuda_fwd_check_mv(s, il, what, w->host, s->ws.a, y, 1, err);
 }
 
 /* Issue #7, fewer launches around the attention sub-layer (h3, session 3), a bit mask from
@@ -193,7 +151,7 @@ static ds4_status hc_pre(cuda_state *s, int64_t il, const char *what, const cu_m
         return DS4_OK;
     }
     if (pend) CKQ(hc_post(s, err));
-    CK(mv(s, il, what, fn, w->X, w->mix, err));
+    CK(cuda_fwd_mv(s, il, what, fn, w->X, w->mix, err));
     /* a is rewritten; its quantized copies come with it (issue #7: no launches of their own),
      * except under the verification hook (act_of_a then quantizes, as before). */
     void *q80 = s->check ? NULL : s->qa[CUDA_ACT_Q8_0], *q8k = s->check ? NULL : s->qa[CUDA_ACT_Q8_K];
@@ -264,7 +222,7 @@ static ds4_status mv_preq(cuda_state *s, int64_t il, const char *what, const cu_
     if ((st = cuda_matvec_preq(w->type, w->d, w->rows, w->cols, q, y, err))) return st;
     s->prof_what = what;
     if (!s->check || !w->host) return DS4_OK;
-    return check_mv(s, il, what, w->host, x, y, 1, err);
+    return cuda_fwd_check_mv(s, il, what, w->host, x, y, 1, err);
 }
 
 /* model/attention.c attn_forward for one token at pos. */
@@ -283,7 +241,7 @@ static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
     bool ring_done = false; /* the kv chain also stored the window ring's row (fuse3) */
     ds4_status st;
     /* §5.1: query path; per-head norm without weight (§3.2), RoPE on the tail. */
-    CK(mv_a(s, il, "wq_a", &L->wq_a, w->qr, err));
+    CK(cuda_fwd_mv_a(s, il, "wq_a", &L->wq_a, w->qr, err));
     if (s->fuse_norm) {
         /* normfuse.cu: each row chain in one launch; the norm hands wq_b its input already
          * quantized when wq_b reads Q8_0 records. */
@@ -292,11 +250,11 @@ static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
         if (qr8) {
             CK(mv_preq(s, il, "wq_b", &L->wq_b, w->qr, qr8, w->q, err));
         } else {
-            CK(mv(s, il, "wq_b", &L->wq_b, w->qr, w->q, err));
+            CK(cuda_fwd_mv(s, il, "wq_b", &L->wq_b, w->qr, w->q, err));
         }
         CK(norm_rope(s, w->q, NULL, H, Dh, nr, freqs, pos, 0, NULL, err));
         /* §5.2: KV path, FP8 round trip of the non-RoPE dims in blocks of 64 (§12 #1). */
-        CK(mv_a(s, il, "wkv", &L->wkv, w->kv, err));
+        CK(cuda_fwd_mv_a(s, il, "wkv", &L->wkv, w->kv, err));
         if ((fz & F3_RING) && Dh <= 8192) { /* and §7.1's ring store in the same launch */
             CK(cuda_norm_rope_qat_ring(w->kv, L->kv_norm, 1, Dh, eps, nr, freqs, pos,
                                        s->graphing ? s->d_pos : NULL, Dh - nr, 64, NULL, kvl->raw, W,
@@ -307,11 +265,11 @@ static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
         }
     } else {
         CK(cuda_rmsnorm(w->qr, w->qr, L->q_norm, 1, hp->q_lora, eps, err));
-        CK(mv(s, il, "wq_b", &L->wq_b, w->qr, w->q, err));
+        CK(cuda_fwd_mv(s, il, "wq_b", &L->wq_b, w->qr, w->q, err));
         CK(cuda_rmsnorm(w->q, w->q, NULL, H, Dh, eps, err));
         CK(rope(s, w->q, H, Dh, Dh - nr, H, nr, freqs, pos, err));
         /* §5.2: KV path, FP8 round trip of the non-RoPE dims (§12 #1). */
-        CK(mv_a(s, il, "wkv", &L->wkv, w->kv, err));
+        CK(cuda_fwd_mv_a(s, il, "wkv", &L->wkv, w->kv, err));
         CK(cuda_rmsnorm(w->kv, w->kv, L->kv_norm, 1, Dh, eps, err));
         CK(rope(s, w->kv, 1, Dh, Dh - nr, 1, nr, freqs, pos, err));
         CK(cuda_fp8_roundtrip(w->kv, 1, Dh, Dh - nr, 64, err));
@@ -324,8 +282,8 @@ static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
             s->prof_what = "comp.kv+gate";
             CK(cuda_matvec_pair_f(ck->type, ck->d, cg->d, ck->rows, ck->cols, w->a, w->cA, w->cB, err));
         } else {
-            CK(mv_a(s, il, "comp.kv", ck, w->cA, err));
-            CK(mv_a(s, il, "comp.gate", cg, w->cB, err));
+            CK(cuda_fwd_mv_a(s, il, "comp.kv", ck, w->cA, err));
+            CK(cuda_fwd_mv_a(s, il, "comp.gate", cg, w->cB, err));
         }
         CK(comp_push(s, &kvl->comp, w->cA, w->cB, &L->comp, pos, 0, freqs, nr, eps, err));
     }
@@ -337,13 +295,13 @@ static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
             s->prof_what = "idx_comp.kv+gate"; /* the attention compressor's pair launch */
             CK(cuda_matvec_pair_f(ik->type, ik->d, ig->d, ik->rows, ik->cols, w->a, w->iA, w->iB, err));
         } else {
-            CK(mv_a(s, il, "idx_comp.kv", ik, w->iA, err));
-            CK(mv_a(s, il, "idx_comp.gate", ig, w->iB, err));
+            CK(cuda_fwd_mv_a(s, il, "idx_comp.kv", ik, w->iA, err));
+            CK(cuda_fwd_mv_a(s, il, "idx_comp.gate", ig, w->iB, err));
         }
         CK(comp_push(s, &kvl->idx, w->iA, w->iB, &L->idx_comp, pos, 1, freqs, nr, eps, err));
         /* §8: queries from the normalised qr, head weights from a; RoPE, Hadamard, FP4. */
-        CK(mv(s, il, "idx_wq_b", &L->idx_wq_b, w->qr, w->iq, err));
-        CK(mv_a(s, il, "idx_proj", &L->idx_proj, w->iw, err));
+        CK(cuda_fwd_mv(s, il, "idx_wq_b", &L->idx_wq_b, w->qr, w->iq, err));
+        CK(cuda_fwd_mv_a(s, il, "idx_proj", &L->idx_proj, w->iw, err));
         /* RoPE, Hadamard, FP4 (§12 #3, blocks of 32) and the weight scale in one launch. */
         CK(cuda_indexer_qprep(w->iq, w->iw, 1, ih, id, nr, freqs, pos, s->graphing ? s->d_pos : NULL,
                               32, err));
@@ -378,7 +336,7 @@ static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
         s->prof_what = "wo_a (groups)";
         CK(cuda_matvec_experts(wa->type, wa->d, G, ol, hpg * Dh, s->grp_ids, (int)G, w->o, 1,
                                s->qo, w->oa, err));
-        return mv(s, il, "wo_b", &L->wo_b, w->oa, w->f, err);
+        return cuda_fwd_mv(s, il, "wo_b", &L->wo_b, w->oa, w->f, err);
     }
     for (int64_t g = 0; g < G; g++) {
         cu_mat wg = L->wo_a;
@@ -389,156 +347,9 @@ static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
             hg = cpu_mat_rows(wg.host, g * ol, ol);
             wg.host = &hg;
         }
-        CK(mv(s, il, "wo_a", &wg, w->o + g * hpg * Dh, w->oa + g * ol, err));
+        CK(cuda_fwd_mv(s, il, "wo_a", &wg, w->o + g * hpg * Dh, w->oa + g * ol, err));
     }
-    return mv(s, il, "wo_b", &L->wo_b, w->oa, w->f, err);
-}
-
-/* SwiGLU can hand its rows to a product of `type` already quantized (cuda_swiglu_quant). */
-static bool swiglu_quant_ok(int type, int64_t F) {
-    int k = cuda_act_kind(type);
-    return (k == CUDA_ACT_Q8_K && F % 256 == 0) || (k == CUDA_ACT_Q8_0 && F % 32 == 0);
-}
-
-/* Issue #7, the MoE after the router in 5 launches instead of 7 (off under the verification hook,
- * which checks each product, and with DS4_CUDA_MOE_FUSE=0): the shared expert's gate+up moves
- * before the SwiGLUs so the routed and the shared SwiGLU+quantize share one launch, the shared
- * down runs before the routed down, and the routed down also writes the combination
- * (cuda_matvec_experts_down_combine). Same kernel per product and the same operations, so the
- * same bits as moe()'s separate calls (tests/cuda/test_cuda_moe_dec.c). The shared down's
- * quantized input lives in ws.yexp's bytes: free until the routed down writes yexp, which runs
- * after the shared down has read them. *done = false (nothing launched) when the shapes or types
- * do not allow it; its last launch is marked by the caller's CK, like moe()'s combine. */
-static ds4_status moe_fused(cuda_state *s, int64_t il, const cu_layer *L, bool *done,
-                            ds4_error *err) {
-    const model_hparams *hp = &s->cm->m->hp;
-    cu_ws *w = &s->ws;
-    const int64_t D = hp->n_embd, F = hp->n_ff_exp;
-    const int K = (int)hp->n_expert_used;
-    const cu_experts *eg = &L->gate_exps, *eu = &L->up_exps, *ed = &L->down_exps;
-    const cu_mat *sg = &L->sh_gate, *su = &L->sh_up, *sd = &L->sh_down;
-    const char *env = getenv("DS4_CUDA_MOE_FUSE");
-    ds4_status st;
-    *done = false;
-    if (s->check || !L->has_shared || (env && strcmp(env, "0") == 0)) return DS4_OK;
-    const int64_t Fs = sg->rows;
-    if (eu->type != eg->type || eu->rows != eg->rows || eu->cols != eg->cols ||
-        eu->n_expert != eg->n_expert || su->type != sg->type || su->rows != sg->rows ||
-        su->cols != sg->cols || ed->rows != D || sd->rows != D || !swiglu_quant_ok(ed->type, F) ||
-        !swiglu_quant_ok(sd->type, Fs) || !cuda_mvx_supports(ed->type, ed->cols, K) ||
-        cuda_matvec_scratch_bytes(sd->type, sd->cols) > (size_t)K * (size_t)D * sizeof(float))
-        return DS4_OK;
-    const void *q, *qs;
-    CKQ(act_of_a(s, eg->type, eg->cols, &q, err));
-    CKQ(act_of_a(s, sg->type, sg->cols, &qs, err));
-    if (!q || !qs) return DS4_OK;
-    *done = true;
-    s->prof_what = "gate+up_exps";
-    CK(cuda_matvec_experts_pair_preq(eg->type, eg->d, eu->d, eg->n_expert, eg->rows, eg->cols, w->sel,
-                                     K, q, w->g, w->u, err));
-    s->prof_what = "sh_gate+up";
-    CK(cuda_matvec_pair_preq(sg->type, sg->d, su->d, sg->rows, sg->cols, qs, w->shg, w->shu, err));
-    void *shq = w->yexp;
-    s->prof_what = "swiglu+quantize, experts and shared";
-    CK(cuda_swiglu_quant_pair(cuda_act_kind(ed->type), w->g, w->u, w->selw, K, F, hp->swiglu_clamp[il],
-                              w->g, w->act, cuda_act_kind(sd->type), w->shg, w->shu, NULL, 1, Fs,
-                              hp->swiglu_clamp_shared[il], w->shg, shq, err));
-    s->prof_what = "sh_down";
-    CK(cuda_matvec_preq(sd->type, sd->d, sd->rows, sd->cols, shq, w->shy, err));
-    s->prof_what = "down_exps + moe_combine";
-    return cuda_matvec_experts_down_combine(ed->type, ed->d, ed->n_expert, ed->rows, ed->cols, w->sel,
-                                            K, w->act, w->yexp, w->shy, w->f, err);
-}
-
-/* model/moe.c moe_forward for one token: router, the K selected experts in grouped launches,
- * clamped SwiGLU with the routing weight, shared expert, sum in ascending expert order. */
-/* The experts and the shared expert of moe() after the router, L's experts read at the ids in
- * ws.sel. */
-static ds4_status moe_experts(cuda_state *s, int64_t il, const cu_layer *L, ds4_error *err) {
-    const model_hparams *hp = &s->cm->m->hp;
-    cu_ws *w = &s->ws;
-    int64_t F = hp->n_ff_exp;
-    int K = (int)hp->n_expert_used;
-    ds4_status st;
-    bool fused;
-    CKQ(moe_fused(s, il, L, &fused, err));
-    if (fused) return DS4_OK;
-    const cu_experts *eg = &L->gate_exps, *eu = &L->up_exps, *ed = &L->down_exps;
-    const void *q = NULL;
-    /* Issue #7 (fewer launches; off under the verification hook, which checks each product):
-     * gate and up of the K experts in one launch, SwiGLU fused with the quantizer of down's
-     * input, the same per-row kernels and rounding as the separate calls. */
-    if (!s->check) CKQ(act_of_a(s, eg->type, eg->cols, &q, err));
-    if (q && eu->type == eg->type && eu->rows == eg->rows && eu->cols == eg->cols &&
-        eu->n_expert == eg->n_expert) {
-        s->prof_what = "gate+up_exps";
-        CK(cuda_matvec_experts_pair_preq(eg->type, eg->d, eu->d, eg->n_expert, eg->rows, eg->cols,
-                                         w->sel, K, q, w->g, w->u, err));
-    } else {
-        CK(mv_experts(s, il, "gate_exps", eg, w->a, 0, w->g, err));
-        CK(mv_experts(s, il, "up_exps", eu, w->a, 0, w->u, err));
-    }
-    if (!s->check && swiglu_quant_ok(ed->type, F)) {
-        CK(cuda_swiglu_quant(cuda_act_kind(ed->type), w->g, w->u, w->selw, K, F,
-                             hp->swiglu_clamp[il], w->g, w->act, err));
-        s->prof_what = "down_exps";
-        CK(cuda_matvec_experts_preq_x(ed->type, ed->d, ed->n_expert, ed->rows, ed->cols, w->sel,
-                                      K, w->act, w->yexp, err));
-    } else {
-        CK(cuda_swiglu(w->g, w->u, w->selw, K, F, hp->swiglu_clamp[il], w->g, err));
-        CK(mv_experts(s, il, "down_exps", ed, w->g, 1, w->yexp, err));
-    }
-    if (L->has_shared) {
-        int64_t Fs = L->sh_gate.rows;
-        const cu_mat *sg = &L->sh_gate, *su = &L->sh_up, *sd = &L->sh_down;
-        q = NULL;
-        if (!s->check) CKQ(act_of_a(s, sg->type, sg->cols, &q, err));
-        if (q && su->type == sg->type && su->rows == sg->rows && su->cols == sg->cols) {
-            s->prof_what = "sh_gate+up";
-            CK(cuda_matvec_pair_preq(sg->type, sg->d, su->d, sg->rows, sg->cols, q, w->shg, w->shu,
-                                     err));
-        } else {
-            CK(mv_a(s, il, "sh_gate", sg, w->shg, err));
-            CK(mv_a(s, il, "sh_up", su, w->shu, err));
-        }
-        if (!s->check && swiglu_quant_ok(sd->type, Fs)) {
-            CK(cuda_swiglu_quant(cuda_act_kind(sd->type), w->shg, w->shu, NULL, 1, Fs,
-                                 hp->swiglu_clamp_shared[il], w->shg, w->act, err));
-            s->prof_what = "sh_down";
-            CK(cuda_matvec_preq(sd->type, sd->d, sd->rows, sd->cols, w->act, w->shy, err));
-        } else {
-            CK(cuda_swiglu(w->shg, w->shu, NULL, 1, Fs, hp->swiglu_clamp_shared[il], w->shg, err));
-            CK(mv(s, il, "sh_down", sd, w->shg, w->shy, err));
-        }
-    }
-    s->prof_what = "moe_combine"; /* marked by the caller's CK */
-    return cuda_moe_combine(w->yexp, L->has_shared ? w->shy : NULL, 1, K, hp->n_embd, w->f, err);
-}
-
-static ds4_status stage_layer(cuda_state *s, const cu_layer *L, cu_layer *Ls, ds4_error *err);
-
-/* model/moe.c moe_forward for one token: router, then moe_experts. A layer whose experts live
- * in host memory (issue #7) has the K selected ones staged on the device first, so that its
- * products are the device layers' kernels on the same bytes (not under the verification
- * hook, which checks each product against the host experts by their real ids). */
-static ds4_status moe(cuda_state *s, int64_t il, ds4_error *err) {
-    const cuda_model *cm = s->cm;
-    const model_hparams *hp = &cm->m->hp;
-    const cu_layer *L = &cm->layers[il];
-    cu_ws *w = &s->ws;
-    int E = (int)hp->n_expert, K = (int)hp->n_expert_used;
-    ds4_status st;
-    CK(mv_a(s, il, "gate_inp", &L->gate_inp, w->rl, err));
-    CK(cuda_moe_route(w->rl, L->tid2eid ? NULL : L->exp_bias, L->tid2eid, w->tok, 1, E, K,
-                      hp->route_scale, hp->expert_weights_norm, w->sel, w->selw, err));
-    if (s->check || il >= cm->n_host_layers || !s->d_stage) return moe_experts(s, il, L, err);
-    cu_layer Ls;
-    CK(stage_layer(s, L, &Ls, err));
-    int32_t *sel = w->sel;
-    w->sel = s->stage_ids;
-    st = moe_experts(s, il, &Ls, err);
-    w->sel = sel;
-    return st;
+    return cuda_fwd_mv(s, il, "wo_b", &L->wo_b, w->oa, w->f, err);
 }
 
 /* model/forward.c fwd_output for the current token: hc_head, norm, head into ws.logits. */
@@ -548,10 +359,10 @@ static ds4_status head(cuda_state *s, ds4_error *err) {
     int64_t il = hp->n_layer;
     cu_ws *w = &s->ws;
     ds4_status st;
-    CK(mv(s, il, "out_hc_fn", &cm->out_hc_fn, w->X, w->mix, err));
+    CK(cuda_fwd_mv(s, il, "out_hc_fn", &cm->out_hc_fn, w->X, w->mix, err));
     CK(cuda_hc_head(w->X, w->mix, cm->out_hc_scale, cm->out_hc_base, cm->out_norm, 1,
                     (int)hp->n_hc, hp->n_embd, hp->hc_eps, hp->norm_eps, w->y, err));
-    CK(mv(s, il, "output", &cm->output, w->y, w->logits, err));
+    CK(cuda_fwd_mv(s, il, "output", &cm->output, w->y, w->logits, err));
     return DS4_OK;
 }
 
@@ -731,7 +542,7 @@ static ds4_status eval_layer(cuda_model *cm, cuda_state *s, int64_t il, int64_t 
         CKQ(capture_rows(s, cap, il, pos, "h_attn", w->X, hc * D, err));
         CK(hc_pre(s, il, "hc_ffn_fn", &L->hc_ffn_fn, L->hc_ffn_scale, L->hc_ffn_base, L->ffn_norm,
                   defer, err));
-        CK(moe(s, il, err));
+        CK(cuda_fwd_moe(s, il, err));
         CKQ(capture_choices(s, cap, il, pos, err));
         if (!defer || il + 1 == hp->n_layer) CKQ(hc_post(s, err));
         CKQ(capture_rows(s, cap, il, pos, "ffn_out", w->f, D, err));
@@ -765,68 +576,6 @@ static ds4_status embed_host(cuda_model *cm, cuda_state *s, int32_t tok, ds4_err
     return cuda_upload(w->X, w->h_row, (size_t)(hc * D) * sizeof(float), err);
 }
 
-/* Bytes of one expert of e (rows of its type), 0 when the type is unknown. */
-static int64_t expert_bytes(const cu_experts *e) {
-    uint64_t rb = 0;
-    if (ds4_type_row_bytes((uint32_t)e->type, (uint64_t)e->cols, &rb, NULL) != DS4_OK) return 0;
-    return (int64_t)rb * e->rows;
-}
-
-/* Experts in host memory (issue #7): the staging buffer of the selected experts of a
- * host-resident layer (K experts of gate, up and down) and the ids 0..K-1 they then have. */
-static ds4_status stage_prepare(cuda_state *s, ds4_error *err) {
-    const int K = (int)s->cm->m->hp.n_expert_used;
-    ds4_status st;
-    int64_t total = 0;
-    for (int64_t il = 0; il < s->cm->n_host_layers; il++) {
-        const cu_layer *L = &s->cm->layers[il];
-        const cu_experts *e[3] = {&L->gate_exps, &L->up_exps, &L->down_exps};
-        for (int i = 0; i < 3; i++) {
-            int64_t b = (expert_bytes(e[i]) + 255) & ~(int64_t)255;
-            if (b > s->stage_each[i]) s->stage_each[i] = b;
-        }
-    }
-    for (int i = 0; i < 3; i++) total += s->stage_each[i] * K;
-    if (total <= 0 || K <= 0) return DS4_OK;
-    int32_t *ids = malloc((size_t)K * sizeof(int32_t));
-    if (!ids) return ds4_seterr(err, DS4_ERR_NOMEM, "cuda: staged expert ids");
-    for (int k = 0; k < K; k++) ids[k] = k;
-    st = cuda_malloc((void **)&s->d_stage, (size_t)total, err);
-    if (!st) st = cuda_malloc((void **)&s->stage_ids, (size_t)K * sizeof(int32_t), err);
-    if (!st) st = cuda_upload(s->stage_ids, ids, (size_t)K * sizeof(int32_t), err);
-    free(ids);
-    if (st) {
-        cuda_free(s->d_stage);
-        cuda_free(s->stage_ids);
-        s->d_stage = NULL;
-        s->stage_ids = NULL;
-        return ds4_err_prefix(err, "cuda: staging for the host-resident experts (%lld bytes)",
-                              (long long)total);
-    }
-    return DS4_OK;
-}
-
-/* Ls = L with its routed experts replaced by the staged copies of the K selected ones
- * (ws.sel), copied from host memory now (cuda_expert_stage). */
-static ds4_status stage_layer(cuda_state *s, const cu_layer *L, cu_layer *Ls, ds4_error *err) {
-    const int K = (int)s->cm->m->hp.n_expert_used;
-    ds4_status st;
-    *Ls = *L;
-    cu_experts *e[3] = {&Ls->gate_exps, &Ls->up_exps, &Ls->down_exps};
-    uint8_t *p = s->d_stage;
-    for (int i = 0; i < 3; i++) {
-        int64_t b = expert_bytes(e[i]);
-        if (b <= 0 || b > s->stage_each[i])
-            return ds4_seterr(err, DS4_ERR_INTERNAL, "cuda: staged expert of %lld bytes", (long long)b);
-        s->prof_what = "stage host experts";
-        CK(cuda_expert_stage(p, e[i]->d, b, e[i]->n_expert, s->ws.sel, K, err));
-        e[i]->d = p;
-        e[i]->n_expert = K;
-        p += s->stage_each[i] * K;
-    }
-    return DS4_OK;
-}
-
 /* Device buffers the graph steps and the shared-input products use, allocated before any
  * capture (no allocation may happen inside one): position, a's quantized copies, o's
  * quantized copy and the group ids 0..G-1 of the grouped output projection. */
@@ -853,7 +602,7 @@ static ds4_status eval_prepare(cuda_state *s, ds4_error *err) {
         const cu_mat *m = &s->cm->layers[il].wo_a;
         same &= m->type == wa->type && m->rows == G * hp->o_lora && m->cols == HD / G;
     }
-    if (!s->d_stage && s->cm->n_host_layers > 0) CK(stage_prepare(s, err));
+    if (!s->d_stage && s->cm->n_host_layers > 0) CK(cuda_fwd_stage_prepare(s, err));
     if (!s->grp_ids && same && G > 0 && G <= 65535 && HD % G == 0) {
         int32_t *ids = malloc((size_t)G * sizeof(int32_t));
         if (!ids) return ds4_seterr(err, DS4_ERR_NOMEM, "cuda: group ids");

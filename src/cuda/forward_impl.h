@@ -1,0 +1,48 @@
+/*
+ * cuda/forward_impl.h — what the one-token forward files share (forward_cuda.c: the layer
+ * order, attention, head; forward_moe.c: the MoE sub-layer): the checked-call macros that
+ * mark profile call sites, and the product helpers with the verification hook. Internal to
+ * src/cuda.
+ */
+#ifndef DS4_CUDA_FORWARD_IMPL_H
+#define DS4_CUDA_FORWARD_IMPL_H
+
+#include "cuda/model_cuda_impl.h"
+
+/* With profiling on (cuda_state_set_profile) every op is followed by a CUDA event tagged with
+ * its call site (the calling file's line and the call's text, or the product's name), so a step's
+ * time breaks down per call site. */
+#define CK(x)                                                                                  \
+    do {                                                                                       \
+        if ((st = (x)) != DS4_OK) return st;                                                   \
+        if (s->prof) cuda_prof_site(s, __LINE__, #x);                                               \
+    } while (0)
+
+/* A call whose own ops are marked inside it (or that launches nothing): no mark of its own,
+ * else the profile shows a row of pure event overhead (~1.5 us) for it. */
+#define CKQ(x)                                                                                 \
+    do {                                                                                       \
+        if ((st = (x)) != DS4_OK) return st;                                                   \
+    } while (0)
+
+
+/* Hands the last product to the verification hook (host copies of x [n_x][cols], y). */
+ds4_status cuda_fwd_check_mv(cuda_state *s, int64_t il, const char *what, const cpu_mat *w,
+                             const float *x, const float *y, int n_x, ds4_error *err);
+/* y = w·x for one token (cuda_matvec), then the verification hook. */
+ds4_status cuda_fwd_mv(cuda_state *s, int64_t il, const char *what, const cu_mat *w,
+                       const float *x, float *y, ds4_error *err);
+/* The sub-layer input a quantized for `type` (once per kind; NULL for kinds that read f32). */
+ds4_status cuda_fwd_act_of_a(cuda_state *s, int type, int64_t cols, const void **out,
+                             ds4_error *err);
+/* cuda_fwd_mv with x = a, reusing a's quantized copy. */
+ds4_status cuda_fwd_mv_a(cuda_state *s, int64_t il, const char *what, const cu_mat *w, float *y,
+                         ds4_error *err);
+
+/* forward_moe.c: the MoE sub-layer of layer il for the current token (router, routed and shared
+ * experts, combination into ws.f), and the staging buffer of host-resident experts that
+ * eval_prepare allocates before any capture. */
+ds4_status cuda_fwd_moe(cuda_state *s, int64_t il, ds4_error *err);
+ds4_status cuda_fwd_stage_prepare(cuda_state *s, ds4_error *err);
+
+#endif
