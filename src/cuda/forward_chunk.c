@@ -324,14 +324,8 @@ static ds4_status attn_n(cuda_state *s, int64_t il, int64_t pos0, int64_t n, ds4
      * in one launch, so no regrouped copy of o is needed). */
     int64_t G = hp->o_groups, hpg = H / G, ol = hp->o_lora;
     for (int64_t g = 0; g < G; g++) {
-        cu_mat wg = L->wo_a;
         cpu_mat hg;
-        wg.d += (uint64_t)(g * ol) * wg.row_bytes;
-        wg.rows = ol;
-        if (wg.host) {
-            hg = cpu_mat_rows(wg.host, g * ol, ol);
-            wg.host = &hg;
-        }
+        cu_mat wg = cu_mat_rows(&L->wo_a, g * ol, ol, &hg);
         CK(mm(s, "wo_a", &wg, w->o + g * hpg * Dh, H * Dh, n, w->oa + g * ol, G * ol, err));
     }
     return mm(s, "wo_b", &L->wo_b, w->oa, G * ol, n, w->f, D, err);

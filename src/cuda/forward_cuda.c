@@ -225,6 +225,24 @@ static ds4_status mv_preq(cuda_state *s, int64_t il, const char *what, const cu_
     return cuda_fwd_check_mv(s, il, what, w->host, x, y, 1, err);
 }
 
+/* A compressor's kv and gate products of a (§6.4; the attention's or, with indexer, the
+ * indexer's): one pair launch (F3_CPAIR) when both are the same float type and shape, else two
+ * products. */
+static ds4_status comp_products(cuda_state *s, int64_t il, const cu_comp_w *cw, bool indexer,
+                                float *A, float *B, ds4_error *err) {
+    const cu_mat *k = &cw->kv, *g = &cw->gate;
+    ds4_status st;
+    if ((fuse3(s) & F3_CPAIR) && cuda_act_kind(k->type) == CUDA_ACT_F32 && g->type == k->type &&
+        g->rows == k->rows && g->cols == k->cols && k->cols == s->cm->m->hp.n_embd) {
+        s->prof_what = indexer ? "idx_comp.kv+gate" : "comp.kv+gate";
+        CK(cuda_matvec_pair_f(k->type, k->d, g->d, k->rows, k->cols, s->ws.a, A, B, err));
+        return DS4_OK;
+    }
+    CK(cuda_fwd_mv_a(s, il, indexer ? "idx_comp.kv" : "comp.kv", k, A, err));
+    CK(cuda_fwd_mv_a(s, il, indexer ? "idx_comp.gate" : "comp.gate", g, B, err));
+    return DS4_OK;
+}
+
 /* model/attention.c attn_forward for one token at pos. */
 static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
     const cuda_model *cm = s->cm;
@@ -276,28 +294,12 @@ static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
     }
     /* §7.3 steps 2-3: the compressors advance (§6.4). */
     if (L->has_comp) {
-        const cu_mat *ck = &L->comp.kv, *cg = &L->comp.gate;
-        if ((fz & F3_CPAIR) && cuda_act_kind(ck->type) == CUDA_ACT_F32 && cg->type == ck->type &&
-            cg->rows == ck->rows && cg->cols == ck->cols && ck->cols == hp->n_embd) {
-            s->prof_what = "comp.kv+gate";
-            CK(cuda_matvec_pair_f(ck->type, ck->d, cg->d, ck->rows, ck->cols, w->a, w->cA, w->cB, err));
-        } else {
-            CK(cuda_fwd_mv_a(s, il, "comp.kv", ck, w->cA, err));
-            CK(cuda_fwd_mv_a(s, il, "comp.gate", cg, w->cB, err));
-        }
+        CKQ(comp_products(s, il, &L->comp, false, w->cA, w->cB, err));
         CK(comp_push(s, &kvl->comp, w->cA, w->cB, &L->comp, pos, 0, freqs, nr, eps, err));
     }
     if (L->has_indexer) {
         int64_t id = hp->idx_head_dim, ih = hp->idx_n_head;
-        const cu_mat *ik = &L->idx_comp.kv, *ig = &L->idx_comp.gate;
-        if ((fz & F3_CPAIR) && cuda_act_kind(ik->type) == CUDA_ACT_F32 && ig->type == ik->type &&
-            ig->rows == ik->rows && ig->cols == ik->cols && ik->cols == hp->n_embd) {
-            s->prof_what = "idx_comp.kv+gate"; /* the attention compressor's pair launch */
-            CK(cuda_matvec_pair_f(ik->type, ik->d, ig->d, ik->rows, ik->cols, w->a, w->iA, w->iB, err));
-        } else {
-            CK(cuda_fwd_mv_a(s, il, "idx_comp.kv", ik, w->iA, err));
-            CK(cuda_fwd_mv_a(s, il, "idx_comp.gate", ig, w->iB, err));
-        }
+        CKQ(comp_products(s, il, &L->idx_comp, true, w->iA, w->iB, err));
         CK(comp_push(s, &kvl->idx, w->iA, w->iB, &L->idx_comp, pos, 1, freqs, nr, eps, err));
         /* §8: queries from the normalised qr, head weights from a; RoPE, Hadamard, FP4. */
         CK(cuda_fwd_mv(s, il, "idx_wq_b", &L->idx_wq_b, w->qr, w->iq, err));
@@ -339,14 +341,8 @@ static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
         return cuda_fwd_mv(s, il, "wo_b", &L->wo_b, w->oa, w->f, err);
     }
     for (int64_t g = 0; g < G; g++) {
-        cu_mat wg = L->wo_a;
         cpu_mat hg;
-        wg.d += (uint64_t)(g * ol) * wg.row_bytes;
-        wg.rows = ol;
-        if (wg.host) {
-            hg = cpu_mat_rows(wg.host, g * ol, ol);
-            wg.host = &hg;
-        }
+        cu_mat wg = cu_mat_rows(&L->wo_a, g * ol, ol, &hg);
         CK(cuda_fwd_mv(s, il, "wo_a", &wg, w->o + g * hpg * Dh, w->oa + g * ol, err));
     }
     return cuda_fwd_mv(s, il, "wo_b", &L->wo_b, w->oa, w->f, err);

@@ -27,6 +27,19 @@ typedef struct cu_mat {
     const cpu_mat *host;      /* the CPU view (verification hook) */
 } cu_mat;
 
+/* Rows [r0, r0 + n) of w as a matrix of their own (wo_a's output groups, MODEL_MATH §5.6); its
+ * CPU view, if w has one, is *host_rows, which must outlive the result. */
+static inline cu_mat cu_mat_rows(const cu_mat *w, int64_t r0, int64_t n, cpu_mat *host_rows) {
+    cu_mat r = *w;
+    r.d += (uint64_t)r0 * r.row_bytes;
+    r.rows = n;
+    if (r.host) {
+        *host_rows = cpu_mat_rows(r.host, r0, n);
+        r.host = host_rows;
+    }
+    return r;
+}
+
 /* Routed experts [cols, rows, n_expert] (GGUF_LAYOUT §3.5). */
 typedef struct cu_experts {
     int type;
