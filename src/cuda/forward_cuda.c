@@ -118,6 +118,12 @@ static int fuse3(const cuda_state *s) {
     return e && e[0] ? atoi(e) : F3_DEFAULT;
 }
 
+bool cuda_fwd_branches(const cuda_state *s) {
+    if (!s->graphing || s->check) return false;
+    const char *e = getenv("DS4_CUDA_BRANCHES");
+    return !(e && e[0] == '0');
+}
+
 static ds4_status hc_post(cuda_state *s, ds4_error *err);
 
 /* model/forward.c fwd_hc_pre: mix = fn·X, then ρ, split, weighted sum and norm (§4.1).
@@ -243,7 +249,152 @@ static ds4_status comp_products(cuda_state *s, int64_t il, const cu_comp_w *cw, 
     return DS4_OK;
 }
 
-/* model/attention.c attn_forward for one token at pos. */
+/* The indexer's query product reads the Q8_0 records of qr made for wq_b: the records its own
+ * quantization of qr would make (normfuse.cu: bit-identical to cuda_quantize_act). */
+static bool idx_reads_qr8(const cuda_state *s, const cu_layer *L) {
+    return cuda_act_kind(L->idx_wq_b.type) == CUDA_ACT_Q8_0 && L->idx_wq_b.cols == s->cm->m->hp.q_lora;
+}
+
+/* wq_b's chain on a lane beside idx_wq_b: never both on ws.act with one of them writing it. */
+static bool q_lane_ok(const cuda_state *s, const cu_layer *L, const void *qr8) {
+    return cuda_act_kind(L->wq_b.type) == CUDA_ACT_F32 ||
+           cuda_act_kind(L->idx_wq_b.type) == CUDA_ACT_F32 || (qr8 && idx_reads_qr8(s, L));
+}
+
+/* Lanes of the attention sub-layer's branches (cuda_fwd_branches): the kv chain, the
+ * compressor, the indexer's compressor with its head weights, and the query's wq_b chain. */
+enum { LANE_KV = 1, LANE_COMP = 2, LANE_IDX = 3, LANE_Q = 4 };
+
+/* Whether product m of a may run on a lane: it reads f32 a, or a's quantized copy, made here on
+ * the main stream (once per kind). A product that would quantize a into ws.act itself (no copy
+ * for its kind) could race with another lane's ws.act: the sub-layer then stays on one stream. */
+static ds4_status a_ready(cuda_state *s, const cu_mat *m, bool *ok, ds4_error *err) {
+    const void *q;
+    ds4_status st;
+    if (cuda_act_kind(m->type) == CUDA_ACT_F32) return DS4_OK;
+    CKQ(cuda_fwd_act_of_a(s, m->type, m->cols, &q, err));
+    if (!q || m->cols != s->cm->m->hp.n_embd) *ok = false;
+    return DS4_OK;
+}
+
+/* Whether the attention sub-layer of L runs as branches; quantizes a's copies first (main). */
+static ds4_status attn_branches(cuda_state *s, const cu_layer *L, bool *on, ds4_error *err) {
+    ds4_status st;
+    *on = cuda_fwd_branches(s);
+    if (!*on) return DS4_OK;
+    const cu_mat *m[7] = {&L->wq_a, &L->wkv, &L->comp.kv, &L->comp.gate, &L->idx_comp.kv,
+                          &L->idx_comp.gate, &L->idx_proj};
+    int n = L->has_indexer ? 7 : L->has_comp ? 4 : 2;
+    for (int i = 0; i < n; i++) CKQ(a_ready(s, m[i], on, err));
+    return DS4_OK;
+}
+
+/* §5.2: the KV path, FP8 round trip of the non-RoPE dims in blocks of 64 (§12 #1), and with
+ * fuse3 §7.1's ring store in the same launch (*ring_done). */
+static ds4_status kv_chain(cuda_state *s, int64_t il, int64_t pos, bool *ring_done, ds4_error *err) {
+    const model_hparams *hp = &s->cm->m->hp;
+    const cu_layer *L = &s->cm->layers[il];
+    cu_ws *w = &s->ws;
+    int64_t Dh = hp->head_dim;
+    int nr = (int)hp->n_rope;
+    const float *freqs = hparams_ratio(hp, il) ? s->cm->freqs_comp : s->cm->freqs_plain;
+    float eps = hp->norm_eps;
+    ds4_status st;
+    *ring_done = false;
+    CK(cuda_fwd_mv_a(s, il, "wkv", &L->wkv, w->kv, err));
+    if (!s->fuse_norm) {
+        CK(cuda_rmsnorm(w->kv, w->kv, L->kv_norm, 1, Dh, eps, err));
+        CK(rope(s, w->kv, 1, Dh, Dh - nr, 1, nr, freqs, pos, err));
+        CK(cuda_fp8_roundtrip(w->kv, 1, Dh, Dh - nr, 64, err));
+    } else if ((fuse3(s) & F3_RING) && Dh <= 8192) {
+        CK(cuda_norm_rope_qat_ring(w->kv, L->kv_norm, 1, Dh, eps, nr, freqs, pos,
+                                   s->graphing ? s->d_pos : NULL, Dh - nr, 64, NULL,
+                                   s->layers[il].raw, hp->n_window, err));
+        *ring_done = true;
+    } else {
+        CK(norm_rope(s, w->kv, L->kv_norm, 1, Dh, nr, freqs, pos, Dh - nr, NULL, err));
+    }
+    return DS4_OK;
+}
+
+/* §5.1: the query path up to the normalised qr; *qr8: qr's Q8_0 records in ws.act, made by the
+ * fused norm when wq_b reads them (NULL otherwise). */
+static ds4_status q_chain_a(cuda_state *s, int64_t il, int64_t pos, void **qr8, ds4_error *err) {
+    const model_hparams *hp = &s->cm->m->hp;
+    const cu_layer *L = &s->cm->layers[il];
+    cu_ws *w = &s->ws;
+    ds4_status st;
+    *qr8 = NULL;
+    CK(cuda_fwd_mv_a(s, il, "wq_a", &L->wq_a, w->qr, err));
+    if (!s->fuse_norm) {
+        CK(cuda_rmsnorm(w->qr, w->qr, L->q_norm, 1, hp->q_lora, hp->norm_eps, err));
+        return DS4_OK;
+    }
+    /* normfuse.cu: the row chain in one launch; the norm hands wq_b its input already
+     * quantized when wq_b reads Q8_0 records. */
+    if (cuda_act_kind(L->wq_b.type) == CUDA_ACT_Q8_0 && hp->q_lora % 32 == 0) *qr8 = w->act;
+    CK(norm_rope(s, w->qr, L->q_norm, 1, hp->q_lora, 0, NULL, pos, 0, *qr8, err));
+    return DS4_OK;
+}
+
+/* §5.1 continued: q = wq_b·qr, per-head norm without weight (§3.2), RoPE on the tail. */
+static ds4_status q_chain_b(cuda_state *s, int64_t il, int64_t pos, const void *qr8,
+                            ds4_error *err) {
+    const model_hparams *hp = &s->cm->m->hp;
+    const cu_layer *L = &s->cm->layers[il];
+    cu_ws *w = &s->ws;
+    int64_t H = hp->n_head, Dh = hp->head_dim;
+    int nr = (int)hp->n_rope;
+    const float *freqs = hparams_ratio(hp, il) ? s->cm->freqs_comp : s->cm->freqs_plain;
+    ds4_status st;
+    if (qr8) {
+        CK(mv_preq(s, il, "wq_b", &L->wq_b, w->qr, qr8, w->q, err));
+    } else {
+        CK(cuda_fwd_mv(s, il, "wq_b", &L->wq_b, w->qr, w->q, err));
+    }
+    if (s->fuse_norm) {
+        CK(norm_rope(s, w->q, NULL, H, Dh, nr, freqs, pos, 0, NULL, err));
+    } else {
+        CK(cuda_rmsnorm(w->q, w->q, NULL, H, Dh, hp->norm_eps, err));
+        CK(rope(s, w->q, H, Dh, Dh - nr, H, nr, freqs, pos, err));
+    }
+    return DS4_OK;
+}
+
+/* §8: the indexer's queries from the normalised qr (its Q8_0 records qr8 when the types allow:
+ * the same records its own quantization would make), then, once lane `idx` (head weights and
+ * the indexer's compressor) has joined, RoPE, Hadamard, FP4, scale, and the top-k. */
+static ds4_status idx_select(cuda_state *s, int64_t il, int64_t pos, const void *qr8, bool br,
+                             ds4_error *err) {
+    const model_hparams *hp = &s->cm->m->hp;
+    const cu_layer *L = &s->cm->layers[il];
+    cu_kv_layer *kvl = &s->layers[il];
+    cu_ws *w = &s->ws;
+    int64_t id = hp->idx_head_dim, ih = hp->idx_n_head;
+    int nr = (int)hp->n_rope;
+    const float *freqs = hparams_ratio(hp, il) ? s->cm->freqs_comp : s->cm->freqs_plain;
+    ds4_status st;
+    if (qr8 && idx_reads_qr8(s, L)) {
+        CK(mv_preq(s, il, "idx_wq_b", &L->idx_wq_b, w->qr, qr8, w->iq, err));
+    } else {
+        CK(cuda_fwd_mv(s, il, "idx_wq_b", &L->idx_wq_b, w->qr, w->iq, err));
+    }
+    CKQ(cuda_fwd_join(br, LANE_IDX, err));
+    /* RoPE, Hadamard, FP4 (§12 #3, blocks of 32) and the weight scale in one launch. */
+    CK(cuda_indexer_qprep(w->iq, w->iw, 1, ih, id, nr, freqs, pos, s->graphing ? s->d_pos : NULL,
+                          32, err));
+    if (s->graphing)
+        CK(cuda_indexer_topk_dpos(w->iq, w->iw, kvl->idx.rows, 1, s->d_pos, s->graph_bound,
+                                  ih, id, hp->idx_topk, w->idx_scr, w->isel, w->n_isel, err));
+    else
+        CK(cuda_indexer_topk(w->iq, w->iw, kvl->idx.rows, 1, pos, ih, id, hp->idx_topk,
+                             w->idx_scr, w->isel, w->n_isel, err));
+    return DS4_OK;
+}
+
+/* model/attention.c attn_forward for one token at pos. The chains that meet only at the
+ * attention (§7.3) — kv, compressor, the indexer's compressor and head weights, the query —
+ * run as branches of a captured step (cuda_fwd_branches); op by op in this order. */
 static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
     const cuda_model *cm = s->cm;
     const model_hparams *hp = &cm->m->hp;
@@ -255,65 +406,41 @@ static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
     int ratio = (int)hparams_ratio(hp, il);
     const float *freqs = ratio ? cm->freqs_comp : cm->freqs_plain;
     float eps = hp->norm_eps;
-    int fz = fuse3(s);
-    bool ring_done = false; /* the kv chain also stored the window ring's row (fuse3) */
+    bool ring_done = false, br; /* ring_done: the kv chain also stored the window ring's row */
+    void *qr8;
     ds4_status st;
-    /* §5.1: query path; per-head norm without weight (§3.2), RoPE on the tail. */
-    CK(cuda_fwd_mv_a(s, il, "wq_a", &L->wq_a, w->qr, err));
-    if (s->fuse_norm) {
-        /* normfuse.cu: each row chain in one launch; the norm hands wq_b its input already
-         * quantized when wq_b reads Q8_0 records. */
-        void *qr8 = cuda_act_kind(L->wq_b.type) == CUDA_ACT_Q8_0 && hp->q_lora % 32 == 0 ? w->act : NULL;
-        CK(norm_rope(s, w->qr, L->q_norm, 1, hp->q_lora, 0, NULL, pos, 0, qr8, err));
-        if (qr8) {
-            CK(mv_preq(s, il, "wq_b", &L->wq_b, w->qr, qr8, w->q, err));
-        } else {
-            CK(cuda_fwd_mv(s, il, "wq_b", &L->wq_b, w->qr, w->q, err));
-        }
-        CK(norm_rope(s, w->q, NULL, H, Dh, nr, freqs, pos, 0, NULL, err));
-        /* §5.2: KV path, FP8 round trip of the non-RoPE dims in blocks of 64 (§12 #1). */
-        CK(cuda_fwd_mv_a(s, il, "wkv", &L->wkv, w->kv, err));
-        if ((fz & F3_RING) && Dh <= 8192) { /* and §7.1's ring store in the same launch */
-            CK(cuda_norm_rope_qat_ring(w->kv, L->kv_norm, 1, Dh, eps, nr, freqs, pos,
-                                       s->graphing ? s->d_pos : NULL, Dh - nr, 64, NULL, kvl->raw, W,
-                                       err));
-            ring_done = true;
-        } else {
-            CK(norm_rope(s, w->kv, L->kv_norm, 1, Dh, nr, freqs, pos, Dh - nr, NULL, err));
-        }
-    } else {
-        CK(cuda_rmsnorm(w->qr, w->qr, L->q_norm, 1, hp->q_lora, eps, err));
-        CK(cuda_fwd_mv(s, il, "wq_b", &L->wq_b, w->qr, w->q, err));
-        CK(cuda_rmsnorm(w->q, w->q, NULL, H, Dh, eps, err));
-        CK(rope(s, w->q, H, Dh, Dh - nr, H, nr, freqs, pos, err));
-        /* §5.2: KV path, FP8 round trip of the non-RoPE dims (§12 #1). */
-        CK(cuda_fwd_mv_a(s, il, "wkv", &L->wkv, w->kv, err));
-        CK(cuda_rmsnorm(w->kv, w->kv, L->kv_norm, 1, Dh, eps, err));
-        CK(rope(s, w->kv, 1, Dh, Dh - nr, 1, nr, freqs, pos, err));
-        CK(cuda_fp8_roundtrip(w->kv, 1, Dh, Dh - nr, 64, err));
-    }
+    CKQ(attn_branches(s, L, &br, err));
+    CKQ(cuda_fwd_fork(br, LANE_KV, err));
+    CKQ(kv_chain(s, il, pos, &ring_done, err));
     /* §7.3 steps 2-3: the compressors advance (§6.4). */
     if (L->has_comp) {
+        CKQ(cuda_fwd_fork(br, LANE_COMP, err));
         CKQ(comp_products(s, il, &L->comp, false, w->cA, w->cB, err));
         CK(comp_push(s, &kvl->comp, w->cA, w->cB, &L->comp, pos, 0, freqs, nr, eps, err));
     }
     if (L->has_indexer) {
-        int64_t id = hp->idx_head_dim, ih = hp->idx_n_head;
+        CKQ(cuda_fwd_fork(br, LANE_IDX, err));
         CKQ(comp_products(s, il, &L->idx_comp, true, w->iA, w->iB, err));
         CK(comp_push(s, &kvl->idx, w->iA, w->iB, &L->idx_comp, pos, 1, freqs, nr, eps, err));
-        /* §8: queries from the normalised qr, head weights from a; RoPE, Hadamard, FP4. */
-        CK(cuda_fwd_mv(s, il, "idx_wq_b", &L->idx_wq_b, w->qr, w->iq, err));
+        /* §8: head weights from a */
         CK(cuda_fwd_mv_a(s, il, "idx_proj", &L->idx_proj, w->iw, err));
-        /* RoPE, Hadamard, FP4 (§12 #3, blocks of 32) and the weight scale in one launch. */
-        CK(cuda_indexer_qprep(w->iq, w->iw, 1, ih, id, nr, freqs, pos, s->graphing ? s->d_pos : NULL,
-                              32, err));
-        if (s->graphing)
-            CK(cuda_indexer_topk_dpos(w->iq, w->iw, kvl->idx.rows, 1, s->d_pos, s->graph_bound,
-                                      ih, id, hp->idx_topk, w->idx_scr, w->isel, w->n_isel, err));
-        else
-            CK(cuda_indexer_topk(w->iq, w->iw, kvl->idx.rows, 1, pos, ih, id, hp->idx_topk,
-                                 w->idx_scr, w->isel, w->n_isel, err));
     }
+    if (br) cuda_graph_main();
+    CKQ(q_chain_a(s, il, pos, &qr8, err));
+    /* The indexer's queries and top-k on the main stream, wq_b's chain beside them unless both
+     * would use ws.act with one of them writing it. */
+    bool qb = br && L->has_indexer && q_lane_ok(s, L, qr8);
+    if (L->has_indexer) {
+        CKQ(cuda_fwd_fork(qb, LANE_Q, err));
+        CKQ(q_chain_b(s, il, pos, qr8, err));
+        if (qb) cuda_graph_main();
+        CKQ(idx_select(s, il, pos, qr8, br, err));
+    } else {
+        CKQ(q_chain_b(s, il, pos, qr8, err));
+    }
+    CKQ(cuda_fwd_join(br, LANE_KV, err));
+    CKQ(cuda_fwd_join(br && L->has_comp, LANE_COMP, err));
+    CKQ(cuda_fwd_join(qb, LANE_Q, err));
     /* §5.4-5.6: window + compressed rows with sinks; value tails de-rotated. */
     const float *comp = ratio ? kvl->comp.rows : NULL;
     const int32_t *isel = ratio == 4 ? w->isel : NULL;

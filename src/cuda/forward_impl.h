@@ -26,6 +26,21 @@
     } while (0)
 
 
+/* Branches of the captured decode step (issue #7, graph.cu cuda_graph_fork): independent chains
+ * of a sub-layer on side streams, so the graph runs them concurrently. On while a graph is
+ * captured, never under the verification hook or op by op, and off with DS4_CUDA_BRANCHES=0
+ * (read at capture). The same kernels on the same inputs: the same bits either way. */
+bool cuda_fwd_branches(const cuda_state *s);
+
+/* cuda_graph_fork / cuda_graph_join when `on`, else nothing (the ops then run in program
+ * order on one stream). */
+static inline ds4_status cuda_fwd_fork(bool on, int lane, ds4_error *err) {
+    return on ? cuda_graph_fork(lane, err) : DS4_OK;
+}
+static inline ds4_status cuda_fwd_join(bool on, int lane, ds4_error *err) {
+    return on ? cuda_graph_join(lane, err) : DS4_OK;
+}
+
 /* Hands the last product to the verification hook (host copies of x [n_x][cols], y). */
 ds4_status cuda_fwd_check_mv(cuda_state *s, int64_t il, const char *what, const cpu_mat *w,
                              const float *x, const float *y, int n_x, ds4_error *err);

@@ -16,6 +16,9 @@
 #include "format/types.h"
 #include "cuda/forward_impl.h"
 
+/* The lane of the shared expert's branch (cuda_fwd_branches). */
+enum { LANE_SHARED = 1 };
+
 /* The K selected experts of e (ids on the device) in one launch; x shared or per expert. */
 static ds4_status mv_experts(cuda_state *s, int64_t il, const char *what, const cu_experts *e,
                              const float *x, int per_expert_x, float *y, ds4_error *err) {
@@ -56,44 +59,86 @@ static bool swiglu_quant_ok(int type, int64_t F) {
  * (cuda_matvec_experts_down_combine). Same kernel per product and the same operations, so the
  * same bits as moe()'s separate calls (tests/cuda/test_cuda_moe_dec.c). The shared down's
  * quantized input lives in ws.yexp's bytes: free until the routed down writes yexp, which runs
- * after the shared down has read them. *done = false (nothing launched) when the shapes or types
- * do not allow it; its last launch is marked by the caller's CK, like moe()'s combine. */
-static ds4_status moe_fused(cuda_state *s, int64_t il, const cu_layer *L, bool *done,
-                            ds4_error *err) {
+ * after the shared down has read them. Whether L allows it, with a's quantized copies (*q routed,
+ * *qs shared). */
+static ds4_status moe_fused_ok(cuda_state *s, const cu_layer *L, const void **q, const void **qs,
+                               bool *ok, ds4_error *err) {
     const model_hparams *hp = &s->cm->m->hp;
-    cu_ws *w = &s->ws;
     const int64_t D = hp->n_embd, F = hp->n_ff_exp;
     const int K = (int)hp->n_expert_used;
     const cu_experts *eg = &L->gate_exps, *eu = &L->up_exps, *ed = &L->down_exps;
     const cu_mat *sg = &L->sh_gate, *su = &L->sh_up, *sd = &L->sh_down;
     const char *env = getenv("DS4_CUDA_MOE_FUSE");
     ds4_status st;
-    *done = false;
+    *ok = false;
     if (s->check || !L->has_shared || (env && strcmp(env, "0") == 0)) return DS4_OK;
-    const int64_t Fs = sg->rows;
     if (eu->type != eg->type || eu->rows != eg->rows || eu->cols != eg->cols ||
         eu->n_expert != eg->n_expert || su->type != sg->type || su->rows != sg->rows ||
         su->cols != sg->cols || ed->rows != D || sd->rows != D || !swiglu_quant_ok(ed->type, F) ||
-        !swiglu_quant_ok(sd->type, Fs) || !cuda_mvx_supports(ed->type, ed->cols, K) ||
+        !swiglu_quant_ok(sd->type, sg->rows) || !cuda_mvx_supports(ed->type, ed->cols, K) ||
         cuda_matvec_scratch_bytes(sd->type, sd->cols) > (size_t)K * (size_t)D * sizeof(float))
         return DS4_OK;
-    const void *q, *qs;
-    CKQ(cuda_fwd_act_of_a(s, eg->type, eg->cols, &q, err));
-    CKQ(cuda_fwd_act_of_a(s, sg->type, sg->cols, &qs, err));
-    if (!q || !qs) return DS4_OK;
-    *done = true;
+    CKQ(cuda_fwd_act_of_a(s, eg->type, eg->cols, q, err));
+    CKQ(cuda_fwd_act_of_a(s, sg->type, sg->cols, qs, err));
+    *ok = *q && *qs;
+    return DS4_OK;
+}
+
+/* The fused MoE's shared expert on its own (a branch beside the router and the routed
+ * experts, cuda_fwd_branches): gate+up, SwiGLU+quantize, down into ws.shy. The SwiGLU pair's
+ * halves as two launches are bit-identical to the pair (cuda_swiglu_quant_pair). */
+static ds4_status moe_shared(cuda_state *s, int64_t il, const cu_layer *L, const void *qs,
+                             ds4_error *err) {
+    const model_hparams *hp = &s->cm->m->hp;
+    cu_ws *w = &s->ws;
+    const cu_mat *sg = &L->sh_gate, *su = &L->sh_up, *sd = &L->sh_down;
+    void *shq = w->yexp;
+    ds4_status st;
+    s->prof_what = "sh_gate+up";
+    CK(cuda_matvec_pair_preq(sg->type, sg->d, su->d, sg->rows, sg->cols, qs, w->shg, w->shu, err));
+    CK(cuda_swiglu_quant(cuda_act_kind(sd->type), w->shg, w->shu, NULL, 1, sg->rows,
+                         hp->swiglu_clamp_shared[il], w->shg, shq, err));
+    s->prof_what = "sh_down";
+    CK(cuda_matvec_preq(sd->type, sd->d, sd->rows, sd->cols, shq, w->shy, err));
+    return DS4_OK;
+}
+
+/* The fused MoE (moe_fused_ok) after the router; shared: its shared expert ran already on
+ * lane 1 (moe_shared), joined before the routed down, which reads ws.shy. */
+static ds4_status moe_fused(cuda_state *s, int64_t il, const cu_layer *L, bool shared,
+                            bool *done, ds4_error *err) {
+    const model_hparams *hp = &s->cm->m->hp;
+    cu_ws *w = &s->ws;
+    const int64_t F = hp->n_ff_exp;
+    const int K = (int)hp->n_expert_used;
+    const cu_experts *eg = &L->gate_exps, *eu = &L->up_exps, *ed = &L->down_exps;
+    const cu_mat *sg = &L->sh_gate, *su = &L->sh_up, *sd = &L->sh_down;
+    const void *q = NULL, *qs = NULL;
+    ds4_status st;
+    CKQ(moe_fused_ok(s, L, &q, &qs, done, err));
+    if (!*done) {
+        if (shared) return ds4_seterr(err, DS4_ERR_INTERNAL, "cuda moe: shared expert branch without the fused path");
+        return DS4_OK;
+    }
+    const int64_t Fs = sg->rows;
     s->prof_what = "gate+up_exps";
     CK(cuda_matvec_experts_pair_preq(eg->type, eg->d, eu->d, eg->n_expert, eg->rows, eg->cols, w->sel,
                                      K, q, w->g, w->u, err));
-    s->prof_what = "sh_gate+up";
-    CK(cuda_matvec_pair_preq(sg->type, sg->d, su->d, sg->rows, sg->cols, qs, w->shg, w->shu, err));
-    void *shq = w->yexp;
-    s->prof_what = "swiglu+quantize, experts and shared";
-    CK(cuda_swiglu_quant_pair(cuda_act_kind(ed->type), w->g, w->u, w->selw, K, F, hp->swiglu_clamp[il],
-                              w->g, w->act, cuda_act_kind(sd->type), w->shg, w->shu, NULL, 1, Fs,
-                              hp->swiglu_clamp_shared[il], w->shg, shq, err));
-    s->prof_what = "sh_down";
-    CK(cuda_matvec_preq(sd->type, sd->d, sd->rows, sd->cols, shq, w->shy, err));
+    if (shared) {
+        CK(cuda_swiglu_quant(cuda_act_kind(ed->type), w->g, w->u, w->selw, K, F, hp->swiglu_clamp[il],
+                             w->g, w->act, err));
+        CKQ(cuda_graph_join(LANE_SHARED, err));
+    } else {
+        s->prof_what = "sh_gate+up";
+        CK(cuda_matvec_pair_preq(sg->type, sg->d, su->d, sg->rows, sg->cols, qs, w->shg, w->shu, err));
+        void *shq = w->yexp;
+        s->prof_what = "swiglu+quantize, experts and shared";
+        CK(cuda_swiglu_quant_pair(cuda_act_kind(ed->type), w->g, w->u, w->selw, K, F, hp->swiglu_clamp[il],
+                                  w->g, w->act, cuda_act_kind(sd->type), w->shg, w->shu, NULL, 1, Fs,
+                                  hp->swiglu_clamp_shared[il], w->shg, shq, err));
+        s->prof_what = "sh_down";
+        CK(cuda_matvec_preq(sd->type, sd->d, sd->rows, sd->cols, shq, w->shy, err));
+    }
     s->prof_what = "down_exps + moe_combine";
     return cuda_matvec_experts_down_combine(ed->type, ed->d, ed->n_expert, ed->rows, ed->cols, w->sel,
                                             K, w->act, w->yexp, w->shy, w->f, err);
@@ -102,14 +147,15 @@ static ds4_status moe_fused(cuda_state *s, int64_t il, const cu_layer *L, bool *
 /* The experts and the shared expert after the router (the K selected experts in grouped
  * launches, clamped SwiGLU with the routing weight, shared expert, sum in ascending expert
  * order), L's experts read at the ids in ws.sel. */
-static ds4_status moe_experts(cuda_state *s, int64_t il, const cu_layer *L, ds4_error *err) {
+static ds4_status moe_experts(cuda_state *s, int64_t il, const cu_layer *L, bool shared,
+                              ds4_error *err) {
     const model_hparams *hp = &s->cm->m->hp;
     cu_ws *w = &s->ws;
     int64_t F = hp->n_ff_exp;
     int K = (int)hp->n_expert_used;
     ds4_status st;
     bool fused;
-    CKQ(moe_fused(s, il, L, &fused, err));
+    CKQ(moe_fused(s, il, L, shared, &fused, err));
     if (fused) return DS4_OK;
     const cu_experts *eg = &L->gate_exps, *eu = &L->up_exps, *ed = &L->down_exps;
     const void *q = NULL;
@@ -176,15 +222,25 @@ ds4_status cuda_fwd_moe(cuda_state *s, int64_t il, ds4_error *err) {
     cu_ws *w = &s->ws;
     int E = (int)hp->n_expert, K = (int)hp->n_expert_used;
     ds4_status st;
+    bool shared = false; /* the shared expert runs as a branch beside the router (lane 1) */
+    if (cuda_fwd_branches(s)) {
+        const void *q, *qs;
+        CKQ(moe_fused_ok(s, L, &q, &qs, &shared, err));
+        if (shared) {
+            CKQ(cuda_graph_fork(LANE_SHARED, err));
+            CKQ(moe_shared(s, il, L, qs, err));
+            cuda_graph_main();
+        }
+    }
     CK(cuda_fwd_mv_a(s, il, "gate_inp", &L->gate_inp, w->rl, err));
     CK(cuda_moe_route(w->rl, L->tid2eid ? NULL : L->exp_bias, L->tid2eid, w->tok, 1, E, K,
                       hp->route_scale, hp->expert_weights_norm, w->sel, w->selw, err));
-    if (s->check || il >= cm->n_host_layers || !s->d_stage) return moe_experts(s, il, L, err);
+    if (s->check || il >= cm->n_host_layers || !s->d_stage) return moe_experts(s, il, L, shared, err);
     cu_layer Ls;
     CK(stage_layer(s, L, &Ls, err));
     int32_t *sel = w->sel;
     w->sel = s->stage_ids;
-    st = moe_experts(s, il, &Ls, err);
+    st = moe_experts(s, il, &Ls, shared, err);
     w->sel = sel;
     return st;
 }

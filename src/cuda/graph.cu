@@ -17,30 +17,75 @@ struct cuda_graph {
 };
 
 static cudaStream_t g_capture; /* created on first use; blocking, so legacy-stream copies order with it */
+static cudaStream_t g_lane[CUDA_GRAPH_LANES]; /* side streams of the branches, non-blocking */
+static cudaEvent_t g_ev;  /* fork/join points: each record is consumed by the wait right after it */
+static bool g_open;       /* a capture is open (cu_stream is then g_capture or a lane) */
 
 extern "C" ds4_status cuda_graph_begin(ds4_error *err) {
-    if (cu_stream) return ds4_seterr(err, DS4_ERR_INTERNAL, "cuda graph: a capture is already open");
+    if (g_open) return ds4_seterr(err, DS4_ERR_INTERNAL, "cuda graph: a capture is already open");
     if (!g_capture) CU_CHECK(cudaStreamCreate(&g_capture), err, "graph stream");
+    /* created here, outside the capture, so that a fork never creates anything mid-capture */
+    for (int i = 0; i < CUDA_GRAPH_LANES; i++)
+        if (!g_lane[i]) CU_CHECK(cudaStreamCreateWithFlags(&g_lane[i], cudaStreamNonBlocking), err, "lane stream");
+    if (!g_ev) CU_CHECK(cudaEventCreateWithFlags(&g_ev, cudaEventDisableTiming), err, "lane event");
     CU_CHECK(cudaStreamBeginCapture(g_capture, cudaStreamCaptureModeThreadLocal), err,
              "graph capture begin");
     cu_stream = g_capture;
+    g_open = true;
+    return DS4_OK;
+}
+
+/* A lane's stream joins the capture by waiting on an event recorded on a capturing stream: its
+ * launches then depend on everything recorded on `from` before the fork. */
+static cudaError_t wait_on(cudaStream_t waiter, cudaStream_t from) {
+    cudaError_t e = cudaEventRecord(g_ev, from);
+    return e == cudaSuccess ? cudaStreamWaitEvent(waiter, g_ev, 0) : e;
+}
+
+static ds4_status lane_check(int lane, ds4_error *err) {
+    if (!g_open) return ds4_seterr(err, DS4_ERR_INTERNAL, "cuda graph: no capture is open");
+    if (lane < 1 || lane > CUDA_GRAPH_LANES)
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda graph: lane %d (1..%d)", lane, CUDA_GRAPH_LANES);
+    return DS4_OK;
+}
+
+extern "C" ds4_status cuda_graph_fork(int lane, ds4_error *err) {
+    ds4_status st = lane_check(lane, err);
+    if (st) return st;
+    CU_CHECK(wait_on(g_lane[lane - 1], g_capture), err, "graph fork");
+    cu_stream = g_lane[lane - 1];
+    return DS4_OK;
+}
+
+extern "C" void cuda_graph_main(void) {
+    if (g_open) cu_stream = g_capture;
+}
+
+extern "C" ds4_status cuda_graph_join(int lane, ds4_error *err) {
+    ds4_status st = lane_check(lane, err);
+    if (st) return st;
+    cu_stream = g_capture;
+    CU_CHECK(wait_on(g_capture, g_lane[lane - 1]), err, "graph join");
     return DS4_OK;
 }
 
 extern "C" void cuda_graph_abort(void) {
-    if (!cu_stream) return;
+    if (!g_open) return;
     cudaGraph_t gr = NULL;
-    cudaStreamEndCapture(cu_stream, &gr);
+    cudaStreamEndCapture(g_capture, &gr);
     if (gr) cudaGraphDestroy(gr);
     cudaGetLastError(); /* an invalidated capture leaves its error; the caller already has one */
     cu_stream = 0;
+    g_open = false;
 }
 
 extern "C" ds4_status cuda_graph_end(cuda_graph **g, ds4_error *err) {
-    if (!cu_stream) return ds4_seterr(err, DS4_ERR_INTERNAL, "cuda graph: no capture is open");
+    if (!g_open) return ds4_seterr(err, DS4_ERR_INTERNAL, "cuda graph: no capture is open");
     cudaGraph_t gr = NULL;
-    cudaError_t e = cudaStreamEndCapture(cu_stream, &gr);
+    /* a lane not joined back fails the capture here (cudaErrorStreamCaptureUnjoined) */
+    cudaError_t e = cudaStreamEndCapture(g_capture, &gr);
     cu_stream = 0;
+    g_open = false;
     if (e != cudaSuccess) {
         if (gr) cudaGraphDestroy(gr);
         return ds4_seterr(err, DS4_ERR_INTERNAL, "cuda: graph capture end: %s", cudaGetErrorString(e));
