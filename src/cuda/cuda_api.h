@@ -364,6 +364,18 @@ ds4_status cuda_graph_launch(cuda_graph *g, ds4_error *err);
 /* Instantiations and in-place updates of g so far (benchmarks). */
 void cuda_graph_counts(const cuda_graph *g, long *n_inst, long *n_upd);
 void cuda_graph_free(cuda_graph *g);
+/* Branches inside an open capture (issue #7: independent chains of the decode step run
+ * concurrently). cuda_graph_fork(lane): lane 1..CUDA_GRAPH_LANES depends on everything
+ * captured on the main stream so far, and the following ops are captured on it;
+ * cuda_graph_main(): the following ops are captured on the main stream again (a no-op outside
+ * a capture); cuda_graph_join(lane): the main stream's following ops depend on everything
+ * captured on the lane (and are captured on the main stream). A lane may be forked again later
+ * (it then also depends on the main stream's newer work); every forked lane must be joined before
+ * cuda_graph_end. Two lanes running at once must not write the same buffer. */
+#define CUDA_GRAPH_LANES 4
+ds4_status cuda_graph_fork(int lane, ds4_error *err);
+void cuda_graph_main(void);
+ds4_status cuda_graph_join(int lane, ds4_error *err);
 
 /* Per-op timing with CUDA events (prof.cu): cuda_prof_mark records an event on the launch
  * stream tagged `tag` (up to cap marks, then dropped); cuda_prof_collect waits and calls fn with

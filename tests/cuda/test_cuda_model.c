@@ -873,6 +873,44 @@ static void graph_case(fixture *f, const int32_t *toks, const float *lg, double 
     free(lo);
 }
 
+/* Branches of the decode graph (issue #7, cuda_fwd_branches): the same free-running sequence
+ * through a graph captured without them (DS4_CUDA_BRANCHES=0, one stream) must give the logits
+ * of the graph with them (lg) bit for bit: the same kernels on the same inputs. */
+static void branches_case(fixture *f, const int32_t *toks, const float *lg) {
+    const char *name = "synthetic flash q2: decode graph without branches equals with branches";
+    ds4_error err = {0};
+    int64_t V = model_get_hparams(f->m)->n_vocab, rows = SYN_T + SYN_N;
+    float *lo = malloc((size_t)(rows * V) * sizeof(float));
+    gpu_state g = {0};
+    if (!lo || gpu_state_create(&g, f, rows, &err)) {
+        result(0, name, "state: %s", lo ? err.msg : "out of memory");
+        free(lo);
+        return;
+    }
+    const char *was = getenv("DS4_CUDA_BRANCHES");
+    char keep[16];
+    snprintf(keep, sizeof keep, "%s", was ? was : "");
+    setenv("DS4_CUDA_BRANCHES", "0", 1);
+    cuda_state_set_batch(g.dev, false); /* lg's prompt ran token by token too */
+    model_eval_opts o = {MODEL_LOGITS_ALL, lo, NULL, NULL};
+    int rc = cuda_model_eval(f->cm, g.dev, toks, SYN_T, &o, &err) != DS4_OK;
+    for (int64_t i = 0; !rc && i < SYN_N; i++) {
+        model_eval_opts od = {MODEL_LOGITS_LAST, lo + (SYN_T + i) * V, NULL, NULL};
+        rc = cuda_model_eval(f->cm, g.dev, &toks[SYN_T + i], 1, &od, &err) != DS4_OK;
+    }
+    if (was) setenv("DS4_CUDA_BRANCHES", keep, 1);
+    else unsetenv("DS4_CUDA_BRANCHES");
+    if (rc) {
+        result(0, name, "eval: %s", err.msg);
+    } else {
+        int64_t at = 0;
+        double e = max_abs(lo, lg, rows * V, &at);
+        result(e == 0.0, name, "%lld positions, max |diff| %.3g (must be 0)", (long long)rows, e);
+    }
+    gpu_state_free(&g);
+    free(lo);
+}
+
 /* Greedy decode without the logits (model_eval_opts.token_out, issue #7): head + argmax on the
  * device, only the id downloaded, as the graph (graph on) and op by op (off). The same kernels
  * give the free-running run's logits bit for bit, so every id must equal their host argmax. */
@@ -1205,6 +1243,7 @@ static void synth_case(const char *path) {
     }
     double t_dec = now_s() - t1;
     graph_case(&f, toks, lg, t_dec);
+    branches_case(&f, toks, lg);
     greedy_case(&f, toks, lg);
     prof_case(&f, toks);
     prof_chunk_case(&f, toks, SYN_T);
