@@ -125,7 +125,7 @@ NVCC      ?= $(shell command -v nvcc 2>/dev/null || echo /usr/local/cuda/bin/nvc
 CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=compute_80
 CUDA_SRC  := $(sort $(wildcard src/cuda/*.cu))
 CUDA_OBJ  := $(patsubst %.cu,$(BUILD)/%.o,$(CUDA_SRC))
-$(BUILD)/%.o: %.cu $(wildcard src/cuda/*.cuh) $(wildcard src/cuda/*.h)
+$(BUILD)/%.o: %.cu $(wildcard src/cuda/*.cuh) $(wildcard src/cuda/*.h) src/cpu/refmath.h src/model/smp_exp.h
 	@mkdir -p $(dir $@)
 	$(NVCC) -O3 -std=c++17 $(CUDA_ARCH) $(CPPFLAGS) -Xcompiler -Wall,-Wextra -c $< -o $@
 

@@ -3,6 +3,7 @@
  * their inputs; no allocation, no state.
  */
 #include "cpu/ops.h"
+#include "cpu/refmath.h"
 
 #include <math.h>
 #include <string.h>
@@ -49,7 +50,8 @@ void cpu_rope_tail(float *x, int n_rope, const float *freqs, int64_t pos, bool i
     for (int i = 0; i < n_rope / 2; i++) {
         /* MODEL_MATH §3.4 precision note: angle = f32(t) * f32(f'_i), rounded to f32. */
         float ang = t * freqs[i];
-        float c = (float)cos((double)ang), s = (float)sin((double)ang);
+        float c, s;
+        ref_sincosf(ang, &c, &s); /* cos/sin rounded to f32, the same bits as the GPU's */
         if (inverse) s = -s;
         float a = x[2 * i], b = x[2 * i + 1];
         x[2 * i] = a * c - b * s;
@@ -136,16 +138,17 @@ void cpu_softmax(float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) if (x[i] > m) m = x[i];
     double s = 0.0;
     for (int64_t i = 0; i < n; i++) {
-        x[i] = expf(x[i] - m);
+        x[i] = ref_expf(x[i] - m);
         s += x[i];
     }
     float inv = (float)(1.0 / s);
     for (int64_t i = 0; i < n; i++) x[i] *= inv;
 }
 
-float cpu_sigmoid(float z) { return 1.0f / (1.0f + expf(-z)); }
-float cpu_silu(float z) { return z / (1.0f + expf(-z)); }
-float cpu_softplus(float z) { return z > 20.0f ? z : log1pf(expf(z)); }
+/* exp / log1p from cpu/refmath.h (the GPU's cuda/ops.cuh uses the same ones: equal bits). */
+float cpu_sigmoid(float z) { return 1.0f / (1.0f + ref_expf(-z)); }
+float cpu_silu(float z) { return z / (1.0f + ref_expf(-z)); }
+float cpu_softplus(float z) { return z > 20.0f ? z : (float)ref_log1p((double)ref_expf(z)); }
 
 float cpu_dot_f32(const float *a, const float *b, int64_t n) {
     float acc[8] = {0};

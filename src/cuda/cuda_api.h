@@ -159,6 +159,16 @@ ds4_status cuda_softmax(float *d_x, int64_t n_rows, int64_t n, ds4_error *err);
 /* x[i] *= s for i < n. */
 ds4_status cuda_scale(float *d_x, int64_t n, float s, ds4_error *err);
 
+/* Test entry (refmath.cu): d_out[i] = f(x_i), x_i the f32 with bits bits0 + i·stride, f one of
+ * cpu/refmath.h's functions as the kernels call them (exp, log1p, softplus, cos, sin), for a
+ * bit-for-bit comparison with the host; LIB_*: CUDA's double exp / log1p / cos / sin rounded
+ * to f32 (measured against glibc's, not used by the model). */
+enum { CUDA_REFMATH_EXP, CUDA_REFMATH_LOG1P, CUDA_REFMATH_SOFTPLUS, CUDA_REFMATH_COS,
+       CUDA_REFMATH_SIN, CUDA_REFMATH_LIB_EXP, CUDA_REFMATH_LIB_LOG1P, CUDA_REFMATH_LIB_COS,
+       CUDA_REFMATH_LIB_SIN };
+ds4_status cuda_refmath_sweep(int fn, uint32_t bits0, uint32_t stride, int64_t n, float *d_out,
+                              ds4_error *err);
+
 /* cpu_rope_tail on n_rows rows: row r starts at d_x + r*row_stride, its n_rope rotated values at
  * + tail_off; it uses position pos0 + r / rows_per_pos (rows_per_pos = n_head for a [tok][head]
  * block of queries). d_freqs: the cpu_rope_freqs table (n_rope/2 values) uploaded once. */

@@ -5,9 +5,10 @@
  *
  * Why the explicit __fmul_rn / __fadd_rn: nvcc contracts a*b+c into one FMA by default, the CPU
  * build does not (-ffp-contract=off); the _rn intrinsics are never contracted, so the rounding
- * steps stay those of the reference. Transcendentals (exp, cos, sin, log1p) are evaluated in
- * double and rounded to f32, which equals the correctly rounded f32 result; glibc's f32 versions
- * are within 0.5x ULP of it, so the two backends agree except in rare last-bit cases.
+ * steps stay those of the reference. Transcendentals (exp, cos, sin, log1p) are cpu/refmath.h's,
+ * the very functions the CPU reference calls (IEEE double steps rounded once to f32), so the two
+ * backends compute the same bits by construction (issue #7; before session 4 the GPU used
+ * CUDA's exp(double) and the CPU glibc's expf, which round apart on ~0.008% of inputs).
  *
  * Must not: hold state, allocate, or know tensor names. Block-wide helpers assume blockDim.x is
  * a multiple of 32 and at most 1024.
@@ -16,10 +17,11 @@
 #define DS4_CUDA_OPS_CUH
 
 #include "common.cuh"
+#include "cpu/refmath.h"
 
 #define CU_PI_D 3.14159265358979323846
 
-__device__ __forceinline__ float cu_exp_ref(float x) { return (float)exp((double)x); }
+__device__ __forceinline__ float cu_exp_ref(float x) { return ref_expf(x); }
 __device__ __forceinline__ float cu_sigmoid_ref(float z) {
     return __fdiv_rn(1.0f, __fadd_rn(1.0f, cu_exp_ref(-z)));
 }
@@ -28,7 +30,7 @@ __device__ __forceinline__ float cu_silu_ref(float z) {
 }
 /* PyTorch softplus threshold (cpu_softplus): z > 20 -> z, else log1p(exp(z)). */
 __device__ __forceinline__ float cu_softplus_ref(float z) {
-    return z > 20.0f ? z : (float)log1p((double)cu_exp_ref(z));
+    return z > 20.0f ? z : (float)ref_log1p((double)cu_exp_ref(z));
 }
 
 /* MODEL_MATH §3.6 / §16 #7: 2^ceil(log2(r)) from the IEEE bits (cpu_pow2_ceil). */
@@ -65,11 +67,12 @@ __device__ __forceinline__ float cu_e2m1_round(float y) {
     return y < 0 ? -q : q;
 }
 
-/* MODEL_MATH §3.3: rotate pair (a, b) by angle f32(pos)·f (f32 product), cos/sin rounded to f32;
- * the same expression as cpu_rope_tail. */
+/* MODEL_MATH §3.3: rotate pair (a, b) by angle f32(pos)·f (f32 product), cos/sin rounded to f32
+ * (ref_sincosf); the same expression as cpu_rope_tail. */
 __device__ __forceinline__ void cu_rope_pair(float *x, float freq, float t, int inverse) {
     float ang = __fmul_rn(t, freq);
-    float c = (float)cos((double)ang), s = (float)sin((double)ang);
+    float c, s;
+    ref_sincosf(ang, &c, &s);
     if (inverse) s = -s;
     float a = x[0], b = x[1];
     x[0] = __fsub_rn(__fmul_rn(a, c), __fmul_rn(b, s));

@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "cpu/ops.h"
+#include "cpu/refmath.h"
 #include "model/compressor.h"
 #include "model/forward.h"
 
@@ -68,9 +69,9 @@ static void attn_items(void *ctx, int64_t begin, int64_t end, int thread_idx) {
             if (z[n_win + i] > mx) mx = z[n_win + i];
         }
         /* MODEL_MATH §5.5: the sink is a virtual key with zero value, not scaled by tau. */
-        float den = expf(j->L->sinks[h] - mx);
+        float den = ref_expf(j->L->sinks[h] - mx); /* the GPU's exp bits (cpu/refmath.h) */
         for (int64_t i = 0; i < n_win + n_comp; i++) {
-            z[i] = expf(z[i] - mx);
+            z[i] = ref_expf(z[i] - mx);
             den += z[i];
         }
         float *acc = z + n_win + n_comp;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cpu/ops.h"
+#include "cpu/refmath.h"
 
 /* MODEL_MATH §6.1/§6.2: per channel softmax over the candidate scores, weighted sum of A. */
 static void pool(const kv_comp *c, float *out) {
@@ -24,7 +25,7 @@ static void pool(const kv_comp *c, float *out) {
         for (int64_t s = 0; s < c->coff * r; s++) {
             int64_t off = (c->coff == 2 && s >= r) ? d : 0;
             float b = c->st_sc[s * w + off + ch];
-            float e = expf(b - mx);
+            float e = ref_expf(b - mx); /* cpu/refmath.h: the GPU's bits */
             den += e;
             num += e * c->st_kv[s * w + off + ch];
         }

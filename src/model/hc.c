@@ -6,6 +6,7 @@
 #include <math.h>
 
 #include "cpu/ops.h"
+#include "cpu/refmath.h"
 
 void hc_split(const float *m, const float *scale, const float *base, int hc, int iters,
               float eps, float *pre, float *post, float *comb) {
@@ -23,7 +24,7 @@ void hc_split(const float *m, const float *scale, const float *base, int hc, int
         float mx = row[0];
         for (int k = 1; k < hc; k++) if (row[k] > mx) mx = row[k];
         float s = 0.0f;
-        for (int k = 0; k < hc; k++) { row[k] = expf(row[k] - mx); s += row[k]; }
+        for (int k = 0; k < hc; k++) { row[k] = ref_expf(row[k] - mx); s += row[k]; }
         for (int k = 0; k < hc; k++) row[k] = row[k] / s + eps;
     }
     /* Step 2: column normalise; step 3: iters-1 (row, column) rounds. */

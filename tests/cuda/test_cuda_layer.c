@@ -174,6 +174,7 @@ double now_s(void) {
 }
 
 void test_moe_dec(int do_bench); /* test_cuda_moe_dec.c: routed-expert products (h1) */
+void test_refmath(void);         /* test_cuda_refmath.c: exp / log1p / cos / sin, both sides */
 
 int test_cuda_layer_ops(int do_bench, int *n_pass, int *n_fail) {
     g_pass = n_pass;
@@ -182,6 +183,7 @@ int test_cuda_layer_ops(int do_bench, int *n_pass, int *n_fail) {
     test_rmsnorm();
     test_softmax();
     test_rope();
+    test_refmath();
     test_hadamard();
     test_qat();
     test_hc();
