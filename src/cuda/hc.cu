@@ -8,6 +8,7 @@
  * Must not: know layer structure (the caller says which hc_post is pending).
  */
 #include "cuda_api.h"
+#include "matvec_impl.cuh"
 #include "ops.cuh"
 #include "quant.cuh"
 
@@ -406,10 +407,12 @@ extern "C" ds4_status cuda_hc_head(const float *d_X, const float *d_mix, const f
  * A decode layer ran hc_post (X2 = post·f + comb·X), the mix m = fn·X2 (cuda_matvec, F32,
  * 24 x 16384 on Flash) and hc_pre (k_hc_pre_dec) as three launches of a few us each. k_hc_mix
  * does the three: every mix block forms the X2 values of the units it reads with k_hc_post's
- * operations (so the same bits; fn's rows read X2 anyway), and its products follow
- * k_matvec_float<F32/F16, 16-byte units, WPR> step for step (lane chains of fmaf over the units
- * u = sub·32 + lane, u += 32·WPR, the warp's butterfly, the row's warps added in warp order),
- * so mix equals cuda_matvec's. With `pre` (Flash's hc 4 x 4096 only) two more blocks run
+ * operations (so the same bits; fn's rows read X2 anyway), and its products are the CPU's
+ * (format/quant_dot.c q_dot_f32/f16: lane i%8 adds the rounded product w_i·x_i, then the
+ * lanes' combine), as matvec_dense.cu computes them: one block per mix row, warps 1..31 compute
+ * chunk k's products into shared memory (each loader one 4-value unit per chunk, its next
+ * unit's loads issued first) while lanes 0..7 of warp 0 add chunk k-1's in column order, so mix
+ * equals cuda_matvec's and the CPU's. With `pre` (Flash's hc 4 x 4096 only) two more blocks run
  * k_hc_pre_dec's roles: they load X2 and compute ρ while the mix blocks work, then wait on a
  * device counter for the mix rows (the grid is small, all its blocks are resident together:
  * PDL releases the next grid only once every block of this one has started), and block role 0
@@ -417,7 +420,8 @@ extern "C" ds4_status cuda_hc_head(const float *d_X, const float *d_mix, const f
  * read the old post/comb before they count). One counter serves every launch: launches on the
  * stream never overlap (cu_pdl_wait), and the last of the two waiting blocks resets it. */
 
-#define HCM_MAXW 16 /* warps per mix row at most (matvec.cu's few-row shapes) */
+#define HCM_LOADERS (HCD_THREADS - 32)
+#define HCM_C (4 * HCM_LOADERS) /* values per chunk: one 4-value unit per loader (a multiple of 8) */
 
 struct hcm_args {
     const uint8_t *fn;                /* [rows][cols] F32 or F16, cols = hc·d */
@@ -505,99 +509,103 @@ __device__ void hcm_pre_block(const hcm_args &a, int role) {
                       a.norm_eps, a.pre, a.post_out, a.comb_out, a.a, a.q80, a.q8k, shd);
 }
 
-/* T: fn's type (F32, F16); NW warps per block, WPR per mix row; PRE: the last two blocks run
- * hc_pre (NW = 32). A unit is 16 bytes of fn's row: 4 (F32) or 8 (F16) values. */
-template <int T, int WPR, int NW, bool PRE>
-__global__ void __launch_bounds__(32 * NW) k_hc_mix(hcm_args a) {
+/* Loader: unit u (4 values at column col = 4u of fn's row and of X2) of stream k, column c of
+ * X2 (pending hc_post); w: its fn words (F16: the first two). */
+template <int T>
+__device__ __forceinline__ void hcm_fetch(const hcm_args &a, const uint8_t *wr, int64_t col,
+                                          int64_t k, int64_t c, uint4 *w, float4 *x) {
+    if (T == CU_T_F32) {
+        *w = __ldg((const uint4 *)(wr + col * 4));
+    } else {
+        const uint2 h = __ldg((const uint2 *)(wr + col * 2));
+        *w = make_uint4(h.x, h.y, 0u, 0u);
+    }
+    *x = a.f ? hcm_x4(a, k, c) : *(const float4 *)(a.X + col);
+}
+
+/* T: fn's type (F32, F16); PRE: the last two blocks run hc_pre. One block of HCD_THREADS per
+ * mix row; the chunk buffers (2 x HCM_C + 8 floats) are dynamic shared memory. */
+template <int T, bool PRE>
+__global__ void __launch_bounds__(HCD_THREADS) k_hc_mix(hcm_args a) {
     cu_pdl_wait();
     if (PRE && (int)blockIdx.x >= a.n_mix_blocks) {
         hcm_pre_block<4, 4>(a, (int)blockIdx.x - a.n_mix_blocks);
         return;
     }
-    /* rows per block: with PRE one (the 1024-thread block's other warps idle), so the mix keeps
-     * one SM per row as without */
-    constexpr int RPB = PRE ? 1 : NW / WPR;
-    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    constexpr int VPU = T == CU_T_F32 ? 4 : 8; /* values per unit */
-    const int64_t row = (int64_t)blockIdx.x * RPB + warp / WPR, nu = a.cols / VPU;
-    const bool ok = warp / WPR < RPB && row < a.rows;
-    /* without PRE the first row's warps write X2 (they visit every unit once) */
-    const bool writer = !PRE && a.f && blockIdx.x == 0 && warp < WPR;
-    const uint4 *wr = (const uint4 *)(a.fn + (ok ? row : 0) * nu * 16);
-    const int64_t u0 = (int64_t)(warp % WPR) * 32 + lane;
-    int64_t k = 0, c = u0 * VPU; /* X2's stream and column of unit u (pending hc_post) */
-    if (a.f) {
+    extern __shared__ __align__(16) float hcm_buf[]; /* [2][HCM_C + 8] */
+    const int64_t row = blockIdx.x;
+    const int lt = (int)threadIdx.x - 32, lane = threadIdx.x & 31;
+    /* without PRE the first row's block writes X2 (its loaders visit every unit once) */
+    const bool writer = !PRE && a.f && blockIdx.x == 0;
+    const uint8_t *wr = a.fn + row * a.cols * (T == CU_T_F32 ? 4 : 2);
+    const int n_chunks = (int)((a.cols + HCM_C - 1) / HCM_C);
+    /* this loader's column in chunk 0, its X2 stream and column (advanced by HCM_C a chunk) */
+    int64_t col = 4 * (int64_t)lt, k = 0, c = col;
+    if (a.f && lt >= 0) {
         k = c / a.d;
         c -= k * a.d;
     }
+    uint4 wn = make_uint4(0u, 0u, 0u, 0u);
+    float4 xn = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (lt >= 0 && col < a.cols) hcm_fetch<T>(a, wr, col, k, c, &wn, &xn);
     float acc = 0.0f;
-#pragma unroll 4
-    for (int64_t u = u0; ok && u < nu; u += 32 * WPR) {
-        const uint4 w = wr[u];
-        const uint32_t wv[4] = {w.x, w.y, w.z, w.w};
-        if (T == CU_T_F32) { /* matvec.cu cu_dot16<F32> */
-            const float4 xv = a.f ? hcm_x4(a, k, c) : ((const float4 *)a.X)[u];
-            if (writer) ((float4 *)a.Xout)[u] = xv;
-            acc = fmaf(__uint_as_float(wv[0]), xv.x, acc);
-            acc = fmaf(__uint_as_float(wv[1]), xv.y, acc);
-            acc = fmaf(__uint_as_float(wv[2]), xv.z, acc);
-            acc = fmaf(__uint_as_float(wv[3]), xv.w, acc);
-        } else { /* cu_dot16<F16>: 8 values, two float4 of x */
-            const float4 x0 = a.f ? hcm_x4(a, k, c) : ((const float4 *)a.X)[2 * u];
-            const float4 x1 = a.f ? hcm_x4(a, k, c + 4) : ((const float4 *)a.X)[2 * u + 1];
-            if (writer) {
-                ((float4 *)a.Xout)[2 * u] = x0;
-                ((float4 *)a.Xout)[2 * u + 1] = x1;
+    for (int q = 0; q <= n_chunks; q++) {
+        if (lt >= 0) {
+            if (q < n_chunks && col < a.cols) {
+                const uint4 w = wn;
+                const float4 x = xn;
+                const int64_t cur = col;
+                col += HCM_C;
+                for (c += HCM_C; a.f && c >= a.d; c -= a.d) k++;
+                if (col < a.cols) hcm_fetch<T>(a, wr, col, k, c, &wn, &xn); /* the next chunk's unit */
+                if (writer) *(float4 *)(a.Xout + cur) = x;
+                float wf[4];
+                if (T == CU_T_F32) {
+                    wf[0] = __uint_as_float(w.x); wf[1] = __uint_as_float(w.y);
+                    wf[2] = __uint_as_float(w.z); wf[3] = __uint_as_float(w.w);
+                } else {
+                    wf[0] = __half2float(__ushort_as_half((unsigned short)(w.x & 0xFFFFu)));
+                    wf[1] = __half2float(__ushort_as_half((unsigned short)(w.x >> 16)));
+                    wf[2] = __half2float(__ushort_as_half((unsigned short)(w.y & 0xFFFFu)));
+                    wf[3] = __half2float(__ushort_as_half((unsigned short)(w.y >> 16)));
+                }
+                *(float4 *)(hcm_buf + (q & 1) * (HCM_C + 8) + 4 * lt) =
+                    make_float4(__fmul_rn(wf[0], x.x), __fmul_rn(wf[1], x.y), __fmul_rn(wf[2], x.z),
+                                __fmul_rn(wf[3], x.w));
             }
-            const float xs[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
-#pragma unroll
-            for (int i = 0; i < 8; i++) {
-                const uint32_t h = (wv[i / 2] >> (16 * (i & 1))) & 0xFFFFu;
-                acc = fmaf(__half2float(__ushort_as_half((unsigned short)h)), xs[i], acc);
-            }
+        } else if (q > 0 && lane < 8) { /* chain lanes: column ≡ lane (mod 8), in order */
+            const int64_t c0 = (int64_t)(q - 1) * HCM_C;
+            const int cb = (int)(a.cols - c0 < HCM_C ? a.cols - c0 : HCM_C);
+            const float *b = hcm_buf + ((q - 1) & 1) * (HCM_C + 8);
+#pragma unroll 8
+            for (int i = lane; i < cb; i += 8) acc = __fadd_rn(acc, b[i]);
         }
-        if (a.f) /* the next unit of this lane: 32·WPR units on */
-            for (c += 32 * WPR * VPU; c >= a.d; c -= a.d) k++;
-    }
-    /* matvec.cu mv_finish: the warp's butterfly, then the row's warps in warp order */
-    acc = cu_warp_sum(acc);
-    if (WPR == 1) {
-        if (ok && lane == 0) a.mix[row] = acc;
-    } else {
-        __shared__ float part[32];
-        if (lane == 0) part[warp] = acc;
         __syncthreads();
-        if (ok && lane == 0 && warp % WPR == 0) {
-            float t = part[warp];
-            for (int q = 1; q < WPR; q++) t = __fadd_rn(t, part[warp + q]);
-            a.mix[row] = t;
-        }
     }
-    if (PRE) { /* this block's rows are written: count it */
+    if (lt < 0) {
+        acc = mvd_combine8(acc);
+        if (lane == 0) a.mix[row] = acc;
+    }
+    if (PRE) { /* this block's row is written: count it */
         __threadfence();
         __syncthreads();
         if (threadIdx.x == 0) atomicAdd(&g_hcm_count, 1u);
     }
 }
 
-template <int T, int WPR>
-static void hcm_launch(const hcm_args &a0, bool pre) {
+template <int T, bool PRE>
+static ds4_status hcm_launch(const hcm_args &a0, ds4_error *err) {
     hcm_args a = a0;
-    if (pre) {
-        a.n_mix_blocks = (int)a.rows;
-        cu_launch(k_hc_mix<T, WPR, 32, true>, a.n_mix_blocks + 2, 1024, 0, a);
-    } else {
-        constexpr int NW = WPR < 4 ? 4 : WPR;
-        a.n_mix_blocks = (int)((a.rows + NW / WPR - 1) / (NW / WPR));
-        cu_launch(k_hc_mix<T, WPR, NW, false>, a.n_mix_blocks, 32 * NW, 0, a);
+    a.n_mix_blocks = (int)a.rows;
+    const size_t smem = 2 * (HCM_C + 8) * sizeof(float);
+    static bool set = false; /* static shared (hc_pre's roles) + this may pass 48 KiB */
+    if (!set) {
+        CU_CHECK(cudaFuncSetAttribute(k_hc_mix<T, PRE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      (int)smem), err, "hc_mix shared memory");
+        set = true;
     }
-}
-
-template <int T>
-static void hcm_launch_t(const hcm_args &a, int wpr, bool pre) {
-    if (wpr == 16) hcm_launch<T, 16>(a, pre);
-    else if (wpr == 4) hcm_launch<T, 4>(a, pre);
-    else hcm_launch<T, 1>(a, pre);
+    cu_launch(k_hc_mix<T, PRE>, a.n_mix_blocks + (PRE ? 2 : 0), HCD_THREADS, smem, a);
+    return DS4_OK;
 }
 
 extern "C" ds4_status cuda_hc_mix_fused(int fn_type, const void *d_fn, int64_t rows,
@@ -618,17 +626,12 @@ extern "C" ds4_status cuda_hc_mix_fused(int fn_type, const void *d_fn, int64_t r
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_hc_mix_fused: %lld rows, hc %d, d %lld",
                           (long long)rows, hc, (long long)d);
     const float *X2 = d_f ? d_Xout : d_X; /* the streams hc_pre and the mix read */
-    /* matvec.cu's choice for a float product of rows x cols: 16-byte units when aligned, WPR 16
-     * (rows < 512) while the row has 32·WPR units, else 4, else 1. Other types and shapes, and
-     * the unaligned cases (cuda_matvec would take 1-value units): the separate ops. */
-    const int vpu = fn_type == CU_T_F32 ? 4 : 8; /* values per 16-byte unit */
-    const int64_t nu = cols / vpu;
-    int wpr = rows >= 4096 ? 1 : rows >= 512 ? 4 : 16;
-    while (wpr > 1 && nu < 32 * wpr) wpr /= 4;
-    const bool vec = (fn_type == CU_T_F32 || fn_type == CU_T_F16) && d % vpu == 0 &&
+    /* 4-value units of F32 / F16 rows, 16-byte aligned; other types and the unaligned cases
+     * (and a grid too large for one block per row): the separate ops. */
+    const bool vec = (fn_type == CU_T_F32 || fn_type == CU_T_F16) && d % 4 == 0 &&
                      ((uintptr_t)d_fn & 15) == 0 && ((uintptr_t)d_X & 15) == 0 &&
                      (!d_f || (((uintptr_t)d_f & 15) == 0 && ((uintptr_t)d_Xout & 15) == 0));
-    if (!vec || wpr > HCM_MAXW) {
+    if (!vec || rows > 65535) {
         if (d_f && (st = cuda_hc_post(d_f, d_X, d_post, d_comb, 1, hc, d, d_Xout, err))) return st;
         if ((st = cuda_matvec(fn_type, d_fn, rows, cols, X2, NULL, d_mix, err))) return st;
         if (!d_scale) return DS4_OK;
@@ -668,8 +671,9 @@ extern "C" ds4_status cuda_hc_mix_fused(int fn_type, const void *d_fn, int64_t r
         cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
         n_sm = 0;
     const bool pre = one_launch && d_scale && hc == 4 && d == 4 * HCD_THREADS && n_sm >= rows + 2;
-    if (fn_type == CU_T_F32) hcm_launch_t<CU_T_F32>(a, wpr, pre);
-    else hcm_launch_t<CU_T_F16>(a, wpr, pre);
+    st = fn_type == CU_T_F32 ? (pre ? hcm_launch<CU_T_F32, true>(a, err) : hcm_launch<CU_T_F32, false>(a, err))
+                             : (pre ? hcm_launch<CU_T_F16, true>(a, err) : hcm_launch<CU_T_F16, false>(a, err));
+    if (st) return st;
     CU_LAUNCH_CHECK(err, "hc_mix launch");
     if (!d_scale || pre) return DS4_OK;
     return cuda_hc_pre_quant(X2, d_mix, d_scale, d_base, d_norm, 1, hc, d, iters, hc_eps, norm_eps,

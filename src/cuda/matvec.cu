@@ -33,7 +33,6 @@ struct mv_args {
     const uint8_t *w2;
     float *y2;
     int n_sel;
-    int exact; /* Q8_0: sum the block terms in the CPU's order (k_matvec_q8_0) */
 };
 
 struct mv_ptrs {
@@ -270,31 +269,18 @@ __global__ void __launch_bounds__(32 * mv_shape<WPR>::warps) k_matvec_kquant(mv_
     mv_finish<WPR>(acc, ok, p.y);
 }
 
-/* Q8_0 weights × ds4 Q8_0 activation records: a unit is one 32-value block. A4: rows 4-byte
- * aligned (q8_0_load), else 16-bit loads.
- * Default: lane partial sums over the blocks, then the warp sum (each block's term is the CPU's,
- * the order of the sum is not). a.exact (DS4_CUDA_MV_EXACT=1; issue #7, h2): the row is the
- * CPU's q_dot_q8_0 bit for bit — the terms (d·yd)·isum added one after another from block 0.
- * One warp per row: each group of 32 terms (one per lane) is added in lane order by every lane
- * through shuffles; several warps per row: the terms go to shared memory (rows of up to
- * MV_Q8_TERMS blocks), then thread 0 adds them in order. The shuffles cost as many
- * instructions as the dot itself: +25% per product on an H200, 9% of the decode step
- * (docs/BENCHMARKS.md "Decode matvecs and attention (h2, session 3)"), so it is not the
- * default. */
-#define MV_Q8_TERMS 2048
+/* Q8_0 weights × ds4 Q8_0 activation records (DS4_CUDA_MV_V1=1 only: matvec_dense.cu is the
+ * default): a unit is one 32-value block. A4: rows 4-byte aligned (q8_0_load), else 16-bit
+ * loads. Lane partial sums over the blocks, then the warp sum (each block's term is the CPU's,
+ * the order of the sum is not). */
 template <int WPR, bool A4>
 __global__ void __launch_bounds__(32 * mv_shape<WPR>::warps) k_matvec_q8_0(mv_args a) {
     cu_pdl_wait();
-    __shared__ float terms[WPR > 1 ? MV_Q8_TERMS : 1];
     const int64_t nb = a.cols / 32;
-    const int lane = threadIdx.x & 31;
-    const bool exact = a.exact && (WPR == 1 || nb <= MV_Q8_TERMS); /* uniform */
     mv_ptrs p;
     const bool ok = mv_select<WPR>(a, &p, nb * CU_Q8_0_BYTES);
     float acc = 0.0f;
-    /* base: the warp's first unit of the step (warp-uniform, so the shuffles see every lane) */
-    for (int64_t base = mv_unit0<WPR>() - lane; ok && base < nb; base += MV_U * MV_STEP(WPR)) {
-        const int64_t b0 = base + lane;
+    for (int64_t b0 = mv_unit0<WPR>(); ok && b0 - (threadIdx.x & 31) < nb; b0 += MV_U * MV_STEP(WPR)) {
         int s[MV_U];
         float dw[MV_U];
 #pragma unroll
@@ -319,34 +305,13 @@ __global__ void __launch_bounds__(32 * mv_shape<WPR>::warps) k_matvec_q8_0(mv_ar
         }
 #pragma unroll
         for (int i = 0; i < MV_U; i++) {
-            const int64_t b = b0 + i * MV_STEP(WPR), bi = base + i * MV_STEP(WPR);
-            if (bi >= nb) break; /* warp-uniform */
-            const float t = b < nb ? __fmul_rn(__fmul_rn(dw[i], cu_f32_at(p.act + b * CU_Q8_0ACT_BYTES)),
-                                               (float)s[i])
-                                   : 0.0f;
-            if (!exact) {
-                if (b < nb) acc = __fadd_rn(acc, t);
-            } else if (WPR == 1) {
-                const int n = nb - bi < 32 ? (int)(nb - bi) : 32;
-                for (int j = 0; j < n; j++) acc = __fadd_rn(acc, __shfl_sync(0xffffffffu, t, j));
-            } else if (b < nb) {
-                terms[b] = t;
-            }
+            const int64_t b = b0 + i * MV_STEP(WPR);
+            if (b < nb)
+                acc = __fadd_rn(acc, __fmul_rn(__fmul_rn(dw[i], cu_f32_at(p.act + b * CU_Q8_0ACT_BYTES)),
+                                               (float)s[i]));
         }
     }
-    if (exact && WPR == 1) {
-        if (ok && lane == 0) *p.y = acc;
-    } else if (exact) { /* one row per block (WPR > 1): thread 0 adds the terms in order */
-        __syncthreads();
-        if (ok && threadIdx.x == 0) {
-            float r = 0.0f;
-#pragma unroll 8
-            for (int64_t b = 0; b < nb; b++) r = __fadd_rn(r, terms[b]);
-            *p.y = r;
-        }
-    } else {
-        mv_finish<WPR>(acc, ok, p.y);
-    }
+    mv_finish<WPR>(acc, ok, p.y);
 }
 
 /* Float weights × f32 activations. */
@@ -478,6 +443,16 @@ static ds4_status matvec_launch2(int type, const void *d_w, const void *d_w2, in
     if (d_ids && cuda_mvx_supports(type, cols, n_x))
         return cuda_mvx_launch(type, d_w, d_w2, n_experts, w_stride, d_ids, n_sel, rows, cols, a.act, n_x,
                                d_y, d_y2, err);
+    /* Dense types: matvec_dense.cu, bit-identical to the CPU's single-row dot (issue #7).
+     * DS4_CUDA_MV_V1=1 (read per call; decode calls happen once, at graph capture): the
+     * kernels below, for timing before/after in one run. */
+    const char *v1 = getenv("DS4_CUDA_MV_V1");
+    if ((type == CU_T_Q8_0 || type == CU_T_F32 || type == CU_T_F16 || type == CU_T_BF16) &&
+        !(v1 && atoi(v1) == 1)) {
+        const mvd_shape sh = {a.w, a.w2, a.w_stride, a.ids, a.n_experts, a.act, a.act_stride,
+                              a.y, a.y2, rows, cols, n_sel};
+        return cu_mvd_launch(type, sh, err);
+    }
     /* Warps per row: one when the launch has enough rows to fill the device, else 4 or 16,
      * never more than the row has units for (issue #7: few-row products). */
     const int vec = (type == CU_T_F32 || type == CU_T_F16 || type == CU_T_BF16) &&
@@ -489,20 +464,6 @@ static ds4_status matvec_launch2(int type, const void *d_w, const void *d_w2, in
      * order, must be each single product's (cuda_matvec_pair_f == two cuda_matvec, bit for bit;
      * at 256 rows the pair would otherwise take 4 warps per row where one product takes 16). */
     const int64_t total = rows * n_sel * (d_w2 && cuda_act_kind(type) != CUDA_ACT_F32 ? 2 : 1);
-    /* Q8_0 rows bit-identical to q_dot_row (the CPU's order), both slower than the default on an
-     * H200 and kept for measurement and checks: DS4_CUDA_MV_EXACT=1 (k_matvec_q8_0's exact
-     * sum), DS4_CUDA_MV_STREAM=1 (512+ rows through matvec_stream.cu). Read per call, so a test
-     * can compare them; decode calls happen once, at graph capture. */
-    const char *ex = getenv("DS4_CUDA_MV_EXACT"), *stream = getenv("DS4_CUDA_MV_STREAM");
-    /* The streaming kernel only takes 512+ rows; shorter products under DS4_CUDA_MV_STREAM get
-     * the exact sum too, so the switch always means "bit-identical to q_dot_row". */
-    a.exact = (ex && atoi(ex) == 1) || (stream && atoi(stream) == 1);
-    if (stream && atoi(stream) == 1 && total >= 512) {
-        const mvs_shape sh = {a.w, a.w2, a.w_stride, a.ids, a.n_experts, a.act, a.act_stride,
-                              a.y, a.y2, rows, cols, n_sel};
-        ds4_status st = DS4_OK;
-        if (cu_mv_stream(type, sh, &st, err)) return st;
-    }
     int wpr = total >= 4096 ? 1 : total >= 512 ? 4 : 16;
     while (wpr > 1 && units < 32 * wpr) wpr /= 4;
     switch (wpr) {

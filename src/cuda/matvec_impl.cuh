@@ -49,8 +49,19 @@ __device__ __forceinline__ float cu_dot16(const uint8_t *wr, const float *x, int
     return acc;
 }
 
-/* One streaming launch (matvec_stream.cu): the same grouped shape as matvec.cu's mv_args. */
-struct mvs_shape {
+/* The CPU's lane combine of the 8 lane sums held by 8 adjacent lanes (l0..l7 in lane order):
+ * ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)) (format/quant_dot.c combine_lanes; float addition
+ * commutes, so the butterfly's lane pairs give the same bits); every lane of the warp calls it,
+ * lane 8k holds row k's result. */
+__device__ __forceinline__ float mvd_combine8(float v) {
+    v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 4));
+    v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 2));
+    return __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 1));
+}
+
+/* One grouped decode launch (matvec.cu's mv_args): group j < n_sel reads w (expert ids[j]),
+ * j >= n_sel the pair's w2. */
+struct mvd_shape {
     const uint8_t *w, *w2;  /* w2: second matrix of a pair (groups n_sel..2·n_sel-1), or NULL */
     int64_t w_stride;       /* bytes between experts */
     const int32_t *ids;     /* expert of selection j, or NULL (0) */
@@ -62,8 +73,12 @@ struct mvs_shape {
     int n_sel;
 };
 
+/* matvec_dense.cu: Q8_0 / F32 / F16 / BF16 rows bit-identical to the CPU's single-row dot
+ * (act: Q8_0 records or f32 x). */
+ds4_status cu_mvd_launch(int type, const mvd_shape &s, ds4_error *err);
+
 /* Launches the streaming kernel when the shape suits it (Q8_0, 16-byte aligned rows that fit
  * the stages): returns 1 with *st set, else 0 (the caller keeps its kernel). */
-int cu_mv_stream(int type, const mvs_shape &s, ds4_status *st, ds4_error *err);
+int cu_mv_stream(int type, const mvd_shape &s, ds4_status *st, ds4_error *err);
 
 #endif

@@ -163,11 +163,9 @@ void bench_attn_dec(void) {
     free(sel);
 }
 
-/* ---- decode matvecs: the streaming kernel (matvec_stream.cu) against the CPU dot ----------
- * Bit for bit against q_dot_row on the Q8_0 activation records the engine quantizes, by
- * k_matvec_q8_0 in the CPU's order (DS4_CUDA_MV_EXACT=1) and the streaming kernel
- * (DS4_CUDA_MV_STREAM=1); then the default order (lane partials, warp sum) within 1e-5 of the
- * largest |y|. */
+/* ---- decode matvecs of dense weights (matvec_dense.cu) against the CPU dot ----------------
+ * Bit for bit (max |Δ| = 0) against q_dot_row on the Q8_0 activation records the engine
+ * quantizes (Q8_0) or on x itself (F32, F16, BF16), at the real decode shapes and odd ones. */
 static void run_mv_dec(int type, int64_t rows, int64_t cols, int groups) {
     ds4_error err;
     uint64_t rb64 = 0;
@@ -197,25 +195,15 @@ static void run_mv_dec(int type, int64_t rows, int64_t cols, int groups) {
     void *dact = dev_alloc((size_t)groups * cuda_matvec_scratch_bytes(type, cols) + 16);
     float *dy = dev_alloc((size_t)(rows * groups) * 4);
     int32_t *dids = dev_put(ids, sizeof ids);
-    double m = 0;
-    for (int64_t i = 0; i < rows * groups; i++) m = fmax(m, fabs(ref[i]));
-    static const char *const what[3] = {", CPU order (DS4_CUDA_MV_EXACT), bit-identical",
-                                        ", streaming kernel (DS4_CUDA_MV_STREAM), bit-identical",
-                                        ", default order (lane partials, warp sum)"};
-    static const char *const env[3] = {"DS4_CUDA_MV_EXACT", "DS4_CUDA_MV_STREAM", NULL};
-    for (int v = 0; v < 3; v++) {
-        char name[160];
-        snprintf(name, sizeof name, "matvec decode %s %d x %lld x %lld%s", q_type_name(type), groups,
-                 (long long)rows, (long long)cols, what[v]);
-        if (env[v]) setenv(env[v], "1", 1);
-        ds4_status st = groups > 1
-            ? cuda_matvec_experts(type, dw, groups, rows, cols, dids, groups, dx, 1, dact, dy, &err)
-            : cuda_matvec(type, dw, rows, cols, dx, dact, dy, &err);
-        if (env[v]) unsetenv(env[v]);
-        if (!ok_call(st, name, &err)) break;
+    char name[160];
+    snprintf(name, sizeof name, "matvec decode %s %d x %lld x %lld, bit-identical to q_dot_row",
+             q_type_name(type), groups, (long long)rows, (long long)cols);
+    ds4_status st = groups > 1
+        ? cuda_matvec_experts(type, dw, groups, rows, cols, dids, groups, dx, 1, dact, dy, &err)
+        : cuda_matvec(type, dw, rows, cols, dx, dact, dy, &err);
+    if (ok_call(st, name, &err)) {
         dev_get(got, dy, (size_t)(rows * groups) * 4);
-        if (v == 2) cmp_f32(name, ref, got, rows * groups, 0, 1e-5 * m); /* another sum order */
-        else cmp_f32(name, ref, got, rows * groups, 0, 0);
+        cmp_f32(name, ref, got, rows * groups, 0, 0);
     }
     dev_free_all();
     free(w); free(x); free(act); free(ref); free(got);
@@ -231,4 +219,26 @@ void test_mv_dec(void) {
     run_mv_dec(Q_TYPE_Q8_0, 4099, 4096, 1);  /* rows not a multiple of the tile */
     run_mv_dec(Q_TYPE_Q8_0, 600, 3072, 1);   /* an odd number of 16-byte units per row */
     run_mv_dec(Q_TYPE_Q8_0, 2048, 4096, 2);  /* gate + up of the shared expert as 2 groups */
+    run_mv_dec(Q_TYPE_Q8_0, 1024, 4096, 1);  /* wq_a */
+    run_mv_dec(Q_TYPE_Q8_0, 4096, 2048, 1);  /* shared expert down */
+    run_mv_dec(Q_TYPE_Q8_0, 8192, 1024, 1);  /* idx_wq_b */
+    run_mv_dec(Q_TYPE_Q8_0, 129280, 4096, 1); /* output head */
+    run_mv_dec(Q_TYPE_Q8_0, 1, 4096, 1);     /* one row */
+    run_mv_dec(Q_TYPE_Q8_0, 300, 32, 1);     /* one block per row */
+    run_mv_dec(Q_TYPE_Q8_0, 33, 1024, 3);    /* rows not a multiple of the block's rows, 3 groups */
+    run_mv_dec(Q_TYPE_Q8_0, 70, 32 * 300, 1); /* 300 blocks: two chunks, the second partial */
+    run_mv_dec(Q_TYPE_F16, 1024, 4096, 1);   /* compressor kv (ratio 4) */
+    run_mv_dec(Q_TYPE_F16, 512, 4096, 2);    /* compressor kv + gate as 2 groups */
+    run_mv_dec(Q_TYPE_F16, 256, 4096, 1);    /* router gate_inp */
+    run_mv_dec(Q_TYPE_F16, 64, 4096, 1);     /* indexer idx_proj */
+    run_mv_dec(Q_TYPE_F16, 24, 16384, 1);    /* HC fn (mix) */
+    run_mv_dec(Q_TYPE_F32, 24, 16384, 1);
+    run_mv_dec(Q_TYPE_F32, 4, 16384, 1);     /* output HC fn */
+    run_mv_dec(Q_TYPE_BF16, 256, 4096, 1);
+    run_mv_dec(Q_TYPE_F16, 1, 8, 1);         /* the smallest vector unit */
+    run_mv_dec(Q_TYPE_F16, 3, 40, 1);        /* 1-value units, a partial lane group */
+    run_mv_dec(Q_TYPE_F16, 5, 4100, 1);      /* 1-value units, several chunks */
+    run_mv_dec(Q_TYPE_F32, 7, 1000, 1);      /* 4-value units, cols not a multiple of 8 */
+    run_mv_dec(Q_TYPE_F32, 9, 3, 1);
+    run_mv_dec(Q_TYPE_BF16, 6, 40, 2);
 }

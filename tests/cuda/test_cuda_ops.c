@@ -483,7 +483,8 @@ int main(int argc, char **argv) {
             {Q_TYPE_Q8_0, 32768, 1024}, {Q_TYPE_Q8_0, 4096, 8192}, {Q_TYPE_Q8_0, 8192, 4096},
             {Q_TYPE_Q8_0, 1024, 4096},  {Q_TYPE_Q8_0, 512, 4096},  {Q_TYPE_Q8_0, 2048, 4096},
             {Q_TYPE_Q8_0, 4096, 2048},  {Q_TYPE_F16, 1024, 4096},  {Q_TYPE_F16, 512, 4096},
-            {Q_TYPE_Q8_0, 65536, 4096},
+            {Q_TYPE_Q8_0, 65536, 4096}, {Q_TYPE_F16, 256, 4096},  {Q_TYPE_F32, 24, 16384},
+            {Q_TYPE_F16, 24, 16384},    {Q_TYPE_Q8_0, 129280, 4096},
         };
         /* argument: one matvec shape, or 99 for the attention alone (e.g. under ncu) */
         const int only = argc > 2 ? atoi(argv[2]) : -1;
