@@ -1,9 +1,10 @@
 /*
  * cuda/attention_chunk.cu — the attention of a prefill chunk (two or more query tokens of one
  * layer; MODEL_MATH §5.4-5.6) in model/attention.c's order step for step, so bit-identical to
- * the CPU: k_attn_chunk (the first kernel, DS4_CUDA_ATTN_CHUNK=0) and the register-tiled
- * k_attn_chunk2 (default, 8 heads per block), chosen by cu_attc. attention.cu routes the
- * calls here (cu_attc_use); the one-token decode kernels live there and in attention_dec.cu.
+ * the CPU: k_attn_chunk (the first kernel, DS4_CUDA_ATTN_CHUNK=0), the register-tiled
+ * k_attn_chunk2 (8 heads per block, =8) and attention_chunk3.cu's k_attn_chunk3 (64 heads per
+ * block, the default), chosen by cu_attc. attention.cu routes the calls here (cu_attc_use);
+ * the one-token decode kernels live there and in attention_dec.cu.
  *
  * Must not: project, normalise or round q/kv unless asked (cuda_attn_qnorm), or write the
  * window ring.
@@ -139,7 +140,7 @@ __global__ void __launch_bounds__(256) k_attn_chunk(attn_args a, int64_t nk_cap)
 
 /* Scores of the keys k0 + r·32 + g (r < RK) against the block's HB heads; lane k of the
  * 8-lane group g holds chain k. Keys past n_keys read row 0 and are not written. */
-template <int HB, int RK, int NG, bool PF>
+template <int HB, int RK, int NG>
 __device__ __forceinline__ void attc2_scores(const float *sq, const float *const *kp, float *sc,
                                              int64_t Dh, int64_t k0, int64_t n_keys, int nh,
                                              float tau) {
@@ -153,28 +154,17 @@ __device__ __forceinline__ void attc2_scores(const float *sq, const float *const
         for (int h = 0; h < HB; h++) acc[r][h] = 0.0f;
     }
     int64_t n8 = Dh & ~(int64_t)7;
-    float kv[RK];
-    if (PF && n8 > 0) /* PF: each step's key values are loaded one step ahead */
-#pragma unroll
-        for (int r = 0; r < RK; r++) kv[r] = kr[r][k];
 #pragma unroll 2
     for (int64_t i = 0; i < n8; i += 8) {
-        float kn[RK];
-        int64_t inext = i + 8 < n8 ? i + 8 : i;
+        float kv[RK];
 #pragma unroll
-        for (int r = 0; r < RK; r++) {
-            if (PF) kn[r] = kr[r][inext + k];
-            else kv[r] = kr[r][i + k];
-        }
+        for (int r = 0; r < RK; r++) kv[r] = kr[r][i + k];
 #pragma unroll
         for (int h = 0; h < HB; h++) {
             float qv = sq[h * Dh + i + k];
 #pragma unroll
             for (int r = 0; r < RK; r++) acc[r][h] = __fadd_rn(acc[r][h], __fmul_rn(qv, kv[r]));
         }
-        if (PF)
-#pragma unroll
-            for (int r = 0; r < RK; r++) kv[r] = kn[r];
     }
 #pragma unroll
     for (int r = 0; r < RK; r++) {
@@ -201,7 +191,7 @@ static size_t attc2_smem(int64_t Dh, int64_t keys, int hb, int nt) {
 
 /* grid (head groups of HB, tokens), NT threads (NT / 8 lane groups; a lane group takes up to
  * RKM keys at once); the thread owns dims threadIdx.x + NT j. */
-template <int ND, int HB, int NT, int RKM, bool PF>
+template <int ND, int HB, int NT, int RKM>
 __global__ void __launch_bounds__(NT) k_attn_chunk2(attn_args a, int64_t nk_cap, float qn_eps) {
     cu_pdl_wait();
     extern __shared__ __align__(16) float sm2_[];
@@ -232,16 +222,16 @@ __global__ void __launch_bounds__(NT) k_attn_chunk2(attn_args a, int64_t nk_cap,
     for (int64_t k0 = 0; k0 < n_keys;) { /* as many keys per lane group as are left, up to RKM */
         int64_t rem = n_keys - k0;
         if (RKM >= 4 && rem > 3 * NG) {
-            attc2_scores<HB, RKM >= 4 ? 4 : 1, NG, PF>(sq, kp, sc, Dh, k0, n_keys, nh, tau);
+            attc2_scores<HB, RKM >= 4 ? 4 : 1, NG>(sq, kp, sc, Dh, k0, n_keys, nh, tau);
             k0 += 4 * NG;
         } else if (RKM >= 3 && rem > 2 * NG) {
-            attc2_scores<HB, RKM >= 3 ? 3 : 1, NG, PF>(sq, kp, sc, Dh, k0, n_keys, nh, tau);
+            attc2_scores<HB, RKM >= 3 ? 3 : 1, NG>(sq, kp, sc, Dh, k0, n_keys, nh, tau);
             k0 += 3 * NG;
         } else if (RKM >= 2 && rem > NG) {
-            attc2_scores<HB, 2, NG, PF>(sq, kp, sc, Dh, k0, n_keys, nh, tau);
+            attc2_scores<HB, 2, NG>(sq, kp, sc, Dh, k0, n_keys, nh, tau);
             k0 += 2 * NG;
         } else {
-            attc2_scores<HB, 1, NG, PF>(sq, kp, sc, Dh, k0, n_keys, nh, tau);
+            attc2_scores<HB, 1, NG>(sq, kp, sc, Dh, k0, n_keys, nh, tau);
             k0 += NG;
         }
     }
@@ -281,26 +271,15 @@ __global__ void __launch_bounds__(NT) k_attn_chunk2(attn_args a, int64_t nk_cap,
         for (int h = 0; h < HB; h++) acc[j][h] = 0.0f;
     const int UK = ND * HB > 16 ? 2 : 4;
     int64_t i = 0;
-    float kv[UK][ND], kn[UK][ND]; /* PF: the next UK keys' values load during these UK */
-    if (PF && UK <= n_keys)
-#pragma unroll
-        for (int u = 0; u < UK; u++)
-#pragma unroll
-            for (int j = 0; j < ND; j++) {
-                int64_t d = threadIdx.x + NT * j;
-                kv[u][j] = d < Dh ? kp[u][d] : 0.0f;
-            }
     for (; i + UK <= n_keys; i += UK) {
-        int64_t inext = i + 2 * UK <= n_keys ? i + UK : i;
+        float kv[UK][ND];
 #pragma unroll
         for (int u = 0; u < UK; u++) {
-            const float *kr = kp[(PF ? inext : i) + u];
+            const float *kr = kp[i + u];
 #pragma unroll
             for (int j = 0; j < ND; j++) {
                 int64_t d = threadIdx.x + NT * j;
-                float v = d < Dh ? kr[d] : 0.0f;
-                if (PF) kn[u][j] = v;
-                else kv[u][j] = v;
+                kv[u][j] = d < Dh ? kr[d] : 0.0f;
             }
         }
 #pragma unroll
@@ -317,11 +296,6 @@ __global__ void __launch_bounds__(NT) k_attn_chunk2(attn_args a, int64_t nk_cap,
 #pragma unroll
                 for (int h = 0; h < HB; h++) acc[j][h] = __fadd_rn(acc[j][h], __fmul_rn(e[h], kv[u][j]));
         }
-        if (PF)
-#pragma unroll
-            for (int u = 0; u < UK; u++)
-#pragma unroll
-                for (int j = 0; j < ND; j++) kv[u][j] = kn[u][j];
     }
     for (; i < n_keys; i++) {
         const float *kr = kp[i];
@@ -352,24 +326,26 @@ __global__ void __launch_bounds__(NT) k_attn_chunk2(attn_args a, int64_t nk_cap,
         a.out[(t * a.H + h0) * Dh + x] = sq[x];
 }
 
-template <int ND, int HB, int NT, int RKM, bool PF = false>
+template <int ND, int HB, int NT, int RKM>
 static ds4_status attc2_launch(const attn_args &a, int64_t n_tok, int64_t keys, float qn_eps,
                                ds4_error *err) {
     int64_t nk_cap = attc2_nk(keys, NT);
     size_t smem = attc2_smem(a.Dh, keys, HB, NT);
-    CU_CHECK(cudaFuncSetAttribute(k_attn_chunk2<ND, HB, NT, RKM, PF>,
+    CU_CHECK(cudaFuncSetAttribute(k_attn_chunk2<ND, HB, NT, RKM>,
                                   cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem),
              err, "attn chunk shared memory");
     dim3 g((unsigned)((a.H + HB - 1) / HB), (unsigned)n_tok);
-    cu_launch(k_attn_chunk2<ND, HB, NT, RKM, PF>, g, NT, smem, a, nk_cap, qn_eps);
+    cu_launch(k_attn_chunk2<ND, HB, NT, RKM>, g, NT, smem, a, nk_cap, qn_eps);
     CU_LAUNCH_CHECK(err, "attn chunk launch");
     return DS4_OK;
 }
 
-/* The chunk kernel to take (cuda_attn_chunk_set_variant): 0 = k_attn_chunk, 8 / 16 / 32 =
- * k_attn_chunk2 with that many heads per block (32: 512 threads, 2 keys per lane group), 9 =
- * 8 heads with the key values loaded one step ahead. Default 8: on the H200 (04:15 UTC) the
- * chunk's attention took 183.8 ms with 8, 200.6 with 16, 255.0 with 32, 261.9 with 0. */
+/* The chunk kernel to take (cuda_attn_chunk_set_variant): 0 = k_attn_chunk, 8 = k_attn_chunk2
+ * (8 heads per block), 64 = k_attn_chunk3 (attention_chunk3.cu; where it does not fit, 8).
+ * Default 64: on the H200 (06:05 UTC, session 4) the full-size chunk's attention took 169.0
+ * ms with 64 and 186.6 with 8 (2048 tokens, 43 layers). Session 3 dropped to 8 heads per
+ * block from 16 (200.6 ms) and 32 (255.0); the key values loaded a step ahead (9) were slower
+ * than 8 in every bench (h4, session 4), so those variants are gone. */
 static int g_attc_variant = -1;
 
 extern "C" void cuda_attn_chunk_set_variant(int v) { g_attc_variant = v; }
@@ -377,8 +353,8 @@ extern "C" void cuda_attn_chunk_set_variant(int v) { g_attc_variant = v; }
 static int attc_variant(void) {
     if (g_attc_variant < 0) {
         const char *e = getenv("DS4_CUDA_ATTN_CHUNK");
-        int v = e ? atoi(e) : 8;
-        g_attc_variant = v == 0 || v == 9 || v == 16 || v == 32 ? v : 8;
+        int v = e ? atoi(e) : 64;
+        g_attc_variant = v == 0 || v == 8 ? v : 64;
     }
     return g_attc_variant;
 }
@@ -399,9 +375,7 @@ static ds4_status attc_launch(const attn_args &a, int64_t n_tok, int64_t keys, d
 /* Whether attc takes k_attn_chunk2 for head dim Dh and this many keys (variant v). */
 static bool attc2_takes(int v, int64_t Dh, int64_t keys) {
     int64_t nd = (Dh + 255) / 256;
-    if (v == 32) return Dh <= 512 && attc2_smem(Dh, keys, 32, 512) <= ATTC_SMEM_MAX;
-    if (v == 8 || v == 9 || v == 16)
-        return nd <= 2 && attc2_smem(Dh, keys, v == 16 ? 16 : 8, 256) <= ATTC_SMEM_MAX;
+    if (v == 8) return nd <= 2 && attc2_smem(Dh, keys, 8, 256) <= ATTC_SMEM_MAX;
     return false;
 }
 
@@ -410,18 +384,15 @@ static ds4_status attc(const attn_args &a, int64_t n_tok, int64_t keys, ds4_erro
                        float qn_eps = 0.0f) {
     int64_t nd = (a.Dh + 255) / 256;
     int v = attc_variant();
+    if (v == 64) { /* k_attn_chunk3 where it fits, else the 8-head kernel (which then fits) */
+        ds4_status st = DS4_OK;
+        if (qn_eps <= 0.0f && cu_attc3(a, n_tok, keys, &st, err)) return st;
+        v = 8;
+    }
     /* k_attn_chunk2 for head dims up to 512 while its shared memory fits (else the first). */
-    if (v == 32 && a.Dh <= 512 && attc2_smem(a.Dh, keys, 32, 512) <= ATTC_SMEM_MAX)
-        return attc2_launch<1, 32, 512, 2>(a, n_tok, keys, qn_eps, err);
-    if (v == 9 && nd <= 2 && attc2_smem(a.Dh, keys, 8, 256) <= ATTC_SMEM_MAX)
-        return nd <= 1 ? attc2_launch<1, 8, 256, 4, true>(a, n_tok, keys, qn_eps, err)
-                       : attc2_launch<2, 8, 256, 4, true>(a, n_tok, keys, qn_eps, err);
-    if ((v == 8 || v == 16) && nd <= 2 && attc2_smem(a.Dh, keys, v, 256) <= ATTC_SMEM_MAX) {
-        if (v == 16) return nd <= 1 ? attc2_launch<1, 16, 256, 4>(a, n_tok, keys, qn_eps, err)
-                                    : attc2_launch<2, 16, 256, 4>(a, n_tok, keys, qn_eps, err);
+    if (v == 8 && nd <= 2 && attc2_smem(a.Dh, keys, 8, 256) <= ATTC_SMEM_MAX)
         return nd <= 1 ? attc2_launch<1, 8, 256, 4>(a, n_tok, keys, qn_eps, err)
                        : attc2_launch<2, 8, 256, 4>(a, n_tok, keys, qn_eps, err);
-    }
     if (nd <= 1) return attc_launch<1>(a, n_tok, keys, err);
     if (nd <= 2) return attc_launch<2>(a, n_tok, keys, err);
     if (nd <= 4) return attc_launch<4>(a, n_tok, keys, err);

@@ -85,5 +85,9 @@ int cu_attc_use(int64_t n_tok, int64_t Dh, int64_t keys, int dpos);
 ds4_status cu_attc(const attn_args &a, int64_t n_tok, int64_t keys, ds4_error *err,
                    float qn_eps = 0.0f);
 bool cu_attc_qnorm_ok(int64_t Dh, int64_t keys);
+/* attention_chunk3.cu (k_attn_chunk3, 64 heads per block): whether it takes head dim Dh and
+ * this many rows, and the launch (1 = launched, status in *st; 0 = not taken). */
+bool cu_attc3_ok(int64_t Dh, int64_t keys);
+int cu_attc3(const attn_args &a, int64_t n_tok, int64_t keys, ds4_status *st, ds4_error *err);
 
 #endif

@@ -256,10 +256,10 @@ size_t cuda_attn_scratch_bytes(int64_t n_tok, int64_t H, int64_t Dh, int64_t W, 
 /* Upper bound of the attended rows of a query before position pos_end. */
 size_t cuda_attn_max_keys(int64_t W, int ratio, int64_t topk, int indexed, int64_t pos_end);
 /* Which prefill-chunk attention kernel cuda_attn takes for two or more tokens (same bits
- * whichever): 0 = the first one (8 heads per block, one key per lane group), 8, 16 or 32 =
- * the register-tiled one with that many heads per block (8: the default), 9 = 8 with the key
- * values loaded a step ahead; -1 = DS4_CUDA_ATTN_CHUNK from the environment, else the
- * default. For benches and tests. */
+ * whichever): 0 = the first one (8 heads per block, one key per lane group), 8 = the
+ * register-tiled one (8 heads per block), 64 = one block per token and 64 heads (the default;
+ * head dims 128 / 256 / 512 and up to ~700 rows, else 8); -1 = DS4_CUDA_ATTN_CHUNK from the
+ * environment, else the default. For benches and tests. */
 void cuda_attn_chunk_set_variant(int v);
 /* cuda_attn for a prefill chunk with q [n_tok][H][Dh] not yet normalized: each head row's
  * RMSNorm (MODEL_MATH §3.2, eps q_eps) and RoPE of its n_rope tail at its position (§3.3)

@@ -212,7 +212,7 @@ static void run_attn_chunk_case(const char *what, int64_t H, int64_t Dh, int64_t
         dev_get(b, dout, n * H * Dh * 4);
         cmp_exact(name, a, b, n * H * Dh);
         /* Every chunk kernel (cuda_attn_chunk_set_variant) gives the same bits. */
-        static const int variants[] = {0, 8, 9, 16, 32};
+        static const int variants[] = {0, 8, 64};
         for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
             char vn[240];
             snprintf(vn, sizeof vn, "%s: kernel variant %d == default", name, variants[v]);
@@ -360,6 +360,14 @@ void test_chunk_ops(void) {
     run_attn_chunk_case("from position 0", 12, 512, 64, 0, 4, 1, 16);
     run_attn_chunk_case("two tokens, tiny-v4 heads", 8, 128, 2, 250, 4, 1, 16);
     run_attn_chunk_case("tiny-v4 heads, ratio 128", 8, 128, 7, 120, 128, 0, 0);
+    /* Flash's 64 heads (k_attn_chunk3: one block per token): whole 64-key tiles, a last tile
+     * of <= 32 or of 33..63 keys, heads past 64 (a second head group of 8), Dh 256, and more
+     * rows than k_attn_chunk3 takes (AC3_SMEM_MAX: it hands over to k_attn_chunk2). */
+    run_attn_chunk_case("64 heads, ratio 128, 136 rows", 64, 512, 9, 1100, 128, 0, 0);
+    run_attn_chunk_case("72 heads, window, 128 rows", 72, 512, 5, 300, 0, 0, 0);
+    run_attn_chunk_case("64 heads x 256, ratio 4 indexed", 64, 256, 6, 1500, 4, 1, 200);
+    run_attn_chunk_case("64 heads, ratio 128, 900 rows", 64, 512, 3, 99000, 128, 0, 0);
+    if (getenv("DS4_CHUNK_BENCH")) bench_chunk_ops(); /* the chunk benches without --bench */
 }
 
 /* ---- timings at Flash prefill shapes (2048 tokens) ---- */
@@ -395,7 +403,7 @@ void bench_chunk_ops(void) {
           cuda_attn(dq, dkv, dring, W, dcomp, 4, disel, dn, topk, dsinks, n, 0, H, Dh, 64, dfreqs, dscr, dout, &e_));
     BENCH("attn chunk 2048 tok, ratio 128 at 64k", 3,
           cuda_attn(dq, dkv, dring, W, dcomp, 128, NULL, NULL, 0, dsinks, n, 63488, H, Dh, 64, dfreqs, dscr, dout, &e_));
-    static const int variants[] = {0, 8, 9, 16, 32}; /* every chunk kernel, same bits (h5) */
+    static const int variants[] = {0, 8, 64}; /* every chunk kernel, same bits */
     for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
         cuda_attn_chunk_set_variant(variants[v]);
         printf("bench: attn chunk kernel variant %d:\n", variants[v]);
@@ -403,6 +411,10 @@ void bench_chunk_ops(void) {
               cuda_attn(dq, dkv, dring, W, dcomp, 0, NULL, NULL, 0, dsinks, n, 0, H, Dh, 64, dfreqs, dscr, dout, &e_));
         BENCH("attn chunk 2048 tok, ratio 4 + top-512", 3,
               cuda_attn(dq, dkv, dring, W, dcomp, 4, disel, dn, topk, dsinks, n, 0, H, Dh, 64, dfreqs, dscr, dout, &e_));
+        BENCH("attn chunk 2048 tok, ratio 128 at 64k", 3,
+              cuda_attn(dq, dkv, dring, W, dcomp, 128, NULL, NULL, 0, dsinks, n, 63488, H, Dh, 64, dfreqs, dscr, dout, &e_));
+        BENCH("attn_qnorm 2048 tok, ratio 4 + top-512", 3, /* q norm + RoPE in the kernel */
+              cuda_attn_qnorm(dq, dkv, dring, W, dcomp, 4, disel, dn, topk, dsinks, n, 0, H, Dh, 64, dfreqs, 1e-6f, dscr, dout, &e_));
     }
     cuda_attn_chunk_set_variant(-1);
     float *hX = dev_alloc(n * 4 * 4096 * 4), *hX2 = dev_alloc(n * 4 * 4096 * 4), *hf = dev_alloc(n * 4096 * 4);
