@@ -172,7 +172,7 @@ template <> struct mq_w<CU_T_Q8_0> {
                        : 0u; /* f16 +0 */
         }
     }
-    __device__ void store(uint8_t *sm) const {
+    template <int V> __device__ void store(uint8_t *sm) const {
         int tid = threadIdx.x;
         float *wf = (float *)(sm + MQ_OFF_WF);
 #pragma unroll
@@ -205,7 +205,7 @@ template <> struct mq_w<CU_T_Q2_K> {
             dd[k] = (tid & 3) == 0 ? cu_ld_u32_a2(p + 80) : 0u; /* d, dmin */
         }
     }
-    __device__ void store(uint8_t *sm) const {
+    template <int V> __device__ void store(uint8_t *sm) const {
         int tid = threadIdx.x, h = (tid >> 1) & 1, half = tid & 1;
         float *wf = (float *)(sm + MQ_OFF_WF);
         int8_t *wm = (int8_t *)(sm + MQ_OFF_WM);
@@ -252,7 +252,7 @@ template <> struct mq_w<CU_T_Q4_K> {
             dd[k] = sc ? cu_ld_u32_a2(p) : 0u;
         }
     }
-    __device__ void store(uint8_t *sm) const {
+    template <int V> __device__ void store(uint8_t *sm) const {
         int tid = threadIdx.x, pq = tid & 3;
         float *wf = (float *)(sm + MQ_OFF_WF);
         int8_t *wi = (int8_t *)(sm + MQ_OFF_WI), *wm = (int8_t *)(sm + MQ_OFF_WM);
@@ -301,9 +301,12 @@ template <> struct mq_w<CU_T_IQ2_XXS> {
             d[k] = g == 0 ? *(const uint16_t *)p : 0u;
         }
     }
-    /* Signs by byte masks (MQ_OFF_GRID: u64 per 7-bit sign index, 0xFF where the CPU negates):
-     * -v = (v ^ 0xFF) + 1 per byte; grid values are 8, 25 or 43, so no byte carries. */
-    __device__ void store(uint8_t *sm) const {
+    /* Signs by byte masks (0xFF where the CPU negates): -v = (v ^ 0xFF) + 1 per byte; grid
+     * values are 8, 25 or 43, so no byte carries. V1: the masks from a table (MQ_OFF_GRID: u64
+     * per 7-bit sign index); V2: computed — the sign byte is the 7 bits plus their parity
+     * (q_iq2xxs_signs), and x·0x204081 puts bits 0-3 of x at bits 0, 8, 16, 24 (no carries):
+     * random 8-byte table loads were the top shared-memory cost (bank conflicts). */
+    template <int V> __device__ void store(uint8_t *sm) const {
         int tid = threadIdx.x, g = tid & 7;
         const uint2 *grid = (const uint2 *)(sm + MQ_OFF_GRID), *smask = grid + 256;
         float *wf = (float *)(sm + MQ_OFF_WF);
@@ -314,9 +317,18 @@ template <> struct mq_w<CU_T_IQ2_XXS> {
             uint32_t out[8];
 #pragma unroll
             for (int j = 0; j < 4; j++) {
-                uint2 gv = grid[(A[k] >> (8 * j)) & 255u], m = smask[(B[k] >> (7 * j)) & 127u];
-                out[2 * j] = (gv.x ^ m.x) + (m.x & 0x01010101u);
-                out[2 * j + 1] = (gv.y ^ m.y) + (m.y & 0x01010101u);
+                uint2 gv = grid[(A[k] >> (8 * j)) & 255u];
+                if constexpr (V == 1) {
+                    uint2 m = smask[(B[k] >> (7 * j)) & 127u];
+                    out[2 * j] = (gv.x ^ m.x) + (m.x & 0x01010101u);
+                    out[2 * j + 1] = (gv.y ^ m.y) + (m.y & 0x01010101u);
+                } else {
+                    uint32_t s7 = (B[k] >> (7 * j)) & 127u, s8 = s7 | ((__popc(s7) & 1u) << 7);
+                    uint32_t m0 = ((s8 & 15u) * 0x00204081u) & 0x01010101u;
+                    uint32_t m1 = ((s8 >> 4) * 0x00204081u) & 0x01010101u;
+                    out[2 * j] = (gv.x ^ (m0 * 255u)) + m0;
+                    out[2 * j + 1] = (gv.y ^ (m1 * 255u)) + m1;
+                }
             }
             uint4 *dst = (uint4 *)(sm + r * MQ_LD + 32 * g);
             dst[0] = make_uint4(out[0], out[1], out[2], out[3]);
@@ -328,9 +340,10 @@ template <> struct mq_w<CU_T_IQ2_XXS> {
 };
 
 /* ---- Activations: step s of tokens t0 .. t1 into buffer `buf` by cp.async from the planes
- * (zeros past the end): int8 codes at the same column positions as the weights, the scales,
- * the Q8_K bsums. ---- */
-template <int TYPE>
+ * (V1: zeros past the end; V2: the rows past the end are left as they are, their outputs are
+ * never stored): int8 codes at the same column positions as the weights, the scales, the Q8_K
+ * bsums. ---- */
+template <int TYPE, int V>
 __device__ __forceinline__ void mq_issue_x(uint8_t *sm, int buf, const mm_planes &pl, int64_t cols,
                                            int64_t t0, int64_t t1, int64_t s) {
     int tid = threadIdx.x;
@@ -356,11 +369,11 @@ __device__ __forceinline__ void mq_issue_x(uint8_t *sm, int buf, const mm_planes
             int idx = tid + MQ_THREADS * k, t = idx >> 4, c = idx & 15;
             bool ok = t0 + t < t1;
             const int8_t *src = ok ? pl.codes + (t0 + t) * cols + 256 * s + 16 * c : pl.codes;
-            mq_cp16(X + t * MQ_LD + 16 * c, src, ok ? 16 : 0);
+            if (V == 1 || ok) mq_cp16(X + t * MQ_LD + 16 * c, src, ok ? 16 : 0);
         }
         if (tid < MQ_BN) {
             bool ok = t0 + tid < t1;
-            mq_cp4(xf + tid * MQ_XFS, ok ? pl.d + (t0 + tid) * pl.nblk + s : pl.d, ok ? 4 : 0);
+            if (V == 1 || ok) mq_cp4(xf + tid * MQ_XFS, ok ? pl.d + (t0 + tid) * pl.nblk + s : pl.d, ok ? 4 : 0);
         }
         if constexpr (TYPE != CU_T_IQ2_XXS) {
             int16_t *xb = (int16_t *)(sm + MQ_OFF_XB) + buf * MQ_BN * 16;
@@ -368,7 +381,7 @@ __device__ __forceinline__ void mq_issue_x(uint8_t *sm, int buf, const mm_planes
                 int t = tid >> 1, h = tid & 1;
                 bool ok = t0 + t < t1;
                 const int16_t *src = ok ? pl.bsums + ((t0 + t) * pl.nblk + s) * 16 + 8 * h : pl.bsums;
-                mq_cp16(xb + t * 16 + 8 * h, src, ok ? 16 : 0);
+                if (V == 1 || ok) mq_cp16(xb + t * 16 + 8 * h, src, ok ? 16 : 0);
             }
         }
     }
@@ -399,7 +412,7 @@ __device__ __forceinline__ float mq_i2f22(int v) {
 
 /* grid (ceil(rows/128), token-tile bound), 256 threads, mq_ring<TYPE>::smem bytes of dynamic
  * shared memory. Warp w owns rows 32(w%4) .. +31 and tokens 32(w/4) .. +31 of the tile. */
-template <int TYPE, bool SKIP>
+template <int TYPE, bool SKIP, int V>
 __global__ void __launch_bounds__(MQ_THREADS, 2)
 k_matmul_mma(const uint8_t *w, int64_t rows, int64_t cols, uint64_t row_bytes,
              uint64_t e_stride, const int32_t *d_off, int n_expert, mm_planes pl,
@@ -444,7 +457,7 @@ k_matmul_mma(const uint8_t *w, int64_t rows, int64_t cols, uint64_t row_bytes,
     mq_w<TYPE> raw;
     if constexpr (RING) mq_issue_w<TYPE>(sm, 0, wb, r0, rows, row_bytes, 0, pl.codes);
     else raw.fetch(wb, r0, rows, row_bytes, 0, nblk);
-    mq_issue_x<TYPE>(sm, 0, pl, cols, tl.t0, tl.t1, 0);
+    mq_issue_x<TYPE, V>(sm, 0, pl, cols, tl.t0, tl.t1, 0);
     mq_cp_commit();
     for (int64_t s = 0; s < nsteps; s++) {
         int buf = (int)(s & 1);
@@ -453,18 +466,18 @@ k_matmul_mma(const uint8_t *w, int64_t rows, int64_t cols, uint64_t row_bytes,
             __syncthreads(); /* step s landed everywhere; every reader of step s-1 is done */
             if (s + 1 < nsteps) { /* in flight while this step unpacks and multiplies */
                 mq_issue_w<TYPE>(sm, buf ^ 1, wb, r0, rows, row_bytes, s + 1, pl.codes);
-                mq_issue_x<TYPE>(sm, buf ^ 1, pl, cols, tl.t0, tl.t1, s + 1);
+                mq_issue_x<TYPE, V>(sm, buf ^ 1, pl, cols, tl.t0, tl.t1, s + 1);
                 mq_cp_commit();
             }
             raw.fetch_sh(sm, buf, wb, r0, row_bytes, s);
-            raw.store(sm);
+            raw.template store<V>(sm);
             __syncthreads();
         } else {
-            raw.store(sm); /* the previous step's readers finished at the loop's closing barrier */
+            raw.template store<V>(sm); /* the previous step's readers finished at the loop's closing barrier */
             mq_cp_wait_all();
             __syncthreads();
             if (s + 1 < nsteps) { /* in flight while this step multiplies */
-                mq_issue_x<TYPE>(sm, buf ^ 1, pl, cols, tl.t0, tl.t1, s + 1);
+                mq_issue_x<TYPE, V>(sm, buf ^ 1, pl, cols, tl.t0, tl.t1, s + 1);
                 mq_cp_commit();
                 raw.fetch(wb, r0, rows, row_bytes, s + 1, nblk);
             }
@@ -571,9 +584,10 @@ k_matmul_mma(const uint8_t *w, int64_t rows, int64_t cols, uint64_t row_bytes,
                                                                  (float)isum[mt][nt][c]));
                         }
             } else {
-                /* summs = Σ_16 m·bsums = 128·Σ m·hi + Σ m·lo, then the f32 steps. Q2_K converts
+                /* summs = Σ_16 m·bsums = 128·Σ m·hi + Σ m·lo, then the f32 steps. V1 converts Q2_K
                  * by mq_i2f22: |isum| <= 256·45·128 and |summs| <= 16·15·2048, both < 2^22
-                 * (Q4_K keeps the conversion unit: its isum reaches 8·63·32·15·128). */
+                 * (Q4_K's isum reaches 8·63·32·15·128); V2 by the conversion unit, which
+                 * measured faster for Q8_0 (matmul_q8.cu). */
                 const uint8_t *WM = sm + MQ_OFF_WM;
                 const int16_t *xb = (const int16_t *)(sm + MQ_OFF_XB) + buf * MQ_BN * 16;
                 uint32_t blo[4], bhi[4];
@@ -594,8 +608,9 @@ k_matmul_mma(const uint8_t *w, int64_t rows, int64_t cols, uint64_t row_bytes,
                             float dx = xd[nt][c & 1];
                             float dall = __fmul_rn(dx, wd[mt][c >> 1]), dmin = __fmul_rn(dx, wm[mt][c >> 1]);
                             int summs = hi[c] * 128 + lo[c];
-                            float fi = TYPE == CU_T_Q2_K ? mq_i2f22(isum[mt][nt][c]) : (float)isum[mt][nt][c];
-                            float fs = TYPE == CU_T_Q2_K ? mq_i2f22(summs) : (float)summs;
+                            constexpr bool ADD = TYPE == CU_T_Q2_K && V == 1;
+                            float fi = ADD ? mq_i2f22(isum[mt][nt][c]) : (float)isum[mt][nt][c];
+                            float fs = ADD ? mq_i2f22(summs) : (float)summs;
                             acc[mt][nt][c] = __fadd_rn(acc[mt][nt][c],
                                                        __fsub_rn(__fmul_rn(dall, fi), __fmul_rn(dmin, fs)));
                         }
@@ -621,13 +636,13 @@ k_matmul_mma(const uint8_t *w, int64_t rows, int64_t cols, uint64_t row_bytes,
 
 static int g_mq_tables; /* IQ2_XXS tables uploaded */
 
-template <int TYPE>
+template <int TYPE, int V>
 static ds4_status mq_run(const mm_args *a, ds4_error *err) {
     static int attr_set;
     if (!attr_set) {
-        CU_CHECK(cudaFuncSetAttribute(k_matmul_mma<TYPE, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, mq_ring<TYPE>::smem),
+        CU_CHECK(cudaFuncSetAttribute(k_matmul_mma<TYPE, false, V>, cudaFuncAttributeMaxDynamicSharedMemorySize, mq_ring<TYPE>::smem),
                  err, "matmul smem attribute");
-        CU_CHECK(cudaFuncSetAttribute(k_matmul_mma<TYPE, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, mq_ring<TYPE>::smem),
+        CU_CHECK(cudaFuncSetAttribute(k_matmul_mma<TYPE, true, V>, cudaFuncAttributeMaxDynamicSharedMemorySize, mq_ring<TYPE>::smem),
                  err, "matmul smem attribute");
         attr_set = 1;
     }
@@ -643,7 +658,7 @@ static ds4_status mq_run(const mm_args *a, ds4_error *err) {
      * where most of a 64-token tile is empty (H200: 256 experts x 48 rows ran 2-8% slower
      * with it). */
     bool skip = a->d_off && a->n_tok < 32 * (int64_t)a->n_expert;
-    auto kern = skip ? k_matmul_mma<TYPE, true> : k_matmul_mma<TYPE, false>;
+    auto kern = skip ? k_matmul_mma<TYPE, true, V> : k_matmul_mma<TYPE, false, V>;
     cu_launch(kern, grid, MQ_THREADS, mq_ring<TYPE>::smem, a->w, a->rows, a->cols, a->row_bytes,
                                                   a->expert_stride, a->d_off, a->n_expert,
                                                   a->planes, a->n_tok, a->y, a->ldy);
@@ -651,18 +666,24 @@ static ds4_status mq_run(const mm_args *a, ds4_error *err) {
     return DS4_OK;
 }
 
+ds4_status mm_launch_q8(const mm_args *a, ds4_error *err); /* matmul_q8.cu */
+
 ds4_status mm_launch_mma(const mm_args *a, ds4_error *err) {
+    /* DS4_CUDA_MM_V1=1: the kernels of session 3 (Q8_0 here, not matmul_q8.cu); read at every
+     * call so the op bench can time both in one process */
+    const char *ev = getenv("DS4_CUDA_MM_V1");
+    const bool v1 = ev && *ev == '1';
     switch (a->type) {
-    case CU_T_Q8_0: return mq_run<CU_T_Q8_0>(a, err);
-    case CU_T_Q2_K: return mq_run<CU_T_Q2_K>(a, err);
-    case CU_T_Q4_K: return mq_run<CU_T_Q4_K>(a, err);
+    case CU_T_Q8_0: return v1 ? mq_run<CU_T_Q8_0, 1>(a, err) : mm_launch_q8(a, err);
+    case CU_T_Q2_K: return v1 ? mq_run<CU_T_Q2_K, 1>(a, err) : mq_run<CU_T_Q2_K, 2>(a, err);
+    case CU_T_Q4_K: return v1 ? mq_run<CU_T_Q4_K, 1>(a, err) : mq_run<CU_T_Q4_K, 2>(a, err);
     case CU_T_IQ2_XXS:
         if (!g_mq_tables) {
             CU_CHECK(cudaMemcpyToSymbol(mq_iq2_grid, q_iq2xxs_grid, sizeof mq_iq2_grid), err, "iq2 grid");
             CU_CHECK(cudaMemcpyToSymbol(mq_iq2_signs, q_iq2xxs_signs, sizeof mq_iq2_signs), err, "iq2 signs");
             g_mq_tables = 1;
         }
-        return mq_run<CU_T_IQ2_XXS>(a, err);
+        return v1 ? mq_run<CU_T_IQ2_XXS, 1>(a, err) : mq_run<CU_T_IQ2_XXS, 2>(a, err);
     default:
         return ds4_seterr(err, DS4_ERR_UNSUPPORTED, "cuda_matmul: no int8 kernel for type %d", a->type);
     }

@@ -205,6 +205,10 @@ void test_matmul(void) {
         {Q_TYPE_IQ2_XXS, 131, 768, 70, 768, 131, 6}, {Q_TYPE_Q2_K, 130, 512, 65, 512, 130, 2},
         {Q_TYPE_Q2_K, 3, 256, 5, 256, 3, 14},        {Q_TYPE_IQ2_XXS, 129, 256, 64, 256, 129, 10},
         {Q_TYPE_Q8_0, 65, 160, 9, 160, 65, 2},       {Q_TYPE_Q4_K, 33, 512, 7, 512, 33, 6},
+        /* Q8_0 in 256-column steps from 16-byte aligned rows (matmul_q8.cu): a real shape
+         * (wq_b), one token, tokens past two tiles with strided x / y, a 16-byte offset */
+        {Q_TYPE_Q8_0, 32768, 1024, 67, 1024, 32768}, {Q_TYPE_Q8_0, 129, 256, 1, 256, 129},
+        {Q_TYPE_Q8_0, 130, 512, 129, 520, 133, 16},  {Q_TYPE_Q8_0, 4096, 4096, 70, 4096, 4096},
     };
     for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) run_mm_case(&cs[i]);
     static const int cnt7[] = {5, 0, 70, 1, 0, 33, 130};
@@ -223,6 +227,12 @@ void test_matmul(void) {
     run_experts_case_at(Q_TYPE_Q2_K, 70, 256, 7, cnt7, 70, 14, 30);
     static const int cnt_empty[] = {0, 0, 2, 0};
     run_experts_case(Q_TYPE_Q8_0, 33, 64, 4, cnt_empty, 33);
+    /* Flash's routed shapes (gate/up IQ2_XXS 2048 x 4096, down Q2_K 4096 x 2048) with 0, 1,
+     * a partial tile, a tile and one, two tiles and more tokens per expert */
+    static const int cnt6[] = {0, 1, 47, 65, 130, 2};
+    run_experts_case(Q_TYPE_IQ2_XXS, 2048, 4096, 6, cnt6, 2048);
+    run_experts_case(Q_TYPE_Q2_K, 4096, 2048, 6, cnt6, 4096);
+    run_experts_case(Q_TYPE_Q8_0, 2048, 4096, 6, cnt6, 2048);
     test_matmul_float();
 }
 
@@ -243,6 +253,18 @@ static int bench_quick(void) {
     return q && *q && *q != '0';
 }
 
+/* Timed variant k: 0 the SIMT kernel, 1 the int8 kernels of session 3 (DS4_CUDA_MM_V1=1), 2
+ * the current ones, 3 the current Q8_0 kernel two blocks at a time (DS4_CUDA_MM_Q8_PAIR=1).
+ * Sets the switches (read at every call) and returns the label; k 2 resets them. */
+static const char *bench_variant(int k) {
+    static const char *names[] = {"before (simt)", "mma (session 3)", "after (mma)", "after, q8 pairs"};
+    unsetenv("DS4_CUDA_MM_V1");
+    unsetenv("DS4_CUDA_MM_Q8_PAIR");
+    if (k == 1) setenv("DS4_CUDA_MM_V1", "1", 1);
+    if (k == 3) setenv("DS4_CUDA_MM_Q8_PAIR", "1", 1);
+    return names[k];
+}
+
 static void bench_dense(int type, int64_t rows, int64_t cols, int64_t n_tok) {
     ds4_error err;
     uint64_t rb;
@@ -254,7 +276,8 @@ static void bench_dense(int type, int64_t rows, int64_t cols, int64_t n_tok) {
     void *dw = dev_put(w, wb), *dx = dev_put(x, (size_t)(n_tok * cols) * 4);
     float *dy = dev_alloc((size_t)(n_tok * rows) * 4);
     void *dact = dev_alloc(cuda_matmul_scratch_bytes(type, cols, n_tok) + 1);
-    for (int k = bench_quick(); k < 2; k++) {
+    for (int k = bench_quick(); k < (type == Q_TYPE_Q8_0 ? 4 : 3); k++) {
+        const char *what = bench_variant(k);
         ds4_status (*fn)(int, const void *, int64_t, int64_t, const float *, int64_t, int64_t,
                          void *, float *, int64_t, ds4_error *) = k ? cuda_matmul : cuda_matmul_simt;
         ds4_status st = fn(type, dw, rows, cols, dx, cols, n_tok, dact, dy, rows, &err);
@@ -263,8 +286,9 @@ static void bench_dense(int type, int64_t rows, int64_t cols, int64_t n_tok) {
         double t0 = now_s();
         for (int i = 0; i < it && !st; i++) st = fn(type, dw, rows, cols, dx, cols, n_tok, dact, dy, rows, &err);
         cuda_sync(&err);
-        bench_line(k ? "after (mma)" : "before (simt)", type, rows, cols, n_tok, (now_s() - t0) / it, st, &err);
+        bench_line(what, type, rows, cols, n_tok, (now_s() - t0) / it, st, &err);
     }
+    bench_variant(2);
     dev_free_all();
     free(w); free(x);
 }
@@ -288,7 +312,8 @@ static void bench_grouped(int type, int64_t rows, int64_t cols, int n_expert, in
     int32_t *doff = dev_put(off, (size_t)(n_expert + 1) * 4);
     void *dact = dev_alloc(cuda_matmul_scratch_bytes(type, cols, n) + 1);
     char what[64];
-    for (int k = bench_quick(); k < 2; k++) {
+    for (int k = bench_quick(); k < 3; k++) {
+        const char *label = bench_variant(k);
         ds4_status st = DS4_OK;
         const int it = 3;
         double t0 = 0;
@@ -302,7 +327,7 @@ static void bench_grouped(int type, int64_t rows, int64_t cols, int n_expert, in
                                           cols, per, dact, dy + (int64_t)e * per * rows, rows, &err);
         }
         cuda_sync(&err);
-        snprintf(what, sizeof what, "%s %dx%d", k ? "after (grouped)" : "before (loop)", n_expert, per);
+        snprintf(what, sizeof what, "%s %dx%d", k ? label : "before (loop)", n_expert, per);
         bench_line(what, type, rows, cols, n, (now_s() - t0) / it, st, &err);
     }
     dev_free_all();
@@ -356,6 +381,8 @@ void bench_matmul(void) {
     bench_dense(Q_TYPE_Q8_0, 4096, 4096, 2048);
     bench_dense(Q_TYPE_Q8_0, 32768, 1024, 512);
     bench_dense(Q_TYPE_Q8_0, 32768, 1024, 2048);
+    bench_dense(Q_TYPE_Q8_0, 4096, 8192, 2048); /* wo_b */
+    bench_dense(Q_TYPE_Q8_0, 1024, 4096, 2048); /* wq_a, a wo_a group */
     bench_dense(Q_TYPE_Q2_K, 4096, 2048, 2048);
     bench_dense(Q_TYPE_Q4_K, 4096, 4096, 2048);
     bench_dense(Q_TYPE_IQ2_XXS, 2048, 4096, 2048);
