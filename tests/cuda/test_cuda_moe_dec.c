@@ -3,9 +3,9 @@
  * issue #7) against the CPU dot, bit for bit: every expert type (IQ2_XXS, Q2_K, Q4_K) through
  * every grouped entry point (cuda_matvec_experts, _preq, _pair_preq, _preq_x) at Flash's
  * shapes, at the block minimum (one block per row), at odd block counts, with misaligned expert
- * strides and tensor bases (the 2-byte copy path), and a corrupt router id (NaN rows). With
- * --bench: one token's routed experts, the old kernels (DS4_CUDA_EXP_V1=1) and the new, in one
- * process. Called from test_cuda_layer.c's test_cuda_layer_ops. Test code only.
+ * strides and tensor bases (the 2-byte copy path), one expert, repeated ids, experts staged from
+ * host memory, and a corrupt router id (NaN rows). With --bench: one token's routed experts by
+ * the old kernels (DS4_CUDA_EXP_V1=1) and matvec_exp.cu's (with its bench knobs), in one process. Called from test_cuda_layer.c's test_cuda_layer_ops. Test code only.
  */
 #include <math.h>
 #include <stdio.h>
@@ -154,60 +154,118 @@ static void fused_case(int td, int64_t D, int64_t F, int64_t Fs, int with_shared
     free(y1); free(y2); free(o1); free(o2); free(q1); free(q2); free(qs1); free(qs2);
 }
 
-/* One token's routed experts (gate+up pair on a shared x, down on per-expert x) as moe() runs
- * them, out of 256 experts; us per token for the kernels of `label`. */
+/* Experts in host memory (expert_stage.cu, forward_moe.c): the selected experts copied from
+ * pinned mapped host memory into a device buffer, then the products on ids 0..K-1 of the copy:
+ * every row = q_dot_row of the original expert, bit for bit. */
+static void staged_case(int type, int64_t rows, int64_t cols) {
+    ds4_error err;
+    enum { N_EXP = 8, K = 6 };
+    static const int32_t ids[K] = {5, 1, 7, 1, 0, 3}, seq[K] = {0, 1, 2, 3, 4, 5};
+    uint64_t rb;
+    q_row_bytes(type, (uint64_t)cols, &rb, &err);
+    const size_t eb = (size_t)rb * rows, ab = (size_t)(cols / 256) * sizeof(q8k_block);
+    char name[160];
+    snprintf(name, sizeof name, "experts staged from host memory %s %lld x %lld, %d of %d: = CPU q_dot_row",
+             q_type_name(type), (long long)rows, (long long)cols, K, N_EXP);
+    void *host = NULL, *hdev = NULL;
+    if (!ok_call(cuda_host_alloc_mapped(&host, &hdev, N_EXP * eb, &err), name, &err)) return;
+    fill_q(type, host, N_EXP * eb);
+    float *x = rnd_vec(cols, 1.0f), *got = malloc(sizeof(float) * rows * K);
+    q8k_block *act = malloc(ab);
+    q_quantize_q8k(x, act, (uint64_t)cols, &err);
+    uint8_t *dst = dev_alloc(K * eb);
+    int32_t *dids = dev_put(ids, sizeof ids), *dseq = dev_put(seq, sizeof seq);
+    void *dact = dev_put(act, ab);
+    float *dy = dev_alloc(sizeof(float) * rows * K);
+    ds4_status st = cuda_expert_stage(dst, hdev, (int64_t)eb, N_EXP, dids, K, &err);
+    if (!st) st = cuda_matvec_experts_preq(type, dst, K, rows, cols, dseq, K, dact, dy, &err);
+    if (ok_call(st, name, &err)) {
+        dev_get(got, dy, sizeof(float) * rows * K);
+        int64_t n_bad = 0;
+        for (int j = 0; j < K; j++)
+            for (int64_t r = 0; r < rows; r++) {
+                float ref;
+                q_dot_row(type, (uint8_t *)host + ((size_t)ids[j] * rows + r) * rb, act, cols, &ref, &err);
+                n_bad += memcmp(&ref, &got[(int64_t)j * rows + r], 4) != 0;
+            }
+        char det[96];
+        snprintf(det, sizeof det, "%lld of %lld rows differ", (long long)n_bad, (long long)rows * K);
+        result(n_bad == 0, name, det);
+    }
+    dev_free_all();
+    cuda_host_free(host);
+    free(x); free(got); free(act);
+}
+
+/* One token's routed experts as moe_fused() runs them (forward_moe.c: the gate+up pair on a
+ * shared x, then down + combine with the shared expert's row on per-expert x), 6 of 256
+ * experts, back-to-back eager launches; each call takes the next of 16 disjoint selections, so
+ * the weights come from DRAM (one selection's 40 MB would stay in L2); per variant of the
+ * kernels (environment switches read per call): us for gate+up alone, down alone and the token. */
+static const char *bench_env[] = {"DS4_CUDA_EXP_V1", "DS4_MVX_RPL", "DS4_MVX_DIAG", "DS4_MVX_LATE"};
+static const struct { const char *name, *var, *val; } bench_var[] = {
+    {"v1 (matvec.cu)", "DS4_CUDA_EXP_V1", "1"}, {"new", NULL, NULL}, {"new, 1 row per lane", "DS4_MVX_RPL", "1"},
+    {"new, 2 rows per lane", "DS4_MVX_RPL", "2"}, {"new, all slots asked at once", "DS4_MVX_LATE", "0"},
+    {"new, no decode", "DS4_MVX_DIAG", "1"}, {"new, no fetch", "DS4_MVX_DIAG", "2"},
+    {"new, neither", "DS4_MVX_DIAG", "3"}};
+
 static void bench_token(int tg, int td, int64_t D, int64_t F) {
     ds4_error err;
+    enum { N_SETS = 16 };
     const int n_exp = 256, K = 6;
-    const int32_t ids[6] = {3, 77, 140, 141, 200, 255};
+    int32_t ids[N_SETS * 6];
+    for (int i = 0; i < N_SETS * K; i++) ids[i] = (int32_t)(i * 83 % n_exp); /* 83 odd: 96 distinct */
     uint64_t gb, db;
     q_row_bytes(tg, (uint64_t)D, &gb, &err);
     q_row_bytes(td, (uint64_t)F, &db, &err);
     size_t gsz = (size_t)gb * F * n_exp, dsz = (size_t)db * D * n_exp;
     uint8_t *h = malloc(gsz > dsz ? gsz : dsz);
     uint8_t *dg = dev_alloc(2 * gsz), *dd = dev_alloc(dsz);
-    float *x = rnd_vec(K * D, 1.0f);
-    q8k_block *a = malloc(K * D / 256 * sizeof(q8k_block));
-    q_quantize_q8k(x, a, (uint64_t)K * D, &err);
-    void *dact = dev_put(a, K * D / 256 * sizeof(q8k_block));
-    float *dy = dev_alloc(sizeof(float) * K * (2 * F + D));
-    int32_t *dids = dev_put(ids, sizeof ids);
+    float *x = rnd_vec(K * F, 1.0f), *sh = rnd_vec(D, 1.0f);
+    q8k_block *a = malloc(K * F / 256 * sizeof(q8k_block));
+    q_quantize_q8k(x, a, (uint64_t)K * F, &err);
+    void *dact = dev_put(a, K * F / 256 * sizeof(q8k_block));
+    float *dy = dev_alloc(sizeof(float) * K * (2 * F + D)), *dsh = dev_put(sh, sizeof(float) * D);
+    float *dout = dev_alloc(sizeof(float) * D);
+    int32_t *dsel = dev_put(ids, sizeof ids);
     fill_q(tg, h, gsz);
     if (dg) { cuda_upload(dg, h, gsz, &err); cuda_upload(dg + gsz, h, gsz, &err); }
     fill_q(td, h, dsz);
     if (dd) cuda_upload(dd, h, dsz, &err);
-    const double bytes = (double)K * (2.0 * gb * F + (double)db * D);
-    float *dx = dev_put(x, sizeof(float) * K * D);
-    void *dscr = dev_alloc(K * D / 256 * sizeof(q8k_block));
-    for (int v = 0; v < 4; v++) {
-        const int v1 = v % 2 == 0, plain = v >= 2;
-        if (v1) setenv("DS4_CUDA_EXP_V1", "1", 1);
-        else unsetenv("DS4_CUDA_EXP_V1");
-        char nm[160];
-        snprintf(nm, sizeof nm, "experts of one token %s/%s, %s, %s", q_type_name(tg), q_type_name(td),
-                 v1 ? "old" : "new", plain ? "3 x cuda_matvec_experts" : "pair + preq_x (moe())");
-        double t0 = now_s();
+    const double bg = 2.0 * K * gb * F, bd = (double)K * db * D;
+    for (size_t v = 0; v < sizeof bench_var / sizeof bench_var[0]; v++) {
+        for (size_t i = 0; i < sizeof bench_env / sizeof bench_env[0]; i++) unsetenv(bench_env[i]);
+        if (bench_var[v].var) setenv(bench_var[v].var, bench_var[v].val, 1);
+        double us[3];
         ds4_status st = DS4_OK;
-        const int iters = 200;
-        for (int i = 0; i <= iters && !st; i++) {
-            if (i == 1) { cuda_sync(&err); t0 = now_s(); }
-            if (plain) { /* the runner's "routed experts of one token": each call quantizes x */
-                st = cuda_matvec_experts(tg, dg, n_exp, F, D, dids, K, dx, 0, dscr, dy, &err);
-                if (!st) st = cuda_matvec_experts(tg, dg + gsz, n_exp, F, D, dids, K, dx, 0, dscr, dy + K * F, &err);
-                if (!st) st = cuda_matvec_experts(td, dd, n_exp, D, F, dids, K, dx, 1, dscr, dy + 2 * K * F, &err);
-                continue;
+        for (int what = 0; what < 3 && !st; what++) {
+            const int iters = 200;
+            double t0 = now_s();
+            for (int i = 0; i <= iters && !st; i++) {
+                if (i == 1) { cuda_sync(&err); t0 = now_s(); }
+                const int32_t *dids = dsel + (i % N_SETS) * K;
+                if (what != 1)
+                    st = cuda_matvec_experts_pair_preq(tg, dg, dg + gsz, n_exp, F, D, dids, K, dact, dy, dy + K * F, &err);
+                if (what == 0 || st) continue;
+                if (cuda_mvx_supports(td, F, K))
+                    st = cuda_matvec_experts_down_combine(td, dd, n_exp, D, F, dids, K, dact, dy + 2 * K * F, dsh, dout, &err);
+                else {
+                    st = cuda_matvec_experts_preq_x(td, dd, n_exp, D, F, dids, K, dact, dy + 2 * K * F, &err);
+                    if (!st) st = cuda_moe_combine(dy + 2 * K * F, dsh, 1, K, D, dout, &err);
+                }
             }
-            st = cuda_matvec_experts_pair_preq(tg, dg, dg + gsz, n_exp, F, D, dids, K, dact, dy, dy + K * F, &err);
-            if (!st) st = cuda_matvec_experts_preq_x(td, dd, n_exp, D, F, dids, K, dact, dy + 2 * K * F, &err);
+            cuda_sync(&err);
+            us[what] = (now_s() - t0) / iters * 1e6;
         }
-        cuda_sync(&err);
-        double us = (now_s() - t0) / iters * 1e6;
+        char nm[128];
+        snprintf(nm, sizeof nm, "experts of one token %s/%s, %s", q_type_name(tg), q_type_name(td), bench_var[v].name);
         if (st) printf("bench %s failed: %s\n", nm, err.msg);
-        else printf("bench %-60s %8.2f us  %7.1f GB/s (%.1f MiB)\n", nm, us, bytes / us * 1e-3, bytes / 1048576.0);
+        else printf("bench %-58s gate+up %6.2f us (%4.0f GB/s)  down+comb %6.2f us (%4.0f GB/s)  token %6.2f us (%4.0f GB/s)\n",
+                    nm, us[0], bg / us[0] * 1e-3, us[1], bd / us[1] * 1e-3, us[2], (bg + bd) / us[2] * 1e-3);
     }
-    unsetenv("DS4_CUDA_EXP_V1");
+    for (size_t i = 0; i < sizeof bench_env / sizeof bench_env[0]; i++) unsetenv(bench_env[i]);
     dev_free_all();
-    free(h); free(x); free(a);
+    free(h); free(x); free(sh); free(a);
 }
 
 void test_moe_dec(int do_bench) {
@@ -230,11 +288,18 @@ void test_moe_dec(int do_bench) {
         expert_case(t, 64, 1024, 8, ids6, 6, EP_PAIR, 2);
         /* a corrupt router id: its rows are NaN, the others exact */
         expert_case(t, 64, 512, 8, bad, 3, EP_PAIR, 0);
+        /* one expert; 5 blocks per row (not a multiple of 4) */
+        expert_case(t, 2048, 4096, 8, ids6 + 1, 1, EP_PAIR, 0);
+        expert_case(t, 130, 1280, 8, ids6, 6, EP_PREQ_X, 0);
+        staged_case(t, 2048, 4096);
+        staged_case(t, 40, 768);
     }
     fused_case(Q_TYPE_Q2_K, 4096, 2048, 2048, 1);
     fused_case(Q_TYPE_Q2_K, 4096, 2048, 2048, 0);
     fused_case(Q_TYPE_Q4_K, 1024, 512, 256, 1);
     fused_case(Q_TYPE_IQ2_XXS, 300, 768, 96, 1);
+    fused_case(Q_TYPE_Q2_K, 37, 256, 32, 1);
+    fused_case(Q_TYPE_Q2_K, 130, 1280, 256, 0);
     if (do_bench) {
         bench_token(Q_TYPE_IQ2_XXS, Q_TYPE_Q2_K, 4096, 2048);
         bench_token(Q_TYPE_Q4_K, Q_TYPE_Q4_K, 4096, 2048);
