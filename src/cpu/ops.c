@@ -9,10 +9,11 @@
 #include <string.h>
 
 void cpu_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
-    double ss = 0.0;
-    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * (double)x[i];
-    /* MODEL_MATH §3.1: mean of squares + eps, then reciprocal square root, in f32 output. */
-    float r = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+    /* MODEL_MATH §3.1: mean of squares + eps, then reciprocal square root, in f32 output. The
+     * sum carries its rounding error (ref_dsum), so the GPU's block trees give the same r. */
+    ref_dsum ss = {0.0, 0.0};
+    for (int64_t i = 0; i < n; i++) ref_dsum_add(&ss, (double)x[i] * (double)x[i]);
+    float r = ref_rms_inv(ref_dsum_value(ss), n, eps);
     if (w) {
         for (int64_t i = 0; i < n; i++) out[i] = w[i] * (x[i] * r);
     } else {

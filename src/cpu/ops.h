@@ -14,8 +14,8 @@
 #include <stdint.h>
 
 /* MODEL_MATH §3.1: out_i = w_i * x_i / sqrt(mean(x^2) + eps); w NULL means no weight (§3.2).
- * out may alias x. The sum of squares is accumulated in double (order-independent enough
- * that chunked and token-by-token evaluation agree bit for bit: same code, same order). */
+ * out may alias x. The sum of squares is a ref_dsum (cpu/refmath.h): double with its rounding
+ * error carried, so any summation order (the GPU's block trees) gives the same r. */
 void cpu_rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps);
 
 /* YaRN / plain RoPE frequency table (MODEL_MATH §3.4): n_rope/2 values f'_i.

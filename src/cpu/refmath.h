@@ -37,28 +37,40 @@
 #define REF_DDIV(a, b) ((a) / (b))
 #endif
 
+/* A sum of doubles that carries its rounding errors (Knuth's TwoSum): s + c is the exact sum up
+ * to ~n²·2^-106 relative (n terms), so any two orders of the same terms (the CPU's loop, a
+ * GPU block's tree) give the same double value() except in ~2^-25 of sums, and an f32 made
+ * from it (RMSNorm's 1/sqrt(mean + eps), ref_rms_inv) the same except in ~2^-54. A plain
+ * double sum differs between two orders by ~2^-48 relative at n = 4096, which flips that f32
+ * once in ~10^7 norms: about once per full-size 2048-token prefill (h6, session 4). */
+typedef struct ref_dsum {
+    double s, c;
+} ref_dsum;
+
+REF_FN void ref_dsum_add(ref_dsum *a, double y) {
+    double t = REF_DADD(a->s, y), bp = REF_DSUB(t, a->s);
+    double e = REF_DADD(REF_DSUB(a->s, REF_DSUB(t, bp)), REF_DSUB(y, bp)); /* exact a->s+y-t */
+    a->s = t;
+    a->c = REF_DADD(a->c, e);
+}
+
+/* a += b; symmetric in a and b (the same bits either way round), as butterflies need. */
+REF_FN void ref_dsum_merge(ref_dsum *a, ref_dsum b) {
+    double c = REF_DADD(a->c, b.c);
+    a->c = 0.0;
+    ref_dsum_add(a, b.s);
+    a->c = REF_DADD(a->c, c);
+}
+
+REF_FN double ref_dsum_value(ref_dsum a) { return REF_DADD(a.s, a.c); }
+
+/* MODEL_MATH §3.1 / §4.1: 1/sqrt(ss/n + eps) in double, rounded once to f32. */
+REF_FN float ref_rms_inv(double ss, int64_t n, float eps) {
+    return (float)(1.0 / sqrt(REF_DADD(REF_DDIV(ss, (double)n), (double)eps)));
+}
+
 /* e^x rounded to f32 (MODEL_MATH's softmax / sigmoid / SiLU exp). -inf gives 0, NaN NaN. */
 REF_FN float ref_expf(float x) { return (float)smp_exp((double)x); }
-
-REF_FN uint64_t ref_dbits(double d) {
-#ifdef __CUDA_ARCH__
-    return (uint64_t)__double_as_longlong(d);
-#else
-    uint64_t u;
-    memcpy(&u, &d, sizeof u);
-    return u;
-#endif
-}
-
-REF_FN double ref_dfrom(uint64_t u) {
-#ifdef __CUDA_ARCH__
-    return __longlong_as_double((long long)u);
-#else
-    double d;
-    memcpy(&d, &u, sizeof d);
-    return d;
-#endif
-}
 
 /* log(1 + y) for finite y >= 0 (softplus's log1p of an exp), in double. u = 1 + y rounded,
  * its rounding error e exactly (TwoSum); u = m·2^k with m in [sqrt(1/2), sqrt(2)); log m =
@@ -69,9 +81,10 @@ REF_FN double ref_log1p(double y) {
     double u = REF_DADD(1.0, y);
     double bb = REF_DSUB(u, 1.0);
     double e = REF_DADD(REF_DSUB(1.0, REF_DSUB(u, bb)), REF_DSUB(y, bb));
-    uint64_t bits = ref_dbits(u);
-    int k = (int)((bits >> 52) & 0x7FF) - 1023;
-    double m = ref_dfrom((bits & 0x000FFFFFFFFFFFFFull) | 0x3FF0000000000000ull);
+    int k;
+    frexp(u, &k); /* u = f·2^k, f in [1/2, 1): exact */
+    k -= 1;
+    double m = REF_DMUL(u, smp_pow2i(-k)); /* in [1, 2), exact */
     if (m > 0x1.6a09e667f3bcdp+0) {
         m = REF_DMUL(m, 0.5);
         k += 1;

@@ -114,24 +114,50 @@ __device__ __forceinline__ float cu_block_sum(float v, float *sh) {
     return v;
 }
 
-/* 1/sqrt(mean(x²)+eps) over n values, sum of squares in double (cpu_rmsnorm, hc_rho). The
- * CPU sums sequentially; here the double sum is a tree, which can move the f32 result by one
- * ULP only when the double lands next to a rounding boundary. Four loads in flight per thread:
- * at decode one block reads the whole row, so latency, not bandwidth, bounds it. */
+/* Block-wide ref_dsum (cpu/refmath.h) of every thread's v (result valid in every thread):
+ * butterflies merging (s, c) pairs (ref_dsum_merge is symmetric, so both lanes of a pair get
+ * the same bits), then the warps' sums through `sh` (>= 32 doubles) in two rounds, s then c. */
+__device__ __forceinline__ ref_dsum cu_block_dsum(ref_dsum v, double *sh) {
+    for (int o = 16; o > 0; o >>= 1) {
+        ref_dsum w = {__shfl_xor_sync(0xffffffffu, v.s, o), __shfl_xor_sync(0xffffffffu, v.c, o)};
+        ref_dsum_merge(&v, w);
+    }
+    int w = threadIdx.x >> 5, l = threadIdx.x & 31, nw = (blockDim.x + 31) >> 5;
+    __syncthreads();
+    if (l == 0) sh[w] = v.s;
+    __syncthreads();
+    ref_dsum r = {l < nw ? sh[l] : 0.0, 0.0};
+    __syncthreads();
+    if (l == 0) sh[w] = v.c;
+    __syncthreads();
+    r.c = l < nw ? sh[l] : 0.0;
+    for (int o = 16; o > 0; o >>= 1) {
+        ref_dsum x = {__shfl_xor_sync(0xffffffffu, r.s, o), __shfl_xor_sync(0xffffffffu, r.c, o)};
+        ref_dsum_merge(&r, x);
+    }
+    return r;
+}
+
+/* 1/sqrt(mean(x²)+eps) over n values (cpu_rmsnorm, hc_rho): the squares summed as a ref_dsum,
+ * whose value does not depend on the order (cpu/refmath.h), so this tree gives the CPU's
+ * sequential bits. Four loads in flight per thread: at decode one block reads the whole row,
+ * so latency, not bandwidth, bounds it. */
 __device__ __forceinline__ float cu_block_rms_inv(const float *x, int64_t n, float eps,
                                                   double *sh) {
-    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    ref_dsum s0 = {0.0, 0.0}, s1 = {0.0, 0.0}, s2 = {0.0, 0.0}, s3 = {0.0, 0.0};
     int64_t bd = blockDim.x, i = threadIdx.x;
     for (; i + 3 * bd < n; i += 4 * bd) {
         float a = x[i], b = x[i + bd], c = x[i + 2 * bd], d = x[i + 3 * bd];
-        s0 += (double)a * a;
-        s1 += (double)b * b;
-        s2 += (double)c * c;
-        s3 += (double)d * d;
+        ref_dsum_add(&s0, (double)a * a);
+        ref_dsum_add(&s1, (double)b * b);
+        ref_dsum_add(&s2, (double)c * c);
+        ref_dsum_add(&s3, (double)d * d);
     }
-    for (; i < n; i += bd) s0 += (double)x[i] * x[i];
-    double ss = cu_block_sum_d((s0 + s1) + (s2 + s3), sh);
-    return (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+    for (; i < n; i += bd) ref_dsum_add(&s0, (double)x[i] * x[i]);
+    ref_dsum_merge(&s0, s1);
+    ref_dsum_merge(&s2, s3);
+    ref_dsum_merge(&s0, s2);
+    return ref_rms_inv(ref_dsum_value(cu_block_dsum(s0, sh)), n, eps);
 }
 
 /* The QAT round trip of one block done by a whole warp (all 32 lanes call it): amax by warp

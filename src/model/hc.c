@@ -45,9 +45,9 @@ void hc_split(const float *m, const float *scale, const float *base, int hc, int
 }
 
 float hc_rho(const float *v, int64_t n, float eps) {
-    double ss = 0.0;
-    for (int64_t i = 0; i < n; i++) ss += (double)v[i] * (double)v[i];
-    return (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+    ref_dsum ss = {0.0, 0.0}; /* cpu_rmsnorm's sum: order-free, the GPU's bits (refmath.h) */
+    for (int64_t i = 0; i < n; i++) ref_dsum_add(&ss, (double)v[i] * (double)v[i]);
+    return ref_rms_inv(ref_dsum_value(ss), n, eps);
 }
 
 void hc_weighted_sum(const float *X, const float *pre, int hc, int64_t d, float *a) {
