@@ -72,6 +72,27 @@ __device__ inline bool mm_find_tile(const int32_t *d_off, int n_expert, int64_t 
     return s_found != 0;
 }
 
+/* The outputs of a thread of the int8 kernels (matmul_mma.cu, matmul_q8.cu): a 128-row x
+ * 64-token block tile of 8 warps, warp tile 32 x 32 at rows wr, tokens wt of the tile; acc holds
+ * the mma m16n8 fragments (rows r0+wr+16mt+g+8(c/2), tokens t0+wt+8nt+2tg+(c&1)), each times
+ * `scale` when it is not 1 (IQ2_XXS's 0.125, rounded once); rows >= rows and tokens >= t1 are
+ * not stored. */
+__device__ inline void mm_store_frags(const float (&acc)[2][4][4], float scale, float *y,
+                                      int64_t ldy, int64_t r0, int64_t rows, int64_t t0,
+                                      int64_t t1, int wr, int wt, int g, int tg) {
+#pragma unroll
+    for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+        for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                int64_t o = r0 + wr + 16 * mt + g + 8 * (c >> 1);
+                int64_t t = t0 + wt + 8 * nt + 2 * tg + (c & 1);
+                float v = scale != 1.0f ? __fmul_rn(scale, acc[mt][nt][c]) : acc[mt][nt][c];
+                if (o < rows && t < t1) y[t * ldy + o] = v;
+            }
+}
+
 /* Activations of the int8 kernels in planes (matmul_quant.cu), inside the d_act scratch:
  * codes int8 [n][cols] (16-byte aligned), scales f32 [n][nblk], Q8_K bsums int16 [n][nblk][16]
  * (16-byte aligned). Same values as quantize.cu's Q8_K blocks / Q8_0 activation records. */

@@ -1,6 +1,7 @@
 /*
- * cuda/matmul_mma.cu — the prefill product of the quantized weight types (Q8_0, Q2_K, Q4_K,
- * IQ2_XXS) on int8 tensor cores (mma.sync m16n8k32 s8·s8→s32), bit-identical to cpu_matmul.
+ * cuda/matmul_mma.cu — the prefill product of the K-quant and IQ2_XXS weight types (Q2_K, Q4_K,
+ * IQ2_XXS; Q8_0: matmul_q8.cu) on int8 tensor cores (mma.sync m16n8k32 s8·s8→s32),
+ * bit-identical to cpu_matmul.
  *
  * Why it can be exact: the CPU dot (format/quant_dot.c, quants README §4.2) forms, per weight
  * block, exact integer sums of q_w·q_x, then a few f32 steps, and adds the block values in block
@@ -8,8 +9,7 @@
  * after each block's mma every thread does the CPU's f32 steps (explicit __fmul_rn/__fadd_rn,
  * never contracted) for the (row, token) pairs its accumulator fragment holds, blocks in order.
  *
- * Per type (one step = one 256-column K-quant block or four Q8_0 blocks):
- *   Q8_0     per 32-block: isum by one mma; acc += (d_w·d_x)·isum.
+ * Per type (one step = one 256-column block):
  *   Q2_K     the 4-bit scale is folded into the 2-bit value (≤ 45 fits int8): isum by 8 chained
  *            mmas; summs = Σ_j bsums[j]·m_j by m16n8k16 mmas on the bsums split exactly as
  *            128·hi + lo (both int8); acc += (d_x·d)·isum − (d_x·dmin)·summs.
@@ -21,7 +21,7 @@
  * Tiles: 128 weight rows x 64 tokens per block of 8 warps (warp tile 32 x 32), one step of
  * columns at a time. Pipeline: the activation tile of step s+1 is copied by cp.async into the second of two
  * buffers and the raw weight blocks of step s+1 are loaded (IQ2_XXS, Q2_K: cp.async into a
- * two-stage raw ring, mq_ring; Q8_0, Q4_K: into registers) while step s is multiplied; the
+ * two-stage raw ring, mq_ring; Q4_K: into registers) while step s is multiplied; the
  * weights are then unpacked to int8 rows in shared memory (272-byte row pitch:
  * the 8 rows of an ldmatrix phase hit 32 distinct banks). Activations come quantized in planes
  * (matmul_quant.cu), so their tile is plain 16-byte copies.
@@ -33,11 +33,10 @@
 #define MQ_BN 64  /* tokens per block */
 #define MQ_LD 272 /* bytes per int8 row in shared memory (256 + 16 pad) */
 #define MQ_THREADS 256
-#define MQ_Q8_STEP 4 /* Q8_0 blocks per step */
 
 /* Shared memory layout (bytes); the activation parts (X, XF, XB) come twice. */
-#define MQ_XFS 4 /* floats per token of activation scales (Q8_0: the 4 blocks of a step) */
-#define MQ_WFS 4 /* floats per weight row: Q8_0 the 4 block scales, K-quants d and dmin */
+#define MQ_XFS 4 /* floats per token of activation scales (one used: 16-byte rows) */
+#define MQ_WFS 4 /* floats per weight row: d and dmin */
 #define MQ_X_BYTES (MQ_BN * MQ_LD)
 #define MQ_OFF_X (MQ_BM * MQ_LD)                      /* int8 [2][BN][LD] */
 #define MQ_OFF_XF (MQ_OFF_X + 2 * MQ_X_BYTES)         /* float [2][BN][XFS]: activation scales */
@@ -45,15 +44,15 @@
 #define MQ_OFF_WF (MQ_OFF_XB + 2 * MQ_BN * 32)        /* float [BM][WFS]: block scales of a row */
 #define MQ_OFF_WI (MQ_OFF_WF + MQ_BM * MQ_WFS * 4)    /* int8 [BM][16]: sub-block integer scales */
 #define MQ_OFF_WM (MQ_OFF_WI + MQ_BM * 16)            /* int8 [BM][16]: mins, A of the summs mma */
-#define MQ_OFF_GRID (MQ_OFF_WM + MQ_BM * 16)          /* IQ2_XXS grid u64[256], sign masks u64[128] */
-#define MQ_OFF_RAW (MQ_OFF_GRID + 256 * 8 + 128 * 8)  /* raw weight ring (IQ2_XXS, Q2_K) */
+#define MQ_OFF_GRID (MQ_OFF_WM + MQ_BM * 16)          /* IQ2_XXS grid u64[256] */
+#define MQ_OFF_RAW (MQ_OFF_GRID + 256 * 8)            /* raw weight ring (IQ2_XXS, Q2_K) */
 
 /* The raw weight ring (IQ2_XXS and Q2_K, the routed experts' types): the step's block of every
  * row (66 / 84 bytes, only 2-byte aligned) comes by 16-byte cp.async of the aligned chunks that
  * cover it, two stages, so the weights of the next step are in flight while this one
  * multiplies without holding registers, and a row's block is a few 16-byte copies instead of
- * a dozen 2-byte loads; the unpack then reads it from shared memory. Q8_0 / Q4_K keep the
- * register prefetch (their 136 / 144-byte steps would not fit two blocks per SM). Measured
+ * a dozen 2-byte loads; the unpack then reads it from shared memory. Q4_K keeps the register
+ * prefetch (its 144-byte steps would not fit two blocks per SM). Measured
  * (docs/BENCHMARKS.md): -6% / -12% for grouped Q2_K, +-3% for IQ2_XXS; deeper L2 prefetch of
  * the rows (cp.async.bulk.prefetch, 2-4 steps ahead) was slower, the limit is not DRAM. */
 template <int TYPE> struct mq_ring {
@@ -69,9 +68,7 @@ static_assert(mq_ring<CU_T_Q2_K>::smem <= 113 * 1024 - 512 && mq_ring<CU_T_IQ2_X
               "two blocks per SM (the launch bounds) must fit");
 
 __device__ uint64_t mq_iq2_grid[256];
-__device__ uint8_t mq_iq2_signs[128];
 extern "C" const uint64_t q_iq2xxs_grid[256];
-extern "C" const uint8_t q_iq2xxs_signs[128];
 
 __device__ __forceinline__ void mq_mma32(int (&d)[4], const uint32_t (&a)[4], uint32_t b0,
                                          uint32_t b1) {
@@ -145,49 +142,6 @@ __device__ __forceinline__ const uint8_t *mq_ring_row(const uint8_t *sm, int st,
  * bits of idx (which part of a row) are those of tid for every k. */
 template <int TYPE> struct mq_w;
 
-template <> struct mq_w<CU_T_Q8_0> {
-    /* A Q8_0 step is MQ_Q8_STEP blocks (128 columns: the raw words of 256 would not fit the
-     * registers next to the accumulators). idx < BM·16: row idx>>4, block (idx>>2)&3, bytes
-     * 8·(idx&3) .. +7 of the 32 codes; scale task idx < BM·4: row idx>>2, block idx&3. */
-    uint32_t q[8][2];
-    uint32_t d[2];
-    __device__ void fetch(const uint8_t *wb, int64_t r0, int64_t rows, uint64_t rb, int64_t s, int64_t nblk) {
-        int tid = threadIdx.x;
-        int64_t b0 = MQ_Q8_STEP * s, nbv = nblk - b0 < MQ_Q8_STEP ? nblk - b0 : MQ_Q8_STEP;
-#pragma unroll
-        for (int k = 0; k < 8; k++) {
-            int idx = tid + 256 * k, r = idx >> 4, b = (idx >> 2) & 3;
-            q[k][0] = q[k][1] = 0;
-            if (r0 + r < rows && b < nbv) {
-                const uint8_t *p = wb + (uint64_t)(r0 + r) * rb + (uint64_t)(b0 + b) * CU_Q8_0_BYTES + 2 + 8 * (idx & 3);
-                q[k][0] = cu_ld_u32_a2(p);
-                q[k][1] = cu_ld_u32_a2(p + 4);
-            }
-        }
-#pragma unroll
-        for (int k = 0; k < 2; k++) {
-            int idx = tid + 256 * k, r = idx >> 2, b = idx & 3;
-            d[k] = r0 + r < rows && b < nbv
-                       ? *(const uint16_t *)(wb + (uint64_t)(r0 + r) * rb + (uint64_t)(b0 + b) * CU_Q8_0_BYTES)
-                       : 0u; /* f16 +0 */
-        }
-    }
-    template <int V> __device__ void store(uint8_t *sm) const {
-        int tid = threadIdx.x;
-        float *wf = (float *)(sm + MQ_OFF_WF);
-#pragma unroll
-        for (int k = 0; k < 8; k++) {
-            int idx = tid + 256 * k;
-            *(uint2 *)(sm + (idx >> 4) * MQ_LD + 32 * ((idx >> 2) & 3) + 8 * (idx & 3)) = make_uint2(q[k][0], q[k][1]);
-        }
-#pragma unroll
-        for (int k = 0; k < 2; k++) {
-            int idx = tid + 256 * k;
-            wf[(idx >> 2) * MQ_WFS + (idx & 3)] = __half2float(__ushort_as_half((uint16_t)d[k]));
-        }
-    }
-};
-
 template <> struct mq_w<CU_T_Q2_K> {
     /* idx < BM·4: row idx>>2, h = (idx>>1)&1, half = idx&1: qs bytes 32h+16half .. +15 hold
      * elements 128h + 32sub + 16half + l (bits 2sub), sub-block 8h + 2sub + half (§4.3). */
@@ -205,7 +159,7 @@ template <> struct mq_w<CU_T_Q2_K> {
             dd[k] = (tid & 3) == 0 ? cu_ld_u32_a2(p + 80) : 0u; /* d, dmin */
         }
     }
-    template <int V> __device__ void store(uint8_t *sm) const {
+    __device__ void store(uint8_t *sm) const {
         int tid = threadIdx.x, h = (tid >> 1) & 1, half = tid & 1;
         float *wf = (float *)(sm + MQ_OFF_WF);
         int8_t *wm = (int8_t *)(sm + MQ_OFF_WM);
@@ -252,7 +206,7 @@ template <> struct mq_w<CU_T_Q4_K> {
             dd[k] = sc ? cu_ld_u32_a2(p) : 0u;
         }
     }
-    template <int V> __device__ void store(uint8_t *sm) const {
+    __device__ void store(uint8_t *sm) const {
         int tid = threadIdx.x, pq = tid & 3;
         float *wf = (float *)(sm + MQ_OFF_WF);
         int8_t *wi = (int8_t *)(sm + MQ_OFF_WI), *wm = (int8_t *)(sm + MQ_OFF_WM);
@@ -302,13 +256,13 @@ template <> struct mq_w<CU_T_IQ2_XXS> {
         }
     }
     /* Signs by byte masks (0xFF where the CPU negates): -v = (v ^ 0xFF) + 1 per byte; grid
-     * values are 8, 25 or 43, so no byte carries. V1: the masks from a table (MQ_OFF_GRID: u64
-     * per 7-bit sign index); V2: computed — the sign byte is the 7 bits plus their parity
+     * values are 8, 25 or 43, so no byte carries. The sign byte is the 7 bits plus their parity
      * (q_iq2xxs_signs), and x·0x204081 puts bits 0-3 of x at bits 0, 8, 16, 24 (no carries):
-     * random 8-byte table loads were the top shared-memory cost (bank conflicts). */
-    template <int V> __device__ void store(uint8_t *sm) const {
+     * computed, not looked up in a table of masks, whose random 8-byte loads (bank conflicts)
+     * cost 14% of the grouped product (H200, docs/BENCHMARKS.md). */
+    __device__ void store(uint8_t *sm) const {
         int tid = threadIdx.x, g = tid & 7;
-        const uint2 *grid = (const uint2 *)(sm + MQ_OFF_GRID), *smask = grid + 256;
+        const uint2 *grid = (const uint2 *)(sm + MQ_OFF_GRID);
         float *wf = (float *)(sm + MQ_OFF_WF);
         int8_t *wi = (int8_t *)(sm + MQ_OFF_WI);
 #pragma unroll
@@ -318,17 +272,11 @@ template <> struct mq_w<CU_T_IQ2_XXS> {
 #pragma unroll
             for (int j = 0; j < 4; j++) {
                 uint2 gv = grid[(A[k] >> (8 * j)) & 255u];
-                if constexpr (V == 1) {
-                    uint2 m = smask[(B[k] >> (7 * j)) & 127u];
-                    out[2 * j] = (gv.x ^ m.x) + (m.x & 0x01010101u);
-                    out[2 * j + 1] = (gv.y ^ m.y) + (m.y & 0x01010101u);
-                } else {
-                    uint32_t s7 = (B[k] >> (7 * j)) & 127u, s8 = s7 | ((__popc(s7) & 1u) << 7);
-                    uint32_t m0 = ((s8 & 15u) * 0x00204081u) & 0x01010101u;
-                    uint32_t m1 = ((s8 >> 4) * 0x00204081u) & 0x01010101u;
-                    out[2 * j] = (gv.x ^ (m0 * 255u)) + m0;
-                    out[2 * j + 1] = (gv.y ^ (m1 * 255u)) + m1;
-                }
+                uint32_t s7 = (B[k] >> (7 * j)) & 127u, s8 = s7 | ((__popc(s7) & 1u) << 7);
+                uint32_t m0 = ((s8 & 15u) * 0x00204081u) & 0x01010101u;
+                uint32_t m1 = ((s8 >> 4) * 0x00204081u) & 0x01010101u;
+                out[2 * j] = (gv.x ^ (m0 * 255u)) + m0;
+                out[2 * j + 1] = (gv.y ^ (m1 * 255u)) + m1;
             }
             uint4 *dst = (uint4 *)(sm + r * MQ_LD + 32 * g);
             dst[0] = make_uint4(out[0], out[1], out[2], out[3]);
@@ -340,50 +288,25 @@ template <> struct mq_w<CU_T_IQ2_XXS> {
 };
 
 /* ---- Activations: step s of tokens t0 .. t1 into buffer `buf` by cp.async from the planes
- * (V1: zeros past the end; V2: the rows past the end are left as they are, their outputs are
- * never stored): int8 codes at the same column positions as the weights, the scales, the Q8_K
- * bsums. ---- */
-template <int TYPE, int V>
+ * (the rows past t1 are left as they are: their outputs are never stored): int8 codes at the
+ * same column positions as the weights, the scale, the Q8_K bsums. ---- */
+template <int TYPE>
 __device__ __forceinline__ void mq_issue_x(uint8_t *sm, int buf, const mm_planes &pl, int64_t cols,
                                            int64_t t0, int64_t t1, int64_t s) {
     int tid = threadIdx.x;
     uint8_t *X = sm + MQ_OFF_X + buf * MQ_X_BYTES;
     float *xf = (float *)(sm + MQ_OFF_XF) + buf * MQ_BN * MQ_XFS;
-    if constexpr (TYPE == CU_T_Q8_0) {
-        int64_t b0 = MQ_Q8_STEP * s, nbv = pl.nblk - b0 < MQ_Q8_STEP ? pl.nblk - b0 : MQ_Q8_STEP;
 #pragma unroll
-        for (int k = 0; k < MQ_BN * 2 * MQ_Q8_STEP / MQ_THREADS; k++) { /* 16-byte pieces */
-            int idx = tid + MQ_THREADS * k, t = idx / (2 * MQ_Q8_STEP), c = idx % (2 * MQ_Q8_STEP);
-            bool ok = t0 + t < t1 && (c >> 1) < nbv;
-            const int8_t *src = ok ? pl.codes + (t0 + t) * cols + 32 * b0 + 16 * c : pl.codes;
-            mq_cp16(X + t * MQ_LD + 16 * c, src, ok ? 16 : 0);
-        }
-        for (int idx = tid; idx < MQ_BN * MQ_Q8_STEP; idx += MQ_THREADS) {
-            int t = idx / MQ_Q8_STEP, b = idx % MQ_Q8_STEP;
-            bool ok = t0 + t < t1 && b < nbv;
-            mq_cp4(xf + t * MQ_XFS + b, ok ? pl.d + (t0 + t) * pl.nblk + b0 + b : pl.d, ok ? 4 : 0);
-        }
-    } else {
-#pragma unroll
-        for (int k = 0; k < MQ_BN * 16 / MQ_THREADS; k++) {
-            int idx = tid + MQ_THREADS * k, t = idx >> 4, c = idx & 15;
-            bool ok = t0 + t < t1;
-            const int8_t *src = ok ? pl.codes + (t0 + t) * cols + 256 * s + 16 * c : pl.codes;
-            if (V == 1 || ok) mq_cp16(X + t * MQ_LD + 16 * c, src, ok ? 16 : 0);
-        }
-        if (tid < MQ_BN) {
-            bool ok = t0 + tid < t1;
-            if (V == 1 || ok) mq_cp4(xf + tid * MQ_XFS, ok ? pl.d + (t0 + tid) * pl.nblk + s : pl.d, ok ? 4 : 0);
-        }
-        if constexpr (TYPE != CU_T_IQ2_XXS) {
-            int16_t *xb = (int16_t *)(sm + MQ_OFF_XB) + buf * MQ_BN * 16;
-            if (tid < 2 * MQ_BN) {
-                int t = tid >> 1, h = tid & 1;
-                bool ok = t0 + t < t1;
-                const int16_t *src = ok ? pl.bsums + ((t0 + t) * pl.nblk + s) * 16 + 8 * h : pl.bsums;
-                if (V == 1 || ok) mq_cp16(xb + t * 16 + 8 * h, src, ok ? 16 : 0);
-            }
-        }
+    for (int k = 0; k < MQ_BN * 16 / MQ_THREADS; k++) {
+        int idx = tid + MQ_THREADS * k, t = idx >> 4, c = idx & 15;
+        if (t0 + t < t1) mq_cp16(X + t * MQ_LD + 16 * c, pl.codes + (t0 + t) * cols + 256 * s + 16 * c, 16);
+    }
+    if (tid < MQ_BN && t0 + tid < t1) mq_cp4(xf + tid * MQ_XFS, pl.d + (t0 + tid) * pl.nblk + s, 4);
+    if constexpr (TYPE != CU_T_IQ2_XXS) {
+        int16_t *xb = (int16_t *)(sm + MQ_OFF_XB) + buf * MQ_BN * 16;
+        int t = tid >> 1, h = tid & 1;
+        if (tid < 2 * MQ_BN && t0 + t < t1)
+            mq_cp16(xb + t * 16 + 8 * h, pl.bsums + ((t0 + t) * pl.nblk + s) * 16 + 8 * h, 16);
     }
 }
 
@@ -403,16 +326,9 @@ __device__ __forceinline__ void mq_bsums_split(const int16_t *xb, int tb, int tg
     *hi = h;
 }
 
-/* Exact int -> f32 for |v| < 2^22 without the conversion unit (a quarter-rate pipe): v added
- * to the mantissa of 1.5·2^23 (ulp 1 in that binade), then 1.5·2^23 subtracted exactly; the
- * same value as __int2float_rn. Each use states its bound. */
-__device__ __forceinline__ float mq_i2f22(int v) {
-    return __fsub_rn(__int_as_float(0x4B400000 + v), 12582912.0f);
-}
-
 /* grid (ceil(rows/128), token-tile bound), 256 threads, mq_ring<TYPE>::smem bytes of dynamic
  * shared memory. Warp w owns rows 32(w%4) .. +31 and tokens 32(w/4) .. +31 of the tile. */
-template <int TYPE, bool SKIP, int V>
+template <int TYPE, bool SKIP>
 __global__ void __launch_bounds__(MQ_THREADS, 2)
 k_matmul_mma(const uint8_t *w, int64_t rows, int64_t cols, uint64_t row_bytes,
              uint64_t e_stride, const int32_t *d_off, int n_expert, mm_planes pl,
@@ -426,16 +342,9 @@ k_matmul_mma(const uint8_t *w, int64_t rows, int64_t cols, uint64_t row_bytes,
     const uint8_t *wb = w + (uint64_t)tl.e * e_stride;
     int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     int g = lane >> 2, tg = lane & 3, wr = 32 * (warp & 3), wt = 32 * (warp >> 2);
-    if constexpr (TYPE == CU_T_IQ2_XXS) { /* grid, then the sign byte masks of mq_w::store */
+    if constexpr (TYPE == CU_T_IQ2_XXS) { /* the grid of mq_w::store */
         uint64_t *gr = (uint64_t *)(sm + MQ_OFF_GRID);
         for (int i = tid; i < 256; i += MQ_THREADS) gr[i] = mq_iq2_grid[i];
-        if (tid < 128) {
-            uint32_t sg = mq_iq2_signs[tid];
-            uint64_t m = 0;
-            for (int l = 0; l < 8; l++)
-                if ((sg >> l) & 1) m |= (uint64_t)0xFF << (8 * l);
-            gr[256 + tid] = m;
-        }
         __syncthreads();
     }
     const int64_t nblk = pl.nblk;
@@ -446,18 +355,12 @@ k_matmul_mma(const uint8_t *w, int64_t rows, int64_t cols, uint64_t row_bytes,
     const uint8_t *W = sm;
     const float *wf = (const float *)(sm + MQ_OFF_WF);
     const int8_t *wi = (const int8_t *)(sm + MQ_OFF_WI);
-    float acc[2][4][4];
-#pragma unroll
-    for (int a = 0; a < 2; a++)
-#pragma unroll
-        for (int b = 0; b < 4; b++)
-#pragma unroll
-            for (int c = 0; c < 4; c++) acc[a][b][c] = 0.0f;
-    int64_t nsteps = TYPE == CU_T_Q8_0 ? (nblk + MQ_Q8_STEP - 1) / MQ_Q8_STEP : nblk;
+    float acc[2][4][4] = {};
+    const int64_t nsteps = nblk;
     mq_w<TYPE> raw;
     if constexpr (RING) mq_issue_w<TYPE>(sm, 0, wb, r0, rows, row_bytes, 0, pl.codes);
     else raw.fetch(wb, r0, rows, row_bytes, 0, nblk);
-    mq_issue_x<TYPE, V>(sm, 0, pl, cols, tl.t0, tl.t1, 0);
+    mq_issue_x<TYPE>(sm, 0, pl, cols, tl.t0, tl.t1, 0);
     mq_cp_commit();
     for (int64_t s = 0; s < nsteps; s++) {
         int buf = (int)(s & 1);
@@ -466,18 +369,18 @@ k_matmul_mma(const uint8_t *w, int64_t rows, int64_t cols, uint64_t row_bytes,
             __syncthreads(); /* step s landed everywhere; every reader of step s-1 is done */
             if (s + 1 < nsteps) { /* in flight while this step unpacks and multiplies */
                 mq_issue_w<TYPE>(sm, buf ^ 1, wb, r0, rows, row_bytes, s + 1, pl.codes);
-                mq_issue_x<TYPE, V>(sm, buf ^ 1, pl, cols, tl.t0, tl.t1, s + 1);
+                mq_issue_x<TYPE>(sm, buf ^ 1, pl, cols, tl.t0, tl.t1, s + 1);
                 mq_cp_commit();
             }
             raw.fetch_sh(sm, buf, wb, r0, row_bytes, s);
-            raw.template store<V>(sm);
+            raw.store(sm);
             __syncthreads();
         } else {
-            raw.template store<V>(sm); /* the previous step's readers finished at the loop's closing barrier */
+            raw.store(sm); /* the previous step's readers finished at the loop's closing barrier */
             mq_cp_wait_all();
             __syncthreads();
             if (s + 1 < nsteps) { /* in flight while this step multiplies */
-                mq_issue_x<TYPE, V>(sm, buf ^ 1, pl, cols, tl.t0, tl.t1, s + 1);
+                mq_issue_x<TYPE>(sm, buf ^ 1, pl, cols, tl.t0, tl.t1, s + 1);
                 mq_cp_commit();
                 raw.fetch(wb, r0, rows, row_bytes, s + 1, nblk);
             }
@@ -488,15 +391,7 @@ k_matmul_mma(const uint8_t *w, int64_t rows, int64_t cols, uint64_t row_bytes,
             sm + MQ_OFF_X + buf * MQ_X_BYTES + (wt + (lane & 7) + 8 * (lane >> 4)) * MQ_LD + 16 * ((lane >> 3) & 1));
         const float *xf = (const float *)(sm + MQ_OFF_XF) + buf * MQ_BN * MQ_XFS;
         int nchunk = 8;
-        if constexpr (TYPE == CU_T_Q8_0)
-            nchunk = (int)(nblk - MQ_Q8_STEP * s < MQ_Q8_STEP ? nblk - MQ_Q8_STEP * s : MQ_Q8_STEP);
-        int isum[2][4][4];
-#pragma unroll
-        for (int a = 0; a < 2; a++)
-#pragma unroll
-            for (int b = 0; b < 4; b++)
-#pragma unroll
-                for (int c = 0; c < 4; c++) isum[a][b][c] = 0;
+        int isum[2][4][4] = {};
         if (SKIP && ntv == 0) nchunk = 0;
 #pragma unroll 1
         for (int ch = 0; ch < nchunk; ch++) {
@@ -519,23 +414,12 @@ k_matmul_mma(const uint8_t *w, int64_t rows, int64_t cols, uint64_t row_bytes,
                     for (int nt = 0; nt < 4; nt++)
                         if (!SKIP || nt < ntv) mq_mma32(isum[mt][nt], af[mt], bf[nt][0], bf[nt][1]);
             } else {
-                /* this thread's rows wr+16mt+g+8i and tokens wt+8nt+2tg+j: scales once */
-                float rs[2][2], ts[4][2];
+                /* the sub-block scales of this thread's rows wr+16mt+g+8i */
                 int ri[2][2];
 #pragma unroll
                 for (int mt = 0; mt < 2; mt++)
 #pragma unroll
-                    for (int i = 0; i < 2; i++) {
-                        int rl = wr + 16 * mt + g + 8 * i;
-                        if constexpr (TYPE == CU_T_Q8_0) rs[mt][i] = wf[rl * MQ_WFS + ch];
-                        else ri[mt][i] = wi[rl * 16 + ch];
-                    }
-                if constexpr (TYPE == CU_T_Q8_0) {
-#pragma unroll
-                    for (int nt = 0; nt < 4; nt++)
-#pragma unroll
-                        for (int j = 0; j < 2; j++) ts[nt][j] = xf[(wt + 8 * nt + 2 * tg + j) * MQ_XFS + ch];
-                }
+                    for (int i = 0; i < 2; i++) ri[mt][i] = wi[(wr + 16 * mt + g + 8 * i) * 16 + ch];
 #pragma unroll
                 for (int mt = 0; mt < 2; mt++)
 #pragma unroll
@@ -544,105 +428,82 @@ k_matmul_mma(const uint8_t *w, int64_t rows, int64_t cols, uint64_t row_bytes,
                         int sv[4] = {0, 0, 0, 0};
                         mq_mma32(sv, af[mt], bf[nt][0], bf[nt][1]);
 #pragma unroll
-                        for (int c = 0; c < 4; c++) {
-                            /* README §4.2: acc += (d_w·d_x)·isum. (float) here: the exact
-                             * add-based conversion (mq_i2f22) measured 6-16% slower for Q8_0. */
-                            if constexpr (TYPE == CU_T_Q8_0)
-                                acc[mt][nt][c] = __fadd_rn(acc[mt][nt][c],
-                                                           __fmul_rn(__fmul_rn(rs[mt][c >> 1], ts[nt][c & 1]), (float)sv[c]));
-                            else
-                                isum[mt][nt][c] += ri[mt][c >> 1] * sv[c];
-                        }
+                        for (int c = 0; c < 4; c++) isum[mt][nt][c] += ri[mt][c >> 1] * sv[c];
                     }
             }
         }
-        if constexpr (TYPE != CU_T_Q8_0) {
-            /* The scales of this thread's rows and tokens, once per step. */
-            float wd[2][2], wm[2][2], xd[4][2];
+        /* The scales of this thread's rows and tokens, once per step. */
+        float wd[2][2], wm[2][2], xd[4][2];
+#pragma unroll
+        for (int mt = 0; mt < 2; mt++)
+#pragma unroll
+            for (int i = 0; i < 2; i++) {
+                int rl = wr + 16 * mt + g + 8 * i;
+                wd[mt][i] = wf[rl * MQ_WFS];
+                wm[mt][i] = TYPE == CU_T_IQ2_XXS ? 0.0f : wf[rl * MQ_WFS + 1];
+            }
+#pragma unroll
+        for (int nt = 0; nt < 4; nt++)
+#pragma unroll
+            for (int j = 0; j < 2; j++) xd[nt][j] = xf[(wt + 8 * nt + 2 * tg + j) * MQ_XFS];
+        if constexpr (TYPE == CU_T_IQ2_XXS) { /* acc += (d·d_x)·bsum; |bsum| may pass 2^22 */
 #pragma unroll
             for (int mt = 0; mt < 2; mt++)
 #pragma unroll
-                for (int i = 0; i < 2; i++) {
-                    int rl = wr + 16 * mt + g + 8 * i;
-                    wd[mt][i] = wf[rl * MQ_WFS];
-                    wm[mt][i] = TYPE == CU_T_IQ2_XXS ? 0.0f : wf[rl * MQ_WFS + 1];
-                }
+                for (int nt = 0; nt < 4; nt++)
 #pragma unroll
-            for (int nt = 0; nt < 4; nt++)
-#pragma unroll
-                for (int j = 0; j < 2; j++) xd[nt][j] = xf[(wt + 8 * nt + 2 * tg + j) * MQ_XFS];
-            if constexpr (TYPE == CU_T_IQ2_XXS) { /* acc += (d·d_x)·bsum; |bsum| may pass 2^22 */
-#pragma unroll
-                for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-                    for (int nt = 0; nt < 4; nt++)
-#pragma unroll
-                        for (int c = 0; c < 4; c++) {
-                            if (SKIP && nt >= ntv) continue;
-                            acc[mt][nt][c] = __fadd_rn(acc[mt][nt][c],
-                                                       __fmul_rn(__fmul_rn(wd[mt][c >> 1], xd[nt][c & 1]),
-                                                                 (float)isum[mt][nt][c]));
-                        }
-            } else {
-                /* summs = Σ_16 m·bsums = 128·Σ m·hi + Σ m·lo, then the f32 steps. V1 converts Q2_K
-                 * by mq_i2f22: |isum| <= 256·45·128 and |summs| <= 16·15·2048, both < 2^22
-                 * (Q4_K's isum reaches 8·63·32·15·128); V2 by the conversion unit, which
-                 * measured faster for Q8_0 (matmul_q8.cu). */
-                const uint8_t *WM = sm + MQ_OFF_WM;
-                const int16_t *xb = (const int16_t *)(sm + MQ_OFF_XB) + buf * MQ_BN * 16;
-                uint32_t blo[4], bhi[4];
-#pragma unroll
-                for (int nt = 0; nt < 4; nt++) mq_bsums_split(xb, wt + 8 * nt + g, tg, &blo[nt], &bhi[nt]);
-#pragma unroll
-                for (int mt = 0; mt < 2; mt++) {
-                    uint32_t a0 = *(const uint32_t *)(WM + (wr + 16 * mt + g) * 16 + 4 * tg);
-                    uint32_t a1 = *(const uint32_t *)(WM + (wr + 16 * mt + g + 8) * 16 + 4 * tg);
-#pragma unroll
-                    for (int nt = 0; nt < 4; nt++) {
+                    for (int c = 0; c < 4; c++) {
                         if (SKIP && nt >= ntv) continue;
-                        int lo[4] = {0, 0, 0, 0}, hi[4] = {0, 0, 0, 0};
-                        mq_mma16(lo, a0, a1, blo[nt]);
-                        mq_mma16(hi, a0, a1, bhi[nt]);
+                        acc[mt][nt][c] = __fadd_rn(acc[mt][nt][c],
+                                                   __fmul_rn(__fmul_rn(wd[mt][c >> 1], xd[nt][c & 1]),
+                                                             (float)isum[mt][nt][c]));
+                    }
+        } else {
+            /* summs = Σ_16 m·bsums = 128·Σ m·hi + Σ m·lo, then the f32 steps; the integer
+             * sums converted by the conversion unit (an exact add, exact below 2^22, measured
+             * slower: the FMA pipe is the busier one). */
+            const uint8_t *WM = sm + MQ_OFF_WM;
+            const int16_t *xb = (const int16_t *)(sm + MQ_OFF_XB) + buf * MQ_BN * 16;
+            uint32_t blo[4], bhi[4];
 #pragma unroll
-                        for (int c = 0; c < 4; c++) {
-                            float dx = xd[nt][c & 1];
-                            float dall = __fmul_rn(dx, wd[mt][c >> 1]), dmin = __fmul_rn(dx, wm[mt][c >> 1]);
-                            int summs = hi[c] * 128 + lo[c];
-                            constexpr bool ADD = TYPE == CU_T_Q2_K && V == 1;
-                            float fi = ADD ? mq_i2f22(isum[mt][nt][c]) : (float)isum[mt][nt][c];
-                            float fs = ADD ? mq_i2f22(summs) : (float)summs;
-                            acc[mt][nt][c] = __fadd_rn(acc[mt][nt][c],
-                                                       __fsub_rn(__fmul_rn(dall, fi), __fmul_rn(dmin, fs)));
-                        }
+            for (int nt = 0; nt < 4; nt++) mq_bsums_split(xb, wt + 8 * nt + g, tg, &blo[nt], &bhi[nt]);
+#pragma unroll
+            for (int mt = 0; mt < 2; mt++) {
+                uint32_t a0 = *(const uint32_t *)(WM + (wr + 16 * mt + g) * 16 + 4 * tg);
+                uint32_t a1 = *(const uint32_t *)(WM + (wr + 16 * mt + g + 8) * 16 + 4 * tg);
+#pragma unroll
+                for (int nt = 0; nt < 4; nt++) {
+                    if (SKIP && nt >= ntv) continue;
+                    int lo[4] = {0, 0, 0, 0}, hi[4] = {0, 0, 0, 0};
+                    mq_mma16(lo, a0, a1, blo[nt]);
+                    mq_mma16(hi, a0, a1, bhi[nt]);
+#pragma unroll
+                    for (int c = 0; c < 4; c++) {
+                        float dx = xd[nt][c & 1];
+                        float dall = __fmul_rn(dx, wd[mt][c >> 1]), dmin = __fmul_rn(dx, wm[mt][c >> 1]);
+                        int summs = hi[c] * 128 + lo[c];
+                        acc[mt][nt][c] = __fadd_rn(acc[mt][nt][c],
+                                                   __fsub_rn(__fmul_rn(dall, (float)isum[mt][nt][c]),
+                                                             __fmul_rn(dmin, (float)summs)));
                     }
                 }
             }
         }
         if constexpr (!RING) __syncthreads();
     }
-#pragma unroll
-    for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-        for (int nt = 0; nt < 4; nt++)
-#pragma unroll
-            for (int c = 0; c < 4; c++) {
-                int64_t o = r0 + wr + 16 * mt + g + 8 * (c >> 1);
-                int64_t t = tl.t0 + wt + 8 * nt + 2 * tg + (c & 1);
-                float v = acc[mt][nt][c];
-                if (TYPE == CU_T_IQ2_XXS) v = __fmul_rn(0.125f, v); /* README §4.2: ×0.125 once */
-                if (o < rows && t < tl.t1) y[t * ldy + o] = v;
-            }
+    /* README §4.2: IQ2_XXS ×0.125 once */
+    mm_store_frags(acc, TYPE == CU_T_IQ2_XXS ? 0.125f : 1.0f, y, ldy, r0, rows, tl.t0, tl.t1, wr, wt, g, tg);
 }
 
-static int g_mq_tables; /* IQ2_XXS tables uploaded */
+static int g_mq_tables; /* IQ2_XXS grid uploaded */
 
-template <int TYPE, int V>
+template <int TYPE>
 static ds4_status mq_run(const mm_args *a, ds4_error *err) {
     static int attr_set;
     if (!attr_set) {
-        CU_CHECK(cudaFuncSetAttribute(k_matmul_mma<TYPE, false, V>, cudaFuncAttributeMaxDynamicSharedMemorySize, mq_ring<TYPE>::smem),
+        CU_CHECK(cudaFuncSetAttribute(k_matmul_mma<TYPE, false>, cudaFuncAttributeMaxDynamicSharedMemorySize, mq_ring<TYPE>::smem),
                  err, "matmul smem attribute");
-        CU_CHECK(cudaFuncSetAttribute(k_matmul_mma<TYPE, true, V>, cudaFuncAttributeMaxDynamicSharedMemorySize, mq_ring<TYPE>::smem),
+        CU_CHECK(cudaFuncSetAttribute(k_matmul_mma<TYPE, true>, cudaFuncAttributeMaxDynamicSharedMemorySize, mq_ring<TYPE>::smem),
                  err, "matmul smem attribute");
         attr_set = 1;
     }
@@ -656,9 +517,12 @@ static ds4_status mq_run(const mm_args *a, ds4_error *err) {
     dim3 grid((unsigned)((a->rows + MQ_BM - 1) / MQ_BM), (unsigned)tiles);
     /* Skipping empty n-tiles costs registers (spills): used only for small expert slices,
      * where most of a 64-token tile is empty (H200: 256 experts x 48 rows ran 2-8% slower
-     * with it). */
+     * with it). DS4_CUDA_MM_SKIP=0|1 forces it off / on for grouped launches (timing; read at
+     * every call). */
     bool skip = a->d_off && a->n_tok < 32 * (int64_t)a->n_expert;
-    auto kern = skip ? k_matmul_mma<TYPE, true, V> : k_matmul_mma<TYPE, false, V>;
+    const char *ev = getenv("DS4_CUDA_MM_SKIP");
+    if (a->d_off && ev && (*ev == '0' || *ev == '1')) skip = *ev == '1';
+    auto kern = skip ? k_matmul_mma<TYPE, true> : k_matmul_mma<TYPE, false>;
     cu_launch(kern, grid, MQ_THREADS, mq_ring<TYPE>::smem, a->w, a->rows, a->cols, a->row_bytes,
                                                   a->expert_stride, a->d_off, a->n_expert,
                                                   a->planes, a->n_tok, a->y, a->ldy);
@@ -669,21 +533,16 @@ static ds4_status mq_run(const mm_args *a, ds4_error *err) {
 ds4_status mm_launch_q8(const mm_args *a, ds4_error *err); /* matmul_q8.cu */
 
 ds4_status mm_launch_mma(const mm_args *a, ds4_error *err) {
-    /* DS4_CUDA_MM_V1=1: the kernels of session 3 (Q8_0 here, not matmul_q8.cu); read at every
-     * call so the op bench can time both in one process */
-    const char *ev = getenv("DS4_CUDA_MM_V1");
-    const bool v1 = ev && *ev == '1';
     switch (a->type) {
-    case CU_T_Q8_0: return v1 ? mq_run<CU_T_Q8_0, 1>(a, err) : mm_launch_q8(a, err);
-    case CU_T_Q2_K: return v1 ? mq_run<CU_T_Q2_K, 1>(a, err) : mq_run<CU_T_Q2_K, 2>(a, err);
-    case CU_T_Q4_K: return v1 ? mq_run<CU_T_Q4_K, 1>(a, err) : mq_run<CU_T_Q4_K, 2>(a, err);
+    case CU_T_Q8_0: return mm_launch_q8(a, err);
+    case CU_T_Q2_K: return mq_run<CU_T_Q2_K>(a, err);
+    case CU_T_Q4_K: return mq_run<CU_T_Q4_K>(a, err);
     case CU_T_IQ2_XXS:
         if (!g_mq_tables) {
             CU_CHECK(cudaMemcpyToSymbol(mq_iq2_grid, q_iq2xxs_grid, sizeof mq_iq2_grid), err, "iq2 grid");
-            CU_CHECK(cudaMemcpyToSymbol(mq_iq2_signs, q_iq2xxs_signs, sizeof mq_iq2_signs), err, "iq2 signs");
             g_mq_tables = 1;
         }
-        return v1 ? mq_run<CU_T_IQ2_XXS, 1>(a, err) : mq_run<CU_T_IQ2_XXS, 2>(a, err);
+        return mq_run<CU_T_IQ2_XXS>(a, err);
     default:
         return ds4_seterr(err, DS4_ERR_UNSUPPORTED, "cuda_matmul: no int8 kernel for type %d", a->type);
     }

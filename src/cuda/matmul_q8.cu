@@ -15,7 +15,7 @@
  * multiple of 256) fill the stage's weights with 2-byte loads instead (ALIGNED false: tests,
  * odd shapes). isum → f32 by the conversion unit: starting the mma's accumulator at 1.5·2^23
  * and subtracting it (exact, one FADD) measured 5% slower (H200), the FMA pipe being the busier.
- * The 8 blocks of a step are unrolled (DS4_CUDA_MM_Q8_PAIR=1: two at a time, for timing).
+ * The 8 blocks of a step are unrolled (two at a time measured 3-5% slower).
  * Tiles: 128 weight rows x 64 tokens per block of 8 warps (warp tile 32 x 32), as matmul_mma.cu.
  * Must not: know tensor names or the model.
  */
@@ -158,7 +158,7 @@ __device__ __forceinline__ void q8_block(float (&acc)[2][4][4], const uint8_t *s
 
 /* grid (ceil(rows/128), token-tile bound), 256 threads, Q8_SMEM bytes of dynamic shared
  * memory. Warp w owns rows 32(w%4) .. +31 and tokens 32(w/4) .. +31 of the tile. */
-template <bool ALIGNED, bool PAIR>
+template <bool ALIGNED>
 __global__ void __launch_bounds__(Q8_THREADS, 2)
 k_matmul_q8(const uint8_t *w, int64_t rows, int64_t cols, uint64_t rb, uint64_t e_stride,
             const int32_t *d_off, int n_expert, mm_planes pl, int64_t n_tok, float *y, int64_t ldy) {
@@ -171,13 +171,7 @@ k_matmul_q8(const uint8_t *w, int64_t rows, int64_t cols, uint64_t rb, uint64_t 
     const uint8_t *wb = w + (uint64_t)tl.e * e_stride;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, tg = lane & 3, wr = 32 * (warp & 3), wt = 32 * (warp >> 2);
-    float acc[2][4][4];
-#pragma unroll
-    for (int a = 0; a < 2; a++)
-#pragma unroll
-        for (int b = 0; b < 4; b++)
-#pragma unroll
-            for (int c = 0; c < 4; c++) acc[a][b][c] = 0.0f;
+    float acc[2][4][4] = {};
     q8_issue<ALIGNED>(sm, wb, r0, rows, rb, nblk, pl, cols, tl.t0, tl.t1, 0);
     asm volatile("cp.async.commit_group;");
     for (int64_t s = 0; s < nsteps; s++) {
@@ -191,53 +185,33 @@ k_matmul_q8(const uint8_t *w, int64_t rows, int64_t cols, uint64_t rb, uint64_t 
         const unsigned b_addr = (unsigned)__cvta_generic_to_shared(
             stg + Q8_OFF_X + (wt + (lane & 7) + 8 * (lane >> 4)) * Q8_XLD + 16 * ((lane >> 3) & 1));
         const int nb = (int)(nblk - Q8_SB * s < Q8_SB ? nblk - Q8_SB * s : Q8_SB);
-        /* blocks in pairs (even, odd: the two alignments); whole steps unrolled, or (PAIR) one
-         * pair at a time */
-        if constexpr (PAIR) {
-#pragma unroll 1
-            for (int bp = 0; bp < nb; bp += 2) {
-                q8_block<0>(acc, stg, b_addr, bp, wr, wt, g, tg);
-                if (ALIGNED || bp + 1 < nb) q8_block<1>(acc, stg, b_addr, bp + 1, wr, wt, g, tg);
-            }
-        } else {
+        /* blocks in pairs (even, odd: the two alignments), the whole step unrolled */
 #pragma unroll
-            for (int bp = 0; bp < Q8_SB; bp += 2) {
-                if (!ALIGNED && bp >= nb) break;
-                q8_block<0>(acc, stg, b_addr, bp, wr, wt, g, tg);
-                if (!ALIGNED && bp + 1 >= nb) break;
-                q8_block<1>(acc, stg, b_addr, bp + 1, wr, wt, g, tg);
-            }
+        for (int bp = 0; bp < Q8_SB; bp += 2) {
+            if (!ALIGNED && bp >= nb) break;
+            q8_block<0>(acc, stg, b_addr, bp, wr, wt, g, tg);
+            if (!ALIGNED && bp + 1 >= nb) break;
+            q8_block<1>(acc, stg, b_addr, bp + 1, wr, wt, g, tg);
         }
     }
-#pragma unroll
-    for (int mt = 0; mt < 2; mt++)
-#pragma unroll
-        for (int nt = 0; nt < 4; nt++)
-#pragma unroll
-            for (int c = 0; c < 4; c++) {
-                int64_t o = r0 + wr + 16 * mt + g + 8 * (c >> 1);
-                int64_t t = tl.t0 + wt + 8 * nt + 2 * tg + (c & 1);
-                if (o < rows && t < tl.t1) y[t * ldy + o] = acc[mt][nt][c];
-            }
+    mm_store_frags(acc, 1.0f, y, ldy, r0, rows, tl.t0, tl.t1, wr, wt, g, tg);
 }
 
-template <bool ALIGNED, bool PAIR>
+template <bool ALIGNED>
 static ds4_status q8_launch(const mm_args *a, dim3 grid, ds4_error *err) {
     static int attr_set;
     if (!attr_set) {
-        CU_CHECK(cudaFuncSetAttribute(k_matmul_q8<ALIGNED, PAIR>, cudaFuncAttributeMaxDynamicSharedMemorySize, Q8_SMEM),
+        CU_CHECK(cudaFuncSetAttribute(k_matmul_q8<ALIGNED>, cudaFuncAttributeMaxDynamicSharedMemorySize, Q8_SMEM),
                  err, "matmul q8 smem attribute");
         attr_set = 1;
     }
-    cu_launch(k_matmul_q8<ALIGNED, PAIR>, grid, Q8_THREADS, Q8_SMEM, a->w, a->rows, a->cols, a->row_bytes,
+    cu_launch(k_matmul_q8<ALIGNED>, grid, Q8_THREADS, Q8_SMEM, a->w, a->rows, a->cols, a->row_bytes,
               a->expert_stride, a->d_off, a->n_expert, a->planes, a->n_tok, a->y, a->ldy);
     CU_CHECK(cudaGetLastError(), err, "matmul q8 launch");
     return DS4_OK;
 }
 
 ds4_status mm_launch_q8(const mm_args *a, ds4_error *err) {
-    const char *ev = getenv("DS4_CUDA_MM_Q8_PAIR"); /* at every call: the op bench times both */
-    const bool pair = ev && *ev == '1';
     int64_t tiles = (a->n_tok + Q8_BN - 1) / Q8_BN + (a->d_off ? a->n_expert : 0);
     if (tiles > 65535)
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_matmul: %lld token tiles (at most 65535)",
@@ -245,6 +219,5 @@ ds4_status mm_launch_q8(const mm_args *a, ds4_error *err) {
     dim3 grid((unsigned)((a->rows + Q8_BM - 1) / Q8_BM), (unsigned)tiles);
     /* 16-byte aligned steps: whole steps (rows of 8k blocks) at 16-byte aligned rows */
     bool al = a->planes.nblk % Q8_SB == 0 && (((uintptr_t)a->w | a->expert_stride) & 15) == 0;
-    if (al) return pair ? q8_launch<true, true>(a, grid, err) : q8_launch<true, false>(a, grid, err);
-    return pair ? q8_launch<false, true>(a, grid, err) : q8_launch<false, false>(a, grid, err);
+    return al ? q8_launch<true>(a, grid, err) : q8_launch<false>(a, grid, err);
 }

@@ -253,15 +253,13 @@ static int bench_quick(void) {
     return q && *q && *q != '0';
 }
 
-/* Timed variant k: 0 the SIMT kernel, 1 the int8 kernels of session 3 (DS4_CUDA_MM_V1=1), 2
- * the current ones, 3 the current Q8_0 kernel two blocks at a time (DS4_CUDA_MM_Q8_PAIR=1).
- * Sets the switches (read at every call) and returns the label; k 2 resets them. */
+/* Timed variant k: 0 the SIMT kernel, 1 the int8 kernels; grouped also 2 / 3: the int8 kernels
+ * with the skip of empty n-tiles forced on / off (DS4_CUDA_MM_SKIP, read at every call). Sets
+ * the switch and returns the label; k 1 resets it. */
 static const char *bench_variant(int k) {
-    static const char *names[] = {"before (simt)", "mma (session 3)", "after (mma)", "after, q8 pairs"};
-    unsetenv("DS4_CUDA_MM_V1");
-    unsetenv("DS4_CUDA_MM_Q8_PAIR");
-    if (k == 1) setenv("DS4_CUDA_MM_V1", "1", 1);
-    if (k == 3) setenv("DS4_CUDA_MM_Q8_PAIR", "1", 1);
+    static const char *names[] = {"before (simt)", "after (mma)", "after, skip on", "after, skip off"};
+    unsetenv("DS4_CUDA_MM_SKIP");
+    if (k >= 2) setenv("DS4_CUDA_MM_SKIP", k == 2 ? "1" : "0", 1);
     return names[k];
 }
 
@@ -276,7 +274,7 @@ static void bench_dense(int type, int64_t rows, int64_t cols, int64_t n_tok) {
     void *dw = dev_put(w, wb), *dx = dev_put(x, (size_t)(n_tok * cols) * 4);
     float *dy = dev_alloc((size_t)(n_tok * rows) * 4);
     void *dact = dev_alloc(cuda_matmul_scratch_bytes(type, cols, n_tok) + 1);
-    for (int k = bench_quick(); k < (type == Q_TYPE_Q8_0 ? 4 : 3); k++) {
+    for (int k = bench_quick(); k < 2; k++) {
         const char *what = bench_variant(k);
         ds4_status (*fn)(int, const void *, int64_t, int64_t, const float *, int64_t, int64_t,
                          void *, float *, int64_t, ds4_error *) = k ? cuda_matmul : cuda_matmul_simt;
@@ -288,7 +286,6 @@ static void bench_dense(int type, int64_t rows, int64_t cols, int64_t n_tok) {
         cuda_sync(&err);
         bench_line(what, type, rows, cols, n_tok, (now_s() - t0) / it, st, &err);
     }
-    bench_variant(2);
     dev_free_all();
     free(w); free(x);
 }
@@ -312,7 +309,7 @@ static void bench_grouped(int type, int64_t rows, int64_t cols, int n_expert, in
     int32_t *doff = dev_put(off, (size_t)(n_expert + 1) * 4);
     void *dact = dev_alloc(cuda_matmul_scratch_bytes(type, cols, n) + 1);
     char what[64];
-    for (int k = bench_quick(); k < 3; k++) {
+    for (int k = bench_quick(); k < 4; k++) {
         const char *label = bench_variant(k);
         ds4_status st = DS4_OK;
         const int it = 3;
@@ -330,6 +327,7 @@ static void bench_grouped(int type, int64_t rows, int64_t cols, int n_expert, in
         snprintf(what, sizeof what, "%s %dx%d", k ? label : "before (loop)", n_expert, per);
         bench_line(what, type, rows, cols, n, (now_s() - t0) / it, st, &err);
     }
+    bench_variant(1);
     dev_free_all();
     free(w); free(x); free(off);
 }
