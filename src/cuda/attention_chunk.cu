@@ -47,14 +47,10 @@ __global__ void __launch_bounds__(256) k_attn_chunk(attn_args a, int64_t nk_cap)
     const float **kp = (const float **)(sc + ATT_HB * nk_cap); /* [nk_cap] key rows */
     int64_t t = blockIdx.y, h0 = (int64_t)blockIdx.x * ATT_HB, p = a.pos0 + t;
     int nh = (int)(a.H - h0 < ATT_HB ? a.H - h0 : ATT_HB);
-    int64_t s0, n_win, n_keys;
-    const int32_t *sel;
-    attn_span(a, t, &s0, &n_win, &n_keys, &sel);
+    int64_t n_keys = attn_key_rows(a, t, kp, ATT_KS);
     int64_t nk32 = (n_keys + ATT_KS - 1) / ATT_KS * ATT_KS;
     for (int64_t i = threadIdx.x; i < (int64_t)nh * Dh; i += blockDim.x)
         sq[i] = a.q[(t * a.H + h0) * Dh + i];
-    for (int64_t i = threadIdx.x; i < nk32; i += blockDim.x)
-        kp[i] = attn_key(a, s0, n_win, sel, i < n_keys ? i : 0);
     __syncthreads();
     /* Scores: lane group g (8 lanes) takes keys g, g+32, ...; cpu_dot_f32's 8-lane chains. */
     const float tau = (float)(1.0 / sqrt((double)Dh)); /* MODEL_MATH §5.5 */
@@ -204,14 +200,9 @@ __global__ void __launch_bounds__(NT) k_attn_chunk2(attn_args a, int64_t nk_cap,
     const float **kp = (const float **)(sc + HB * nk_cap); /* [nk_cap] key rows */
     int64_t t = blockIdx.y, h0 = (int64_t)blockIdx.x * HB, p = a.pos0 + t;
     int nh = (int)(a.H - h0 < HB ? a.H - h0 : HB);
-    int64_t s0, n_win, n_keys;
-    const int32_t *sel;
-    attn_span(a, t, &s0, &n_win, &n_keys, &sel);
-    int64_t nkg = (n_keys + NG - 1) / NG * NG;
+    int64_t n_keys = attn_key_rows(a, t, kp, NG);
     for (int64_t i = threadIdx.x; i < (int64_t)nh * Dh; i += blockDim.x)
         sq[i] = a.q[(t * a.H + h0) * Dh + i];
-    for (int64_t i = threadIdx.x; i < nkg; i += blockDim.x)
-        kp[i] = attn_key(a, s0, n_win, sel, i < n_keys ? i : 0);
     __syncthreads();
     if (qn_eps > 0.0f) { /* cuda_attn_qnorm: §3.2-3.3 on the staged q rows, a warp per head */
         for (int h = (int)(threadIdx.x >> 5); h < nh; h += NT / 32)
@@ -342,10 +333,10 @@ static ds4_status attc2_launch(const attn_args &a, int64_t n_tok, int64_t keys, 
 
 /* The chunk kernel to take (cuda_attn_chunk_set_variant): 0 = k_attn_chunk, 8 = k_attn_chunk2
  * (8 heads per block), 64 = k_attn_chunk3 (attention_chunk3.cu; where it does not fit, 8).
- * Default 64: on the H200 (06:05 UTC, session 4) the full-size chunk's attention took 169.0
- * ms with 64 and 186.6 with 8 (2048 tokens, 43 layers). Session 3 dropped to 8 heads per
- * block from 16 (200.6 ms) and 32 (255.0); the key values loaded a step ahead (9) were slower
- * than 8 in every bench (h4, session 4), so those variants are gone. */
+ * Default 64: on the H200 (06:24 UTC, session 4) the full-size chunk's attention took 147.4
+ * ms with 64 and 186.3 with 8 (2048 tokens, 43 layers). k_attn_chunk2 with 16 heads per
+ * block (200.6 ms in session 3), 32 (255.0) and with the key values loaded a step ahead (slower
+ * than 8 in every op bench, session 4) are gone. */
 static int g_attc_variant = -1;
 
 extern "C" void cuda_attn_chunk_set_variant(int v) { g_attc_variant = v; }

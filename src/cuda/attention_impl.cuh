@@ -52,6 +52,19 @@ __device__ __forceinline__ const float *attn_key(const attn_args &a, int64_t s0,
     return a.comp + r * a.Dh;
 }
 
+/* Token t's attended rows into kp[0 .. n rounded up to g) (rows past n: row 0, read by the
+ * lane groups of a last partial step but not used), by the block's threads; returns n. */
+__device__ __forceinline__ int64_t attn_key_rows(const attn_args &a, int64_t t, const float **kp,
+                                                 int64_t g) {
+    int64_t s0, n_win, n_keys;
+    const int32_t *sel;
+    attn_span(a, t, &s0, &n_win, &n_keys, &sel);
+    int64_t n = (n_keys + g - 1) / g * g;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x)
+        kp[i] = attn_key(a, s0, n_win, sel, i < n_keys ? i : 0);
+    return n_keys;
+}
+
 /* q·k for the ATT_HB heads of shared q sq [ATT_HB][Dh] against key row kr, in cu_dot8_ref's
  * order (8-lane chains, then the CPU's pairwise lane sum), so each score is cpu_dot_f32 bit for
  * bit; lane k of an 8-lane group holds chain k. Every lane of the group returns the sums. */
