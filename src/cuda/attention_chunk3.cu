@@ -17,9 +17,9 @@
  * dimensions at a time (q rows and key rows, double-buffered through registers). Lane c = tid & 7
  * holds cpu_dot_f32's chain c (dims c, c + 8, ...), so each score is the CPU's 8 chains in
  * dimension order and then its pairwise lane sum, exactly as k_attn_chunk2; the 4 lane groups of
- * a warp take keys kg, kg + 4, ... (kg = lane >> 3) of the block's key quarter / half kh: 8
- * heads x 64·256/NT keys' chains per thread, one shared load per head and per key for each
- * 8 heads x keys multiply-adds. The scores stay in shared memory [key][64].
+ * a warp take keys kg, kg + 4, ... (kg = lane >> 3) of the tile's half kh (= tid >> 8; one
+ * half with 256 threads): 8 heads x 16·256/NT keys' chains per thread, one shared load per head
+ * and per key for all their multiply-adds. The scores stay in shared memory [key][64].
  * Then the maximum, exp, the denominator (sink first, then key by key) as k_attn_chunk2, and
  * the value sums (§5.6): 8 heads x 4·ND·256/NT dimensions per thread (dims 4·lane + 128 m),
  * keys in order from 0, AC3_VK key rows staged at a time. 512 threads (128 registers each)
@@ -106,7 +106,7 @@ __device__ __forceinline__ void ac3_tile(float *stg, float *sc, const float *con
     }
     /* cpu_dot_f32's pairwise lane sum ((x0 + x4) + (x1 + x5)) + ((x2 + x6) + (x3 + x7)), as
      * attc2_scores, as a butterfly that halves what each lane holds at every step (xor 4, 1,
-     * 2): lane c ends with head 4·c2 + 2·c0 + c1 (bits of c) of all RK keys, 14·RK shuffles
+     * 2): lane c ends with head 4·c2 + 2·c0 + c1 (bits of c) of all RK keys, 7·RK shuffles
      * for 8·RK sums instead of 24·RK. */
     const bool b2 = c & 4, b0 = c & 1, b1 = c & 2;
     float v1[4][RK], v2[2][RK], v3[RK];
