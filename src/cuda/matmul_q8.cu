@@ -5,7 +5,7 @@
  * steps acc += (d_w·d_x)·isum (quants README §4.2), blocks in order, explicit __fmul_rn /
  * __fadd_rn.
  *
- * Why a kernel of its own (matmul_mma.cu's Q8_0 path was 4x its f32 issue floor): a step is
+ * Why a kernel of its own (matmul_mma.cu's Q8_0 path ran at 6x its f32 issue floor): a step is
  * 8 blocks = 256 columns, whose 8 x 34 = 272 raw bytes of a row are 16-byte aligned whenever the
  * matrix is (rows of 8k blocks, GGUF's 32-byte tensor alignment), so the weights come by plain
  * 16-byte cp.async into a two-stage ring with the activation codes and scales — one barrier per
