@@ -20,6 +20,9 @@
 
 #include "model/smp_exp.h"
 
+/* DS4_REFMATH_LIBM (timing builds only, e.g. make cuda BUILD=build/x CPPFLAGS="-Iinclude -Isrc
+ * -DDS4_REFMATH_LIBM"): the libraries' double functions and plain double sums instead, what
+ * the GPU computed before session 4, so one device call can time both. Not bit-identical. */
 #ifdef __CUDACC__
 #define REF_FN static __host__ __device__ __forceinline__
 #else
@@ -48,6 +51,10 @@ typedef struct ref_dsum {
 } ref_dsum;
 
 REF_FN void ref_dsum_add(ref_dsum *a, double y) {
+#ifdef DS4_REFMATH_LIBM
+    a->s += y;
+    return;
+#endif
     double t = REF_DADD(a->s, y), bp = REF_DSUB(t, a->s);
     double e = REF_DADD(REF_DSUB(a->s, REF_DSUB(t, bp)), REF_DSUB(y, bp)); /* exact a->s+y-t */
     a->s = t;
@@ -70,13 +77,21 @@ REF_FN float ref_rms_inv(double ss, int64_t n, float eps) {
 }
 
 /* e^x rounded to f32 (MODEL_MATH's softmax / sigmoid / SiLU exp). -inf gives 0, NaN NaN. */
-REF_FN float ref_expf(float x) { return (float)smp_exp((double)x); }
+REF_FN float ref_expf(float x) {
+#ifdef DS4_REFMATH_LIBM
+    return (float)exp((double)x);
+#endif
+    return (float)smp_exp((double)x);
+}
 
 /* log(1 + y) for finite y >= 0 (softplus's log1p of an exp), in double. u = 1 + y rounded,
  * its rounding error e exactly (TwoSum); u = m·2^k with m in [sqrt(1/2), sqrt(2)); log m =
  * 2·atanh(s), s = (m-1)/(m+1), |s| <= 0.172, series to s^21 (truncation < 2^-55 relative);
  * log1p(y) = k·ln2 + log m + e/u. y < 0 or not finite: NaN / the input (unused by the model). */
 REF_FN double ref_log1p(double y) {
+#ifdef DS4_REFMATH_LIBM
+    return log1p(y);
+#endif
     if (!(y >= 0.0) || y > 1e300) return y != y || y < 0.0 ? (y - y) / (y - y) : y;
     double u = REF_DADD(1.0, y);
     double bb = REF_DSUB(u, 1.0);
@@ -113,6 +128,11 @@ REF_FN double ref_log1p(double y) {
  * 2^-53 relative), Horner in r²; the quadrant picks and signs the two. Larger |x| (beyond any
  * position the model reaches at 1M context) loses accuracy but stays identical on both sides. */
 REF_FN void ref_sincosf(float xf, float *c_out, float *s_out) {
+#ifdef DS4_REFMATH_LIBM
+    *c_out = (float)cos((double)xf);
+    *s_out = (float)sin((double)xf);
+    return;
+#endif
     if (xf != xf || xf - xf != 0.0f) { /* NaN / inf: NaN */
         *c_out = *s_out = xf - xf;
         return;
