@@ -54,6 +54,11 @@ __device__ __forceinline__ void cu_pdl_wait(void) {
  * fused kernels of session 3 made it a loss). */
 extern int cu_pdl_on;
 
+/* The scheduling priority of launches (0: none, the stream's): while a captured decode step
+ * runs branches (graph.cu), the main stream's kernels, the critical path, get the device's
+ * greatest priority so that the lanes' kernels fill the SMs they leave idle. */
+extern int cu_prio;
+
 /* Every kernel launch of src/cuda: kernel k on cu_stream. PDL (when on) only while a graph is
  * captured (the decode step, cu_stream != 0): the prefill chunk's multi-wave kernels lost ~2% to
  * blocks of the next kernel waiting resident (docs/BENCHMARKS.md, "Programmatic dependent
@@ -62,16 +67,23 @@ extern int cu_pdl_on;
 template <typename... KArgs, typename... Args>
 static inline cudaError_t cu_launch(void (*k)(KArgs...), dim3 grid, dim3 block, size_t smem,
                                     Args... args) {
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchAttribute at[2];
+    unsigned n = 0;
+    if (cu_pdl_on && cu_stream) {
+        at[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        at[n++].val.programmaticStreamSerializationAllowed = 1;
+    }
+    if (cu_prio) {
+        at[n].id = cudaLaunchAttributePriority;
+        at[n++].val.priority = cu_prio;
+    }
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid;
     cfg.blockDim = block;
     cfg.dynamicSmemBytes = smem;
     cfg.stream = cu_stream;
     cfg.attrs = at;
-    cfg.numAttrs = cu_pdl_on && cu_stream ? 1 : 0;
+    cfg.numAttrs = n;
     return cudaLaunchKernelEx(&cfg, k, ((KArgs)args)...);
 }
 

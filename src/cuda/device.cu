@@ -9,6 +9,7 @@
 
 cudaStream_t cu_stream = 0;
 int cu_pdl_on = 0;
+int cu_prio = 0;
 
 extern "C" int cuda_device_count(void) {
     int n = 0;

@@ -118,10 +118,10 @@ static int fuse3(const cuda_state *s) {
     return e && e[0] ? atoi(e) : F3_DEFAULT;
 }
 
-bool cuda_fwd_branches(const cuda_state *s) {
+bool cuda_fwd_branches(const cuda_state *s, int kind) {
     if (!s->graphing || s->check) return false;
     const char *e = getenv("DS4_CUDA_BRANCHES");
-    return !(e && e[0] == '0');
+    return ((e && e[0] ? atoi(e) : FWD_BR_ALL) & kind) != 0;
 }
 
 static ds4_status hc_post(cuda_state *s, ds4_error *err);
@@ -280,7 +280,7 @@ static ds4_status a_ready(cuda_state *s, const cu_mat *m, bool *ok, ds4_error *e
 /* Whether the attention sub-layer of L runs as branches; quantizes a's copies first (main). */
 static ds4_status attn_branches(cuda_state *s, const cu_layer *L, bool *on, ds4_error *err) {
     ds4_status st;
-    *on = cuda_fwd_branches(s);
+    *on = cuda_fwd_branches(s, FWD_BR_ATTN);
     if (!*on) return DS4_OK;
     const cu_mat *m[7] = {&L->wq_a, &L->wkv, &L->comp.kv, &L->comp.gate, &L->idx_comp.kv,
                           &L->idx_comp.gate, &L->idx_proj};
@@ -429,7 +429,7 @@ static ds4_status attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err) {
     CKQ(q_chain_a(s, il, pos, &qr8, err));
     /* The indexer's queries and top-k on the main stream, wq_b's chain beside them unless both
      * would use ws.act with one of them writing it. */
-    bool qb = br && L->has_indexer && q_lane_ok(s, L, qr8);
+    bool qb = br && L->has_indexer && cuda_fwd_branches(s, FWD_BR_Q) && q_lane_ok(s, L, qr8);
     if (L->has_indexer) {
         CKQ(cuda_fwd_fork(qb, LANE_Q, err));
         CKQ(q_chain_b(s, il, pos, qr8, err));

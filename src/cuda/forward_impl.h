@@ -28,9 +28,16 @@
 
 /* Branches of the captured decode step (issue #7, graph.cu cuda_graph_fork): independent chains
  * of a sub-layer on side streams, so the graph runs them concurrently. On while a graph is
- * captured, never under the verification hook or op by op, and off with DS4_CUDA_BRANCHES=0
- * (read at capture). The same kernels on the same inputs: the same bits either way. */
-bool cuda_fwd_branches(const cuda_state *s);
+ * captured, never under the verification hook or op by op; DS4_CUDA_BRANCHES (read at capture)
+ * is a mask of the kinds on (default all, 0 none). The same kernels on the same inputs: the same
+ * bits either way. */
+enum {
+    FWD_BR_ATTN = 1, /* attention: kv chain, compressors, the indexer's compressor + head weights */
+    FWD_BR_Q = 2,    /* attention of ratio-4 layers: wq_b's chain beside the indexer's queries */
+    FWD_BR_MOE = 4,  /* MoE: the shared expert beside the router and the routed experts */
+    FWD_BR_ALL = 7
+};
+bool cuda_fwd_branches(const cuda_state *s, int kind);
 
 /* cuda_graph_fork / cuda_graph_join when `on`, else nothing (the ops then run in program
  * order on one stream). */

@@ -223,7 +223,7 @@ ds4_status cuda_fwd_moe(cuda_state *s, int64_t il, ds4_error *err) {
     int E = (int)hp->n_expert, K = (int)hp->n_expert_used;
     ds4_status st;
     bool shared = false; /* the shared expert runs as a branch beside the router (lane 1) */
-    if (cuda_fwd_branches(s)) {
+    if (cuda_fwd_branches(s, FWD_BR_MOE)) {
         const void *q, *qs;
         CKQ(moe_fused_ok(s, L, &q, &qs, &shared, err));
         if (shared) {

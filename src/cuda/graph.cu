@@ -20,6 +20,7 @@ static cudaStream_t g_capture; /* created on first use; blocking, so legacy-stre
 static cudaStream_t g_lane[CUDA_GRAPH_LANES]; /* side streams of the branches, non-blocking */
 static cudaEvent_t g_ev;  /* fork/join points: each record is consumed by the wait right after it */
 static bool g_open;       /* a capture is open (cu_stream is then g_capture or a lane) */
+static int g_prio;        /* the main stream's launch priority (cu_prio), 0 with DS4_CUDA_BRANCH_PRIO=0 */
 
 extern "C" ds4_status cuda_graph_begin(ds4_error *err) {
     if (g_open) return ds4_seterr(err, DS4_ERR_INTERNAL, "cuda graph: a capture is already open");
@@ -28,9 +29,14 @@ extern "C" ds4_status cuda_graph_begin(ds4_error *err) {
     for (int i = 0; i < CUDA_GRAPH_LANES; i++)
         if (!g_lane[i]) CU_CHECK(cudaStreamCreateWithFlags(&g_lane[i], cudaStreamNonBlocking), err, "lane stream");
     if (!g_ev) CU_CHECK(cudaEventCreateWithFlags(&g_ev, cudaEventDisableTiming), err, "lane event");
+    int least = 0, greatest = 0;
+    CU_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest), err, "stream priorities");
+    const char *pe = getenv("DS4_CUDA_BRANCH_PRIO");
+    g_prio = pe && pe[0] == '0' ? 0 : greatest;
     CU_CHECK(cudaStreamBeginCapture(g_capture, cudaStreamCaptureModeThreadLocal), err,
              "graph capture begin");
     cu_stream = g_capture;
+    cu_prio = g_prio;
     g_open = true;
     return DS4_OK;
 }
@@ -54,17 +60,20 @@ extern "C" ds4_status cuda_graph_fork(int lane, ds4_error *err) {
     if (st) return st;
     CU_CHECK(wait_on(g_lane[lane - 1], g_capture), err, "graph fork");
     cu_stream = g_lane[lane - 1];
+    cu_prio = 0;
     return DS4_OK;
 }
 
 extern "C" void cuda_graph_main(void) {
-    if (g_open) cu_stream = g_capture;
+    if (!g_open) return;
+    cu_stream = g_capture;
+    cu_prio = g_prio;
 }
 
 extern "C" ds4_status cuda_graph_join(int lane, ds4_error *err) {
     ds4_status st = lane_check(lane, err);
     if (st) return st;
-    cu_stream = g_capture;
+    cuda_graph_main();
     CU_CHECK(wait_on(g_capture, g_lane[lane - 1]), err, "graph join");
     return DS4_OK;
 }
@@ -76,6 +85,7 @@ extern "C" void cuda_graph_abort(void) {
     if (gr) cudaGraphDestroy(gr);
     cudaGetLastError(); /* an invalidated capture leaves its error; the caller already has one */
     cu_stream = 0;
+    cu_prio = 0;
     g_open = false;
 }
 
@@ -85,6 +95,7 @@ extern "C" ds4_status cuda_graph_end(cuda_graph **g, ds4_error *err) {
     /* a lane not joined back fails the capture here (cudaErrorStreamCaptureUnjoined) */
     cudaError_t e = cudaStreamEndCapture(g_capture, &gr);
     cu_stream = 0;
+    cu_prio = 0;
     g_open = false;
     if (e != cudaSuccess) {
         if (gr) cudaGraphDestroy(gr);
@@ -109,7 +120,8 @@ extern "C" ds4_status cuda_graph_end(cuda_graph **g, ds4_error *err) {
         cudaGraphExecDestroy(x->exec);
         x->exec = NULL;
     }
-    e = cudaGraphInstantiate(&x->exec, gr, 0);
+    /* the kernels' priorities (cu_prio) count only with this flag */
+    e = cudaGraphInstantiate(&x->exec, gr, cudaGraphInstantiateFlagUseNodePriority);
     cudaGraphDestroy(gr);
     if (e != cudaSuccess) {
         x->exec = NULL;

@@ -838,48 +838,13 @@ out:
 
 /* CUDA graph (issue #7): the same free-running sequence op by op must give bit-identical
  * logits (the graph replays the same kernels with the same arguments); prints both decode
- * speeds and how often the graph was instantiated versus updated in place. */
-static void graph_case(fixture *f, const int32_t *toks, const float *lg, double t_graph) {
-    const char *name = "synthetic flash q2: CUDA graph step equals op-by-op launches";
-    ds4_error err = {0};
-    int64_t V = model_get_hparams(f->m)->n_vocab, rows = SYN_T + SYN_N;
-    float *lo = malloc((size_t)(rows * V) * sizeof(float));
-    gpu_state g = {0};
-    if (!lo || gpu_state_create(&g, f, rows, &err)) {
-        result(0, name, "state: %s", lo ? err.msg : "out of memory");
-        free(lo);
-        return;
-    }
-    cuda_state_set_graph(g.dev, false);
-    cuda_state_set_batch(g.dev, false); /* lg's prompt ran token by token too */
-    model_eval_opts o = {MODEL_LOGITS_ALL, lo, NULL, NULL};
-    double t1 = 0;
-    int rc = cuda_model_eval(f->cm, g.dev, toks, SYN_T, &o, &err) != DS4_OK;
-    if (!rc) t1 = now_s();
-    for (int64_t i = 0; !rc && i < SYN_N; i++) {
-        model_eval_opts od = {MODEL_LOGITS_LAST, lo + (SYN_T + i) * V, NULL, NULL};
-        rc = cuda_model_eval(f->cm, g.dev, &toks[SYN_T + i], 1, &od, &err) != DS4_OK;
-    }
-    if (rc) {
-        result(0, name, "eval: %s", err.msg);
-    } else {
-        double t_op = now_s() - t1;
-        int64_t at = 0;
-        double e = max_abs(lo, lg, rows * V, &at);
-        printf("info: decode %.1f tok/s with the CUDA graph, %.1f tok/s op by op (%d steps, "
-               "logits downloaded each step)\n", (double)SYN_N / t_graph, (double)SYN_N / t_op,
-               SYN_N);
-        result(e == 0.0, name, "%lld positions, max |diff| %.3g (must be 0)", (long long)rows, e);
-    }
-    gpu_state_free(&g);
-    free(lo);
-}
-
-/* Branches of the decode graph (issue #7, cuda_fwd_branches): the same free-running sequence
- * through a graph captured without them (DS4_CUDA_BRANCHES=0, one stream) must give the logits
- * of the graph with them (lg) bit for bit: the same kernels on the same inputs. */
-static void branches_case(fixture *f, const int32_t *toks, const float *lg) {
-    const char *name = "synthetic flash q2: decode graph without branches equals with branches";
+ * speeds and how often the graph was instantiated versus updated in place. no_branches: the
+ * sequence through a graph captured without branches instead (DS4_CUDA_BRANCHES=0, one stream,
+ * cuda_fwd_branches), which must equal the branched graph's logits (lg) bit for bit too. */
+static void graph_case(fixture *f, const int32_t *toks, const float *lg, double t_graph,
+                       int no_branches) {
+    const char *name = no_branches ? "synthetic flash q2: decode graph without branches equals with branches"
+                                   : "synthetic flash q2: CUDA graph step equals op-by-op launches";
     ds4_error err = {0};
     int64_t V = model_get_hparams(f->m)->n_vocab, rows = SYN_T + SYN_N;
     float *lo = malloc((size_t)(rows * V) * sizeof(float));
@@ -892,10 +857,13 @@ static void branches_case(fixture *f, const int32_t *toks, const float *lg) {
     const char *was = getenv("DS4_CUDA_BRANCHES");
     char keep[16];
     snprintf(keep, sizeof keep, "%s", was ? was : "");
-    setenv("DS4_CUDA_BRANCHES", "0", 1);
+    if (no_branches) setenv("DS4_CUDA_BRANCHES", "0", 1);
+    else cuda_state_set_graph(g.dev, false);
     cuda_state_set_batch(g.dev, false); /* lg's prompt ran token by token too */
     model_eval_opts o = {MODEL_LOGITS_ALL, lo, NULL, NULL};
+    double t1 = 0;
     int rc = cuda_model_eval(f->cm, g.dev, toks, SYN_T, &o, &err) != DS4_OK;
+    if (!rc) t1 = now_s();
     for (int64_t i = 0; !rc && i < SYN_N; i++) {
         model_eval_opts od = {MODEL_LOGITS_LAST, lo + (SYN_T + i) * V, NULL, NULL};
         rc = cuda_model_eval(f->cm, g.dev, &toks[SYN_T + i], 1, &od, &err) != DS4_OK;
@@ -905,8 +873,13 @@ static void branches_case(fixture *f, const int32_t *toks, const float *lg) {
     if (rc) {
         result(0, name, "eval: %s", err.msg);
     } else {
+        double t_op = now_s() - t1;
         int64_t at = 0;
         double e = max_abs(lo, lg, rows * V, &at);
+        if (!no_branches)
+            printf("info: decode %.1f tok/s with the CUDA graph, %.1f tok/s op by op (%d steps, "
+                   "logits downloaded each step)\n", (double)SYN_N / t_graph, (double)SYN_N / t_op,
+                   SYN_N);
         result(e == 0.0, name, "%lld positions, max |diff| %.3g (must be 0)", (long long)rows, e);
     }
     gpu_state_free(&g);
@@ -1244,8 +1217,8 @@ static void synth_case(const char *path) {
         if (cuda_model_eval(f.cm, g.dev, &toks[SYN_T + i], 1, &od, &err)) goto fail;
     }
     double t_dec = now_s() - t1;
-    graph_case(&f, toks, lg, t_dec);
-    branches_case(&f, toks, lg);
+    graph_case(&f, toks, lg, t_dec, 0);
+    graph_case(&f, toks, lg, t_dec, 1);
     greedy_case(&f, toks, lg);
     prof_case(&f, toks);
     prof_chunk_case(&f, toks, SYN_T);
