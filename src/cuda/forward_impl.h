@@ -26,6 +26,21 @@
     } while (0)
 
 
+/* Issue #7, fewer launches around the attention sub-layer (h3, session 3), a bit mask from
+ * DS4_CUDA_FUSE3 (0: none; default F3_DEFAULT): F3_POST = a sub-layer's hc_post waits and runs
+ * inside the next HC mix's launch (hc.cu cuda_hc_mix_fused), F3_PRE = hc_pre joins that launch,
+ * F3_CPAIR = the compressor's kv + gate as one launch, F3_CPUSH = a graph's compressor push as
+ * one launch, F3_RING = the window ring store inside the kv norm chain's launch. Each fused path
+ * is bit-identical to the separate ops. Off (0) under the verification hook (it checks each
+ * product). */
+enum { F3_POST = 1, F3_PRE = 2, F3_CPAIR = 4, F3_CPUSH = 8, F3_RING = 16 };
+#define F3_DEFAULT (F3_POST | F3_PRE | F3_CPAIR | F3_CPUSH | F3_RING)
+int cuda_fwd_fuse3(const cuda_state *s);
+
+/* forward_attn.c: the attention sub-layer of layer il for the token at pos (model/attention.c
+ * attn_forward), its output projection into ws.f. */
+ds4_status cuda_fwd_attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err);
+
 /* Branches of the captured decode step (issue #7, graph.cu cuda_graph_fork): independent chains
  * of a sub-layer on side streams, so the graph runs them concurrently. On while a graph is
  * captured, never under the verification hook or op by op; DS4_CUDA_BRANCHES (read at capture)
