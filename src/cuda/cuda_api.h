@@ -51,8 +51,9 @@ ds4_status cuda_quantize_q8_0_act(const float *d_x, void *d_q, int64_t n, ds4_er
 /* y[r] = W[r,:] · x for r in [0, rows), with W a GGUF tensor of `type` (ggml id) with `cols`
  * values per row, resident on the device. x is device f32 [cols]; quantized types quantize x
  * first (Q8_K for Q2_K/Q4_K/IQ2_XXS, Q8_0 activation for Q8_0) into the scratch `d_act`
- * (at least cuda_matvec_scratch_bytes(type, cols) bytes). Per block the float steps are those
- * of the CPU reference; only the order of the sum over blocks differs. */
+ * (at least cuda_matvec_scratch_bytes(type, cols) bytes). Bit-identical to the CPU's q_dot_row
+ * (the CPU's per-block steps and summation order: matvec_dense.cu for Q8_0 / F32 / F16 / BF16,
+ * matvec_exp.cu for the routed experts). */
 size_t cuda_matvec_scratch_bytes(int type, int64_t cols);
 ds4_status cuda_matvec(int type, const void *d_w, int64_t rows, int64_t cols, const float *d_x,
                        void *d_act, float *d_y, ds4_error *err);

@@ -422,6 +422,7 @@ extern "C" ds4_status cuda_hc_head(const float *d_X, const float *d_mix, const f
 
 #define HCM_LOADERS (HCD_THREADS - 32)
 #define HCM_C (4 * HCM_LOADERS) /* values per chunk: one 4-value unit per loader (a multiple of 8) */
+#define HCM_T (HCM_C / 8 + 4)   /* a CPU lane's chain in a chunk buffer (an odd multiple of 4) */
 
 struct hcm_args {
     const uint8_t *fn;                /* [rows][cols] F32 or F16, cols = hc·d */
@@ -524,7 +525,8 @@ __device__ __forceinline__ void hcm_fetch(const hcm_args &a, const uint8_t *wr, 
 }
 
 /* T: fn's type (F32, F16); PRE: the last two blocks run hc_pre. One block of HCD_THREADS per
- * mix row; the chunk buffers (2 x HCM_C + 8 floats) are dynamic shared memory. */
+ * mix row; the chunk buffers (2 x 8 lanes x HCM_T floats: value v of a chunk at (v % 8)·HCM_T
+ * + v / 8, each CPU lane's chain contiguous) are dynamic shared memory. */
 template <int T, bool PRE>
 __global__ void __launch_bounds__(HCD_THREADS) k_hc_mix(hcm_args a) {
     cu_pdl_wait();
@@ -532,7 +534,7 @@ __global__ void __launch_bounds__(HCD_THREADS) k_hc_mix(hcm_args a) {
         hcm_pre_block<4, 4>(a, (int)blockIdx.x - a.n_mix_blocks);
         return;
     }
-    extern __shared__ __align__(16) float hcm_buf[]; /* [2][HCM_C + 8] */
+    extern __shared__ __align__(16) float hcm_buf[]; /* [2][8][HCM_T] */
     const int64_t row = blockIdx.x;
     const int lt = (int)threadIdx.x - 32, lane = threadIdx.x & 31;
     /* without PRE the first row's block writes X2 (its loaders visit every unit once) */
@@ -569,16 +571,18 @@ __global__ void __launch_bounds__(HCD_THREADS) k_hc_mix(hcm_args a) {
                     wf[2] = __half2float(__ushort_as_half((unsigned short)(w.y & 0xFFFFu)));
                     wf[3] = __half2float(__ushort_as_half((unsigned short)(w.y >> 16)));
                 }
-                *(float4 *)(hcm_buf + (q & 1) * (HCM_C + 8) + 4 * lt) =
-                    make_float4(__fmul_rn(wf[0], x.x), __fmul_rn(wf[1], x.y), __fmul_rn(wf[2], x.z),
-                                __fmul_rn(wf[3], x.w));
+                float *dst = hcm_buf + (q & 1) * 8 * HCM_T + (lt >> 1);
+                const int l0 = (4 * lt) & 7;
+                dst[l0 * HCM_T] = __fmul_rn(wf[0], x.x);
+                dst[(l0 + 1) * HCM_T] = __fmul_rn(wf[1], x.y);
+                dst[(l0 + 2) * HCM_T] = __fmul_rn(wf[2], x.z);
+                dst[(l0 + 3) * HCM_T] = __fmul_rn(wf[3], x.w);
             }
         } else if (q > 0 && lane < 8) { /* chain lanes: column ≡ lane (mod 8), in order */
             const int64_t c0 = (int64_t)(q - 1) * HCM_C;
             const int cb = (int)(a.cols - c0 < HCM_C ? a.cols - c0 : HCM_C);
-            const float *b = hcm_buf + ((q - 1) & 1) * (HCM_C + 8);
-#pragma unroll 8
-            for (int i = lane; i < cb; i += 8) acc = __fadd_rn(acc, b[i]);
+            acc = mvd_chain(acc, hcm_buf + ((q - 1) & 1) * 8 * HCM_T + lane * HCM_T,
+                            cb / 8 + (lane < cb % 8));
         }
         __syncthreads();
     }
@@ -597,7 +601,7 @@ template <int T, bool PRE>
 static ds4_status hcm_launch(const hcm_args &a0, ds4_error *err) {
     hcm_args a = a0;
     a.n_mix_blocks = (int)a.rows;
-    const size_t smem = 2 * (HCM_C + 8) * sizeof(float);
+    const size_t smem = 2 * 8 * HCM_T * sizeof(float);
     static bool set = false; /* static shared (hc_pre's roles) + this may pass 48 KiB */
     if (!set) {
         CU_CHECK(cudaFuncSetAttribute(k_hc_mix<T, PRE>, cudaFuncAttributeMaxDynamicSharedMemorySize,

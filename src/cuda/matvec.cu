@@ -2,13 +2,17 @@
  * cuda/matvec.cu — y = W·x for one token (decode), W a GGUF tensor read in place, alone or
  * as the selected routed experts of a token in one grouped launch.
  *
- * One warp per output row for products with many rows; few-row products (the HC mixes, the
- * router, small projections) give a row 4 or 16 warps whose partial sums meet in shared memory
- * in warp order (issue #7: 24 busy warps cannot stream 1.5 MB). Quantized types work on quantized activations exactly like the
- * CPU reference (quants README §4.2): the integer sums of a 256-value block are exact in any
- * order, and the few float steps per block use __f*_rn intrinsics so nvcc cannot contract
- * them into FMAs — each block's contribution is bit-identical to the CPU's; only the order of
- * the final sum over blocks differs (warp lanes hold interleaved partial sums).
+ * Dense types (Q8_0, F32, F16, BF16) go to matvec_dense.cu (the CPU's summation order), the
+ * selected routed experts of IQ2_XXS / Q2_K / Q4_K to matvec_exp.cu; the kernels here serve
+ * the rest: routed experts with DS4_CUDA_EXP_V1=1 or shapes matvec_exp.cu does not take, and,
+ * with DS4_CUDA_MV_V1=1 (before/after timing), the dense types in the old lane order.
+ * One warp per output row for products with many rows; few-row products give a row 4 or 16
+ * warps whose partial sums meet in shared memory in warp order (issue #7: 24 busy warps cannot
+ * stream 1.5 MB). Quantized types work on quantized activations exactly like the CPU reference
+ * (quants README §4.2): the integer sums of a 256-value block are exact in any order, and the
+ * few float steps per block use __f*_rn intrinsics so nvcc cannot contract them into FMAs —
+ * each block's contribution is bit-identical to the CPU's; only the order of the final sum over
+ * blocks differs here (warp lanes hold interleaved partial sums).
  */
 #include <stdlib.h>
 
@@ -314,7 +318,7 @@ __global__ void __launch_bounds__(32 * mv_shape<WPR>::warps) k_matvec_q8_0(mv_ar
     mv_finish<WPR>(acc, ok, p.y);
 }
 
-/* Float weights × f32 activations. */
+/* Float weights × f32 activations (DS4_CUDA_MV_V1=1 only; fmaf lane chains, not the CPU's order). */
 template <int T>
 __device__ __forceinline__ float cu_wval(const uint8_t *wr, int64_t i) {
     if (T == CU_T_F32) return ((const float *)wr)[i];

@@ -1,8 +1,8 @@
 /*
- * cuda/matvec_impl.cuh — what the decode matvec files share (matvec.cu: one warp or a few per
- * row, straight from global memory; matvec_stream.cu: Q8_0 rows staged through shared memory
- * and summed in the CPU's order): the per-unit load and dot steps, and the streaming launch's
- * entry. Must not: know the model.
+ * cuda/matvec_impl.cuh — what the decode matvec files share: matvec.cu's per-unit load and dot
+ * steps (its lane-order kernels, DS4_CUDA_MV_V1=1), the CPU-order chain and lane combine of
+ * matvec_dense.cu (also hc.cu's mix), and matvec_dense.cu's launch entry. Must not: know the
+ * model.
  */
 #ifndef DS4_CUDA_MATVEC_IMPL_CUH
 #define DS4_CUDA_MATVEC_IMPL_CUH
@@ -49,6 +49,27 @@ __device__ __forceinline__ float cu_dot16(const uint8_t *wr, const float *x, int
     return acc;
 }
 
+/* acc + c[0] + c[1] + .. + c[n-1], left to right (one CPU accumulator's chain), c 16-byte
+ * aligned shared memory: 8 values per two 128-bit loads, the loads of the unrolled body issued
+ * ahead of its dependent adds, so the adds' latency is the chain's cost. */
+__device__ __forceinline__ float mvd_chain(float acc, const float *c, int n) {
+    int i = 0;
+#pragma unroll 4
+    for (; i + 8 <= n; i += 8) {
+        const float4 u = *(const float4 *)(c + i), v = *(const float4 *)(c + i + 4);
+        acc = __fadd_rn(acc, u.x);
+        acc = __fadd_rn(acc, u.y);
+        acc = __fadd_rn(acc, u.z);
+        acc = __fadd_rn(acc, u.w);
+        acc = __fadd_rn(acc, v.x);
+        acc = __fadd_rn(acc, v.y);
+        acc = __fadd_rn(acc, v.z);
+        acc = __fadd_rn(acc, v.w);
+    }
+    for (; i < n; i++) acc = __fadd_rn(acc, c[i]);
+    return acc;
+}
+
 /* The CPU's lane combine of the 8 lane sums held by 8 adjacent lanes (l0..l7 in lane order):
  * ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)) (format/quant_dot.c combine_lanes; float addition
  * commutes, so the butterfly's lane pairs give the same bits); every lane of the warp calls it,
@@ -76,9 +97,5 @@ struct mvd_shape {
 /* matvec_dense.cu: Q8_0 / F32 / F16 / BF16 rows bit-identical to the CPU's single-row dot
  * (act: Q8_0 records or f32 x). */
 ds4_status cu_mvd_launch(int type, const mvd_shape &s, ds4_error *err);
-
-/* Launches the streaming kernel when the shape suits it (Q8_0, 16-byte aligned rows that fit
- * the stages): returns 1 with *st set, else 0 (the caller keeps its kernel). */
-int cu_mv_stream(int type, const mvd_shape &s, ds4_status *st, ds4_error *err);
 
 #endif

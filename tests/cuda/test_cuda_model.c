@@ -1297,6 +1297,14 @@ static void synth_case(const char *path) {
     result(e_n > 0 && e_g <= 2 * e_n && e_s <= 2 * e_n,
            "synthetic flash q2: GPU vs CPU logits within twice the CPU's own noise floor",
            "free-running max |diff| %.3g, same state %.3g, floor %.3g", e_g, e_s, e_n);
+    /* Every decode product sums in the CPU's order (dense: matvec_dense.cu, h1 session 4;
+     * routed experts, attention, the rest) with the CPU's exp / log: the GPU decode is the
+     * CPU's, token for token. */
+    result(e_g == 0 && e_s == 0 && ag_g == rows && ag_s == n_step,
+           "synthetic flash q2: GPU decode bit-identical to the CPU",
+           "free-running max |diff| %.3g (must be 0), top-1 %lld / %lld; same state max |diff| "
+           "%.3g, top-1 %lld / %lld", e_g, (long long)ag_g, (long long)rows, e_s,
+           (long long)ag_s, (long long)n_step);
     /* Top-1 where the CPU's top-2 margin exceeds twice the floor at that position: no excuse
      * to differ there. */
     int64_t clear = 0, clear_ok = 0;
