@@ -5,6 +5,7 @@
 # built in memory). Usage on the device: . $B/env.sh && B=$B scripts/gpu-switches.sh
 # (logs under $OUT when set). Rows: the default; each switch alone (PDL, off by default, on);
 # all the others together (the kernels of the start of session 3, less what has no switch).
+# DS4_SW_SHORT=1: only the session-4 switches, PDL and all-off (fewer runs, ~8 x 45 s).
 set -u
 cd "$(dirname "$0")/.."
 B=${B:-${DS4_BUILD:-build}}
@@ -21,15 +22,23 @@ run() { # name, env assignments...
     l=$(grep -E "ctx +$CTX +prefill" "$LOG/sw-$name.log" | sed -E 's/.*prefill +[0-9]+ tok +([0-9.]+) tok\/s +gen +[0-9]+ tok +([0-9.]+) tok\/s.*/\1 \2/')
     printf '%-12s %-70s prefill/decode tok/s: %s\n' "$name" "$*" "${l:-FAILED}"
 }
+# The session-4 defaults' switches: h1's dense decode products in the CPU's order (off:
+# DS4_CUDA_MV_V1=1, the lane-order kernels, not bit-identical), h2's graph branches, h4's
+# one-block-per-token chunk attention (8: session 3's kernel), h3's expert kernels.
 ALL_OFF=(DS4_CUDA_FUSE3=0 DS4_CUDA_EXP_V1=1 DS4_CUDA_MOE_FUSE=0 DS4_CUDA_ATTN_V1=1
-         DS4_CUDA_IDX_V1=1 DS4_CUDA_CHUNK_V1=1)
+         DS4_CUDA_IDX_V1=1 DS4_CUDA_CHUNK_V1=1 DS4_CUDA_BRANCHES=0 DS4_CUDA_ATTN_CHUNK=8)
 run default X=1
-run pdl-on DS4_CUDA_PDL=1
-run fuse3-off DS4_CUDA_FUSE3=0
+run mv-v1 DS4_CUDA_MV_V1=1
+run branches-off DS4_CUDA_BRANCHES=0
 run exp-v1 DS4_CUDA_EXP_V1=1
-run moefuse-off DS4_CUDA_MOE_FUSE=0
-run attn-v1 DS4_CUDA_ATTN_V1=1
-run idx-v1 DS4_CUDA_IDX_V1=1
-run chunk-v1 DS4_CUDA_CHUNK_V1=1
+run attnc-8 DS4_CUDA_ATTN_CHUNK=8
+run pdl-on DS4_CUDA_PDL=1
+if [ -z "${DS4_SW_SHORT:-}" ]; then
+    run fuse3-off DS4_CUDA_FUSE3=0
+    run moefuse-off DS4_CUDA_MOE_FUSE=0
+    run attn-v1 DS4_CUDA_ATTN_V1=1
+    run idx-v1 DS4_CUDA_IDX_V1=1
+    run chunk-v1 DS4_CUDA_CHUNK_V1=1
+fi
 run all-off "${ALL_OFF[@]}"
 run default2 X=1

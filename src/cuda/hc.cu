@@ -179,16 +179,20 @@ __global__ void k_hc_pre(const float *X, const float *mix, const float *scale, c
  * Needs blockDim.x == HCD_THREADS and d == EPT·HCD_THREADS; otherwise k_hc_pre runs. */
 #define HCD_THREADS 1024
 
-/* Σ x² of this thread's values in double, accumulated exactly as cu_block_rms_inv does on
- * the flat row (values f·blockDim + tid, f ascending; four partial sums while four remain,
- * the tail into the first), so ρ and the norm keep the bits of k_hc_pre. */
+/* Σ x² of this thread's values as a ref_dsum (cpu/refmath.h: the same value in any order, so
+ * the CPU's hc_rho / rmsnorm bits), accumulated as cu_block_rms_inv does on the flat row
+ * (values f·blockDim + tid, f ascending; four partial sums while four remain, the tail into
+ * the first), so ρ and the norm keep the bits of k_hc_pre. */
 template <int NF>
-__device__ __forceinline__ double hcd_sumsq(const float *v) {
-    double s[4] = {0.0, 0.0, 0.0, 0.0};
+__device__ __forceinline__ ref_dsum hcd_sumsq(const float *v) {
+    ref_dsum s[4] = {{0.0, 0.0}, {0.0, 0.0}, {0.0, 0.0}, {0.0, 0.0}};
     const int n4 = NF / 4 * 4;
 #pragma unroll
-    for (int f = 0; f < NF; f++) s[f < n4 ? (f & 3) : 0] += (double)v[f] * v[f];
-    return (s[0] + s[1]) + (s[2] + s[3]);
+    for (int f = 0; f < NF; f++) ref_dsum_add(&s[f < n4 ? (f & 3) : 0], (double)v[f] * v[f]);
+    ref_dsum_merge(&s[0], s[1]);
+    ref_dsum_merge(&s[2], s[3]);
+    ref_dsum_merge(&s[0], s[2]);
+    return s[0];
 }
 
 /* The part of k_hc_pre_dec after ρ, for block role 1 (the split: post/comb) or role 0 (pre,
@@ -234,8 +238,7 @@ __device__ __forceinline__ void hcd_tail(int role, const float *x, float rho, co
         for (int k = 0; k < HC; k++) s = __fadd_rn(s, __fmul_rn(p[k], x[k * EPT + j]));
         v[j] = s;
     }
-    double ss = cu_block_sum_d(hcd_sumsq<EPT>(v), shd);
-    const float r = (float)(1.0 / sqrt(ss / (double)d + (double)norm_eps));
+    const float r = ref_rms_inv(ref_dsum_value(cu_block_dsum(hcd_sumsq<EPT>(v), shd)), d, norm_eps);
 #pragma unroll
     for (int j = 0; j < EPT; j++) {
         int64_t i = (int64_t)j * HCD_THREADS + tid;
@@ -264,8 +267,7 @@ __device__ __forceinline__ void hcd_tail(int role, const float *x, float rho, co
 /* ρ = rms_inv of the hc·d values of X held as x (hcd_tail's order of cu_block_rms_inv). */
 template <int HC, int EPT>
 __device__ __forceinline__ float hcd_rho(const float *x, int64_t d, float norm_eps, double *shd) {
-    double ss = cu_block_sum_d(hcd_sumsq<HC * EPT>(x), shd);
-    return (float)(1.0 / sqrt(ss / (double)(HC * d) + (double)norm_eps));
+    return ref_rms_inv(ref_dsum_value(cu_block_dsum(hcd_sumsq<HC * EPT>(x), shd)), HC * d, norm_eps);
 }
 
 template <int HC, int EPT>
