@@ -50,7 +50,9 @@ typedef struct cu_bws {
     bool v1;                  /* DS4_CUDA_CHUNK_V1=1: the session-2 kernels (hc_post, attention)
                                * instead of h5's, same bits; to time both in one binary */
     bool qfuse;               /* DS4_CUDA_ATTN_QNORM=1: q's norm + RoPE inside the attention
-                               * (cuda_attn_qnorm); off until timed and checked on a GPU */
+                               * (cuda_attn_qnorm); off: exact, but it saves ~25 us a layer
+                               * with kernel 8 and nothing with the default kernel 64, which
+                               * runs the separate launch first (BENCHMARKS, h4 session 4) */
 } cu_bws;
 
 /* With profiling on (cuda_state_set_profile) every op is followed by an event tagged with
