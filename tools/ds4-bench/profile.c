@@ -135,7 +135,7 @@ int bench_profile_cuda(void *model_v, void *state_v, const int32_t *toks, uint32
             "  graph step + head + argmax on device: %7.3f ms  (%.1f tok/s; %.1f GB/s of weights; token id only)\n"
             "  op by op, sum of the ops' GPU time:  %8.3f ms  (events after every op; each layer's\n"
             "    ops queued behind a device-side gate, then run back to back: GPU time, no launch gaps)\n"
-            "| op (call site) | forward_cuda.c / forward_moe.c line | ms per step | share | calls per step | us per call |\n"
+            "| op (call site) | line in forward_cuda.c, forward_attn.c or forward_moe.c | ms per step | share | calls per step | us per call |\n"
             "|---|---:|---:|---:|---:|---:|\n",
             n_steps, t_graph * 1e3, 1.0 / t_graph, t_head * 1e3, 1.0 / t_head, t_tok * 1e3, 1.0 / t_tok,
             wpt / t_tok / 1e9, total);
