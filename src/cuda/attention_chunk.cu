@@ -167,10 +167,7 @@ __device__ __forceinline__ void attc2_scores(const float *sq, const float *const
         int64_t j = k0 + r * NG + g;
 #pragma unroll
         for (int h = 0; h < HB; h++) {
-            float x = acc[r][h];
-            x = __fadd_rn(x, __shfl_xor_sync(0xffffffffu, x, 4));
-            x = __fadd_rn(x, __shfl_xor_sync(0xffffffffu, x, 1));
-            x = __fadd_rn(x, __shfl_xor_sync(0xffffffffu, x, 2));
+            float x = cu_lanes8_dot_f32(acc[r][h]);
             for (int64_t i = n8; i < Dh; i++) x = __fadd_rn(x, __fmul_rn(sq[h * Dh + i], kr[r][i]));
             if (k == 0 && h < nh && j < n_keys) sc[j * HB + h] = __fmul_rn(tau, x);
         }

@@ -136,10 +136,7 @@ __global__ void __launch_bounds__(256) k_attd_scores(attd_args a) {
     const float tau = (float)(1.0 / sqrt((double)Dh)); /* MODEL_MATH §5.5 */
 #pragma unroll
     for (int h = 0; h < ATD_HB; h++) {
-        float x = acc[h];
-        x = __fadd_rn(x, __shfl_xor_sync(0xffffffffu, x, 4));
-        x = __fadd_rn(x, __shfl_xor_sync(0xffffffffu, x, 1));
-        x = __fadd_rn(x, __shfl_xor_sync(0xffffffffu, x, 2));
+        float x = cu_lanes8_dot_f32(acc[h]);
         if (h < nh) {
             for (int64_t i = n8; i < Dh; i++) x = __fadd_rn(x, __fmul_rn(sq[h * Dh + i], kr[i]));
             if (k == 0 && g < nk) a.in.scratch[(h0 + h) * a.nkp + k0 + g] = __fmul_rn(tau, x);

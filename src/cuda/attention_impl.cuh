@@ -82,10 +82,7 @@ __device__ __forceinline__ void attn_dot_heads(const float *sq, const float *kr,
     }
 #pragma unroll
     for (int h = 0; h < ATT_HB; h++) {
-        float x = acc[h];
-        x = __fadd_rn(x, __shfl_xor_sync(0xffffffffu, x, 4));
-        x = __fadd_rn(x, __shfl_xor_sync(0xffffffffu, x, 1));
-        x = __fadd_rn(x, __shfl_xor_sync(0xffffffffu, x, 2));
+        float x = cu_lanes8_dot_f32(acc[h]);
         for (int64_t i = n8; i < Dh; i++) x = __fadd_rn(x, __fmul_rn(sq[h * Dh + i], kr[i]));
         v[h] = x;
     }

@@ -120,4 +120,19 @@ __device__ __forceinline__ int cu_sum8_i(int v) {
     return v;
 }
 
+/* The CPU's two ways of combining the 8 lane sums s0..s7 of a dot product, each held by lane k
+ * of an aligned 8-lane group (every lane of the group gets the result; all 32 lanes call):
+ * cpu_dot_f32 (cpu/ops.c: attention, indexer) adds ((s0+s4)+(s1+s5))+((s2+s6)+(s3+s7)), the
+ * format library's F32/F16/BF16 row dot (format/quant_dot.c) ((s0+s4)+(s2+s6))+((s1+s5)+(s3+s7)). */
+__device__ __forceinline__ float cu_lanes8_dot_f32(float v) {
+    v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 4));
+    v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 1));
+    return __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 2));
+}
+__device__ __forceinline__ float cu_lanes8_qdot(float v) {
+    v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 4));
+    v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 2));
+    return __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 1));
+}
+
 #endif

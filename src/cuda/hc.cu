@@ -589,7 +589,7 @@ __global__ void __launch_bounds__(HCD_THREADS) k_hc_mix(hcm_args a) {
         __syncthreads();
     }
     if (lt < 0) {
-        acc = mvd_combine8(acc);
+        acc = cu_lanes8_qdot(acc);
         if (lane == 0) a.mix[row] = acc;
     }
     if (PRE) { /* this block's row is written: count it */

@@ -82,9 +82,7 @@ __global__ void __launch_bounds__(256) k_idx_score_reg(const float *q, const flo
             float acc = 0.0f;
 #pragma unroll
             for (int j = 0; j < ID / 8; j++) acc = __fadd_rn(acc, __fmul_rn(qh[8 * j + k], er[j]));
-            acc = __fadd_rn(acc, __shfl_xor_sync(0xffffffffu, acc, 4));
-            acc = __fadd_rn(acc, __shfl_xor_sync(0xffffffffu, acc, 1));
-            acc = __fadd_rn(acc, __shfl_xor_sync(0xffffffffu, acc, 2));
+            acc = cu_lanes8_dot_f32(acc);
             float dd[4];
 #pragma unroll
             for (int m = 0; m < 4; m++) dd[m] = __shfl_sync(0xffffffffu, acc, 8 * m);
@@ -318,11 +316,7 @@ __global__ void __launch_bounds__(1024) k_idx_cut(const float *scores, int64_t p
          * in flight per thread. */
         for (int base = 0; base < n_c; base += 4 * nb) {
             uint32_t k[4];
-#pragma unroll
-            for (int u = 0; u < 4; u++) {
-                int r = base + u * nb + threadIdx.x;
-                k[u] = r < n_c ? idx_key(sc[r]) : 0u;
-            }
+            idx_keys(sc, base + (int)threadIdx.x, nb, n_c, k);
 #pragma unroll
             for (int u = 0; u < 4; u++) {
                 int hit = base + u * nb + (int)threadIdx.x < n_c && (k[u] >> IDX_NB_SHIFT) == bin;
@@ -340,11 +334,7 @@ __global__ void __launch_bounds__(1024) k_idx_cut(const float *scores, int64_t p
     /* Rows above T and equal to T per slice (the slices of k_idx_hist / k_idx_write). */
     for (int base = 0; base < n_c; base += 4 * nb) {
         uint32_t k[4];
-#pragma unroll
-        for (int u = 0; u < 4; u++) {
-            int r = base + u * nb + threadIdx.x;
-            k[u] = r < n_c ? idx_key(sc[r]) : 0u;
-        }
+        idx_keys(sc, base + (int)threadIdx.x, nb, n_c, k);
 #pragma unroll
         for (int u = 0; u < 4; u++) {
             int r = base + u * nb + threadIdx.x;

@@ -14,6 +14,16 @@ __device__ __forceinline__ uint32_t idx_key(float s) {
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
+/* N keys in flight per thread: k[j] = idx_key(sc[r0 + j·step]), 0 from row n on. */
+template <int N>
+__device__ __forceinline__ void idx_keys(const float *sc, int r0, int step, int n, uint32_t (&k)[N]) {
+#pragma unroll
+    for (int j = 0; j < N; j++) {
+        const int r = r0 + j * step;
+        k[j] = r < n ? idx_key(sc[r]) : 0u;
+    }
+}
+
 /* Exclusive block-wide prefix of a 64-bit count (1024 threads); s_warp holds 32 values. */
 __device__ __forceinline__ unsigned long long idx_block_excl(unsigned long long v,
                                                              unsigned long long *s_warp) {

@@ -252,11 +252,7 @@ __global__ void __launch_bounds__(1024)
     const float *sc = scores + (int64_t)t * ld;
     const int wbase = warp * 32 * KPT;
     uint32_t k[KPT];
-#pragma unroll
-    for (int j = 0; j < KPT; j++) {
-        const int r = wbase + j * 32 + lane;
-        k[j] = r < n_c ? idx_key(sc[r]) : 0u;
-    }
+    idx_keys(sc, wbase + lane, 32, n_c, k);
     uint32_t prefix = 0;
     int need = topk;
     /* 8 + 12 + 12 bits (MODEL_MATH §8: the k-th score exactly, ties counted) */

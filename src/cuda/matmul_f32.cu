@@ -164,10 +164,7 @@ __global__ void __launch_bounds__(MF_THREADS) k_mf(mf_args a) {
     for (int i = 0; i < RT; i++)
 #pragma unroll
         for (int j = 0; j < TT; j++) {
-            float v = acc[i][j];
-            v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 4));
-            v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 2));
-            v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 1));
+            float v = cu_lanes8_qdot(acc[i][j]);
             int64_t o = r0 + rg + 8 * i, t = tl.t0 + tg + 4 * j;
             if (l == 0 && o < a.rows && t < tl.t1) a.y[t * a.ldy + o] = v;
         }

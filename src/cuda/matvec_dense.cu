@@ -239,7 +239,7 @@ __global__ void __launch_bounds__(MVD_THREADS) k_mv_dense(mvd_args a) {
     }
     if (threadIdx.x >= 32) return;
     if (F) {
-        acc = mvd_combine8(acc);
+        acc = cu_lanes8_qdot(acc);
         if (cl == 0 && cr < t.nr) t.y[cr] = acc;
     } else if (lane < t.nr) {
         t.y[lane] = acc;

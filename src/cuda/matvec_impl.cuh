@@ -70,15 +70,9 @@ __device__ __forceinline__ float mvd_chain(float acc, const float *c, int n) {
     return acc;
 }
 
-/* The CPU's lane combine of the 8 lane sums held by 8 adjacent lanes (l0..l7 in lane order):
- * ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)) (format/quant_dot.c combine_lanes; float addition
- * commutes, so the butterfly's lane pairs give the same bits); every lane of the warp calls it,
- * lane 8k holds row k's result. */
-__device__ __forceinline__ float mvd_combine8(float v) {
-    v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 4));
-    v = __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 2));
-    return __fadd_rn(v, __shfl_xor_sync(0xffffffffu, v, 1));
-}
+/* The CPU's lane combine of a float row's 8 lane sums is common.cuh's cu_lanes8_qdot (format/
+ * quant_dot.c combine_lanes; float addition commutes, so the butterfly's lane pairs give the
+ * same bits): every lane of the warp calls it, lane 8k holds row k's result. */
 
 /* One grouped decode launch (matvec.cu's mv_args): group j < n_sel reads w (expert ids[j]),
  * j >= n_sel the pair's w2. */

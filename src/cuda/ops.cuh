@@ -204,9 +204,7 @@ __device__ __forceinline__ float cu_dot8_ref(const float *a, const float *b, int
     float acc = 0.0f;
 #pragma unroll 8
     for (int64_t i = 0; i < n8; i += 8) acc = __fadd_rn(acc, __fmul_rn(a[i + k], b[i + k]));
-    acc = __fadd_rn(acc, __shfl_xor_sync(0xffffffffu, acc, 4));
-    acc = __fadd_rn(acc, __shfl_xor_sync(0xffffffffu, acc, 1));
-    acc = __fadd_rn(acc, __shfl_xor_sync(0xffffffffu, acc, 2));
+    acc = cu_lanes8_dot_f32(acc);
     for (int64_t i = n8; i < n; i++) acc = __fadd_rn(acc, __fmul_rn(a[i], b[i]));
     return acc;
 }
