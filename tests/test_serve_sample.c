@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "serve/scheduler.h"
+#include "serve_testjob.h"
 
 #define SV 258 /* 256 bytes + EOS + spare */
 #define SEOS 256
@@ -82,27 +83,9 @@ static ds4_status s_sample(void *vs, ds4_sampler *smp, int32_t *tok, ds4_error *
 static void s_reset(void *vs) { ((ssess *)vs)->n = 0; }
 
 static srv_job *ask(srv_sched *s, const char *text, int max_tokens, bool logprobs) {
-    srv_request r;
-    memset(&r, 0, sizeof r);
-    r.api = SRV_API_CHAT;
-    r.model = strdup("m");
-    r.think = SRV_THINK_NONE;
-    r.temperature = 0;
-    r.top_p = 1;
-    r.max_tokens = max_tokens;
-    r.logprobs = logprobs;
-    srv_message *m = srv_request_add_msg(&r, SRV_ROLE_USER);
-    free(m->content);
-    m->content = strdup(text);
-    int32_t *t;
-    size_t n;
-    s_tokenize(NULL, text, strlen(text), 0, &t, &n, NULL);
-    srv_job *j = srv_job_new(&r, t, n);
-    cr_assert(srv_fmt_init(&j->fmt, &j->req, "ID", 1));
+    srv_job *j = test_chat_job(text, max_tokens, logprobs, s_tokenize);
     cr_assert_eq(srv_sched_submit(s, j), 0);
-    pthread_mutex_lock(&j->mu);
-    while (!j->done) pthread_cond_wait(&j->cv, &j->mu);
-    pthread_mutex_unlock(&j->mu);
+    test_job_wait(j);
     return j;
 }
 

@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "serve/http.h"
 #include "serve/scheduler.h"
+#include "serve_testjob.h"
 #include "testutil.h"
 
 #define FV 258 /* 256 bytes + EOS + spare */
@@ -132,39 +133,18 @@ static srv_engine fake_engine(void) {
     return e;
 }
 
-/* Builds a non-thinking chat request with one user message and submits it. */
+/* A one-message chat job (serve_testjob.h), submitted: *status is srv_sched_submit's. */
 static srv_job *submit(srv_sched *s, const char *text, int max_tokens, int *status) {
-    srv_request r;
-    memset(&r, 0, sizeof r);
-    r.api = SRV_API_CHAT;
-    r.model = strdup("m");
-    r.think = SRV_THINK_NONE;
-    r.temperature = 0;
-    r.top_p = 1;
-    r.max_tokens = max_tokens;
-    srv_message *m = srv_request_add_msg(&r, SRV_ROLE_USER);
-    free(m->content);
-    m->content = strdup(text);
-    int32_t *t;
-    size_t n;
-    f_tokenize(NULL, text, strlen(text), 0, &t, &n, NULL);
-    srv_job *j = srv_job_new(&r, t, n);
-    cr_assert(srv_fmt_init(&j->fmt, &j->req, "ID", 1));
+    srv_job *j = test_chat_job(text, max_tokens, false, f_tokenize);
     *status = srv_sched_submit(s, j);
     return j;
-}
-
-static void wait_done(srv_job *j) {
-    pthread_mutex_lock(&j->mu);
-    while (!j->done) pthread_cond_wait(&j->cv, &j->mu);
-    pthread_mutex_unlock(&j->mu);
 }
 
 static srv_job *run(srv_sched *s, const char *text, int max_tokens) {
     int st;
     srv_job *j = submit(s, text, max_tokens, &st);
     cr_assert_eq(st, 0);
-    wait_done(j);
+    test_job_wait(j);
     return j;
 }
 
@@ -210,11 +190,11 @@ Test(serve_sched, full_queue_is_refused_and_cancel_keeps_work) {
     cr_assert_eq(st2, 0);
     cr_assert_eq(st3, 503, "queue of 1 is full");
     atomic_store(&j1->cancel, true);
-    wait_done(j1);
+    test_job_wait(j1);
     cr_assert_eq(j1->finish, SRV_FINISH_ERROR);
     cr_assert_lt(j1->usage.completion_tokens, 3000, "stopped early");
     atomic_store(&eval_delay_us, 0);
-    wait_done(j2);
+    test_job_wait(j2);
     cr_assert_str_eq(j2->fmt.content.data, "ef");
     srv_job *j4 = run(s, "slow one", 1);
     cr_assert_eq(j4->usage.cached_tokens, 8, "the cancelled job's prompt stays in its slot, got %d", j4->usage.cached_tokens);
@@ -407,7 +387,7 @@ Test(serve_http, keepalive_while_queued) {
     char *start = strstr(resp, "event: message_start");
     cr_assert(ka && start && ka < start, "a keep-alive comment came before message_start: %s", resp);
     cr_assert(strstr(resp, "event: message_stop"), "%s", resp);
-    wait_done(busy);
+    test_job_wait(busy);
     srv_job_unref(busy);
     srv_http_quiesce(h);
     srv_sched_stop(s);

@@ -43,6 +43,20 @@ static const sd_case k_cases[] = {
     {"penalties, greedy", 0.0f, 1.0f, 0.05f, 1.3f, 1.0f, 0.0f, 0},
 };
 
+/* The sampler parameters of case c (seed: the library's default). */
+static ds4_sampling_params sd_params(const sd_case *c) {
+    ds4_sampling_params p;
+    ds4_sampling_params_init(&p);
+    p.temperature = c->temperature;
+    p.top_k = c->top_k;
+    p.top_p = c->top_p;
+    p.min_p = c->min_p;
+    p.repeat_penalty = c->rp;
+    p.presence_penalty = c->pp;
+    p.frequency_penalty = c->fp;
+    return p;
+}
+
 /* Logit rows: kind 0 N(0, 3) (real-model-like spread), 1 N(0, 0.3) (flat), 2 ties on a grid of
  * 0.25 with -inf / NaN holes and ±3e38 extremes, 3 all equal, 4 one finite logit, 5 none. */
 static void fill_row(float *l, int64_t V, int kind) {
@@ -96,15 +110,7 @@ void test_sample_dev(void) {
         }
         for (size_t ci = 0; ci < sizeof k_cases / sizeof k_cases[0]; ci++) {
             const sd_case *c = &k_cases[ci];
-            ds4_sampling_params p;
-            ds4_sampling_params_init(&p);
-            p.temperature = c->temperature;
-            p.top_k = c->top_k;
-            p.top_p = c->top_p;
-            p.min_p = c->min_p;
-            p.repeat_penalty = c->rp;
-            p.presence_penalty = c->pp;
-            p.frequency_penalty = c->fp;
+            ds4_sampling_params p = sd_params(c);
             p.seed = 1000 + ci;
             ds4_sampler *ref = NULL, *dev = NULL;
             if (ds4_sampler_create(&ref, &p, (uint32_t)V, &err) || ds4_sampler_create(&dev, &p, (uint32_t)V, &err)) {
@@ -181,15 +187,7 @@ void bench_sample_dev(void) {
     for (int ci = 0; ci < 4; ci++) {
         static const int idx[4] = {0, 3, 12, 9};
         const sd_case *c = &k_cases[idx[ci]];
-        ds4_sampling_params p;
-        ds4_sampling_params_init(&p);
-        p.temperature = c->temperature;
-        p.top_k = c->top_k;
-        p.top_p = c->top_p;
-        p.min_p = c->min_p;
-        p.repeat_penalty = c->rp;
-        p.presence_penalty = c->pp;
-        p.frequency_penalty = c->fp;
+        ds4_sampling_params p = sd_params(c);
         ds4_sampler *smp = NULL;
         if (ds4_sampler_create(&smp, &p, (uint32_t)V, &err)) continue;
         for (int i = 0; i < 64; i++) ds4_sampler_accept(smp, (int32_t)(i * 977 % V));
