@@ -12,17 +12,25 @@
  * ordered: one lane per row (Q8_0) or per (row, CPU lane) (floats) adds them in the CPU's order.
  *   - Q8_0 rows with an even number of blocks (every Flash shape): k_mv_q8w, a warp per R rows,
  *     no block barrier (below).
- *   - Floats, and Q8_0 rows of an odd number of blocks: k_mv_dense, a block of 288 threads
+ *   - Floats of 512 rows or more (compressor pairs, idx_wq_b): k_mv_fw, k_mv_q8w's structure
+ *     for floats (a warp per R rows, U steps of loads in flight per lane, the products
+ *     transposed through the warp's tile; below).
+ *   - Smaller float products (router, idx_proj, HC fns), and Q8_0 rows of an odd number of
+ *     blocks: k_mv_dense, a block of 288 threads
  *     takes R rows: warps 1..8 (the loaders) compute chunk k's terms into shared memory while
  *     warp 0 (the chain warp) adds chunk k-1's, two buffers, one __syncthreads per chunk. A
  *     loader keeps one column unit per chunk and walks the rows, so its activation (a Q8_0
  *     record, or x) is loaded once per chunk and reused for every row.
  * Speed (H200, docs/BENCHMARKS.md "Dense decode products in the CPU's order (h1, session 4)"):
  * Q8_0 within 0.9-1.15x the time of the old lane-order kernels (matvec.cu, kept behind
- * DS4_CUDA_MV_V1=1 for before/after timing), the float ones 1.5-2.5x slower: each CPU lane's
- * 512+ dependent adds per row bound them; decode -11% in all.
+ * DS4_CUDA_MV_V1=1 for before/after timing). Floats: k_mv_fw (session 5) takes the compressor
+ * pairs 18.4 -> 11.7 us and idx_wq_b 17.7 -> 8.7 us ("Float decode products in the CPU's order,
+ * warp form"); DS4_CUDA_MVF_WARP=0 gives k_mv_dense for every float product, =1 k_mv_fw for
+ * every one it can take.
  * Must not: know the model.
  */
+#include <stdlib.h>
+
 #include "cuda_api.h"
 #include "matvec_impl.cuh"
 
@@ -363,6 +371,161 @@ static int mvd_n_sm(void) {
     return n;
 }
 
+/* ---- Floats of 512 rows or more: one warp per R rows, no block barrier ----
+ * k_mv_q8w's structure for F32/F16/BF16 rows (issue #7: k_mv_dense's loader/chain split keeps
+ * one chunk of loads in flight per loader and pays a __syncthreads per chunk). A unit is 8
+ * consecutive values of a row (16 bytes of F16/BF16, 32 of F32): value j of unit u is column
+ * 8u + j, so it belongs to CPU lane j, at position u of that lane's chain. R in {1, 2, 4} rows
+ * per warp, G = 4 / R groups of 8 lanes per row: lane = (row r, group g, c), gc = 8g + c. Step
+ * s of a row is its units 8G·s .. 8G·s + 8G - 1; lane gc takes unit 8G·s + gc (consecutive
+ * lanes, consecutive 16 bytes). Each lane keeps U steps of weights in flight in U register
+ * slots: slot s % U is refilled with step s + U as soon as step s's products are stored.
+ * A round is 4 steps: each lane computes its units' 8 rounded products (F16 / BF16 widened
+ * exactly, __fmul_rn: the CPU's product, no FMA; x through __ldg) and stores product j of the
+ * round's unit t = 8G·k + gc at tile[r·RS + j·JS + t] (the transpose: CPU lane j's chain of the
+ * round lies contiguous, in unit order); after __syncwarp the chain lanes (g = 0, c = the CPU
+ * lane) add the round's 32G values left to right (mvd_chain) onto their running sums: the
+ * CPU's order within and across rounds. Then the CPU's lane combine (cu_lanes8_qdot) over the 8
+ * chain lanes of a row, lanes 8G·r .. 8G·r + 7.
+ * Banks: JS = 32G + 4 (== 4 mod 32: the 8 chain lanes of a 128-bit read phase start in 8
+ * distinct 4-bank quads), RS = 8·JS + 8G (== 8G mod 32: product j's store by the 32 lanes
+ * hits bank (lane + const) mod 32). The tile does not grow with U. Needs cols % 8 == 0 and
+ * 16-byte aligned rows and x (checked at launch; else k_mv_dense). */
+#define MFW_WARPS 4
+
+template <int T, int R>
+struct mfw_cfg {
+    static constexpr int G = 4 / R, SU = 8 * G, RU = 4 * SU; /* units per step, per round */
+    static constexpr int JS = RU + 4, RS = 8 * JS + 8 * G;
+    static constexpr int NV = T == CU_T_F32 ? 2 : 1; /* 16-byte words per unit */
+};
+
+template <int NV>
+__device__ __forceinline__ void mfw_load(const uint8_t *wr, int64_t u, int64_t nu, uint4 w[NV]) {
+    if (u >= nu) return;
+#pragma unroll
+    for (int v = 0; v < NV; v++) w[v] = __ldg((const uint4 *)(wr + u * 16 * NV) + v);
+}
+
+template <int T, int R, int U>
+__global__ void __launch_bounds__(32 * MFW_WARPS) k_mv_fw(mvd_args a) {
+    cu_pdl_wait();
+    typedef mfw_cfg<T, R> C;
+    __shared__ __align__(16) float tiles[MFW_WARPS][R * C::RS];
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    mvd_tile t;
+    const bool ok = mvd_locate(a, ((int64_t)blockIdx.x * MFW_WARPS + warp) * R, &t);
+    if (t.nr <= 0) return; /* past the last row (per warp: no block barrier below) */
+    if (!ok) {
+        if (lane < t.nr) t.y[lane] = __int_as_float(0x7fc00000);
+        return;
+    }
+    float *tile = tiles[warp];
+    const int r = lane / C::SU, gc = lane % C::SU, c = lane & 7;
+    const bool live = r < t.nr;
+    const int64_t nu = a.n_terms / 8, n_steps = (nu + C::SU - 1) / C::SU, nb = (n_steps + U - 1) / U;
+    const uint8_t *wr = t.w + (int64_t)(live ? r : 0) * a.row_bytes;
+    const float *x = (const float *)t.act;
+    uint4 w[U][C::NV];
+    if (live) {
+#pragma unroll
+        for (int k = 0; k < U; k++) mfw_load<C::NV>(wr, (int64_t)k * C::SU + gc, nu, w[k]);
+    }
+    float acc = 0.0f;
+    for (int64_t b = 0; b < nb; b++) {
+#pragma unroll
+        for (int q = 0; q < U / 4; q++) {
+            const int64_t s0 = b * U + q * 4; /* the round's first step (warp-uniform) */
+            if (s0 >= n_steps) break;
+            if (live) {
+#pragma unroll
+                for (int k = 0; k < 4; k++) {
+                    const int64_t u = (s0 + k) * C::SU + gc;
+                    if (u < nu) {
+                        const uint4 *wk = w[4 * q + k];
+                        const uint32_t wv[8] = {wk[0].x, wk[0].y, wk[0].z, wk[0].w,
+                                                wk[C::NV - 1].x, wk[C::NV - 1].y, wk[C::NV - 1].z, wk[C::NV - 1].w};
+                        const float4 x0 = __ldg((const float4 *)(x + 8 * u)), x1 = __ldg((const float4 *)(x + 8 * u) + 1);
+                        const float xs[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+                        float *dst = tile + r * C::RS + k * C::SU + gc;
+#pragma unroll
+                        for (int j = 0; j < 8; j++) {
+                            float f;
+                            if (T == CU_T_F32) f = __uint_as_float(wv[j]);
+                            else {
+                                const uint32_t h = (wv[j / 2] >> (16 * (j & 1))) & 0xFFFFu;
+                                f = T == CU_T_F16 ? __half2float(__ushort_as_half((unsigned short)h))
+                                                  : __uint_as_float(h << 16);
+                            }
+                            dst[j * C::JS] = __fmul_rn(f, xs[j]);
+                        }
+                    }
+                    mfw_load<C::NV>(wr, u + (int64_t)U * C::SU, nu, w[4 * q + k]); /* step s0 + k + U */
+                }
+            }
+            __syncwarp();
+            if (live && gc < 8) {
+                const int64_t left = nu - s0 * C::SU;
+                acc = mvd_chain(acc, tile + r * C::RS + c * C::JS, left < C::RU ? (int)left : C::RU);
+            }
+            __syncwarp();
+        }
+    }
+    acc = cu_lanes8_qdot(acc); /* every lane; row r's result in lane 8G·r */
+    if (live && gc == 0) t.y[r] = acc;
+}
+
+/* R rows per warp and U steps in flight per lane: DS4_CUDA_MVF_R / _U when set (timing), else
+ * the launch's warps: R = 4 halved while it has fewer than 8 warps per SM (rows / R), U = 4 from
+ * 16 warps per SM, 8 from 4, else 16 (F32: at most 8), so that a small product still keeps
+ * ~32 KiB of loads in flight per SM. Unmeasured: the next GPU session picks by timing. */
+template <int T, int R>
+static void mfw_go_r(mvd_args a, int64_t groups, int u) {
+    a.R = R;
+    const int64_t per_block = (int64_t)MFW_WARPS * R;
+    const dim3 grid((unsigned)((a.s.rows + per_block - 1) / per_block), (unsigned)groups);
+    const dim3 block(32 * MFW_WARPS);
+    if (u == 16 && T != CU_T_F32) cu_launch(k_mv_fw<T, R, T == CU_T_F32 ? 8 : 16>, grid, block, 0, a);
+    else if (u >= 8) cu_launch(k_mv_fw<T, R, 8>, grid, block, 0, a);
+    else cu_launch(k_mv_fw<T, R, 4>, grid, block, 0, a);
+}
+
+template <int T>
+static ds4_status mfw_go(const mvd_args &a, int64_t groups, int r, int u, ds4_error *err) {
+    if (r == 1) mfw_go_r<T, 1>(a, groups, u);
+    else if (r == 2) mfw_go_r<T, 2>(a, groups, u);
+    else mfw_go_r<T, 4>(a, groups, u);
+    CU_CHECK(cudaGetLastError(), err, "matvec float warp launch");
+    return DS4_OK;
+}
+
+/* Whether k_mv_fw takes this product, and its R and U. DS4_CUDA_MVF_WARP (0 never, 1 always),
+ * DS4_CUDA_MVF_R / _U (forced R, U) are read per call like DS4_CUDA_MV_V1: decode calls happen
+ * once, at graph capture. */
+static bool mfw_pick(int type, const mvd_shape &s, int64_t groups, int *r, int *u) {
+    const char *on = getenv("DS4_CUDA_MVF_WARP"), *er = getenv("DS4_CUDA_MVF_R"), *eu = getenv("DS4_CUDA_MVF_U");
+    const int force = on ? atoi(on) : -1; /* 0: never, 1: always, unset: by size */
+    if (force == 0) return false;
+    /* H200 sweep (docs/BENCHMARKS.md "Float decode products in the CPU's order, warp form"):
+     * under 512 rows a launch (router 256, idx_proj 64, HC fn 24 rows x 4096-16384 columns)
+     * is bound by its chains' length, and k_mv_dense is faster (5.8 vs 7.8 us for the router) */
+    if (force != 1 && groups * s.rows < 512) return false;
+    const int64_t sm = mvd_n_sm();
+    const int fr = er ? atoi(er) : 0, fu = eu ? atoi(eu) : 0;
+    /* rows per warp: fewer while the launch has under 16 warps per SM; steps in flight: more
+     * the fewer warps there are to hide the loads (the sweep's best within 3%) */
+    int rr = 4;
+    while (rr > 1 && groups * ((s.rows + rr - 1) / rr) < 16 * sm) rr /= 2;
+    if (fr == 1 || fr == 2 || fr == 4) rr = fr;
+    const int64_t warps = groups * ((s.rows + rr - 1) / rr);
+    int uu = warps >= 8 * sm ? 4 : warps >= 4 * sm ? 8 : 16;
+    if (fu == 4 || fu == 8 || fu == 16) uu = fu;
+    if (type == CU_T_F32 && uu > 8) uu = 8;
+    *r = rr;
+    *u = uu;
+    return true;
+}
+
 template <int T, bool VEC>
 static ds4_status mvd_go(const mvd_args &a, int64_t groups, ds4_error *err) {
     const size_t smem = (size_t)2 * a.R * a.S * sizeof(float);
@@ -395,6 +558,13 @@ ds4_status cu_mvd_launch(int type, const mvd_shape &s, ds4_error *err) {
                         : (a.row_bytes & 15) == 0 && (wa & 15) == 0 && (s.w_stride & 15) == 0 &&
                               ((uintptr_t)s.act & 15) == 0 && (s.act_stride & 15) == 0;
     if (q8 && vec) return mqw_go(a, (int64_t)s.n_sel * (s.w2 ? 2 : 1), err);
+    int fr = 4, fu = 4;
+    if (!q8 && vec && s.cols % 8 == 0 && mfw_pick(type, s, (int64_t)s.n_sel * (s.w2 ? 2 : 1), &fr, &fu)) {
+        const int64_t groups = (int64_t)s.n_sel * (s.w2 ? 2 : 1);
+        if (type == CU_T_F32) return mfw_go<CU_T_F32>(a, groups, fr, fu, err);
+        if (type == CU_T_F16) return mfw_go<CU_T_F16>(a, groups, fr, fu, err);
+        if (type == CU_T_BF16) return mfw_go<CU_T_BF16>(a, groups, fr, fu, err);
+    }
     const int vpu = q8 ? (vec ? 2 : 1) : !vec ? 1 : type == CU_T_F32 ? 4 : 8; /* terms per unit */
     /* Column units per chunk: a power of two <= 256 (one per loader and row slot); floats: a
      * multiple of 8 values (a chunk keeps the CPU lanes at column % 8). */

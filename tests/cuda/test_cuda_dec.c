@@ -3,7 +3,10 @@
  * against the CPU loop attn_ref (test_cuda_layer_attn.c) BIT FOR BIT, at Flash shapes and at
  * the edges of its tiling (rows not a multiple of the 64-row tile, heads not a multiple of 8,
  * the position from the device with a larger bound, a list too long for it: the split/merge
- * kernels, a few ULP); plus the decode benches used by `ds4-cuda-tests --bench-dec`.
+ * kernels, a few ULP); the dense decode matvecs against q_dot_row (the float warp kernel
+ * float ones under each kernel: k_mv_dense, the default choice, k_mv_fw forced by
+ * DS4_CUDA_MVF_WARP=1 with every R and U); plus the decode benches used by
+ * `ds4-cuda-tests --bench-dec` (DS4_CUDA_MVF_SWEEP=1: the float products' kernel sweep).
  * Called from test_attention() / the runner; timing is printed, never asserted.
  */
 #include <math.h>
@@ -132,7 +135,53 @@ void test_attn_dec(void) {
     test_mv_dec();
 }
 
+/* DS4_CUDA_MVF_SWEEP=1 with --bench-dec: the float decode products of Flash (the compressor
+ * pairs, idx_wq_b, router, idx_proj, HC fn) under k_mv_dense, k_mv_fw with its own R and U,
+ * and every forced R x U, us per call (eager launches back to back), to pick k_mv_fw's rule. */
+static void bench_mv_fw_sweep(void) {
+    static const struct { int type; int64_t rows, cols; int pair; const char *what; } sh[] = {
+        {Q_TYPE_F16, 1024, 4096, 1, "comp kv+gate r4"}, {Q_TYPE_F16, 512, 4096, 1, "comp kv+gate r128"},
+        {Q_TYPE_F16, 256, 4096, 1, "idx comp kv+gate"}, {Q_TYPE_F16, 8192, 1024, 0, "idx_wq_b"},
+        {Q_TYPE_F16, 256, 4096, 0, "gate_inp"},        {Q_TYPE_F16, 64, 4096, 0, "idx_proj"},
+        {Q_TYPE_F32, 24, 16384, 0, "HC fn F32"},       {Q_TYPE_F16, 24, 16384, 0, "HC fn F16"},
+    };
+    static const char *rs[] = {"1", "2", "4"}, *us[] = {"4", "8", "16"};
+    for (size_t i = 0; i < sizeof sh / sizeof sh[0]; i++) {
+        const int type = sh[i].type;
+        const int64_t rows = sh[i].rows, cols = sh[i].cols, wb = rows * cols * (type == Q_TYPE_F32 ? 4 : 2);
+        float *h = rnd_vec(cols, 1.0f);
+        uint8_t *w = malloc((size_t)(2 * wb));
+        for (int64_t k = 0; k < 2 * wb; k++) w[k] = (uint8_t)(k & 1 ? 0x38 : rnd_u64());
+        void *dw = dev_put(w, (size_t)(2 * wb));
+        float *dx = dev_put(h, (size_t)cols * 4), *dy = dev_alloc((size_t)(2 * rows) * 4);
+        void *dact = dev_alloc(cuda_matvec_scratch_bytes(type, cols) + 16);
+        const void *dw2 = dw ? (const uint8_t *)dw + wb : NULL;
+        for (int v = -1; v < 10 && dw && dy; v++) { /* -1: k_mv_dense, 0: default, 1..9: R x U */
+            char label[96];
+            if (v == 0) unsetenv("DS4_CUDA_MVF_WARP");
+            else setenv("DS4_CUDA_MVF_WARP", v < 0 ? "0" : "1", 1);
+            if (v > 0) {
+                setenv("DS4_CUDA_MVF_R", rs[(v - 1) / 3], 1);
+                setenv("DS4_CUDA_MVF_U", us[(v - 1) % 3], 1);
+            }
+            snprintf(label, sizeof label, "mv %s %s%lld x %lld %s%s%s%s", sh[i].what, sh[i].pair ? "2x " : "",
+                     (long long)rows, (long long)cols, v < 0 ? "dense" : v == 0 ? "default" : "warp R ",
+                     v > 0 ? rs[(v - 1) / 3] : "", v > 0 ? " U " : "", v > 0 ? us[(v - 1) % 3] : "");
+            if (sh[i].pair) BENCH(label, 200, cuda_matvec_pair_f(type, dw, dw2, rows, cols, dx, dy, dy + rows, &e_));
+            else BENCH(label, 200, cuda_matvec(type, dw, rows, cols, dx, dact, dy, &e_));
+            unsetenv("DS4_CUDA_MVF_R");
+            unsetenv("DS4_CUDA_MVF_U");
+        }
+        unsetenv("DS4_CUDA_MVF_WARP");
+        dev_free_all();
+        free(h);
+        free(w);
+    }
+}
+
 void bench_attn_dec(void) {
+    const char *sw = getenv("DS4_CUDA_MVF_SWEEP");
+    if (sw && atoi(sw) == 1) bench_mv_fw_sweep();
     const int64_t H = 64, Dh = 512, W = 128, nc = 8192;
     float *h = rnd_vec(nc * Dh, 1.0f);
     float freqs[32];
@@ -165,7 +214,10 @@ void bench_attn_dec(void) {
 
 /* ---- decode matvecs of dense weights (matvec_dense.cu) against the CPU dot ----------------
  * Bit for bit (max |Δ| = 0) against q_dot_row on the Q8_0 activation records the engine
- * quantizes (Q8_0) or on x itself (F32, F16, BF16), at the real decode shapes and odd ones. */
+ * quantizes (Q8_0) or on x itself (F32, F16, BF16), at the real decode shapes and odd ones.
+ * mv_tag: appended to the case names (which float kernel the switches select). */
+static const char *mv_tag = "";
+
 static void run_mv_dec(int type, int64_t rows, int64_t cols, int groups) {
     ds4_error err;
     uint64_t rb64 = 0;
@@ -196,8 +248,8 @@ static void run_mv_dec(int type, int64_t rows, int64_t cols, int groups) {
     float *dy = dev_alloc((size_t)(rows * groups) * 4);
     int32_t *dids = dev_put(ids, sizeof ids);
     char name[160];
-    snprintf(name, sizeof name, "matvec decode %s %d x %lld x %lld, bit-identical to q_dot_row",
-             q_type_name(type), groups, (long long)rows, (long long)cols);
+    snprintf(name, sizeof name, "matvec decode %s %d x %lld x %lld%s, bit-identical to q_dot_row",
+             q_type_name(type), groups, (long long)rows, (long long)cols, mv_tag);
     ds4_status st = groups > 1
         ? cuda_matvec_experts(type, dw, groups, rows, cols, dids, groups, dx, 1, dact, dy, &err)
         : cuda_matvec(type, dw, rows, cols, dx, dact, dy, &err);
@@ -207,6 +259,79 @@ static void run_mv_dec(int type, int64_t rows, int64_t cols, int groups) {
     }
     dev_free_all();
     free(w); free(x); free(act); free(ref); free(got);
+}
+
+/* A pair launch (cuda_matvec_pair_f: the compressor's kv and gate, one launch): both products
+ * bit for bit against q_dot_row. */
+static void run_mv_pair(int type, int64_t rows, int64_t cols) {
+    ds4_error err;
+    uint64_t rb64 = 0;
+    q_row_bytes(type, (uint64_t)cols, &rb64, &err);
+    const size_t rb = (size_t)rb64, wb = rb * (size_t)rows;
+    uint8_t *w = malloc(2 * wb);
+    for (size_t i = 0; i < 2 * wb; i++) w[i] = (uint8_t)rnd_u64();
+    if (type != Q_TYPE_F32) /* f16 / bf16 exponent bytes of modest values */
+        for (size_t i = 1; i < 2 * wb; i += 2) w[i] = (uint8_t)((type == Q_TYPE_F16 ? 0x28 : 0x3C) + (w[i] & 0x83));
+    else
+        for (size_t i = 3; i < 2 * wb; i += 4) w[i] = (uint8_t)(0x3C + (w[i] & 0x81));
+    float *x = rnd_vec(cols, 1.0f);
+    float *ref = malloc((size_t)(2 * rows) * 4), *got = malloc((size_t)(2 * rows) * 4);
+    for (int64_t r = 0; r < 2 * rows; r++) q_dot_row(type, w + (size_t)r * rb, x, (uint64_t)cols, &ref[r], &err);
+    void *dw = dev_put(w, 2 * wb);
+    float *dx = dev_put(x, (size_t)cols * 4), *dy = dev_alloc((size_t)(2 * rows) * 4);
+    char name[160];
+    snprintf(name, sizeof name, "matvec decode pair %s 2 x %lld x %lld%s, bit-identical to q_dot_row",
+             q_type_name(type), (long long)rows, (long long)cols, mv_tag);
+    if (dw && ok_call(cuda_matvec_pair_f(type, dw, (const uint8_t *)dw + wb, rows, cols, dx, dy, dy + rows, &err),
+                      name, &err)) {
+        dev_get(got, dy, (size_t)(2 * rows) * 4);
+        cmp_f32(name, ref, got, 2 * rows, 0, 0);
+    }
+    dev_free_all();
+    free(w); free(x); free(ref); free(got);
+}
+
+/* The float warp kernel k_mv_fw, forced by DS4_CUDA_MVF_WARP=1 (by default it takes 512
+ * rows or more): every float decode shape of Flash (its own R and U choice), then R = 1, 2, 4
+ * rows per warp x U = 4, 8, 16 steps in flight forced on shapes with partial rounds, partial
+ * warps, several groups, one unit per row; cols % 8 != 0 must fall back to k_mv_dense. */
+static void test_mv_dec_warp(void) {
+    setenv("DS4_CUDA_MVF_WARP", "1", 1);
+    mv_tag = " [warp kernel, auto]";
+    run_mv_pair(Q_TYPE_F16, 1024, 4096);     /* compressor kv + gate, ratio 4 */
+    run_mv_pair(Q_TYPE_F16, 512, 4096);      /* ratio 128 */
+    run_mv_pair(Q_TYPE_F16, 256, 4096);      /* the indexer's compressor */
+    run_mv_dec(Q_TYPE_F16, 1024, 4096, 1);
+    run_mv_dec(Q_TYPE_F16, 512, 4096, 2);
+    run_mv_dec(Q_TYPE_F16, 8192, 1024, 1);   /* idx_wq_b */
+    run_mv_dec(Q_TYPE_F16, 256, 4096, 1);    /* router gate_inp */
+    run_mv_dec(Q_TYPE_BF16, 256, 4096, 1);
+    run_mv_dec(Q_TYPE_F32, 256, 4096, 1);
+    run_mv_dec(Q_TYPE_F16, 64, 4096, 1);     /* idx_proj */
+    run_mv_dec(Q_TYPE_F16, 24, 16384, 1);    /* HC fn (mix) */
+    run_mv_dec(Q_TYPE_F32, 24, 16384, 1);
+    run_mv_dec(Q_TYPE_F32, 4, 16384, 1);     /* output HC fn */
+    run_mv_dec(Q_TYPE_F16, 3, 36, 1);        /* cols % 8 != 0: k_mv_dense */
+    run_mv_dec(Q_TYPE_F32, 9, 3, 1);
+    static const char *rs[] = {"1", "2", "4"}, *us[] = {"4", "8", "16"};
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++) {
+            char tag[64];
+            snprintf(tag, sizeof tag, " [warp kernel, R %s, U %s]", rs[i], us[j]);
+            mv_tag = tag;
+            setenv("DS4_CUDA_MVF_R", rs[i], 1);
+            setenv("DS4_CUDA_MVF_U", us[j], 1);
+            run_mv_dec(Q_TYPE_F16, 7, 1000, 1);   /* 125 units: partial step and round */
+            run_mv_dec(Q_TYPE_F32, 13, 4104, 1);  /* 513 units, rows not a multiple of 4R */
+            run_mv_dec(Q_TYPE_BF16, 33, 520, 3); /* 3 groups (expert ids) */
+            run_mv_dec(Q_TYPE_F16, 5, 8, 1);      /* one unit per row */
+            run_mv_dec(Q_TYPE_F16, 70, 4096, 1);
+            run_mv_pair(Q_TYPE_BF16, 6, 2056);
+        }
+    unsetenv("DS4_CUDA_MVF_R");
+    unsetenv("DS4_CUDA_MVF_U");
+    unsetenv("DS4_CUDA_MVF_WARP");
+    mv_tag = "";
 }
 
 void test_mv_dec(void) {
@@ -227,6 +352,9 @@ void test_mv_dec(void) {
     run_mv_dec(Q_TYPE_Q8_0, 300, 32, 1);     /* one block per row */
     run_mv_dec(Q_TYPE_Q8_0, 33, 1024, 3);    /* rows not a multiple of the block's rows, 3 groups */
     run_mv_dec(Q_TYPE_Q8_0, 70, 32 * 300, 1); /* 300 blocks: two chunks, the second partial */
+    /* the float products by k_mv_dense (DS4_CUDA_MVF_WARP=0) */
+    setenv("DS4_CUDA_MVF_WARP", "0", 1);
+    mv_tag = " [k_mv_dense]";
     run_mv_dec(Q_TYPE_F16, 1024, 4096, 1);   /* compressor kv (ratio 4) */
     run_mv_dec(Q_TYPE_F16, 512, 4096, 2);    /* compressor kv + gate as 2 groups */
     run_mv_dec(Q_TYPE_F16, 256, 4096, 1);    /* router gate_inp */
@@ -241,4 +369,17 @@ void test_mv_dec(void) {
     run_mv_dec(Q_TYPE_F32, 7, 1000, 1);      /* 4-value units, cols not a multiple of 8 */
     run_mv_dec(Q_TYPE_F32, 9, 3, 1);
     run_mv_dec(Q_TYPE_BF16, 6, 40, 2);
+    run_mv_pair(Q_TYPE_F16, 1024, 4096);
+    /* the default choice on Flash's float shapes (k_mv_fw from 512 rows, k_mv_dense below) */
+    unsetenv("DS4_CUDA_MVF_WARP");
+    mv_tag = " [default kernel]";
+    run_mv_pair(Q_TYPE_F16, 1024, 4096);
+    run_mv_pair(Q_TYPE_F16, 256, 4096);
+    run_mv_dec(Q_TYPE_F16, 8192, 1024, 1);
+    run_mv_dec(Q_TYPE_F16, 512, 4096, 1);
+    run_mv_dec(Q_TYPE_F16, 511, 4096, 1);
+    run_mv_dec(Q_TYPE_F16, 256, 4096, 1);
+    run_mv_dec(Q_TYPE_F16, 24, 16384, 1);
+    mv_tag = "";
+    test_mv_dec_warp();
 }
