@@ -30,10 +30,10 @@ static int bytes_equal(const char *name, const void *a, const void *b, size_t n)
 /* One token's HC step at (hc, d, rows = (2+hc)·hc): reference = the three ops, fused = one call
  * (one_launch 1 and 0), with and without a pending hc_post; post/comb updated in place as the
  * forward does. Three fused calls in a row: the device counter must reset each time. */
-static void hc_mix_case(int type, int hc, int64_t d, int pending, int one_launch) {
+static void hc_mix_case_r(int type, int hc, int64_t d, int pending, int one_launch, int64_t rows_in) {
     ds4_error err;
-    const int iters = 20;
-    const int64_t cols = hc * d, rows = (int64_t)(2 + hc) * hc, nc = hc * hc;
+    const int iters = 20, mix_only = rows_in > 0; /* mix_only: no hc_pre (d_scale NULL) */
+    const int64_t cols = hc * d, rows = mix_only ? rows_in : (int64_t)(2 + hc) * hc, nc = hc * hc;
     const size_t s80 = d % 32 ? 0 : cuda_matvec_scratch_bytes(8, d);
     const size_t s8k = d % 256 ? 0 : cuda_matvec_scratch_bytes(10, d);
     float *fn = rnd_vec(rows * cols, 0.05f), *X = rnd_vec(cols, 1.0f), *f = rnd_vec(d, 1.0f);
@@ -60,15 +60,21 @@ static void hc_mix_case(int type, int hc, int64_t d, int pending, int one_launch
         dq8k[k] = s8k ? dev_alloc(s8k) : NULL;
     }
     char name[160];
-    snprintf(name, sizeof name, "hc_mix_fused %s hc %d x %lld, %s hc_post, %s", type ? "F16" : "F32", hc, (long long)d,
-             pending ? "pending" : "no", one_launch ? "one launch" : "hc_pre apart");
+    const char *v1 = getenv("DS4_CUDA_HCM_V1"), *pw = getenv("DS4_CUDA_HCM_PW");
+    char kern[48];
+    const char *so = getenv("DS4_CUDA_HCM_SOLO");
+    snprintf(kern, sizeof kern, "%s%s%s%s", v1 && *v1 == '1' ? "k_hc_mix (V1)" : "default",
+             pw ? ", producer warps " : "", pw ? pw : "", so && *so == '0' ? ", shared" : "");
+    snprintf(name, sizeof name, "hc_mix_fused [%s] %s hc %d x %lld, %lld rows, %s hc_post, %s", kern,
+             type ? "F16" : "F32", hc, (long long)d, (long long)rows, pending ? "pending" : "no",
+             mix_only ? "mix only" : one_launch ? "one launch" : "hc_pre apart");
     const float *x2 = pending ? dX2[0] : dX;
     int ok = ok_call(pending ? cuda_hc_post(df, dX, dpost[0], dcomb[0], 1, hc, d, dX2[0], &err) : DS4_OK,
                      name, &err) &&
              ok_call(cuda_matvec(type, dfn, rows, cols, x2, NULL, dmix[0], &err), name, &err) &&
-             ok_call(cuda_hc_pre_quant(x2, dmix[0], dsc, dba, dno, 1, hc, d, iters, F3_EPS, F3_EPS,
+             (mix_only || ok_call(cuda_hc_pre_quant(x2, dmix[0], dsc, dba, dno, 1, hc, d, iters, F3_EPS, F3_EPS,
                                        dpre[0], dpost[0], dcomb[0], da[0], dq80[0], dq8k[0], &err),
-                     name, &err);
+                     name, &err));
     float *h[2][6];
     uint8_t *hq[2][2];
     for (int k = 0; k < 2; k++) {
@@ -82,8 +88,9 @@ static void hc_mix_case(int type, int hc, int64_t d, int pending, int one_launch
         ok = ok_call(cuda_upload(dpost[1], post, hc * 4, &e2) || cuda_upload(dcomb[1], comb, nc * 4, &e2)
                          ? DS4_ERR_INTERNAL : DS4_OK, name, &e2) &&
              ok_call(cuda_hc_mix_fused(type, dfn, rows, dX, pending ? df : NULL, dpost[1], dcomb[1], dX2[1],
-                                       hc, d, dmix[1], dsc, dba, dno, iters, F3_EPS, F3_EPS, dpre[1],
-                                       dpost[1], dcomb[1], da[1], dq80[1], dq8k[1], one_launch, &err),
+                                       hc, d, dmix[1], mix_only ? NULL : dsc, dba, dno, iters, F3_EPS,
+                                       F3_EPS, dpre[1], dpost[1], dcomb[1], da[1], mix_only ? NULL : dq80[1],
+                                       mix_only ? NULL : dq8k[1], one_launch, &err),
                      name, &err);
     }
     if (ok) {
@@ -99,17 +106,17 @@ static void hc_mix_case(int type, int hc, int64_t d, int pending, int one_launch
         }
         static const char *what[6] = {"X2", "mix", "pre", "post", "comb", "a"};
         const int64_t n[6] = {cols, rows, hc, hc, nc, d};
-        for (int i = 0; i < 6; i++) {
+        for (int i = 0; i < (mix_only ? 2 : 6); i++) {
             char nm[200];
             snprintf(nm, sizeof nm, "%s: %s", name, what[i]);
             cmp_f32(nm, h[0][i], h[1][i], n[i], 0, 0);
         }
         char nm[200];
-        if (s80) {
+        if (s80 && !mix_only) {
             snprintf(nm, sizeof nm, "%s: a as Q8_0", name);
             bytes_equal(nm, hq[0][0], hq[1][0], s80);
         }
-        if (s8k) {
+        if (s8k && !mix_only) {
             snprintf(nm, sizeof nm, "%s: a as Q8_K", name);
             bytes_equal(nm, hq[0][1], hq[1][1], s8k);
         }
@@ -121,6 +128,10 @@ static void hc_mix_case(int type, int hc, int64_t d, int pending, int one_launch
     }
     free(fn); free(fn16); free(X); free(f); free(post); free(comb); free(norm); free(base);
     dev_free_all();
+}
+
+static void hc_mix_case(int type, int hc, int64_t d, int pending, int one_launch) {
+    hc_mix_case_r(type, hc, d, pending, one_launch, 0);
 }
 
 /* cuda_comp_push_dpos1 (one launch, position on the device) against cuda_comp_push with the
@@ -257,10 +268,126 @@ static void pair_f_case(int type, int64_t rows, int64_t cols) {
     dev_free_all();
 }
 
+/* ---- timing of the decode HC site (DS4_TEST_HCM_BENCH=1; read-only, never asserted) ----
+ * Each variant is captured n times into one CUDA graph (the decode step runs as a graph: no
+ * host launch cost, the device's gap between dependent kernels included) and the graph run 3
+ * times after a warm-up; us per call of the fastest run. "cold": each call follows a 128 MB
+ * F16 product that streams the L2 (as a decode layer's weights do), less that product alone. */
+typedef struct {
+    int type;
+    void *fn, *q80, *q8k, *big;
+    float *X, *f, *post, *comb, *X2, *mix, *sc, *ba, *no, *pre, *a, *bx, *by;
+} hcb_ctx;
+
+enum { HCB_MIX, HCB_MIX_POST, HCB_SITE, HCB_PRE, HCB_THREE, HCB_FLUSH, HCB_FLUSH_SITE };
+
+static ds4_status hcb_call(const hcb_ctx *c, int v, ds4_error *err) {
+    const int hc = 4, iters = 20;
+    const int64_t d = 4096, rows = (2 + hc) * hc;
+    ds4_status st = DS4_OK;
+    if (v == HCB_FLUSH || v == HCB_FLUSH_SITE)
+        st = cuda_matvec(1, c->big, 32768, 2048, c->bx, NULL, c->by, err);
+    if (st || v == HCB_FLUSH) return st;
+    switch (v) {
+    case HCB_MIX:
+    case HCB_MIX_POST:
+        return cuda_hc_mix_fused(c->type, c->fn, rows, c->X, v == HCB_MIX ? NULL : c->f, c->post, c->comb,
+                                 c->X2, hc, d, c->mix, NULL, NULL, NULL, iters, F3_EPS, F3_EPS, NULL, NULL,
+                                 NULL, NULL, NULL, NULL, 1, err);
+    case HCB_PRE:
+        return cuda_hc_pre_quant(c->X2, c->mix, c->sc, c->ba, c->no, 1, hc, d, iters, F3_EPS, F3_EPS, c->pre,
+                                 c->post, c->comb, c->a, c->q80, c->q8k, err);
+    case HCB_THREE:
+        if ((st = cuda_hc_post(c->f, c->X, c->post, c->comb, 1, hc, d, c->X2, err)) ||
+            (st = cuda_matvec(c->type, c->fn, rows, hc * d, c->X2, NULL, c->mix, err)))
+            return st;
+        return cuda_hc_pre_quant(c->X2, c->mix, c->sc, c->ba, c->no, 1, hc, d, iters, F3_EPS, F3_EPS, c->pre,
+                                 c->post, c->comb, c->a, c->q80, c->q8k, err);
+    default: /* the whole site: pending hc_post, mix, hc_pre in the launch */
+        return cuda_hc_mix_fused(c->type, c->fn, rows, c->X, c->f, c->post, c->comb, c->X2, hc, d, c->mix,
+                                 c->sc, c->ba, c->no, iters, F3_EPS, F3_EPS, c->pre, c->post, c->comb, c->a,
+                                 c->q80, c->q8k, 1, err);
+    }
+}
+
+/* us per call of variant v captured n times in a graph; < 0 on failure. */
+static double hcb_time(const hcb_ctx *c, int v, int n) {
+    ds4_error err;
+    cuda_graph *g = NULL;
+    if (hcb_call(c, v, &err) || cuda_sync(&err) || cuda_graph_begin(&err)) return -1.0;
+    for (int i = 0; i < n; i++)
+        if (hcb_call(c, v, &err)) {
+            cuda_graph_abort();
+            return -1.0;
+        }
+    double best = -1.0;
+    if (!cuda_graph_end(&g, &err) && !cuda_graph_launch(g, &err) && !cuda_sync(&err))
+        for (int r = 0; r < 3; r++) {
+            double t0 = now_s();
+            if (cuda_graph_launch(g, &err) || cuda_sync(&err)) {
+                best = -1.0;
+                break;
+            }
+            double us = (now_s() - t0) / n * 1e6;
+            if (best < 0 || us < best) best = us;
+        }
+    cuda_graph_free(g);
+    return best;
+}
+
+static void bench_hc_mix(void) {
+    const int hc = 4;
+    const int64_t d = 4096, cols = hc * d, rows = (2 + hc) * hc;
+    float *fn = rnd_vec(rows * cols, 0.05f), *X = rnd_vec(cols, 1.0f), *f = rnd_vec(d, 1.0f);
+    float *post = rnd_vec(hc, 0.5f), *comb = rnd_vec(hc * hc, 0.3f), *no = rnd_vec(d, 0.1f);
+    float *ba = rnd_vec(rows, 0.1f), sc[3] = {0.7f, 0.9f, 1.1f}, *bx = rnd_vec(2048, 1.0f);
+    uint16_t *fn16 = malloc((size_t)(rows * cols) * 2);
+    fp_f32_to_f16_row(fn, fn16, (size_t)(rows * cols));
+    for (int64_t i = 0; i < d; i++) no[i] += 1.0f;
+    hcb_ctx c = {0};
+    c.X = dev_put(X, cols * 4); c.f = dev_put(f, d * 4); c.post = dev_put(post, hc * 4);
+    c.comb = dev_put(comb, hc * hc * 4); c.X2 = dev_alloc(cols * 4); c.mix = dev_alloc(rows * 4);
+    c.sc = dev_put(sc, sizeof sc); c.ba = dev_put(ba, rows * 4); c.no = dev_put(no, d * 4);
+    c.pre = dev_alloc(hc * 4); c.a = dev_alloc(d * 4);
+    c.q80 = dev_alloc(cuda_matvec_scratch_bytes(8, d)); c.q8k = dev_alloc(cuda_matvec_scratch_bytes(10, d));
+    c.big = dev_alloc((size_t)32768 * 2048 * 2); /* contents do not matter for the time */
+    c.bx = dev_put(bx, 2048 * 4); c.by = dev_alloc(32768 * 4);
+    void *fns[2] = {dev_put(fn, rows * cols * 4), dev_put(fn16, rows * cols * 2)};
+    static const char *vname[] = {"mix alone", "mix + pending hc_post", "site: hc_post + mix + hc_pre",
+                                  "hc_pre alone (k_hc_pre_dec)", "three launches (post, matvec, pre)"};
+    static const char *kname[] = {"V1", "new", "new PW 8", "new PW 16", "new shared"};
+    for (int type = 0; type < 2; type++) {
+        c.type = type;
+        c.fn = fns[type];
+        const char *tn = type ? "F16" : "F32";
+        for (int v = HCB_MIX; v <= HCB_THREE; v++)
+            for (int k = 0; k < 5; k++) {
+                if ((v >= HCB_PRE && k > 0) || (v < HCB_SITE && k > 1)) continue;
+                setenv("DS4_CUDA_HCM_V1", k == 0 ? "1" : "0", 1);
+                if (k == 2 || k == 3) setenv("DS4_CUDA_HCM_PW", k == 2 ? "8" : "16", 1);
+                if (k == 4) setenv("DS4_CUDA_HCM_SOLO", "0", 1);
+                double us = hcb_time(&c, v, 40);
+                unsetenv("DS4_CUDA_HCM_PW");
+                unsetenv("DS4_CUDA_HCM_SOLO");
+                printf("bench hcm %s %-38s %-10s %8.2f us\n", tn, vname[v], v >= HCB_PRE ? "-" : kname[k], us);
+            }
+        for (int k = 0; k < 2; k++) { /* cold: after an L2-streaming product */
+            setenv("DS4_CUDA_HCM_V1", k == 0 ? "1" : "0", 1);
+            double a = hcb_time(&c, HCB_FLUSH_SITE, 20), b = hcb_time(&c, HCB_FLUSH, 20);
+            printf("bench hcm %s %-38s %-10s %8.2f us (flush alone %.2f us)\n", tn, "site, cold (after 128 MB)",
+                   kname[k], a - b, b);
+        }
+    }
+    unsetenv("DS4_CUDA_HCM_V1");
+    free(fn); free(fn16); free(X); free(f); free(post); free(comb); free(no); free(ba); free(bx);
+    dev_free_all();
+}
+
 void test_fuse3(void) {
     /* Flash (hc 4 x 4096: hc_pre in the launch) and a small width (hc 4 x 256: 4 warps per row,
-     * hc_pre apart); d 258 (F32) / 260 (F16) is not a multiple of a unit's 4 / 8 values: the
-     * separate ops inside the call */
+     * hc_pre apart); d 258 (F32) is not a multiple of a unit's 4 values: the separate ops inside
+     * the call; d 260 (F16) not of 8: k_hc_mix; hc 4 x 16384: the row's products pass the shared
+     * memory, k_hc_mix */
     for (int type = 0; type < 2; type++) /* F32 (f32 GGUFs), F16 (q2/q4: the dense family) */
         for (int pending = 0; pending < 2; pending++)
             for (int one = 0; one < 2; one++) hc_mix_case(type, 4, 4096, pending, one);
@@ -269,6 +396,30 @@ void test_fuse3(void) {
     hc_mix_case(0, 2, 1024, 1, 1);
     hc_mix_case(0, 4, 258, 1, 1);
     hc_mix_case(1, 4, 260, 1, 1);
+    hc_mix_case(0, 4, 16384, 1, 1);
+    /* k_hc_mix2's edges: hc 3 (no compile-time hc; 375 units, a partial chunk), rows other than
+     * (2+hc)·hc without hc_pre (mix only), few producer warps (many chunks, several units per
+     * thread and chunk), and session 4's k_hc_mix by its switch */
+    hc_mix_case(0, 3, 1000, 1, 1);
+    hc_mix_case(1, 3, 1000, 1, 1);
+    hc_mix_case_r(1, 4, 4096, 1, 1, 7);
+    hc_mix_case_r(0, 4, 4096, 0, 1, 5);
+    hc_mix_case_r(1, 3, 1000, 0, 1, 1);
+    static const char *pws[] = {"1", "7", "30"};
+    for (int i = 0; i < 4; i++) { /* the last: every producer on the chain warp's scheduler too */
+        if (i < 3) setenv("DS4_CUDA_HCM_PW", pws[i], 1);
+        else setenv("DS4_CUDA_HCM_SOLO", "0", 1);
+        hc_mix_case(1, 4, 4096, 1, 1);
+        hc_mix_case(0, 4, 4096, 1, 1);
+        hc_mix_case(1, 3, 1000, 1, 1);
+    }
+    unsetenv("DS4_CUDA_HCM_PW");
+    unsetenv("DS4_CUDA_HCM_SOLO");
+    setenv("DS4_CUDA_HCM_V1", "1", 1);
+    for (int type = 0; type < 2; type++)
+        for (int pending = 0; pending < 2; pending++) hc_mix_case(type, 4, 4096, pending, 1);
+    unsetenv("DS4_CUDA_HCM_V1");
+    if (getenv("DS4_TEST_HCM_BENCH")) bench_hc_mix();
     /* Flash's compressors: attention ratio 4 (overlap) and 128, indexer ratio 4 (dim 128) */
     comp_dpos1_case(4, 2, 512, 0, 70);
     comp_dpos1_case(128, 1, 512, 0, 260);

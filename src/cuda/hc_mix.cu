@@ -1,0 +1,516 @@
+/*
+ * cuda/hc_mix.cu — the decode HC site in one launch (issue #7): the previous sub-layer's
+ * hc_post (X2 = post·f + comb·X, MODEL_MATH §4.3), the next HC mix m = fn·X2 in the CPU's order
+ * (format/quant_dot.c q_dot_f32/f16: 8 lane chains, then the lanes' combine) and hc_pre
+ * (MODEL_MATH §4.1-4.2, hc_impl.cuh's decode form): cuda_hc_mix_fused. Two kernels: k_hc_mix2
+ * (the default: the row's products all in shared memory, only the adds serial) and k_hc_mix
+ * (session 4's chunked form, DS4_CUDA_HCM_V1=1, and the rows whose d is not a multiple of 8).
+ * Must not: know layer structure (the caller says which hc_post is pending).
+ */
+#include <stdlib.h>
+
+#include "hc_impl.cuh"
+#include "matvec_impl.cuh"
+
+/* ---- hc_post, the next HC mix and hc_pre in one launch (issue #7: fewer decode launches) ----
+ * A decode layer ran hc_post (X2 = post·f + comb·X), the mix m = fn·X2 (cuda_matvec, F32,
+ * 24 x 16384 on Flash) and hc_pre (k_hc_pre_dec) as three launches of a few us each. k_hc_mix
+ * does the three: every mix block forms the X2 values of the units it reads with k_hc_post's
+ * operations (so the same bits; fn's rows read X2 anyway), and its products are the CPU's
+ * (format/quant_dot.c q_dot_f32/f16: lane i%8 adds the rounded product w_i·x_i, then the
+ * lanes' combine), as matvec_dense.cu computes them: one block per mix row, warps 1..31 compute
+ * chunk k's products into shared memory (each loader one 4-value unit per chunk, its next
+ * unit's loads issued first) while lanes 0..7 of warp 0 add chunk k-1's in column order, so mix
+ * equals cuda_matvec's and the CPU's. With `pre` (Flash's hc 4 x 4096 only) two more blocks run
+ * k_hc_pre_dec's roles: they load X2 and compute ρ while the mix blocks work, then wait on a
+ * device counter for the mix rows (the grid is small, all its blocks are resident together:
+ * PDL releases the next grid only once every block of this one has started), and block role 0
+ * writes X2 to Xout. Role 1 overwrites post/comb, so it waits for role 0 too (the mix blocks
+ * read the old post/comb before they count). One counter serves every launch: launches on the
+ * stream never overlap (cu_pdl_wait), and the last of the two waiting blocks resets it. */
+
+#define HCM_LOADERS (HCD_THREADS - 32)
+#define HCM_C (4 * HCM_LOADERS) /* values per chunk: one 4-value unit per loader (a multiple of 8) */
+#define HCM_T (HCM_C / 8 + 4)   /* a CPU lane's chain in a chunk buffer (an odd multiple of 4) */
+
+struct hcm_args {
+    const uint8_t *fn;                /* [rows][cols] F32 or F16, cols = hc·d */
+    const float *X, *f, *post, *comb; /* X [hc][d]; f NULL: no pending hc_post */
+    float *Xout;                      /* X2 (with f) */
+    float *mix;                       /* [rows] */
+    int64_t rows, cols, d;
+    int hc, n_mix_blocks;
+    /* k_hc_mix2: 8-value units, d / 8, the tile's stride, producer warps, units per chunk;
+     * solo: no producer on warp 0's scheduler (warps 4, 8, .. idle) */
+    int n_units, du, js, npw, upc, n_chunks, solo;
+    /* hc_pre (k_hc_mix with PRE): as cuda_hc_pre_quant; post_out/comb_out may be post/comb */
+    const float *scale, *base, *norm;
+    int iters;
+    float hc_eps, norm_eps;
+    float *pre, *post_out, *comb_out, *a;
+    uint8_t *q80, *q8k;
+};
+
+__device__ unsigned int g_hcm_count;
+
+/* The 4 values of X2 at stream k, columns c..c+3 (c a multiple of 4): k_hc_post's operations
+ * per value (post·f first, then comb[j][k]·X[j] for j ascending). The caller tracks (k, c)
+ * without dividing (issue #7: a 64-bit division per unit cost more than the mix). */
+__device__ __forceinline__ float4 hcm_x4(const hcm_args &a, int64_t k, int64_t c) {
+    const float4 fv = *(const float4 *)(a.f + c);
+    const float pk = __ldg(a.post + k);
+    float4 s = make_float4(__fmul_rn(pk, fv.x), __fmul_rn(pk, fv.y), __fmul_rn(pk, fv.z), __fmul_rn(pk, fv.w));
+    for (int j = 0; j < a.hc; j++) {
+        const float cj = __ldg(a.comb + j * a.hc + k);
+        const float4 xv = *(const float4 *)(a.X + (int64_t)j * a.d + c);
+        s.x = __fadd_rn(s.x, __fmul_rn(cj, xv.x));
+        s.y = __fadd_rn(s.y, __fmul_rn(cj, xv.y));
+        s.z = __fadd_rn(s.z, __fmul_rn(cj, xv.z));
+        s.w = __fadd_rn(s.w, __fmul_rn(cj, xv.w));
+    }
+    return s;
+}
+
+/* Waits until the counter reaches `target` (thread 0; a bound turns a hang into an error). */
+__device__ __forceinline__ void hcm_wait(unsigned target) {
+    if (threadIdx.x == 0) {
+        unsigned n = 0;
+        while (*(volatile unsigned *)&g_hcm_count < target) {
+            __nanosleep(32);
+            if (++n == (1u << 28)) __trap();
+        }
+        __threadfence();
+    }
+    __syncthreads();
+}
+
+/* Role r of k_hc_pre_dec on X2 (see above). */
+template <int HC, int EPT>
+__device__ void hcm_pre_block(const hcm_args &a, int role) {
+    __shared__ double shd[32];
+    const int tid = threadIdx.x;
+    float x[HC * EPT]; /* flat index f·blockDim + tid: stream f / EPT, column (f % EPT)·blockDim + tid */
+    if (a.f) {
+        float pk[HC], cm[HC * HC];
+#pragma unroll
+        for (int k = 0; k < HC; k++) pk[k] = __ldg(a.post + k);
+#pragma unroll
+        for (int k = 0; k < HC * HC; k++) cm[k] = __ldg(a.comb + k);
+#pragma unroll
+        for (int f = 0; f < HC * EPT; f++) {
+            const int k = f / EPT;
+            const int64_t c = (int64_t)(f % EPT) * HCD_THREADS + tid;
+            float v = __fmul_rn(pk[k], a.f[c]);
+#pragma unroll
+            for (int j = 0; j < HC; j++) v = __fadd_rn(v, __fmul_rn(cm[j * HC + k], a.X[(int64_t)j * a.d + c]));
+            x[f] = v;
+            if (role == 0) a.Xout[(int64_t)f * HCD_THREADS + tid] = v;
+        }
+    } else {
+#pragma unroll
+        for (int f = 0; f < HC * EPT; f++) x[f] = a.X[(int64_t)f * HCD_THREADS + tid];
+    }
+    const unsigned P = (unsigned)a.n_mix_blocks + 1; /* mix blocks + role 0 */
+    if (role == 0) { /* role 0 has read post/comb: count it with the mix blocks */
+        __syncthreads();
+        if (tid == 0) atomicAdd(&g_hcm_count, 1u);
+    }
+    const float rho = hcd_rho<HC, EPT>(x, a.d, a.norm_eps, shd);
+    hcm_wait(P);
+    if (tid == 0 && atomicAdd(&g_hcm_count, 1u) == P + 1) atomicExch(&g_hcm_count, 0u);
+    hcd_tail<HC, EPT>(role, x, rho, a.mix, a.scale, a.base, a.norm, a.d, a.iters, a.hc_eps,
+                      a.norm_eps, a.pre, a.post_out, a.comb_out, a.a, a.q80, a.q8k, shd);
+}
+
+/* Loader: unit u (4 values at column col = 4u of fn's row and of X2) of stream k, column c of
+ * X2 (pending hc_post); w: its fn words (F16: the first two). */
+template <int T>
+__device__ __forceinline__ void hcm_fetch(const hcm_args &a, const uint8_t *wr, int64_t col,
+                                          int64_t k, int64_t c, uint4 *w, float4 *x) {
+    if (T == CU_T_F32) {
+        *w = __ldg((const uint4 *)(wr + col * 4));
+    } else {
+        const uint2 h = __ldg((const uint2 *)(wr + col * 2));
+        *w = make_uint4(h.x, h.y, 0u, 0u);
+    }
+    *x = a.f ? hcm_x4(a, k, c) : *(const float4 *)(a.X + col);
+}
+
+/* T: fn's type (F32, F16); PRE: the last two blocks run hc_pre. One block of HCD_THREADS per
+ * mix row; the chunk buffers (2 x 8 lanes x HCM_T floats: value v of a chunk at (v % 8)·HCM_T
+ * + v / 8, each CPU lane's chain contiguous) are dynamic shared memory. */
+template <int T, bool PRE>
+__global__ void __launch_bounds__(HCD_THREADS) k_hc_mix(hcm_args a) {
+    cu_pdl_wait();
+    if (PRE && (int)blockIdx.x >= a.n_mix_blocks) {
+        hcm_pre_block<4, 4>(a, (int)blockIdx.x - a.n_mix_blocks);
+        return;
+    }
+    extern __shared__ __align__(16) float hcm_buf[]; /* [2][8][HCM_T] */
+    const int64_t row = blockIdx.x;
+    const int lt = (int)threadIdx.x - 32, lane = threadIdx.x & 31;
+    /* without PRE the first row's block writes X2 (its loaders visit every unit once) */
+    const bool writer = !PRE && a.f && blockIdx.x == 0;
+    const uint8_t *wr = a.fn + row * a.cols * (T == CU_T_F32 ? 4 : 2);
+    const int n_chunks = (int)((a.cols + HCM_C - 1) / HCM_C);
+    /* this loader's column in chunk 0, its X2 stream and column (advanced by HCM_C a chunk) */
+    int64_t col = 4 * (int64_t)lt, k = 0, c = col;
+    if (a.f && lt >= 0) {
+        k = c / a.d;
+        c -= k * a.d;
+    }
+    uint4 wn = make_uint4(0u, 0u, 0u, 0u);
+    float4 xn = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (lt >= 0 && col < a.cols) hcm_fetch<T>(a, wr, col, k, c, &wn, &xn);
+    float acc = 0.0f;
+    for (int q = 0; q <= n_chunks; q++) {
+        if (lt >= 0) {
+            if (q < n_chunks && col < a.cols) {
+                const uint4 w = wn;
+                const float4 x = xn;
+                const int64_t cur = col;
+                col += HCM_C;
+                for (c += HCM_C; a.f && c >= a.d; c -= a.d) k++;
+                if (col < a.cols) hcm_fetch<T>(a, wr, col, k, c, &wn, &xn); /* the next chunk's unit */
+                if (writer) *(float4 *)(a.Xout + cur) = x;
+                float wf[4];
+                if (T == CU_T_F32) {
+                    wf[0] = __uint_as_float(w.x); wf[1] = __uint_as_float(w.y);
+                    wf[2] = __uint_as_float(w.z); wf[3] = __uint_as_float(w.w);
+                } else {
+                    wf[0] = __half2float(__ushort_as_half((unsigned short)(w.x & 0xFFFFu)));
+                    wf[1] = __half2float(__ushort_as_half((unsigned short)(w.x >> 16)));
+                    wf[2] = __half2float(__ushort_as_half((unsigned short)(w.y & 0xFFFFu)));
+                    wf[3] = __half2float(__ushort_as_half((unsigned short)(w.y >> 16)));
+                }
+                float *dst = hcm_buf + (q & 1) * 8 * HCM_T + (lt >> 1);
+                const int l0 = (4 * lt) & 7;
+                dst[l0 * HCM_T] = __fmul_rn(wf[0], x.x);
+                dst[(l0 + 1) * HCM_T] = __fmul_rn(wf[1], x.y);
+                dst[(l0 + 2) * HCM_T] = __fmul_rn(wf[2], x.z);
+                dst[(l0 + 3) * HCM_T] = __fmul_rn(wf[3], x.w);
+            }
+        } else if (q > 0 && lane < 8) { /* chain lanes: column ≡ lane (mod 8), in order */
+            const int64_t c0 = (int64_t)(q - 1) * HCM_C;
+            const int cb = (int)(a.cols - c0 < HCM_C ? a.cols - c0 : HCM_C);
+            acc = mvd_chain(acc, hcm_buf + ((q - 1) & 1) * 8 * HCM_T + lane * HCM_T,
+                            cb / 8 + (lane < cb % 8));
+        }
+        __syncthreads();
+    }
+    if (lt < 0) {
+        acc = cu_lanes8_qdot(acc);
+        if (lane == 0) a.mix[row] = acc;
+    }
+    if (PRE) { /* this block's row is written: count it */
+        __threadfence();
+        __syncthreads();
+        if (threadIdx.x == 0) atomicAdd(&g_hcm_count, 1u);
+    }
+}
+
+template <int T, bool PRE>
+static ds4_status hcm_launch(const hcm_args &a0, ds4_error *err) {
+    hcm_args a = a0;
+    a.n_mix_blocks = (int)a.rows;
+    const size_t smem = 2 * 8 * HCM_T * sizeof(float);
+    static bool set = false; /* static shared (hc_pre's roles) + this may pass 48 KiB */
+    if (!set) {
+        CU_CHECK(cudaFuncSetAttribute(k_hc_mix<T, PRE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      (int)smem), err, "hc_mix shared memory");
+        set = true;
+    }
+    cu_launch(k_hc_mix<T, PRE>, a.n_mix_blocks + (PRE ? 2 : 0), HCD_THREADS, smem, a);
+    return DS4_OK;
+}
+
+/* ---- the mix with the adds alone serial (issue #7, session 5; DS4_CUDA_HCM_V1=1: k_hc_mix) ----
+ * k_hc_mix holds one chunk of products per block and meets all 1024 threads at a barrier per
+ * chunk, so each chunk costs a load round trip plus the chain's adds one after the other. Here
+ * the whole row's products have room in shared memory (Flash: 16384 floats, 64 KB), so the
+ * producers never wait for the chain: warps 1..npw compute the products of chunk q (units of 8
+ * consecutive values: value j of unit u is column 8u+j, CPU lane j's u-th term) and store value
+ * j at tile[j·js + u] (each CPU lane's chain contiguous, js ≡ 4 mod 32 so the chain lanes'
+ * 128-bit reads and the producers' stores are free of bank conflicts), then *arrive* at named
+ * barrier 1+q and go on with chunk q+1; lanes 0..7 of warp 0 *wait* at barrier 1+q and add
+ * chunk q's terms in column order (PTX bar.arrive / bar.sync: the arrivals' shared stores are
+ * visible to the waiting warp). The products are those of k_hc_mix (X2 by k_hc_post's
+ * operations, w·x2 rounded), the adds those of the CPU lanes, then the CPU's combine: the same
+ * bits. The chain is then the kernel's floor: cols/8 dependent adds per CPU lane. */
+
+/* Named barrier b (1..15) of n threads (a multiple of 32, every thread of a warp). */
+__device__ __forceinline__ void hcm_bar_arrive(int b, int n) {
+    asm volatile("bar.arrive %0, %1;" ::"r"(b), "r"(n) : "memory");
+}
+__device__ __forceinline__ void hcm_bar_sync(int b, int n) {
+    asm volatile("bar.sync %0, %1;" ::"r"(b), "r"(n) : "memory");
+}
+
+__device__ __forceinline__ float hcm_add4(float acc, float4 v) {
+    acc = __fadd_rn(acc, v.x);
+    acc = __fadd_rn(acc, v.y);
+    acc = __fadd_rn(acc, v.z);
+    return __fadd_rn(acc, v.w);
+}
+
+/* acc + c[0] + .. + c[n-1] left to right (c 16-byte aligned shared memory): the next 16
+ * values' loads are issued before the current 16 adds, so only the adds' latency shows. */
+__device__ __forceinline__ float hcm_chain(float acc, const float *c, int n) {
+    int i = 0;
+    if (n >= 16) {
+        const float4 *c4 = (const float4 *)c;
+        float4 v0 = c4[0], v1 = c4[1], v2 = c4[2], v3 = c4[3];
+        for (i = 16; i + 16 <= n; i += 16) {
+            const float4 w0 = c4[i / 4], w1 = c4[i / 4 + 1], w2 = c4[i / 4 + 2], w3 = c4[i / 4 + 3];
+            acc = hcm_add4(hcm_add4(hcm_add4(hcm_add4(acc, v0), v1), v2), v3);
+            v0 = w0; v1 = w1; v2 = w2; v3 = w3;
+        }
+        acc = hcm_add4(hcm_add4(hcm_add4(hcm_add4(acc, v0), v1), v2), v3);
+    }
+    for (; i < n; i++) acc = __fadd_rn(acc, c[i]);
+    return acc;
+}
+
+/* Producer: unit u of row wr into the tile. X2's 8 values at stream k, columns c..c+7 by
+ * k_hc_post's operations (post·f, then comb[j][k]·X[j] for j ascending); HCT = hc when known
+ * at compile time (Flash's 4: every load of the unit issued before the first add), 0 = a.hc. */
+template <int T, int HCT>
+__device__ __forceinline__ void hcm_unit(const hcm_args &a, const uint8_t *wr, int u, bool writer,
+                                         float *tile) {
+    const int64_t col = 8 * (int64_t)u;
+    float w[8], x[8];
+    if (T == CU_T_F32) {
+        const float4 w0 = __ldg((const float4 *)(wr + col * 4)), w1 = __ldg((const float4 *)(wr + col * 4 + 16));
+        w[0] = w0.x; w[1] = w0.y; w[2] = w0.z; w[3] = w0.w;
+        w[4] = w1.x; w[5] = w1.y; w[6] = w1.z; w[7] = w1.w;
+    } else {
+        const uint4 h = __ldg((const uint4 *)(wr + col * 2));
+        const unsigned hw[4] = {h.x, h.y, h.z, h.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            w[2 * i] = __half2float(__ushort_as_half((unsigned short)(hw[i] & 0xFFFFu)));
+            w[2 * i + 1] = __half2float(__ushort_as_half((unsigned short)(hw[i] >> 16)));
+        }
+    }
+    if (a.f) {
+        const int hc = HCT ? HCT : a.hc;
+        const int k = u / a.du; /* the stream (d a multiple of 8: a unit never straddles two) */
+        const int64_t c = col - (int64_t)k * a.d;
+        const float4 f0 = *(const float4 *)(a.f + c), f1 = *(const float4 *)(a.f + c + 4);
+        const float pk = __ldg(a.post + k);
+        x[0] = __fmul_rn(pk, f0.x); x[1] = __fmul_rn(pk, f0.y); x[2] = __fmul_rn(pk, f0.z); x[3] = __fmul_rn(pk, f0.w);
+        x[4] = __fmul_rn(pk, f1.x); x[5] = __fmul_rn(pk, f1.y); x[6] = __fmul_rn(pk, f1.z); x[7] = __fmul_rn(pk, f1.w);
+#pragma unroll
+        for (int j = 0; j < (HCT ? HCT : HC_MAX); j++) {
+            if (!HCT && j >= hc) break;
+            const float cj = __ldg(a.comb + j * hc + k);
+            const float *xj = a.X + (int64_t)j * a.d + c;
+            const float4 x0 = *(const float4 *)xj, x1 = *(const float4 *)(xj + 4);
+            x[0] = __fadd_rn(x[0], __fmul_rn(cj, x0.x)); x[1] = __fadd_rn(x[1], __fmul_rn(cj, x0.y));
+            x[2] = __fadd_rn(x[2], __fmul_rn(cj, x0.z)); x[3] = __fadd_rn(x[3], __fmul_rn(cj, x0.w));
+            x[4] = __fadd_rn(x[4], __fmul_rn(cj, x1.x)); x[5] = __fadd_rn(x[5], __fmul_rn(cj, x1.y));
+            x[6] = __fadd_rn(x[6], __fmul_rn(cj, x1.z)); x[7] = __fadd_rn(x[7], __fmul_rn(cj, x1.w));
+        }
+        if (writer) {
+            *(float4 *)(a.Xout + col) = make_float4(x[0], x[1], x[2], x[3]);
+            *(float4 *)(a.Xout + col + 4) = make_float4(x[4], x[5], x[6], x[7]);
+        }
+    } else {
+        const float4 x0 = *(const float4 *)(a.X + col), x1 = *(const float4 *)(a.X + col + 4);
+        x[0] = x0.x; x[1] = x0.y; x[2] = x0.z; x[3] = x0.w;
+        x[4] = x1.x; x[5] = x1.y; x[6] = x1.z; x[7] = x1.w;
+    }
+#pragma unroll
+    for (int j = 0; j < 8; j++) tile[j * a.js + u] = __fmul_rn(w[j], x[j]);
+}
+
+/* T: fn's type (F32, F16); PRE: the last two blocks run hc_pre (hcm_pre_block, as k_hc_mix);
+ * HCT: hcm_unit's. One block of HCD_THREADS per mix row; the tile [8][js] is dynamic shared
+ * memory. Producer warp pw (< npw) is warp pw + 1, or with solo the (pw+1)-th warp whose index
+ * is not a multiple of 4: warp w runs on the SM's scheduler w mod 4, so the chain warp's
+ * scheduler issues the adds alone instead of between the producers' instructions. */
+template <int T, bool PRE, int HCT>
+__global__ void __launch_bounds__(HCD_THREADS) k_hc_mix2(hcm_args a) {
+    cu_pdl_wait();
+    if (PRE && (int)blockIdx.x >= a.n_mix_blocks) {
+        hcm_pre_block<4, 4>(a, (int)blockIdx.x - a.n_mix_blocks);
+        return;
+    }
+    extern __shared__ __align__(16) float hcm_tile[]; /* [8][js] */
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, np = 32 * a.npw;
+    const int nbar = np + 32;
+    if (warp > 0) { /* producers: per chunk upc units, unit q·upc + i·np + p for thread p */
+        const int pw = !a.solo ? warp - 1 : (warp & 3) ? warp - (warp >> 2) - 1 : -1;
+        if (pw < 0 || pw >= a.npw) return;
+        const int p = 32 * pw + lane;
+        const uint8_t *wr = a.fn + (int64_t)blockIdx.x * a.cols * (T == CU_T_F32 ? 4 : 2);
+        const bool writer = !PRE && a.f && blockIdx.x == 0; /* without PRE row 0 writes X2 */
+        for (int q = 0; q < a.n_chunks; q++) {
+            for (int u = q * a.upc + p; u < (q + 1) * a.upc && u < a.n_units; u += np)
+                hcm_unit<T, HCT>(a, wr, u, writer, hcm_tile);
+            __syncwarp(); /* bar.arrive counts whole warps: converge first */
+            hcm_bar_arrive(1 + q, nbar);
+        }
+        return;
+    }
+    float acc = 0.0f;
+    for (int q = 0; q < a.n_chunks; q++) {
+        hcm_bar_sync(1 + q, nbar);
+        if (lane < 8) {
+            const int u0 = q * a.upc;
+            acc = hcm_chain(acc, hcm_tile + lane * a.js + u0, min(a.upc, a.n_units - u0));
+        }
+        __syncwarp();
+    }
+    acc = cu_lanes8_qdot(acc);
+    if (lane == 0) {
+        a.mix[blockIdx.x] = acc;
+        if (PRE) { /* this block's row is written, and its producers are past every read of
+                    * post/comb (they all arrived at the last barrier): count it */
+            __threadfence();
+            atomicAdd(&g_hcm_count, 1u);
+        }
+    }
+}
+
+/* Most chunks (named barriers 1..15; 0 is __syncthreads). */
+#define HCM2_MAX_CHUNKS 15
+
+/* Launches k_hc_mix2 when the row's tile fits in shared memory; 0 (nothing launched) when not. */
+template <int T, bool PRE, int HCT>
+static int hcm2_launch(hcm_args a, int npw, ds4_error *err, ds4_status *st) {
+    a.n_mix_blocks = (int)a.rows;
+    a.n_units = (int)(a.cols / 8);
+    a.du = (int)(a.d / 8);
+    a.js = (a.n_units + 31) / 32 * 32 + 4;
+    a.npw = npw;
+    const int np = 32 * npw, per = (a.n_units + np - 1) / np; /* units per producer thread */
+    a.upc = np * ((per + HCM2_MAX_CHUNKS - 1) / HCM2_MAX_CHUNKS);
+    a.n_chunks = (a.n_units + a.upc - 1) / a.upc;
+    const size_t smem = (size_t)8 * a.js * sizeof(float);
+    /* the largest opt-in asked for so far; the room for dynamic shared memory (the card's
+     * opt-in maximum less the kernel's static shared memory), found on the first call */
+    static size_t set = 0, room = 0;
+    if (!room) {
+        cudaFuncAttributes fa;
+        int dev = 0, optin = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess ||
+            cudaFuncGetAttributes(&fa, k_hc_mix2<T, PRE, HCT>) != cudaSuccess)
+            return 0;
+        room = (size_t)optin > fa.sharedSizeBytes ? (size_t)optin - fa.sharedSizeBytes : 1;
+    }
+    if (smem > room) return 0;
+    if (smem > set) {
+        if (cudaFuncSetAttribute(k_hc_mix2<T, PRE, HCT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 (int)smem) != cudaSuccess) {
+            *st = ds4_seterr(err, DS4_ERR_INTERNAL, "cuda: hc_mix shared memory (%zu bytes)", smem);
+            return 1;
+        }
+        set = smem;
+    }
+    cu_launch(k_hc_mix2<T, PRE, HCT>, a.n_mix_blocks + (PRE ? 2 : 0), HCD_THREADS, smem, a);
+    return 1;
+}
+
+/* A switch of the environment, read on each call (decode calls happen at graph capture). */
+static int hcm_env(const char *name, int dflt) {
+    const char *e = getenv(name);
+    return e && *e ? atoi(e) : dflt;
+}
+
+extern "C" ds4_status cuda_hc_mix_fused(int fn_type, const void *d_fn, int64_t rows,
+                                        const float *d_X, const float *d_f, const float *d_post,
+                                        const float *d_comb, float *d_Xout, int hc, int64_t d,
+                                        float *d_mix,
+                                        const float *d_scale, const float *d_base,
+                                        const float *d_norm, int iters, float hc_eps,
+                                        float norm_eps, float *d_pre, float *d_post_out,
+                                        float *d_comb_out, float *d_a, void *d_q80, void *d_q8k,
+                                        int one_launch, ds4_error *err) {
+    ds4_status st = hc_check("cuda_hc_mix_fused", 1, hc, d, err);
+    if (st) return st;
+    const int64_t cols = hc * d;
+    if (rows <= 0 || cuda_act_kind(fn_type) != CUDA_ACT_F32 ||
+        (d_f && (!d_post || !d_comb || !d_Xout || d_Xout == d_X)) ||
+        (d_q80 && d % 32) || (d_q8k && d % 256))
+        return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_hc_mix_fused: %lld rows, hc %d, d %lld",
+                          (long long)rows, hc, (long long)d);
+    const float *X2 = d_f ? d_Xout : d_X; /* the streams hc_pre and the mix read */
+    /* 4-value units of F32 / F16 rows, 16-byte aligned; other types and the unaligned cases
+     * (and a grid too large for one block per row): the separate ops. 8-value units (d a
+     * multiple of 8) whose row fits in shared memory: k_hc_mix2, else k_hc_mix. */
+    const bool vec = (fn_type == CU_T_F32 || fn_type == CU_T_F16) && d % 4 == 0 &&
+                     ((uintptr_t)d_fn & 15) == 0 && ((uintptr_t)d_X & 15) == 0 &&
+                     (!d_f || (((uintptr_t)d_f & 15) == 0 && ((uintptr_t)d_Xout & 15) == 0));
+    if (!vec || rows > 65535) {
+        if (d_f && (st = cuda_hc_post(d_f, d_X, d_post, d_comb, 1, hc, d, d_Xout, err))) return st;
+        if ((st = cuda_matvec(fn_type, d_fn, rows, cols, X2, NULL, d_mix, err))) return st;
+        if (!d_scale) return DS4_OK;
+        return cuda_hc_pre_quant(X2, d_mix, d_scale, d_base, d_norm, 1, hc, d, iters, hc_eps,
+                                 norm_eps, d_pre, d_post_out, d_comb_out, d_a, d_q80, d_q8k, err);
+    }
+    hcm_args a = {};
+    a.fn = (const uint8_t *)d_fn;
+    a.X = d_X;
+    a.f = d_f;
+    a.post = d_post;
+    a.comb = d_comb;
+    a.Xout = d_Xout;
+    a.mix = d_mix;
+    a.rows = rows;
+    a.cols = cols;
+    a.d = d;
+    a.hc = hc;
+    a.n_mix_blocks = 0;
+    a.scale = d_scale;
+    a.base = d_base;
+    a.norm = d_norm;
+    a.iters = iters;
+    a.hc_eps = hc_eps;
+    a.norm_eps = norm_eps;
+    a.pre = d_pre;
+    a.post_out = d_post_out;
+    a.comb_out = d_comb_out;
+    a.a = d_a;
+    a.q80 = (uint8_t *)d_q80;
+    a.q8k = (uint8_t *)d_q8k;
+    /* hc_pre inside: k_hc_pre_dec's shape (MODEL_MATH §0: Flash's hc 4, n_embd 4096), and one
+     * SM for each of the grid's blocks (1024 threads at up to 64 registers: one block per SM),
+     * so the waiting blocks can never hold an SM a mix block needs */
+    int dev = 0, n_sm = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+        n_sm = 0;
+    const bool pre = one_launch && d_scale && hc == 4 && d == 4 * HCD_THREADS && n_sm >= rows + 2;
+    if (d % 8 == 0 && cols / 8 <= INT32_MAX && !hcm_env("DS4_CUDA_HCM_V1", 0)) {
+        /* for timing: DS4_CUDA_HCM_SOLO=0 lets producers share the chain warp's scheduler;
+         * DS4_CUDA_HCM_PW: producer warps (1..31 shared, 1..24 solo; default all) */
+        a.solo = hcm_env("DS4_CUDA_HCM_SOLO", 1) != 0;
+        const int most = a.solo ? HCD_THREADS / 32 * 3 / 4 : HCD_THREADS / 32 - 1;
+        int npw = hcm_env("DS4_CUDA_HCM_PW", most), done;
+        if (npw < 1 || npw > most) npw = most;
+        if (fn_type == CU_T_F32)
+            done = pre ? hcm2_launch<CU_T_F32, true, 4>(a, npw, err, &st)
+                       : hc == 4 ? hcm2_launch<CU_T_F32, false, 4>(a, npw, err, &st)
+                                 : hcm2_launch<CU_T_F32, false, 0>(a, npw, err, &st);
+        else
+            done = pre ? hcm2_launch<CU_T_F16, true, 4>(a, npw, err, &st)
+                       : hc == 4 ? hcm2_launch<CU_T_F16, false, 4>(a, npw, err, &st)
+                                 : hcm2_launch<CU_T_F16, false, 0>(a, npw, err, &st);
+        if (done) {
+            if (st) return st;
+            CU_LAUNCH_CHECK(err, "hc_mix launch");
+            if (!d_scale || pre) return DS4_OK;
+            return cuda_hc_pre_quant(X2, d_mix, d_scale, d_base, d_norm, 1, hc, d, iters, hc_eps,
+                                     norm_eps, d_pre, d_post_out, d_comb_out, d_a, d_q80, d_q8k, err);
+        }
+    }
+    st = fn_type == CU_T_F32 ? (pre ? hcm_launch<CU_T_F32, true>(a, err) : hcm_launch<CU_T_F32, false>(a, err))
+                             : (pre ? hcm_launch<CU_T_F16, true>(a, err) : hcm_launch<CU_T_F16, false>(a, err));
+    if (st) return st;
+    CU_LAUNCH_CHECK(err, "hc_mix launch");
+    if (!d_scale || pre) return DS4_OK;
+    return cuda_hc_pre_quant(X2, d_mix, d_scale, d_base, d_norm, 1, hc, d, iters, hc_eps, norm_eps,
+                             d_pre, d_post_out, d_comb_out, d_a, d_q80, d_q8k, err);
+}
