@@ -234,6 +234,10 @@ ds4_status cuda_hc_mix_fused(int fn_type, const void *d_fn, int64_t rows, const 
                              const float *d_base, const float *d_norm, int iters, float hc_eps,
                              float norm_eps, float *d_pre, float *d_post_out, float *d_comb_out,
                              float *d_a, void *d_q80, void *d_q8k, int one_launch, ds4_error *err);
+/* Timing hook of cuda_hc_mix_fused (tests only; hc_mix.cu): on = 1 clears a device table of
+ * phase stamps that the following launches fill; on = 0 stops and writes the last launch's
+ * phases (ns after its first block started, cycles of its serial parts) as text into buf. */
+ds4_status cuda_hc_mix_trace(int on, char *buf, size_t n, ds4_error *err);
 ds4_status cuda_hc_head(const float *d_X, const float *d_mix, const float *d_scale,
                         const float *d_base, const float *d_norm, int64_t n_tok, int hc,
                         int64_t d, float hc_eps, float norm_eps, float *d_y, ds4_error *err);

@@ -82,9 +82,12 @@ k_hc_pre_dec(const float *X, const float *mix, const float *scale, const float *
     float x[HC * EPT]; /* x[k·EPT + j] = X[k][j·blockDim + tid]: flat index (k·EPT+j)·blockDim + tid */
 #pragma unroll
     for (int f = 0; f < HC * EPT; f++) x[f] = Xt[(int64_t)f * HCD_THREADS + tid];
-    const float rho = hcd_rho<HC, EPT>(x, d, norm_eps, shd);
-    hcd_tail<HC, EPT>((int)blockIdx.y, x, rho, mix + t * nmix, scale, base, norm, d, iters, hc_eps,
-                      norm_eps, pre + t * HC, post + t * HC, comb + t * HC * HC, a + t * d,
+    __shared__ float s_sc[3], s_ba[(2 + HC) * HC];
+    hcd_in<EPT> in;
+    hcd_load<HC, EPT>((int)blockIdx.y, scale, base, norm, &in, s_sc, s_ba);
+    const float rho = hcd_rho<HC, EPT>(x, d, norm_eps, shd); /* its barriers publish s_sc, s_ba */
+    hcd_tail<HC, EPT>((int)blockIdx.y, x, rho, mix + t * nmix, in, s_sc, s_ba, norm != NULL, d, iters,
+                      hc_eps, norm_eps, pre + t * HC, post + t * HC, comb + t * HC * HC, a + t * d,
                       q80 ? q80 + t * (d / 32) * CU_Q8_0ACT_BYTES : NULL,
                       q8k ? q8k + t * (d / 256) * CU_Q8_K_BYTES : NULL, shd);
 }

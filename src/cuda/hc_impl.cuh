@@ -136,15 +136,42 @@ __device__ __forceinline__ ref_dsum hcd_sumsq(const float *v) {
     return s[0];
 }
 
+/* The weights hcd_tail reads, loaded before it runs (issue #7: in hc_mix.cu's fused site the
+ * tail waits for the mix, and each load after the wait is an L2 round trip on the decode's
+ * critical path): role 0 keeps this thread's norm values (1 without norm), scale[0] and
+ * base[lane] in registers; role 1's warp 0 copies scale[0..2] and base[0..(2+HC)·HC) to the
+ * shared sc / ba, which hcd_tail's split reads after a barrier. */
+template <int EPT>
+struct hcd_in {
+    float nv[EPT], sc0, bl;
+};
+
+template <int HC, int EPT>
+__device__ __forceinline__ void hcd_load(int role, const float *scale, const float *base,
+                                         const float *norm, hcd_in<EPT> *in, float *sc, float *ba) {
+    const int tid = threadIdx.x, lane = tid & 31;
+    if (role == 1) {
+        if (tid < 32) {
+            for (int i = lane; i < (2 + HC) * HC; i += 32) ba[i] = base[i];
+            if (lane < 3) sc[lane] = scale[lane];
+        }
+        return;
+    }
+    in->sc0 = scale[0];
+    in->bl = lane < HC ? base[lane] : 0.0f;
+#pragma unroll
+    for (int j = 0; j < EPT; j++) in->nv[j] = norm ? norm[(int64_t)j * HCD_THREADS + tid] : 1.0f;
+}
+
 /* The part of k_hc_pre_dec after ρ, for block role 1 (the split: post/comb) or role 0 (pre,
  * the weighted sum, the norm and the quantized a), x = this thread's X values as loaded by
- * hcd_load; mix/pre/post/comb/a/q80/q8k of this token. Shared by k_hc_pre_dec and k_hc_mix
- * (hcmix below), so both give the same bits. mix is read through L2 (__ldcg): in k_hc_mix
- * other blocks of the same grid wrote it. */
+ * hcd_load; in / sc / ba: hcd_load's (a barrier after it); mix/pre/post/comb/a/q80/q8k of this
+ * token. Shared by k_hc_pre_dec and hc_mix.cu's fused site, so both give the same bits. mix is
+ * read through L2 (__ldcg): in the fused site other blocks of the same grid wrote it. */
 template <int HC, int EPT>
 __device__ __forceinline__ void hcd_tail(int role, const float *x, float rho, const float *mix,
-                                         const float *scale, const float *base, const float *norm,
-                                         int64_t d, int iters, float hc_eps, float norm_eps,
+                                         const hcd_in<EPT> &in, const float *sc, const float *ba,
+                                         bool norm, int64_t d, int iters, float hc_eps, float norm_eps,
                                          float *pre, float *post, float *comb, float *a,
                                          uint8_t *q80, uint8_t *q8k, double *shd) {
     __shared__ float s_m[(2 + HC) * HC], s_pre[HC], s_post[HC], s_c[HC * HC];
@@ -154,8 +181,8 @@ __device__ __forceinline__ void hcd_tail(int role, const float *x, float rho, co
         if (warp) return;
         for (int64_t i = lane; i < nmix; i += 32) s_m[i] = __fmul_rn(__ldcg(mix + i), rho);
         __syncwarp();
-        if (HC * HC <= 32) hc_split_reg<HC>(s_m, scale, base, HC, iters, hc_eps, s_pre, s_post, s_c);
-        else hc_split_warp(s_m, scale, base, HC, iters, hc_eps, s_pre, s_post, s_c);
+        if (HC * HC <= 32) hc_split_reg<HC>(s_m, sc, ba, HC, iters, hc_eps, s_pre, s_post, s_c);
+        else hc_split_warp(s_m, sc, ba, HC, iters, hc_eps, s_pre, s_post, s_c);
         __syncwarp();
         for (int k = lane; k < HC; k += 32) post[k] = s_post[k];
         for (int k = lane; k < HC * HC; k += 32) comb[k] = s_c[k];
@@ -165,7 +192,7 @@ __device__ __forceinline__ void hcd_tail(int role, const float *x, float rho, co
     float pl = 0.0f;
     if (lane < HC)
         pl = __fadd_rn(cu_sigmoid_ref(__fadd_rn(__fmul_rn(__fmul_rn(__ldcg(mix + lane), rho),
-                                                          scale[0]), base[lane])), hc_eps);
+                                                          in.sc0), in.bl)), hc_eps);
     float p[HC];
 #pragma unroll
     for (int k = 0; k < HC; k++) p[k] = __shfl_sync(0xffffffffu, pl, k);
@@ -184,7 +211,7 @@ __device__ __forceinline__ void hcd_tail(int role, const float *x, float rho, co
     for (int j = 0; j < EPT; j++) {
         int64_t i = (int64_t)j * HCD_THREADS + tid;
         float y = __fmul_rn(v[j], r);
-        v[j] = norm ? __fmul_rn(norm[i], y) : y;
+        v[j] = norm ? __fmul_rn(in.nv[j], y) : y;
         a[i] = v[j];
     }
     /* Q8_0 record j·(blockDim/32) + warp is this warp's 32 values of slot j. */

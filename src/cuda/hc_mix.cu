@@ -7,7 +7,9 @@
  * (session 4's chunked form, DS4_CUDA_HCM_V1=1, and the rows whose d is not a multiple of 8).
  * Must not: know layer structure (the caller says which hc_post is pending).
  */
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "hc_impl.cuh"
 #include "matvec_impl.cuh"
@@ -43,6 +45,8 @@ struct hcm_args {
     /* k_hc_mix2: 8-value units, d / 8, the tile's stride, producer warps, units per chunk;
      * solo: no producer on warp 0's scheduler (warps 4, 8, .. idle) */
     int n_units, du, js, npw, upc, n_chunks, solo;
+    int sc;    /* k_hc_mix2: stream chunks (hcm_group) */
+    int trace; /* stamp the phases into g_hcm_trace (cuda_hc_mix_trace) */
     /* hc_pre (k_hc_mix with PRE): as cuda_hc_pre_quant; post_out/comb_out may be post/comb */
     const float *scale, *base, *norm;
     int iters;
@@ -71,24 +75,57 @@ __device__ __forceinline__ float4 hcm_x4(const hcm_args &a, int64_t k, int64_t c
     return s;
 }
 
-/* Waits until the counter reaches `target` (thread 0; a bound turns a hang into an error). */
+/* Waits until the counter reaches `target` (thread 0, by acquire loads: the mix rows written
+ * before each count are then visible to the block after its barrier; a bound turns a hang into
+ * an error). */
 __device__ __forceinline__ void hcm_wait(unsigned target) {
     if (threadIdx.x == 0) {
-        unsigned n = 0;
-        while (*(volatile unsigned *)&g_hcm_count < target) {
+        unsigned n = 0, v;
+        for (;;) {
+            asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(&g_hcm_count) : "memory");
+            if (v >= target) break;
             __nanosleep(32);
             if (++n == (1u << 28)) __trap();
         }
-        __threadfence();
     }
     __syncthreads();
 }
 
-/* Role r of k_hc_pre_dec on X2 (see above). */
+/* ---- phase stamps for timing (cuda_hc_mix_trace; off unless a test asks) ----
+ * %globaltimer (ns, one clock for all SMs) at the phases of one launch, and clock64 cycles of
+ * the serial parts within one SM. */
+enum {
+    HCM_TR_START_MIN, HCM_TR_START_MAX, /* block starts (min over all, max over mix blocks) */
+    HCM_TR_C0,                          /* mix block 0: its chain has chunk 0 */
+    HCM_TR_END_MIN, HCM_TR_END_MAX,     /* mix blocks: row written */
+    HCM_TR_R0, HCM_TR_R1 = HCM_TR_R0 + 4, /* hc_pre roles: start, ρ done, mix awaited, end */
+    HCM_TR_CYC_CHAIN = HCM_TR_R1 + 4,   /* mix block 0: cycles from chunk 0 to the row's end */
+    HCM_TR_CYC_C0,                      /* mix block 0: cycles from its start to chunk 0 */
+    HCM_TR_CYC_R0, HCM_TR_CYC_R1,       /* roles: cycles from the mix awaited to the end */
+    HCM_TR_N
+};
+__device__ unsigned long long g_hcm_trace[HCM_TR_N];
+static int g_hcm_trace_on;
+
+__device__ __forceinline__ unsigned long long hcm_now(void) {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+
+/* Role r of k_hc_pre_dec on X2 (see above). The weights of the tail are loaded before the
+ * wait (hcd_load); the count that resets the counter is issued after the wait, its result
+ * only needed at the end (an atomic's round trip off the tail's path). */
 template <int HC, int EPT>
 __device__ void hcm_pre_block(const hcm_args &a, int role) {
     __shared__ double shd[32];
+    __shared__ float s_sc[3], s_ba[(2 + HC) * HC];
     const int tid = threadIdx.x;
+    if (a.trace && tid == 0) {
+        const unsigned long long t = hcm_now();
+        atomicMin(&g_hcm_trace[HCM_TR_START_MIN], t);
+        g_hcm_trace[HCM_TR_R0 + 4 * role] = t;
+    }
     float x[HC * EPT]; /* flat index f·blockDim + tid: stream f / EPT, column (f % EPT)·blockDim + tid */
     if (a.f) {
         float pk[HC], cm[HC * HC];
@@ -115,11 +152,44 @@ __device__ void hcm_pre_block(const hcm_args &a, int role) {
         __syncthreads();
         if (tid == 0) atomicAdd(&g_hcm_count, 1u);
     }
-    const float rho = hcd_rho<HC, EPT>(x, a.d, a.norm_eps, shd);
+    hcd_in<EPT> in;
+    hcd_load<HC, EPT>(role, a.scale, a.base, a.norm, &in, s_sc, s_ba);
+    const float rho = hcd_rho<HC, EPT>(x, a.d, a.norm_eps, shd); /* its barriers publish s_sc, s_ba */
+    if (a.trace && tid == 0) g_hcm_trace[HCM_TR_R0 + 4 * role + 1] = hcm_now();
     hcm_wait(P);
-    if (tid == 0 && atomicAdd(&g_hcm_count, 1u) == P + 1) atomicExch(&g_hcm_count, 0u);
-    hcd_tail<HC, EPT>(role, x, rho, a.mix, a.scale, a.base, a.norm, a.d, a.iters, a.hc_eps,
+    long long c1 = 0;
+    if (a.trace && tid == 0) {
+        c1 = clock64();
+        g_hcm_trace[HCM_TR_R0 + 4 * role + 2] = hcm_now();
+    }
+    unsigned old = 0;
+    if (tid == 0) old = atomicAdd(&g_hcm_count, 1u);
+    hcd_tail<HC, EPT>(role, x, rho, a.mix, in, s_sc, s_ba, a.norm != NULL, a.d, a.iters, a.hc_eps,
                       a.norm_eps, a.pre, a.post_out, a.comb_out, a.a, a.q80, a.q8k, shd);
+    if (tid == 0 && old == P + 1) atomicExch(&g_hcm_count, 0u); /* the second of the two roles */
+    if (a.trace) {
+        __syncthreads();
+        if (tid == 0) {
+            g_hcm_trace[HCM_TR_R0 + 4 * role + 3] = hcm_now();
+            g_hcm_trace[HCM_TR_CYC_R0 + role] = (unsigned long long)(clock64() - c1);
+        }
+    }
+}
+
+/* Stamps of a mix block (thread 0 of warp 0 for start, lane 0 of the chain for the rest). */
+__device__ __forceinline__ void hcm_stamp_start(void) {
+    const unsigned long long t = hcm_now();
+    atomicMin(&g_hcm_trace[HCM_TR_START_MIN], t);
+    atomicMax(&g_hcm_trace[HCM_TR_START_MAX], t);
+}
+__device__ __forceinline__ void hcm_stamp_end(long long c_start, long long c_c0) {
+    const unsigned long long t = hcm_now();
+    atomicMin(&g_hcm_trace[HCM_TR_END_MIN], t);
+    atomicMax(&g_hcm_trace[HCM_TR_END_MAX], t);
+    if (blockIdx.x == 0) {
+        g_hcm_trace[HCM_TR_CYC_CHAIN] = (unsigned long long)(clock64() - c_c0);
+        g_hcm_trace[HCM_TR_CYC_C0] = (unsigned long long)(c_c0 - c_start);
+    }
 }
 
 /* Loader: unit u (4 values at column col = 4u of fn's row and of X2) of stream k, column c of
@@ -148,6 +218,8 @@ __global__ void __launch_bounds__(HCD_THREADS) k_hc_mix(hcm_args a) {
     }
     extern __shared__ __align__(16) float hcm_buf[]; /* [2][8][HCM_T] */
     const int64_t row = blockIdx.x;
+    const long long c_start = a.trace ? clock64() : 0;
+    if (a.trace && threadIdx.x == 0) hcm_stamp_start();
     const int lt = (int)threadIdx.x - 32, lane = threadIdx.x & 31;
     /* without PRE the first row's block writes X2 (its loaders visit every unit once) */
     const bool writer = !PRE && a.f && blockIdx.x == 0;
@@ -201,6 +273,7 @@ __global__ void __launch_bounds__(HCD_THREADS) k_hc_mix(hcm_args a) {
     if (lt < 0) {
         acc = cu_lanes8_qdot(acc);
         if (lane == 0) a.mix[row] = acc;
+        if (a.trace && lane == 0) hcm_stamp_end(c_start, c_start);
     }
     if (PRE) { /* this block's row is written: count it */
         __threadfence();
@@ -324,6 +397,72 @@ __device__ __forceinline__ void hcm_unit(const hcm_args &a, const uint8_t *wr, i
     for (int j = 0; j < 8; j++) tile[j * a.js + u] = __fmul_rn(w[j], x[j]);
 }
 
+/* Producer p in stream chunks (a.sc: chunk k = stream k's du units, du <= producers): it owns
+ * column group p (columns c = 8p .. 8p+7 of every stream), loads f and X[0..HCT) there once
+ * (k_hc_post reads X[j][c] for every stream k: a quarter of hcm_unit's loads), then for each
+ * stream k computes unit u = k·du + p (X2 by k_hc_post's operations, the products w·x2) and
+ * arrives at barrier 1+k (the chain takes longer over a stream than a load's round trip). */
+template <int T, int HCT>
+__device__ __forceinline__ void hcm_group(const hcm_args &a, const uint8_t *wr, int p, bool writer,
+                                          float *tile, int nbar) {
+    const bool have = p < a.du;
+    const int64_t c = 8 * (int64_t)p;
+    float fv[8], xv[HCT ? HCT : 1][8]; /* HCT 0: never called (a.sc needs HCT) */
+    uint4 wn[2] = {make_uint4(0u, 0u, 0u, 0u), make_uint4(0u, 0u, 0u, 0u)};
+    if (have) {
+        const uint8_t *wu = wr + c * (T == CU_T_F32 ? 4 : 2); /* stream 0's unit */
+        wn[0] = __ldg((const uint4 *)wu);
+        if (T == CU_T_F32) wn[1] = __ldg((const uint4 *)(wu + 16));
+#pragma unroll
+        for (int j = 0; j < HCT; j++) {
+            const float4 x0 = *(const float4 *)(a.X + (int64_t)j * a.d + c);
+            const float4 x1 = *(const float4 *)(a.X + (int64_t)j * a.d + c + 4);
+            xv[j][0] = x0.x; xv[j][1] = x0.y; xv[j][2] = x0.z; xv[j][3] = x0.w;
+            xv[j][4] = x1.x; xv[j][5] = x1.y; xv[j][6] = x1.z; xv[j][7] = x1.w;
+        }
+        if (a.f) {
+            const float4 f0 = *(const float4 *)(a.f + c), f1 = *(const float4 *)(a.f + c + 4);
+            fv[0] = f0.x; fv[1] = f0.y; fv[2] = f0.z; fv[3] = f0.w;
+            fv[4] = f1.x; fv[5] = f1.y; fv[6] = f1.z; fv[7] = f1.w;
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < HCT; k++) {
+        if (have) { /* value by value: xv, fv and this unit's weights are the live registers */
+            const int u = k * a.du + p;
+            if (k > 0) {
+                const uint8_t *wu = wr + (int64_t)u * 8 * (T == CU_T_F32 ? 4 : 2);
+                wn[0] = __ldg((const uint4 *)wu);
+                if (T == CU_T_F32) wn[1] = __ldg((const uint4 *)(wu + 16));
+            }
+            float pk = 0.0f, cj[HCT ? HCT : 1];
+            if (a.f) {
+                pk = __ldg(a.post + k);
+#pragma unroll
+                for (int j = 0; j < HCT; j++) cj[j] = __ldg(a.comb + j * HCT + k);
+            }
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                const unsigned wb = T == CU_T_F32 ? (i < 4 ? (&wn[0].x)[i] : (&wn[1].x)[i - 4])
+                                                  : (&wn[0].x)[i / 2];
+                const float w = T == CU_T_F32 ? __uint_as_float(wb)
+                                              : __half2float(__ushort_as_half(
+                                                    (unsigned short)(i & 1 ? wb >> 16 : wb & 0xFFFFu)));
+                float x = xv[k][i];
+                if (a.f) {
+                    x = __fmul_rn(pk, fv[i]);
+#pragma unroll
+                    for (int j = 0; j < HCT; j++) x = __fadd_rn(x, __fmul_rn(cj[j], xv[j][i]));
+                    if (writer) a.Xout[(int64_t)u * 8 + i] = x;
+                }
+                tile[i * a.js + u] = __fmul_rn(w, x);
+            }
+        }
+        __syncwarp();
+        hcm_bar_arrive(1 + k, nbar);
+    }
+}
+
 /* T: fn's type (F32, F16); PRE: the last two blocks run hc_pre (hcm_pre_block, as k_hc_mix);
  * HCT: hcm_unit's. One block of HCD_THREADS per mix row; the tile [8][js] is dynamic shared
  * memory. Producer warp pw (< npw) is warp pw + 1, or with solo the (pw+1)-th warp whose index
@@ -345,6 +484,10 @@ __global__ void __launch_bounds__(HCD_THREADS) k_hc_mix2(hcm_args a) {
         const int p = 32 * pw + lane;
         const uint8_t *wr = a.fn + (int64_t)blockIdx.x * a.cols * (T == CU_T_F32 ? 4 : 2);
         const bool writer = !PRE && a.f && blockIdx.x == 0; /* without PRE row 0 writes X2 */
+        if (HCT && a.sc) {
+            hcm_group<T, HCT>(a, wr, p, writer, hcm_tile, nbar);
+            return;
+        }
         for (int q = 0; q < a.n_chunks; q++) {
             for (int u = q * a.upc + p; u < (q + 1) * a.upc && u < a.n_units; u += np)
                 hcm_unit<T, HCT>(a, wr, u, writer, hcm_tile);
@@ -353,9 +496,18 @@ __global__ void __launch_bounds__(HCD_THREADS) k_hc_mix2(hcm_args a) {
         }
         return;
     }
+    long long c_start = 0, c_c0 = 0;
+    if (a.trace && lane == 0) {
+        c_start = clock64();
+        hcm_stamp_start();
+    }
     float acc = 0.0f;
     for (int q = 0; q < a.n_chunks; q++) {
         hcm_bar_sync(1 + q, nbar);
+        if (a.trace && q == 0 && lane == 0) {
+            c_c0 = clock64();
+            if (blockIdx.x == 0) g_hcm_trace[HCM_TR_C0] = hcm_now();
+        }
         if (lane < 8) {
             const int u0 = q * a.upc;
             acc = hcm_chain(acc, hcm_tile + lane * a.js + u0, min(a.upc, a.n_units - u0));
@@ -365,11 +517,10 @@ __global__ void __launch_bounds__(HCD_THREADS) k_hc_mix2(hcm_args a) {
     acc = cu_lanes8_qdot(acc);
     if (lane == 0) {
         a.mix[blockIdx.x] = acc;
-        if (PRE) { /* this block's row is written, and its producers are past every read of
-                    * post/comb (they all arrived at the last barrier): count it */
-            __threadfence();
-            atomicAdd(&g_hcm_count, 1u);
-        }
+        if (PRE) /* this block's row is written, and its producers are past every read of
+                  * post/comb (they all arrived at the last barrier): count it, release */
+            asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(&g_hcm_count), "r"(1u) : "memory");
+        if (a.trace) hcm_stamp_end(c_start, c_c0);
     }
 }
 
@@ -385,8 +536,16 @@ static int hcm2_launch(hcm_args a, int npw, ds4_error *err, ds4_status *st) {
     a.js = (a.n_units + 31) / 32 * 32 + 4;
     a.npw = npw;
     const int np = 32 * npw, per = (a.n_units + np - 1) / np; /* units per producer thread */
-    a.upc = np * ((per + HCM2_MAX_CHUNKS - 1) / HCM2_MAX_CHUNKS);
-    a.n_chunks = (a.n_units + a.upc - 1) / a.upc;
+    /* stream chunks (hcm_group) when hc is known, a producer per column group, and the chunk
+     * starts 16-byte aligned in the tile; DS4_CUDA_HCM_SC=0: equal chunks, for timing */
+    a.sc = HCT && HCT <= HCM2_MAX_CHUNKS && a.du <= np && a.du % 4 == 0 && a.sc;
+    if (a.sc) {
+        a.upc = a.du;
+        a.n_chunks = HCT;
+    } else {
+        a.upc = np * ((per + HCM2_MAX_CHUNKS - 1) / HCM2_MAX_CHUNKS);
+        a.n_chunks = (a.n_units + a.upc - 1) / a.upc;
+    }
     const size_t smem = (size_t)8 * a.js * sizeof(float);
     /* the largest opt-in asked for so far; the room for dynamic shared memory (the card's
      * opt-in maximum less the kernel's static shared memory), found on the first call */
@@ -475,6 +634,7 @@ extern "C" ds4_status cuda_hc_mix_fused(int fn_type, const void *d_fn, int64_t r
     a.a = d_a;
     a.q80 = (uint8_t *)d_q80;
     a.q8k = (uint8_t *)d_q8k;
+    a.trace = g_hcm_trace_on;
     /* hc_pre inside: k_hc_pre_dec's shape (MODEL_MATH §0: Flash's hc 4, n_embd 4096), and one
      * SM for each of the grid's blocks (1024 threads at up to 64 registers: one block per SM),
      * so the waiting blocks can never hold an SM a mix block needs */
@@ -487,6 +647,7 @@ extern "C" ds4_status cuda_hc_mix_fused(int fn_type, const void *d_fn, int64_t r
         /* for timing: DS4_CUDA_HCM_SOLO=0 lets producers share the chain warp's scheduler;
          * DS4_CUDA_HCM_PW: producer warps (1..31 shared, 1..24 solo; default all) */
         a.solo = hcm_env("DS4_CUDA_HCM_SOLO", 1) != 0;
+        a.sc = hcm_env("DS4_CUDA_HCM_SC", 1) != 0;
         const int most = a.solo ? HCD_THREADS / 32 * 3 / 4 : HCD_THREADS / 32 - 1;
         int npw = hcm_env("DS4_CUDA_HCM_PW", most), done;
         if (npw < 1 || npw > most) npw = most;
@@ -513,4 +674,31 @@ extern "C" ds4_status cuda_hc_mix_fused(int fn_type, const void *d_fn, int64_t r
     if (!d_scale || pre) return DS4_OK;
     return cuda_hc_pre_quant(X2, d_mix, d_scale, d_base, d_norm, 1, hc, d, iters, hc_eps, norm_eps,
                              d_pre, d_post_out, d_comb_out, d_a, d_q80, d_q8k, err);
+}
+
+extern "C" ds4_status cuda_hc_mix_trace(int on, char *buf, size_t n, ds4_error *err) {
+    unsigned long long t[HCM_TR_N];
+    if (on) {
+        memset(t, 0, sizeof t);
+        t[HCM_TR_START_MIN] = t[HCM_TR_END_MIN] = ~0ull;
+        CU_CHECK(cudaMemcpyToSymbol(g_hcm_trace, t, sizeof t), err, "hc_mix trace reset");
+        g_hcm_trace_on = 1;
+        return DS4_OK;
+    }
+    g_hcm_trace_on = 0;
+    CU_CHECK(cudaMemcpyFromSymbol(t, g_hcm_trace, sizeof t), err, "hc_mix trace read");
+    const unsigned long long t0 = t[HCM_TR_START_MIN];
+    /* ns after the first block's start; 0 (-t0) where a phase did not run */
+#define HCM_REL(i) (t[i] ? (long long)(t[i] - t0) : -1ll)
+    snprintf(buf, n,
+             "mix blocks start <= %lld ns, chain has chunk 0 at %lld (%llu cyc after its start), "
+             "rows end %lld..%lld (block 0 chain %llu cyc); role 0: start %lld, rho %lld, mix "
+             "awaited %lld, end %lld (%llu cyc); role 1: start %lld, rho %lld, awaited %lld, end "
+             "%lld (%llu cyc)",
+             HCM_REL(HCM_TR_START_MAX), HCM_REL(HCM_TR_C0), t[HCM_TR_CYC_C0], HCM_REL(HCM_TR_END_MIN),
+             HCM_REL(HCM_TR_END_MAX), t[HCM_TR_CYC_CHAIN], HCM_REL(HCM_TR_R0), HCM_REL(HCM_TR_R0 + 1),
+             HCM_REL(HCM_TR_R0 + 2), HCM_REL(HCM_TR_R0 + 3), t[HCM_TR_CYC_R0], HCM_REL(HCM_TR_R1),
+             HCM_REL(HCM_TR_R1 + 1), HCM_REL(HCM_TR_R1 + 2), HCM_REL(HCM_TR_R1 + 3), t[HCM_TR_CYC_R1]);
+#undef HCM_REL
+    return DS4_OK;
 }

@@ -59,12 +59,14 @@ static void hc_mix_case_r(int type, int hc, int64_t d, int pending, int one_laun
         dq80[k] = s80 ? dev_alloc(s80) : NULL;
         dq8k[k] = s8k ? dev_alloc(s8k) : NULL;
     }
-    char name[160];
+    char name[256];
     const char *v1 = getenv("DS4_CUDA_HCM_V1"), *pw = getenv("DS4_CUDA_HCM_PW");
-    char kern[48];
+    char kern[80];
     const char *so = getenv("DS4_CUDA_HCM_SOLO");
-    snprintf(kern, sizeof kern, "%s%s%s%s", v1 && *v1 == '1' ? "k_hc_mix (V1)" : "default",
-             pw ? ", producer warps " : "", pw ? pw : "", so && *so == '0' ? ", shared" : "");
+    const char *sc = getenv("DS4_CUDA_HCM_SC");
+    snprintf(kern, sizeof kern, "%s%s%.4s%s%s", v1 && *v1 == '1' ? "k_hc_mix (V1)" : "default",
+             pw ? ", producer warps " : "", pw ? pw : "", so && *so == '0' ? ", shared" : "",
+             sc && *sc == '0' ? ", equal chunks" : "");
     snprintf(name, sizeof name, "hc_mix_fused [%s] %s hc %d x %lld, %lld rows, %s hc_post, %s", kern,
              type ? "F16" : "F32", hc, (long long)d, (long long)rows, pending ? "pending" : "no",
              mix_only ? "mix only" : one_launch ? "one launch" : "hc_pre apart");
@@ -107,11 +109,11 @@ static void hc_mix_case_r(int type, int hc, int64_t d, int pending, int one_laun
         static const char *what[6] = {"X2", "mix", "pre", "post", "comb", "a"};
         const int64_t n[6] = {cols, rows, hc, hc, nc, d};
         for (int i = 0; i < (mix_only ? 2 : 6); i++) {
-            char nm[200];
+            char nm[300];
             snprintf(nm, sizeof nm, "%s: %s", name, what[i]);
             cmp_f32(nm, h[0][i], h[1][i], n[i], 0, 0);
         }
-        char nm[200];
+        char nm[300];
         if (s80 && !mix_only) {
             snprintf(nm, sizeof nm, "%s: a as Q8_0", name);
             bytes_equal(nm, hq[0][0], hq[1][0], s80);
@@ -335,6 +337,18 @@ static double hcb_time(const hcb_ctx *c, int v, int n) {
     return best;
 }
 
+/* The switches of bench_hc_mix's kernel k (its kname), -1: none. */
+static void hcb_env(int k) {
+    unsetenv("DS4_CUDA_HCM_PW");
+    unsetenv("DS4_CUDA_HCM_SOLO");
+    unsetenv("DS4_CUDA_HCM_SC");
+    unsetenv("DS4_CUDA_HCM_V1");
+    if (k == 0) setenv("DS4_CUDA_HCM_V1", "1", 1);
+    if (k == 2 || k == 3) setenv("DS4_CUDA_HCM_PW", k == 2 ? "8" : "16", 1);
+    if (k == 4) setenv("DS4_CUDA_HCM_SOLO", "0", 1);
+    if (k == 5) setenv("DS4_CUDA_HCM_SC", "0", 1);
+}
+
 static void bench_hc_mix(void) {
     const int hc = 4;
     const int64_t d = 4096, cols = hc * d, rows = (2 + hc) * hc;
@@ -355,30 +369,42 @@ static void bench_hc_mix(void) {
     void *fns[2] = {dev_put(fn, rows * cols * 4), dev_put(fn16, rows * cols * 2)};
     static const char *vname[] = {"mix alone", "mix + pending hc_post", "site: hc_post + mix + hc_pre",
                                   "hc_pre alone (k_hc_pre_dec)", "three launches (post, matvec, pre)"};
-    static const char *kname[] = {"V1", "new", "new PW 8", "new PW 16", "new shared"};
+    static const char *kname[] = {"V1", "new", "new PW 8", "new PW 16", "new shared", "new SC 0"};
+    char tr[600];
     for (int type = 0; type < 2; type++) {
         c.type = type;
         c.fn = fns[type];
         const char *tn = type ? "F16" : "F32";
         for (int v = HCB_MIX; v <= HCB_THREE; v++)
-            for (int k = 0; k < 5; k++) {
-                if ((v >= HCB_PRE && k > 0) || (v < HCB_SITE && k > 1)) continue;
-                setenv("DS4_CUDA_HCM_V1", k == 0 ? "1" : "0", 1);
-                if (k == 2 || k == 3) setenv("DS4_CUDA_HCM_PW", k == 2 ? "8" : "16", 1);
-                if (k == 4) setenv("DS4_CUDA_HCM_SOLO", "0", 1);
+            for (int k = 0; k < 6; k++) {
+                if ((v >= HCB_PRE && k > 0) || (v < HCB_SITE && k > 1 && k < 5)) continue;
+                hcb_env(k);
                 double us = hcb_time(&c, v, 40);
-                unsetenv("DS4_CUDA_HCM_PW");
-                unsetenv("DS4_CUDA_HCM_SOLO");
                 printf("bench hcm %s %-38s %-10s %8.2f us\n", tn, vname[v], v >= HCB_PRE ? "-" : kname[k], us);
+                if (v == HCB_SITE && (k <= 1 || k == 5)) { /* the phases of one more launch */
+                    ds4_error e;
+                    if (cuda_hc_mix_trace(1, NULL, 0, &e) || hcb_call(&c, v, &e) || cuda_sync(&e) ||
+                        cuda_hc_mix_trace(0, tr, sizeof tr, &e))
+                        printf("bench hcm trace: %s\n", e.msg);
+                    else
+                        printf("bench hcm %s trace, %s: %s\n", tn, kname[k], tr);
+                }
+                hcb_env(-1);
             }
-        for (int k = 0; k < 2; k++) { /* cold: after an L2-streaming product */
-            setenv("DS4_CUDA_HCM_V1", k == 0 ? "1" : "0", 1);
+        for (int k = 0; k < 6; k += k == 1 ? 4 : 1) { /* cold: after an L2-streaming product */
+            hcb_env(k);
             double a = hcb_time(&c, HCB_FLUSH_SITE, 20), b = hcb_time(&c, HCB_FLUSH, 20);
             printf("bench hcm %s %-38s %-10s %8.2f us (flush alone %.2f us)\n", tn, "site, cold (after 128 MB)",
                    kname[k], a - b, b);
+            ds4_error e;
+            if (cuda_hc_mix_trace(1, NULL, 0, &e) || hcb_call(&c, HCB_FLUSH_SITE, &e) || cuda_sync(&e) ||
+                cuda_hc_mix_trace(0, tr, sizeof tr, &e))
+                printf("bench hcm trace: %s\n", e.msg);
+            else
+                printf("bench hcm %s cold trace, %s: %s\n", tn, kname[k], tr);
+            hcb_env(-1);
         }
     }
-    unsetenv("DS4_CUDA_HCM_V1");
     free(fn); free(fn16); free(X); free(f); free(post); free(comb); free(no); free(ba); free(bx);
     dev_free_all();
 }
@@ -415,6 +441,13 @@ void test_fuse3(void) {
     }
     unsetenv("DS4_CUDA_HCM_PW");
     unsetenv("DS4_CUDA_HCM_SOLO");
+    setenv("DS4_CUDA_HCM_SC", "0", 1); /* equal chunks instead of one per stream */
+    for (int type = 0; type < 2; type++) {
+        hc_mix_case(type, 4, 4096, 1, 1);
+        hc_mix_case(type, 4, 256, 1, 1);
+    }
+    hc_mix_case_r(1, 4, 4096, 0, 1, 7);
+    unsetenv("DS4_CUDA_HCM_SC");
     setenv("DS4_CUDA_HCM_V1", "1", 1);
     for (int type = 0; type < 2; type++)
         for (int pending = 0; pending < 2; pending++) hc_mix_case(type, 4, 4096, pending, 1);
