@@ -266,6 +266,23 @@ size_t cuda_attn_max_keys(int64_t W, int ratio, int64_t topk, int indexed, int64
  * head dims 128 / 256 / 512 and up to ~700 rows, else 8); -1 = DS4_CUDA_ATTN_CHUNK from the
  * environment, else the default. For benches and tests. */
 void cuda_attn_chunk_set_variant(int v);
+/* Whether one-token cuda_attn takes attn_dec_cl.cu's one-launch cluster kernel (sm_90+, head
+ * dim 512, up to 1024 rows; same bits) instead of attention_dec.cu's two kernels: on != 0 yes.
+ * Overrides DS4_CUDA_ATTD_CL (read once; on < 0: read it again); returns the previous setting
+ * (-1: not yet read), which restores it when passed back. 2: also cuda_attn_dec_qnorm's fold. */
+int cuda_attn_dec_cluster(int on);
+/* One-token cuda_attn (d_pos NULL: at pos) / cuda_attn_dpos (d_pos: pos is the bound) with q
+ * [H][Dh] not yet normalized: each head row's RMSNorm without weight (eps q_eps, MODEL_MATH
+ * §3.2) and RoPE of its n_rope tail at the position (§3.3) — what cuda_norm_rope_qat would do
+ * on d_q — inside the cluster kernel on its staged rows where cuda_attn_dec_qnorm_fused says
+ * so (d_q is then left as it was), else by cuda_norm_rope_qat on d_q first. Same bits. */
+ds4_status cuda_attn_dec_qnorm(float *d_q, const float *d_kv_chunk, const float *d_ring, int64_t W,
+                               const float *d_comp, int ratio, const int32_t *d_isel,
+                               const int32_t *d_n_isel, int64_t topk, const float *d_sinks,
+                               int64_t pos, const int64_t *d_pos, int64_t H, int64_t Dh, int n_rope,
+                               const float *d_freqs, float q_eps, float *d_scratch, float *d_out,
+                               ds4_error *err);
+int cuda_attn_dec_qnorm_fused(int64_t H, int64_t Dh, int64_t max_keys, int n_rope);
 /* cuda_attn for a prefill chunk with q [n_tok][H][Dh] not yet normalized: each head row's
  * RMSNorm (MODEL_MATH §3.2, eps q_eps) and RoPE of its n_rope tail at its position (§3.3)
  * come first, bit-identical to cuda_rmsnorm + cuda_rope_tail on d_q (inside the chunk kernel
