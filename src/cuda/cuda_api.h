@@ -130,6 +130,26 @@ ds4_status cuda_matvec_experts_down_combine(int type, const void *d_w, int64_t n
                                             int64_t rows, int64_t cols, const int32_t *d_ids,
                                             int n_sel, const void *d_act, float *d_y,
                                             const float *d_shared, float *d_out, ds4_error *err);
+/* The decode MoE's routed gate+up pair (cuda_matvec_experts_pair_preq, one Q8_K input d_act)
+ * with the launches around it folded in (issue #7, matvec_exp.cu): route non-NULL: the router's
+ * selection from its logits first (each block; block 0 writes d_sel / d_selw as cuda_moe_route
+ * of one token; else the ids / weights are in d_sel / d_selw); d_q non-NULL: then the SwiGLU and
+ * its Q8_K records (d_h / d_q as cuda_swiglu_quant(CUDA_ACT_Q8_K, d_g, d_u, d_selw, n_sel, rows,
+ * clamp)). Bit-identical to those separate calls. _ok: whether the shapes allow it (route:
+ * whether the block's route fits; swq: rows a multiple of 256); else DS4_ERR_UNSUPPORTED. */
+typedef struct cuda_route_in {
+    const float *d_logits, *d_bias;       /* [n_experts] logits; bias (biased top-k) or NULL */
+    const int32_t *d_tid2eid, *d_token;   /* hash layers: the table and the token (device) */
+    float route_scale;
+    int norm_weights;
+} cuda_route_in;
+int cuda_experts_gate_up_fused_ok(int type, int64_t rows, int64_t cols, int64_t n_experts, int n_sel,
+                                  int route, int swq);
+ds4_status cuda_experts_gate_up_fused(int type, const void *d_gate, const void *d_up, int64_t n_experts,
+                                      int64_t rows, int64_t cols, const void *d_act, int n_sel,
+                                      const cuda_route_in *route, int32_t *d_sel, float *d_selw,
+                                      float *d_g, float *d_u, float clamp, float *d_h, void *d_q,
+                                      ds4_error *err);
 /* Two cuda_swiglu_quant problems in one launch (the routed experts' and the shared expert's
  * SwiGLU of the decode MoE), bit-identical to the two calls. */
 ds4_status cuda_swiglu_quant_pair(int kind1, const float *d_g1, const float *d_u1,
