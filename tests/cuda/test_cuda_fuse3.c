@@ -337,6 +337,17 @@ static double hcb_time(const hcb_ctx *c, int v, int n) {
     return best;
 }
 
+/* The phases of one more launch of variant v (cuda_hc_mix_trace), printed. */
+static void hcb_trace(const hcb_ctx *c, int v, const char *type, const char *what, const char *kern) {
+    char tr[600];
+    ds4_error e;
+    if (cuda_hc_mix_trace(1, NULL, 0, &e) || hcb_call(c, v, &e) || cuda_sync(&e) ||
+        cuda_hc_mix_trace(0, tr, sizeof tr, &e))
+        printf("bench hcm trace: %s\n", e.msg);
+    else
+        printf("bench hcm %s %s, %s: %s\n", type, what, kern, tr);
+}
+
 /* The switches of bench_hc_mix's kernel k (its kname), -1: none. */
 static void hcb_env(int k) {
     unsetenv("DS4_CUDA_HCM_PW");
@@ -370,7 +381,6 @@ static void bench_hc_mix(void) {
     static const char *vname[] = {"mix alone", "mix + pending hc_post", "site: hc_post + mix + hc_pre",
                                   "hc_pre alone (k_hc_pre_dec)", "three launches (post, matvec, pre)"};
     static const char *kname[] = {"V1", "new", "new PW 8", "new PW 16", "new shared", "new SC 0"};
-    char tr[600];
     for (int type = 0; type < 2; type++) {
         c.type = type;
         c.fn = fns[type];
@@ -381,14 +391,7 @@ static void bench_hc_mix(void) {
                 hcb_env(k);
                 double us = hcb_time(&c, v, 40);
                 printf("bench hcm %s %-38s %-10s %8.2f us\n", tn, vname[v], v >= HCB_PRE ? "-" : kname[k], us);
-                if (v == HCB_SITE && (k <= 1 || k == 5)) { /* the phases of one more launch */
-                    ds4_error e;
-                    if (cuda_hc_mix_trace(1, NULL, 0, &e) || hcb_call(&c, v, &e) || cuda_sync(&e) ||
-                        cuda_hc_mix_trace(0, tr, sizeof tr, &e))
-                        printf("bench hcm trace: %s\n", e.msg);
-                    else
-                        printf("bench hcm %s trace, %s: %s\n", tn, kname[k], tr);
-                }
+                if (v == HCB_SITE && (k <= 1 || k == 5)) hcb_trace(&c, v, tn, "trace", kname[k]);
                 hcb_env(-1);
             }
         for (int k = 0; k < 6; k += k == 1 ? 4 : 1) { /* cold: after an L2-streaming product */
@@ -396,12 +399,7 @@ static void bench_hc_mix(void) {
             double a = hcb_time(&c, HCB_FLUSH_SITE, 20), b = hcb_time(&c, HCB_FLUSH, 20);
             printf("bench hcm %s %-38s %-10s %8.2f us (flush alone %.2f us)\n", tn, "site, cold (after 128 MB)",
                    kname[k], a - b, b);
-            ds4_error e;
-            if (cuda_hc_mix_trace(1, NULL, 0, &e) || hcb_call(&c, HCB_FLUSH_SITE, &e) || cuda_sync(&e) ||
-                cuda_hc_mix_trace(0, tr, sizeof tr, &e))
-                printf("bench hcm trace: %s\n", e.msg);
-            else
-                printf("bench hcm %s cold trace, %s: %s\n", tn, kname[k], tr);
+            hcb_trace(&c, HCB_FLUSH_SITE, tn, "cold trace", kname[k]);
             hcb_env(-1);
         }
     }
