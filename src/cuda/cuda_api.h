@@ -283,8 +283,9 @@ size_t cuda_attn_max_keys(int64_t W, int ratio, int64_t topk, int indexed, int64
 /* Which prefill-chunk attention kernel cuda_attn takes for two or more tokens (same bits
  * whichever): 0 = the first one (8 heads per block, one key per lane group), 8 = the
  * register-tiled one (8 heads per block), 64 = one block per token and 64 heads (the default;
- * head dims 128 / 256 / 512 and up to ~700 rows, else 8); -1 = DS4_CUDA_ATTN_CHUNK from the
- * environment, else the default. For benches and tests. */
+ * head dims 128 / 256 / 512 and up to ~700 rows, else 8), 4 / 5 = attention_chunk4.cu with 32
+ * / 64 heads per block (opt-in; up to ~1470 rows, else 64, then 8); -1 = DS4_CUDA_ATTN_CHUNK
+ * from the environment, else the default. For benches and tests. */
 void cuda_attn_chunk_set_variant(int v);
 /* Whether one-token cuda_attn takes attn_dec_cl.cu's one-launch cluster kernel (sm_90+, head
  * dim 512, up to 1024 rows; same bits) instead of attention_dec.cu's two kernels: on != 0 yes.
