@@ -167,13 +167,22 @@ __device__ __forceinline__ void hcd_load(int role, const float *scale, const flo
  * the weighted sum, the norm and the quantized a), x = this thread's X values as loaded by
  * hcd_load; in / sc / ba: hcd_load's (a barrier after it); mix/pre/post/comb/a/q80/q8k of this
  * token. Shared by k_hc_pre_dec and hc_mix.cu's fused site, so both give the same bits. mix is
- * read through L2 (__ldcg): in the fused site other blocks of the same grid wrote it. */
-template <int HC, int EPT>
+ * read through L2 (__ldcg): in the fused site other blocks of the same grid wrote it.
+ * TR (timing builds of hc_mix.cu's trace only): thread 0 of role 0 writes %globaltimer to
+ * st[0..4] after pre, the norm's scale, a, the Q8_0 records and the Q8_K blocks. */
+__device__ __forceinline__ unsigned long long hcd_now(void) {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+
+template <int HC, int EPT, bool TR = false>
 __device__ __forceinline__ void hcd_tail(int role, const float *x, float rho, const float *mix,
                                          const hcd_in<EPT> &in, const float *sc, const float *ba,
                                          bool norm, int64_t d, int iters, float hc_eps, float norm_eps,
                                          float *pre, float *post, float *comb, float *a,
-                                         uint8_t *q80, uint8_t *q8k, double *shd) {
+                                         uint8_t *q80, uint8_t *q8k, double *shd,
+                                         unsigned long long *st = nullptr) {
     __shared__ float s_m[(2 + HC) * HC], s_pre[HC], s_post[HC], s_c[HC * HC];
     const int64_t nmix = (2 + HC) * HC;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -197,6 +206,7 @@ __device__ __forceinline__ void hcd_tail(int role, const float *x, float rho, co
 #pragma unroll
     for (int k = 0; k < HC; k++) p[k] = __shfl_sync(0xffffffffu, pl, k);
     if (warp == 0 && lane < HC) pre[lane] = pl;
+    if (TR && tid == 0) st[0] = hcd_now();
     /* a = Σ_k pre[k]·X[k] (k ascending from 0.0f), then norm ⊙ a·rms_inv(a) (hc_sum_norm). */
     float v[EPT];
 #pragma unroll
@@ -207,6 +217,7 @@ __device__ __forceinline__ void hcd_tail(int role, const float *x, float rho, co
         v[j] = s;
     }
     const float r = ref_rms_inv(ref_dsum_value(cu_block_dsum(hcd_sumsq<EPT>(v), shd)), d, norm_eps);
+    if (TR && tid == 0) st[1] = hcd_now();
 #pragma unroll
     for (int j = 0; j < EPT; j++) {
         int64_t i = (int64_t)j * HCD_THREADS + tid;
@@ -214,11 +225,13 @@ __device__ __forceinline__ void hcd_tail(int role, const float *x, float rho, co
         v[j] = norm ? __fmul_rn(in.nv[j], y) : y;
         a[i] = v[j];
     }
+    if (TR && tid == 0) st[2] = hcd_now();
     /* Q8_0 record j·(blockDim/32) + warp is this warp's 32 values of slot j. */
     if (q80)
 #pragma unroll
         for (int j = 0; j < EPT; j++)
             q8act_warp(v[j], q80 + (j * (HCD_THREADS / 32) + warp) * CU_Q8_0ACT_BYTES);
+    if (TR && tid == 0) st[3] = hcd_now();
     if (q8k) { /* Q8_K wants 8 consecutive values per lane: through shared memory */
         __shared__ float s_a[EPT * HCD_THREADS];
 #pragma unroll
@@ -230,6 +243,7 @@ __device__ __forceinline__ void hcd_tail(int role, const float *x, float rho, co
             q8k_warp(w8, q8k + b * CU_Q8_K_BYTES);
         }
     }
+    if (TR && tid == 0) st[4] = hcd_now();
 }
 
 /* ρ = rms_inv of the hc·d values of X held as x (hcd_tail's order of cu_block_rms_inv). */

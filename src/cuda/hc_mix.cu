@@ -84,7 +84,8 @@ enum {
     HCM_TR_CYC_CHAIN = HCM_TR_R1 + 4,   /* mix block 0: cycles from chunk 0 to the row's end */
     HCM_TR_CYC_C0,                      /* mix block 0: cycles from its start to chunk 0 */
     HCM_TR_CYC_R0, HCM_TR_CYC_R1,       /* roles: cycles from the mix awaited to the end */
-    HCM_TR_N
+    HCM_TR_R0P,                         /* role 0 (TR kernels): hcd_tail's 5 stamps */
+    HCM_TR_N = HCM_TR_R0P + 5
 };
 __device__ unsigned long long g_hcm_trace[HCM_TR_N];
 static int g_hcm_trace_on;
@@ -98,7 +99,7 @@ __device__ __forceinline__ unsigned long long hcm_now(void) {
 /* Role r of k_hc_pre_dec on X2 (see above). The weights of the tail are loaded before the
  * wait (hcd_load); the count that resets the counter is issued after the wait, its result
  * only needed at the end (an atomic's round trip off the tail's path). */
-template <int HC, int EPT>
+template <int HC, int EPT, bool TR = false>
 __device__ void hcm_pre_block(const hcm_args &a, int role) {
     __shared__ double shd[32];
     __shared__ float s_sc[3], s_ba[(2 + HC) * HC];
@@ -146,8 +147,9 @@ __device__ void hcm_pre_block(const hcm_args &a, int role) {
     }
     unsigned old = 0;
     if (tid == 0) old = atomicAdd(&g_hcm_count, 1u);
-    hcd_tail<HC, EPT>(role, x, rho, a.mix, in, s_sc, s_ba, a.norm != NULL, a.d, a.iters, a.hc_eps,
-                      a.norm_eps, a.pre, a.post_out, a.comb_out, a.a, a.q80, a.q8k, shd);
+    hcd_tail<HC, EPT, TR>(role, x, rho, a.mix, in, s_sc, s_ba, a.norm != NULL, a.d, a.iters, a.hc_eps,
+                          a.norm_eps, a.pre, a.post_out, a.comb_out, a.a, a.q80, a.q8k, shd,
+                          TR ? g_hcm_trace + HCM_TR_R0P : nullptr);
     if (tid == 0 && old == P + 1) atomicExch(&g_hcm_count, 0u); /* the second of the two roles */
     if (a.trace) {
         __syncthreads();
@@ -298,11 +300,11 @@ static ds4_status hcm_launch(const hcm_args &a0, ds4_error *err) {
  * memory. Producer warp pw (< npw) is warp pw + 1, or with solo the (pw+1)-th warp whose index
  * is not a multiple of 4: warp w runs on the SM's scheduler w mod 4, so the chain warp's
  * scheduler issues the adds alone instead of between the producers' instructions. */
-template <int T, bool PRE, int HCT>
+template <int T, bool PRE, int HCT, bool TR = false>
 __global__ void __launch_bounds__(HCD_THREADS) k_hc_mix2(hcm_args a) {
     cu_pdl_wait();
     if (PRE && (int)blockIdx.x >= a.n_mix_blocks) {
-        hcm_pre_block<4, 4>(a, (int)blockIdx.x - a.n_mix_blocks);
+        hcm_pre_block<4, 4, TR>(a, (int)blockIdx.x - a.n_mix_blocks);
         return;
     }
     extern __shared__ __align__(16) float hcm_tile[]; /* [8][js] */
@@ -360,7 +362,7 @@ __global__ void __launch_bounds__(HCD_THREADS) k_hc_mix2(hcm_args a) {
 #define HCM2_MAX_CHUNKS 15
 
 /* Launches k_hc_mix2 when the row's tile fits in shared memory; 0 (nothing launched) when not. */
-template <int T, bool PRE, int HCT>
+template <int T, bool PRE, int HCT, bool TR = false>
 static int hcm2_launch(hcm_args a, int npw, ds4_error *err, ds4_status *st) {
     a.n_mix_blocks = (int)a.rows;
     a.n_units = (int)(a.cols / 8);
@@ -387,20 +389,20 @@ static int hcm2_launch(hcm_args a, int npw, ds4_error *err, ds4_status *st) {
         int dev = 0, optin = 0;
         if (cudaGetDevice(&dev) != cudaSuccess ||
             cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) != cudaSuccess ||
-            cudaFuncGetAttributes(&fa, k_hc_mix2<T, PRE, HCT>) != cudaSuccess)
+            cudaFuncGetAttributes(&fa, k_hc_mix2<T, PRE, HCT, TR>) != cudaSuccess)
             return 0;
         room = (size_t)optin > fa.sharedSizeBytes ? (size_t)optin - fa.sharedSizeBytes : 1;
     }
     if (smem > room) return 0;
     if (smem > set) {
-        if (cudaFuncSetAttribute(k_hc_mix2<T, PRE, HCT>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        if (cudaFuncSetAttribute(k_hc_mix2<T, PRE, HCT, TR>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  (int)smem) != cudaSuccess) {
             *st = ds4_seterr(err, DS4_ERR_INTERNAL, "cuda: hc_mix shared memory (%zu bytes)", smem);
             return 1;
         }
         set = smem;
     }
-    cu_launch(k_hc_mix2<T, PRE, HCT>, a.n_mix_blocks + (PRE ? 2 : 0), HCD_THREADS, smem, a);
+    cu_launch(k_hc_mix2<T, PRE, HCT, TR>, a.n_mix_blocks + (PRE ? 2 : 0), HCD_THREADS, smem, a);
     return 1;
 }
 
@@ -485,11 +487,13 @@ extern "C" ds4_status cuda_hc_mix_fused(int fn_type, const void *d_fn, int64_t r
         int npw = hcm_env("DS4_CUDA_HCM_PW", most), done;
         if (npw < 1 || npw > most) npw = most;
         if (fn_type == CU_T_F32)
-            done = pre ? hcm2_launch<CU_T_F32, true, 4>(a, npw, err, &st)
+            done = pre ? (a.trace ? hcm2_launch<CU_T_F32, true, 4, true>(a, npw, err, &st)
+                                  : hcm2_launch<CU_T_F32, true, 4>(a, npw, err, &st))
                        : hc == 4 ? hcm2_launch<CU_T_F32, false, 4>(a, npw, err, &st)
                                  : hcm2_launch<CU_T_F32, false, 0>(a, npw, err, &st);
         else
-            done = pre ? hcm2_launch<CU_T_F16, true, 4>(a, npw, err, &st)
+            done = pre ? (a.trace ? hcm2_launch<CU_T_F16, true, 4, true>(a, npw, err, &st)
+                                  : hcm2_launch<CU_T_F16, true, 4>(a, npw, err, &st))
                        : hc == 4 ? hcm2_launch<CU_T_F16, false, 4>(a, npw, err, &st)
                                  : hcm2_launch<CU_T_F16, false, 0>(a, npw, err, &st);
         if (done) {
@@ -527,11 +531,14 @@ extern "C" ds4_status cuda_hc_mix_trace(int on, char *buf, size_t n, ds4_error *
              "mix blocks start <= %lld ns, chain has chunk 0 at %lld (%llu cyc after its start), "
              "rows end %lld..%lld (block 0 chain %llu cyc); role 0: start %lld, rho %lld, mix "
              "awaited %lld, end %lld (%llu cyc); role 1: start %lld, rho %lld, awaited %lld, end "
-             "%lld (%llu cyc)",
+             "%lld (%llu cyc); role 0 after the mix: pre %lld, rms %lld, a %lld, Q8_0 %lld, "
+             "Q8_K %lld",
              HCM_REL(HCM_TR_START_MAX), HCM_REL(HCM_TR_C0), t[HCM_TR_CYC_C0], HCM_REL(HCM_TR_END_MIN),
              HCM_REL(HCM_TR_END_MAX), t[HCM_TR_CYC_CHAIN], HCM_REL(HCM_TR_R0), HCM_REL(HCM_TR_R0 + 1),
              HCM_REL(HCM_TR_R0 + 2), HCM_REL(HCM_TR_R0 + 3), t[HCM_TR_CYC_R0], HCM_REL(HCM_TR_R1),
-             HCM_REL(HCM_TR_R1 + 1), HCM_REL(HCM_TR_R1 + 2), HCM_REL(HCM_TR_R1 + 3), t[HCM_TR_CYC_R1]);
+             HCM_REL(HCM_TR_R1 + 1), HCM_REL(HCM_TR_R1 + 2), HCM_REL(HCM_TR_R1 + 3), t[HCM_TR_CYC_R1],
+             HCM_REL(HCM_TR_R0P), HCM_REL(HCM_TR_R0P + 1), HCM_REL(HCM_TR_R0P + 2),
+             HCM_REL(HCM_TR_R0P + 3), HCM_REL(HCM_TR_R0P + 4));
 #undef HCM_REL
     return DS4_OK;
 }

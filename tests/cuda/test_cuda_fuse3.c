@@ -339,7 +339,7 @@ static double hcb_time(const hcb_ctx *c, int v, int n) {
 
 /* The phases of one more launch of variant v (cuda_hc_mix_trace), printed. */
 static void hcb_trace(const hcb_ctx *c, int v, const char *type, const char *what, const char *kern) {
-    char tr[600];
+    char tr[900];
     ds4_error e;
     if (cuda_hc_mix_trace(1, NULL, 0, &e) || hcb_call(c, v, &e) || cuda_sync(&e) ||
         cuda_hc_mix_trace(0, tr, sizeof tr, &e))
