@@ -27,11 +27,13 @@ mkdir -p "$O"
         awk '/Function : /{f=$3} f ~ /k_attn_chunk4/ && /LDL|STL/ {n[f]++} END {for (k in n) print "local ld/st", n[k], k}'
 } > "$O/info.txt" 2>&1
 cat "$O/info.txt"
-DS4_CHUNK4_TEST=1 DS4_CHUNK_BENCH=1 timeout 120 "$B/cuda/ds4-cuda-tests" > "$O/ops.log" 2>&1
-echo "op tests rc $?"
+DS4_CHUNK4_TEST=1 DS4_CHUNK_BENCH=1 timeout 90 "$B/cuda/ds4-cuda-tests" > "$O/ops.log" 2>&1
+rc=$?
+echo "op tests rc $rc"
 grep -E '^(FAIL|bench)' "$O/ops.log"
 tail -n 1 "$O/ops.log"
-DS4_CUDA_ATTN_CHUNK=4 OUT=$O/model timeout 100 scripts/gpu-check.sh --model-only > "$O/model.txt" 2>&1
+[ $rc = 0 ] || exit $rc # a failed or hung kernel: the rest would only repeat it
+DS4_CUDA_ATTN_CHUNK=4 OUT=$O/model timeout 60 scripts/gpu-check.sh --model-only > "$O/model.txt" 2>&1
 echo "model tests (variant 4) rc $?"
 grep -E 'passed|failed|FAIL' "$O/model.txt" | tail -n 4
 for v in 64 4; do
