@@ -171,7 +171,7 @@ static ds4_status attn(const float *d_q, const float *d_kv_chunk, const float *d
                        const int32_t *d_n_isel, int64_t topk, const float *d_sinks,
                        int64_t n_tok, int64_t pos0, const int64_t *d_pos0, int64_t H, int64_t Dh,
                        int n_rope, const float *d_freqs, float *d_scratch, float *d_out,
-                       ds4_error *err, float qn_eps = 0.0f) {
+                       ds4_error *err) {
     if (n_tok <= 0) return DS4_OK;
     if (W < 1 || H < 1 || H > 65535 || n_tok > 65535 || Dh < 1 || Dh > 4096 || n_rope < 0 ||
         (n_rope & 1) || n_rope > Dh || ratio < 0 || pos0 < 0 ||
@@ -190,7 +190,7 @@ static ds4_status attn(const float *d_q, const float *d_kv_chunk, const float *d
     int64_t keys = (int64_t)cuda_attn_max_keys(W, ratio, topk, d_isel != NULL, pos0 + n_tok);
     if (n_tok == 1 && !attd_v1()) { /* attention_dec.cu: the CPU's order, two launches (h2) */
         const attd_in in = {d_q, d_kv_chunk, d_ring, d_comp, d_sinks, d_freqs, d_isel, d_n_isel,
-                            W, topk, pos0, H, Dh, ratio, n_rope, d_pos0, keys, d_scratch, d_out, qn_eps};
+                            W, topk, pos0, H, Dh, ratio, n_rope, d_pos0, keys, d_scratch, d_out};
         ds4_status st = DS4_OK;
         if (attd_launch(in, &st, err)) return st;
     }
@@ -259,34 +259,4 @@ extern "C" ds4_status cuda_attn_dpos(const float *d_q, const float *d_kv_chunk,
                           (long long)pos_bound);
     return attn(d_q, d_kv_chunk, d_ring, W, d_comp, ratio, d_isel, d_n_isel, topk, d_sinks, n_tok,
                 pos_bound - n_tok, d_pos0, H, Dh, n_rope, d_freqs, d_scratch, d_out, err);
-}
-
-/* One token, q not yet normalized (see cuda_api.h): inside attn_dec_cl.cu's kernel where it takes
- * the call, else cuda_norm_rope_qat on d_q (the same bits) and the attention as usual. */
-extern "C" int cuda_attn_dec_qnorm_fused(int64_t H, int64_t Dh, int64_t max_keys, int n_rope) {
-    return attd_cl_takes(H, Dh, max_keys, n_rope, 1) && !attd_v1();
-}
-
-extern "C" ds4_status cuda_attn_dec_qnorm(float *d_q, const float *d_kv_chunk, const float *d_ring,
-                                          int64_t W, const float *d_comp, int ratio,
-                                          const int32_t *d_isel, const int32_t *d_n_isel,
-                                          int64_t topk, const float *d_sinks, int64_t pos,
-                                          const int64_t *d_pos, int64_t H, int64_t Dh, int n_rope,
-                                          const float *d_freqs, float q_eps, float *d_scratch,
-                                          float *d_out, ds4_error *err) {
-    const int64_t pos0 = d_pos ? pos - 1 : pos; /* with d_pos, pos is the bound (cuda_attn_dpos) */
-    if (pos0 < 0 || !(q_eps > 0.0f))
-        return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_attn_dec_qnorm: pos %lld, eps %g", (long long)pos,
-                          (double)q_eps);
-    const int64_t keys = (int64_t)cuda_attn_max_keys(W, ratio, topk, d_isel != NULL, pos0 + 1);
-    const attd_in in = {d_q, d_kv_chunk, d_ring, d_comp, d_sinks, d_freqs, d_isel, d_n_isel, W, topk, pos0,
-                        H, Dh, ratio, n_rope, d_pos, keys, d_scratch, d_out, q_eps};
-    const bool fused = cuda_attn_dec_qnorm_fused(H, Dh, keys, n_rope) && attd_cl_aligned(in);
-    if (!fused) {
-        ds4_status st = cuda_norm_rope_qat(d_q, NULL, H, Dh, q_eps, n_rope, d_freqs, pos0, d_pos, 0, 64,
-                                           NULL, err);
-        if (st) return st;
-    }
-    return attn(d_q, d_kv_chunk, d_ring, W, d_comp, ratio, d_isel, d_n_isel, topk, d_sinks, 1, pos0, d_pos, H,
-                Dh, n_rope, d_freqs, d_scratch, d_out, err, fused ? q_eps : 0.0f);
 }

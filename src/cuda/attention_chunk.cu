@@ -2,9 +2,8 @@
  * cuda/attention_chunk.cu — the attention of a prefill chunk (two or more query tokens of one
  * layer; MODEL_MATH §5.4-5.6) in model/attention.c's order step for step, so bit-identical to
  * the CPU: k_attn_chunk (the first kernel, DS4_CUDA_ATTN_CHUNK=0), the register-tiled
- * k_attn_chunk2 (8 heads per block, =8), attention_chunk3.cu's k_attn_chunk3 (64 heads per
- * block, the default) and attention_chunk4.cu's k_attn_chunk4 (=4 / =5, opt-in), chosen by
- * cu_attc. attention.cu routes the calls here (cu_attc_use);
+ * k_attn_chunk2 (8 heads per block, =8) and attention_chunk3.cu's k_attn_chunk3 (64 heads per
+ * block, the default), chosen by cu_attc. attention.cu routes the calls here (cu_attc_use);
  * the one-token decode kernels live there and in attention_dec.cu.
  *
  * Must not: project, normalise or round q/kv unless asked (cuda_attn_qnorm), or write the
@@ -330,13 +329,10 @@ static ds4_status attc2_launch(const attn_args &a, int64_t n_tok, int64_t keys, 
 }
 
 /* The chunk kernel to take (cuda_attn_chunk_set_variant): 0 = k_attn_chunk, 8 = k_attn_chunk2
- * (8 heads per block), 64 = k_attn_chunk3 (attention_chunk3.cu), 4 = k_attn_chunk4
- * (attention_chunk4.cu, 32 heads per block, two blocks an SM), 5 = k_attn_chunk4 with 64
- * heads per block; where 4 / 5 do not fit, 64, then 8. Default 64: 4 and 5 (h4, session 5)
- * have not run on a GPU yet, so they are opt-in until their tests and timing are seen.
- * Session 4 (H200, 06:24 UTC): the full-size chunk's attention 147.4 ms with 64 and 186.3
- * with 8 (2048 tokens, 43 layers). k_attn_chunk2 with 16 heads per block
- * (200.6 ms in session 3), 32 (255.0) and with the key values loaded a step ahead (slower
+ * (8 heads per block), 64 = k_attn_chunk3 (attention_chunk3.cu; where it does not fit, 8).
+ * Default 64: on the H200 (06:24 UTC, session 4) the full-size chunk's attention took 147.4
+ * ms with 64 and 186.3 with 8 (2048 tokens, 43 layers). k_attn_chunk2 with 16 heads per
+ * block (200.6 ms in session 3), 32 (255.0) and with the key values loaded a step ahead (slower
  * than 8 in every op bench, session 4) are gone. */
 static int g_attc_variant = -1;
 
@@ -346,7 +342,7 @@ static int attc_variant(void) {
     if (g_attc_variant < 0) {
         const char *e = getenv("DS4_CUDA_ATTN_CHUNK");
         int v = e ? atoi(e) : 64;
-        g_attc_variant = v == 0 || v == 8 || v == 4 || v == 5 ? v : 64;
+        g_attc_variant = v == 0 || v == 8 ? v : 64;
     }
     return g_attc_variant;
 }
@@ -376,11 +372,6 @@ static ds4_status attc(const attn_args &a, int64_t n_tok, int64_t keys, ds4_erro
                        float qn_eps = 0.0f) {
     int64_t nd = (a.Dh + 255) / 256;
     int v = attc_variant();
-    if (v == 4 || v == 5) { /* k_attn_chunk4 where it fits */
-        ds4_status st = DS4_OK;
-        if (qn_eps <= 0.0f && cu_attc4(a, n_tok, keys, v == 5 ? 64 : 32, &st, err)) return st;
-        v = 64;
-    }
     if (v == 64) { /* k_attn_chunk3 where it fits, else the 8-head kernel (which then fits) */
         ds4_status st = DS4_OK;
         if (qn_eps <= 0.0f && cu_attc3(a, n_tok, keys, &st, err)) return st;

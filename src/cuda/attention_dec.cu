@@ -238,7 +238,6 @@ size_t attd_scratch_bytes(int64_t H, int64_t Dh, int64_t max_keys) {
 }
 
 int attd_launch(const attd_in &in, ds4_status *st, ds4_error *err) {
-    if (attd_cl_launch(in, st, err)) return 1; /* attn_dec_cl.cu, where it takes the shape */
     const uintptr_t al = (uintptr_t)in.q | (uintptr_t)in.kv_chunk | (uintptr_t)in.ring |
                          (uintptr_t)(in.comp ? in.comp : in.ring) | (uintptr_t)in.scratch;
     if (!attd_ok(in.H, in.Dh, in.max_keys) || (al & 15) || ((in.Dh - in.n_rope) & 1)) return 0;

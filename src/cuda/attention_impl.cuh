@@ -88,66 +88,6 @@ __device__ __forceinline__ void attn_dot_heads(const float *sq, const float *kr,
     }
 }
 
-/* One step of attn_lanes8_heads: the lane keeps lo (hi where up) plus the partner lane's
- * (lane ^ x) copy of the same half, which it gets in exchange for its other half. */
-__device__ __forceinline__ float attn_bstep(float lo, float hi, bool up, int x) {
-    return __fadd_rn(up ? hi : lo, __shfl_xor_sync(0xffffffffu, up ? lo : hi, x));
-}
-
-/* The head (0..7) whose sums lane c of an 8-lane group ends with in attn_lanes8_heads. */
-__device__ __forceinline__ int attn_lanes8_head(int c) {
-    return (c & 4 ? 4 : 0) + (c & 1 ? 2 : 0) + (c & 2 ? 1 : 0);
-}
-
-/* cpu_dot_f32's pairwise lane sum ((x0 + x4) + (x1 + x5)) + ((x2 + x6) + (x3 + x7)) of 8 heads
- * x R keys, lane c of each 8-lane group holding chain c in acc[h][r], as a butterfly that halves
- * what each lane holds at every step (xor 4, 1, 2): lane c ends with the sums of head
- * attn_lanes8_head(c) for all R keys in v, 7·R shuffles for 8·R sums instead of 24·R (the
- * same adds as cu_lanes8_dot_f32). Returns that head. All 32 lanes call. */
-template <int R>
-__device__ __forceinline__ int attn_lanes8_heads(const float (&acc)[8][R], float (&v)[R]) {
-    const int c = threadIdx.x & 7;
-    const bool b2 = c & 4, b0 = c & 1, b1 = c & 2;
-#pragma unroll
-    for (int r = 0; r < R; r++) {
-        float v1[4], v2[2];
-#pragma unroll
-        for (int h = 0; h < 4; h++) v1[h] = attn_bstep(acc[h][r], acc[h + 4][r], b2, 4);
-#pragma unroll
-        for (int h = 0; h < 2; h++) v2[h] = attn_bstep(v1[h], v1[h + 2], b0, 1);
-        v[r] = attn_bstep(v2[0], v2[1], b1, 2);
-    }
-    return attn_lanes8_head(c);
-}
-
-/* The chunk kernels' output of one thread: out = acc·(1/den) for heads hg·8 + h (h < 8, those
- * < nh) and the NDT float4 columns at dims d0 + 128 m of token t, then MODEL_MATH §5.6's
- * inverse RoPE of the value tail at the query position: rot(x, j) turns the pair (x[0], x[1])
- * back by pair j's angle with cu_rope_pair's steps. */
-template <int NDT, typename Rot>
-__device__ __forceinline__ void attn_out8(const attn_args &a, int64_t t, int64_t h0, int hg, int nh,
-                                          int64_t d0, const float (&acc)[8][4 * NDT],
-                                          const float *s_inv, Rot rot) {
-    const int64_t Dh = a.Dh, tail = Dh - a.n_rope;
-#pragma unroll
-    for (int h = 0; h < 8; h++) {
-        int hh = hg * 8 + h;
-        if (hh >= nh) continue;
-        float inv = s_inv[hh];
-#pragma unroll
-        for (int m = 0; m < NDT; m++) {
-            int64_t d = d0 + 128 * m;
-            float v[4];
-#pragma unroll
-            for (int u = 0; u < 4; u++) v[u] = __fmul_rn(acc[h][4 * m + u], inv);
-#pragma unroll
-            for (int u = 0; u < 4; u += 2)
-                if (d + u >= tail) rot(v + u, (d + u - tail) / 2);
-            *(float4 *)(a.out + (t * a.H + h0 + hh) * Dh + d) = make_float4(v[0], v[1], v[2], v[3]);
-        }
-    }
-}
-
 /* attention_chunk.cu: whether the chunk kernels take n_tok >= 2 queries over `keys` rows (not
  * the graph's dpos calls), the chunk attention itself (qn_eps > 0: q's norm + RoPE inside the
  * kernel, only where cu_attc_qnorm_ok), and whether the chosen chunk kernel can do that. */
@@ -159,9 +99,5 @@ bool cu_attc_qnorm_ok(int64_t Dh, int64_t keys);
  * this many rows, and the launch (1 = launched, status in *st; 0 = not taken). */
 bool cu_attc3_ok(int64_t Dh, int64_t keys);
 int cu_attc3(const attn_args &a, int64_t n_tok, int64_t keys, ds4_status *st, ds4_error *err);
-/* attention_chunk4.cu (k_attn_chunk4, ht = 32 or 64 heads per block): the launch where it
- * takes the shape (1 = launched, status in *st; 0 = not taken). */
-int cu_attc4(const attn_args &a, int64_t n_tok, int64_t keys, int ht, ds4_status *st,
-             ds4_error *err);
 
 #endif

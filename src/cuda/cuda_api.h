@@ -130,26 +130,6 @@ ds4_status cuda_matvec_experts_down_combine(int type, const void *d_w, int64_t n
                                             int64_t rows, int64_t cols, const int32_t *d_ids,
                                             int n_sel, const void *d_act, float *d_y,
                                             const float *d_shared, float *d_out, ds4_error *err);
-/* The decode MoE's routed gate+up pair (cuda_matvec_experts_pair_preq, one Q8_K input d_act)
- * with the launches around it folded in (issue #7, matvec_exp.cu): route non-NULL: the router's
- * selection from its logits first (each block; block 0 writes d_sel / d_selw as cuda_moe_route
- * of one token; else the ids / weights are in d_sel / d_selw); d_q non-NULL: then the SwiGLU and
- * its Q8_K records (d_h / d_q as cuda_swiglu_quant(CUDA_ACT_Q8_K, d_g, d_u, d_selw, n_sel, rows,
- * clamp)). Bit-identical to those separate calls. _ok: whether the shapes allow it (route:
- * whether the block's route fits; swq: rows a multiple of 256); else DS4_ERR_UNSUPPORTED. */
-typedef struct cuda_route_in {
-    const float *d_logits, *d_bias;       /* [n_experts] logits; bias (biased top-k) or NULL */
-    const int32_t *d_tid2eid, *d_token;   /* hash layers: the table and the token (device) */
-    float route_scale;
-    int norm_weights;
-} cuda_route_in;
-int cuda_experts_gate_up_fused_ok(int type, int64_t rows, int64_t cols, int64_t n_experts, int n_sel,
-                                  int route, int swq);
-ds4_status cuda_experts_gate_up_fused(int type, const void *d_gate, const void *d_up, int64_t n_experts,
-                                      int64_t rows, int64_t cols, const void *d_act, int n_sel,
-                                      const cuda_route_in *route, int32_t *d_sel, float *d_selw,
-                                      float *d_g, float *d_u, float clamp, float *d_h, void *d_q,
-                                      ds4_error *err);
 /* Two cuda_swiglu_quant problems in one launch (the routed experts' and the shared expert's
  * SwiGLU of the decode MoE), bit-identical to the two calls. */
 ds4_status cuda_swiglu_quant_pair(int kind1, const float *d_g1, const float *d_u1,
@@ -283,27 +263,9 @@ size_t cuda_attn_max_keys(int64_t W, int ratio, int64_t topk, int indexed, int64
 /* Which prefill-chunk attention kernel cuda_attn takes for two or more tokens (same bits
  * whichever): 0 = the first one (8 heads per block, one key per lane group), 8 = the
  * register-tiled one (8 heads per block), 64 = one block per token and 64 heads (the default;
- * head dims 128 / 256 / 512 and up to ~700 rows, else 8), 4 / 5 = attention_chunk4.cu with 32
- * / 64 heads per block (opt-in; up to ~1470 rows, else 64, then 8); -1 = DS4_CUDA_ATTN_CHUNK
- * from the environment, else the default. For benches and tests. */
+ * head dims 128 / 256 / 512 and up to ~700 rows, else 8); -1 = DS4_CUDA_ATTN_CHUNK from the
+ * environment, else the default. For benches and tests. */
 void cuda_attn_chunk_set_variant(int v);
-/* Whether one-token cuda_attn takes attn_dec_cl.cu's one-launch cluster kernel (sm_90+, head
- * dim 512, up to 1024 rows; same bits) instead of attention_dec.cu's two kernels: on != 0 yes.
- * Overrides DS4_CUDA_ATTD_CL (read once; on < 0: read it again); returns the previous setting
- * (-1: not yet read), which restores it when passed back. 2: also cuda_attn_dec_qnorm's fold. */
-int cuda_attn_dec_cluster(int on);
-/* One-token cuda_attn (d_pos NULL: at pos) / cuda_attn_dpos (d_pos: pos is the bound) with q
- * [H][Dh] not yet normalized: each head row's RMSNorm without weight (eps q_eps, MODEL_MATH
- * §3.2) and RoPE of its n_rope tail at the position (§3.3) — what cuda_norm_rope_qat would do
- * on d_q — inside the cluster kernel on its staged rows where cuda_attn_dec_qnorm_fused says
- * so (d_q is then left as it was), else by cuda_norm_rope_qat on d_q first. Same bits. */
-ds4_status cuda_attn_dec_qnorm(float *d_q, const float *d_kv_chunk, const float *d_ring, int64_t W,
-                               const float *d_comp, int ratio, const int32_t *d_isel,
-                               const int32_t *d_n_isel, int64_t topk, const float *d_sinks,
-                               int64_t pos, const int64_t *d_pos, int64_t H, int64_t Dh, int n_rope,
-                               const float *d_freqs, float q_eps, float *d_scratch, float *d_out,
-                               ds4_error *err);
-int cuda_attn_dec_qnorm_fused(int64_t H, int64_t Dh, int64_t max_keys, int n_rope);
 /* cuda_attn for a prefill chunk with q [n_tok][H][Dh] not yet normalized: each head row's
  * RMSNorm (MODEL_MATH §3.2, eps q_eps) and RoPE of its n_rope tail at its position (§3.3)
  * come first, bit-identical to cuda_rmsnorm + cuda_rope_tail on d_q (inside the chunk kernel

@@ -169,9 +169,8 @@ static ds4_status q_chain_a(cuda_state *s, int64_t il, int64_t pos, void **qr8, 
     return DS4_OK;
 }
 
-/* §5.1 continued: q = wq_b·qr, per-head norm without weight (§3.2), RoPE on the tail; without
- * `norm` the attention does the last two (cuda_attn_dec_qnorm). */
-static ds4_status q_chain_b(cuda_state *s, int64_t il, int64_t pos, const void *qr8, bool norm,
+/* §5.1 continued: q = wq_b·qr, per-head norm without weight (§3.2), RoPE on the tail. */
+static ds4_status q_chain_b(cuda_state *s, int64_t il, int64_t pos, const void *qr8,
                             ds4_error *err) {
     const model_hparams *hp = &s->cm->m->hp;
     const cu_layer *L = &s->cm->layers[il];
@@ -185,7 +184,6 @@ static ds4_status q_chain_b(cuda_state *s, int64_t il, int64_t pos, const void *
     } else {
         CK(cuda_fwd_mv(s, il, "wq_b", &L->wq_b, w->qr, w->q, err));
     }
-    if (!norm) return DS4_OK;
     if (s->fuse_norm) {
         CK(norm_rope(s, w->q, NULL, H, Dh, nr, freqs, pos, 0, NULL, err));
     } else {
@@ -244,11 +242,6 @@ ds4_status cuda_fwd_attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err)
     void *qr8;
     ds4_status st;
     CKQ(attn_branches(s, L, &br, err));
-    /* q's per-head norm + RoPE inside the attention's cluster kernel where it takes the shape
-     * (attn_dec_cl.cu; same bits): one launch fewer on the query chain. */
-    const int64_t pos_end = s->graphing ? s->graph_bound : pos + 1;
-    const bool qfold = cuda_attn_dec_qnorm_fused(
-        H, Dh, (int64_t)cuda_attn_max_keys(W, ratio, hp->idx_topk, ratio == 4, pos_end), nr);
     CKQ(cuda_fwd_fork(br, LANE_KV, err));
     CKQ(kv_chain(s, il, pos, &ring_done, err));
     /* §7.3 steps 2-3: the compressors advance (§6.4). */
@@ -271,11 +264,11 @@ ds4_status cuda_fwd_attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err)
     bool qb = br && L->has_indexer && cuda_fwd_branches(s, FWD_BR_Q) && q_lane_ok(s, L, qr8);
     if (L->has_indexer) {
         CKQ(cuda_fwd_fork(qb, LANE_Q, err));
-        CKQ(q_chain_b(s, il, pos, qr8, !qfold, err));
+        CKQ(q_chain_b(s, il, pos, qr8, err));
         if (qb) cuda_graph_main();
         CKQ(idx_select(s, il, pos, qr8, br, err));
     } else {
-        CKQ(q_chain_b(s, il, pos, qr8, !qfold, err));
+        CKQ(q_chain_b(s, il, pos, qr8, err));
     }
     CKQ(cuda_fwd_join(br, LANE_KV, err));
     CKQ(cuda_fwd_join(br && L->has_comp, LANE_COMP, err));
@@ -283,11 +276,7 @@ ds4_status cuda_fwd_attn(cuda_state *s, int64_t il, int64_t pos, ds4_error *err)
     /* §5.4-5.6: window + compressed rows with sinks; value tails de-rotated. */
     const float *comp = ratio ? kvl->comp.rows : NULL;
     const int32_t *isel = ratio == 4 ? w->isel : NULL;
-    if (qfold)
-        CK(cuda_attn_dec_qnorm(w->q, w->kv, kvl->raw, W, comp, ratio, isel, w->n_isel, hp->idx_topk,
-                               L->sinks, s->graphing ? s->graph_bound : pos, s->graphing ? s->d_pos : NULL,
-                               H, Dh, nr, freqs, eps, w->attn_scr, w->o, err));
-    else if (s->graphing)
+    if (s->graphing)
         CK(cuda_attn_dpos(w->q, w->kv, kvl->raw, W, comp, ratio, isel, w->n_isel, hp->idx_topk,
                           L->sinks, 1, s->d_pos, s->graph_bound, H, Dh, nr, freqs, w->attn_scr,
                           w->o, err));

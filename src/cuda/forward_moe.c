@@ -19,31 +19,6 @@
 /* The lane of the shared expert's branch (cuda_fwd_branches). */
 enum { LANE_SHARED = 1 };
 
-/* Issue #7, the decode MoE's critical path in fewer launches (cuda_experts_gate_up_fused):
- * DS4_CUDA_MOE_DEC bit 1 folds the routed SwiGLU+quantize into the gate+up launch, bit 2 the
- * route too (device-resident layers; host-resident ones stage the selected experts between
- * route and gate+up). 0: the separate launches, bit-identical. Read once. */
-enum { MOE_DEC_SWQ = 1, MOE_DEC_ROUTE = 2, MOE_DEC_DEFAULT = 0 };
-static int moe_dec_mode(void) {
-    static int mode = -1;
-    if (mode < 0) {
-        const char *e = getenv("DS4_CUDA_MOE_DEC");
-        mode = e && e[0] ? atoi(e) & 3 : MOE_DEC_DEFAULT;
-    }
-    return mode;
-}
-
-/* Whether L's routed gate+up can take the SwiGLU (swq) and, with it, the route (route). */
-static bool moe_fold_ok(const cuda_state *s, const cu_layer *L, bool route) {
-    const model_hparams *hp = &s->cm->m->hp;
-    const cu_experts *eg = &L->gate_exps;
-    const int mode = moe_dec_mode();
-    if (!(mode & MOE_DEC_SWQ) || (route && !(mode & MOE_DEC_ROUTE))) return false;
-    if (cuda_act_kind(L->down_exps.type) != CUDA_ACT_Q8_K || (route && eg->n_expert != hp->n_expert)) return false;
-    return cuda_experts_gate_up_fused_ok(eg->type, eg->rows, eg->cols, eg->n_expert, (int)hp->n_expert_used,
-                                         route, 1) != 0;
-}
-
 /* The K selected experts of e (ids on the device) in one launch; x shared or per expert. */
 static ds4_status mv_experts(cuda_state *s, int64_t il, const char *what, const cu_experts *e,
                              const float *x, int per_expert_x, float *y, ds4_error *err) {
@@ -129,10 +104,9 @@ static ds4_status moe_shared(cuda_state *s, int64_t il, const cu_layer *L, const
 }
 
 /* The fused MoE (moe_fused_ok) after the router; shared: its shared expert ran already on
- * lane 1 (moe_shared), joined before the routed down, which reads ws.shy. route (non-NULL:
- * the router's logits, not routed yet): the route runs in the gate+up launch (moe_fold_ok). */
+ * lane 1 (moe_shared), joined before the routed down, which reads ws.shy. */
 static ds4_status moe_fused(cuda_state *s, int64_t il, const cu_layer *L, bool shared,
-                            const cuda_route_in *route, bool *done, ds4_error *err) {
+                            bool *done, ds4_error *err) {
     const model_hparams *hp = &s->cm->m->hp;
     cu_ws *w = &s->ws;
     const int64_t F = hp->n_ff_exp;
@@ -147,23 +121,13 @@ static ds4_status moe_fused(cuda_state *s, int64_t il, const cu_layer *L, bool s
         return DS4_OK;
     }
     const int64_t Fs = sg->rows;
-    const bool swq = route || moe_fold_ok(s, L, false);
-    if (swq) {
-        s->prof_what = route ? "route + gate+up_exps + swiglu+quantize" : "gate+up_exps + swiglu+quantize";
-        CK(cuda_experts_gate_up_fused(eg->type, eg->d, eu->d, eg->n_expert, eg->rows, eg->cols, q, K, route,
-                                      w->sel, w->selw, w->g, w->u, hp->swiglu_clamp[il], w->g, w->act, err));
-    } else {
-        s->prof_what = "gate+up_exps";
-        CK(cuda_matvec_experts_pair_preq(eg->type, eg->d, eu->d, eg->n_expert, eg->rows, eg->cols, w->sel,
-                                         K, q, w->g, w->u, err));
-    }
+    s->prof_what = "gate+up_exps";
+    CK(cuda_matvec_experts_pair_preq(eg->type, eg->d, eu->d, eg->n_expert, eg->rows, eg->cols, w->sel,
+                                     K, q, w->g, w->u, err));
     if (shared) {
-        if (!swq)
-            CK(cuda_swiglu_quant(cuda_act_kind(ed->type), w->g, w->u, w->selw, K, F, hp->swiglu_clamp[il],
-                                 w->g, w->act, err));
+        CK(cuda_swiglu_quant(cuda_act_kind(ed->type), w->g, w->u, w->selw, K, F, hp->swiglu_clamp[il],
+                             w->g, w->act, err));
         CKQ(cuda_graph_join(LANE_SHARED, err));
-    } else if (swq) {
-        CK(moe_shared(s, il, L, qs, err));
     } else {
         s->prof_what = "sh_gate+up";
         CK(cuda_matvec_pair_preq(sg->type, sg->d, su->d, sg->rows, sg->cols, qs, w->shg, w->shu, err));
@@ -184,16 +148,15 @@ static ds4_status moe_fused(cuda_state *s, int64_t il, const cu_layer *L, bool s
  * launches, clamped SwiGLU with the routing weight, shared expert, sum in ascending expert
  * order), L's experts read at the ids in ws.sel. */
 static ds4_status moe_experts(cuda_state *s, int64_t il, const cu_layer *L, bool shared,
-                              const cuda_route_in *route, ds4_error *err) {
+                              ds4_error *err) {
     const model_hparams *hp = &s->cm->m->hp;
     cu_ws *w = &s->ws;
     int64_t F = hp->n_ff_exp;
     int K = (int)hp->n_expert_used;
     ds4_status st;
     bool fused;
-    CKQ(moe_fused(s, il, L, shared, route, &fused, err));
+    CKQ(moe_fused(s, il, L, shared, &fused, err));
     if (fused) return DS4_OK;
-    if (route) return ds4_seterr(err, DS4_ERR_INTERNAL, "cuda moe: route folded without the fused path");
     const cu_experts *eg = &L->gate_exps, *eu = &L->up_exps, *ed = &L->down_exps;
     const void *q = NULL;
     /* Issue #7 (fewer launches; off under the verification hook, which checks each product):
@@ -260,30 +223,24 @@ ds4_status cuda_fwd_moe(cuda_state *s, int64_t il, ds4_error *err) {
     int E = (int)hp->n_expert, K = (int)hp->n_expert_used;
     ds4_status st;
     bool shared = false; /* the shared expert runs as a branch beside the router (lane 1) */
-    const bool on_device = s->check || il >= cm->n_host_layers || !s->d_stage;
-    const bool branches = cuda_fwd_branches(s, FWD_BR_MOE);
-    bool fused = false; /* moe_fused_ok, asked here where the branch or the folded route needs it */
-    const void *q = NULL, *qs = NULL;
-    if (branches || (moe_dec_mode() & MOE_DEC_ROUTE)) CKQ(moe_fused_ok(s, L, &q, &qs, &fused, err));
-    if (fused && branches) {
-        shared = true;
-        CKQ(cuda_graph_fork(LANE_SHARED, err));
-        CKQ(moe_shared(s, il, L, qs, err));
-        cuda_graph_main();
+    if (cuda_fwd_branches(s, FWD_BR_MOE)) {
+        const void *q, *qs;
+        CKQ(moe_fused_ok(s, L, &q, &qs, &shared, err));
+        if (shared) {
+            CKQ(cuda_graph_fork(LANE_SHARED, err));
+            CKQ(moe_shared(s, il, L, qs, err));
+            cuda_graph_main();
+        }
     }
     CK(cuda_fwd_mv_a(s, il, "gate_inp", &L->gate_inp, w->rl, err));
-    const cuda_route_in rin = {w->rl, L->tid2eid ? NULL : L->exp_bias, L->tid2eid, w->tok, hp->route_scale,
-                               hp->expert_weights_norm};
-    const bool fold_route = fused && on_device && moe_fold_ok(s, L, true);
-    if (!fold_route)
-        CK(cuda_moe_route(w->rl, L->tid2eid ? NULL : L->exp_bias, L->tid2eid, w->tok, 1, E, K,
-                          hp->route_scale, hp->expert_weights_norm, w->sel, w->selw, err));
-    if (on_device) return moe_experts(s, il, L, shared, fold_route ? &rin : NULL, err);
+    CK(cuda_moe_route(w->rl, L->tid2eid ? NULL : L->exp_bias, L->tid2eid, w->tok, 1, E, K,
+                      hp->route_scale, hp->expert_weights_norm, w->sel, w->selw, err));
+    if (s->check || il >= cm->n_host_layers || !s->d_stage) return moe_experts(s, il, L, shared, err);
     cu_layer Ls;
     CK(stage_layer(s, L, &Ls, err));
     int32_t *sel = w->sel;
     w->sel = s->stage_ids;
-    st = moe_experts(s, il, &Ls, shared, NULL, err);
+    st = moe_experts(s, il, &Ls, shared, err);
     w->sel = sel;
     return st;
 }

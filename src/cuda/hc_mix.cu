@@ -344,7 +344,7 @@ __global__ void __launch_bounds__(HCD_THREADS) k_hc_mix2(hcm_args a) {
             const int u0 = q * a.upc;
             const float *c = hcm_tile + lane * a.js + u0;
             const int n = min(a.upc, a.n_units - u0);
-            acc = a.chain2 ? hcm_chain2(acc, c, n) : hcm_chain(acc, c, n);
+            acc = hcm_chain(acc, c, n);
         }
         __syncwarp();
     }
@@ -482,7 +482,6 @@ extern "C" ds4_status cuda_hc_mix_fused(int fn_type, const void *d_fn, int64_t r
          * DS4_CUDA_HCM_PW: producer warps (1..31 shared, 1..24 solo; default all) */
         a.solo = hcm_env("DS4_CUDA_HCM_SOLO", 1) != 0;
         a.sc = hcm_env("DS4_CUDA_HCM_SC", 1) != 0;
-        a.chain2 = hcm_env("DS4_CUDA_HCM_CHAIN2", 0) == 1;
         const int most = a.solo ? HCD_THREADS / 32 * 3 / 4 : HCD_THREADS / 32 - 1;
         int npw = hcm_env("DS4_CUDA_HCM_PW", most), done;
         if (npw < 1 || npw > most) npw = most;

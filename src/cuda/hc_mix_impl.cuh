@@ -22,7 +22,6 @@ struct hcm_args {
      * solo: no producer on warp 0's scheduler (warps 4, 8, .. idle) */
     int n_units, du, js, npw, upc, n_chunks, solo;
     int sc;    /* k_hc_mix2: stream chunks (hcm_group) */
-    int chain2; /* k_hc_mix2: hcm_chain2 for the adds (DS4_CUDA_HCM_CHAIN2=1; not yet run) */
     int trace; /* stamp the phases into g_hcm_trace (cuda_hc_mix_trace) */
     /* hc_pre (k_hc_mix with PRE): as cuda_hc_pre_quant; post_out/comb_out may be post/comb */
     const float *scale, *base, *norm;
@@ -60,36 +59,6 @@ __device__ __forceinline__ float hcm_chain(float acc, const float *c, int n) {
             v0 = w0; v1 = w1; v2 = w2; v3 = w3;
         }
         acc = hcm_add4(hcm_add4(hcm_add4(hcm_add4(acc, v0), v1), v2), v3);
-    }
-    for (; i < n; i++) acc = __fadd_rn(acc, c[i]);
-    return acc;
-}
-
-/* hcm_chain's sum (the same adds in the same order) with two register sets of 16 values used
- * in turn, so no copies sit between the adds: the trace of the 07:53 UTC call measured 5.17
- * cycles per add for hcm_chain (its 16 register copies a round issue in line with the adds)
- * against the 4 of the add's latency. c 16-byte aligned; n >= 0. */
-__device__ __forceinline__ float hcm_add16(float acc, float4 v0, float4 v1, float4 v2, float4 v3) {
-    return hcm_add4(hcm_add4(hcm_add4(hcm_add4(acc, v0), v1), v2), v3);
-}
-__device__ __forceinline__ float hcm_chain2(float acc, const float *c, int n) {
-    int i = 0;
-    if (n >= 16) {
-        const float4 *c4 = (const float4 *)c;
-        float4 a0 = c4[0], a1 = c4[1], a2 = c4[2], a3 = c4[3]; /* a: c[i-16, i) */
-        for (i = 16; i + 32 <= n; i += 32) {
-            const float4 b0 = c4[i / 4], b1 = c4[i / 4 + 1], b2 = c4[i / 4 + 2], b3 = c4[i / 4 + 3];
-            acc = hcm_add16(acc, a0, a1, a2, a3);
-            a0 = c4[i / 4 + 4]; a1 = c4[i / 4 + 5]; a2 = c4[i / 4 + 6]; a3 = c4[i / 4 + 7];
-            acc = hcm_add16(acc, b0, b1, b2, b3);
-        }
-        if (i + 16 <= n) {
-            const float4 b0 = c4[i / 4], b1 = c4[i / 4 + 1], b2 = c4[i / 4 + 2], b3 = c4[i / 4 + 3];
-            acc = hcm_add16(acc, a0, a1, a2, a3);
-            a0 = b0; a1 = b1; a2 = b2; a3 = b3;
-            i += 16;
-        }
-        acc = hcm_add16(acc, a0, a1, a2, a3);
     }
     for (; i < n; i++) acc = __fadd_rn(acc, c[i]);
     return acc;

@@ -531,11 +531,8 @@ static ds4_status mq_run(const mm_args *a, ds4_error *err) {
 }
 
 ds4_status mm_launch_q8(const mm_args *a, ds4_error *err); /* matmul_q8.cu */
-bool mm_exp_ws_on(int type);                                /* matmul_exp_ws.cu */
-ds4_status mm_launch_exp_ws(const mm_args *a, ds4_error *err);
 
 ds4_status mm_launch_mma(const mm_args *a, ds4_error *err) {
-    if (mm_exp_ws_on(a->type)) return mm_launch_exp_ws(a, err);
     switch (a->type) {
     case CU_T_Q8_0: return mm_launch_q8(a, err);
     case CU_T_Q2_K: return mq_run<CU_T_Q2_K>(a, err);

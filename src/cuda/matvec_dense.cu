@@ -11,9 +11,7 @@
  * thread computes them with coalesced loads into shared memory, and only their additions are
  * ordered: one lane per row (Q8_0) or per (row, CPU lane) (floats) adds them in the CPU's order.
  *   - Q8_0 rows with an even number of blocks (every Flash shape): k_mv_q8w, a warp per R rows,
- *     no block barrier (below); with DS4_CUDA_MQ8=1, rows of 8..256 blocks (a multiple of 8)
- *     go to matvec_q8.cu's k_mv_q8s instead (16-byte cp.async into a per-warp ring, the
- *     activation in registers; not yet the default).
+ *     no block barrier (below).
  *   - Floats of 512 rows or more (compressor pairs, idx_wq_b): k_mv_fw, k_mv_q8w's structure
  *     for floats (a warp per R rows, U steps of loads in flight per lane, the products
  *     transposed through the warp's tile; below).
@@ -73,6 +71,14 @@ __device__ __forceinline__ bool mvd_locate(const mvd_args &a, int64_t r0, mvd_ti
     t->act = a.s.act + j * a.s.act_stride;
     t->w = w + (e >= 0 && e < a.s.n_experts ? e : 0) * a.s.w_stride + r0 * a.row_bytes;
     return e >= 0 && e < a.s.n_experts;
+}
+
+/* Q8_0 term of one block: the CPU's (f16(d)·yd)·(float)isum (quants README §4.2). */
+__device__ __forceinline__ float mvd_q8_term(float dw, float yd, const uint32_t q[8], const int aq[8]) {
+    int s = 0;
+#pragma unroll
+    for (int j = 0; j < 8; j++) s = __dp4a((int)q[j], aq[j], s);
+    return __fmul_rn(__fmul_rn(dw, yd), (float)s);
 }
 
 /* Q8_0 loaders: column unit col of rows slot, slot + slots, ... of the tile, its terms into
@@ -354,7 +360,7 @@ static ds4_status mqw_go(mvd_args a, int64_t groups, ds4_error *err) {
     return DS4_OK;
 }
 
-int cu_mvd_n_sm(void) {
+static int mvd_n_sm(void) {
     static int n = 0;
     if (!n) {
         int dev = 0, v = 0;
@@ -504,7 +510,7 @@ static bool mfw_pick(int type, const mvd_shape &s, int64_t groups, int *r, int *
      * under 512 rows a launch (router 256, idx_proj 64, HC fn 24 rows x 4096-16384 columns)
      * is bound by its chains' length, and k_mv_dense is faster (5.8 vs 7.8 us for the router) */
     if (force != 1 && groups * s.rows < 512) return false;
-    const int64_t sm = cu_mvd_n_sm();
+    const int64_t sm = mvd_n_sm();
     const int fr = er ? atoi(er) : 0, fu = eu ? atoi(eu) : 0;
     /* rows per warp: fewer while the launch has under 16 warps per SM; steps in flight: more
      * the fewer warps there are to hide the loads (the sweep's best within 3%) */
@@ -551,7 +557,6 @@ ds4_status cu_mvd_launch(int type, const mvd_shape &s, ds4_error *err) {
     const bool vec = q8 ? (a.row_bytes & 3) == 0 && (wa & 3) == 0 && (s.w_stride & 3) == 0
                         : (a.row_bytes & 15) == 0 && (wa & 15) == 0 && (s.w_stride & 15) == 0 &&
                               ((uintptr_t)s.act & 15) == 0 && (s.act_stride & 15) == 0;
-    if (q8 && cu_mq8_takes(s)) return cu_mq8_launch(s, err); /* matvec_q8.cu */
     if (q8 && vec) return mqw_go(a, (int64_t)s.n_sel * (s.w2 ? 2 : 1), err);
     int fr = 4, fu = 4;
     if (!q8 && vec && s.cols % 8 == 0 && mfw_pick(type, s, (int64_t)s.n_sel * (s.w2 ? 2 : 1), &fr, &fu)) {
@@ -578,7 +583,7 @@ ds4_status cu_mvd_launch(int type, const mvd_shape &s, ds4_error *err) {
     const int rmax = q8 ? 32 : 4;
     if (R > rmax) R = rmax;
     if (R < 1) R = 1;
-    while (R > 1 && groups * ((s.rows + R - 1) / R) < 2 * cu_mvd_n_sm()) R /= 2;
+    while (R > 1 && groups * ((s.rows + R - 1) / R) < 2 * mvd_n_sm()) R /= 2;
     if (R > s.rows) R = (int)s.rows;
     a.R = R;
     /* conflict-free chain reads: Q8_0 an odd stride; floats 8 mod 32 (the 4 rows' lanes), a

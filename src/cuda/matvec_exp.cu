@@ -23,9 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common.cuh"
 #include "cuda_api.h"
-#include "ops.cuh"
-#include "quant.cuh"
 
 #define MVX_WARPS 16
 #define MVX_SLOTS 2 /* tiles in flight per warp (4: slower in every case measured, issue #7) */
@@ -65,20 +64,6 @@ extern "C" ds4_status cuda_mvx_grid_upload(const uint64_t grid[256], ds4_error *
 #define MVX_POS 0x002B1908u /* bytes +8, +25, +43, 0 */
 #define MVX_NEG 0x00D5E7F8u /* bytes -8, -25, -43, 0 */
 
-/* What cuda_experts_gate_up_fused adds to the pair launch (issue #7: three launches of the decode
- * MoE's critical path in one). route: each block picks the experts itself from the router's
- * logits (mvx_route; block 0 writes sel / selw for the later launches); swq: the SwiGLU+Q8_K of
- * each selection's 256-row records by the last warp to finish one (mvx_swiglu). */
-struct mvx_fuse {
-    int route, norm, swq;
-    const float *logits, *bias;
-    const int32_t *tid2eid, *token;
-    float route_scale, clamp;
-    int32_t *sel;
-    float *selw, *h;
-    uint8_t *q;
-};
-
 struct mvx_args {
     const uint8_t *w0, *w1; /* the product's matrices (w1: the pair's second, or NULL) */
     float *y0, *y1;
@@ -95,8 +80,6 @@ struct mvx_args {
     float *out;
     const float *shared;
     uint32_t slot_bytes, act_off, red_off, ring_off;
-    mvx_fuse f; /* cuda_experts_gate_up_fused: the route before, the SwiGLU+Q8_K after */
-    uint32_t route_off; /* shared bytes of the block's route (f.route) */
 };
 
 __device__ __forceinline__ void mvx_cp16(uint32_t dst, const void *src) {
@@ -167,136 +150,19 @@ __device__ __forceinline__ void mvx_combine(const mvx_args &a, int64_t r0) {
     if (lane == 0) g_mvx_cnt[g] = 0;
 }
 
-/* ---- cuda_experts_gate_up_fused's route and SwiGLU (mvx_fuse) ---- */
-
-/* Shared bytes of mvx_route for E experts: p[E], v[E], cand[E], sel[32], w[32], the count. */
-#define MVX_ROUTE_BYTES(E) ((uint32_t)((12 * (E) + 260 + 15) & ~15))
-#define MVX_ROUTE_MAX_K 32
-
-/* The token's K experts and routing weights (MODEL_MATH §9.1-§9.3, model/moe.c moe_forward) by
- * the whole block into rs (sel at p + 3E, weights after), the same bits as cuda_moe_route:
- * p_e = sqrt(softplus(logit_e)); hash layers take tid2eid's row; the others the K largest
- * p + bias, ties to the lower id. k_moe_route runs K dependent arg-max rounds on one warp; here
- * a candidate is an expert ranked < K within its aligned group of 32 (every global top-K expert
- * is one: fewer than K experts beat it at all), and each candidate's rank among the candidates
- * is its rank among all experts when that is < K (everything beating it is a candidate too), so
- * two short parallel counts replace the rounds. A NaN score has no rank: then thread 0 runs the
- * CPU's own loop. Then thread 0 sorts the ids ascending and sums the weights in that order. */
-__device__ void mvx_route(const mvx_args &a, uint8_t *rs) {
-    const int E = (int)a.n_experts, K = a.n_sel, tid = threadIdx.x, nt = blockDim.x, lane = tid & 31;
-    float *p = (float *)rs, *v = p + E, *w = (float *)(rs + 12 * E + 128);
-    int *cand = (int *)(v + E), *nc = (int *)(w + 32);
-    int32_t *sel = (int32_t *)(rs + 12 * E);
-    if (tid == 0) *nc = 0;
-    int nan = 0;
-    for (int e = tid; e < E; e += nt) {
-        p[e] = __fsqrt_rn(cu_softplus_ref(a.f.logits[e]));
-        if (!a.f.tid2eid) {
-            v[e] = __fadd_rn(p[e], a.f.bias[e]);
-            nan |= v[e] != v[e];
-        }
-    }
-    nan = __syncthreads_or(nan);
-    if (a.f.tid2eid) {
-        if (tid < K) sel[tid] = a.f.tid2eid[(int64_t)a.f.token[0] * K + tid];
-    } else if (nan) {
-        for (int k = 0; k < K && tid == 0; k++) { /* model/moe.c's loop as written */
-            int best = -1;
-            float bv = -INFINITY;
-            for (int e = 0; e < E; e++) {
-                bool used = false;
-                for (int j = 0; j < k; j++) used |= sel[j] == e;
-                if (!used && (best < 0 || v[e] > bv)) best = e, bv = v[e];
-            }
-            sel[k] = best;
-        }
-    } else {
-        for (int c = tid >> 5; 32 * c < E; c += nt >> 5) {
-            const int e = 32 * c + lane;
-            const float ve = e < E ? v[e] : 0.0f;
-            int r = 0;
-            for (int i = 0; i < 32; i++) {
-                const float o = __shfl_sync(MVX_FULL, ve, i);
-                r += 32 * c + i < E && (o > ve || (o == ve && i < lane));
-            }
-            if (e < E && r < K) cand[atomicAdd(nc, 1)] = e;
-        }
-        __syncthreads();
-        const int n = *nc;
-        for (int i = tid; i < n; i += nt) {
-            const int e = cand[i];
-            const float ve = v[e];
-            int r = 0;
-            for (int k = 0; k < n; k++) {
-                const int f = cand[k];
-                r += v[f] > ve || (v[f] == ve && f < e);
-            }
-            if (r < K) sel[r] = e;
-        }
-    }
-    __syncthreads();
-    if (tid == 0) {
-        for (int i = 1; i < K; i++) /* ascending ids: the combination order */
-            for (int b = i; b > 0 && sel[b - 1] > sel[b]; b--) {
-                const int32_t x = sel[b];
-                sel[b] = sel[b - 1], sel[b - 1] = x;
-            }
-        float sum = 0.0f;
-        for (int k = 0; k < K; k++) sum = __fadd_rn(sum, sel[k] >= 0 && sel[k] < E ? p[sel[k]] : 0.0f);
-        for (int k = 0; k < K; k++) {
-            const float pk = sel[k] >= 0 && sel[k] < E ? p[sel[k]] : 0.0f;
-            w[k] = a.f.norm ? __fmul_rn(__fdiv_rn(pk, sum), a.f.route_scale) : __fmul_rn(pk, a.f.route_scale);
-            if (blockIdx.x == 0) a.f.sel[k] = sel[k], a.f.selw[k] = w[k];
-        }
-    }
-    __syncthreads();
-}
-
-/* Arrivals per 256-row record of the fused SwiGLU (swq), reset by the last (as g_mvx_cnt). */
-__device__ uint32_t g_mvx_swq[MVX_MAX_GROUPS];
-
-/* swq: the warp that wrote tile (j, r0) of gate or up counts it; the last of the record's
- * 2·256/tile arrivals makes its SwiGLU values and Q8_K record exactly as cuda_swiglu_quant's
- * warp (quantize.cu swiglu_quant_rec: h = silu(min(g, c))·clamp(u, ±c)·w_j, then q8k_warp) from
- * the rows the other warps wrote (fences and __ldcg as in mvx_combine). rw: the weights. */
-__device__ __forceinline__ void mvx_swiglu(const mvx_args &a, const float *rw, int j, int64_t r0) {
-    const int lane = threadIdx.x & 31;
-    const uint32_t g = (uint32_t)(j * (a.rows >> 8) + (r0 >> 8));
-    __threadfence();
-    __syncwarp();
-    uint32_t old = 0;
-    if (lane == 0) old = atomicAdd(&g_mvx_swq[g], 1u);
-    if (__shfl_sync(MVX_FULL, old, 0) != (2u << (8 - a.tile_log)) - 1) return;
-    __threadfence();
-    const int64_t i0 = (int64_t)g * 256 + 8 * lane;
-    const float c = a.f.clamp, wj = rw[j];
-    float v[8];
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-        const float gi = __ldcg(a.y0 + i0 + i), ui = __ldcg(a.y1 + i0 + i);
-        const float gv = gi > c ? c : gi, uv = ui > c ? c : (ui < -c ? -c : ui);
-        v[i] = __fmul_rn(__fmul_rn(cu_silu_ref(gv), uv), wj);
-        a.f.h[i0 + i] = v[i];
-    }
-    q8k_warp(v, a.f.q + (size_t)g * CU_Q8_K_BYTES);
-    if (lane == 0) g_mvx_swq[g] = 0;
-}
-
-/* The expert of selection j (-1: a corrupt router id, which must not read past the tensor); ids:
- * a.ids, or the block's own route in shared memory (f.route). */
-__device__ __forceinline__ int64_t mvx_expert(const mvx_args &a, const int32_t *ids, int j) {
-    const int64_t e = ids[j];
+/* The expert of selection j (-1: a corrupt router id, which must not read past the tensor). */
+__device__ __forceinline__ int64_t mvx_expert(const mvx_args &a, int j) {
+    const int64_t e = a.ids[j];
     return e >= 0 && e < a.n_experts ? e : -1;
 }
 
 /* The warp copies tile p's rows (contiguous in the expert) into the slot at shared byte off:
  * 16-byte cp.async when the tensor layout allows it, the rest by 2-byte loads (blocks are
  * 2-byte aligned, GGUF_LAYOUT §4). */
-__device__ __forceinline__ void mvx_fetch(const mvx_args &a, const int32_t *ids, const mvx_pos &p, uint8_t *sm,
-                                          uint32_t off) {
+__device__ __forceinline__ void mvx_fetch(const mvx_args &a, const mvx_pos &p, uint8_t *sm, uint32_t off) {
     const int lane = threadIdx.x & 31;
     const uint32_t dst = (uint32_t)__cvta_generic_to_shared(sm) + off;
-    const int64_t e = mvx_expert(a, ids, p.j);
+    const int64_t e = mvx_expert(a, p.j);
     if (e < 0) return;
     const uint8_t *src = (p.m ? a.w1 : a.w0) + e * a.stride + p.r0 * a.row_bytes;
     const int64_t nr = a.rows - p.r0 < (1 << a.tile_log) ? a.rows - p.r0 : (1 << a.tile_log);
@@ -463,7 +329,7 @@ __device__ __forceinline__ void mvx_tables(uint8_t *sm) {
 /* TYPE: CU_T_IQ2_XXS, CU_T_Q2_K or CU_T_Q4_K; MVX_SLOTS slots per warp; RPL rows per lane per tile
  * (lane l decodes block l % L of rows l / L + k·32/L, k < RPL: independent decodes that share the
  * activation registers, for the issue-bound IQ2_XXS decode). */
-template <int TYPE, int RPL, bool FZ>
+template <int TYPE, int RPL>
 __global__ void __launch_bounds__(32 * MVX_WARPS, 1) k_mvx(mvx_args a) {
     cu_pdl_wait();
     constexpr int S = MVX_SLOTS;
@@ -477,23 +343,17 @@ __global__ void __launch_bounds__(32 * MVX_WARPS, 1) k_mvx(mvx_args a) {
      * at once, ~2/3 of Flash's gate+up bytes were in flight before any warp could decode, and
      * the decode ran after the fetch instead of under it (issue #7). */
     mvx_act_async(a, sm);
-    /* f.route: the tables first (their stores overlap the route's logit loads), then the ids */
-    const bool route = FZ && a.f.route;
-    if (TYPE == CU_T_IQ2_XXS && route) mvx_tables(sm);
-    if (route) mvx_route(a, sm + a.route_off);
-    const int32_t *ids = route ? (const int32_t *)(sm + a.route_off + 12 * a.n_experts) : a.ids;
-    const float *rw = route ? (const float *)(ids + MVX_ROUTE_MAX_K) : a.f.selw;
     mvx_pos fp = mvx_at(a, t0), cp = fp;
     const int first = a.late ? 1 : S;
 #pragma unroll
     for (int s = 0; s < S; s++) {
         if (s < first && t0 + s < t1) {
-            if (!(a.diag & 2)) mvx_fetch(a, ids, fp, sm, ring + s * a.slot_bytes);
+            if (!(a.diag & 2)) mvx_fetch(a, fp, sm, ring + s * a.slot_bytes);
             mvx_next(a, &fp);
         }
         mvx_commit();
     }
-    if (TYPE == CU_T_IQ2_XXS && !route) mvx_tables(sm);
+    if (TYPE == CU_T_IQ2_XXS) mvx_tables(sm);
     mvx_wait<S>(); /* the activation group */
     __syncthreads();
     const uint8_t *aq = sm + a.act_off;
@@ -515,14 +375,14 @@ __global__ void __launch_bounds__(32 * MVX_WARPS, 1) k_mvx(mvx_args a) {
 #pragma unroll
             for (int s = 1; s < S; s++) {
                 if (t0 + s < t1) {
-                    if (!(a.diag & 2)) mvx_fetch(a, ids, fp, sm, ring + s * a.slot_bytes);
+                    if (!(a.diag & 2)) mvx_fetch(a, fp, sm, ring + s * a.slot_bytes);
                     mvx_next(a, &fp);
                 }
                 mvx_commit();
             }
         }
         const int m = cp.m, j = cp.j;
-        const int64_t r0 = cp.r0, e = mvx_expert(a, ids, j);
+        const int64_t r0 = cp.r0, e = mvx_expert(a, j);
         mvx_next(a, &cp);
         const int x = a.n_x > 1 ? j : 0;
         if (x != cur && li < a.nb) { /* the lane's activation block into registers */
@@ -573,10 +433,9 @@ __global__ void __launch_bounds__(32 * MVX_WARPS, 1) k_mvx(mvx_args a) {
             (m ? a.y1 : a.y0)[(int64_t)j * a.rows + r] = v;
         }
         if (a.comb) mvx_combine(a, r0);
-        if (FZ && a.f.swq) mvx_swiglu(a, rw, j, r0);
         __syncwarp();
         if (t + S < t1) {
-            if (!(a.diag & 2)) mvx_fetch(a, ids, fp, sm, slot);
+            if (!(a.diag & 2)) mvx_fetch(a, fp, sm, slot);
             mvx_next(a, &fp);
         }
         mvx_commit();
@@ -638,32 +497,27 @@ extern "C" int cuda_mvx_supports(int type, int64_t cols, int n_x) {
     return (int64_t)fixed + 4ll * MVX_SLOTS * slot <= mvx_smem_max; /* at least 4 warps per block */
 }
 
-template <int TYPE, int RPL, bool FZ>
+template <int TYPE, int RPL>
 static cudaError_t mvx_launch_k(unsigned grid, unsigned threads, size_t smem, const mvx_args &a) {
     static int attr_set;
     if (!attr_set) {
-        cudaError_t e = cudaFuncSetAttribute(k_mvx<TYPE, RPL, FZ>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+        cudaError_t e = cudaFuncSetAttribute(k_mvx<TYPE, RPL>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              mvx_smem_max);
         if (e != cudaSuccess) return e;
         attr_set = 1;
     }
-    return cu_launch(k_mvx<TYPE, RPL, FZ>, dim3(grid), dim3(threads), smem, a);
+    return cu_launch(k_mvx<TYPE, RPL>, dim3(grid), dim3(threads), smem, a);
 }
 
-/* FZ: the instance with mvx_fuse's route and SwiGLU (the plain products keep their registers) */
 template <int TYPE>
 static cudaError_t mvx_launch_t(int rpl, unsigned grid, unsigned threads, size_t smem, const mvx_args &a) {
-    if (a.f.route || a.f.swq)
-        return rpl == 2 ? mvx_launch_k<TYPE, 2, true>(grid, threads, smem, a)
-                        : mvx_launch_k<TYPE, 1, true>(grid, threads, smem, a);
-    return rpl == 2 ? mvx_launch_k<TYPE, 2, false>(grid, threads, smem, a)
-                    : mvx_launch_k<TYPE, 1, false>(grid, threads, smem, a);
+    return rpl == 2 ? mvx_launch_k<TYPE, 2>(grid, threads, smem, a) : mvx_launch_k<TYPE, 1>(grid, threads, smem, a);
 }
 
 static ds4_status mvx_launch(int type, const void *d_w1, const void *d_w2, int64_t n_experts,
                              int64_t w_stride, const int32_t *d_ids, int n_sel, int64_t rows,
                              int64_t cols, const void *d_act, int n_x, float *d_y1, float *d_y2,
-                             const float *d_shared, float *d_out, const mvx_fuse *fz, ds4_error *err) {
+                             const float *d_shared, float *d_out, ds4_error *err) {
     if (!cuda_mvx_supports(type, cols, n_x) || rows <= 0 || n_sel <= 0 || n_experts <= 0 ||
         (n_x != 1 && n_x != n_sel) || (d_out && d_w2) || rows * n_sel * (d_w2 ? 2 : 1) >= (1ll << 31))
         return ds4_seterr(err, DS4_ERR_INVALID_ARG, "cuda_mvx_launch: type %d, %lld x %lld, %d of %lld experts",
@@ -673,10 +527,6 @@ static ds4_status mvx_launch(int type, const void *d_w1, const void *d_w2, int64
     int lg;
     const int rpl = mvx_rpl(type);
     mvx_sizes(type, cols, n_x, rpl, &fixed, &red_off, &slot, &lg);
-    memset(&a, 0, sizeof a);
-    if (fz) a.f = *fz;
-    a.route_off = fixed;
-    if (a.f.route) fixed += MVX_ROUTE_BYTES(n_experts);
     /* Bench knobs (docs/BENCHMARKS.md "Routed experts of a decode token (h3, session 4)"):
      * DS4_MVX_RPL (above), DS4_MVX_LATE (below), DS4_MVX_DIAG
      * (1: no decode, 2: no weight fetch; results then wrong). */
@@ -738,7 +588,7 @@ extern "C" ds4_status cuda_mvx_launch(int type, const void *d_w1, const void *d_
                                       int64_t cols, const void *d_act, int n_x, float *d_y1, float *d_y2,
                                       ds4_error *err) {
     return mvx_launch(type, d_w1, d_w2, n_experts, w_stride, d_ids, n_sel, rows, cols, d_act, n_x, d_y1,
-                      d_y2, NULL, NULL, NULL, err);
+                      d_y2, NULL, NULL, err);
 }
 
 extern "C" ds4_status cuda_matvec_experts_down_combine(int type, const void *d_w, int64_t n_experts,
@@ -750,49 +600,5 @@ extern "C" ds4_status cuda_matvec_experts_down_combine(int type, const void *d_w
         return ds4_seterr(err, DS4_ERR_UNSUPPORTED, "cuda experts down+combine: type %d, %lld columns",
                           type, (long long)cols);
     return mvx_launch(type, d_w, NULL, n_experts, (int64_t)(cols / 256) * mvx_block_bytes(type) * rows, d_ids,
-                      n_sel, rows, cols, d_act, n_sel, d_y, NULL, d_shared, d_out, NULL, err);
-}
-
-extern "C" int cuda_experts_gate_up_fused_ok(int type, int64_t rows, int64_t cols, int64_t n_experts, int n_sel,
-                                             int route, int swq) {
-    if (!cuda_mvx_supports(type, cols, 1) || rows <= 0 || n_sel < 1 || n_sel > MVX_ROUTE_MAX_K ||
-        n_experts < n_sel || (swq && (rows % 256 || n_sel * (rows / 256) > MVX_MAX_GROUPS)))
-        return 0;
-    if (!route) return 1;
-    uint32_t fixed, red_off, slot;
-    int lg;
-    mvx_sizes(type, cols, 1, mvx_rpl(type), &fixed, &red_off, &slot, &lg);
-    return n_experts <= 4096 && (int64_t)fixed + MVX_ROUTE_BYTES(n_experts) + 4ll * MVX_SLOTS * slot <= mvx_smem_max;
-}
-
-extern "C" ds4_status cuda_experts_gate_up_fused(int type, const void *d_gate, const void *d_up, int64_t n_experts,
-                                                 int64_t rows, int64_t cols, const void *d_act, int n_sel,
-                                                 const cuda_route_in *route, int32_t *d_sel, float *d_selw,
-                                                 float *d_g, float *d_u, float clamp, float *d_h, void *d_q,
-                                                 ds4_error *err) {
-    const int swq = d_q != NULL;
-    if (!cuda_experts_gate_up_fused_ok(type, rows, cols, n_experts, n_sel, route != NULL, swq) || !d_sel ||
-        (swq && (!d_h || !d_selw)) || (route && (!d_selw || !route->d_logits ||
-                                                 (route->d_tid2eid ? !route->d_token : !route->d_bias))))
-        return ds4_seterr(err, DS4_ERR_UNSUPPORTED, "cuda experts gate+up fused: type %d, %lld x %lld, %d of %lld",
-                          type, (long long)rows, (long long)cols, n_sel, (long long)n_experts);
-    mvx_fuse f;
-    memset(&f, 0, sizeof f);
-    f.route = route != NULL;
-    f.swq = swq;
-    if (route) {
-        f.logits = route->d_logits;
-        f.bias = route->d_bias;
-        f.tid2eid = route->d_tid2eid;
-        f.token = route->d_token;
-        f.route_scale = route->route_scale;
-        f.norm = route->norm_weights;
-    }
-    f.clamp = clamp;
-    f.sel = d_sel;
-    f.selw = d_selw;
-    f.h = d_h;
-    f.q = (uint8_t *)d_q;
-    return mvx_launch(type, d_gate, d_up, n_experts, (int64_t)(cols / 256) * mvx_block_bytes(type) * rows, d_sel,
-                      n_sel, rows, cols, d_act, 1, d_g, d_u, NULL, NULL, &f, err);
+                      n_sel, rows, cols, d_act, n_sel, d_y, NULL, d_shared, d_out, err);
 }

@@ -25,14 +25,6 @@ __device__ __forceinline__ float q8_0_load(const uint8_t *bp, uint32_t q[8]) {
     return __half2float(__ushort_as_half((unsigned short)h));
 }
 
-/* Q8_0 term of one block: the CPU's (f16(d)·yd)·(float)isum (quants README §4.2). */
-__device__ __forceinline__ float mvd_q8_term(float dw, float yd, const uint32_t q[8], const int aq[8]) {
-    int s = 0;
-#pragma unroll
-    for (int j = 0; j < 8; j++) s = __dp4a((int)q[j], aq[j], s);
-    return __fmul_rn(__fmul_rn(dw, yd), (float)s);
-}
-
 /* 16 bytes of a float row at unit u (4 f32 or 8 f16/bf16 values) dotted with x, in order. */
 template <int T>
 __device__ __forceinline__ float cu_dot16(const uint8_t *wr, const float *x, int64_t u, float acc) {
@@ -99,13 +91,5 @@ struct mvd_shape {
 /* matvec_dense.cu: Q8_0 / F32 / F16 / BF16 rows bit-identical to the CPU's single-row dot
  * (act: Q8_0 records or f32 x). */
 ds4_status cu_mvd_launch(int type, const mvd_shape &s, ds4_error *err);
-/* The device's SM count (cached). */
-int cu_mvd_n_sm(void);
-
-/* matvec_q8.cu: Q8_0 rows streamed by cp.async (k_mv_q8s), the CPU's block order; takes a
- * shape of 8..256-block rows (a multiple of 8), 16-byte aligned, while DS4_CUDA_MQ8=1 (read per
- * call: decode calls happen once, at graph capture; off by default until measured). */
-bool cu_mq8_takes(const mvd_shape &s);
-ds4_status cu_mq8_launch(const mvd_shape &s, ds4_error *err);
 
 #endif

@@ -3,9 +3,9 @@
  * per-token ops they replace, which test_cuda_layer*.c check against the CPU: the routed pairs
  * grouped by expert on the device (cuda_moe_group vs the host grouping), the compressor over a
  * whole chunk (cuda_comp_push_chunk vs one cuda_comp_push per token), the chunk attention
- * kernels (cuda_attn on >= 2 tokens vs the CPU loop attn_ref of test_cuda_layer_attn.c, every
- * variant of cuda_attn_chunk_set_variant) and the row gathers / scatters (cuda_rows_copy vs the
- * host). All bit-identical (the attention's exp is cpu/refmath.h's on both sides).
+ * kernel (cuda_attn on >= 2 tokens vs the CPU loop attn_ref of test_cuda_layer_attn.c) and the
+ * row gathers / scatters (cuda_rows_copy vs the host). All bit-identical (the attention's exp
+ * is cpu/refmath.h's on both sides).
  * Called from test_cuda_layer_attn.c (test_attention / bench_attn_ops); test code only.
  */
 #include <math.h>
@@ -212,10 +212,8 @@ static void run_attn_chunk_case(const char *what, int64_t H, int64_t Dh, int64_t
         dev_get(b, dout, n * H * Dh * 4);
         cmp_exact(name, a, b, n * H * Dh);
         /* Every chunk kernel (cuda_attn_chunk_set_variant) gives the same bits. */
-        /* k_attn_chunk4 (4, 5) only with DS4_CHUNK4_TEST=1 until it has run on a GPU once. */
-        static const int variants[] = {0, 8, 64, 5, 4};
-        size_t n_var = getenv("DS4_CHUNK4_TEST") ? 5 : 3;
-        for (size_t v = 0; v < n_var; v++) {
+        static const int variants[] = {0, 8, 64};
+        for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
             char vn[240];
             snprintf(vn, sizeof vn, "%s: kernel variant %d == default", name, variants[v]);
             cuda_attn_chunk_set_variant(variants[v]);
@@ -235,7 +233,7 @@ static void run_attn_chunk_case(const char *what, int64_t H, int64_t Dh, int64_t
             ok_call(cuda_attn(dq2, dkv, dring, W, dcomp, ratio, indexed ? disel : NULL, dn, topk,
                               dsinks, n, pos0, H, Dh, n_rope, dfreqs, dscr, dout, &err), name, &err)) {
             dev_get(b, dout, n * H * Dh * 4);
-            for (size_t v = 0; v < n_var; v++) {
+            for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
                 char vn[320];
                 snprintf(vn, sizeof vn, "%s: attn_qnorm variant %d == qnorm_rope_chunk + attn", name,
                          variants[v]);
@@ -369,9 +367,8 @@ void test_chunk_ops(void) {
     run_attn_chunk_case("72 heads, window, 128 rows", 72, 512, 5, 300, 0, 0, 0);
     run_attn_chunk_case("64 heads x 256, ratio 4 indexed", 64, 256, 6, 1500, 4, 1, 200);
     run_attn_chunk_case("64 heads, ratio 128, 900 rows", 64, 512, 3, 99000, 128, 0, 0);
-    /* k_attn_chunk4 (32 heads a block; 64 as variant 5): last key tiles of 17..32 and 33..48
-     * keys (its 16 / 32 / 48-key score tiles; the cases above have <= 16 and whole ones), 64
-     * heads of 128, and rows past what it takes (1612 > ~1472: it hands over). */
+    /* last key tiles of 26..28 and 34..36 keys (inside a 32 / 64-key score tile), 64 heads of
+     * 128, and 1612 rows (past k_attn_chunk3's 704: it hands over to k_attn_chunk2) */
     run_attn_chunk_case("64 heads, ratio 4 indexed, last tile 26..28", 64, 512, 6, 3000, 4, 1, 90);
     run_attn_chunk_case("64 heads, ratio 4 indexed, last tile 34..36", 64, 512, 6, 3000, 4, 1, 100);
     run_attn_chunk_case("64 heads x 128, ratio 4 indexed", 64, 128, 5, 700, 4, 1, 100);
@@ -406,9 +403,8 @@ void bench_chunk_ops(void) {
         free(h); free(isel); free(n_isel);
         return;
     }
-    static const int variants[] = {0, 8, 5, 4, 64}; /* every chunk kernel, same bits; 64 last: the default */
+    static const int variants[] = {0, 8, 64}; /* every chunk kernel, same bits; 64 last: the default */
     for (size_t v = 0; v < sizeof variants / sizeof variants[0]; v++) {
-        if ((variants[v] == 4 || variants[v] == 5) && !getenv("DS4_CHUNK4_TEST")) continue;
         cuda_attn_chunk_set_variant(variants[v]);
         printf("bench: attn chunk kernel variant %d:\n", variants[v]);
         BENCH("attn chunk 2048 tok x 64 heads, window only", 3,

@@ -179,101 +179,7 @@ static void bench_mv_fw_sweep(void) {
     }
 }
 
-/* The Q8_0 decode products of Flash, product only (the activation records quantized
- * beforehand, as the decode graph's _preq calls), us per call and GB/s of weights: 100 calls
- * captured in one CUDA graph (the decode step's launch path), call k on copy k of the weights
- * in a pool of >= 512 MiB (so that the L2 does not keep them: in the decode step a layer's
- * weights come back once per token). Each shape under k_mv_q8w (DS4_CUDA_MQ8=0), k_mv_q8s with
- * its own choice, and with DS4_CUDA_MQ8_SWEEP=1 every forced R x NS x waves. */
-typedef struct {
-    const char *what;
-    int64_t rows, cols;
-    int groups, pair; /* groups: per-group inputs (wo_a); pair: two matrices, one input */
-} q8_shape;
-
-static void bench_q8_one(const q8_shape *sh, const uint8_t *dpool, size_t stride, int n_copies,
-                         const void *dact, const int32_t *dids, float *dy, const char *label) {
-    ds4_error err;
-    const int n_calls = 100, reps = 5;
-    const size_t wb = (size_t)(sh->pair ? 2 : sh->groups) * (size_t)sh->rows * (size_t)(sh->cols / 32 * 34);
-    cuda_graph *g = NULL;
-    ds4_status st = cuda_graph_begin(&err);
-    for (int k = 0; k < n_calls && !st; k++) {
-        const uint8_t *w = dpool + (size_t)(k % n_copies) * stride;
-        st = sh->pair ? cuda_matvec_pair_preq(Q_TYPE_Q8_0, w, w + wb / 2, sh->rows, sh->cols, dact, dy, dy + sh->rows, &err)
-           : sh->groups > 1 ? cuda_matvec_experts_preq_x(Q_TYPE_Q8_0, w, sh->groups, sh->rows, sh->cols, dids, sh->groups,
-                                                         dact, dy, &err)
-                            : cuda_matvec_preq(Q_TYPE_Q8_0, w, sh->rows, sh->cols, dact, dy, &err);
-    }
-    if (st) cuda_graph_abort();
-    else st = cuda_graph_end(&g, &err);
-    if (!st) st = cuda_graph_launch(g, &err);
-    if (!st) st = cuda_sync(&err);
-    const double t0 = now_s();
-    for (int r = 0; r < reps && !st; r++) st = cuda_graph_launch(g, &err);
-    if (!st) st = cuda_sync(&err);
-    const double us = (now_s() - t0) / (reps * n_calls) * 1e6;
-    if (st) printf("bench mv q8 %-22s %-28s failed: %s\n", sh->what, label, err.msg);
-    else printf("bench mv q8 %-22s %-28s %8.2f us %7.1f GB/s\n", sh->what, label, us, wb / us / 1e3);
-    cuda_graph_free(g);
-}
-
-static void bench_mv_q8(void) {
-    static const q8_shape sh[] = {
-        {"wq_b 32768x1024", 32768, 1024, 1, 0},  {"wo_b 4096x8192", 4096, 8192, 1, 0},
-        {"wo_a 8x1024x4096", 1024, 4096, 8, 0},   {"sh gate+up 2x2048x4096", 2048, 4096, 1, 1},
-        {"wq_a 1024x4096", 1024, 4096, 1, 0},     {"wkv 512x4096", 512, 4096, 1, 0},
-        {"sh down 4096x2048", 4096, 2048, 1, 0},  {"head 129280x4096", 129280, 4096, 1, 0},
-    };
-    static const char *rs[] = {"1", "2", "4", "8"}, *ns[] = {"1", "2", "3", "4"};
-    const char *sw = getenv("DS4_CUDA_MQ8_SWEEP");
-    const int sweep = sw && atoi(sw) == 1;
-    for (size_t i = 0; i < sizeof sh / sizeof sh[0]; i++) {
-        const size_t rb = (size_t)(sh[i].cols / 32 * 34);
-        const size_t wb = (size_t)(sh[i].pair ? 2 : sh[i].groups) * (size_t)sh[i].rows * rb;
-        const size_t stride = (wb + 255) / 256 * 256, pool_min = (size_t)512 << 20;
-        const int n_copies = (int)((pool_min + stride - 1) / stride);
-        uint8_t *w = malloc(wb);
-        for (size_t k = 0; k < wb; k++) w[k] = (uint8_t)(k % 34 == 1 ? 0x18 + rnd_u64() % 8 : rnd_u64());
-        const int n_x = sh[i].groups;
-        float *x = rnd_vec(sh[i].cols * n_x, 1.0f);
-        const size_t ab = (size_t)sh[i].cols / 32 * sizeof(q8act_block);
-        q8act_block *act = malloc(ab * (size_t)n_x);
-        ds4_error err;
-        for (int g = 0; g < n_x; g++)
-            q_quantize_q8act(x + g * sh[i].cols, act + (size_t)g * (ab / sizeof *act), (uint64_t)sh[i].cols, &err);
-        int32_t ids[8] = {0, 1, 2, 3, 4, 5, 6, 7};
-        uint8_t *dpool = dev_alloc(stride * (size_t)n_copies);
-        for (int c = 0; c < n_copies && dpool; c++) cuda_upload(dpool + (size_t)c * stride, w, wb, &err);
-        void *dact = dev_put(act, ab * (size_t)n_x);
-        int32_t *dids = dev_put(ids, sizeof ids);
-        float *dy = dev_alloc((size_t)(2 * n_x * sh[i].rows) * 4);
-        if (dpool && dact && dy) {
-            setenv("DS4_CUDA_MQ8", "0", 1);
-            bench_q8_one(&sh[i], dpool, stride, n_copies, dact, dids, dy, "k_mv_q8w");
-            setenv("DS4_CUDA_MQ8", "1", 1);
-            bench_q8_one(&sh[i], dpool, stride, n_copies, dact, dids, dy, "k_mv_q8s auto");
-            for (int v = 0; sweep && v < 4 * 4 * 2; v++) {
-                const int r = v / 8, n = v / 2 % 4, waves = v % 2;
-                char label[64];
-                snprintf(label, sizeof label, "k_mv_q8s R %s NS %s%s", rs[r], ns[n], waves ? " w1" : " w0");
-                setenv("DS4_CUDA_MQ8_R", rs[r], 1);
-                setenv("DS4_CUDA_MQ8_NS", ns[n], 1);
-                setenv("DS4_CUDA_MQ8_WAVES", waves ? "1" : "0", 1);
-                bench_q8_one(&sh[i], dpool, stride, n_copies, dact, dids, dy, label);
-            }
-            unsetenv("DS4_CUDA_MQ8_R");
-            unsetenv("DS4_CUDA_MQ8_NS");
-            unsetenv("DS4_CUDA_MQ8_WAVES");
-            unsetenv("DS4_CUDA_MQ8");
-        }
-        dev_free_all();
-        free(w); free(x); free(act);
-    }
-}
-
 void bench_attn_dec(void) {
-    bench_mv_q8();
     const char *sw = getenv("DS4_CUDA_MVF_SWEEP");
     if (sw && atoi(sw) == 1) bench_mv_fw_sweep();
     const int64_t H = 64, Dh = 512, W = 128, nc = 8192;
@@ -368,30 +274,21 @@ static void run_mv_pair(int type, int64_t rows, int64_t cols) {
         for (size_t i = 1; i < 2 * wb; i += 2) w[i] = (uint8_t)((type == Q_TYPE_F16 ? 0x28 : 0x3C) + (w[i] & 0x83));
     else
         for (size_t i = 3; i < 2 * wb; i += 4) w[i] = (uint8_t)(0x3C + (w[i] & 0x81));
-    if (type == Q_TYPE_Q8_0) /* scales ~2^-9 .. 2^-8 */
-        for (size_t i = 0; i < 2 * wb; i += 34) w[i + 1] = (uint8_t)(0x18 + rnd_u64() % 8);
     float *x = rnd_vec(cols, 1.0f);
-    /* Q8_0: the pair reads the activation records quantized once (cuda_matvec_pair_preq) */
-    const size_t ab = (size_t)cols / 32 * sizeof(q8act_block);
-    q8act_block *act = type == Q_TYPE_Q8_0 ? malloc(ab) : NULL;
-    if (act) q_quantize_q8act(x, act, (uint64_t)cols, &err);
     float *ref = malloc((size_t)(2 * rows) * 4), *got = malloc((size_t)(2 * rows) * 4);
-    for (int64_t r = 0; r < 2 * rows; r++)
-        q_dot_row(type, w + (size_t)r * rb, act ? (const void *)act : x, (uint64_t)cols, &ref[r], &err);
-    void *dw = dev_put(w, 2 * wb), *dact = act ? dev_put(act, ab) : NULL;
+    for (int64_t r = 0; r < 2 * rows; r++) q_dot_row(type, w + (size_t)r * rb, x, (uint64_t)cols, &ref[r], &err);
+    void *dw = dev_put(w, 2 * wb);
     float *dx = dev_put(x, (size_t)cols * 4), *dy = dev_alloc((size_t)(2 * rows) * 4);
     char name[160];
     snprintf(name, sizeof name, "matvec decode pair %s 2 x %lld x %lld%s, bit-identical to q_dot_row",
              q_type_name(type), (long long)rows, (long long)cols, mv_tag);
-    const void *dw2 = dw ? (const uint8_t *)dw + wb : NULL;
-    if (dw && ok_call(act ? cuda_matvec_pair_preq(type, dw, dw2, rows, cols, dact, dy, dy + rows, &err)
-                          : cuda_matvec_pair_f(type, dw, dw2, rows, cols, dx, dy, dy + rows, &err),
+    if (dw && ok_call(cuda_matvec_pair_f(type, dw, (const uint8_t *)dw + wb, rows, cols, dx, dy, dy + rows, &err),
                       name, &err)) {
         dev_get(got, dy, (size_t)(2 * rows) * 4);
         cmp_f32(name, ref, got, 2 * rows, 0, 0);
     }
     dev_free_all();
-    free(w); free(x); free(act); free(ref); free(got);
+    free(w); free(x); free(ref); free(got);
 }
 
 /* The float warp kernel k_mv_fw, forced by DS4_CUDA_MVF_WARP=1 (by default it takes 512
@@ -437,104 +334,7 @@ static void test_mv_dec_warp(void) {
     mv_tag = "";
 }
 
-/* A corrupt expert id (issue #7 contract of the grouped launch): selection 1 names expert 5 of
- * 2, so its rows are NaN and selection 0's rows still equal q_dot_row. */
-static void run_mv_bad_id(int64_t rows, int64_t cols) {
-    ds4_error err;
-    const size_t rb = (size_t)cols / 32 * 34, wb = rb * (size_t)rows * 2, ab = (size_t)cols / 32 * sizeof(q8act_block);
-    uint8_t *w = malloc(wb);
-    for (size_t i = 0; i < wb; i++) w[i] = (uint8_t)(i % 34 == 1 ? 0x18 + rnd_u64() % 8 : rnd_u64());
-    float *x = rnd_vec(cols, 1.0f), *ref = malloc((size_t)rows * 4), *got = malloc((size_t)(2 * rows) * 4);
-    q8act_block *act = malloc(ab);
-    q_quantize_q8act(x, act, (uint64_t)cols, &err);
-    for (int64_t r = 0; r < rows; r++) q_dot_row(Q_TYPE_Q8_0, w + (size_t)r * rb, act, (uint64_t)cols, &ref[r], &err);
-    const int32_t ids[2] = {0, 5};
-    void *dw = dev_put(w, wb), *dact = dev_put(act, ab);
-    int32_t *dids = dev_put(ids, sizeof ids);
-    float *dy = dev_alloc((size_t)(2 * rows) * 4);
-    char name[160];
-    snprintf(name, sizeof name, "matvec decode Q8_0 2 x %lld x %lld, expert id 5 of 2%s: NaN rows, the other exact",
-             (long long)rows, (long long)cols, mv_tag);
-    if (ok_call(cuda_matvec_experts_preq(Q_TYPE_Q8_0, dw, 2, rows, cols, dids, 2, dact, dy, &err), name, &err)) {
-        dev_get(got, dy, (size_t)(2 * rows) * 4);
-        int64_t n_nan = 0;
-        for (int64_t r = 0; r < rows; r++) n_nan += isnan(got[rows + r]) != 0;
-        char det[96];
-        snprintf(det, sizeof det, "%lld of %lld rows NaN", (long long)n_nan, (long long)rows);
-        result(n_nan == rows, name, det);
-        cmp_f32(name, ref, got, rows, 0, 0);
-    }
-    dev_free_all();
-    free(w); free(x); free(ref); free(got); free(act);
-}
-
-/* The streamed Q8_0 kernel k_mv_q8s (matvec_q8.cu, DS4_CUDA_MQ8=1): every Q8_0 decode shape of
- * Flash under its own choice, the shared expert's pair, a corrupt expert id, rows of 8 and 96
- * blocks (lanes without a column), 296 and 300 blocks (k_mv_q8w); then R rows per warp x NS
- * stages in flight forced on 32 .. 256-block rows with partial row groups, several groups, a
- * pair (R 8 x 256 blocks x 3 stages is cut to what the shared memory holds); and the grid
- * uncapped (one row group per warp) or capped at two waves (auto: one; a warp then takes
- * several row groups, its ring running across them). */
-static void test_mv_dec_q8s(void) {
-    setenv("DS4_CUDA_MQ8", "1", 1);
-    mv_tag = " [q8 stream, auto]";
-    run_mv_dec(Q_TYPE_Q8_0, 32768, 1024, 1); /* wq_b */
-    run_mv_dec(Q_TYPE_Q8_0, 4096, 8192, 1);  /* wo_b */
-    run_mv_dec(Q_TYPE_Q8_0, 1024, 4096, 8);  /* wo_a: 8 groups */
-    run_mv_dec(Q_TYPE_Q8_0, 512, 4096, 1);   /* wkv */
-    run_mv_dec(Q_TYPE_Q8_0, 1024, 4096, 1);  /* wq_a */
-    run_mv_pair(Q_TYPE_Q8_0, 2048, 4096);    /* shared gate + up, one launch */
-    run_mv_dec(Q_TYPE_Q8_0, 4096, 2048, 1);  /* shared down */
-    run_mv_dec(Q_TYPE_Q8_0, 8192, 1024, 1);  /* idx_wq_b */
-    run_mv_dec(Q_TYPE_Q8_0, 129280, 4096, 1); /* output head */
-    run_mv_dec(Q_TYPE_Q8_0, 1, 4096, 1);
-    run_mv_dec(Q_TYPE_Q8_0, 4099, 4096, 1);
-    run_mv_dec(Q_TYPE_Q8_0, 600, 3072, 1);   /* 96 blocks */
-    run_mv_dec(Q_TYPE_Q8_0, 300, 256, 1);    /* 8 blocks */
-    run_mv_dec(Q_TYPE_Q8_0, 33, 1024, 3);
-    run_mv_dec(Q_TYPE_Q8_0, 70, 32 * 296, 1); /* 296 blocks (past the registers' 256): k_mv_q8w */
-    run_mv_dec(Q_TYPE_Q8_0, 70, 32 * 300, 1); /* 300 blocks (not a multiple of 8): k_mv_q8w */
-    run_mv_dec(Q_TYPE_Q8_0, 7, 96, 1);        /* 3 blocks: k_mv_dense */
-    run_mv_bad_id(1024, 4096);
-    /* configurations 0..11: R x NS on small odd shapes; 12..17: R x an uncapped / 2-wave grid
-     * on big ones */
-    static const char *rs[] = {"1", "2", "4", "8"}, *ns[] = {"1", "2", "3"}, *ws[] = {"0", "2"};
-    for (int v = 0; v < 18; v++) {
-        const char *r = v < 12 ? rs[v / 3] : rs[(v - 12) % 3], *n = v < 12 ? ns[v % 3] : "2";
-        const char *wv = v < 12 ? "1" : ws[(v - 12) / 3];
-        char tag[64];
-        snprintf(tag, sizeof tag, " [q8 stream, R %s, NS %s, waves %s]", r, n, wv);
-        mv_tag = tag;
-        setenv("DS4_CUDA_MQ8_R", r, 1);
-        setenv("DS4_CUDA_MQ8_NS", n, 1);
-        setenv("DS4_CUDA_MQ8_WAVES", wv, 1);
-        if (v < 12) {
-            run_mv_dec(Q_TYPE_Q8_0, 1027, 1024, 1);
-            run_mv_dec(Q_TYPE_Q8_0, 33, 2048, 3);
-            run_mv_dec(Q_TYPE_Q8_0, 9, 3072, 1);
-            run_mv_pair(Q_TYPE_Q8_0, 13, 4096);
-            run_mv_dec(Q_TYPE_Q8_0, 19, 8192, 1);
-        } else {
-            run_mv_dec(Q_TYPE_Q8_0, 32768, 1024, 1);
-            run_mv_dec(Q_TYPE_Q8_0, 1024, 4096, 8);
-            run_mv_dec(Q_TYPE_Q8_0, 4099, 2048, 1);
-        }
-    }
-    unsetenv("DS4_CUDA_MQ8_NS");
-    unsetenv("DS4_CUDA_MQ8_WAVES");
-    unsetenv("DS4_CUDA_MQ8_R");
-    unsetenv("DS4_CUDA_MQ8");
-    mv_tag = "";
-}
-
 void test_mv_dec(void) {
-    /* DS4_CUDA_MQ8 as the caller set it: =1 also runs test_mv_dec_q8s (k_mv_q8s has not run on
-     * a GPU in this form yet; until it has, the default run leaves it out) */
-    const char *mq8_env = getenv("DS4_CUDA_MQ8");
-    char mq8_was[16] = "";
-    if (mq8_env) snprintf(mq8_was, sizeof mq8_was, "%s", mq8_env);
-    setenv("DS4_CUDA_MQ8", "0", 1); /* k_mv_q8w, the session-4 kernel; k_mv_q8s: test_mv_dec_q8s */
-    mv_tag = " [k_mv_q8w]";
     run_mv_dec(Q_TYPE_Q8_0, 32768, 1024, 1); /* wq_b */
     run_mv_dec(Q_TYPE_Q8_0, 4096, 8192, 1);  /* wo_b */
     run_mv_dec(Q_TYPE_Q8_0, 1024, 4096, 8);  /* wo_a: 8 groups, one launch */
@@ -552,8 +352,6 @@ void test_mv_dec(void) {
     run_mv_dec(Q_TYPE_Q8_0, 300, 32, 1);     /* one block per row */
     run_mv_dec(Q_TYPE_Q8_0, 33, 1024, 3);    /* rows not a multiple of the block's rows, 3 groups */
     run_mv_dec(Q_TYPE_Q8_0, 70, 32 * 300, 1); /* 300 blocks: two chunks, the second partial */
-    if (*mq8_was) setenv("DS4_CUDA_MQ8", mq8_was, 1);
-    else unsetenv("DS4_CUDA_MQ8");
     /* the float products by k_mv_dense (DS4_CUDA_MVF_WARP=0) */
     setenv("DS4_CUDA_MVF_WARP", "0", 1);
     mv_tag = " [k_mv_dense]";
@@ -584,6 +382,4 @@ void test_mv_dec(void) {
     run_mv_dec(Q_TYPE_F16, 24, 16384, 1);
     mv_tag = "";
     test_mv_dec_warp();
-    if (atoi(mq8_was) == 1) test_mv_dec_q8s();
-    if (*mq8_was) setenv("DS4_CUDA_MQ8", mq8_was, 1); /* the other files' Q8_0 cases: the caller's kernel */
 }

@@ -63,10 +63,10 @@ static void hc_mix_case_r(int type, int hc, int64_t d, int pending, int one_laun
     const char *v1 = getenv("DS4_CUDA_HCM_V1"), *pw = getenv("DS4_CUDA_HCM_PW");
     char kern[80];
     const char *so = getenv("DS4_CUDA_HCM_SOLO");
-    const char *sc = getenv("DS4_CUDA_HCM_SC"), *c2 = getenv("DS4_CUDA_HCM_CHAIN2");
-    snprintf(kern, sizeof kern, "%s%s%.4s%s%s%s", v1 && *v1 == '1' ? "k_hc_mix (V1)" : "default",
+    const char *sc = getenv("DS4_CUDA_HCM_SC");
+    snprintf(kern, sizeof kern, "%s%s%.4s%s%s", v1 && *v1 == '1' ? "k_hc_mix (V1)" : "default",
              pw ? ", producer warps " : "", pw ? pw : "", so && *so == '0' ? ", shared" : "",
-             sc && *sc == '0' ? ", equal chunks" : "", c2 && *c2 == '1' ? ", chain2" : "");
+             sc && *sc == '0' ? ", equal chunks" : "");
     snprintf(name, sizeof name, "hc_mix_fused [%s] %s hc %d x %lld, %lld rows, %s hc_post, %s", kern,
              type ? "F16" : "F32", hc, (long long)d, (long long)rows, pending ? "pending" : "no",
              mix_only ? "mix only" : one_launch ? "one launch" : "hc_pre apart");
@@ -354,9 +354,7 @@ static void hcb_env(int k) {
     unsetenv("DS4_CUDA_HCM_SOLO");
     unsetenv("DS4_CUDA_HCM_SC");
     unsetenv("DS4_CUDA_HCM_V1");
-    unsetenv("DS4_CUDA_HCM_CHAIN2");
     if (k == 0) setenv("DS4_CUDA_HCM_V1", "1", 1);
-    if (k == 6) setenv("DS4_CUDA_HCM_CHAIN2", "1", 1);
     if (k == 2 || k == 3) setenv("DS4_CUDA_HCM_PW", k == 2 ? "8" : "16", 1);
     if (k == 4) setenv("DS4_CUDA_HCM_SOLO", "0", 1);
     if (k == 5) setenv("DS4_CUDA_HCM_SC", "0", 1);
@@ -382,14 +380,13 @@ static void bench_hc_mix(void) {
     void *fns[2] = {dev_put(fn, rows * cols * 4), dev_put(fn16, rows * cols * 2)};
     static const char *vname[] = {"mix alone", "mix + pending hc_post", "site: hc_post + mix + hc_pre",
                                   "hc_pre alone (k_hc_pre_dec)", "three launches (post, matvec, pre)"};
-    static const char *kname[] = {"V1", "new", "new PW 8", "new PW 16", "new shared", "new SC 0",
-                                  "new chain2"};
+    static const char *kname[] = {"V1", "new", "new PW 8", "new PW 16", "new shared", "new SC 0"};
     for (int type = 0; type < 2; type++) {
         c.type = type;
         c.fn = fns[type];
         const char *tn = type ? "F16" : "F32";
         for (int v = HCB_MIX; v <= HCB_THREE; v++)
-            for (int k = 0; k < 7; k++) {
+            for (int k = 0; k < 6; k++) {
                 if ((v >= HCB_PRE && k > 0) || (v < HCB_SITE && k > 1 && k < 5)) continue;
                 hcb_env(k);
                 double us = hcb_time(&c, v, 40);
@@ -397,7 +394,7 @@ static void bench_hc_mix(void) {
                 if (v == HCB_SITE && (k <= 1 || k >= 5)) hcb_trace(&c, v, tn, "trace", kname[k]);
                 hcb_env(-1);
             }
-        for (int k = 0; k < 7; k += k == 1 ? 4 : 1) { /* cold: after an L2-streaming product */
+        for (int k = 0; k < 6; k += k == 1 ? 4 : 1) { /* cold: after an L2-streaming product */
             hcb_env(k);
             double a = hcb_time(&c, HCB_FLUSH_SITE, 20), b = hcb_time(&c, HCB_FLUSH, 20);
             printf("bench hcm %s %-38s %-10s %8.2f us (flush alone %.2f us)\n", tn, "site, cold (after 128 MB)",
@@ -449,19 +446,6 @@ void test_fuse3(void) {
     }
     hc_mix_case_r(1, 4, 4096, 0, 1, 7);
     unsetenv("DS4_CUDA_HCM_SC");
-    /* hcm_chain2 (off by default): chains of 512 (streams), 160 (one producer warp: equal
-     * chunks), 375 and 32 units, with and without a partial last round */
-    setenv("DS4_CUDA_HCM_CHAIN2", "1", 1);
-    for (int type = 0; type < 2; type++) {
-        hc_mix_case(type, 4, 4096, 1, 1);
-        hc_mix_case(type, 3, 1000, 1, 1);
-        hc_mix_case(type, 4, 256, 1, 1);
-    }
-    hc_mix_case_r(1, 3, 1000, 0, 1, 1);
-    setenv("DS4_CUDA_HCM_PW", "1", 1);
-    hc_mix_case(1, 4, 4096, 1, 1);
-    unsetenv("DS4_CUDA_HCM_PW");
-    unsetenv("DS4_CUDA_HCM_CHAIN2");
     setenv("DS4_CUDA_HCM_V1", "1", 1);
     for (int type = 0; type < 2; type++)
         for (int pending = 0; pending < 2; pending++) hc_mix_case(type, 4, 4096, pending, 1);

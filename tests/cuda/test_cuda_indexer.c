@@ -2,8 +2,7 @@
  * tests/cuda/test_cuda_indexer.c — the indexer's long-context kernels (issue #7): the one-launch
  * query preparation (cuda_indexer_qprep) against the four ops it replaces, bit for bit; and with
  * --bench the scores and the top-k timed apart at Flash shapes (64 heads x 128, top-512) for
- * decode and for a 2048-token prefill chunk, first kernels (DS4_CUDA_IDX_V1=1) and current;
- * and it calls test_cuda_attn_dec_cl.c's cases and bench (the decode attention, h5 session 5).
+ * decode and for a 2048-token prefill chunk, first kernels (DS4_CUDA_IDX_V1=1) and current.
  * Called from test_cuda_layer_attn.c (test_indexer / bench_attn_ops); test code only.
  */
 #include <math.h>
@@ -18,8 +17,6 @@
 
 void test_indexer_prep(void);
 void bench_indexer(void);
-void test_attn_dec_cl(void);  /* test_cuda_attn_dec_cl.c */
-void bench_attn_dec_cl(void);
 
 static void set_v1(int on) {
     if (on) setenv("DS4_CUDA_IDX_V1", "1", 1);
@@ -73,7 +70,6 @@ void test_indexer_prep(void) {
     run_prep_case(5, 64, 128, 64, 16000, 0); /* a chunk: position per token */
     run_prep_case(3, 4, 64, 16, 3, 1);
     run_prep_case(2, 3, 2048, 64, 100000, 0); /* more than 1024 values: several per thread */
-    test_attn_dec_cl(); /* the decode attention's cluster kernel (h5, session 5) */
 }
 
 /* ---- timings ---- */
@@ -165,5 +161,4 @@ void bench_indexer(void) {
     }
     dev_free_all();
     free(h);
-    bench_attn_dec_cl();
 }

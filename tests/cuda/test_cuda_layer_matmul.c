@@ -67,9 +67,6 @@ static void check_exact(const char *name, const float *ref, const float *got, in
     result(n_diff == 0 && n_gap == 0, name, detail);
 }
 
-/* Prefix of the case names (the warp-specialised expert kernel's runs). */
-static const char *g_mm_tag = "";
-
 /* woff: the weights start woff bytes past a 256-byte aligned allocation (GGUF blocks are only
  * 2-byte aligned; the int8 kernels copy the 16-byte chunks around them). */
 typedef struct mm_case { int type; int64_t rows, cols, n_tok, ldx, ldy, woff; } mm_case;
@@ -86,9 +83,9 @@ static void run_mm_case(const mm_case *c) {
     for (int64_t i = 0; i < c->n_tok * c->ldy; i++) ref[i] = got[i] = -7.0f; /* untouched gaps */
     cpu_mat m = {"test", c->type, c->cols, c->rows, rb, w + c->woff};
     cpu_buf buf = {0};
-    char name[160];
-    snprintf(name, sizeof name, "%smatmul %s %lldx%lld x %lld tok (ldx %lld, ldy %lld, w +%lld) bit-exact",
-             g_mm_tag, q_type_name(c->type), (long long)c->rows, (long long)c->cols, (long long)c->n_tok,
+    char name[128];
+    snprintf(name, sizeof name, "matmul %s %lldx%lld x %lld tok (ldx %lld, ldy %lld, w +%lld) bit-exact",
+             q_type_name(c->type), (long long)c->rows, (long long)c->cols, (long long)c->n_tok,
              (long long)c->ldx, (long long)c->ldy, (long long)c->woff);
     if (cpu_matmul(NULL, &m, x, c->ldx, c->n_tok, ref, c->ldy, &buf, &err)) {
         result(0, name, err.msg);
@@ -130,8 +127,8 @@ static void run_experts_case_at(int type, int64_t rows, int64_t cols, int n_expe
     for (int64_t i = 0; i < n * ldy; i++) ref[i] = got[i] = -7.0f;
     cpu_buf buf = {0};
     char name[160];
-    snprintf(name, sizeof name, "%smatmul_experts %s %lldx%lld, %d experts, %lld rows (ldy %lld, w +%d, "
-             "pad %d) bit-exact", g_mm_tag, q_type_name(type), (long long)rows, (long long)cols, n_expert,
+    snprintf(name, sizeof name, "matmul_experts %s %lldx%lld, %d experts, %lld rows (ldy %lld, w +%d, "
+             "pad %d) bit-exact", q_type_name(type), (long long)rows, (long long)cols, n_expert,
              (long long)n, (long long)ldy, woff, wpad);
     for (int e = 0; e < n_expert; e++) {
         cpu_mat m = {"test", type, cols, rows, rb, w + woff + (size_t)e * eb};
@@ -188,61 +185,6 @@ static void test_matmul_float(void) {
     cuda_matmul_float_tile(0, 0);
 }
 
-/* Sets (v non-NULL) or clears environment variable k. */
-static void env_put(const char *k, const char *v) {
-    if (v) setenv(k, v, 1);
-    else unsetenv(k);
-}
-
-/* The warp-specialised expert kernel (matmul_exp_ws.cu), one block per item and persistent, with
- * 8 and 16 consumer warps x 4 and 8 producer warps, run when DS4_CUDA_MMX_WS is set (the kernel
- * is off by default and its 16-warp and persistent forms have not run on a GPU yet: a default
- * run must not depend on them; `DS4_CUDA_MMX_WS=1 scripts/gpu-check.sh --no-bench` runs these
- * and every other IQ2_XXS / Q2_K case and the whole model on it): grouped IQ2_XXS / Q2_K at Flash's routed shapes (experts of 0, 1, 47, 65,
- * 130 rows), experts using each count of 16-token pairs (8 .. 64 rows), rows past a tile, the
- * block minimum of columns, 2-byte aligned experts; dense edges; Q4_K keeps the other kernel. */
-static void test_matmul_exp_ws(void) {
-    static const int cnt6[] = {0, 1, 47, 65, 130, 2};
-    static const int cnt7[] = {5, 0, 70, 1, 0, 33, 130};
-    static const int cnt9[] = {48, 16, 17, 32, 33, 49, 64, 63, 8};
-    static const mm_case dense[] = {
-        {Q_TYPE_IQ2_XXS, 130, 512, 37, 512, 130}, {Q_TYPE_Q2_K, 70, 768, 5, 1024, 73},
-        {Q_TYPE_Q2_K, 129, 256, 1, 256, 129},     {Q_TYPE_Q2_K, 257, 1024, 131, 1024, 257},
-        {Q_TYPE_IQ2_XXS, 1, 256, 1, 256, 1},      {Q_TYPE_IQ2_XXS, 255, 2048, 129, 2048, 255},
-        {Q_TYPE_IQ2_XXS, 131, 768, 70, 768, 131, 6}, {Q_TYPE_Q2_K, 130, 512, 65, 512, 130, 2},
-    };
-    static const char *const keys[] = {"DS4_CUDA_MMX_WS", "DS4_CUDA_MMX_CW", "DS4_CUDA_MMX_PW",
-                                       "DS4_CUDA_MMX_PERSIST"};
-    char saved[4][64], tag[64];
-    int had[4];
-    if (!getenv("DS4_CUDA_MMX_WS")) return;
-    for (int i = 0; i < 4; i++) {
-        const char *v = getenv(keys[i]);
-        had[i] = v != NULL;
-        snprintf(saved[i], sizeof saved[i], "%s", v ? v : "");
-    }
-    setenv("DS4_CUDA_MMX_WS", "1", 1);
-    for (int k = 0; k < 8; k++) {
-        setenv("DS4_CUDA_MMX_CW", k & 2 ? "16" : "8", 1);
-        setenv("DS4_CUDA_MMX_PW", k & 1 ? "8" : "4", 1);
-        setenv("DS4_CUDA_MMX_PERSIST", k & 4 ? "0" : "1", 1);
-        snprintf(tag, sizeof tag, "exp_ws cw%d pw%d%s: ", k & 2 ? 16 : 8, k & 1 ? 8 : 4,
-                 k & 4 ? "" : " persistent");
-        g_mm_tag = tag;
-        run_experts_case(Q_TYPE_IQ2_XXS, 2048, 4096, 6, cnt6, 2048);
-        run_experts_case(Q_TYPE_Q2_K, 4096, 2048, 6, cnt6, 4096);
-        run_experts_case(Q_TYPE_IQ2_XXS, 130, 512, 9, cnt9, 131);
-        run_experts_case(Q_TYPE_Q2_K, 130, 256, 9, cnt9, 130);
-        run_experts_case_at(Q_TYPE_IQ2_XXS, 130, 512, 7, cnt7, 131, 10, 6);
-        run_experts_case_at(Q_TYPE_Q2_K, 130, 768, 7, cnt7, 130, 2, 2);
-        run_experts_case_at(Q_TYPE_Q2_K, 70, 256, 7, cnt7, 70, 14, 30);
-        run_experts_case(Q_TYPE_Q4_K, 130, 512, 7, cnt7, 131);
-        for (size_t i = 0; i < sizeof dense / sizeof dense[0]; i++) run_mm_case(&dense[i]);
-    }
-    g_mm_tag = "";
-    for (int i = 0; i < 4; i++) env_put(keys[i], had[i] ? saved[i] : NULL);
-}
-
 void test_matmul(void) {
     static const mm_case cs[] = {
         {Q_TYPE_IQ2_XXS, 130, 512, 37, 512, 130}, {Q_TYPE_Q2_K, 70, 768, 5, 1024, 73},
@@ -291,7 +233,6 @@ void test_matmul(void) {
     run_experts_case(Q_TYPE_IQ2_XXS, 2048, 4096, 6, cnt6, 2048);
     run_experts_case(Q_TYPE_Q2_K, 4096, 2048, 6, cnt6, 4096);
     run_experts_case(Q_TYPE_Q8_0, 2048, 4096, 6, cnt6, 2048);
-    test_matmul_exp_ws();
     test_matmul_float();
 }
 
@@ -313,33 +254,13 @@ static int bench_quick(void) {
 }
 
 /* Timed variant k: 0 the SIMT kernel, 1 the int8 kernels; grouped also 2 / 3: the int8 kernels
- * with the skip of empty n-tiles forced on / off (DS4_CUDA_MM_SKIP, read at every call); 4 .. 7
- * (IQ2_XXS, Q2_K): the persistent warp-specialised expert kernel with 8 / 8 / 16 / 16 consumer
- * and 4 / 8 / 4 / 8 producer warps (DS4_CUDA_MMX_WS=1, _CW, _PW), 8: 8 and 8, one block per
- * item (_PERSIST=0). Sets the switches and returns the label; k 1 resets them. */
+ * with the skip of empty n-tiles forced on / off (DS4_CUDA_MM_SKIP, read at every call). Sets
+ * the switch and returns the label; k 1 resets it. */
 static const char *bench_variant(int k) {
-    static const char *names[] = {"before (simt)", "after (mma)", "after, skip on", "after, skip off",
-                                  "ws cw8 pw4", "ws cw8 pw8", "ws cw16 pw4", "ws cw16 pw8",
-                                  "ws cw8 pw8 blocks"};
-    static const char *const keys[] = {"DS4_CUDA_MM_SKIP", "DS4_CUDA_MMX_WS", "DS4_CUDA_MMX_CW",
-                                       "DS4_CUDA_MMX_PW", "DS4_CUDA_MMX_PERSIST"};
-    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) unsetenv(keys[i]);
-    if (k == 2 || k == 3) setenv("DS4_CUDA_MM_SKIP", k == 2 ? "1" : "0", 1);
-    if (k >= 4) {
-        setenv("DS4_CUDA_MMX_WS", "1", 1);
-        setenv("DS4_CUDA_MMX_CW", k == 6 || k == 7 ? "16" : "8", 1);
-        setenv("DS4_CUDA_MMX_PW", k == 4 || k == 6 ? "4" : "8", 1);
-        if (k == 8) setenv("DS4_CUDA_MMX_PERSIST", "0", 1);
-    }
+    static const char *names[] = {"before (simt)", "after (mma)", "after, skip on", "after, skip off"};
+    unsetenv("DS4_CUDA_MM_SKIP");
+    if (k >= 2) setenv("DS4_CUDA_MM_SKIP", k == 2 ? "1" : "0", 1);
     return names[k];
-}
-
-/* Variants timed after k: the next, skipping the expert kernel's for other types and unless
- * DS4_MM_BENCH_WS is set (see test_matmul_exp_ws); 9 ends. */
-static int bench_next(int type, int k) {
-    k++;
-    if (k >= 4 && ((type != Q_TYPE_IQ2_XXS && type != Q_TYPE_Q2_K) || !getenv("DS4_MM_BENCH_WS"))) return 9;
-    return k;
 }
 
 static void bench_dense(int type, int64_t rows, int64_t cols, int64_t n_tok) {
@@ -353,7 +274,7 @@ static void bench_dense(int type, int64_t rows, int64_t cols, int64_t n_tok) {
     void *dw = dev_put(w, wb), *dx = dev_put(x, (size_t)(n_tok * cols) * 4);
     float *dy = dev_alloc((size_t)(n_tok * rows) * 4);
     void *dact = dev_alloc(cuda_matmul_scratch_bytes(type, cols, n_tok) + 1);
-    for (int k = bench_quick(); k < 9; k = k == 1 ? bench_next(type, 3) : bench_next(type, k)) {
+    for (int k = bench_quick(); k < 2; k++) {
         const char *what = bench_variant(k);
         ds4_status (*fn)(int, const void *, int64_t, int64_t, const float *, int64_t, int64_t,
                          void *, float *, int64_t, ds4_error *) = k ? cuda_matmul : cuda_matmul_simt;
@@ -365,7 +286,6 @@ static void bench_dense(int type, int64_t rows, int64_t cols, int64_t n_tok) {
         cuda_sync(&err);
         bench_line(what, type, rows, cols, n_tok, (now_s() - t0) / it, st, &err);
     }
-    bench_variant(1);
     dev_free_all();
     free(w); free(x);
 }
@@ -389,7 +309,7 @@ static void bench_grouped(int type, int64_t rows, int64_t cols, int n_expert, in
     int32_t *doff = dev_put(off, (size_t)(n_expert + 1) * 4);
     void *dact = dev_alloc(cuda_matmul_scratch_bytes(type, cols, n) + 1);
     char what[64];
-    for (int k = bench_quick(); k < 9; k = bench_next(type, k)) {
+    for (int k = bench_quick(); k < 4; k++) {
         const char *label = bench_variant(k);
         ds4_status st = DS4_OK;
         const int it = 3;

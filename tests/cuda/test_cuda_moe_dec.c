@@ -4,11 +4,8 @@
  * every grouped entry point (cuda_matvec_experts, _preq, _pair_preq, _preq_x) at Flash's
  * shapes, at the block minimum (one block per row), at odd block counts, with misaligned expert
  * strides and tensor bases (the 2-byte copy path), one expert, repeated ids, experts staged from
- * host memory, and a corrupt router id (NaN rows); the gate+up launch with the route and the
- * SwiGLU+Q8_K folded in (cuda_experts_gate_up_fused). With --bench: one token's routed experts
- * by the old kernels (DS4_CUDA_EXP_V1=1) and matvec_exp.cu's (with its bench knobs), in one
- * process; and (also with DS4_MOE_DEC_BENCH=1) the folded launches against the separate ones. Called from test_cuda_layer.c's
- * test_cuda_layer_ops. Test code only.
+ * host memory, and a corrupt router id (NaN rows). With --bench: one token's routed experts by
+ * the old kernels (DS4_CUDA_EXP_V1=1) and matvec_exp.cu's (with its bench knobs), in one process. Called from test_cuda_layer.c's test_cuda_layer_ops. Test code only.
  */
 #include <math.h>
 #include <stdio.h>
@@ -157,89 +154,6 @@ static void fused_case(int td, int64_t D, int64_t F, int64_t Fs, int with_shared
     free(y1); free(y2); free(o1); free(o2); free(q1); free(q2); free(qs1); free(qs2);
 }
 
-/* cuda_experts_gate_up_fused (forward_moe.c with DS4_CUDA_MOE_DEC) against the separate calls
- * it replaces, bit for bit: cuda_moe_route (route != 0; asserted = the CPU's model/moe.c routing
- * in test_cuda_layer_elem.c), cuda_matvec_experts_pair_preq (every row also = q_dot_row) and
- * cuda_swiglu_quant Q8_K (swq). route 1: biased top-K; 2: biased with eight experts tied on
- * p + bias for the K slots (the lower ids win); 3: hash (tid2eid). in_place: h over g as
- * moe_fused does. Run twice: the second launch finds the per-record counters reset. */
-static void fold_case(int type, int64_t F, int64_t D, int E, int K, int route, int swq, int in_place) {
-    ds4_error err;
-    uint64_t rb;
-    q_row_bytes(type, (uint64_t)D, &rb, &err);
-    const size_t wb = (size_t)rb * F * E, nq = (size_t)K * F / 256 * sizeof(q8k_block), ab = (size_t)D / 256 * sizeof(q8k_block);
-    uint8_t *w = malloc(2 * wb);
-    fill_q(type, w, 2 * wb);
-    float *x = rnd_vec(D, 1.0f), *logits = rnd_vec(E, 2.0f), *bias = rnd_vec(E, 0.1f);
-    int32_t sel[32], sel2[32], tok = 5, *t2e = malloc(sizeof(int32_t) * 7 * K);
-    for (int i = 0; i < 7 * K; i++) t2e[i] = (int32_t)((i * 37 + 11) % E);
-    if (route == 2)
-        for (int i = 0; i < 8 && i < E; i++) logits[(i * 97 + 3) % E] = 6.0f, bias[(i * 97 + 3) % E] = 0.25f;
-    float selw[32], selw2[32];
-    for (int k = 0; k < K; k++) sel[k] = (int32_t)((k * 5 + 1) % E), selw[k] = 0.1f + 0.13f * (float)k;
-    q8k_block *act = malloc(ab);
-    q_quantize_q8k(x, act, (uint64_t)D, &err);
-    const size_t ny = sizeof(float) * K * F;
-    float *g1 = malloc(ny), *u1 = malloc(ny), *h1 = malloc(ny), *g2 = malloc(ny), *u2 = malloc(ny), *h2 = malloc(ny);
-    uint8_t *q1 = malloc(nq), *q2 = malloc(nq);
-    uint8_t *dw = dev_put(w, 2 * wb);
-    void *dact = dev_put(act, ab), *dq = dev_alloc(nq);
-    float *dl = dev_put(logits, sizeof(float) * E), *db = dev_put(bias, sizeof(float) * E), *dsw = dev_put(selw, sizeof(float) * K);
-    float *dg = dev_alloc(ny), *du = dev_alloc(ny), *dh = dev_alloc(ny);
-    int32_t *ds = dev_put(sel, sizeof(int32_t) * K), *dt2e = dev_put(t2e, sizeof(int32_t) * 7 * K), *dtok = dev_put(&tok, 4);
-    const float clamp = 7.0f;
-    const cuda_route_in rin = {dl, route == 3 ? NULL : db, route == 3 ? dt2e : NULL, dtok, 1.5f, 1};
-    ds4_status st = DS4_OK;
-    if (route) st = cuda_moe_route(dl, rin.d_bias, rin.d_tid2eid, dtok, 1, E, K, 1.5f, 1, ds, dsw, &err);
-    if (!st) st = cuda_matvec_experts_pair_preq(type, dw, dw + wb, E, F, D, ds, K, dact, dg, du, &err);
-    if (!st && swq) st = cuda_swiglu_quant(CUDA_ACT_Q8_K, dg, du, dsw, K, F, clamp, dh, dq, &err);
-    if (!st) {
-        dev_get(sel, ds, sizeof(int32_t) * K); dev_get(selw, dsw, sizeof(float) * K);
-        dev_get(g1, dg, ny); dev_get(u1, du, ny);
-        if (swq) { dev_get(h1, dh, ny); dev_get(q1, dq, nq); }
-    }
-    for (int rep = 0; rep < 2 && !st; rep++) {
-        if (route) { /* the fused launch must write them itself */
-            int32_t junk[32];
-            for (int k = 0; k < K; k++) junk[k] = -7;
-            cuda_upload(ds, junk, sizeof(int32_t) * K, &err);
-            cuda_upload(dsw, junk, sizeof(float) * K, &err);
-        }
-        st = cuda_experts_gate_up_fused(type, dw, dw + wb, E, F, D, dact, K, route ? &rin : NULL, ds, dsw, dg, du,
-                                        clamp, swq ? (in_place ? dg : dh) : NULL, swq ? dq : NULL, &err);
-    }
-    if (!st) {
-        dev_get(sel2, ds, sizeof(int32_t) * K); dev_get(selw2, dsw, sizeof(float) * K);
-        dev_get(in_place && swq ? h2 : g2, dg, ny); dev_get(u2, du, ny);
-        if (swq) { if (!in_place) dev_get(h2, dh, ny); dev_get(q2, dq, nq); }
-    }
-    char name[192];
-    static const char *rn[] = {"ids given", "biased top-K", "biased, 8 tied", "hash"};
-    snprintf(name, sizeof name, "experts gate+up fused %s %lld x %lld, %d of %d, route: %s%s%s", q_type_name(type),
-             (long long)F, (long long)D, K, E, rn[route], swq ? ", swiglu+Q8_K" : "", in_place ? " in place" : "");
-    if (ok_call(st, name, &err)) {
-        int64_t n_cpu = 0;
-        for (int m = 0; m < 2; m++)
-            for (int j = 0; j < K; j++)
-                for (int64_t r = 0; r < F; r++) {
-                    float ref;
-                    q_dot_row(type, w + m * wb + ((size_t)sel[j] * F + r) * rb, act, D, &ref, &err);
-                    n_cpu += memcmp(&ref, (m ? u1 : g1) + j * F + r, 4) != 0;
-                }
-        const int es = !memcmp(sel, sel2, sizeof(int32_t) * K) && !memcmp(selw, selw2, sizeof(float) * K);
-        const int eg = (in_place && swq) || !memcmp(g1, g2, ny), eu = !memcmp(u1, u2, ny);
-        const int eh = !swq || !memcmp(h1, h2, ny), eq = !swq || !memcmp(q1, q2, nq);
-        char det[192];
-        snprintf(det, sizeof det, "route %s, gate %s, up %s (%lld rows != q_dot_row), h %s, Q8_K %s", es ? "equal" : "DIFFERS",
-                 eg ? "equal" : "DIFFERS", eu ? "equal" : "DIFFERS", (long long)n_cpu, eh ? "equal" : "DIFFERS",
-                 eq ? "bit-identical" : "DIFFER");
-        result(es && eg && eu && eh && eq && n_cpu == 0, name, det);
-    }
-    dev_free_all();
-    free(w); free(x); free(logits); free(bias); free(t2e); free(act);
-    free(g1); free(u1); free(h1); free(g2); free(u2); free(h2); free(q1); free(q2);
-}
-
 /* Experts in host memory (expert_stage.cu, forward_moe.c): the selected experts copied from
  * pinned mapped host memory into a device buffer, then the products on ids 0..K-1 of the copy:
  * every row = q_dot_row of the original expert, bit for bit. */
@@ -354,51 +268,6 @@ static void bench_token(int tg, int td, int64_t D, int64_t F) {
     free(h); free(x); free(sh); free(a);
 }
 
-/* The MoE's critical path from the router's logits to down's input, one token, 6 of 256 experts
- * at Flash's gate/up shape (eager launches; 16 logit rows in turn, so mostly new experts from
- * DRAM): the three launches (route, gate+up pair, SwiGLU+Q8_K), the SwiGLU folded in, and the
- * route folded in too (cuda_experts_gate_up_fused). us per token. */
-static void bench_fold(int type, int64_t D, int64_t F) {
-    ds4_error err;
-    enum { N_SETS = 16, E = 256, K = 6 };
-    uint64_t rb;
-    q_row_bytes(type, (uint64_t)D, &rb, &err);
-    const size_t wb = (size_t)rb * F * E;
-    uint8_t *h = malloc(wb), *dw = dev_alloc(2 * wb);
-    fill_q(type, h, wb);
-    if (dw) { cuda_upload(dw, h, wb, &err); cuda_upload(dw + wb, h, wb, &err); }
-    float *x = rnd_vec(D, 1.0f), *logits = rnd_vec(N_SETS * E, 2.0f), *bias = rnd_vec(E, 0.1f);
-    q8k_block *a = malloc(D / 256 * sizeof(q8k_block));
-    q_quantize_q8k(x, a, (uint64_t)D, &err);
-    void *dact = dev_put(a, D / 256 * sizeof(q8k_block)), *dq = dev_alloc((size_t)K * F / 256 * sizeof(q8k_block));
-    float *dl = dev_put(logits, sizeof(float) * N_SETS * E), *db = dev_put(bias, sizeof(float) * E);
-    float *dsw = dev_alloc(sizeof(float) * K), *dg = dev_alloc(sizeof(float) * K * F), *du = dev_alloc(sizeof(float) * K * F);
-    int32_t *ds = dev_alloc(sizeof(int32_t) * K);
-    static const char *vn[] = {"route, gate+up, swiglu+Q8_K (3 launches)", "route, gate+up+swiglu (2)", "route+gate+up+swiglu (1)"};
-    for (int v = 0; v < 3; v++) {
-        ds4_status st = DS4_OK;
-        const int iters = 200;
-        double t0 = now_s();
-        for (int i = 0; i <= iters && !st; i++) {
-            if (i == 1) { cuda_sync(&err); t0 = now_s(); }
-            const float *l = dl + (i % N_SETS) * E;
-            const cuda_route_in rin = {l, db, NULL, NULL, 1.5f, 1};
-            if (v < 2) st = cuda_moe_route(l, db, NULL, NULL, 1, E, K, 1.5f, 1, ds, dsw, &err);
-            if (!st && v == 0) st = cuda_matvec_experts_pair_preq(type, dw, dw + wb, E, F, D, ds, K, dact, dg, du, &err);
-            if (!st && v == 0) st = cuda_swiglu_quant(CUDA_ACT_Q8_K, dg, du, dsw, K, F, 7.0f, dg, dq, &err);
-            if (!st && v > 0)
-                st = cuda_experts_gate_up_fused(type, dw, dw + wb, E, F, D, dact, K, v == 2 ? &rin : NULL, ds, dsw, dg,
-                                                du, 7.0f, dg, dq, &err);
-        }
-        cuda_sync(&err);
-        const double us = (now_s() - t0) / iters * 1e6;
-        if (st) printf("bench moe fold %s failed: %s\n", vn[v], err.msg);
-        else printf("bench moe fold %s %-44s %7.2f us per token\n", q_type_name(type), vn[v], us);
-    }
-    dev_free_all();
-    free(h); free(x); free(logits); free(bias); free(a);
-}
-
 void test_moe_dec(int do_bench) {
     static const int32_t ids6[6] = {5, 1, 7, 1, 0, 3}, bad[3] = {2, 9, 0};
     static const int types[3] = {Q_TYPE_IQ2_XXS, Q_TYPE_Q2_K, Q_TYPE_Q4_K};
@@ -425,16 +294,6 @@ void test_moe_dec(int do_bench) {
         staged_case(t, 2048, 4096);
         staged_case(t, 40, 768);
     }
-    for (int ti = 0; ti < 3; ti++) {
-        const int t = types[ti];
-        fold_case(t, 2048, 4096, 16, 6, 1, 1, 1); /* Flash's shapes, as moe_fused runs it */
-        fold_case(t, 256, 512, 256, 6, 2, 1, 0);
-        fold_case(t, 256, 512, 256, 6, 3, 1, 1);
-        fold_case(t, 512, 768, 300, 7, 1, 1, 0);
-        fold_case(t, 256, 256, 6, 6, 1, 1, 0);
-        fold_case(t, 300, 1280, 40, 5, 2, 0, 0);
-        fold_case(t, 768, 4096, 9, 6, 0, 1, 1);
-    }
     fused_case(Q_TYPE_Q2_K, 4096, 2048, 2048, 1);
     fused_case(Q_TYPE_Q2_K, 4096, 2048, 2048, 0);
     fused_case(Q_TYPE_Q4_K, 1024, 512, 256, 1);
@@ -444,10 +303,5 @@ void test_moe_dec(int do_bench) {
     if (do_bench) {
         bench_token(Q_TYPE_IQ2_XXS, Q_TYPE_Q2_K, 4096, 2048);
         bench_token(Q_TYPE_Q4_K, Q_TYPE_Q4_K, 4096, 2048);
-    }
-    const char *ob = getenv("DS4_MOE_DEC_BENCH"); /* the fold's bench alone (e.g. beside --no-bench) */
-    if (do_bench || (ob && atoi(ob) == 1)) {
-        bench_fold(Q_TYPE_IQ2_XXS, 4096, 2048);
-        bench_fold(Q_TYPE_Q4_K, 4096, 2048);
     }
 }
