@@ -81,9 +81,7 @@ __global__ void __launch_bounds__(256) k_attn_chunk(attn_args a, int64_t nk_cap)
     /* den in the CPU's order: the sink's term, then the keys one by one (a thread per head). */
     if (threadIdx.x < nh) {
         int h = threadIdx.x;
-        float den = cu_exp_ref(__fsub_rn(a.sinks[h0 + h], s_mx[h]));
-        for (int64_t i = 0; i < n_keys; i++) den = __fadd_rn(den, sc[h * nk_cap + i]);
-        s_inv[h] = __fdiv_rn(1.0f, den);
+        s_inv[h] = attn_inv_den(a.sinks[h0 + h], s_mx[h], sc + h * nk_cap, 1, n_keys);
     }
     /* acc[d] = Σ_i e_i·k_i[d], keys in order; thread owns dims d = threadIdx.x + 256 j. */
     float acc[ND][ATT_HB];
@@ -247,9 +245,7 @@ __global__ void __launch_bounds__(NT) k_attn_chunk2(attn_args a, int64_t nk_cap,
     /* den in the CPU's order: the sink's term, then the keys one by one (a thread per head). */
     if (threadIdx.x < nh) {
         int h = threadIdx.x;
-        float den = cu_exp_ref(__fsub_rn(a.sinks[h0 + h], s_mx[h]));
-        for (int64_t i = 0; i < n_keys; i++) den = __fadd_rn(den, sc[i * HB + h]);
-        s_inv[h] = __fdiv_rn(1.0f, den);
+        s_inv[h] = attn_inv_den(a.sinks[h0 + h], s_mx[h], sc + h, HB, n_keys);
     }
     /* acc[d] = Σ_i e_i·k_i[d], keys in order, UK keys' rows loaded ahead. */
     float acc[ND][HB];

@@ -197,10 +197,7 @@ __global__ void __launch_bounds__(NT, 1) k_attn_chunk3(attn_args a, int64_t nk_c
     /* den in the CPU's order: the sink's term, then the keys one by one (a thread per head). */
     if ((int)threadIdx.x < nh) {
         int h = threadIdx.x;
-        float den = cu_exp_ref(__fsub_rn(a.sinks[h0 + h], s_mx[h]));
-#pragma unroll 8
-        for (int64_t i = 0; i < n_keys; i++) den = __fadd_rn(den, sc[i * AC3_HT + h]);
-        s_inv[h] = __fdiv_rn(1.0f, den);
+        s_inv[h] = attn_inv_den<8>(a.sinks[h0 + h], s_mx[h], sc + h, AC3_HT, n_keys);
     }
     /* acc[d] = Σ_i e_i·k_i[d], keys in order from 0, AC3_VK rows at a time from shared memory
      * (the next AC3_VK load into registers meanwhile). */

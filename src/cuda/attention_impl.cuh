@@ -88,6 +88,22 @@ __device__ __forceinline__ void attn_dot_heads(const float *sq, const float *kr,
     }
 }
 
+/* 1/den of one head in the CPU's order (model/attention.c, MODEL_MATH §5.5): the sink's term
+ * e^(sink - max) first, then the keys' e_i one by one (e[i·stride], i < n), then 1/den. The
+ * chunk kernels' thread per head calls it; U > 0 unrolls the key loop U times (k_attn_chunk3). */
+template <int U = 0>
+__device__ __forceinline__ float attn_inv_den(float sink, float mx, const float *e, int64_t stride,
+                                              int64_t n) {
+    float den = cu_exp_ref(__fsub_rn(sink, mx));
+    if constexpr (U > 0) {
+#pragma unroll U
+        for (int64_t i = 0; i < n; i++) den = __fadd_rn(den, e[i * stride]);
+    } else {
+        for (int64_t i = 0; i < n; i++) den = __fadd_rn(den, e[i * stride]);
+    }
+    return __fdiv_rn(1.0f, den);
+}
+
 /* attention_chunk.cu: whether the chunk kernels take n_tok >= 2 queries over `keys` rows (not
  * the graph's dpos calls), the chunk attention itself (qn_eps > 0: q's norm + RoPE inside the
  * kernel, only where cu_attc_qnorm_ok), and whether the chosen chunk kernel can do that. */
