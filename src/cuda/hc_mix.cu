@@ -477,13 +477,14 @@ extern "C" ds4_status cuda_hc_mix_fused(int fn_type, const void *d_fn, int64_t r
         cudaDeviceGetAttribute(&n_sm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
         n_sm = 0;
     const bool pre = one_launch && d_scale && hc == 4 && d == 4 * HCD_THREADS && n_sm >= rows + 2;
+    int done = 0; /* k_hc_mix2 launched (status in st); else k_hc_mix below */
     if (d % 8 == 0 && cols / 8 <= INT32_MAX && !hcm_env("DS4_CUDA_HCM_V1", 0)) {
         /* for timing: DS4_CUDA_HCM_SOLO=0 lets producers share the chain warp's scheduler;
          * DS4_CUDA_HCM_PW: producer warps (1..31 shared, 1..24 solo; default all) */
         a.solo = hcm_env("DS4_CUDA_HCM_SOLO", 1) != 0;
         a.sc = hcm_env("DS4_CUDA_HCM_SC", 1) != 0;
         const int most = a.solo ? HCD_THREADS / 32 * 3 / 4 : HCD_THREADS / 32 - 1;
-        int npw = hcm_env("DS4_CUDA_HCM_PW", most), done;
+        int npw = hcm_env("DS4_CUDA_HCM_PW", most);
         if (npw < 1 || npw > most) npw = most;
         if (fn_type == CU_T_F32)
             done = pre ? (a.trace ? hcm2_launch<CU_T_F32, true, 4, true>(a, npw, err, &st)
@@ -495,16 +496,10 @@ extern "C" ds4_status cuda_hc_mix_fused(int fn_type, const void *d_fn, int64_t r
                                   : hcm2_launch<CU_T_F16, true, 4>(a, npw, err, &st))
                        : hc == 4 ? hcm2_launch<CU_T_F16, false, 4>(a, npw, err, &st)
                                  : hcm2_launch<CU_T_F16, false, 0>(a, npw, err, &st);
-        if (done) {
-            if (st) return st;
-            CU_LAUNCH_CHECK(err, "hc_mix launch");
-            if (!d_scale || pre) return DS4_OK;
-            return cuda_hc_pre_quant(X2, d_mix, d_scale, d_base, d_norm, 1, hc, d, iters, hc_eps,
-                                     norm_eps, d_pre, d_post_out, d_comb_out, d_a, d_q80, d_q8k, err);
-        }
     }
-    st = fn_type == CU_T_F32 ? (pre ? hcm_launch<CU_T_F32, true>(a, err) : hcm_launch<CU_T_F32, false>(a, err))
-                             : (pre ? hcm_launch<CU_T_F16, true>(a, err) : hcm_launch<CU_T_F16, false>(a, err));
+    if (!done)
+        st = fn_type == CU_T_F32 ? (pre ? hcm_launch<CU_T_F32, true>(a, err) : hcm_launch<CU_T_F32, false>(a, err))
+                                 : (pre ? hcm_launch<CU_T_F16, true>(a, err) : hcm_launch<CU_T_F16, false>(a, err));
     if (st) return st;
     CU_LAUNCH_CHECK(err, "hc_mix launch");
     if (!d_scale || pre) return DS4_OK;
